@@ -1,0 +1,92 @@
+/**
+ * Test helpers shared by duet's Deno test suites: tests that need an outside component
+ * (PostgreSQL, Redis, Chromium, Python) skip loudly when it is missing, and fail instead
+ * when `DUET_REQUIRE_ALL=1` (set by .ci/run), so CI never passes by skipping.
+ *
+ * @module
+ */
+
+/** Whether every outside component is required (CI). */
+export const requireAll: boolean = Deno.env.get("DUET_REQUIRE_ALL") === "1";
+
+/** An outside component a test needs, and whether it was found. */
+export interface Requirement {
+  /** What is needed, e.g. "python3-ecdsa". */
+  name: string;
+  /** Why it is unavailable, or undefined when it is available. */
+  missing: string | undefined;
+}
+
+const warned = new Set<string>();
+
+/**
+ * Registers a Deno test that runs only when `requirement` is met. When it is not: with
+ * `DUET_REQUIRE_ALL=1` the test is registered and fails with the reason; otherwise it is
+ * registered as ignored and the reason is printed once on stderr.
+ *
+ * @example
+ * ```ts ignore
+ * testWith(await findPython(), { name: "python agrees", fn: () => {} });
+ * ```
+ */
+export function testWith(requirement: Requirement, definition: Deno.TestDefinition): void {
+  const { name, missing } = requirement;
+  if (missing === undefined) {
+    Deno.test(definition);
+    return;
+  }
+  if (requireAll) {
+    Deno.test({
+      ...definition,
+      fn: () => {
+        throw new Error(`${name} is required (DUET_REQUIRE_ALL=1) but unavailable: ${missing}`);
+      },
+    });
+    return;
+  }
+  if (!warned.has(name)) {
+    warned.add(name);
+    // deno-lint-ignore no-console -- the loud skip is the point: it must reach the terminal
+    console.warn(`SKIPPING tests that need ${name}: ${missing}`);
+  }
+  Deno.test({ ...definition, ignore: true });
+}
+
+/** Runs a command to completion; resolves with its exit code, stdout and stderr as text. */
+export async function run(
+  command: string,
+  args: string[],
+  options: { stdin?: string; env?: Record<string, string>; cwd?: string } = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const child = new Deno.Command(command, {
+    args,
+    stdin: options.stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+    ...(options.env ? { env: options.env } : {}),
+    ...(options.cwd ? { cwd: options.cwd } : {}),
+  }).spawn();
+  if (options.stdin !== undefined) {
+    const writer = child.stdin.getWriter();
+    await writer.write(new TextEncoder().encode(options.stdin));
+    await writer.close();
+  }
+  const { code, stdout, stderr } = await child.output();
+  const text = new TextDecoder();
+  return { code, stdout: text.decode(stdout), stderr: text.decode(stderr) };
+}
+
+/** Debian's Python, where python3-ecdsa is installed (`DUET_PYTHON` overrides). */
+export const python: string = Deno.env.get("DUET_PYTHON") ?? "/usr/bin/python3";
+
+/** Finds Debian's python3 with the ecdsa module (apt-get install python3-ecdsa). */
+export async function findPythonEcdsa(): Promise<Requirement> {
+  const name = "python3-ecdsa";
+  try {
+    const { code, stderr } = await run(python, ["-c", "import ecdsa"]);
+    if (code === 0) return { name, missing: undefined };
+    return { name, missing: `${python} cannot import ecdsa (${stderr.trim().split("\n").at(-1)})` };
+  } catch (error) {
+    return { name, missing: `${python} does not run (${(error as Error).message})` };
+  }
+}
