@@ -1,0 +1,240 @@
+import assert from "node:assert/strict";
+import { CURVE_ORDER, DLogProof, encodePoint, G } from "@duet/dlog";
+import { run } from "@duet/testkit";
+import { runCli } from "./cli.ts";
+import type { CliIo } from "./io.ts";
+
+/** Runs the CLI in-process with captured output. */
+async function duet(
+  args: string[],
+  stdin = "",
+): Promise<{ code: number; out: string; err: string }> {
+  let out = "";
+  let err = "";
+  const io: CliIo = {
+    out: (text) => void (out += text),
+    err: (text) => void (err += text),
+    readStdin: () => Promise.resolve(stdin),
+    shutdownSignal: new AbortController().signal,
+  };
+  const code = await runCli(args, io);
+  return { code, out, err };
+}
+
+const secretHex = "00000000000000000000000000000000000000000000000000000000000000ff";
+const x = 0xffn;
+const y = G.multiply(x);
+const yHex = encodePoint(y);
+
+Deno.test("duet dlog prove prints y and a proof that verifies, in DESIGN.md's form", async () => {
+  const { code, out, err } = await duet([
+    "dlog",
+    "prove",
+    "--sid",
+    "s",
+    "--pid",
+    "3",
+    "--secret",
+    secretHex,
+  ]);
+  assert.equal(code, 0, err);
+  assert.match(
+    out,
+    /^\{"y": "[0-9a-f]{66}", "proof": \{"t": "[0-9a-f]{66}", "s": "[0-9a-f]{64}"\}\}\n$/,
+  );
+  const { y: printedY, proof } = JSON.parse(out);
+  assert.equal(printedY, yHex);
+  assert.equal(DLogProof.fromDict(proof).verify("s", 3n, y), true);
+});
+
+Deno.test("duet dlog prove --base proves on another base point", async () => {
+  const base = G.multiply(77n);
+  const { code, out } = await duet([
+    "dlog",
+    "prove",
+    "--sid",
+    "s",
+    "--pid",
+    "0",
+    "--secret",
+    secretHex,
+    "--base",
+    encodePoint(base),
+  ]);
+  assert.equal(code, 0);
+  const { y: printedY, proof } = JSON.parse(out);
+  assert.equal(printedY, encodePoint(base.multiply(x)));
+  assert.equal(DLogProof.fromDict(proof).verify("s", 0n, base.multiply(x), base), true);
+});
+
+Deno.test("duet dlog prove --secret - reads the secret from stdin", async () => {
+  const { code, out } = await duet(
+    ["dlog", "prove", "--sid", "s", "--pid", "1", "--secret", "-"],
+    secretHex + "\n",
+  );
+  assert.equal(code, 0);
+  assert.equal(JSON.parse(out).y, yHex);
+});
+
+Deno.test("duet dlog verify prints valid with exit 0 and invalid with exit 1", async () => {
+  const proof = DLogProof.prove("s", 3n, x, y).toString();
+  const ok = await duet([
+    "dlog",
+    "verify",
+    "--sid",
+    "s",
+    "--pid",
+    "3",
+    "--y",
+    yHex,
+    "--proof",
+    proof,
+  ]);
+  assert.deepEqual([ok.code, ok.out, ok.err], [0, "valid\n", ""]);
+  const wrongPid = await duet([
+    "dlog",
+    "verify",
+    "--sid",
+    "s",
+    "--pid",
+    "4",
+    "--y",
+    yHex,
+    "--proof",
+    proof,
+  ]);
+  assert.deepEqual([wrongPid.code, wrongPid.out], [1, "invalid\n"]);
+  const fromStdin = await duet(
+    ["dlog", "verify", "--sid", "s", "--pid", "3", "--y", yHex, "--proof", "-"],
+    proof,
+  );
+  assert.deepEqual([fromStdin.code, fromStdin.out], [0, "valid\n"]);
+});
+
+Deno.test("duet dlog rejects malformed input with exit 2 and one line naming the option", async () => {
+  const proof = DLogProof.prove("s", 3n, x, y).toString();
+  const verify = (over: Record<string, string>) => {
+    const options = { "--sid": "s", "--pid": "3", "--y": yHex, "--proof": proof, ...over };
+    return ["dlog", "verify", ...Object.entries(options).flat()];
+  };
+  const prove = (over: Record<string, string>) => {
+    const options = { "--sid": "s", "--pid": "3", "--secret": secretHex, ...over };
+    return ["dlog", "prove", ...Object.entries(options).flat()];
+  };
+  const cases: [string, string[], RegExp][] = [
+    ["proof not JSON", verify({ "--proof": "{" }), /^duet dlog verify: Invalid --proof: /],
+    [
+      "proof s = q",
+      verify({ "--proof": JSON.stringify({ ...JSON.parse(proof), s: CURVE_ORDER.toString(16) }) }),
+      /--proof: value is not below the group order q/,
+    ],
+    [
+      "proof missing s",
+      verify({ "--proof": JSON.stringify({ t: JSON.parse(proof).t }) }),
+      /missing field "s"/,
+    ],
+    ["y uppercase", verify({ "--y": yHex.toUpperCase() }), /Invalid --y: expected lowercase hex/],
+    ["y off the curve", verify({ "--y": "02" + "5".padStart(64, "0") }), /Invalid --y: x is not/],
+    ["pid negative", verify({ "--pid": "-1" }), /Invalid --pid: "-1" is not a decimal integer/],
+    [
+      "pid 2^256",
+      verify({ "--pid": (1n << 256n).toString() }),
+      /Invalid --pid: must be in \[0, 2\^256\)/,
+    ],
+    ["pid hex", verify({ "--pid": "0x10" }), /Invalid --pid/],
+    ["base too short", verify({ "--base": "02ab" }), /Invalid --base: expected 66 hex/],
+    ["secret short", prove({ "--secret": "ff" }), /Invalid --secret: expected 64 lowercase hex/],
+    ["secret zero", prove({ "--secret": "0".repeat(64) }), /Invalid --secret: .*\[1, q-1\]/],
+    ["secret = q", prove({ "--secret": CURVE_ORDER.toString(16) }), /Invalid --secret/],
+    [
+      "secret uppercase",
+      prove({ "--secret": secretHex.toUpperCase().replace("0", "A") }),
+      /Invalid --secret/,
+    ],
+  ];
+  for (const [label, args, message] of cases) {
+    const { code, out, err } = await duet(args);
+    assert.equal(code, 2, label);
+    assert.equal(out, "", label);
+    assert.match(err, message, label);
+    assert.equal(err.trim().split("\n").length, 1, `${label}: one line, no stack trace`);
+  }
+});
+
+Deno.test("duet reports unknown commands, unknown options and missing options with exit 2", async () => {
+  const cases: [string[], RegExp][] = [
+    [["frobnicate"], /^duet: unknown command 'frobnicate'/],
+    [["dlog", "prove", "--sid", "s"], /^duet dlog prove: required option '--pid <pid>'/],
+    [
+      ["dlog", "verify", "--sid", "s", "--pid", "1", "--y", yHex, "--proof", "{}", "--bogus"],
+      /^duet dlog verify: unknown option '--bogus'/,
+    ],
+    [["--log-level", "loud", "dlog", "prove"], /argument 'loud' is invalid/],
+  ];
+  for (const [args, message] of cases) {
+    const { code, err } = await duet(args);
+    assert.equal(code, 2, args.join(" "));
+    assert.match(err, message);
+  }
+});
+
+Deno.test("duet --help, duet dlog verify --help and --version exit 0 on stdout", async () => {
+  const root = await duet(["--help"]);
+  assert.equal(root.code, 0);
+  assert.match(root.out, /Commands:[\s\S]*dlog[\s\S]*serve/);
+  const verify = await duet(["dlog", "verify", "--help"]);
+  assert.equal(verify.code, 0);
+  assert.match(verify.out, /--proof <json>/);
+  assert.match(verify.out, /DLOG-SECP256K1-SHA256\/v1/);
+  const version = await duet(["--version"]);
+  assert.deepEqual([version.code, version.out], [0, "0.1.0\n"]);
+});
+
+Deno.test("deno task duet runs the same CLI as a process (exact exit codes)", async () => {
+  const root = new URL("../../", import.meta.url).pathname;
+  const task = (args: string[]) =>
+    run(Deno.execPath(), ["task", "-q", "duet", ...args], { cwd: root });
+  const proved = await task(["dlog", "prove", "--sid", "s", "--pid", "9", "--secret", secretHex]);
+  assert.equal(proved.code, 0, proved.stderr);
+  const { y: printedY, proof } = JSON.parse(proved.stdout);
+  const verified = await task([
+    "dlog",
+    "verify",
+    "--sid",
+    "s",
+    "--pid",
+    "9",
+    "--y",
+    printedY,
+    "--proof",
+    JSON.stringify(proof),
+  ]);
+  assert.deepEqual([verified.code, verified.stdout], [0, "valid\n"]);
+  const rejected = await task([
+    "dlog",
+    "verify",
+    "--sid",
+    "t",
+    "--pid",
+    "9",
+    "--y",
+    printedY,
+    "--proof",
+    JSON.stringify(proof),
+  ]);
+  assert.deepEqual([rejected.code, rejected.stdout], [1, "invalid\n"]);
+  const malformed = await task([
+    "dlog",
+    "verify",
+    "--sid",
+    "t",
+    "--pid",
+    "9",
+    "--y",
+    "zz",
+    "--proof",
+    "{}",
+  ]);
+  assert.equal(malformed.code, 2);
+  assert.doesNotMatch(malformed.stderr, /at .*\.ts:\d+/, "no stack trace");
+});

@@ -1,0 +1,110 @@
+/**
+ * `duet dlog prove` and `duet dlog verify`: the dlog proof library on the command line,
+ * in the exact forms of DESIGN.md.
+ *
+ * @module
+ */
+import { Command } from "commander";
+import {
+  CURVE_ORDER,
+  decodePoint,
+  DLogProof,
+  encodePoint,
+  G,
+  parsePid,
+  type Point,
+} from "@duet/dlog";
+import { type CliIo, ExitStatus, UsageError } from "../io.ts";
+
+/** Runs a parser over user input; its error becomes a usage error naming the option. */
+function parseOption<T>(option: string, parse: () => T): T {
+  try {
+    return parse();
+  } catch (error) {
+    // The library's message names its own field ("Invalid pid: ...", "Cannot decode --y:
+    // ..."); the user needs the option's name once.
+    const detail = (error as Error).message.replace(/^(Invalid [\w.-]+|Cannot decode [^:]+): /, "");
+    throw new UsageError(`Invalid ${option}: ${detail}`);
+  }
+}
+
+/** `-` means "read it from standard input", which keeps secrets off the process list. */
+async function valueOrStdin(value: string, io: CliIo): Promise<string> {
+  return value === "-" ? (await io.readStdin()).trim() : value;
+}
+
+function parseSecret(text: string): bigint {
+  if (!/^[0-9a-f]{64}$/.test(text)) {
+    throw new SyntaxError(`expected 64 lowercase hex characters, got ${text.length} characters`);
+  }
+  const x = BigInt("0x" + text);
+  if (x === 0n || x >= CURVE_ORDER) throw new RangeError("the secret must be in [1, q-1]");
+  return x;
+}
+
+function parseBase(text: string | undefined): Point {
+  return text === undefined ? G : parseOption("--base", () => decodePoint(text, "--base"));
+}
+
+const statementHelp = `
+The proof shows knowledge of x with Y = x*B on secp256k1 (B = G unless --base), bound to
+the session id and party id. Encoding: DLOG-SECP256K1-SHA256/v1 (packages/dlog/README.md).
+PID is a decimal integer in [0, 2^256); HEX64/HEX66 are lowercase hex.`;
+
+/** The `dlog` command group. */
+export function dlogCommand(io: CliIo): Command {
+  const dlog = new Command("dlog").description(
+    "prove and verify knowledge of a discrete log (Schnorr, secp256k1)",
+  );
+
+  dlog
+    .command("prove")
+    .description('prove knowledge of the secret x; prints {"y": HEX66, "proof": {...}}')
+    .requiredOption("--sid <sid>", "session id the proof is bound to")
+    .requiredOption("--pid <pid>", "party id, a decimal integer in [0, 2^256)")
+    .requiredOption(
+      "--secret <hex64>",
+      "the secret x in [1, q-1] as 64 lowercase hex digits, or - to read it from stdin",
+    )
+    .option("--base <hex66>", "base point B, SEC1 compressed (default: the generator G)")
+    .addHelpText("after", statementHelp)
+    .action(async (options: { sid: string; pid: string; secret: string; base?: string }) => {
+      const pid = parseOption("--pid", () => parsePid(options.pid));
+      const secret = await valueOrStdin(options.secret, io);
+      const x = parseOption("--secret", () => parseSecret(secret));
+      const base = parseBase(options.base);
+      const y = base.multiply(x);
+      const proof = DLogProof.prove(options.sid, pid, x, y, base).toDict();
+      // The spacing of DESIGN.md's form (and of Python's json.dumps).
+      io.out(
+        `{"y": "${encodePoint(y)}", "proof": {"t": "${proof.t}", "s": "${proof.s}"}}\n`,
+      );
+    });
+
+  dlog
+    .command("verify")
+    .description("verify a proof: prints valid (exit 0) or invalid (exit 1); bad input exits 2")
+    .requiredOption("--sid <sid>", "session id the proof must be bound to")
+    .requiredOption("--pid <pid>", "party id, a decimal integer in [0, 2^256)")
+    .requiredOption("--y <hex66>", "public point Y = x*B, SEC1 compressed")
+    .requiredOption(
+      "--proof <json>",
+      'the proof as JSON {"t": HEX66, "s": HEX64}, or - to read it from stdin',
+    )
+    .option("--base <hex66>", "base point B, SEC1 compressed (default: the generator G)")
+    .addHelpText("after", statementHelp)
+    .action(
+      async (options: { sid: string; pid: string; y: string; proof: string; base?: string }) => {
+        const pid = parseOption("--pid", () => parsePid(options.pid));
+        const y = parseOption("--y", () => decodePoint(options.y, "--y"));
+        const base = parseBase(options.base);
+        const proofText = await valueOrStdin(options.proof, io);
+        const proof = parseOption("--proof", () => DLogProof.fromString(proofText));
+        const valid = proof.verify(options.sid, pid, y, base);
+        io.out(valid ? "valid\n" : "invalid\n");
+        if (!valid) throw new ExitStatus(1);
+      },
+    );
+
+  return dlog;
+}
