@@ -90,3 +90,21 @@ export async function findPythonEcdsa(): Promise<Requirement> {
     return { name, missing: `${python} does not run (${(error as Error).message})` };
   }
 }
+
+/**
+ * Resolves once `condition()` holds, checking every few milliseconds; rejects after
+ * `timeoutMs` with `what` in the message. For synchronising with a server, not for timing.
+ */
+export async function waitFor(
+  condition: () => boolean | Promise<boolean>,
+  what: string,
+  timeoutMs = 5_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) {
+      throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}

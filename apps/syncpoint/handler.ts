@@ -1,0 +1,196 @@
+/**
+ * The syncpoint HTTP API as a pure `Request -> Response` handler (Hono): routing, input
+ * checks, and the one place where outcomes and errors become responses.
+ *
+ * @module
+ */
+import { Hono } from "hono";
+import type { Context } from "hono";
+import { getLogger } from "@logtape/logtape";
+import type { Outcome, Refusal, Rendezvous } from "./rendezvous.ts";
+import type { SyncpointMetrics } from "./metrics.ts";
+
+/** The id of a rendezvous: 1-128 characters of [A-Za-z0-9._~-] (URL-safe, unreserved). */
+export const ID_PATTERN: RegExp = /^[A-Za-z0-9._~-]{1,128}$/;
+
+/** Limits and defaults of the API. */
+export interface HandlerOptions {
+  /** Where parties meet. */
+  rendezvous: Rendezvous;
+  /** Metrics to count into and render at /metrics. */
+  metrics: SyncpointMetrics;
+  /** How long a first party waits unless it asks otherwise (10,000 ms). */
+  defaultTimeoutMs: number;
+  /** The most a party may ask for with `?timeout_ms=`; larger asks are capped. */
+  maxTimeoutMs: number;
+  /** Largest payload a party may send, in bytes (64 KiB). */
+  maxPayloadBytes: number;
+}
+
+/** An error answer: the status and a stable machine-readable code. */
+export class ApiError extends Error {
+  override name = "ApiError";
+  readonly status: number;
+  readonly code: string;
+  readonly headers: Record<string, string>;
+  constructor(status: number, code: string, message: string, headers = {}) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.headers = headers;
+  }
+}
+
+const refusals: Record<Refusal, (waitedMs: number, timeoutMs: number) => ApiError> = {
+  timeout: (_, timeoutMs) =>
+    new ApiError(408, "timeout", `No second party arrived within ${timeoutMs} ms`),
+  conflict: () => new ApiError(409, "conflict", "A pair on this id is being completed; try again"),
+  capacity: () =>
+    new ApiError(503, "capacity", "Too many parties are waiting; try again later", {
+      "retry-after": "1",
+    }),
+  shutting_down: () =>
+    new ApiError(503, "shutting_down", "The service is shutting down", { "retry-after": "1" }),
+  backend_unavailable: () =>
+    new ApiError(503, "backend_unavailable", "The rendezvous store is unreachable", {
+      "retry-after": "1",
+    }),
+};
+
+const log = getLogger(["duet", "syncpoint"]);
+const WAIT_PATH = "/wait-for-second-party";
+
+/** Parses `?timeout_ms=`: a whole number of milliseconds, at least 1, capped. */
+function timeoutOf(query: string | undefined, options: HandlerOptions): number {
+  if (query === undefined) return options.defaultTimeoutMs;
+  if (!/^[0-9]{1,9}$/.test(query) || Number(query) < 1) {
+    throw new ApiError(400, "invalid_timeout", "timeout_ms must be a whole number of ms >= 1");
+  }
+  return Math.min(Number(query), options.maxTimeoutMs);
+}
+
+/** Reads the body as the payload: at most `max` bytes of UTF-8; empty means none. */
+async function payloadOf(request: Request, max: number): Promise<string | null> {
+  const tooLarge = () => new ApiError(413, "payload_too_large", `The payload exceeds ${max} bytes`);
+  const declared = request.headers.get("content-length");
+  if (declared !== null && Number(declared) > max) throw tooLarge();
+  if (!request.body) return null;
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of request.body) {
+    size += chunk.byteLength;
+    if (size > max) throw tooLarge();
+    chunks.push(chunk);
+  }
+  if (size === 0) return null;
+  const bytes = chunks.length === 1 ? chunks[0]! : concat(chunks, size);
+  try {
+    return new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(bytes);
+  } catch {
+    throw new ApiError(400, "invalid_payload", "The payload must be UTF-8 text");
+  }
+}
+
+function concat(chunks: Uint8Array[], size: number): Uint8Array {
+  const bytes = new Uint8Array(size);
+  let offset = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return bytes;
+}
+
+function pairedBody(id: string, outcome: Extract<Outcome, { kind: "paired" }>) {
+  return {
+    status: "paired",
+    id,
+    role: outcome.role,
+    waited_ms: Math.round(outcome.waitedMs),
+    peer_payload: outcome.peerPayload,
+  };
+}
+
+/** Builds the API. */
+export function createApp(options: HandlerOptions): Hono {
+  const { rendezvous, metrics } = options;
+  const app = new Hono();
+
+  app.post(`${WAIT_PATH}/:id`, async (c) => {
+    const id = c.req.param("id");
+    if (!ID_PATTERN.test(id)) throw invalidId();
+    const timeoutMs = timeoutOf(c.req.query("timeout_ms"), options);
+    const payload = await payloadOf(c.req.raw, options.maxPayloadBytes);
+    const outcome = await rendezvous.arrive({
+      id,
+      payload,
+      timeoutMs,
+      // Only a party that waits needs to notice a hang-up; reading request.signal on
+      // every request costs throughput on Deno (docs/benchmarks.md).
+      get signal() {
+        return c.req.raw.signal;
+      },
+    });
+    switch (outcome.kind) {
+      case "paired":
+        return c.json(pairedBody(id, outcome), 200);
+      case "departed":
+        // Nobody is listening; the connection is already gone.
+        return c.body(null, 499 as never);
+      case "refused":
+        throw refusals[outcome.reason](outcome.waitedMs, timeoutMs);
+    }
+  });
+  app.all(`${WAIT_PATH}/:id`, () => {
+    throw new ApiError(405, "method_not_allowed", "Use POST", { allow: "POST" });
+  });
+  app.all(`${WAIT_PATH}/*`, () => {
+    throw invalidId();
+  });
+  app.all(WAIT_PATH, () => {
+    throw invalidId();
+  });
+
+  // Liveness and readiness: 503 while arrivals cannot be served (store unreachable, or
+  // shutting down), so a load balancer stops sending parties here.
+  app.get("/healthz", (c) => {
+    const healthy = rendezvous.healthy;
+    return c.json(
+      { status: healthy ? "ok" : "unavailable", waiting: rendezvous.waiting },
+      healthy ? 200 : 503,
+    );
+  });
+  app.get("/metrics", async (c) => {
+    return c.body(await metrics.render(), 200, { "content-type": metrics.contentType });
+  });
+  for (const path of ["/healthz", "/metrics"]) {
+    app.all(path, () => {
+      throw new ApiError(405, "method_not_allowed", "Use GET", { allow: "GET, HEAD" });
+    });
+  }
+
+  app.notFound(() => {
+    throw new ApiError(404, "not_found", "No such endpoint; see POST /wait-for-second-party/:id");
+  });
+  app.onError((error, c) => errorResponse(error, c, metrics));
+  return app;
+}
+
+function invalidId(): ApiError {
+  return new ApiError(400, "invalid_id", "The id must be 1-128 characters of [A-Za-z0-9._~-]");
+}
+
+function errorResponse(error: Error, c: Context, metrics: SyncpointMetrics): Response {
+  const apiError = error instanceof ApiError ? error : internal(error);
+  metrics.rejected(apiError.code);
+  return c.json(
+    { status: "error", code: apiError.code, message: apiError.message },
+    apiError.status as 400,
+    apiError.headers,
+  );
+}
+
+function internal(error: Error): ApiError {
+  log.error("Unexpected error: {error}", { error });
+  return new ApiError(500, "internal", "Internal error");
+}

@@ -1,0 +1,154 @@
+// The service over real sockets on 127.0.0.1, port 0.
+import assert from "node:assert/strict";
+import { waitFor } from "@duet/testkit";
+import { type RunningSyncpoint, startSyncpoint } from "./server.ts";
+
+async function withServer(
+  fn: (server: RunningSyncpoint) => Promise<void>,
+  config: Parameters<typeof startSyncpoint>[0] = {},
+): Promise<void> {
+  const server = await startSyncpoint({ port: 0, ...config });
+  try {
+    await fn(server);
+  } finally {
+    await server.shutdown();
+  }
+}
+
+function post(server: RunningSyncpoint, id: string, body?: string, query = ""): Promise<Response> {
+  return fetch(new URL(`/wait-for-second-party/${id}${query}`, server.url), {
+    method: "POST",
+    ...(body === undefined ? {} : { body }),
+  });
+}
+
+/** Sends a first party's request over a raw TCP connection, leaving it open. */
+async function rawFirstParty(server: RunningSyncpoint, id: string): Promise<Deno.TcpConn> {
+  const conn = await Deno.connect({ hostname: server.url.hostname, port: Number(server.url.port) });
+  await conn.write(new TextEncoder().encode(
+    `POST /wait-for-second-party/${id} HTTP/1.1\r\nHost: test\r\nContent-Length: 4\r\n\r\ngone`,
+  ));
+  return conn;
+}
+
+async function metric(server: RunningSyncpoint, name: string): Promise<number> {
+  const text = await (await fetch(new URL("/metrics", server.url))).text();
+  const line = text.split("\n").find((l) => l.startsWith(name + " "));
+  return Number(line?.split(" ")[1]);
+}
+
+Deno.test("syncpoint server: GET /healthz answers 200 ok", async () => {
+  await withServer(async (server) => {
+    const response = await fetch(new URL("/healthz", server.url));
+    assert.equal(response.status, 200);
+    assert.deepEqual(await response.json(), { status: "ok", waiting: 0 });
+  });
+});
+
+Deno.test("syncpoint server: a first then a second party are both answered 200", async () => {
+  await withServer(async (server) => {
+    const first = post(server, "pair-1", "A");
+    await waitFor(() => server.rendezvous.waiting === 1, "the first party to wait");
+    const second = await post(server, "pair-1", "B");
+    assert.equal(second.status, 200);
+    const secondBody = await second.json();
+    assert.equal(secondBody.role, "second");
+    assert.equal(secondBody.peer_payload, "A");
+    const firstBody = await (await first).json();
+    assert.equal(firstBody.role, "first");
+    assert.equal(firstBody.peer_payload, "B");
+  });
+});
+
+Deno.test("syncpoint server: a first party with no second gets 408 timeout", async () => {
+  await withServer(async (server) => {
+    const response = await post(server, "alone", undefined, "?timeout_ms=100");
+    assert.equal(response.status, 408);
+    assert.equal((await response.json()).code, "timeout");
+  });
+});
+
+Deno.test("syncpoint server: the default --timeout-ms applies", async () => {
+  await withServer(async (server) => {
+    const response = await post(server, "alone");
+    assert.equal(response.status, 408);
+    assert.match((await response.json()).message, /within 150 ms/);
+  }, { defaultTimeoutMs: 150 });
+});
+
+Deno.test("syncpoint server: a waiting party that hangs up frees its slot; the next one waits", async () => {
+  await withServer(async (server) => {
+    const conn = await rawFirstParty(server, "leaver");
+    await waitFor(() => server.rendezvous.waiting === 1, "the raw party to wait");
+    conn.close();
+    await waitFor(() => server.rendezvous.waiting === 0, "the hang-up to free the slot");
+    assert.equal(await metric(server, "syncpoint_departures_total"), 1);
+    // The next party must not be paired with the one who left: it waits, then times out.
+    const next = await post(server, "leaver", "hello?", "?timeout_ms=150");
+    assert.equal(next.status, 408);
+    assert.equal(await metric(server, "syncpoint_pairs_total"), 0);
+  });
+});
+
+Deno.test("syncpoint server: a paired party's connection closing later does not disturb others", async () => {
+  await withServer(async (server) => {
+    const conn = await rawFirstParty(server, "keep");
+    await waitFor(() => server.rendezvous.waiting === 1, "the raw party to wait");
+    const second = await post(server, "keep", "hi");
+    assert.equal((await second.json()).peer_payload, "gone");
+    const reader = conn.readable.getReader();
+    const { value } = await reader.read();
+    assert.match(new TextDecoder().decode(value), /^HTTP\/1\.1 200 /);
+    reader.releaseLock();
+    const third = post(server, "keep", "third");
+    await waitFor(() => server.rendezvous.waiting === 1, "the third party to wait");
+    conn.close(); // the old connection goes away after its answer
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(server.rendezvous.waiting, 1, "the third party is still waiting");
+    const fourth = await post(server, "keep", "fourth");
+    assert.equal((await fourth.json()).peer_payload, "third");
+    await third;
+  });
+});
+
+Deno.test("syncpoint server: shutdown answers waiting parties 503 and stops accepting", async () => {
+  const server = await startSyncpoint({ port: 0 });
+  const waiting = [post(server, "s1"), post(server, "s2"), post(server, "s3")];
+  await waitFor(() => server.rendezvous.waiting === 3, "three parties to wait");
+  await server.shutdown();
+  for (const response of await Promise.all(waiting)) {
+    assert.equal(response.status, 503);
+    assert.equal((await response.json()).code, "shutting_down");
+  }
+  await assert.rejects(fetch(new URL("/healthz", server.url)), TypeError);
+});
+
+Deno.test("syncpoint server: 300 concurrent pairs on different ids all pair correctly", async () => {
+  await withServer(async (server) => {
+    const ids = Array.from({ length: 300 }, (_, i) => `many-${i}`);
+    const firsts = ids.map((id) => post(server, id, `first of ${id}`));
+    await waitFor(() => server.rendezvous.waiting === ids.length, "all first parties to wait");
+    const seconds = await Promise.all(ids.map((id) => post(server, id, `second of ${id}`)));
+    for (const [i, response] of seconds.entries()) {
+      assert.equal((await response.json()).peer_payload, `first of ${ids[i]}`);
+    }
+    for (const [i, response] of (await Promise.all(firsts)).entries()) {
+      assert.equal((await response.json()).peer_payload, `second of ${ids[i]}`);
+    }
+    assert.equal(await metric(server, "syncpoint_pairs_total"), 300);
+  });
+});
+
+Deno.test("syncpoint server: capacity is enforced over real connections", async () => {
+  await withServer(async (server) => {
+    const held = [post(server, "c1"), post(server, "c2")];
+    await waitFor(() => server.rendezvous.waiting === 2, "two parties to wait");
+    const refused = await post(server, "c3");
+    assert.equal(refused.status, 503);
+    assert.equal((await refused.json()).code, "capacity");
+    await Promise.all(
+      [post(server, "c1"), post(server, "c2")].map(async (r) => (await r).body?.cancel()),
+    );
+    for (const response of await Promise.all(held)) await response.body?.cancel();
+  }, { maxWaiting: 2 });
+});
