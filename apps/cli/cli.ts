@@ -10,16 +10,24 @@ import { type CliIo, ExitStatus, UsageError } from "./io.ts";
 import { setupLogging } from "./logging.ts";
 import { dlogCommand } from "./commands/dlog.ts";
 import { serveCommand } from "./commands/serve.ts";
+import { syncpointCommand } from "./commands/syncpoint.ts";
 
 /** The version printed by `duet --version`. */
 export const VERSION = "0.1.0";
 
-/** Applies duet's output and error conventions to a command and all its subcommands. */
+/**
+ * Applies duet's conventions to a command and all its subcommands: output through `io`,
+ * one-line errors, `-h/--help`, and the logging options on every command. Options are
+ * positional (each command parses only its own, so `syncpoint --timeout-ms` and
+ * `syncpoint wait --timeout-ms` cannot steal each other's), which is why the logging
+ * options are defined on every command rather than once on the program.
+ */
 function conventions(command: Command, io: CliIo): Command {
   command
     .helpOption("-h, --help", "show help")
     .helpCommand(false)
     .exitOverride()
+    .enablePositionalOptions()
     .configureOutput({
       writeOut: io.out,
       writeErr: io.err,
@@ -28,7 +36,15 @@ function conventions(command: Command, io: CliIo): Command {
         io.err(`${prefixFor(command)}: ${text.trim().replace(/^error: /, "")} (see --help)\n`);
       },
     })
-    .configureHelp({ showGlobalOptions: true });
+    .addOption(
+      new Option("--log-level <level>", "lowest log level written to stderr")
+        .choices(["trace", "debug", "info", "warning", "error", "fatal"]),
+    )
+    .option("-q, --quiet", "log nothing but errors")
+    .addOption(
+      new Option("--log-format <format>", "log line format (default: pretty)")
+        .choices(["pretty", "json"]),
+    );
   for (const sub of command.commands) conventions(sub, io);
   return command;
 }
@@ -48,16 +64,6 @@ export function buildProgram(io: CliIo): Command {
         "Every command has --help.",
     )
     .version(VERSION, "-V, --version", "print the version")
-    .helpOption("-h, --help", "show help")
-    .addOption(
-      new Option("--log-level <level>", "lowest log level written to stderr")
-        .choices(["trace", "debug", "info", "warning", "error", "fatal"]).default("info"),
-    )
-    .option("-q, --quiet", "log nothing but errors")
-    .addOption(
-      new Option("--log-format <format>", "log line format").choices(["pretty", "json"])
-        .default("pretty"),
-    )
     .showHelpAfterError(false);
   program.hook("preAction", (_root, action) => {
     const options = action.optsWithGlobals();
@@ -68,6 +74,7 @@ export function buildProgram(io: CliIo): Command {
     );
   });
   program.addCommand(dlogCommand(io));
+  program.addCommand(syncpointCommand(io));
   program.addCommand(serveCommand(io));
   return conventions(program, io);
 }

@@ -25,6 +25,8 @@ export interface SyncpointConfig {
   maxPayloadBytes: number;
   /** Share the rendezvous space with other instances through this Redis server. */
   redisUrl?: string;
+  /** Prefix of the Redis keys and channels (instances that pair share one prefix). */
+  redisPrefix?: string;
 }
 
 /** The defaults of `duet syncpoint`. */
@@ -61,6 +63,7 @@ export async function startSyncpoint(
     rendezvous = await RedisRendezvous.connect(config.redisUrl, {
       maxWaiting: config.maxWaiting,
       events: metrics.events,
+      ...(config.redisPrefix ? { prefix: config.redisPrefix } : {}),
     });
   } else {
     rendezvous = new LocalRendezvous({ maxWaiting: config.maxWaiting, events: metrics.events });

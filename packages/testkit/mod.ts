@@ -108,3 +108,92 @@ export async function waitFor(
     await new Promise((resolve) => setTimeout(resolve, 5));
   }
 }
+
+/** Sends one inline command to a Redis server and returns its first reply line. */
+async function redisCommand(hostname: string, port: number, command: string): Promise<string> {
+  const conn = await Deno.connect({ hostname, port });
+  try {
+    await conn.write(new TextEncoder().encode(command + "\r\n"));
+    const buffer = new Uint8Array(256);
+    const read = await conn.read(buffer);
+    return new TextDecoder().decode(buffer.subarray(0, read ?? 0)).trim();
+  } finally {
+    conn.close();
+  }
+}
+
+/** The Redis at `TEST_REDIS_URL`, if it answers PING. */
+export async function findRedis(): Promise<Requirement & { url: string }> {
+  const name = "Redis (TEST_REDIS_URL)";
+  const url = Deno.env.get("TEST_REDIS_URL");
+  if (!url) return { name, url: "", missing: "TEST_REDIS_URL is not set" };
+  try {
+    const { hostname, port } = new URL(url);
+    const reply = await redisCommand(hostname, Number(port || 6379), "PING");
+    if (reply === "+PONG") return { name, url, missing: undefined };
+    return { name, url, missing: `${url} answered ${JSON.stringify(reply)} to PING` };
+  } catch (error) {
+    return { name, url, missing: `${url} does not answer: ${(error as Error).message}` };
+  }
+}
+
+/** A free TCP port on 127.0.0.1 (free when checked; fine for a test's own servers). */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+/** A private redis-server a test can stop and start (never the machine's shared one). */
+export class PrivateRedis {
+  readonly port: number;
+  #process: Deno.ChildProcess | undefined;
+  constructor(port = freePort()) {
+    this.port = port;
+  }
+  /** redis://127.0.0.1:PORT */
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+  /** Starts the server (no persistence) and resolves once it answers PING. */
+  async start(): Promise<void> {
+    this.#process = new Deno.Command(PrivateRedis.binary, {
+      args: [
+        "--port",
+        String(this.port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+      ],
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    await waitFor(
+      () => redisCommand("127.0.0.1", this.port, "PING").then((r) => r === "+PONG", () => false),
+      `redis-server on port ${this.port}`,
+    );
+  }
+  /** Kills the server and waits for it to exit. */
+  async stop(): Promise<void> {
+    if (!this.#process) return;
+    this.#process.kill("SIGKILL");
+    await this.#process.status;
+    this.#process = undefined;
+  }
+  /** Debian's redis-server (`DUET_REDIS_SERVER` overrides). */
+  static binary: string = Deno.env.get("DUET_REDIS_SERVER") ?? "/usr/bin/redis-server";
+  /** Whether the redis-server binary runs here. */
+  static async find(): Promise<Requirement> {
+    const name = "redis-server binary";
+    try {
+      const { code } = await run(PrivateRedis.binary, ["--version"]);
+      return { name, missing: code === 0 ? undefined : `${PrivateRedis.binary} --version failed` };
+    } catch (error) {
+      return { name, missing: `${PrivateRedis.binary} does not run (${(error as Error).message})` };
+    }
+  }
+}

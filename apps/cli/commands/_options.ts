@@ -1,0 +1,52 @@
+import { InvalidArgumentError } from "commander";
+
+/** A commander argument parser for whole numbers in [min, max]. */
+export function integer(min: number, max = Number.MAX_SAFE_INTEGER): (text: string) => number {
+  return (text) => {
+    if (!/^[0-9]+$/.test(text)) throw new InvalidArgumentError("expected a whole number");
+    const value = Number(text);
+    if (value < min || value > max) {
+      throw new InvalidArgumentError(`expected a number from ${min} to ${max}`);
+    }
+    return value;
+  };
+}
+
+/** A commander argument parser for absolute http(s) or redis URLs. */
+export function url(...protocols: string[]): (text: string) => string {
+  return (text) => {
+    let parsed: URL;
+    try {
+      parsed = new URL(text);
+    } catch {
+      throw new InvalidArgumentError("expected an absolute URL");
+    }
+    if (!protocols.includes(parsed.protocol)) {
+      throw new InvalidArgumentError(`expected a ${protocols.join(" or ")} URL`);
+    }
+    return text;
+  };
+}
+
+/** Turns "address in use" into advice; other errors pass through. */
+export function explainListenError(error: unknown, host: string, port: number): never {
+  if (error instanceof Deno.errors.AddrInUse) {
+    throw new Error(
+      `${host}:${port} is already in use; choose another --port (0 picks a free one)`,
+    );
+  }
+  if (
+    error instanceof Deno.errors.PermissionDenied || error instanceof Deno.errors.AddrNotAvailable
+  ) {
+    throw new Error(`cannot listen on ${host}:${port}: ${(error as Error).message}`);
+  }
+  throw error;
+}
+
+/** Resolves when the signal aborts. */
+export function untilAborted(signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) resolve();
+    else signal.addEventListener("abort", () => resolve(), { once: true });
+  });
+}

@@ -1,0 +1,186 @@
+import assert from "node:assert/strict";
+import { startSyncpoint } from "@duet/syncpoint";
+import { waitFor } from "@duet/testkit";
+import { runCli } from "./cli.ts";
+import type { CliIo } from "./io.ts";
+
+const root = new URL("../../", import.meta.url).pathname;
+
+/** Starts `deno task duet ARGS` as a process with piped output. */
+function spawnDuet(args: string[]) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["task", "-q", "duet", ...args],
+    cwd: root,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const lines = { stdout: [] as string[], stderr: [] as string[] };
+  const pump = async (stream: ReadableStream<Uint8Array>, into: string[]) => {
+    let buffer = "";
+    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+      buffer += chunk;
+      const parts = buffer.split("\n");
+      buffer = parts.pop()!;
+      into.push(...parts);
+    }
+    if (buffer) into.push(buffer);
+  };
+  const done = Promise.all([pump(child.stdout, lines.stdout), pump(child.stderr, lines.stderr)]);
+  return { child, lines, done };
+}
+
+async function inProcess(args: string[]) {
+  let out = "";
+  let err = "";
+  const io: CliIo = {
+    out: (text) => void (out += text),
+    err: (text) => void (err += text),
+    readStdin: () => Promise.resolve(""),
+    shutdownSignal: new AbortController().signal,
+  };
+  return { code: await runCli(args, io), out, err };
+}
+
+Deno.test("duet syncpoint serves, pairs, and on SIGTERM answers a waiting party 503 and exits 0", async () => {
+  const { child, lines, done } = spawnDuet(["syncpoint", "--port", "0", "--log-format", "json"]);
+  let url = "";
+  await waitFor(
+    () => {
+      const listening = lines.stderr.map((l) => JSON.parse(l)).find((r) => r.properties?.url);
+      url = listening?.properties.url ?? "";
+      return url !== "";
+    },
+    "the listening log line",
+    20_000,
+  );
+  const first = fetch(new URL("/wait-for-second-party/cli", url), { method: "POST", body: "one" });
+  await waitFor(
+    async () => (await (await fetch(new URL("/healthz", url))).json()).waiting === 1,
+    "the first party to wait",
+  );
+  const second = await fetch(new URL("/wait-for-second-party/cli", url), {
+    method: "POST",
+    body: "two",
+  });
+  assert.equal((await second.json()).peer_payload, "one");
+  assert.equal((await (await first).json()).peer_payload, "two");
+
+  const waiting = fetch(new URL("/wait-for-second-party/left", url), { method: "POST" });
+  await waitFor(
+    async () => (await (await fetch(new URL("/healthz", url))).json()).waiting === 1,
+    "a party to wait",
+  );
+  child.kill("SIGTERM");
+  const answer = await waiting;
+  assert.equal(answer.status, 503);
+  assert.equal((await answer.json()).code, "shutting_down");
+  const status = await child.status;
+  await done;
+  assert.equal(status.code, 0, lines.stderr.join("\n"));
+  assert.ok(lines.stderr.some((l) => l.includes("Syncpoint stopped")));
+});
+
+Deno.test("duet serve prints the syncpoint URL and stops on SIGINT", async () => {
+  const { child, lines, done } = spawnDuet(["serve", "--syncpoint-port", "0"]);
+  let url = "";
+  await waitFor(
+    () => {
+      url = lines.stdout.find((l) => l.startsWith("syncpoint"))?.split(/\s+/)[1] ?? "";
+      return url !== "";
+    },
+    "the syncpoint URL on stdout",
+    20_000,
+  );
+  assert.match(url, /^http:\/\/127\.0\.0\.1:\d+\/wait-for-second-party\/ID$/);
+  const health = await fetch(new URL("/healthz", url));
+  assert.equal(health.status, 200);
+  await health.body?.cancel();
+  child.kill("SIGINT");
+  assert.equal((await child.status).code, 0);
+  await done;
+});
+
+Deno.test("duet syncpoint wait pairs two parties and prints what the other sent", async () => {
+  const server = await startSyncpoint({ port: 0 });
+  try {
+    const first = inProcess([
+      "syncpoint",
+      "wait",
+      "w1",
+      "--url",
+      server.url.href,
+      "--payload",
+      "from 1",
+    ]);
+    await waitFor(() => server.rendezvous.waiting === 1, "the first party to wait");
+    const second = await inProcess([
+      "syncpoint",
+      "wait",
+      "w1",
+      "--url",
+      server.url.href,
+      "--payload",
+      "from 2",
+      "--json",
+    ]);
+    assert.equal(second.code, 0, second.err);
+    assert.deepEqual(JSON.parse(second.out), {
+      role: "second",
+      waited_ms: 0,
+      peer_payload: "from 1",
+    });
+    const firstResult = await first;
+    assert.equal(firstResult.code, 0);
+    assert.match(firstResult.out, /^paired as the first party after \d+\.\d\d s\nfrom 2\n$/);
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("duet syncpoint wait: timeout exits 1 with a clear message; bad input exits 2", async () => {
+  const server = await startSyncpoint({ port: 0 });
+  try {
+    const lonely = await inProcess([
+      "syncpoint",
+      "wait",
+      "w2",
+      "--url",
+      server.url.href,
+      "--timeout-ms",
+      "50",
+    ]);
+    assert.equal(lonely.code, 1);
+    assert.equal(
+      lonely.err,
+      "duet syncpoint wait: No second party arrived within 50 ms (timeout)\n",
+    );
+    const badId = await inProcess(["syncpoint", "wait", "a b", "--url", server.url.href]);
+    assert.equal(badId.code, 2);
+    assert.match(badId.err, /Invalid id "a b"/);
+    const badUrl = await inProcess(["syncpoint", "wait", "x", "--url", "ftp://h"]);
+    assert.equal(badUrl.code, 2);
+    assert.match(badUrl.err, /expected a http: or https: URL/);
+    const badTimeout = await inProcess(["syncpoint", "wait", "x", "--timeout-ms", "soon"]);
+    assert.equal(badTimeout.code, 2);
+  } finally {
+    await server.shutdown();
+  }
+  const unreachable = await inProcess(["syncpoint", "wait", "x", "--url", server.url.href]);
+  assert.equal(unreachable.code, 1);
+  assert.match(unreachable.err, /cannot reach the syncpoint at http:\/\/127\.0\.0\.1:\d+\//);
+});
+
+Deno.test("duet syncpoint refuses bad settings with exit 2", async () => {
+  for (
+    const args of [
+      ["syncpoint", "--port", "70000"],
+      ["syncpoint", "--timeout-ms", "0"],
+      ["syncpoint", "--timeout-ms", "5000", "--max-timeout-ms", "100"],
+      ["syncpoint", "--redis-url", "http://not-redis"],
+    ]
+  ) {
+    const { code, err } = await inProcess(args);
+    assert.equal(code, 2, args.join(" "));
+    assert.match(err, /^duet syncpoint: /, args.join(" "));
+  }
+});
