@@ -69,23 +69,32 @@ function timeoutOf(query: string | undefined, options: HandlerOptions): number {
   return Math.min(Number(query), options.maxTimeoutMs);
 }
 
+const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
 /** Reads the body as the payload: at most `max` bytes of UTF-8; empty means none. */
 async function payloadOf(request: Request, max: number): Promise<string | null> {
   const tooLarge = () => new ApiError(413, "payload_too_large", `The payload exceeds ${max} bytes`);
   const declared = request.headers.get("content-length");
   if (declared !== null && Number(declared) > max) throw tooLarge();
-  if (!request.body) return null;
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for await (const chunk of request.body) {
-    size += chunk.byteLength;
-    if (size > max) throw tooLarge();
-    chunks.push(chunk);
+  let bytes: Uint8Array;
+  if (declared !== null) {
+    // Length known and within bounds: one read through Deno's whole-body fast path. The
+    // chunked path below costs ~14% of throughput in stream machinery (docs/benchmarks.md).
+    bytes = await request.bytes();
+  } else {
+    if (!request.body) return null;
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    for await (const chunk of request.body) {
+      size += chunk.byteLength;
+      if (size > max) throw tooLarge();
+      chunks.push(chunk);
+    }
+    bytes = chunks.length === 1 ? chunks[0]! : concat(chunks, size);
   }
-  if (size === 0) return null;
-  const bytes = chunks.length === 1 ? chunks[0]! : concat(chunks, size);
+  if (bytes.byteLength === 0) return null;
   try {
-    return new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(bytes);
+    return utf8.decode(bytes);
   } catch {
     throw new ApiError(400, "invalid_payload", "The payload must be UTF-8 text");
   }
@@ -125,11 +134,10 @@ export function createApp(options: HandlerOptions): Hono {
       id,
       payload,
       timeoutMs,
-      // Only a party that waits needs to notice a hang-up; reading request.signal on
-      // every request costs throughput on Deno (docs/benchmarks.md).
-      get signal() {
-        return c.req.raw.signal;
-      },
+      // Read at once, for every party. Measured on Deno 2.9.6 with no-legacy-abort:
+      // touching request.signal only later, for the parties that wait, cost ~25% more
+      // server CPU per pair and raised p99 by half (docs/benchmarks.md).
+      signal: c.req.raw.signal,
     });
     switch (outcome.kind) {
       case "paired":

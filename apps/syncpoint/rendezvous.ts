@@ -28,10 +28,7 @@ export interface Arrival {
   payload: string | null;
   /** How long a first party waits for the second. */
   timeoutMs: number;
-  /**
-   * Aborts when the party hangs up. Read only for a party that is put on hold: on Deno,
-   * touching `request.signal` has a cost, and a second party is answered at once.
-   */
+  /** Aborts when the party hangs up; only a party put on hold listens to it. */
   readonly signal?: AbortSignal;
 }
 

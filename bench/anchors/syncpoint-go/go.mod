@@ -1,0 +1,3 @@
+module duet/bench/syncpoint-go
+
+go 1.19

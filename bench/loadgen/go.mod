@@ -1,0 +1,3 @@
+module duet/bench/loadgen
+
+go 1.19
