@@ -17,6 +17,7 @@ Deno.test(".ci/run runs the README's test command with DUET_REQUIRE_ALL=1", () =
   assert.ok(ci.includes(testCommand), `.ci/run must run "${testCommand}"`);
   assert.match(ci, /^export DUET_REQUIRE_ALL=1$/m);
   assert.match(ci, /apt-get install -y[^\n]*python3-ecdsa/);
+  assert.match(ci, /apt-get install -y[^\n]*chromium/);
 });
 
 Deno.test("deno.json pins every npm dependency to an exact version", async () => {
