@@ -1,0 +1,106 @@
+/**
+ * Capsules (RFC 9297 Section 3.2) on a WebTransport session's CONNECT stream, and HTTP
+ * datagrams with the quarter-stream-id prefix (RFC 9297 Section 2.1).
+ *
+ * @module
+ */
+import { H3, H3Error } from "./errors.ts";
+import { readVarint, varintLength, writeVarint } from "./varint.ts";
+
+/** Capsule types. */
+export const CapsuleType = {
+  DATAGRAM: 0x00,
+  CLOSE_WEBTRANSPORT_SESSION: 0x2843,
+  DRAIN_WEBTRANSPORT_SESSION: 0x78ae,
+} as const;
+
+/** A capsule. */
+export interface Capsule {
+  type: number;
+  value: Uint8Array;
+}
+
+/** The longest reason a session close may carry, in bytes (draft-ietf-webtrans-http3). */
+export const MAX_CLOSE_REASON_BYTES = 1024;
+
+/** The bytes of one capsule. */
+export function encodeCapsule(type: number, value: Uint8Array): Uint8Array {
+  const out = new Uint8Array(varintLength(type) + varintLength(value.length) + value.length);
+  let offset = writeVarint(out, 0, type);
+  offset = writeVarint(out, offset, value.length);
+  out.set(value, offset);
+  return out;
+}
+
+/**
+ * Reads one capsule at the start of `bytes`: the capsule and the bytes it took, or
+ * undefined until more arrive. A capsule over `maxValue` bytes is H3_EXCESSIVE_LOAD.
+ */
+export function readCapsule(
+  bytes: Uint8Array,
+  maxValue = 64 * 1024,
+): { capsule: Capsule; length: number } | undefined {
+  const type = readVarint(bytes, 0);
+  const size = type && readVarint(bytes, type.length);
+  if (!type || !size) return undefined;
+  if (size.value > maxValue) {
+    throw new H3Error(
+      H3.EXCESSIVE_LOAD,
+      `Capsule of ${size.value} bytes; the limit is ${maxValue}`,
+    );
+  }
+  const start = type.length + size.length;
+  if (bytes.length < start + size.value) return undefined;
+  return {
+    capsule: { type: type.value, value: bytes.subarray(start, start + size.value) },
+    length: start + size.value,
+  };
+}
+
+/** CLOSE_WEBTRANSPORT_SESSION: a 32-bit application error code and a UTF-8 reason. */
+export function encodeCloseSession(code: number, reason: string): Uint8Array {
+  if (!Number.isInteger(code) || code < 0 || code > 0xffffffff) {
+    throw new RangeError(`Close code must be a 32-bit unsigned integer, got ${code}`);
+  }
+  const text = new TextEncoder().encode(reason);
+  if (text.length > MAX_CLOSE_REASON_BYTES) {
+    throw new RangeError(`Close reason is ${text.length} bytes; at most ${MAX_CLOSE_REASON_BYTES}`);
+  }
+  const value = new Uint8Array(4 + text.length);
+  new DataView(value.buffer).setUint32(0, code);
+  value.set(text, 4);
+  return encodeCapsule(CapsuleType.CLOSE_WEBTRANSPORT_SESSION, value);
+}
+
+/** Decodes a CLOSE_WEBTRANSPORT_SESSION value; malformed is H3_MESSAGE_ERROR. */
+export function decodeCloseSession(value: Uint8Array): { code: number; reason: string } {
+  if (value.length < 4) throw new H3Error(H3.MESSAGE_ERROR, "Session close shorter than 4 bytes");
+  if (value.length - 4 > MAX_CLOSE_REASON_BYTES) {
+    throw new H3Error(H3.MESSAGE_ERROR, "Session close reason longer than 1024 bytes");
+  }
+  let reason: string;
+  try {
+    reason = new TextDecoder("utf-8", { fatal: true }).decode(value.subarray(4));
+  } catch {
+    throw new H3Error(H3.MESSAGE_ERROR, "Session close reason is not UTF-8");
+  }
+  return { code: new DataView(value.buffer, value.byteOffset).getUint32(0), reason };
+}
+
+/** An HTTP datagram for the session whose CONNECT stream has id `sessionId`. */
+export function encodeDatagram(sessionId: number, payload: Uint8Array): Uint8Array {
+  if (sessionId % 4 !== 0) {
+    throw new RangeError(`Session id ${sessionId} is not a client-initiated bidirectional stream`);
+  }
+  const quarter = sessionId / 4;
+  const out = new Uint8Array(varintLength(quarter) + payload.length);
+  out.set(payload, writeVarint(out, 0, quarter));
+  return out;
+}
+
+/** Splits a received datagram into its session id and payload; malformed is H3_DATAGRAM_ERROR. */
+export function decodeDatagram(datagram: Uint8Array): { sessionId: number; payload: Uint8Array } {
+  const quarter = readVarint(datagram, 0);
+  if (!quarter) throw new H3Error(H3.DATAGRAM_ERROR, "Datagram without a quarter stream id");
+  return { sessionId: quarter.value * 4, payload: datagram.subarray(quarter.length) };
+}

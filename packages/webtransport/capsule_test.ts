@@ -1,0 +1,76 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import {
+  CapsuleType,
+  decodeCloseSession,
+  decodeDatagram,
+  encodeCapsule,
+  encodeCloseSession,
+  encodeDatagram,
+  readCapsule,
+} from "./capsule.ts";
+import { H3, H3Error } from "./errors.ts";
+
+const code = (c: number) => (error: unknown) => error instanceof H3Error && error.code === c;
+
+test("CLOSE_WEBTRANSPORT_SESSION carries a 32-bit code and a UTF-8 reason", () => {
+  const bytes = encodeCloseSession(0xdeadbeef, "bye — до свидания");
+  const read = readCapsule(bytes)!;
+  assert.equal(read.length, bytes.length);
+  assert.equal(read.capsule.type, CapsuleType.CLOSE_WEBTRANSPORT_SESSION);
+  assert.deepEqual(decodeCloseSession(read.capsule.value), {
+    code: 0xdeadbeef,
+    reason: "bye — до свидания",
+  });
+  assert.deepEqual(decodeCloseSession(readCapsule(encodeCloseSession(0, ""))!.capsule.value), {
+    code: 0,
+    reason: "",
+  });
+});
+
+test("encodeCloseSession() refuses codes outside 32 bits and reasons over 1,024 bytes", () => {
+  assert.throws(() => encodeCloseSession(-1, ""), RangeError);
+  assert.throws(() => encodeCloseSession(2 ** 32, ""), RangeError);
+  assert.throws(() => encodeCloseSession(0, "x".repeat(1025)), RangeError);
+  assert.doesNotThrow(() => encodeCloseSession(0, "x".repeat(1024)));
+});
+
+test("decodeCloseSession() refuses short values, long reasons and non-UTF-8 with MESSAGE_ERROR", () => {
+  assert.throws(() => decodeCloseSession(new Uint8Array(3)), code(H3.MESSAGE_ERROR));
+  assert.throws(() => decodeCloseSession(new Uint8Array(4 + 1025)), code(H3.MESSAGE_ERROR));
+  assert.throws(
+    () => decodeCloseSession(new Uint8Array([0, 0, 0, 1, 0xff])),
+    code(H3.MESSAGE_ERROR),
+  );
+});
+
+test("readCapsule() waits for more bytes, and refuses oversized capsules", () => {
+  const bytes = encodeCapsule(CapsuleType.DRAIN_WEBTRANSPORT_SESSION, new Uint8Array(0));
+  for (let cut = 0; cut < bytes.length; cut++) {
+    assert.equal(readCapsule(bytes.subarray(0, cut)), undefined);
+  }
+  assert.equal(readCapsule(bytes)?.capsule.type, CapsuleType.DRAIN_WEBTRANSPORT_SESSION);
+  assert.throws(
+    () => readCapsule(encodeCapsule(0x00, new Uint8Array(100)), 10),
+    code(H3.EXCESSIVE_LOAD),
+  );
+});
+
+test("datagrams carry the session's quarter stream id", () => {
+  const datagram = encodeDatagram(8, new TextEncoder().encode("ping"));
+  assert.equal(datagram[0], 2, "session 8 -> quarter id 2");
+  const { sessionId, payload } = decodeDatagram(datagram);
+  assert.equal(sessionId, 8);
+  assert.equal(new TextDecoder().decode(payload), "ping");
+  assert.throws(() => encodeDatagram(2, new Uint8Array(0)), RangeError);
+  assert.throws(() => decodeDatagram(new Uint8Array(0)), code(H3.DATAGRAM_ERROR));
+});
+
+test("property: datagrams round-trip for any session and payload", () => {
+  fc.assert(fc.property(fc.nat(2 ** 40), fc.uint8Array({ maxLength: 100 }), (quarter, payload) => {
+    const decoded = decodeDatagram(encodeDatagram(quarter * 4, payload));
+    assert.equal(decoded.sessionId, quarter * 4);
+    assert.deepEqual(decoded.payload, payload);
+  }));
+});
