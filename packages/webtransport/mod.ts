@@ -38,3 +38,9 @@ export {
   MAX_CLOSE_REASON_BYTES,
   readCapsule,
 } from "./capsule.ts";
+export {
+  type CertificateOptions,
+  generateCertificate,
+  type GeneratedCertificate,
+  MAX_VALIDITY_DAYS,
+} from "./cert.ts";
