@@ -44,3 +44,12 @@ export {
   type GeneratedCertificate,
   MAX_VALIDITY_DAYS,
 } from "./cert.ts";
+export {
+  type BidirectionalStream,
+  type CloseInfo,
+  type ServeOptions,
+  serveWebTransport,
+  type SessionRequest,
+  type WebTransportServer,
+  WebTransportSession,
+} from "./server.ts";

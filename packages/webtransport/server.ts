@@ -1,0 +1,486 @@
+/**
+ * A WebTransport-over-HTTP/3 server on Deno's raw QUIC API (draft-ietf-webtrans-http3 at
+ * draft-02, what Chromium 156 speaks). It replaces Deno's WebTransport wrapper: streams
+ * are taken straight from the QUIC connection, so closing one sends a real FIN and stream
+ * credit is returned as soon as a stream ends.
+ *
+ * @module
+ */
+import { H3, H3Error } from "./errors.ts";
+import { decodeFieldSection, encodeFieldSection, type Field } from "./qpack.ts";
+import {
+  decodeSettings,
+  encodeFrame,
+  encodeSettings,
+  FrameReader,
+  FrameType,
+  Setting,
+  StreamType,
+} from "./frames.ts";
+import {
+  CapsuleType,
+  decodeCloseSession,
+  decodeDatagram,
+  encodeCloseSession,
+  encodeDatagram,
+  readCapsule,
+} from "./capsule.ts";
+import { encodeVarint, readVarint } from "./varint.ts";
+
+/** A bidirectional stream, as in the W3C WebTransport API. */
+export interface BidirectionalStream {
+  readable: ReadableStream<Uint8Array>;
+  writable: WritableStream<Uint8Array>;
+}
+
+/** How a session ended. */
+export interface CloseInfo {
+  closeCode: number;
+  reason: string;
+}
+
+/** A client's request to open a session, before the server decides. */
+export interface SessionRequest {
+  /** https://authority/path?query as the client sent it. */
+  url: URL;
+  /** The request's header fields (pseudo-headers included), lowercase names. */
+  headers: Map<string, string>;
+  /** The Origin header, or null (non-browser clients). */
+  origin: string | null;
+  /** Accepts: answers 200 and returns the session. */
+  accept(): Promise<WebTransportSession>;
+  /** Refuses with an HTTP status (404 by default). */
+  reject(status?: number): Promise<void>;
+}
+
+const SERVER_SETTINGS = new Map([
+  [Setting.QPACK_MAX_TABLE_CAPACITY, 0],
+  [Setting.QPACK_BLOCKED_STREAMS, 0],
+  [Setting.ENABLE_CONNECT_PROTOCOL, 1],
+  [Setting.H3_DATAGRAM, 1],
+  [Setting.ENABLE_WEBTRANSPORT, 1],
+]);
+
+const DATAGRAM_QUEUE = 1024;
+
+/** Reads from `source` after a header was parsed off its first bytes. */
+function remainderStream(
+  source: ReadableStreamDefaultReader<Uint8Array>,
+  rest: Uint8Array,
+): ReadableStream<Uint8Array> {
+  let first: Uint8Array | undefined = rest.length ? rest : undefined;
+  return new ReadableStream({
+    async pull(controller) {
+      if (first) {
+        controller.enqueue(first);
+        first = undefined;
+        return;
+      }
+      const { value, done } = await source.read();
+      if (done) controller.close();
+      else controller.enqueue(value);
+    },
+    cancel: (reason) => source.cancel(reason),
+  }, { highWaterMark: 0 });
+}
+
+/** Reads a varint-typed stream header (type, then session id) off a stream's start. */
+async function readStreamHeader(
+  source: ReadableStreamDefaultReader<Uint8Array>,
+  fields: number,
+): Promise<{ values: number[]; rest: Uint8Array } | undefined> {
+  let buffer = new Uint8Array(0);
+  for (;;) {
+    const values: number[] = [];
+    let offset = 0;
+    for (let i = 0; i < fields; i++) {
+      const v = readVarint(buffer, offset);
+      if (!v) break;
+      values.push(v.value);
+      offset += v.length;
+    }
+    if (values.length === fields) return { values, rest: buffer.subarray(offset) };
+    const { value, done } = await source.read();
+    if (done) return undefined;
+    const joined = new Uint8Array(buffer.length + value.length);
+    joined.set(buffer);
+    joined.set(value, buffer.length);
+    buffer = joined;
+  }
+}
+
+/** One WebTransport session on an HTTP/3 connection. */
+export class WebTransportSession {
+  /** The URL the client asked for. */
+  readonly url: URL;
+  /** The CONNECT request's header fields. */
+  readonly headers: Map<string, string>;
+  /** Resolves when the session ends, with the close code and reason (0 and "" if none). */
+  readonly closed: Promise<CloseInfo>;
+  /** Resolved: a server session is ready once accepted. */
+  readonly ready: Promise<void> = Promise.resolve();
+  /** Datagrams of this session. Incoming ones beyond 1,024 unread are dropped. */
+  readonly datagrams: {
+    readable: ReadableStream<Uint8Array>;
+    writable: WritableStream<Uint8Array>;
+  };
+  /** Streams the client opens. */
+  readonly incomingBidirectionalStreams: ReadableStream<BidirectionalStream>;
+  readonly incomingUnidirectionalStreams: ReadableStream<ReadableStream<Uint8Array>>;
+
+  readonly #id: number;
+  readonly #conn: Deno.QuicConn;
+  readonly #connect: BidirectionalStream;
+  readonly #onClosed: (info: CloseInfo) => void;
+  #bidi!: ReadableStreamDefaultController<BidirectionalStream>;
+  #uni!: ReadableStreamDefaultController<ReadableStream<Uint8Array>>;
+  #datagrams!: ReadableStreamDefaultController<Uint8Array>;
+  #ended = false;
+  /** Datagrams dropped because the reader fell behind. */
+  droppedDatagrams = 0;
+
+  constructor(
+    id: number,
+    conn: Deno.QuicConn,
+    connect: BidirectionalStream,
+    url: URL,
+    headers: Map<string, string>,
+    connectRest: ReadableStreamDefaultReader<Uint8Array>,
+  ) {
+    this.#id = id;
+    this.#conn = conn;
+    this.#connect = connect;
+    this.url = url;
+    this.headers = headers;
+    const closed = Promise.withResolvers<CloseInfo>();
+    this.closed = closed.promise;
+    this.#onClosed = closed.resolve;
+    this.incomingBidirectionalStreams = new ReadableStream({ start: (c) => void (this.#bidi = c) });
+    this.incomingUnidirectionalStreams = new ReadableStream({ start: (c) => void (this.#uni = c) });
+    this.datagrams = {
+      readable: new ReadableStream({ start: (c) => void (this.#datagrams = c) }, {
+        highWaterMark: DATAGRAM_QUEUE,
+      }),
+      writable: new WritableStream({
+        write: (payload) => conn.sendDatagram(encodeDatagram(id, payload)),
+      }),
+    };
+    this.#watchConnectStream(connectRest);
+  }
+
+  /** Opens a bidirectional stream to the client. */
+  async createBidirectionalStream(): Promise<BidirectionalStream> {
+    const stream = await this.#conn.createBidirectionalStream();
+    const writer = stream.writable.getWriter();
+    await writer.write(
+      new Uint8Array([...encodeVarint(FrameType.WEBTRANSPORT_STREAM), ...encodeVarint(this.#id)]),
+    );
+    writer.releaseLock();
+    return stream;
+  }
+
+  /** Opens a unidirectional stream to the client. */
+  async createUnidirectionalStream(): Promise<WritableStream<Uint8Array>> {
+    const stream = await this.#conn.createUnidirectionalStream();
+    const writer = stream.getWriter();
+    await writer.write(
+      new Uint8Array([...encodeVarint(StreamType.WEBTRANSPORT), ...encodeVarint(this.#id)]),
+    );
+    writer.releaseLock();
+    return stream;
+  }
+
+  /** Ends the session with a close capsule (then FIN), as the W3C API's close(). */
+  async close(info: Partial<CloseInfo> = {}): Promise<void> {
+    if (this.#ended) return;
+    const closeInfo = { closeCode: info.closeCode ?? 0, reason: info.reason ?? "" };
+    const writer = this.#connect.writable.getWriter();
+    try {
+      await writer.write(
+        encodeFrame(FrameType.DATA, encodeCloseSession(closeInfo.closeCode, closeInfo.reason)),
+      );
+      await writer.close();
+    } catch {
+      // the peer is gone already
+    }
+    this.#end(closeInfo);
+  }
+
+  /** @internal */
+  _addBidirectional(stream: BidirectionalStream): void {
+    if (!this.#ended) this.#bidi.enqueue(stream);
+  }
+
+  /** @internal */
+  _addUnidirectional(stream: ReadableStream<Uint8Array>): void {
+    if (!this.#ended) this.#uni.enqueue(stream);
+  }
+
+  /** @internal */
+  _datagram(payload: Uint8Array): void {
+    if (this.#ended) return;
+    if ((this.#datagrams.desiredSize ?? 0) <= 0) this.droppedDatagrams++;
+    else this.#datagrams.enqueue(payload);
+  }
+
+  /** @internal */
+  _connectionLost(): void {
+    this.#end({ closeCode: 0, reason: "" });
+  }
+
+  #end(info: CloseInfo): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    for (const controller of [this.#bidi, this.#uni, this.#datagrams]) {
+      try {
+        controller.close();
+      } catch { /* closed */ }
+    }
+    this.#onClosed(info);
+  }
+
+  /** Reads DATA frames on the CONNECT stream for capsules; FIN without one ends quietly. */
+  async #watchConnectStream(source: ReadableStreamDefaultReader<Uint8Array>): Promise<void> {
+    const frames = new FrameReader();
+    let capsules: Uint8Array = new Uint8Array(0);
+    try {
+      for (;;) {
+        const { value, done } = await source.read();
+        if (done) break;
+        frames.push(value);
+        for (let frame = frames.next(); frame; frame = frames.next()) {
+          if (frame.type !== FrameType.DATA) continue;
+          const joined = new Uint8Array(capsules.length + frame.payload.length);
+          joined.set(capsules);
+          joined.set(frame.payload, capsules.length);
+          capsules = joined;
+          for (let read = readCapsule(capsules); read; read = readCapsule(capsules)) {
+            capsules = capsules.subarray(read.length);
+            if (read.capsule.type === CapsuleType.CLOSE_WEBTRANSPORT_SESSION) {
+              const { code, reason } = decodeCloseSession(read.capsule.value);
+              this.#end({ closeCode: code, reason });
+            }
+          }
+        }
+      }
+    } catch {
+      // reset or malformed: the session is over either way
+    }
+    this.#end({ closeCode: 0, reason: "" });
+  }
+}
+
+/** Options of {@link serveWebTransport}. */
+export interface ServeOptions {
+  hostname?: string;
+  port?: number;
+  /** Certificate and key, PEM. */
+  cert: string;
+  key: string;
+}
+
+/** A listening server. */
+export interface WebTransportServer {
+  /** Where it listens (UDP). */
+  addr: Deno.NetAddr;
+  /** Session requests, for the application to accept or reject. */
+  requests: ReadableStream<SessionRequest>;
+  /** Stops listening and closes every connection. */
+  close(): void;
+}
+
+/** Listens for WebTransport sessions. */
+export function serveWebTransport(options: ServeOptions): WebTransportServer {
+  const endpoint = new Deno.QuicEndpoint({
+    hostname: options.hostname ?? "127.0.0.1",
+    port: options.port ?? 0,
+  });
+  const listener = endpoint.listen({ cert: options.cert, key: options.key, alpnProtocols: ["h3"] });
+  let requests!: ReadableStreamDefaultController<SessionRequest>;
+  const connections = new Set<Deno.QuicConn>();
+  (async () => {
+    for await (const incoming of listener) {
+      Promise.resolve(incoming.accept()).then((conn: Deno.QuicConn) => {
+        connections.add(conn);
+        new H3Connection(conn, (request) => requests.enqueue(request)).run()
+          .finally(() => connections.delete(conn));
+      }).catch(() => {});
+    }
+  })().catch(() => {});
+  return {
+    addr: endpoint.addr,
+    requests: new ReadableStream({ start: (c) => void (requests = c) }),
+    close() {
+      for (const conn of connections) conn.close({ closeCode: H3.NO_ERROR, reason: "" });
+      endpoint.close();
+      try {
+        requests.close();
+      } catch { /* closed */ }
+    },
+  };
+}
+
+/** The HTTP/3 side of one QUIC connection. */
+class H3Connection {
+  readonly #sessions = new Map<number, WebTransportSession>();
+
+  constructor(
+    readonly conn: Deno.QuicConn,
+    readonly onRequest: (request: SessionRequest) => void,
+  ) {}
+
+  async run(): Promise<void> {
+    const control = (await this.conn.createUnidirectionalStream()).getWriter();
+    await control.write(
+      new Uint8Array([
+        ...encodeVarint(StreamType.CONTROL),
+        ...encodeFrame(FrameType.SETTINGS, encodeSettings(SERVER_SETTINGS)),
+      ]),
+    );
+    control.releaseLock(); // the control stream stays open for the connection's life
+    const tasks = [this.#acceptUni(), this.#acceptBidi(), this.#readDatagrams()];
+    await this.conn.closed.catch(() => {});
+    for (const session of this.#sessions.values()) session._connectionLost();
+    await Promise.allSettled(tasks);
+  }
+
+  #fail(error: unknown): void {
+    const code = error instanceof H3Error ? error.code : H3.INTERNAL_ERROR;
+    try {
+      this.conn.close({
+        closeCode: code,
+        reason: error instanceof Error ? error.message.slice(0, 100) : "",
+      });
+    } catch { /* closed */ }
+  }
+
+  async #acceptUni(): Promise<void> {
+    for await (const stream of this.conn.incomingUnidirectionalStreams) {
+      // Each stream on its own: Chromium's QPACK streams send nothing for a long time.
+      this.#handleUni(stream).catch((error) => this.#fail(error));
+    }
+  }
+
+  async #handleUni(stream: ReadableStream<Uint8Array>): Promise<void> {
+    const source = stream.getReader();
+    const header = await readStreamHeader(source, 1);
+    if (!header) return;
+    const [type] = header.values;
+    if (type === StreamType.WEBTRANSPORT) {
+      const rest = remainderStream(source, header.rest).getReader();
+      const id = await readStreamHeader(rest, 1);
+      if (!id) return;
+      const session = this.#sessions.get(id.values[0]!);
+      if (!session) return void rest.cancel();
+      return session._addUnidirectional(remainderStream(rest, id.rest));
+    }
+    if (type === StreamType.CONTROL) {
+      const frames = new FrameReader();
+      frames.push(header.rest);
+      let first = true;
+      for (;;) {
+        for (let frame = frames.next(); frame; frame = frames.next()) {
+          if (first && frame.type !== FrameType.SETTINGS) {
+            throw new H3Error(H3.MISSING_SETTINGS, "Control stream must start with SETTINGS");
+          }
+          if (frame.type === FrameType.SETTINGS) {
+            if (!first) throw new H3Error(H3.FRAME_UNEXPECTED, "Second SETTINGS frame");
+            decodeSettings(frame.payload);
+          }
+          first = false;
+        }
+        const { value, done } = await source.read();
+        if (done) throw new H3Error(H3.CLOSED_CRITICAL_STREAM, "Control stream closed");
+        frames.push(value);
+      }
+    }
+    // QPACK encoder/decoder streams (we use no dynamic table) and unknown types: drain.
+    while (!(await source.read()).done);
+  }
+
+  async #acceptBidi(): Promise<void> {
+    for await (const stream of this.conn.incomingBidirectionalStreams) {
+      this.#handleBidi(stream).catch((error) => this.#fail(error));
+    }
+  }
+
+  async #handleBidi(stream: BidirectionalStream): Promise<void> {
+    const source = stream.readable.getReader();
+    const header = await readStreamHeader(source, 1);
+    if (!header) return;
+    if (header.values[0] === FrameType.WEBTRANSPORT_STREAM) {
+      const rest = remainderStream(source, header.rest).getReader();
+      const id = await readStreamHeader(rest, 1);
+      if (!id) return;
+      const session = this.#sessions.get(id.values[0]!);
+      if (!session) return void rest.cancel();
+      return session._addBidirectional({
+        readable: remainderStream(rest, id.rest),
+        writable: stream.writable,
+      });
+    }
+    // An HTTP request stream: HEADERS with the extended CONNECT.
+    const frames = new FrameReader();
+    frames.push(new Uint8Array([...encodeVarint(header.values[0]!), ...header.rest]));
+    let frame = frames.next();
+    while (!frame) {
+      const { value, done } = await source.read();
+      if (done) return;
+      frames.push(value);
+      frame = frames.next();
+    }
+    if (frame.type !== FrameType.HEADERS) {
+      throw new H3Error(H3.FRAME_UNEXPECTED, "Request must start with HEADERS");
+    }
+    const fields = decodeFieldSection(frame.payload);
+    const headers = new Map(fields);
+    const respond = async (status: number, extra: Field[] = []) => {
+      const writer = stream.writable.getWriter();
+      await writer.write(
+        encodeFrame(FrameType.HEADERS, encodeFieldSection([[":status", String(status)], ...extra])),
+      );
+      writer.releaseLock();
+    };
+    const url =
+      headers.get(":scheme") === "https" && headers.get(":authority") && headers.get(":path")
+        ? new URL(`https://${headers.get(":authority")}${headers.get(":path")}`)
+        : undefined;
+    if (
+      headers.get(":method") !== "CONNECT" || headers.get(":protocol") !== "webtransport" || !url
+    ) {
+      await respond(400);
+      await stream.writable.close();
+      return;
+    }
+    // A session is named by its CONNECT stream's QUIC stream id.
+    const id = Number((stream.readable as Deno.QuicReceiveStream).id);
+    const connectRest = remainderStream(source, frames.takeRemainder()).getReader();
+    this.onRequest({
+      url,
+      headers,
+      origin: headers.get("origin") ?? null,
+      accept: async () => {
+        await respond(200, [["sec-webtransport-http3-draft", "draft02"]]);
+        const session = new WebTransportSession(id, this.conn, stream, url, headers, connectRest);
+        this.#sessions.set(id, session);
+        session.closed.then(() => this.#sessions.delete(id));
+        return session;
+      },
+      reject: async (status = 404) => {
+        await respond(status);
+        await stream.writable.close().catch(() => {});
+      },
+    });
+  }
+
+  async #readDatagrams(): Promise<void> {
+    try {
+      for (;;) {
+        const { sessionId, payload } = decodeDatagram(await this.conn.readDatagram());
+        this.#sessions.get(sessionId)?._datagram(payload);
+      }
+    } catch (error) {
+      if (error instanceof H3Error) this.#fail(error);
+    }
+  }
+}
