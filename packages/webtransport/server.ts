@@ -323,6 +323,12 @@ export function serveWebTransport(options: ServeOptions): WebTransportServer {
 /** The HTTP/3 side of one QUIC connection. */
 class H3Connection {
   readonly #sessions = new Map<number, WebTransportSession>();
+  /**
+   * Held for the connection's life. Dropping it lets garbage collection close Deno's send
+   * stream, and closing the HTTP/3 control stream makes Chromium end the connection
+   * ("Attempt to close a static stream") some seconds in.
+   */
+  #control?: WritableStreamDefaultWriter<Uint8Array>;
 
   constructor(
     readonly conn: Deno.QuicConn,
@@ -330,14 +336,14 @@ class H3Connection {
   ) {}
 
   async run(): Promise<void> {
-    const control = (await this.conn.createUnidirectionalStream()).getWriter();
+    const control = (this.#control = (await this.conn.createUnidirectionalStream()).getWriter());
     await control.write(
       new Uint8Array([
         ...encodeVarint(StreamType.CONTROL),
         ...encodeFrame(FrameType.SETTINGS, encodeSettings(SERVER_SETTINGS)),
       ]),
     );
-    control.releaseLock(); // the control stream stays open for the connection's life
+    // Not released: the writer keeps the control stream open for the connection's life.
     const tasks = [this.#acceptUni(), this.#acceptBidi(), this.#readDatagrams()];
     await this.conn.closed.catch(() => {});
     for (const session of this.#sessions.values()) session._connectionLost();
