@@ -40,6 +40,53 @@ export interface CertificateOptions {
 
 const ALGORITHM = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const;
 
+function randomSerial(): string {
+  const serial = Array.from(
+    crypto.getRandomValues(new Uint8Array(16)),
+    (b) => b.toString(16).padStart(2, "0"),
+  );
+  serial[0] = "01"; // positive, no leading zero byte
+  return serial.join("");
+}
+
+function validity(
+  options: { validityDays?: number; now?: Date },
+): { notBefore: Date; notAfter: Date } {
+  const validityDays = options.validityDays ?? 10;
+  if (!(validityDays > 0 && validityDays <= MAX_VALIDITY_DAYS)) {
+    throw new RangeError(`validityDays must be in (0, ${MAX_VALIDITY_DAYS}], got ${validityDays}`);
+  }
+  const notBefore = new Date((options.now ?? new Date()).getTime() - 60_000);
+  return { notBefore, notAfter: new Date(notBefore.getTime() + validityDays * 86_400_000) };
+}
+
+function leafExtensions(options: CertificateOptions): x509.Extension[] {
+  const names = [
+    ...(options.hostnames ?? ["localhost"]).map((value) => ({ type: "dns" as const, value })),
+    ...(options.ips ?? ["127.0.0.1", "::1"]).map((value) => ({ type: "ip" as const, value })),
+  ];
+  return [
+    new x509.BasicConstraintsExtension(false, undefined, true),
+    new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+    new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
+    new x509.SubjectAlternativeNameExtension(names),
+  ];
+}
+
+async function finish(
+  certificate: x509.X509Certificate,
+  keys: CryptoKeyPair,
+): Promise<GeneratedCertificate> {
+  const der = certificate.rawData;
+  return {
+    certPem: pem("CERTIFICATE", der),
+    keyPem: pem("PRIVATE KEY", await crypto.subtle.exportKey("pkcs8", keys.privateKey)),
+    sha256: new Uint8Array(await crypto.subtle.digest("SHA-256", der)),
+    notBefore: certificate.notBefore,
+    notAfter: certificate.notAfter,
+  };
+}
+
 function pem(label: string, der: ArrayBuffer): string {
   const base64 = btoa(String.fromCharCode(...new Uint8Array(der)));
   return `-----BEGIN ${label}-----\n${
@@ -55,42 +102,74 @@ function pem(label: string, der: ArrayBuffer): string {
 export async function generateCertificate(
   options: CertificateOptions = {},
 ): Promise<GeneratedCertificate> {
-  const validityDays = options.validityDays ?? 10;
-  if (!(validityDays > 0 && validityDays <= MAX_VALIDITY_DAYS)) {
-    throw new RangeError(`validityDays must be in (0, ${MAX_VALIDITY_DAYS}], got ${validityDays}`);
-  }
-  const notBefore = new Date((options.now ?? new Date()).getTime() - 60_000);
-  const notAfter = new Date(notBefore.getTime() + validityDays * 86_400_000);
+  const { notBefore, notAfter } = validity(options);
   const keys = await crypto.subtle.generateKey(ALGORITHM, true, ["sign", "verify"]);
-  const names = [
-    ...(options.hostnames ?? ["localhost"]).map((value) => ({ type: "dns" as const, value })),
-    ...(options.ips ?? ["127.0.0.1", "::1"]).map((value) => ({ type: "ip" as const, value })),
-  ];
-  const serial = Array.from(
-    crypto.getRandomValues(new Uint8Array(16)),
-    (b) => b.toString(16).padStart(2, "0"),
-  );
-  serial[0] = "01"; // positive, no leading zero byte
   const certificate = await x509.X509CertificateGenerator.createSelfSigned({
-    serialNumber: serial.join(""),
+    serialNumber: randomSerial(),
     name: "CN=duet",
     notBefore,
     notAfter,
     keys,
     signingAlgorithm: ALGORITHM,
-    extensions: [
-      new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
-      new x509.SubjectAlternativeNameExtension(names),
-    ],
+    extensions: leafExtensions(options),
   }, crypto);
-  const der = certificate.rawData;
-  return {
-    certPem: pem("CERTIFICATE", der),
-    keyPem: pem("PRIVATE KEY", await crypto.subtle.exportKey("pkcs8", keys.privateKey)),
-    sha256: new Uint8Array(await crypto.subtle.digest("SHA-256", der)),
+  return await finish(certificate, keys);
+}
+
+/**
+ * A private certificate authority, for clients that trust roots rather than pin hashes:
+ * `Deno.connectQuic` accepts `caCerts` but refuses a self-signed leaf passed as one
+ * (`CaUsedAsEndEntity`). Its leaves are ordinary pinnable certificates for browsers.
+ */
+export interface CertificateAuthority {
+  /** The CA certificate, PEM: what clients put in `caCerts`. */
+  certPem: string;
+  /** Issues a leaf (ECDSA P-256, at most 14 days) signed by this CA. */
+  issue(options?: CertificateOptions): Promise<GeneratedCertificate>;
+}
+
+/** Generates a CA (ECDSA P-256) valid for `validityDays` (default 10, at most 14). */
+export async function generateCertificateAuthority(
+  options: { validityDays?: number; now?: Date } = {},
+): Promise<CertificateAuthority> {
+  const { notBefore, notAfter } = validity(options);
+  const keys = await crypto.subtle.generateKey(ALGORITHM, true, ["sign", "verify"]);
+  const ca = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: randomSerial(),
+    name: "CN=duet local CA",
     notBefore,
     notAfter,
+    keys,
+    signingAlgorithm: ALGORITHM,
+    extensions: [
+      new x509.BasicConstraintsExtension(true, 0, true),
+      new x509.KeyUsagesExtension(
+        x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign,
+        true,
+      ),
+      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey, false, crypto),
+    ],
+  }, crypto);
+  return {
+    certPem: pem("CERTIFICATE", ca.rawData),
+    async issue(leafOptions: CertificateOptions = {}) {
+      const window = validity(leafOptions);
+      const leafKeys = await crypto.subtle.generateKey(ALGORITHM, true, ["sign", "verify"]);
+      const leaf = await x509.X509CertificateGenerator.create({
+        serialNumber: randomSerial(),
+        subject: "CN=duet",
+        issuer: ca.subject,
+        notBefore: window.notBefore,
+        notAfter: window.notAfter,
+        signingKey: keys.privateKey,
+        publicKey: leafKeys.publicKey,
+        signingAlgorithm: ALGORITHM,
+        extensions: [
+          ...leafExtensions(leafOptions),
+          await x509.AuthorityKeyIdentifierExtension.create(ca, false, crypto),
+        ],
+      }, crypto);
+      return await finish(leaf, leafKeys);
+    },
   };
 }

@@ -39,8 +39,10 @@ export {
   readCapsule,
 } from "./capsule.ts";
 export {
+  type CertificateAuthority,
   type CertificateOptions,
   generateCertificate,
+  generateCertificateAuthority,
   type GeneratedCertificate,
   MAX_VALIDITY_DAYS,
 } from "./cert.ts";
@@ -53,3 +55,4 @@ export {
   type WebTransportServer,
   WebTransportSession,
 } from "./server.ts";
+export { type ConnectOptions, connectWebTransport, WebTransportRejectedError } from "./client.ts";

@@ -128,7 +128,8 @@ export class WebTransportSession {
   readonly incomingBidirectionalStreams: ReadableStream<BidirectionalStream>;
   readonly incomingUnidirectionalStreams: ReadableStream<ReadableStream<Uint8Array>>;
 
-  readonly #id: number;
+  /** The session's id: its CONNECT stream's QUIC stream id. */
+  readonly id: number;
   readonly #conn: Deno.QuicConn;
   readonly #connect: BidirectionalStream;
   readonly #onClosed: (info: CloseInfo) => void;
@@ -147,7 +148,7 @@ export class WebTransportSession {
     headers: Map<string, string>,
     connectRest: ReadableStreamDefaultReader<Uint8Array>,
   ) {
-    this.#id = id;
+    this.id = id;
     this.#conn = conn;
     this.#connect = connect;
     this.url = url;
@@ -173,7 +174,7 @@ export class WebTransportSession {
     const stream = await this.#conn.createBidirectionalStream();
     const writer = stream.writable.getWriter();
     await writer.write(
-      new Uint8Array([...encodeVarint(FrameType.WEBTRANSPORT_STREAM), ...encodeVarint(this.#id)]),
+      new Uint8Array([...encodeVarint(FrameType.WEBTRANSPORT_STREAM), ...encodeVarint(this.id)]),
     );
     writer.releaseLock();
     return stream;
@@ -184,7 +185,7 @@ export class WebTransportSession {
     const stream = await this.#conn.createUnidirectionalStream();
     const writer = stream.getWriter();
     await writer.write(
-      new Uint8Array([...encodeVarint(StreamType.WEBTRANSPORT), ...encodeVarint(this.#id)]),
+      new Uint8Array([...encodeVarint(StreamType.WEBTRANSPORT), ...encodeVarint(this.id)]),
     );
     writer.releaseLock();
     return stream;
@@ -259,6 +260,8 @@ export class WebTransportSession {
             if (read.capsule.type === CapsuleType.CLOSE_WEBTRANSPORT_SESSION) {
               const { code, reason } = decodeCloseSession(read.capsule.value);
               this.#end({ closeCode: code, reason });
+              // Answer the peer's close with our FIN, so it learns the session is over.
+              this.#connect.writable.close().catch(() => {});
             }
           }
         }
@@ -321,7 +324,7 @@ export function serveWebTransport(options: ServeOptions): WebTransportServer {
 }
 
 /** The HTTP/3 side of one QUIC connection. */
-class H3Connection {
+export class H3Connection {
   readonly #sessions = new Map<number, WebTransportSession>();
   /**
    * Held for the connection's life. Dropping it lets garbage collection close Deno's send
@@ -332,8 +335,15 @@ class H3Connection {
 
   constructor(
     readonly conn: Deno.QuicConn,
-    readonly onRequest: (request: SessionRequest) => void,
+    /** Server: where session requests go. A client has none. */
+    readonly onRequest?: (request: SessionRequest) => void,
   ) {}
+
+  /** Registers a session a client opened on this connection. */
+  addSession(session: WebTransportSession): void {
+    this.#sessions.set(session.id, session);
+    session.closed.then(() => this.#sessions.delete(session.id));
+  }
 
   async run(): Promise<void> {
     const control = (this.#control = (await this.conn.createUnidirectionalStream()).getWriter());
@@ -425,7 +435,11 @@ class H3Connection {
         writable: stream.writable,
       });
     }
-    // An HTTP request stream: HEADERS with the extended CONNECT.
+    // An HTTP request stream: HEADERS with the extended CONNECT. Servers never open one.
+    if (!this.onRequest) {
+      throw new H3Error(H3.STREAM_CREATION_ERROR, "A server opened a request stream");
+    }
+    const onRequest = this.onRequest;
     const frames = new FrameReader();
     frames.push(new Uint8Array([...encodeVarint(header.values[0]!), ...header.rest]));
     let frame = frames.next();
@@ -461,15 +475,14 @@ class H3Connection {
     // A session is named by its CONNECT stream's QUIC stream id.
     const id = Number((stream.readable as Deno.QuicReceiveStream).id);
     const connectRest = remainderStream(source, frames.takeRemainder()).getReader();
-    this.onRequest({
+    onRequest({
       url,
       headers,
       origin: headers.get("origin") ?? null,
       accept: async () => {
         await respond(200, [["sec-webtransport-http3-draft", "draft02"]]);
         const session = new WebTransportSession(id, this.conn, stream, url, headers, connectRest);
-        this.#sessions.set(id, session);
-        session.closed.then(() => this.#sessions.delete(id));
+        this.addSession(session);
         return session;
       },
       reject: async (status = 404) => {
