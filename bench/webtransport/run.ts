@@ -17,6 +17,7 @@ import {
   generateCertificateAuthority,
   serveWebTransport,
 } from "../../packages/webtransport/mod.ts";
+import { echo, type EchoableSession } from "../../packages/webtransport/testdata/echo.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -31,30 +32,6 @@ interface Session {
   >;
   datagrams: { readable: ReadableStream<Uint8Array>; writable: WritableStream<Uint8Array> };
   close(info?: { closeCode?: number; reason?: string }): unknown;
-}
-
-type Incoming = {
-  incomingBidirectionalStreams: ReadableStream<
-    { readable: ReadableStream<Uint8Array>; writable: WritableStream<Uint8Array> }
-  >;
-  datagrams: { readable: ReadableStream<Uint8Array>; writable: WritableStream<Uint8Array> };
-};
-
-/** Echoes every stream chunk by chunk, and every datagram. */
-function echo(session: Incoming): void {
-  (async () => {
-    for await (const { readable, writable } of session.incomingBidirectionalStreams) {
-      (async () => {
-        const writer = writable.getWriter();
-        for await (const chunk of readable) await writer.write(chunk);
-        await writer.close();
-      })().catch(() => {});
-    }
-  })().catch(() => {});
-  (async () => {
-    const writer = session.datagrams.writable.getWriter();
-    for await (const datagram of session.datagrams.readable) await writer.write(datagram);
-  })().catch(() => {});
 }
 
 function deadline<T>(promise: Promise<T>, what: string): Promise<T> {
@@ -80,7 +57,7 @@ interface Target {
 function ours(): Target {
   const server = serveWebTransport({ cert: leaf.certPem, key: leaf.keyPem });
   (async () => {
-    for await (const request of server.requests) echo(await request.accept());
+    for await (const request of server.requests) echo(await request.accept(), { chunked: true });
   })();
   const url = `https://127.0.0.1:${server.addr.port}/bench`;
   return {
@@ -98,7 +75,7 @@ function wrapper(): Target {
       (async () => {
         const wt = await Deno.upgradeWebTransport(await incoming.accept());
         await wt.ready;
-        echo(wt as unknown as Incoming);
+        echo(wt as unknown as EchoableSession, { chunked: true });
       })().catch(() => {});
     }
   })().catch(() => {});

@@ -5,6 +5,7 @@
  * @module
  */
 import { H3, H3Error } from "./errors.ts";
+import { encodeFrame } from "./frames.ts";
 import { readVarint, varintLength, writeVarint } from "./varint.ts";
 
 /** Capsule types. */
@@ -23,13 +24,9 @@ export interface Capsule {
 /** The longest reason a session close may carry, in bytes (draft-ietf-webtrans-http3). */
 export const MAX_CLOSE_REASON_BYTES = 1024;
 
-/** The bytes of one capsule. */
+/** The bytes of one capsule: the same shape as an HTTP/3 frame (type, length, value). */
 export function encodeCapsule(type: number, value: Uint8Array): Uint8Array {
-  const out = new Uint8Array(varintLength(type) + varintLength(value.length) + value.length);
-  let offset = writeVarint(out, 0, type);
-  offset = writeVarint(out, offset, value.length);
-  out.set(value, offset);
-  return out;
+  return encodeFrame(type, value);
 }
 
 /**

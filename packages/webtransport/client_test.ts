@@ -14,6 +14,7 @@ import {
   WebTransportRejectedError,
   type WebTransportSession,
 } from "./mod.ts";
+import { echo } from "./testdata/echo.ts";
 
 const bytes = (s: string) => new TextEncoder().encode(s);
 const options = { sanitizeOps: false, sanitizeResources: false }; // QUIC winds down after the test
@@ -41,28 +42,7 @@ async function withServer(
       }
       const session = await request.accept();
       sessions.push(session);
-      (async () => {
-        for await (const { readable, writable } of session.incomingBidirectionalStreams) {
-          (async () => {
-            const text = await readAll(readable);
-            const writer = writable.getWriter();
-            await writer.write(bytes(`echo: ${text}`));
-            await writer.close();
-          })().catch(() => {});
-        }
-      })();
-      (async () => {
-        for await (const readable of session.incomingUnidirectionalStreams) {
-          const text = await readAll(readable);
-          const writer = (await session.createUnidirectionalStream()).getWriter();
-          await writer.write(bytes(`uni echo: ${text}`));
-          await writer.close();
-        }
-      })().catch(() => {});
-      (async () => {
-        const writer = session.datagrams.writable.getWriter();
-        for await (const datagram of session.datagrams.readable) await writer.write(datagram);
-      })().catch(() => {});
+      echo(session, { prefix: "echo: " });
     }
   })();
   try {

@@ -10,44 +10,10 @@ import {
   serveWebTransport,
   type WebTransportSession,
 } from "./mod.ts";
+import { echo } from "./testdata/echo.ts";
 
 const chromium = await findChromium();
-const text = new TextDecoder();
 const bytes = (s: string) => new TextEncoder().encode(s);
-
-async function readAll(stream: ReadableStream<Uint8Array>): Promise<string> {
-  let out = "";
-  for await (const chunk of stream) out += text.decode(chunk, { stream: true });
-  return out;
-}
-
-/** An echo application: every stream and datagram comes back prefixed. */
-function echo(session: WebTransportSession): void {
-  (async () => {
-    for await (const { readable, writable } of session.incomingBidirectionalStreams) {
-      (async () => {
-        const received = await readAll(readable);
-        const writer = writable.getWriter();
-        await writer.write(bytes(`echo: ${received}`));
-        await writer.close();
-      })().catch(() => {});
-    }
-  })();
-  (async () => {
-    for await (const readable of session.incomingUnidirectionalStreams) {
-      (async () => {
-        const received = await readAll(readable);
-        const writer = (await session.createUnidirectionalStream()).getWriter();
-        await writer.write(bytes(`uni echo: ${received}`));
-        await writer.close();
-      })().catch(() => {});
-    }
-  })();
-  (async () => {
-    const writer = session.datagrams.writable.getWriter();
-    for await (const datagram of session.datagrams.readable) await writer.write(datagram);
-  })().catch(() => {});
-}
 
 async function withServer(
   fn: (
@@ -68,7 +34,7 @@ async function withServer(
       }
       const session = await request.accept();
       sessions.push(session);
-      echo(session);
+      echo(session, { prefix: "echo: " });
     }
   })();
   const http = Deno.serve(
