@@ -234,3 +234,30 @@ export async function launchChromium(): Promise<import("playwright-core").Browse
     ],
   });
 }
+
+/**
+ * Runs `fn` with a Chromium page open on a blank page served from a fresh loopback origin
+ * (http://127.0.0.1 is a secure context, so WebTransport and the like are available), and
+ * closes the browser and the server afterwards.
+ */
+export async function withChromiumPage(
+  fn: (page: import("playwright-core").Page, origin: string) => Promise<void>,
+): Promise<void> {
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    () =>
+      new Response("<!doctype html><title>duet test</title>", {
+        headers: { "content-type": "text/html" },
+      }),
+  );
+  const origin = `http://127.0.0.1:${server.addr.port}`;
+  const browser = await launchChromium();
+  try {
+    const page = await browser.newPage();
+    await page.goto(`${origin}/`);
+    await fn(page, origin);
+  } finally {
+    await browser.close();
+    await server.shutdown();
+  }
+}

@@ -3,7 +3,7 @@
 // Chromium, using a generated certificate pinned by its hash. The session layer proper
 // is not written yet; this fixture is the smallest server Chromium accepts.
 import assert from "node:assert/strict";
-import { findChromium, launchChromium, testWith } from "@duet/testkit";
+import { findChromium, testWith, withChromiumPage } from "@duet/testkit";
 import {
   decodeFieldSection,
   decodeSettings,
@@ -112,44 +112,34 @@ testWith(chromium, {
       }
       return undefined;
     })();
-    const page = Deno.serve(
-      { hostname: "127.0.0.1", port: 0, onListen() {} },
-      () =>
-        new Response("<!doctype html><title>wt</title>", {
-          headers: { "content-type": "text/html" },
-        }),
-    );
-    const browser = await launchChromium();
     try {
-      const tab = await browser.newPage();
-      await tab.goto(`http://127.0.0.1:${page.addr.port}/`);
-      const result = await tab.evaluate(async ({ port, hash }) => {
-        const wt = new WebTransport(`https://127.0.0.1:${port}/ping`, {
-          serverCertificateHashes: [{ algorithm: "sha-256", value: new Uint8Array(hash) }],
-        });
-        try {
-          await wt.ready;
-          return "ready";
-        } catch (error) {
-          return `failed: ${error}`;
-        }
-      }, { port: endpoint.addr.port, hash: [...certificate.sha256] });
-      assert.equal(result, "ready");
-      const conn = await served;
-      // What Chromium 156 sends, as captured: the draft-02 WebTransport setting and datagrams.
-      assert.equal(seen.settings?.get(Setting.ENABLE_WEBTRANSPORT), 1);
-      assert.equal(seen.settings?.get(Setting.H3_DATAGRAM), 1);
-      const connect = new Map(seen.connect);
-      assert.equal(connect.get(":method"), "CONNECT");
-      assert.equal(connect.get(":protocol"), "webtransport");
-      assert.equal(connect.get(":path"), "/ping");
-      assert.equal(connect.get("sec-webtransport-http3-draft02"), "1");
-      assert.equal(connect.get("origin"), `http://127.0.0.1:${page.addr.port}`);
-      assert.ok(seen.uniStreamTypes.includes(StreamType.CONTROL));
-      conn?.close({ closeCode: 0, reason: "" });
+      await withChromiumPage(async (tab, origin) => {
+        const result = await tab.evaluate(async ({ port, hash }) => {
+          const wt = new WebTransport(`https://127.0.0.1:${port}/ping`, {
+            serverCertificateHashes: [{ algorithm: "sha-256", value: new Uint8Array(hash) }],
+          });
+          try {
+            await wt.ready;
+            return "ready";
+          } catch (error) {
+            return `failed: ${error}`;
+          }
+        }, { port: endpoint.addr.port, hash: [...certificate.sha256] });
+        assert.equal(result, "ready");
+        const conn = await served;
+        // What Chromium 156 sends, as captured: the draft-02 WebTransport setting and datagrams.
+        assert.equal(seen.settings?.get(Setting.ENABLE_WEBTRANSPORT), 1);
+        assert.equal(seen.settings?.get(Setting.H3_DATAGRAM), 1);
+        const connect = new Map(seen.connect);
+        assert.equal(connect.get(":method"), "CONNECT");
+        assert.equal(connect.get(":protocol"), "webtransport");
+        assert.equal(connect.get(":path"), "/ping");
+        assert.equal(connect.get("sec-webtransport-http3-draft02"), "1");
+        assert.equal(connect.get("origin"), origin);
+        assert.ok(seen.uniStreamTypes.includes(StreamType.CONTROL));
+        conn?.close({ closeCode: 0, reason: "" });
+      });
     } finally {
-      await browser.close();
-      await page.shutdown();
       endpoint.close();
     }
   },

@@ -6,10 +6,9 @@
  *
  * @module
  */
-import { FrameReader, FrameType } from "./frames.ts";
+import { encodeFrame, FrameReader, FrameType } from "./frames.ts";
 import { decodeFieldSection, encodeFieldSection, type Field } from "./qpack.ts";
-import { encodeFrame } from "./frames.ts";
-import { H3Connection, WebTransportSession } from "./server.ts";
+import { H3Connection, readFrame, remainderStream, WebTransportSession } from "./server.ts";
 
 /** Options of {@link connectWebTransport}. */
 export interface ConnectOptions {
@@ -67,29 +66,14 @@ export async function connectWebTransport(
     writer.releaseLock();
     const source = stream.readable.getReader();
     const frames = new FrameReader();
-    let frame = frames.next();
-    while (!frame) {
-      const { value, done } = await source.read();
-      if (done) throw new WebTransportRejectedError(0);
-      frames.push(value);
-      frame = frames.next();
-    }
+    const frame = await readFrame(frames, source);
+    if (!frame) throw new WebTransportRejectedError(0);
     const response = new Map(decodeFieldSection(frame.payload));
     const status = Number(response.get(":status"));
     if (frame.type !== FrameType.HEADERS || status !== 200) {
       throw new WebTransportRejectedError(status);
     }
-    const remainder = frames.takeRemainder();
-    const rest = new ReadableStream<Uint8Array>({
-      start(controller) {
-        if (remainder.length) controller.enqueue(remainder);
-      },
-      async pull(controller) {
-        const { value, done } = await source.read();
-        if (done) controller.close();
-        else controller.enqueue(value);
-      },
-    }).getReader();
+    const rest = remainderStream(source, frames.takeRemainder()).getReader();
     const session = new WebTransportSession(
       Number(stream.writable.id),
       conn,

@@ -14,7 +14,7 @@ import {
   WebTransportRejectedError,
   type WebTransportSession,
 } from "./mod.ts";
-import { echo } from "./testdata/echo.ts";
+import { acceptEchoSessions } from "./testdata/echo.ts";
 
 const bytes = (s: string) => new TextEncoder().encode(s);
 const options = { sanitizeOps: false, sanitizeResources: false }; // QUIC winds down after the test
@@ -33,18 +33,7 @@ async function withServer(
   authority ??= await generateCertificateAuthority();
   const leaf = await authority.issue();
   const server = serveWebTransport({ cert: leaf.certPem, key: leaf.keyPem });
-  const sessions: WebTransportSession[] = [];
-  (async () => {
-    for await (const request of server.requests) {
-      if (request.url.pathname !== "/echo") {
-        await request.reject(404);
-        continue;
-      }
-      const session = await request.accept();
-      sessions.push(session);
-      echo(session, { prefix: "echo: " });
-    }
-  })();
+  const sessions = acceptEchoSessions(server);
   try {
     await fn(`https://127.0.0.1:${server.addr.port}`, authority.certPem, sessions);
   } finally {

@@ -12,6 +12,7 @@ import {
   decodeSettings,
   encodeFrame,
   encodeSettings,
+  type Frame,
   FrameReader,
   FrameType,
   Setting,
@@ -64,7 +65,7 @@ const SERVER_SETTINGS = new Map([
 const DATAGRAM_QUEUE = 1024;
 
 /** Reads from `source` after a header was parsed off its first bytes. */
-function remainderStream(
+export function remainderStream(
   source: ReadableStreamDefaultReader<Uint8Array>,
   rest: Uint8Array,
 ): ReadableStream<Uint8Array> {
@@ -84,29 +85,42 @@ function remainderStream(
   }, { highWaterMark: 0 });
 }
 
-/** Reads a varint-typed stream header (type, then session id) off a stream's start. */
-async function readStreamHeader(
+/**
+ * Reads one varint at the start of `buffered` followed by what `source` delivers. Returns
+ * its value and every byte read so far (`bytes`; the varint's own are the first `length`),
+ * or undefined if the stream ends first. Stream headers are one or two varints, so a
+ * second call continues from the first call's remainder without wrapping the source.
+ */
+async function readLeadingVarint(
   source: ReadableStreamDefaultReader<Uint8Array>,
-  fields: number,
-): Promise<{ values: number[]; rest: Uint8Array } | undefined> {
-  let buffer = new Uint8Array(0);
+  buffered: Uint8Array = new Uint8Array(0),
+): Promise<{ value: number; length: number; bytes: Uint8Array } | undefined> {
+  let bytes = buffered;
   for (;;) {
-    const values: number[] = [];
-    let offset = 0;
-    for (let i = 0; i < fields; i++) {
-      const v = readVarint(buffer, offset);
-      if (!v) break;
-      values.push(v.value);
-      offset += v.length;
-    }
-    if (values.length === fields) return { values, rest: buffer.subarray(offset) };
+    const varint = readVarint(bytes);
+    if (varint) return { ...varint, bytes };
     const { value, done } = await source.read();
     if (done) return undefined;
-    const joined = new Uint8Array(buffer.length + value.length);
-    joined.set(buffer);
-    joined.set(value, buffer.length);
-    buffer = joined;
+    const joined = new Uint8Array(bytes.length + value.length);
+    joined.set(bytes);
+    joined.set(value, bytes.length);
+    bytes = joined;
   }
+}
+
+/** Feeds `frames` from `source` until a whole frame is there; undefined if the stream ends. */
+export async function readFrame(
+  frames: FrameReader,
+  source: ReadableStreamDefaultReader<Uint8Array>,
+): Promise<Frame | undefined> {
+  let frame = frames.next();
+  while (!frame) {
+    const { value, done } = await source.read();
+    if (done) return undefined;
+    frames.push(value);
+    frame = frames.next();
+  }
+  return frame;
 }
 
 /** One WebTransport session on an HTTP/3 connection. */
@@ -379,20 +393,19 @@ export class H3Connection {
 
   async #handleUni(stream: ReadableStream<Uint8Array>): Promise<void> {
     const source = stream.getReader();
-    const header = await readStreamHeader(source, 1);
-    if (!header) return;
-    const [type] = header.values;
-    if (type === StreamType.WEBTRANSPORT) {
-      const rest = remainderStream(source, header.rest).getReader();
-      const id = await readStreamHeader(rest, 1);
+    const type = await readLeadingVarint(source);
+    if (!type) return;
+    const afterType = type.bytes.subarray(type.length);
+    if (type.value === StreamType.WEBTRANSPORT) {
+      const id = await readLeadingVarint(source, afterType);
       if (!id) return;
-      const session = this.#sessions.get(id.values[0]!);
-      if (!session) return void rest.cancel();
-      return session._addUnidirectional(remainderStream(rest, id.rest));
+      const session = this.#sessions.get(id.value);
+      if (!session) return void source.cancel();
+      return session._addUnidirectional(remainderStream(source, id.bytes.subarray(id.length)));
     }
-    if (type === StreamType.CONTROL) {
+    if (type.value === StreamType.CONTROL) {
       const frames = new FrameReader();
-      frames.push(header.rest);
+      frames.push(afterType);
       let first = true;
       for (;;) {
         for (let frame = frames.next(); frame; frame = frames.next()) {
@@ -422,16 +435,15 @@ export class H3Connection {
 
   async #handleBidi(stream: BidirectionalStream): Promise<void> {
     const source = stream.readable.getReader();
-    const header = await readStreamHeader(source, 1);
-    if (!header) return;
-    if (header.values[0] === FrameType.WEBTRANSPORT_STREAM) {
-      const rest = remainderStream(source, header.rest).getReader();
-      const id = await readStreamHeader(rest, 1);
+    const signal = await readLeadingVarint(source);
+    if (!signal) return;
+    if (signal.value === FrameType.WEBTRANSPORT_STREAM) {
+      const id = await readLeadingVarint(source, signal.bytes.subarray(signal.length));
       if (!id) return;
-      const session = this.#sessions.get(id.values[0]!);
-      if (!session) return void rest.cancel();
+      const session = this.#sessions.get(id.value);
+      if (!session) return void source.cancel();
       return session._addBidirectional({
-        readable: remainderStream(rest, id.rest),
+        readable: remainderStream(source, id.bytes.subarray(id.length)),
         writable: stream.writable,
       });
     }
@@ -441,14 +453,9 @@ export class H3Connection {
     }
     const onRequest = this.onRequest;
     const frames = new FrameReader();
-    frames.push(new Uint8Array([...encodeVarint(header.values[0]!), ...header.rest]));
-    let frame = frames.next();
-    while (!frame) {
-      const { value, done } = await source.read();
-      if (done) return;
-      frames.push(value);
-      frame = frames.next();
-    }
+    frames.push(signal.bytes); // the varint read was the first frame's type
+    const frame = await readFrame(frames, source);
+    if (!frame) return;
     if (frame.type !== FrameType.HEADERS) {
       throw new H3Error(H3.FRAME_UNEXPECTED, "Request must start with HEADERS");
     }

@@ -3,14 +3,14 @@
 // And 10,000 sequential streams in one session (Deno's own wrapper fails at #100; this layer
 // failed at 500-800 until it held its control stream, see README).
 import assert from "node:assert/strict";
-import { findChromium, launchChromium, testWith } from "@duet/testkit";
+import { findChromium, testWith, withChromiumPage } from "@duet/testkit";
 import {
   type CloseInfo,
   generateCertificate,
   serveWebTransport,
   type WebTransportSession,
 } from "./mod.ts";
-import { echo } from "./testdata/echo.ts";
+import { acceptEchoSessions } from "./testdata/echo.ts";
 
 const chromium = await findChromium();
 const bytes = (s: string) => new TextEncoder().encode(s);
@@ -25,33 +25,10 @@ async function withServer(
 ): Promise<void> {
   const certificate = await generateCertificate();
   const server = serveWebTransport({ cert: certificate.certPem, key: certificate.keyPem });
-  const sessions: WebTransportSession[] = [];
-  (async () => {
-    for await (const request of server.requests) {
-      if (request.url.pathname !== "/echo") {
-        await request.reject(404);
-        continue;
-      }
-      const session = await request.accept();
-      sessions.push(session);
-      echo(session, { prefix: "echo: " });
-    }
-  })();
-  const http = Deno.serve(
-    { hostname: "127.0.0.1", port: 0, onListen() {} },
-    () =>
-      new Response("<!doctype html><title>wt</title>", {
-        headers: { "content-type": "text/html" },
-      }),
-  );
-  const browser = await launchChromium();
+  const sessions = acceptEchoSessions(server);
   try {
-    const page = await browser.newPage();
-    await page.goto(`http://127.0.0.1:${http.addr.port}/`);
-    await fn(page, server.addr.port, [...certificate.sha256], sessions);
+    await withChromiumPage((page) => fn(page, server.addr.port, [...certificate.sha256], sessions));
   } finally {
-    await browser.close();
-    await http.shutdown();
     server.close();
   }
 }

@@ -4,7 +4,7 @@
  * every datagram with itself. `prefix` goes before stream replies (tests check it);
  * `chunked` echoes chunk by chunk instead of after the peer's FIN (round-trip benchmarks).
  */
-import type { BidirectionalStream } from "../server.ts";
+import type { BidirectionalStream, SessionRequest, WebTransportSession } from "../server.ts";
 
 /** What the echo needs from a session (ours, or Deno's wrapper's). */
 export interface EchoableSession {
@@ -53,4 +53,26 @@ export function echo(session: EchoableSession, options: { prefix?: string; chunk
     const writer = session.datagrams.writable.getWriter();
     for await (const datagram of session.datagrams.readable) await writer.write(datagram);
   })().catch(() => {});
+}
+
+/**
+ * Serves the echo on `server`: sessions for /echo are accepted (prefix "echo: ") and
+ * collected in the returned array, in order; any other path is refused with 404.
+ */
+export function acceptEchoSessions(server: {
+  requests: ReadableStream<SessionRequest>;
+}): WebTransportSession[] {
+  const sessions: WebTransportSession[] = [];
+  (async () => {
+    for await (const request of server.requests) {
+      if (request.url.pathname !== "/echo") {
+        await request.reject(404);
+        continue;
+      }
+      const session = await request.accept();
+      sessions.push(session);
+      echo(session, { prefix: "echo: " });
+    }
+  })();
+  return sessions;
 }
