@@ -102,7 +102,8 @@ export class RedisRendezvous implements Rendezvous {
   readonly #instance = crypto.randomUUID();
   readonly #parties = new Map<string, LocalParty>(); // by token
   readonly #acks = new Map<string, (ack: Ack) => void>(); // by claim token
-  readonly #options: Required<Omit<RedisRendezvousOptions, "events">>;
+  // commandTimeoutMs matters only to connect(), which builds the Redis clients.
+  readonly #options: Required<Omit<RedisRendezvousOptions, "events" | "commandTimeoutMs">>;
   readonly #events: RendezvousEvents;
   #waiting = 0;
   #closing = false;
@@ -115,7 +116,6 @@ export class RedisRendezvous implements Rendezvous {
       maxWaiting: options.maxWaiting,
       prefix: options.prefix ?? "duet:syncpoint",
       ackTimeoutMs: options.ackTimeoutMs ?? 2_000,
-      commandTimeoutMs: options.commandTimeoutMs ?? 1_000,
     };
     redis.defineCommand("registerOrClaim", { numberOfKeys: 1, lua: REGISTER_OR_CLAIM });
     redis.defineCommand("deleteIf", { numberOfKeys: 1, lua: DELETE_IF });
