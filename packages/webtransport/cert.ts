@@ -173,3 +173,131 @@ export async function generateCertificateAuthority(
     },
   };
 }
+
+/** Options of {@link CertificateRotation.start}. */
+export interface RotationOptions extends Omit<CertificateOptions, "now"> {
+  /** Time between rotations (default: a third of the validity). */
+  rotateEveryMs?: number;
+}
+
+/**
+ * Generated certificates that replace themselves before they expire, for hash pinning.
+ * Two are alive at any time: `current`, which the server presents, and `next`, which it
+ * will present after the next rotation. Publishing both hashes lets clients that fetched
+ * them a moment before a rotation still connect after it. At each rotation `next` becomes
+ * `current` and a fresh `next` is made, so with the default period `current` always has at
+ * least a third of its validity left.
+ */
+export class CertificateRotation {
+  #current: GeneratedCertificate;
+  #next: GeneratedCertificate;
+  readonly #options: RotationOptions;
+  readonly #listeners = new Set<(current: GeneratedCertificate) => void>();
+  #timer?: ReturnType<typeof setTimeout>;
+
+  private constructor(
+    current: GeneratedCertificate,
+    next: GeneratedCertificate,
+    options: RotationOptions,
+  ) {
+    this.#current = current;
+    this.#next = next;
+    this.#options = options;
+  }
+
+  /** Generates the first two certificates and starts the rotation timer. */
+  static async start(options: RotationOptions = {}): Promise<CertificateRotation> {
+    const validityMs = (options.validityDays ?? 10) * 86_400_000;
+    const every = options.rotateEveryMs ?? validityMs / 3;
+    if (!(every > 0 && every <= validityMs / 2)) {
+      throw new RangeError(`rotateEveryMs must be in (0, validity / 2], got ${every}`);
+    }
+    const rotation = new CertificateRotation(
+      await generateCertificate(options),
+      await generateCertificate(options),
+      options,
+    );
+    const tick = () => {
+      rotation.#timer = setTimeout(() => {
+        rotation.rotate().catch(() => {}).finally(() => {
+          if (rotation.#timer !== undefined) tick();
+        });
+      }, every);
+    };
+    tick();
+    return rotation;
+  }
+
+  /** The certificate to present now. */
+  get current(): GeneratedCertificate {
+    return this.#current;
+  }
+
+  /** The certificate the next rotation will present. */
+  get next(): GeneratedCertificate {
+    return this.#next;
+  }
+
+  /** SHA-256 of current and next, in that order: what to publish for pinning. */
+  hashes(): Uint8Array[] {
+    return [this.#current.sha256, this.#next.sha256];
+  }
+
+  /** Calls `listener` with the new current certificate after each rotation. */
+  onRotate(listener: (current: GeneratedCertificate) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** Rotates now: next becomes current, and a fresh next is generated. */
+  async rotate(): Promise<void> {
+    const fresh = await generateCertificate(this.#options);
+    this.#current = this.#next;
+    this.#next = fresh;
+    for (const listener of this.#listeners) listener(this.#current);
+  }
+
+  /** Stops the timer. */
+  stop(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+}
+
+/** What a certificate offers for hash pinning, and why a browser would refuse it. */
+export interface PinningCheck {
+  sha256: Uint8Array;
+  notBefore: Date;
+  notAfter: Date;
+  /** Empty when browsers accept the certificate for `serverCertificateHashes`. */
+  problems: string[];
+}
+
+/**
+ * Checks a PEM certificate against the rules browsers apply to `serverCertificateHashes`
+ * (ECDSA key, validity at most 14 days, valid now). A client pinning a hash cannot apply
+ * them itself: Deno's QUIC client checks the hash and expiry but does not show the
+ * certificate, so the server checks the certificates it is given before publishing hashes.
+ */
+export async function checkPinnable(certPem: string, now = new Date()): Promise<PinningCheck> {
+  const certificate = new x509.X509Certificate(certPem);
+  const problems: string[] = [];
+  if (certificate.publicKey.algorithm.name !== "ECDSA") {
+    problems.push(`the key is ${certificate.publicKey.algorithm.name}, not ECDSA`);
+  }
+  const days = (certificate.notAfter.getTime() - certificate.notBefore.getTime()) / 86_400_000;
+  if (days > MAX_VALIDITY_DAYS) {
+    problems.push(`it is valid for ${days.toFixed(1)} days, more than ${MAX_VALIDITY_DAYS}`);
+  }
+  if (now < certificate.notBefore || now > certificate.notAfter) {
+    problems.push(
+      `it is not valid now (${certificate.notBefore.toISOString()} to ${certificate.notAfter.toISOString()})`,
+    );
+  }
+  return {
+    sha256: new Uint8Array(await crypto.subtle.digest("SHA-256", certificate.rawData)),
+    notBefore: certificate.notBefore,
+    notAfter: certificate.notAfter,
+    problems,
+  };
+}

@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import "reflect-metadata";
 import * as x509 from "@peculiar/x509";
-import { generateCertificate } from "./cert.ts";
+import { CertificateRotation, checkPinnable, generateCertificate } from "./cert.ts";
 
 test("generateCertificate() makes a self-signed ECDSA P-256 server certificate for 10 days", async () => {
   const now = new Date("2026-11-24T12:00:00Z");
@@ -40,4 +40,89 @@ test("generateCertificate() refuses validity over 14 days (browsers would refuse
   await assert.rejects(generateCertificate({ validityDays: 0 }), RangeError);
   const longest = await generateCertificate({ validityDays: 14 });
   assert.equal(longest.notAfter.getTime() - longest.notBefore.getTime(), 14 * 86_400_000);
+});
+
+test("CertificateRotation publishes current and next; rotate() moves next to current", async () => {
+  const rotation = await CertificateRotation.start({ validityDays: 3 });
+  try {
+    const [current, next] = rotation.hashes();
+    assert.notDeepEqual(current, next);
+    assert.deepEqual(current, rotation.current.sha256);
+    const seen: Uint8Array[] = [];
+    rotation.onRotate((certificate) => seen.push(certificate.sha256));
+    await rotation.rotate();
+    assert.deepEqual(rotation.current.sha256, next, "the published next is what is presented now");
+    assert.deepEqual(seen, [next]);
+    assert.notDeepEqual(rotation.next.sha256, current);
+    assert.notDeepEqual(rotation.next.sha256, next);
+    assert.equal(
+      rotation.next.notAfter.getTime() - rotation.next.notBefore.getTime(),
+      3 * 86_400_000,
+    );
+  } finally {
+    rotation.stop();
+  }
+});
+
+test("CertificateRotation rotates by itself on its timer", async () => {
+  const rotation = await CertificateRotation.start({ rotateEveryMs: 30 });
+  try {
+    const first = rotation.current.sha256;
+    const rotated = new Promise((resolve) => rotation.onRotate(resolve));
+    await rotated;
+    assert.notDeepEqual(rotation.current.sha256, first);
+  } finally {
+    rotation.stop();
+  }
+});
+
+test("CertificateRotation refuses a period that would let current expire", async () => {
+  await assert.rejects(
+    CertificateRotation.start({ validityDays: 2, rotateEveryMs: 1.5 * 86_400_000 }),
+    RangeError,
+  );
+});
+
+async function selfSigned(
+  algorithm: EcKeyGenParams | RsaHashedKeyGenParams,
+  notBefore: Date,
+  days: number,
+): Promise<string> {
+  const keys = await crypto.subtle.generateKey(algorithm, true, ["sign", "verify"]);
+  const certificate = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: "01",
+    name: "CN=test",
+    notBefore,
+    notAfter: new Date(notBefore.getTime() + days * 86_400_000),
+    keys,
+    signingAlgorithm: { ...algorithm, hash: "SHA-256" },
+  }, crypto);
+  return certificate.toString("pem");
+}
+
+test("checkPinnable() passes generated certificates and names what browsers would refuse", async () => {
+  const now = new Date();
+  const ours = await generateCertificate();
+  const check = await checkPinnable(ours.certPem, now);
+  assert.deepEqual(check.problems, []);
+  assert.deepEqual(check.sha256, ours.sha256);
+
+  const ec: EcKeyGenParams = { name: "ECDSA", namedCurve: "P-256" };
+  const rsa = {
+    name: "RSASSA-PKCS1-v1_5",
+    modulusLength: 2048,
+    publicExponent: new Uint8Array([1, 0, 1]),
+    hash: "SHA-256",
+  } as RsaHashedKeyGenParams;
+  const long = await checkPinnable(await selfSigned(ec, now, 30), now);
+  assert.equal(long.problems.length, 1);
+  assert.match(long.problems[0] ?? "", /valid for 30\.0 days, more than 14/);
+  const rsaCheck = await checkPinnable(await selfSigned(rsa, now, 5), now);
+  assert.deepEqual(rsaCheck.problems, ["the key is RSASSA-PKCS1-v1_5, not ECDSA"]);
+  const expired = await checkPinnable(
+    await selfSigned(ec, new Date(now.getTime() - 5 * 86_400_000), 1),
+    now,
+  );
+  assert.equal(expired.problems.length, 1);
+  assert.match(expired.problems[0] ?? "", /not valid now/);
 });

@@ -1,8 +1,9 @@
 /**
- * webtransport: the pieces of a WebTransport-over-HTTP/3 layer for Deno's raw QUIC API.
- * So far the pure codecs: QUIC varints, HTTP/3 frames and SETTINGS, static-table QPACK
- * with Huffman strings, capsules (session close and drain) and HTTP datagrams. The
- * session layer on `Deno.QuicEndpoint` / `Deno.connectQuic` is next.
+ * webtransport: WebTransport over HTTP/3 for Deno's raw QUIC API. A server
+ * (`serveWebTransport`) and a client (`connectWebTransport`) with W3C-like sessions, the
+ * certificates for hash pinning (generation, rotation, checks), and the pure codecs under
+ * them: QUIC varints, HTTP/3 frames and SETTINGS, static-table QPACK with Huffman strings,
+ * capsules and HTTP datagrams.
  *
  * @module
  */
@@ -41,10 +42,14 @@ export {
 export {
   type CertificateAuthority,
   type CertificateOptions,
+  CertificateRotation,
+  checkPinnable,
   generateCertificate,
   generateCertificateAuthority,
   type GeneratedCertificate,
   MAX_VALIDITY_DAYS,
+  type PinningCheck,
+  type RotationOptions,
 } from "./cert.ts";
 export {
   type BidirectionalStream,
@@ -55,4 +60,9 @@ export {
   type WebTransportServer,
   WebTransportSession,
 } from "./server.ts";
-export { type ConnectOptions, connectWebTransport, WebTransportRejectedError } from "./client.ts";
+export {
+  type CertificateHash,
+  type ConnectOptions,
+  connectWebTransport,
+  WebTransportRejectedError,
+} from "./client.ts";

@@ -22,6 +22,7 @@ import {
   CapsuleType,
   decodeCloseSession,
   decodeDatagram,
+  encodeCapsule,
   encodeCloseSession,
   encodeDatagram,
   readCapsule,
@@ -48,6 +49,8 @@ export interface SessionRequest {
   headers: Map<string, string>;
   /** The Origin header, or null (non-browser clients). */
   origin: string | null;
+  /** The client's UDP address. */
+  remoteAddr: Deno.NetAddr;
   /** Accepts: answers 200 and returns the session. */
   accept(): Promise<WebTransportSession>;
   /** Refuses with an HTTP status (404 by default). */
@@ -63,6 +66,16 @@ const SERVER_SETTINGS = new Map([
 ]);
 
 const DATAGRAM_QUEUE = 1024;
+
+/**
+ * Streams a client may have open at once per connection. QUIC's usual 100 counts the
+ * CONNECT stream too, so a page with 100 streams open would find its 100th refused
+ * (Chromium fails createBidirectionalStream() rather than wait); 256 leaves room.
+ */
+const DEFAULT_TRANSPORT: Deno.QuicTransportOptions = {
+  maxConcurrentBidirectionalStreams: 256,
+  maxConcurrentUnidirectionalStreams: 256,
+};
 
 /** Reads from `source` after a header was parsed off its first bytes. */
 export function remainderStream(
@@ -133,6 +146,11 @@ export class WebTransportSession {
   readonly closed: Promise<CloseInfo>;
   /** Resolved: a server session is ready once accepted. */
   readonly ready: Promise<void> = Promise.resolve();
+  /**
+   * Resolves when the peer asks for the session to wind down (a DRAIN capsule, or GOAWAY on
+   * its connection): finish what is under way and open nothing new.
+   */
+  readonly draining: Promise<void>;
   /** Datagrams of this session. Incoming ones beyond 1,024 unread are dropped. */
   readonly datagrams: {
     readable: ReadableStream<Uint8Array>;
@@ -147,10 +165,14 @@ export class WebTransportSession {
   readonly #conn: Deno.QuicConn;
   readonly #connect: BidirectionalStream;
   readonly #onClosed: (info: CloseInfo) => void;
+  readonly #onDraining: () => void;
   #bidi!: ReadableStreamDefaultController<BidirectionalStream>;
   #uni!: ReadableStreamDefaultController<ReadableStream<Uint8Array>>;
   #datagrams!: ReadableStreamDefaultController<Uint8Array>;
   #ended = false;
+  readonly #peerDone = Promise.withResolvers<void>();
+  /** @internal Set by the client: finishes the connection after close(). */
+  _afterClose?: () => Promise<void>;
   /** Datagrams dropped because the reader fell behind. */
   droppedDatagrams = 0;
 
@@ -170,6 +192,9 @@ export class WebTransportSession {
     const closed = Promise.withResolvers<CloseInfo>();
     this.closed = closed.promise;
     this.#onClosed = closed.resolve;
+    const draining = Promise.withResolvers<void>();
+    this.draining = draining.promise;
+    this.#onDraining = draining.resolve;
     this.incomingBidirectionalStreams = new ReadableStream({ start: (c) => void (this.#bidi = c) });
     this.incomingUnidirectionalStreams = new ReadableStream({ start: (c) => void (this.#uni = c) });
     this.datagrams = {
@@ -185,7 +210,8 @@ export class WebTransportSession {
 
   /** Opens a bidirectional stream to the client. */
   async createBidirectionalStream(): Promise<BidirectionalStream> {
-    const stream = await this.#conn.createBidirectionalStream();
+    // Waits for stream credit, as the W3C API does, instead of failing at the peer's limit.
+    const stream = await this.#conn.createBidirectionalStream({ waitUntilAvailable: true });
     const writer = stream.writable.getWriter();
     await writer.write(
       new Uint8Array([...encodeVarint(FrameType.WEBTRANSPORT_STREAM), ...encodeVarint(this.id)]),
@@ -196,7 +222,7 @@ export class WebTransportSession {
 
   /** Opens a unidirectional stream to the client. */
   async createUnidirectionalStream(): Promise<WritableStream<Uint8Array>> {
-    const stream = await this.#conn.createUnidirectionalStream();
+    const stream = await this.#conn.createUnidirectionalStream({ waitUntilAvailable: true });
     const writer = stream.getWriter();
     await writer.write(
       new Uint8Array([...encodeVarint(StreamType.WEBTRANSPORT), ...encodeVarint(this.id)]),
@@ -219,6 +245,12 @@ export class WebTransportSession {
       // the peer is gone already
     }
     this.#end(closeInfo);
+    await this._afterClose?.();
+  }
+
+  /** @internal Resolves when the peer has ended the CONNECT stream (or it failed). */
+  _peerDone(): Promise<void> {
+    return this.#peerDone.promise;
   }
 
   /** @internal */
@@ -236,6 +268,29 @@ export class WebTransportSession {
     if (this.#ended) return;
     if ((this.#datagrams.desiredSize ?? 0) <= 0) this.droppedDatagrams++;
     else this.#datagrams.enqueue(payload);
+  }
+
+  /** Asks the peer to wind the session down (a DRAIN_WEBTRANSPORT_SESSION capsule). */
+  async drain(): Promise<void> {
+    if (this.#ended) return;
+    const writer = this.#connect.writable.getWriter();
+    try {
+      await writer.write(
+        encodeFrame(
+          FrameType.DATA,
+          encodeCapsule(CapsuleType.DRAIN_WEBTRANSPORT_SESSION, new Uint8Array(0)),
+        ),
+      );
+    } catch {
+      // the peer is gone already
+    } finally {
+      writer.releaseLock();
+    }
+  }
+
+  /** @internal The peer's connection sent GOAWAY. */
+  _draining(): void {
+    this.#onDraining();
   }
 
   /** @internal */
@@ -271,6 +326,7 @@ export class WebTransportSession {
           capsules = joined;
           for (let read = readCapsule(capsules); read; read = readCapsule(capsules)) {
             capsules = capsules.subarray(read.length);
+            if (read.capsule.type === CapsuleType.DRAIN_WEBTRANSPORT_SESSION) this.#onDraining();
             if (read.capsule.type === CapsuleType.CLOSE_WEBTRANSPORT_SESSION) {
               const { code, reason } = decodeCloseSession(read.capsule.value);
               this.#end({ closeCode: code, reason });
@@ -283,6 +339,7 @@ export class WebTransportSession {
     } catch {
       // reset or malformed: the session is over either way
     }
+    this.#peerDone.resolve();
     this.#end({ closeCode: 0, reason: "" });
   }
 }
@@ -291,9 +348,14 @@ export class WebTransportSession {
 export interface ServeOptions {
   hostname?: string;
   port?: number;
-  /** Certificate and key, PEM. */
+  /** Certificate and key, PEM. {@link WebTransportServer.setCertificate} replaces them. */
   cert: string;
   key: string;
+  /**
+   * QUIC transport settings: idle timeout, keep-alive, and the number of streams a client
+   * may have open at once per connection (default 256 of each kind; Deno's otherwise).
+   */
+  transport?: Deno.QuicTransportOptions;
 }
 
 /** A listening server. */
@@ -302,7 +364,18 @@ export interface WebTransportServer {
   addr: Deno.NetAddr;
   /** Session requests, for the application to accept or reject. */
   requests: ReadableStream<SessionRequest>;
-  /** Stops listening and closes every connection. */
+  /**
+   * Presents a new certificate to connections from now on; established connections keep
+   * theirs. For rotation: see {@link CertificateRotation}.
+   */
+  setCertificate(cert: string, key: string): void;
+  /**
+   * Winds down: stops taking connections, sends GOAWAY on every connection and a DRAIN
+   * capsule on every session, waits up to `graceMs` (default 5,000) for the sessions to
+   * end, then closes what is left with a close capsule and closes the endpoint.
+   */
+  shutdown(options?: { graceMs?: number; reason?: string }): Promise<void>;
+  /** Stops listening and closes every connection at once. */
   close(): void;
 }
 
@@ -312,28 +385,76 @@ export function serveWebTransport(options: ServeOptions): WebTransportServer {
     hostname: options.hostname ?? "127.0.0.1",
     port: options.port ?? 0,
   });
-  const listener = endpoint.listen({ cert: options.cert, key: options.key, alpnProtocols: ["h3"] });
   let requests!: ReadableStreamDefaultController<SessionRequest>;
-  const connections = new Set<Deno.QuicConn>();
-  (async () => {
-    for await (const incoming of listener) {
-      Promise.resolve(incoming.accept()).then((conn: Deno.QuicConn) => {
-        connections.add(conn);
-        new H3Connection(conn, (request) => requests.enqueue(request)).run()
-          .finally(() => connections.delete(conn));
-      }).catch(() => {});
-    }
-  })().catch(() => {});
+  const connections = new Set<H3Connection>();
+  let listener: Deno.QuicListener | undefined;
+  const listen = (cert: string, key: string) => {
+    listener?.stop();
+    // A stopped listener's connections live on; the endpoint takes a new listener, which
+    // is how Deno lets a server change certificates without dropping anyone.
+    const current = endpoint.listen({
+      ...DEFAULT_TRANSPORT,
+      ...options.transport,
+      cert,
+      key,
+      alpnProtocols: ["h3"],
+    });
+    listener = current;
+    (async () => {
+      for await (const incoming of current) {
+        Promise.resolve(incoming.accept()).then((conn: Deno.QuicConn) => {
+          const h3 = new H3Connection(conn, (request) => {
+            try {
+              requests.enqueue(request);
+            } catch {
+              request.reject(503).catch(() => {}); // shutting down
+            }
+          });
+          connections.add(h3);
+          // run() fails when the peer is gone before our control stream opens: that is the
+          // peer's problem, never a reason for the server to stop.
+          h3.run().catch(() => {}).finally(() => connections.delete(h3));
+        }).catch(() => {});
+      }
+    })().catch(() => {});
+  };
+  listen(options.cert, options.key);
+  const endRequests = () => {
+    try {
+      requests.close();
+    } catch { /* closed */ }
+  };
+  const close = () => {
+    for (const h3 of connections) h3.conn.close({ closeCode: H3.NO_ERROR, reason: "" });
+    endpoint.close();
+    endRequests();
+  };
   return {
     addr: endpoint.addr,
     requests: new ReadableStream({ start: (c) => void (requests = c) }),
-    close() {
-      for (const conn of connections) conn.close({ closeCode: H3.NO_ERROR, reason: "" });
-      endpoint.close();
-      try {
-        requests.close();
-      } catch { /* closed */ }
+    setCertificate: listen,
+    async shutdown({ graceMs = 5000, reason = "server shutting down" } = {}) {
+      listener?.stop();
+      endRequests();
+      const sessions = [...connections].flatMap((h3) => h3.goAway());
+      await Promise.all(sessions.map((session) => session.drain()));
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        Promise.all(sessions.map((session) => session.closed)),
+        new Promise((resolve) => (timer = setTimeout(resolve, graceMs))),
+      ]);
+      clearTimeout(timer);
+      await Promise.all(sessions.map((session) => session.close({ closeCode: 0, reason })));
+      // Closing a QUIC connection discards what is unsent, the close capsules included: give
+      // the clients a moment to receive them and hang up themselves.
+      await Promise.race([
+        Promise.all([...connections].map((h3) => h3.conn.closed.catch(() => {}))),
+        new Promise((resolve) => (timer = setTimeout(resolve, 1000))),
+      ]);
+      clearTimeout(timer);
+      close();
     },
+    close,
   };
 }
 
@@ -346,12 +467,27 @@ export class H3Connection {
    * ("Attempt to close a static stream") some seconds in.
    */
   #control?: WritableStreamDefaultWriter<Uint8Array>;
+  #goingAway = false;
+  #highestRequest = -4;
 
   constructor(
     readonly conn: Deno.QuicConn,
     /** Server: where session requests go. A client has none. */
     readonly onRequest?: (request: SessionRequest) => void,
   ) {}
+
+  /**
+   * Sends GOAWAY: no new requests on this connection. Returns its open sessions, which the
+   * caller drains and closes.
+   */
+  goAway(): WebTransportSession[] {
+    // A server's GOAWAY names the first client-initiated bidirectional stream it will not
+    // process: everything from the next one the client could open.
+    const lastId = Math.max(-4, ...this.#sessions.keys(), this.#highestRequest);
+    this.#control?.write(encodeFrame(FrameType.GOAWAY, encodeVarint(lastId + 4))).catch(() => {});
+    this.#goingAway = true;
+    return [...this.#sessions.values()];
+  }
 
   /** Registers a session a client opened on this connection. */
   addSession(session: WebTransportSession): void {
@@ -360,6 +496,9 @@ export class H3Connection {
   }
 
   async run(): Promise<void> {
+    // The peer's streams are taken from the start, not after our control stream is up:
+    // waiting for it held every session request back by a few hundred microseconds.
+    const tasks = [this.#acceptUni(), this.#acceptBidi(), this.#readDatagrams()];
     const control = (this.#control = (await this.conn.createUnidirectionalStream()).getWriter());
     await control.write(
       new Uint8Array([
@@ -368,7 +507,6 @@ export class H3Connection {
       ]),
     );
     // Not released: the writer keeps the control stream open for the connection's life.
-    const tasks = [this.#acceptUni(), this.#acceptBidi(), this.#readDatagrams()];
     await this.conn.closed.catch(() => {});
     for (const session of this.#sessions.values()) session._connectionLost();
     await Promise.allSettled(tasks);
@@ -415,6 +553,9 @@ export class H3Connection {
           if (frame.type === FrameType.SETTINGS) {
             if (!first) throw new H3Error(H3.FRAME_UNEXPECTED, "Second SETTINGS frame");
             decodeSettings(frame.payload);
+          }
+          if (frame.type === FrameType.GOAWAY) {
+            for (const session of this.#sessions.values()) session._draining();
           }
           first = false;
         }
@@ -481,11 +622,19 @@ export class H3Connection {
     }
     // A session is named by its CONNECT stream's QUIC stream id.
     const id = Number((stream.readable as Deno.QuicReceiveStream).id);
+    this.#highestRequest = Math.max(this.#highestRequest, id);
+    if (this.#goingAway) {
+      // After our GOAWAY: refused unprocessed, so the client may retry elsewhere.
+      await respond(503);
+      await stream.writable.close().catch(() => {});
+      return;
+    }
     const connectRest = remainderStream(source, frames.takeRemainder()).getReader();
     onRequest({
       url,
       headers,
       origin: headers.get("origin") ?? null,
+      remoteAddr: this.conn.remoteAddr,
       accept: async () => {
         await respond(200, [["sec-webtransport-http3-draft", "draft02"]]);
         const session = new WebTransportSession(id, this.conn, stream, url, headers, connectRest);

@@ -176,3 +176,64 @@ testWith(chromium, {
       assert.match(result, /^rejected: /);
     }),
 });
+
+testWith(chromium, {
+  name: "server: Chromium's abort() (RESET_STREAM) and cancel() (STOP_SENDING) reach the " +
+    "server as errors, not as a clean end",
+  ...options,
+  async fn() {
+    const certificate = await generateCertificate();
+    const server = serveWebTransport({ cert: certificate.certPem, key: certificate.keyPem });
+    const abortSeen = Promise.withResolvers<string>();
+    const cancelSeen = Promise.withResolvers<string>();
+    (async () => {
+      for await (const request of server.requests) {
+        const session = await request.accept();
+        for await (const stream of session.incomingBidirectionalStreams) {
+          (async () => {
+            const reader = stream.readable.getReader();
+            const kind = new TextDecoder().decode((await reader.read()).value);
+            if (kind === "abort") {
+              const next = await reader.read().then(
+                (r) => r.done ? "clean end" : "data",
+                () => "reset",
+              );
+              return abortSeen.resolve(next);
+            }
+            const writer = stream.writable.getWriter();
+            try {
+              for (let i = 0; i < 100_000; i++) await writer.write(new Uint8Array(1024));
+              cancelSeen.resolve("never stopped");
+            } catch {
+              cancelSeen.resolve("stopped");
+            }
+          })();
+        }
+      }
+    })();
+    try {
+      await withChromiumPage(async (page) => {
+        await page.evaluate(async ({ port, hash }) => {
+          const wt = new WebTransport(`https://127.0.0.1:${port}/abort`, {
+            serverCertificateHashes: [{ algorithm: "sha-256", value: new Uint8Array(hash) }],
+          });
+          await wt.ready;
+          const aborted = await wt.createBidirectionalStream();
+          const w = aborted.writable.getWriter();
+          await w.write(new TextEncoder().encode("abort"));
+          await new Promise((r) => setTimeout(r, 50));
+          await w.abort("changed my mind");
+          const cancelled = await wt.createBidirectionalStream();
+          await cancelled.writable.getWriter().write(new TextEncoder().encode("cancel"));
+          const r = cancelled.readable.getReader();
+          await r.read();
+          await r.cancel();
+        }, { port: server.addr.port, hash: [...certificate.sha256] });
+        assert.equal(await abortSeen.promise, "reset");
+        assert.equal(await cancelSeen.promise, "stopped");
+      });
+    } finally {
+      server.close();
+    }
+  },
+});
