@@ -1,25 +1,10 @@
 import assert from "node:assert/strict";
 import { CURVE_ORDER, DLogProof, encodePoint, G } from "@duet/dlog";
 import { run } from "@duet/testkit";
-import { runCli } from "./cli.ts";
-import type { CliIo } from "./io.ts";
+import { inProcess } from "./testdata/in_process.ts";
 
 /** Runs the CLI in-process with captured output. */
-async function duet(
-  args: string[],
-  stdin = "",
-): Promise<{ code: number; out: string; err: string }> {
-  let out = "";
-  let err = "";
-  const io: CliIo = {
-    out: (text) => void (out += text),
-    err: (text) => void (err += text),
-    readStdin: () => Promise.resolve(stdin),
-    shutdownSignal: new AbortController().signal,
-  };
-  const code = await runCli(args, io);
-  return { code, out, err };
-}
+const duet = inProcess;
 
 const secretHex = "00000000000000000000000000000000000000000000000000000000000000ff";
 const x = 0xffn;

@@ -1,45 +1,7 @@
 import assert from "node:assert/strict";
 import { startSyncpoint } from "@duet/syncpoint";
-import { waitFor } from "@duet/testkit";
-import { runCli } from "./cli.ts";
-import type { CliIo } from "./io.ts";
-
-const root = new URL("../../", import.meta.url).pathname;
-
-/** Starts `deno task duet ARGS` as a process with piped output. */
-function spawnDuet(args: string[]) {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["task", "-q", "duet", ...args],
-    cwd: root,
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const lines = { stdout: [] as string[], stderr: [] as string[] };
-  const pump = async (stream: ReadableStream<Uint8Array>, into: string[]) => {
-    let buffer = "";
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-      buffer += chunk;
-      const parts = buffer.split("\n");
-      buffer = parts.pop()!;
-      into.push(...parts);
-    }
-    if (buffer) into.push(buffer);
-  };
-  const done = Promise.all([pump(child.stdout, lines.stdout), pump(child.stderr, lines.stderr)]);
-  return { child, lines, done };
-}
-
-async function inProcess(args: string[]) {
-  let out = "";
-  let err = "";
-  const io: CliIo = {
-    out: (text) => void (out += text),
-    err: (text) => void (err += text),
-    readStdin: () => Promise.resolve(""),
-    shutdownSignal: new AbortController().signal,
-  };
-  return { code: await runCli(args, io), out, err };
-}
+import { spawnDuet, waitFor } from "@duet/testkit";
+import { inProcess } from "./testdata/in_process.ts";
 
 Deno.test("duet syncpoint serves, pairs, and on SIGTERM answers a waiting party 503 and exits 0", async () => {
   const { child, lines, done } = spawnDuet(["syncpoint", "--port", "0", "--log-format", "json"]);
@@ -80,8 +42,19 @@ Deno.test("duet syncpoint serves, pairs, and on SIGTERM answers a waiting party 
   assert.ok(lines.stderr.some((l) => l.includes("Syncpoint stopped")));
 });
 
-Deno.test("duet serve prints the syncpoint URL and stops on SIGINT", async () => {
-  const { child, lines, done } = spawnDuet(["serve", "--syncpoint-port", "0"]);
+Deno.test("duet serve starts syncpoint, ping and chat, prints their addresses and stops on SIGINT", async () => {
+  const dataDir = await Deno.makeTempDir();
+  const { child, lines, done } = spawnDuet([
+    "serve",
+    "--syncpoint-port",
+    "0",
+    "--ping-port",
+    "0",
+    "--chat-port",
+    "0",
+    "--chat-data-dir",
+    dataDir,
+  ]);
   let url = "";
   await waitFor(
     () => {
@@ -95,9 +68,26 @@ Deno.test("duet serve prints the syncpoint URL and stops on SIGINT", async () =>
   const health = await fetch(new URL("/healthz", url));
   assert.equal(health.status, 200);
   await health.body?.cancel();
+  await waitFor(() => lines.stdout.some((l) => l.startsWith("ping page")), "the ping URLs");
+  const page = lines.stdout.find((l) => l.startsWith("ping page"))!.split(/\s+/)[2]!;
+  const pingHealth = await fetch(new URL("/healthz", page));
+  assert.deepEqual(await pingHealth.json(), { status: "ok", sessions: 0 });
+  const ping = lines.stdout.find((l) => l.startsWith("ping  "))!.split(/\s+/)[1]!;
+  assert.match(ping, /^https:\/\/127\.0\.0\.1:\d+\/ping$/);
+  assert.equal(new URL(ping).port, new URL(page).port, "one port number, UDP and TCP");
+  await waitFor(() => lines.stdout.some((l) => l.startsWith("chat ")), "the chat server", 30_000);
+  const chat = lines.stdout.find((l) => l.startsWith("chat "))!;
+  assert.match(
+    chat,
+    new RegExp(`^chat {7}127\\.0\\.0\\.1:\\d+ {3}\\(PGlite in ${dataDir}; duet chat`),
+  );
+  const port = Number(chat.match(/:(\d+)/)![1]);
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  conn.close(); // it accepts connections
   child.kill("SIGINT");
   assert.equal((await child.status).code, 0);
   await done;
+  await Deno.remove(dataDir, { recursive: true });
 });
 
 Deno.test("duet syncpoint wait pairs two parties and prints what the other sent", async () => {
