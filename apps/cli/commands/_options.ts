@@ -12,6 +12,22 @@ export function integer(min: number, max = Number.MAX_SAFE_INTEGER): (text: stri
   };
 }
 
+/** A commander argument parser for HOST:PORT (an IPv6 host in brackets). */
+export function hostPort(text: string): string {
+  if (!/^([^\s:\[\]]+|\[[0-9a-fA-F:.]+\]):\d{1,5}$/.test(text)) {
+    throw new InvalidArgumentError("expected HOST:PORT");
+  }
+  return text;
+}
+
+/** A commander argument parser for text matching `re`; `what` says what is expected. */
+export function pattern(re: RegExp, what: string): (text: string) => string {
+  return (text) => {
+    if (!re.test(text)) throw new InvalidArgumentError(`expected ${what}`);
+    return text;
+  };
+}
+
 /** A commander argument parser for absolute http(s) or redis URLs. */
 export function url(...protocols: string[]): (text: string) => string {
   return (text) => {

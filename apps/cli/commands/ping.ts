@@ -1,0 +1,389 @@
+/**
+ * `duet ping` (the client, like the classic ping) and `duet ping serve` (the server).
+ *
+ * @module
+ */
+import { Command, InvalidArgumentError, Option } from "commander";
+import { getLogger } from "@logtape/logtape";
+import {
+  CLIENT_DEFAULTS,
+  DEFAULTS,
+  discoverServer,
+  parseCertHash,
+  type PingEvent,
+  type PingMode,
+  type PingSummary,
+  resolveTrust,
+  runPing,
+  startAnnouncer,
+  startPingServer,
+} from "@duet/ping";
+import { type CliIo, ExitStatus, UsageError } from "../io.ts";
+import { explainListenError, hostPort, integer, untilAborted, url } from "./_options.ts";
+
+interface ServeCliOptions {
+  host: string;
+  port: number;
+  cert?: string;
+  key?: string;
+  certName: string[];
+  token?: string;
+  allowOrigin: string[];
+  maxSessionsPerClient: number;
+  maxStreams: number;
+  idleTimeoutMs: number;
+  publicUrl?: string;
+  announce?: string | true;
+}
+
+interface PingCliOptions {
+  url?: string;
+  count: number;
+  interval: number;
+  size: number;
+  datagram?: boolean;
+  newStream?: boolean;
+  timeoutMs: number;
+  json?: boolean;
+  certHash: string[];
+  ca?: string;
+  token?: string;
+  domain?: string;
+  nameserver?: string;
+  giveUpAfterMs: number;
+  discoveryTimeoutMs: number;
+  mdns: boolean;
+}
+
+const collect = (value: string, previous: string[]) => [...previous, value];
+const log = getLogger(["duet", "ping"]);
+
+async function readFileOrExplain(path: string, what: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (error) {
+    throw new UsageError(`cannot read the ${what} ${path}: ${(error as Error).message}`);
+  }
+}
+
+/** The `ping` command and its `serve` subcommand. */
+export function pingCommand(io: CliIo): Command {
+  const command = new Command("ping")
+    .description(
+      "ping a duet ping server over WebTransport (like ping: per-reply lines, then a " +
+        "summary); without --url, find the server by mDNS, then DNS SRV",
+    )
+    .enablePositionalOptions()
+    .addOption(
+      new Option("--url <url>", "the server, https://HOST:PORT/ping").argParser(url("https:")),
+    )
+    .option("-c, --count <n>", "stop after n pings (0: until Ctrl-C)", integer(0), 0)
+    .option(
+      "-i, --interval <ms>",
+      "milliseconds between pings",
+      integer(1, 3_600_000),
+      CLIENT_DEFAULTS.intervalMs,
+    )
+    .option(
+      "-s, --size <bytes>",
+      "bytes of padding in each ping",
+      integer(0, 16_000),
+      CLIENT_DEFAULTS.payloadBytes,
+    )
+    .option("--datagram", "ping over datagrams instead of a stream")
+    .option("--new-stream", "open a new stream for each ping")
+    .option(
+      "--timeout-ms <ms>",
+      "a ping without a reply after this long is lost",
+      integer(1, 600_000),
+      CLIENT_DEFAULTS.timeoutMs,
+    )
+    .option("--json", "print JSON lines (one per event, then the summary) instead of text")
+    .option(
+      "--cert-hash <hex>",
+      "trust the server certificate with this SHA-256 (repeatable)",
+      (value: string, previous: string[]) => {
+        try {
+          parseCertHash(value);
+        } catch (error) {
+          throw new InvalidArgumentError((error as Error).message);
+        }
+        return [...previous, value];
+      },
+      [],
+    )
+    .option("--ca <file>", "trust server certificates issued by this CA (PEM)")
+    .addOption(
+      new Option("--token <token>", "bearer token the server asks for").env("DUET_PING_TOKEN"),
+    )
+    .option("--domain <domain>", "discovery: look up the SRV record _duet-ping._udp.DOMAIN")
+    .option("--nameserver <host:port>", "discovery: ask this DNS server for SRV", hostPort)
+    .option("--no-mdns", "discovery: do not browse mDNS (no multicast leaves this host)")
+    .option(
+      "--discovery-timeout-ms <ms>",
+      "how long mDNS discovery listens for answers",
+      integer(1, 60_000),
+      1500,
+    )
+    .option(
+      "--give-up-after-ms <ms>",
+      "stop when an outage lasts this long (the circuit breaker)",
+      integer(1, 86_400_000),
+      CLIENT_DEFAULTS.giveUpAfterMs,
+    )
+    .addHelpText(
+      "after",
+      `
+Trust, never skipped: --cert-hash, --ca, or the hashes the server publishes at
+/.well-known/duet-ping.json, fetched over HTTPS or over plain HTTP on loopback only.
+
+Examples:
+  duet ping serve --port 4433
+  duet ping --url https://127.0.0.1:4433/ping --count 5
+  duet ping --url https://127.0.0.1:4433/ping --datagram --interval 200 --json
+  duet ping --count 3                       # discover the server on the local network
+  duet ping --domain example.com --ca ca.pem  # discover through _duet-ping._udp.example.com
+
+Exit status: 0 if any reply came back, 1 if none did or the outage budget ran out,
+2 for usage errors.`,
+    )
+    .action(async (options: PingCliOptions) => {
+      if (options.datagram && options.newStream) {
+        throw new UsageError("choose one of --datagram and --new-stream");
+      }
+      const mode: PingMode = options.datagram
+        ? "datagram"
+        : options.newStream
+        ? "new-stream"
+        : "stream";
+      const print = options.json ? (value: unknown) => io.out(JSON.stringify(value) + "\n") : null;
+      let target: URL;
+      if (options.url) {
+        target = new URL(options.url);
+      } else {
+        const found = await discoverServer({
+          ...(options.domain ? { domain: options.domain } : {}),
+          ...(options.nameserver ? { nameserver: options.nameserver } : {}),
+          timeoutMs: options.discoveryTimeoutMs,
+          mdns: options.mdns,
+        });
+        target = found.url;
+        if (print) print({ type: "discovered", url: target.href, via: found.via });
+        else io.out(`found ${target.href} by ${found.via}\n`);
+      }
+      const choice = {
+        certHashes: options.certHash,
+        ...(options.ca ? { caPem: await readFileOrExplain(options.ca, "CA file") } : {}),
+      };
+      // Hashes fetched from the server are fetched again before each reconnection, so a
+      // restarted server with a new certificate is trusted again the same way.
+      const trust = () => resolveTrust(target, choice);
+      await trust().catch((error) => {
+        throw new Error((error as Error).message);
+      });
+      if (!print) {
+        io.out(
+          `PING ${target.href} over ${
+            mode === "stream"
+              ? "one stream"
+              : mode === "new-stream"
+              ? "a stream per ping"
+              : "datagrams"
+          }, ${options.size} bytes of padding\n`,
+        );
+      }
+      const summary = await runPing({
+        ...CLIENT_DEFAULTS,
+        url: target,
+        trust,
+        ...(options.token ? { token: options.token } : {}),
+        count: options.count,
+        intervalMs: options.interval,
+        payloadBytes: options.size,
+        mode,
+        timeoutMs: options.timeoutMs,
+        giveUpAfterMs: options.giveUpAfterMs,
+        signal: io.shutdownSignal,
+      }, (event) => print ? print(event) : io.out(describeEvent(event, target)));
+      if (print) print({ type: "summary", ...summary });
+      else io.out(describeSummary(summary));
+      if (summary.received === 0 || summary.gaveUp || summary.refusedStatus) {
+        throw new ExitStatus(1);
+      }
+    });
+
+  command
+    .command("serve")
+    .description(
+      "answer pings over WebTransport on UDP PORT; serve the browser page, /healthz, " +
+        "/.well-known/duet-ping.json and the WebSocket echo /ws on TCP PORT",
+    )
+    .option("--host <host>", "interface to listen on", DEFAULTS.hostname)
+    .option(
+      "--port <port>",
+      "UDP and TCP port (0 picks a free one)",
+      integer(0, 65535),
+      DEFAULTS.port,
+    )
+    .option("--cert <file>", "certificate (PEM); without it one is generated and rotated")
+    .option("--key <file>", "the certificate's private key (PEM)")
+    .option(
+      "--cert-name <name>",
+      "a DNS name for the generated certificate (repeatable)",
+      collect,
+      [],
+    )
+    .addOption(
+      new Option("--token <token>", "require this bearer token of clients").env("DUET_PING_TOKEN"),
+    )
+    .option(
+      "--allow-origin <origin>",
+      "let pages from this origin connect (repeatable; * for any)",
+      collect,
+      [],
+    )
+    .option(
+      "--max-sessions-per-client <n>",
+      "sessions one address may hold at once",
+      integer(1, 100_000),
+      DEFAULTS.maxSessionsPerClient,
+    )
+    .option(
+      "--max-streams <n>",
+      "streams one connection may have open at once",
+      integer(1, 100_000),
+      DEFAULTS.maxStreamsPerConnection,
+    )
+    .option(
+      "--idle-timeout-ms <ms>",
+      "close connections silent for this long",
+      integer(1000, 3_600_000),
+      DEFAULTS.idleTimeoutMs,
+    )
+    .addOption(
+      new Option(
+        "--public-url <url>",
+        "the URL to publish at /.well-known/duet-ping.json when clients come through a " +
+          "load balancer or another name (default: the host they asked for, this port)",
+      ).argParser(url("https:")),
+    )
+    .option(
+      "--announce [interfaces]",
+      "announce the server over mDNS (_duet-ping._udp), on the comma-separated interface " +
+        "addresses given or on all; off by default",
+    )
+    .addHelpText(
+      "after",
+      `
+Examples:
+  duet ping serve                                # 127.0.0.1:4433, generated certificate
+  duet ping serve --host 0.0.0.0 --cert-name ping.example.com --token s3cret --announce
+  duet ping serve --cert cert.pem --key key.pem  # HTTPS on the TCP side too
+
+Stops on SIGINT/SIGTERM: GOAWAY to every session, two seconds of grace, then closes.`,
+    )
+    .action(async (options: ServeCliOptions) => {
+      if (Boolean(options.cert) !== Boolean(options.key)) {
+        throw new UsageError("--cert and --key go together");
+      }
+      const cert = options.cert && options.key
+        ? {
+          certPem: await readFileOrExplain(options.cert, "certificate"),
+          keyPem: await readFileOrExplain(options.key, "key"),
+        }
+        : undefined;
+      const server = await startPingServer({
+        hostname: options.host,
+        port: options.port,
+        ...(cert ? { cert } : {}),
+        certificateNames: options.certName,
+        ...(options.token ? { token: options.token } : {}),
+        allowedOrigins: options.allowOrigin,
+        maxSessionsPerClient: options.maxSessionsPerClient,
+        maxStreamsPerConnection: options.maxStreams,
+        idleTimeoutMs: options.idleTimeoutMs,
+        ...(options.publicUrl ? { publicUrl: options.publicUrl } : {}),
+      }).catch((error) => explainListenError(error, options.host, options.port));
+      const hashes = server.certificateHashes().map((h) =>
+        Array.from(h, (b) => b.toString(16).padStart(2, "0")).join("")
+      );
+      io.out(`ping  ${server.url.href}   (WebTransport, UDP ${server.port})\n`);
+      io.out(`page  ${server.httpUrl.href}   (/healthz, /.well-known/duet-ping.json, /ws)\n`);
+      for (const [i, hash] of hashes.entries()) {
+        io.out(`certificate sha-256 (${i === 0 ? "current" : "next"}): ${hash}\n`);
+      }
+      log.info("Listening on {url}", { url: server.url.href, port: server.port });
+      const announcer = options.announce
+        ? await startAnnouncer({
+          port: server.port,
+          ...(typeof options.announce === "string"
+            ? { interfaces: options.announce.split(",").map((s) => s.trim()).filter(Boolean) }
+            : {}),
+        })
+        : undefined;
+      await untilAborted(io.shutdownSignal);
+      await announcer?.stop();
+      await server.shutdown();
+    });
+  return command;
+}
+
+const ms = (value: number) => value < 10 ? value.toFixed(3) : value.toFixed(1);
+
+/** One event as a line of text. */
+export function describeEvent(event: PingEvent, target: URL): string {
+  switch (event.type) {
+    case "connected":
+      return event.afterOutageMs === undefined
+        ? ""
+        : `connected again after ${(event.afterOutageMs / 1000).toFixed(2)} s\n`;
+    case "reply":
+      return `pong from ${target.host}: seq=${event.seq} bytes=${event.bytes} time=${
+        ms(event.rttMs)
+      } ms\n`;
+    case "timeout":
+      return `seq=${event.seq}: no reply in time\n`;
+    case "lost":
+      return `seq=${event.seq}: not sent, ${event.reason}\n`;
+    case "error-reply":
+      return `seq=${event.seq}: ${event.text}\n`;
+    case "outage":
+      return `connection lost: ${event.reason}; reconnecting\n`;
+    case "reconnecting":
+      return `reconnect attempt ${event.attempt} in ${event.delayMs} ms${
+        event.error ? ` (${event.error})` : ""
+      }\n`;
+    case "gave-up":
+      return `giving up: no connection for ${(event.outageMs / 1000).toFixed(1)} s\n`;
+    case "refused":
+      return `the server refused the session with ${event.status}: ${event.reason}\n`;
+  }
+}
+
+/** The closing summary, like ping's. */
+export function describeSummary(summary: PingSummary): string {
+  const lines = [
+    `--- ${summary.url} ping statistics ---`,
+    `${summary.transmitted} transmitted, ${summary.received} received, ${
+      summary.lossPercent.toFixed(1)
+    }% loss (${summary.timeouts} timed out, ${summary.lostNoConnection} while disconnected, ${summary.errors} errors), time ${
+      Math.round(summary.elapsedMs)
+    } ms`,
+  ];
+  if (summary.outages.length) {
+    lines.push(
+      `${summary.outages.length} outage${summary.outages.length === 1 ? "" : "s"}, ${
+        (summary.outageMs / 1000).toFixed(2)
+      } s in all${summary.gaveUp ? "; gave up" : ""}`,
+    );
+  }
+  if (summary.rtt) {
+    const r = summary.rtt;
+    lines.push(
+      `rtt min/avg/max/p50/p99 = ${
+        [r.min, r.avg, r.max, r.p50, r.p99].map((v) => v.toFixed(3)).join("/")
+      } ms`,
+    );
+  }
+  return lines.join("\n") + "\n";
+}

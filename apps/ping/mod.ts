@@ -1,0 +1,47 @@
+/**
+ * ping: WebTransport ping-pong. A server that answers `ping` with `pong` over streams and
+ * datagrams (and serves a browser page and a WebSocket echo on the same port), and a
+ * client that measures it, recovers from outages and can find its server by itself.
+ *
+ * @module
+ */
+export * from "./protocol.ts";
+export {
+  DEFAULTS,
+  type PingServerConfig,
+  type PingServerInfo,
+  type RunningPingServer,
+  startPingServer,
+} from "./server.ts";
+export {
+  CLIENT_DEFAULTS,
+  type PingEvent,
+  type PingMode,
+  type PingOptions,
+  type PingSummary,
+  type PingTrust,
+  runPing,
+} from "./client.ts";
+export {
+  backoffDelay,
+  type BackoffPolicy,
+  type Outage,
+  OutageBudget,
+  RttStats,
+  type RttSummary,
+} from "./stats.ts";
+export {
+  fetchServerInfo,
+  isLoopback,
+  parseCertHash,
+  resolveTrust,
+  type TrustChoice,
+} from "./trust.ts";
+export {
+  type Announcer,
+  type Discovered,
+  discoverServer,
+  lookupSrv,
+  SERVICE_TYPE,
+  startAnnouncer,
+} from "./discovery.ts";

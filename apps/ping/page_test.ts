@@ -1,0 +1,104 @@
+// The page the server serves, in headless Chromium: it pings over a stream, datagrams and
+// the WebSocket (through wsping), shows it, and reconnects by itself when the server
+// goes away and comes back with a new certificate. A screenshot is left for people to
+// look at (DUET_SCREENSHOT_DIR, default a temporary directory).
+import assert from "node:assert/strict";
+import {
+  findChromium,
+  freePort,
+  launchChromium,
+  spawnDuet,
+  type SpawnedDuet,
+  testWith,
+  waitFor,
+} from "@duet/testkit";
+
+const chromium = await findChromium();
+
+/**
+ * The server runs as its own process, as in real life: Deno keeps a closed QUIC
+ * endpoint's UDP socket bound until garbage collection, so one process cannot restart a
+ * server on the same port at once (see packages/webtransport/README.md).
+ */
+async function startServer(port: number): Promise<SpawnedDuet> {
+  const server = spawnDuet(["ping", "serve", "--port", String(port)], { direct: true });
+  await waitFor(() => server.lines.stdout.some((l) => l.startsWith("page ")), "the server", 20_000);
+  return server;
+}
+
+async function stopServer(server: SpawnedDuet): Promise<void> {
+  try {
+    server.child.kill("SIGKILL");
+  } catch { /* gone */ }
+  await server.child.status;
+  await server.done;
+}
+
+testWith(chromium, {
+  name: "page: pings over stream, datagram and WebSocket, charts them, and reconnects " +
+    "after a server restart",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const port = freePort();
+    let server = await startServer(port);
+    const browser = await launchChromium();
+    try {
+      const page = await browser.newPage({ viewport: { width: 800, height: 640 } });
+      const errors: string[] = [];
+      page.on("pageerror", (error) => errors.push(error.message));
+      await page.goto(`http://127.0.0.1:${port}/`);
+      const state = () =>
+        page.evaluate(() =>
+          (globalThis as unknown as {
+            duetPing: {
+              wt: string;
+              ws: string;
+              reconnects: number;
+              counts: Record<"stream" | "datagram" | "ws", { sent: number; received: number }>;
+            };
+          }).duetPing
+        );
+      await waitFor(
+        async () => {
+          const s = await state();
+          return s.counts.stream.received >= 4 && s.counts.datagram.received >= 4 &&
+            s.counts.ws.received >= 3;
+        },
+        "replies on all three transports",
+        20_000,
+      );
+      const before = await state();
+      assert.equal(before.wt, "connected");
+      assert.equal(before.ws, "connected");
+      assert.match(
+        await page.locator("#card-stream [data-field=last]").innerText(),
+        /^\d+\.\d\d ms$/,
+      );
+      assert.match(await page.locator("#card-ws [data-field=detail]").innerText(), /replies/);
+      const dir = Deno.env.get("DUET_SCREENSHOT_DIR") ?? await Deno.makeTempDir();
+      const shot = `${dir}/ping-page.png`;
+      await page.screenshot({ path: shot });
+      // deno-lint-ignore no-console -- where the screenshot is, for the person running the tests
+      console.info(`screenshot: ${shot}`);
+
+      await stopServer(server); // killed: no close, the page must notice by itself
+      await waitFor(async () => (await state()).wt === "reconnecting", "the page to notice");
+      server = await startServer(port); // a new certificate: the page fetches it
+      const received = (await state()).counts.stream.received;
+      await waitFor(
+        async () => {
+          const s = await state();
+          return s.wt === "connected" && s.counts.stream.received > received + 2;
+        },
+        "the page to reconnect and ping again",
+        20_000,
+      );
+      assert.ok((await state()).reconnects >= 1);
+      assert.deepEqual(errors, [], "no uncaught errors in the page");
+    } finally {
+      await browser.close();
+      await stopServer(server);
+    }
+  },
+});

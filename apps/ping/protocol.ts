@@ -1,0 +1,166 @@
+/**
+ * Ping wire protocol v1 (see docs/DESIGN and the README): one UTF-8 line per message,
+ * ending in `\n` on a stream, without it in a datagram. `ping[ PAYLOAD]` is answered with
+ * `pong[ PAYLOAD]`; anything else with `error REASON`.
+ *
+ * Pure: no I/O, so the server, the client, the page and the tests share it.
+ *
+ * @module
+ */
+
+/** The longest line either side accepts, newline excluded. */
+export const MAX_LINE_BYTES = 16_384;
+
+const encoder = new TextEncoder();
+const strictDecoder = new TextDecoder("utf-8", { fatal: true });
+
+/** The answer to one received line (without its newline). */
+export function answer(line: string): string {
+  if (line === "ping") return "pong";
+  if (line.startsWith("ping ")) return `pong${line.slice(4)}`;
+  return `error expected "ping" or "ping PAYLOAD", got ${describe(line)}`;
+}
+
+/** The answer to a datagram, which holds one line without the newline. */
+export function answerDatagram(datagram: Uint8Array): Uint8Array {
+  let line: string;
+  try {
+    line = strictDecoder.decode(datagram);
+  } catch {
+    return encoder.encode("error not UTF-8");
+  }
+  if (line.includes("\n")) return encoder.encode("error a datagram holds one line, no newline");
+  return encoder.encode(answer(line));
+}
+
+/** A short, printable description of a bad line for error replies. */
+function describe(line: string): string {
+  const shown = line.length > 32 ? `${line.slice(0, 32)}...` : line;
+  return JSON.stringify(shown);
+}
+
+/** A line, or a protocol violation the reader cannot recover from. */
+export type LineEvent =
+  | { kind: "line"; line: string }
+  | { kind: "too-long" }
+  | { kind: "not-utf8" };
+
+/**
+ * Splits a byte stream into lines. Written by hand because the stream decoders at hand
+ * (TextDecoderStream and friends) neither bound a line's length nor tell a malformed
+ * line from a good one, and both matter against a hostile peer.
+ */
+export class LineSplitter {
+  #pending: Uint8Array[] = [];
+  #pendingBytes = 0;
+  readonly #max: number;
+
+  constructor(maxLineBytes = MAX_LINE_BYTES) {
+    this.#max = maxLineBytes;
+  }
+
+  /** Feeds bytes; returns the complete lines they finish, in order. */
+  push(chunk: Uint8Array): LineEvent[] {
+    const events: LineEvent[] = [];
+    let start = 0;
+    for (;;) {
+      const newline = chunk.indexOf(0x0a, start);
+      if (newline === -1) break;
+      const piece = chunk.subarray(start, newline);
+      if (this.#pendingBytes + piece.length > this.#max) {
+        events.push({ kind: "too-long" });
+        return events; // the caller ends the stream: nothing after this is read
+      }
+      events.push(this.#finish(piece));
+      start = newline + 1;
+    }
+    const rest = chunk.subarray(start);
+    if (this.#pendingBytes + rest.length > this.#max) {
+      events.push({ kind: "too-long" });
+      return events;
+    }
+    if (rest.length) {
+      this.#pending.push(rest.slice());
+      this.#pendingBytes += rest.length;
+    }
+    return events;
+  }
+
+  /** Bytes of an unfinished line (a stream that ends here ended mid-line). */
+  get pendingBytes(): number {
+    return this.#pendingBytes;
+  }
+
+  #finish(piece: Uint8Array): LineEvent {
+    let bytes = piece;
+    if (this.#pending.length) {
+      bytes = new Uint8Array(this.#pendingBytes + piece.length);
+      let offset = 0;
+      for (const part of this.#pending) {
+        bytes.set(part, offset);
+        offset += part.length;
+      }
+      bytes.set(piece, offset);
+      this.#pending = [];
+      this.#pendingBytes = 0;
+    }
+    // A trailing CR is tolerated, so `printf 'ping\r\n'` and telnet-style clients work.
+    if (bytes.length && bytes[bytes.length - 1] === 0x0d) bytes = bytes.subarray(0, -1);
+    try {
+      return { kind: "line", line: strictDecoder.decode(bytes) };
+    } catch {
+      return { kind: "not-utf8" };
+    }
+  }
+}
+
+/** Encodes one line for a stream. */
+export function encodeLine(line: string): Uint8Array {
+  return encoder.encode(`${line}\n`);
+}
+
+/** The reply to a violation, sent before the stream is ended. */
+export function violationReply(event: Exclude<LineEvent, { kind: "line" }>): string {
+  return event.kind === "too-long"
+    ? `error line longer than ${MAX_LINE_BYTES} bytes`
+    : "error not UTF-8";
+}
+
+/**
+ * Answers every line of one stream until it ends: the server side of the protocol over
+ * any byte stream. A violation is answered with an error line and ends the stream.
+ */
+export async function serveLines(
+  readable: ReadableStream<Uint8Array>,
+  writable: WritableStream<Uint8Array>,
+): Promise<void> {
+  const splitter = new LineSplitter();
+  const writer = writable.getWriter();
+  const reader = readable.getReader();
+  let violated = false;
+  try {
+    while (!violated) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      const replies: string[] = [];
+      for (const event of splitter.push(value)) {
+        if (event.kind === "line") {
+          replies.push(answer(event.line));
+        } else {
+          replies.push(violationReply(event));
+          violated = true;
+        }
+      }
+      // One write per chunk: a pipelining client gets its answers in one packet.
+      if (replies.length) await writer.write(encoder.encode(replies.join("\n") + "\n"));
+      if (violated) await reader.cancel("protocol violation").catch(() => {});
+    }
+    if (!violated && splitter.pendingBytes) {
+      await writer.write(encodeLine("error the stream ended inside a line"));
+    }
+    await writer.close();
+  } catch {
+    // The peer reset the stream or the session ended: nothing to answer.
+    await writer.abort().catch(() => {});
+  }
+}

@@ -1,0 +1,120 @@
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { answer, answerDatagram, LineSplitter, MAX_LINE_BYTES, serveLines } from "./protocol.ts";
+
+const bytes = (s: string) => new TextEncoder().encode(s);
+const text = (b: Uint8Array) => new TextDecoder().decode(b);
+
+Deno.test("answer(): ping and ping PAYLOAD get pong; anything else an error naming it", () => {
+  assert.equal(answer("ping"), "pong");
+  assert.equal(answer("ping 42 abc"), "pong 42 abc");
+  assert.equal(answer("ping "), "pong ", "an empty payload is still a payload");
+  assert.equal(answer("ping  two spaces"), "pong  two spaces");
+  assert.equal(answer("PING"), 'error expected "ping" or "ping PAYLOAD", got "PING"');
+  assert.equal(answer(""), 'error expected "ping" or "ping PAYLOAD", got ""');
+  assert.equal(answer("pingpong"), 'error expected "ping" or "ping PAYLOAD", got "pingpong"');
+  assert.match(answer("x".repeat(100)), /got "x{32}\.\.\."$/);
+});
+
+Deno.test("answerDatagram(): one line without newline; not UTF-8 and newlines are errors", () => {
+  assert.equal(text(answerDatagram(bytes("ping 7"))), "pong 7");
+  assert.equal(
+    text(answerDatagram(bytes("ping\n"))),
+    "error a datagram holds one line, no newline",
+  );
+  assert.equal(text(answerDatagram(new Uint8Array([0x70, 0xff]))), "error not UTF-8");
+});
+
+Deno.test("LineSplitter: lines come out whole however the bytes are cut", () => {
+  fc.assert(
+    fc.property(
+      fc.array(fc.string({ unit: "grapheme", maxLength: 40 }).filter((s) => !s.includes("\n")), {
+        maxLength: 8,
+      }),
+      fc.array(fc.nat(), { maxLength: 10 }),
+      (lines, cuts) => {
+        const all = bytes(lines.map((l) => `${l}\n`).join(""));
+        const points = [...new Set(cuts.map((c) => c % (all.length + 1)))].sort((a, b) => a - b);
+        const splitter = new LineSplitter();
+        const out: string[] = [];
+        let previous = 0;
+        for (const point of [...points, all.length]) {
+          for (const event of splitter.push(all.subarray(previous, point))) {
+            assert.equal(event.kind, "line");
+            if (event.kind === "line") out.push(event.line);
+          }
+          previous = point;
+        }
+        // A trailing CR is dropped by design; the generator may produce one.
+        assert.deepEqual(out, lines.map((l) => l.replace(/\r$/, "")));
+        assert.equal(splitter.pendingBytes, 0);
+      },
+    ),
+  );
+});
+
+Deno.test("LineSplitter: CRLF is accepted; a partial line waits; bad UTF-8 is reported", () => {
+  const splitter = new LineSplitter();
+  assert.deepEqual(splitter.push(bytes("ping\r\npi")), [{ kind: "line", line: "ping" }]);
+  assert.equal(splitter.pendingBytes, 2);
+  assert.deepEqual(splitter.push(bytes("ng 1\n")), [{ kind: "line", line: "ping 1" }]);
+  assert.deepEqual(splitter.push(new Uint8Array([0xc3, 0x28, 0x0a])), [{ kind: "not-utf8" }]);
+});
+
+Deno.test("LineSplitter: a line over the limit is refused, in one chunk or across many", () => {
+  const exact = new LineSplitter(8);
+  assert.deepEqual(exact.push(bytes("12345678\n")), [{ kind: "line", line: "12345678" }]);
+  assert.deepEqual(new LineSplitter(8).push(bytes("123456789\n")), [{ kind: "too-long" }]);
+  const slow = new LineSplitter(8);
+  assert.deepEqual(slow.push(bytes("12345")), []);
+  assert.deepEqual(slow.push(bytes("6789")), [{ kind: "too-long" }], "no newline needed");
+  assert.equal(MAX_LINE_BYTES, 16_384);
+});
+
+async function exchange(chunks: Uint8Array[]): Promise<string> {
+  const request = new ReadableStream<Uint8Array>({
+    start(controller) {
+      for (const chunk of chunks) controller.enqueue(chunk);
+      controller.close();
+    },
+  });
+  const reply = new TransformStream<Uint8Array, Uint8Array>();
+  const served = serveLines(request, reply.writable);
+  const out = await new Response(reply.readable).text();
+  await served;
+  return out;
+}
+
+Deno.test("serveLines(): pipelined pings answered in order, then FIN", async () => {
+  assert.equal(
+    await exchange([bytes("ping 1\nping 2\n"), bytes("ping 3\n")]),
+    "pong 1\npong 2\npong 3\n",
+  );
+  assert.equal(await exchange([]), "", "an empty stream gets an empty answer");
+});
+
+Deno.test("serveLines(): an oversized line gets an error and ends the stream", async () => {
+  const big = bytes(`ping ${"x".repeat(MAX_LINE_BYTES)}\nping after\n`);
+  assert.equal(
+    await exchange([bytes("ping ok\n"), big]),
+    `pong ok\nerror line longer than ${MAX_LINE_BYTES} bytes\n`,
+  );
+  const half = bytes("ping " + "y".repeat(MAX_LINE_BYTES / 2));
+  assert.equal(
+    await exchange([half, half, bytes("\n")]),
+    `error line longer than ${MAX_LINE_BYTES} bytes\n`,
+    "across chunks: one error, no complaint about the unfinished line",
+  );
+});
+
+Deno.test("serveLines(): bad lines get errors, and a stream ending mid-line is told so", async () => {
+  assert.equal(
+    await exchange([bytes("hello\nping\nping unfinished")]),
+    'error expected "ping" or "ping PAYLOAD", got "hello"\npong\n' +
+      "error the stream ended inside a line\n",
+  );
+  assert.equal(
+    await exchange([new Uint8Array([0xff, 0x0a]), bytes("ping\n")]),
+    "error not UTF-8\n",
+  );
+});

@@ -1,0 +1,112 @@
+/**
+ * Pure parts of the client: reply statistics, the reconnect backoff and the outage
+ * budget (circuit breaker). No clocks or sockets, so they are tested alone.
+ *
+ * @module
+ */
+
+/** Round-trip figures in milliseconds. */
+export interface RttSummary {
+  min: number;
+  avg: number;
+  max: number;
+  p50: number;
+  p99: number;
+}
+
+/** Collects round trips. */
+export class RttStats {
+  readonly #samples: number[] = [];
+  #sum = 0;
+
+  add(ms: number): void {
+    this.#samples.push(ms);
+    this.#sum += ms;
+  }
+
+  get count(): number {
+    return this.#samples.length;
+  }
+
+  /** min/avg/max and nearest-rank percentiles; null with no samples. */
+  summary(): RttSummary | null {
+    const n = this.#samples.length;
+    if (!n) return null;
+    const sorted = [...this.#samples].sort((a, b) => a - b);
+    const rank = (p: number) => sorted[Math.min(n - 1, Math.max(0, Math.ceil(p * n) - 1))]!;
+    return {
+      min: sorted[0]!,
+      avg: this.#sum / n,
+      max: sorted[n - 1]!,
+      p50: rank(0.5),
+      p99: rank(0.99),
+    };
+  }
+}
+
+/** Exponential backoff settings. */
+export interface BackoffPolicy {
+  /** The first ceiling. */
+  baseMs: number;
+  /** The largest ceiling. */
+  maxMs: number;
+}
+
+/**
+ * "Full jitter": the delay before attempt `attempt` (0-based) is uniform in
+ * [0, min(maxMs, baseMs * 2^attempt)), so clients that lost the same server do not return
+ * in step.
+ */
+export function backoffDelay(policy: BackoffPolicy, attempt: number, random: () => number): number {
+  const ceiling = Math.min(policy.maxMs, policy.baseMs * 2 ** Math.min(attempt, 30));
+  return Math.floor(random() * ceiling);
+}
+
+/** An outage: when the connection was lost and, once over, how long it lasted. */
+export interface Outage {
+  reason: string;
+  startedAt: number;
+  durationMs?: number;
+}
+
+/**
+ * The circuit breaker: an outage longer than the budget opens it, and the client stops.
+ */
+export class OutageBudget {
+  readonly outages: Outage[] = [];
+  readonly #budgetMs: number;
+
+  constructor(budgetMs: number) {
+    this.#budgetMs = budgetMs;
+  }
+
+  /** The outage under way, if any. */
+  get current(): Outage | undefined {
+    const last = this.outages.at(-1);
+    return last && last.durationMs === undefined ? last : undefined;
+  }
+
+  /** Records the start of an outage (a second call during one is ignored). */
+  begin(reason: string, now: number): void {
+    if (!this.current) this.outages.push({ reason, startedAt: now });
+  }
+
+  /** Ends the outage under way; returns how long it lasted. */
+  end(now: number): number | undefined {
+    const outage = this.current;
+    if (!outage) return undefined;
+    outage.durationMs = now - outage.startedAt;
+    return outage.durationMs;
+  }
+
+  /** True when the outage under way has used up the budget. */
+  exhausted(now: number): boolean {
+    const outage = this.current;
+    return outage !== undefined && now - outage.startedAt >= this.#budgetMs;
+  }
+
+  /** Total time spent in outages, the one under way counted up to `now`. */
+  totalMs(now: number): number {
+    return this.outages.reduce((sum, o) => sum + (o.durationMs ?? now - o.startedAt), 0);
+  }
+}

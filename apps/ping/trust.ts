@@ -1,0 +1,115 @@
+/**
+ * How the ping client comes to trust a server: pinned hashes given by the user, a CA
+ * file, or the hashes the server publishes at `/.well-known/duet-ping.json`, fetched
+ * over a channel that is itself trusted (HTTPS verified by the system roots or the CA,
+ * or plain HTTP to a loopback address, which never leaves the machine). Nothing else:
+ * there is no way to skip verification.
+ *
+ * @module
+ */
+import type { CertificateHash } from "@duet/webtransport";
+import type { PingServerInfo } from "./server.ts";
+import type { PingTrust } from "./client.ts";
+
+/** Parses a SHA-256 given as 64 hex digits (colons and case are ignored). */
+export function parseCertHash(text: string): CertificateHash {
+  const digits = text.replaceAll(":", "").toLowerCase();
+  if (!/^[0-9a-f]{64}$/.test(digits)) {
+    throw new TypeError(`a certificate hash is 64 hex digits (SHA-256), got "${text}"`);
+  }
+  return {
+    algorithm: "sha-256",
+    value: Uint8Array.from(digits.match(/../g)!, (pair) => parseInt(pair, 16)),
+  };
+}
+
+/** True for addresses whose traffic never leaves this machine. */
+export function isLoopback(hostname: string): boolean {
+  const host = hostname.replace(/^\[|\]$/g, "");
+  return host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+/** The server's published info and the channel it came over. */
+export interface FetchedInfo {
+  info: PingServerInfo;
+  from: string;
+}
+
+/**
+ * Fetches `/.well-known/duet-ping.json` from the TCP side of `host:port`: HTTPS first
+ * (verified with the system roots and `caCerts`), then plain HTTP only for loopback.
+ */
+export async function fetchServerInfo(
+  host: string,
+  port: number,
+  caCerts?: string[],
+  timeoutMs = 3000,
+): Promise<FetchedInfo> {
+  const shown = host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
+  const tried: string[] = [];
+  const schemes = isLoopback(host) ? ["https", "http"] : ["https"];
+  for (const scheme of schemes) {
+    const url = `${scheme}://${shown}:${port}/.well-known/duet-ping.json`;
+    const client = caCerts?.length ? Deno.createHttpClient({ caCerts }) : undefined;
+    try {
+      const response = await fetch(url, {
+        signal: AbortSignal.timeout(timeoutMs),
+        ...(client ? { client } : {}),
+      });
+      if (!response.ok) {
+        await response.body?.cancel();
+        tried.push(`${url}: HTTP ${response.status}`);
+        continue;
+      }
+      return { info: validateInfo(await response.json()), from: url };
+    } catch (error) {
+      tried.push(`${url}: ${error instanceof Error ? error.message : String(error)}`);
+    } finally {
+      client?.close();
+    }
+  }
+  throw new Error(
+    `cannot learn the server's certificate over a trusted channel (${tried.join("; ")}); ` +
+      (isLoopback(host) ? "" : "plain HTTP is trusted only on loopback; ") +
+      "pass --cert-hash or --ca",
+  );
+}
+
+function validateInfo(value: unknown): PingServerInfo {
+  const info = value as PingServerInfo;
+  if (
+    typeof info?.url !== "string" || !Array.isArray(info.certificateHashes) ||
+    !info.certificateHashes.every((h) => h?.algorithm === "sha-256" && typeof h.value === "string")
+  ) {
+    throw new Error("the server's /.well-known/duet-ping.json is not what duet ping serves");
+  }
+  return info;
+}
+
+/** What the user gave on the command line about trust. */
+export interface TrustChoice {
+  certHashes?: string[];
+  caPem?: string;
+}
+
+/**
+ * Settles trust for `url`: the user's hashes or CA if given, else the published hashes
+ * (which must not be empty: a server with a certificate that cannot be pinned publishes
+ * none, and then the user must name its CA).
+ */
+export async function resolveTrust(url: URL, choice: TrustChoice): Promise<PingTrust> {
+  const trust: PingTrust = {};
+  if (choice.certHashes?.length) {
+    trust.serverCertificateHashes = choice.certHashes.map(parseCertHash);
+  }
+  if (choice.caPem) trust.caCerts = [choice.caPem];
+  if (trust.serverCertificateHashes || trust.caCerts) return trust;
+  const { info, from } = await fetchServerInfo(
+    url.hostname,
+    Number(url.port || 443),
+  );
+  if (!info.certificateHashes.length) {
+    throw new Error(`${from} lists no certificate hashes; pass --ca with the server's CA`);
+  }
+  return { serverCertificateHashes: info.certificateHashes.map((h) => parseCertHash(h.value)) };
+}
