@@ -1,0 +1,167 @@
+/**
+ * The chat's crypto (DESIGN.md, "chat: crypto and storage"), shared by server and client:
+ *
+ * - A key offer is a secp256k1 public key with a dlog proof of possession of its secret,
+ *   bound to the room (sid) and the party's index (pid). The server and the peer verify it.
+ * - The shared key: ECDH on secp256k1, then HKDF-SHA256 over the shared x-coordinate, with
+ *   salt "duet-chat/v1" and info binding the room and both public keys (party 0's first),
+ *   32 bytes, for AES-256-GCM.
+ * - Each message: a fresh 96-bit random nonce; the AAD binds room, sender and the client
+ *   message id, so a ciphertext cannot be replayed under another name, room or id.
+ *
+ * Every variable-length field in HKDF's info and in the AAD is length-prefixed (2 bytes,
+ * big-endian), so no two different inputs encode alike.
+ *
+ * @module
+ */
+import { secp256k1 } from "@noble/curves/secp256k1.js";
+import { sha256 } from "@noble/hashes/sha2.js";
+import { bytesToHex, hexToBytes } from "@noble/hashes/utils.js";
+import { decodePoint, DLogProof, type DLogProofDict } from "@duet/dlog";
+
+const encoder = new TextEncoder();
+const LABEL = "duet-chat/v1";
+
+/** A public key offer as it travels. */
+export interface KeyOfferWire {
+  public_key: string;
+  proof: DLogProofDict;
+}
+
+/** Checks an offer's proof of possession for `room` and party index `party`. */
+export function verifyKeyOffer(room: string, party: 0 | 1, offer: KeyOfferWire): boolean {
+  try {
+    const point = decodePoint(offer.public_key, "public_key");
+    return DLogProof.fromDict(offer.proof).verify(room, party, point);
+  } catch {
+    return false;
+  }
+}
+
+/** A fresh key pair and its offer for `room` as party `party`. */
+export function makeKeyOffer(
+  room: string,
+  party: 0 | 1,
+): { secret: Uint8Array; offer: KeyOfferWire } {
+  const secret = secp256k1.utils.randomSecretKey();
+  return { secret, offer: offerFor(secret, room, party) };
+}
+
+/** The offer for an existing secret (a client that restarts re-offers the same key). */
+export function offerFor(secret: Uint8Array, room: string, party: 0 | 1): KeyOfferWire {
+  const x = BigInt(`0x${bytesToHex(secret)}`);
+  const y = secp256k1.Point.BASE.multiply(x);
+  return {
+    public_key: y.toHex(true),
+    proof: DLogProof.prove(room, party, x, y).toDict(),
+  };
+}
+
+function lengthPrefixed(...parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
+  const size = parts.reduce((n, p) => n + 2 + p.length, 0);
+  const out = new Uint8Array(size);
+  let offset = 0;
+  for (const part of parts) {
+    if (part.length > 0xffff) throw new RangeError("field too long");
+    out[offset] = part.length >> 8;
+    out[offset + 1] = part.length & 0xff;
+    out.set(part, offset + 2);
+    offset += 2 + part.length;
+  }
+  return out;
+}
+
+/**
+ * Derives the AES-256-GCM key both parties share: `mySecret` with the peer's public key.
+ * `keys` are both public keys as hex, indexed by party.
+ */
+export async function deriveSharedKey(
+  mySecret: Uint8Array,
+  room: string,
+  keys: [string, string],
+  myParty: 0 | 1,
+): Promise<CryptoKey> {
+  const peer = keys[myParty === 0 ? 1 : 0];
+  const shared = secp256k1.getSharedSecret(mySecret, hexToBytes(peer), true).slice(1);
+  const material = await crypto.subtle.importKey("raw", shared, "HKDF", false, ["deriveKey"]);
+  return await crypto.subtle.deriveKey(
+    {
+      name: "HKDF",
+      hash: "SHA-256",
+      salt: encoder.encode(LABEL),
+      info: lengthPrefixed(
+        encoder.encode(`${LABEL} key`),
+        encoder.encode(room),
+        hexToBytes(keys[0]),
+        hexToBytes(keys[1]),
+      ),
+    },
+    material,
+    { name: "AES-GCM", length: 256 },
+    true,
+    ["encrypt", "decrypt"],
+  );
+}
+
+/** The AAD of one message. */
+export function messageAad(
+  room: string,
+  sender: string,
+  clientMsgId: string,
+): Uint8Array<ArrayBuffer> {
+  return lengthPrefixed(
+    encoder.encode(`${LABEL} message`),
+    encoder.encode(room),
+    encoder.encode(sender),
+    encoder.encode(clientMsgId),
+  );
+}
+
+/** Encrypts one message with a fresh random nonce. */
+export async function encryptMessage(
+  key: CryptoKey,
+  plaintext: string,
+  aad: Uint8Array<ArrayBuffer>,
+): Promise<{ nonce: Uint8Array<ArrayBuffer>; ciphertext: Uint8Array<ArrayBuffer> }> {
+  const nonce = crypto.getRandomValues(new Uint8Array(12));
+  const ciphertext = new Uint8Array(
+    await crypto.subtle.encrypt(
+      { name: "AES-GCM", iv: nonce, additionalData: aad },
+      key,
+      encoder.encode(plaintext),
+    ),
+  );
+  return { nonce, ciphertext };
+}
+
+/** Decrypts one message; null when it was tampered with or made under another key or AAD. */
+export async function decryptMessage(
+  key: CryptoKey,
+  nonce: Uint8Array<ArrayBuffer>,
+  ciphertext: Uint8Array<ArrayBuffer>,
+  aad: Uint8Array<ArrayBuffer>,
+): Promise<string | null> {
+  try {
+    const plain = await crypto.subtle.decrypt(
+      { name: "AES-GCM", iv: nonce, additionalData: aad },
+      key,
+      ciphertext,
+    );
+    return new TextDecoder("utf-8", { fatal: true }).decode(plain);
+  } catch {
+    return null;
+  }
+}
+
+/** SHA-256 of the raw key, hex: what both parties compare aloud. */
+export async function keyFingerprint(key: CryptoKey): Promise<string> {
+  const raw = new Uint8Array(await crypto.subtle.exportKey("raw", key));
+  return bytesToHex(sha256(raw));
+}
+
+/** Base64 both ways (the protocol carries bytes as base64). */
+export const base64 = {
+  encode: (bytes: Uint8Array): string => btoa(String.fromCharCode(...bytes)),
+  decode: (text: string): Uint8Array<ArrayBuffer> =>
+    Uint8Array.from(atob(text), (c) => c.charCodeAt(0)),
+};

@@ -1,0 +1,95 @@
+import { Buffer } from "node:buffer";
+import assert from "node:assert/strict";
+import { createDecipheriv, createECDH, hkdfSync } from "node:crypto";
+import {
+  decryptMessage,
+  deriveSharedKey,
+  encryptMessage,
+  keyFingerprint,
+  makeKeyOffer,
+  messageAad,
+  offerFor,
+  verifyKeyOffer,
+} from "./crypto.ts";
+
+const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+const unhex = (s: string) => Uint8Array.from(s.match(/../g)!, (p) => parseInt(p, 16));
+
+Deno.test("key offers: verified for their room and party, refused for any other", () => {
+  const { offer } = makeKeyOffer("room-1", 1);
+  assert.equal(verifyKeyOffer("room-1", 1, offer), true);
+  assert.equal(verifyKeyOffer("room-2", 1, offer), false, "another room");
+  assert.equal(verifyKeyOffer("room-1", 0, offer), false, "another party");
+  const other = makeKeyOffer("room-1", 1).offer;
+  assert.equal(
+    verifyKeyOffer("room-1", 1, { public_key: other.public_key, proof: offer.proof }),
+    false,
+    "a proof for another key",
+  );
+  assert.equal(verifyKeyOffer("room-1", 1, { public_key: "02zz", proof: offer.proof }), false);
+  assert.equal(
+    verifyKeyOffer("room-1", 1, { public_key: offer.public_key, proof: { t: "x", s: "y" } }),
+    false,
+  );
+});
+
+Deno.test("both parties derive the same key; its fingerprint is SHA-256 of the raw key", async () => {
+  const a = makeKeyOffer("r", 0), b = makeKeyOffer("r", 1);
+  const keys: [string, string] = [a.offer.public_key, b.offer.public_key];
+  const ka = await deriveSharedKey(a.secret, "r", keys, 0);
+  const kb = await deriveSharedKey(b.secret, "r", keys, 1);
+  assert.equal(await keyFingerprint(ka), await keyFingerprint(kb));
+  assert.match(await keyFingerprint(ka), /^[0-9a-f]{64}$/);
+  const elsewhere = await deriveSharedKey(a.secret, "other-room", keys, 0);
+  assert.notEqual(await keyFingerprint(elsewhere), await keyFingerprint(ka), "bound to the room");
+});
+
+Deno.test("messages: round trip; tampering, another AAD or another key give null", async () => {
+  const a = makeKeyOffer("r", 0), b = makeKeyOffer("r", 1);
+  const keys: [string, string] = [a.offer.public_key, b.offer.public_key];
+  const key = await deriveSharedKey(a.secret, "r", keys, 0);
+  const aad = messageAad("r", "alice", "m1");
+  const { nonce, ciphertext } = await encryptMessage(key, "привет 👋", aad);
+  assert.equal(await decryptMessage(key, nonce, ciphertext, aad), "привет 👋");
+  const flipped = ciphertext.slice();
+  flipped[0]! ^= 1;
+  assert.equal(await decryptMessage(key, nonce, flipped, aad), null);
+  assert.equal(await decryptMessage(key, nonce, ciphertext, messageAad("r", "bob", "m1")), null);
+  assert.equal(await decryptMessage(key, nonce, ciphertext, messageAad("r", "alice", "m2")), null);
+  const stranger = await deriveSharedKey(makeKeyOffer("r", 0).secret, "r", keys, 0);
+  assert.equal(await decryptMessage(stranger, nonce, ciphertext, aad), null);
+  const again = await encryptMessage(key, "привет 👋", aad);
+  assert.notDeepEqual(again.nonce, nonce, "a fresh nonce each time");
+});
+
+Deno.test("fixed secrets: the key and a message agree with OpenSSL (node:crypto) byte for byte", async () => {
+  const secretA = unhex("11".repeat(32)), secretB = unhex("22".repeat(32));
+  const keys: [string, string] = [
+    offerFor(secretA, "vec", 0).public_key,
+    offerFor(secretB, "vec", 1).public_key,
+  ];
+  const key = await deriveSharedKey(secretA, "vec", keys, 0);
+  const raw = new Uint8Array(await crypto.subtle.exportKey("raw", key));
+
+  // The same derivation written against OpenSSL, from the definition in crypto.ts's header.
+  const ecdh = createECDH("secp256k1");
+  ecdh.setPrivateKey(secretA);
+  const x = ecdh.computeSecret(unhex(keys[1]));
+  const field = (b: Uint8Array) => [b.length >> 8, b.length & 0xff, ...b];
+  const info = new Uint8Array([
+    ...field(new TextEncoder().encode("duet-chat/v1 key")),
+    ...field(new TextEncoder().encode("vec")),
+    ...field(unhex(keys[0])),
+    ...field(unhex(keys[1])),
+  ]);
+  const expected = new Uint8Array(hkdfSync("sha256", x, "duet-chat/v1", info, 32));
+  assert.equal(hex(raw), hex(expected));
+
+  const aad = messageAad("vec", "alice", "m1");
+  const { nonce, ciphertext } = await encryptMessage(key, "hello", aad);
+  const decipher = createDecipheriv("aes-256-gcm", expected, nonce);
+  decipher.setAAD(aad);
+  decipher.setAuthTag(ciphertext.subarray(-16));
+  const plain = Buffer.concat([decipher.update(ciphertext.subarray(0, -16)), decipher.final()]);
+  assert.equal(plain.toString("utf8"), "hello");
+});

@@ -1,0 +1,235 @@
+/**
+ * The chat wire protocol, version 1 (docs/chat-protocol.md): frames of a 4-byte
+ * big-endian length and that many bytes of UTF-8 JSON, each an object with a `type`.
+ * Pure: framing, parsing and validation only, shared by server and client.
+ *
+ * @module
+ */
+import { z } from "zod";
+
+/** The protocol version a hello names. */
+export const PROTOCOL_VERSION = 1;
+/** The largest frame payload, in bytes. */
+export const MAX_FRAME_BYTES = 65_536;
+/** The largest ciphertext a send may carry, in bytes (before base64). */
+export const MAX_CIPHERTEXT_BYTES = 32_768;
+/** The most messages one history page holds. */
+export const MAX_HISTORY_LIMIT = 200;
+
+const hex66 = z.string().regex(/^0[23][0-9a-f]{64}$/, "a compressed secp256k1 point, 66 hex");
+const base64 = (min: number, max: number) =>
+  z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/, "base64").refine((s) => {
+    if (s.length % 4 !== 0) return false;
+    const bytes = (s.length / 4) * 3 - (s.endsWith("==") ? 2 : s.endsWith("=") ? 1 : 0);
+    return bytes >= min && bytes <= max;
+  }, `base64 of ${min} to ${max} bytes`);
+
+/** Party names: what people call themselves in a room. */
+export const NAME = /^[A-Za-z0-9._-]{1,32}$/;
+/** Room ids. */
+export const ROOM = /^[A-Za-z0-9._~-]{1,64}$/;
+
+const proof = z.strictObject({ t: hex66, s: z.string().regex(/^[0-9a-f]{64}$/) });
+const messageId = z.number().int().positive().max(Number.MAX_SAFE_INTEGER);
+
+/** A stored message as the server hands it out. */
+export const StoredMessage = z.strictObject({
+  id: messageId,
+  sender: z.string().regex(NAME),
+  client_msg_id: z.string().min(1).max(64),
+  nonce: base64(12, 12),
+  ciphertext: base64(16, MAX_CIPHERTEXT_BYTES),
+  created_at: z.iso.datetime(),
+});
+export type StoredMessage = z.infer<typeof StoredMessage>;
+
+/** Frames a client sends. */
+export const ClientMessage = z.discriminatedUnion("type", [
+  z.strictObject({
+    type: z.literal("hello"),
+    version: z.number().int(),
+    name: z.string().regex(NAME, "1-32 characters of A-Z a-z 0-9 . _ -"),
+    room: z.string().regex(ROOM, "1-64 characters of A-Z a-z 0-9 . _ ~ -"),
+  }),
+  z.strictObject({ type: z.literal("key_offer"), public_key: hex66, proof }),
+  z.strictObject({
+    type: z.literal("send"),
+    client_msg_id: z.string().min(1).max(64),
+    nonce: base64(12, 12),
+    ciphertext: base64(16, MAX_CIPHERTEXT_BYTES),
+  }),
+  z.strictObject({
+    type: z.literal("history"),
+    before: messageId.optional(),
+    after: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
+    limit: z.number().int().min(1).max(MAX_HISTORY_LIMIT).optional(),
+  }),
+  z.strictObject({ type: z.literal("heartbeat") }),
+  z.strictObject({ type: z.literal("bye") }),
+]);
+export type ClientMessage = z.infer<typeof ClientMessage>;
+
+/** Stable error codes; `retryable` says whether sending the same frame again may work. */
+export const ERROR_CODES = {
+  bad_frame: false,
+  frame_too_large: false,
+  bad_message: false,
+  unsupported_version: false,
+  handshake_required: false,
+  room_full: false,
+  bad_proof: false,
+  rate_limited: true,
+  too_many_connections: true,
+  unavailable: true,
+  shutting_down: true,
+  internal: true,
+} as const;
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+/** Frames the server sends. */
+export const ServerMessage = z.discriminatedUnion("type", [
+  z.strictObject({
+    type: z.literal("welcome"),
+    version: z.literal(PROTOCOL_VERSION),
+    party: z.union([z.literal(0), z.literal(1)]),
+    peer: z.string().regex(NAME).nullable(),
+    last_id: z.number().int().min(0),
+  }),
+  z.strictObject({
+    type: z.literal("peer_key"),
+    name: z.string().regex(NAME),
+    party: z.union([z.literal(0), z.literal(1)]),
+    public_key: hex66,
+    proof,
+  }),
+  z.strictObject({
+    type: z.literal("stored"),
+    client_msg_id: z.string().min(1).max(64),
+    id: messageId,
+    created_at: z.iso.datetime(),
+  }),
+  z.strictObject({ type: z.literal("message"), message: StoredMessage }),
+  z.strictObject({
+    type: z.literal("history_page"),
+    messages: z.array(StoredMessage),
+    has_more: z.boolean(),
+  }),
+  z.strictObject({
+    type: z.literal("error"),
+    code: z.enum(Object.keys(ERROR_CODES) as [ErrorCode, ...ErrorCode[]]),
+    message: z.string(),
+    retryable: z.boolean(),
+    client_msg_id: z.string().optional(),
+  }),
+  z.strictObject({ type: z.literal("heartbeat") }),
+  z.strictObject({ type: z.literal("bye"), reason: z.string() }),
+]);
+export type ServerMessage = z.infer<typeof ServerMessage>;
+
+/** A protocol violation, with the code to answer it with. */
+export class ProtocolError extends Error {
+  override name = "ProtocolError";
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+/** Encodes one message as a frame. */
+export function encodeFrame(message: ClientMessage | ServerMessage): Uint8Array {
+  const payload = encoder.encode(JSON.stringify(message));
+  if (payload.length > MAX_FRAME_BYTES) {
+    throw new ProtocolError("frame_too_large", `frame of ${payload.length} bytes`);
+  }
+  const frame = new Uint8Array(4 + payload.length);
+  new DataView(frame.buffer).setUint32(0, payload.length);
+  frame.set(payload, 4);
+  return frame;
+}
+
+/**
+ * Splits a byte stream into frame payloads. After it throws, the connection is beyond
+ * repair: the caller answers with an error frame and closes.
+ */
+export class FrameDecoder {
+  #buffer = new Uint8Array(0);
+
+  /** Feeds bytes; returns the complete payloads, parsed as JSON. */
+  push(chunk: Uint8Array): unknown[] {
+    const joined = new Uint8Array(this.#buffer.length + chunk.length);
+    joined.set(this.#buffer);
+    joined.set(chunk, this.#buffer.length);
+    const out: unknown[] = [];
+    let offset = 0;
+    while (joined.length - offset >= 4) {
+      const length = new DataView(joined.buffer, offset, 4).getUint32(0);
+      if (length === 0) throw new ProtocolError("bad_frame", "empty frame");
+      if (length > MAX_FRAME_BYTES) {
+        throw new ProtocolError(
+          "frame_too_large",
+          `frame of ${length} bytes, the limit is ${MAX_FRAME_BYTES}`,
+        );
+      }
+      if (joined.length - offset - 4 < length) break;
+      const payload = joined.subarray(offset + 4, offset + 4 + length);
+      offset += 4 + length;
+      let text: string;
+      try {
+        text = decoder.decode(payload);
+      } catch {
+        throw new ProtocolError("bad_frame", "payload is not UTF-8");
+      }
+      try {
+        out.push(JSON.parse(text));
+      } catch {
+        throw new ProtocolError("bad_frame", "payload is not JSON");
+      }
+    }
+    this.#buffer = joined.slice(offset);
+    return out;
+  }
+
+  /** Bytes of an unfinished frame. */
+  get pendingBytes(): number {
+    return this.#buffer.length;
+  }
+}
+
+function describe(error: z.ZodError): string {
+  const issue = error.issues[0]!;
+  const where = issue.path.length ? issue.path.join(".") : "message";
+  return `${where}: ${issue.message}`;
+}
+
+/** Validates a client frame's payload. */
+export function parseClientMessage(value: unknown): ClientMessage {
+  const result = ClientMessage.safeParse(value);
+  if (!result.success) throw new ProtocolError("bad_message", describe(result.error));
+  return result.data;
+}
+
+/** Validates a server frame's payload (the client's side). */
+export function parseServerMessage(value: unknown): ServerMessage {
+  const result = ServerMessage.safeParse(value);
+  if (!result.success) throw new ProtocolError("bad_message", describe(result.error));
+  return result.data;
+}
+
+/** An error frame for `code`. */
+export function errorMessage(
+  code: ErrorCode,
+  message: string,
+  clientMsgId?: string,
+): ServerMessage {
+  return {
+    type: "error",
+    code,
+    message,
+    retryable: ERROR_CODES[code],
+    ...(clientMsgId === undefined ? {} : { client_msg_id: clientMsgId }),
+  };
+}

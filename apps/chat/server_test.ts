@@ -1,0 +1,414 @@
+// The chat server over real TCP, on PGlite (the embedded default) and on PostgreSQL:
+// handshake and rooms, key relay (also to a party that comes later), storage with
+// idempotent retries, history, limits, malformed input, and - on PostgreSQL - two
+// instances delivering each other's messages and a database connection that drops.
+import assert from "node:assert/strict";
+import { testWith, waitFor } from "@duet/testkit";
+import { base64, deriveSharedKey, encryptMessage, makeKeyOffer, messageAad } from "./crypto.ts";
+import { encodeFrame, MAX_FRAME_BYTES } from "./protocol.ts";
+import { type RunningChatServer, startChatServer } from "./server.ts";
+import { type ChatStore, connectPostgres } from "./store.ts";
+import { sendFrame, TestClient } from "./testdata/client.ts";
+import { pgliteStore, postgresRequirement, postgresStore } from "./testdata/stores.ts";
+
+const options = { sanitizeOps: false, sanitizeResources: false };
+
+async function withServer(
+  open: () => Promise<ChatStore>,
+  fn: (server: RunningChatServer) => Promise<void>,
+  config: {
+    messagesPerSecond?: number;
+    maxConnectionsPerAddress?: number;
+    idleTimeoutMs?: number;
+  } = {},
+) {
+  const server = await startChatServer({ store: await open(), port: 0, ...config });
+  try {
+    await fn(server);
+  } finally {
+    await server.shutdown();
+  }
+}
+
+const engines = [
+  { name: "PGlite", open: pgliteStore, requirement: { name: "PGlite", missing: undefined } },
+  { name: "PostgreSQL", open: postgresStore, requirement: postgresRequirement },
+];
+
+for (const engine of engines) {
+  testWith(engine.requirement, {
+    name:
+      `chat server (${engine.name}): two parties per room, a third refused, a name may come back`,
+    ...options,
+    fn: () =>
+      withServer(engine.open, async ({ addr }) => {
+        const [alice, welcomeA] = await TestClient.join(addr.port, "alice", "room1");
+        assert.deepEqual(welcomeA, {
+          type: "welcome",
+          version: 1,
+          party: 0,
+          peer: null,
+          last_id: 0,
+        });
+        const [bob, welcomeB] = await TestClient.join(addr.port, "bob", "room1");
+        assert.deepEqual(welcomeB, {
+          type: "welcome",
+          version: 1,
+          party: 1,
+          peer: "alice",
+          last_id: 0,
+        });
+        const [carol, refused] = await TestClient.join(addr.port, "carol", "room1");
+        assert.equal(refused.type === "error" && refused.code, "room_full");
+        await carol.closed;
+        const [alice2, again] = await TestClient.join(addr.port, "alice", "room1");
+        assert.deepEqual(again, { type: "welcome", version: 1, party: 0, peer: "bob", last_id: 0 });
+        const bye = await alice.next((m) => m.type === "bye");
+        assert.deepEqual(bye, {
+          type: "bye",
+          reason: "replaced by a newer connection with your name",
+        });
+        await alice.closed;
+        for (const c of [alice2, bob]) c.close();
+      }),
+  });
+
+  testWith(engine.requirement, {
+    name:
+      `chat server (${engine.name}): key offers are checked and reach the peer, now or when it comes`,
+    ...options,
+    fn: () =>
+      withServer(engine.open, async ({ addr }) => {
+        const [alice] = await TestClient.join(addr.port, "alice", "keys");
+        const a = makeKeyOffer("keys", 0);
+        await alice.send({ type: "key_offer", ...a.offer });
+        const wrongParty = makeKeyOffer("keys", 1);
+        await alice.send({ type: "key_offer", ...wrongParty.offer });
+        const bad = await alice.next((m) => m.type === "error");
+        assert.equal(bad.type === "error" && bad.code, "bad_proof");
+        alice.close();
+        // Bob was never online with Alice: her offer waits for him.
+        await new Promise((r) => setTimeout(r, 50));
+        const [bob] = await TestClient.join(addr.port, "bob", "keys");
+        assert.deepEqual(await bob.next((m) => m.type === "peer_key"), {
+          type: "peer_key",
+          name: "alice",
+          party: 0,
+          ...a.offer,
+        });
+        const [alice2] = await TestClient.join(addr.port, "alice", "keys");
+        const b = makeKeyOffer("keys", 1);
+        await bob.send({ type: "key_offer", ...b.offer });
+        assert.deepEqual(await alice2.next((m) => m.type === "peer_key"), {
+          type: "peer_key",
+          name: "bob",
+          party: 1,
+          ...b.offer,
+        });
+        for (const c of [alice2, bob]) c.close();
+      }),
+  });
+
+  testWith(engine.requirement, {
+    name:
+      `chat server (${engine.name}): messages are acknowledged once stored, pushed to the peer, ` +
+      "stored once when retried, and paged back from history",
+    ...options,
+    fn: () =>
+      withServer(engine.open, async ({ addr }) => {
+        const [alice] = await TestClient.join(addr.port, "alice", "msgs");
+        const [bob] = await TestClient.join(addr.port, "bob", "msgs");
+        await alice.send(sendFrame("m1", 1));
+        const stored = await alice.next((m) => m.type === "stored");
+        assert.equal(stored.type === "stored" && stored.client_msg_id, "m1");
+        const pushed = await bob.next((m) => m.type === "message");
+        assert.equal(
+          pushed.type === "message" && pushed.message.id,
+          stored.type === "stored" && stored.id,
+        );
+        assert.deepEqual(
+          pushed.type === "message" && pushed.message.ciphertext,
+          (sendFrame("m1", 1) as { ciphertext: string }).ciphertext,
+        );
+        await alice.send(sendFrame("m1", 9)); // a retry after a lost acknowledgement
+        const again = await alice.next((m) => m.type === "stored");
+        assert.equal(again.type === "stored" && again.id, stored.type === "stored" && stored.id);
+        for (let i = 2; i <= 5; i++) await alice.send(sendFrame(`m${i}`));
+        for (let i = 2; i <= 5; i++) await alice.next((m) => m.type === "stored");
+        await waitFor(() => bob.all("message").length === 4, "bob's pushes");
+        assert.equal(alice.all("message").length, 0, "no echo to the sender");
+        bob.close();
+        // Bob comes back and catches up from what he had seen.
+        const [bob2, welcome] = await TestClient.join(addr.port, "bob", "msgs");
+        assert.equal(welcome.type === "welcome" && welcome.last_id > 0, true);
+        await bob2.send({ type: "history", limit: 2 });
+        const last = await bob2.next((m) => m.type === "history_page");
+        assert.equal(last.type === "history_page" && last.has_more, true);
+        assert.deepEqual(
+          last.type === "history_page" && last.messages.map((m) => m.client_msg_id),
+          ["m4", "m5"],
+        );
+        const firstId = stored.type === "stored" ? stored.id : 0;
+        await bob2.send({ type: "history", after: firstId, limit: 50 });
+        const rest = await bob2.next((m) => m.type === "history_page");
+        assert.deepEqual(
+          rest.type === "history_page" && rest.messages.map((m) => m.client_msg_id),
+          ["m2", "m3", "m4", "m5"],
+        );
+        assert.equal(rest.type === "history_page" && rest.has_more, false);
+        await bob2.send({ type: "heartbeat" });
+        await bob2.next((m) => m.type === "heartbeat");
+        for (const c of [alice, bob2]) c.close();
+      }),
+  });
+}
+
+testWith({ name: "PGlite", missing: undefined }, {
+  name:
+    "chat server: malformed input gets an error frame and the connection closed; others are served",
+  ...options,
+  fn: () =>
+    withServer(pgliteStore, async ({ addr }) => {
+      const cases: [Uint8Array, string][] = [
+        [new Uint8Array([0, 0, 0, 0]), "bad_frame"],
+        [new Uint8Array([0, 0x10, 0, 1]), "frame_too_large"],
+        [new Uint8Array([0, 0, 0, 2, 0xff, 0xfe]), "bad_frame"],
+        [new Uint8Array([0, 0, 0, 3, 0x6e, 0x6f, 0x21]), "bad_frame"], // "no!" is not JSON
+        [encodeFrame({ type: "heartbeat" }), "handshake_required"],
+        [encodeFrame({ type: "hello", version: 2, name: "a", room: "r" }), "unsupported_version"],
+        [
+          encodeFrame({ type: "hello", version: 1, name: "bad name!", room: "r" } as never),
+          "bad_message",
+        ],
+      ];
+      for (const [bytes, code] of cases) {
+        const client = await TestClient.connect(addr.port);
+        await client.sendRaw(bytes);
+        const error = await client.next((m) => m.type === "error");
+        assert.equal(error.type === "error" && error.code, code, JSON.stringify(error));
+        await client.closed;
+      }
+      assert.ok(MAX_FRAME_BYTES < 0x100001);
+      // Random bytes, whole and cut anywhere: an error or nothing, never a crash.
+      for (let i = 0; i < 50; i++) {
+        const client = await TestClient.connect(addr.port);
+        await client.sendRaw(crypto.getRandomValues(new Uint8Array(1 + (i * 7) % 64)));
+        client.close();
+      }
+      const [ok, welcome] = await TestClient.join(addr.port, "still", "served");
+      assert.equal(welcome.type, "welcome");
+      ok.close();
+    }),
+});
+
+testWith({ name: "PGlite", missing: undefined }, {
+  name:
+    "chat server: sends beyond the rate are refused as rate_limited; connections per address are capped",
+  ...options,
+  fn: () =>
+    withServer(pgliteStore, async ({ addr }) => {
+      const [alice] = await TestClient.join(addr.port, "alice", "busy");
+      for (let i = 0; i < 12; i++) await alice.send(sendFrame(`b${i}`));
+      await waitFor(() => alice.all("stored").length + alice.all("error").length === 12, "answers");
+      const limited = alice.all("error");
+      assert.equal(alice.all("stored").length, 10, "a burst of twice the rate (5/s) is stored");
+      assert.equal(limited.length, 2);
+      assert.deepEqual(limited.map((e) => [e.code, e.retryable, e.client_msg_id]), [
+        ["rate_limited", true, "b10"],
+        ["rate_limited", true, "b11"],
+      ]);
+      const extra = await TestClient.connect(addr.port); // alice holds one, this is the second
+      const refused = await TestClient.connect(addr.port);
+      const error = await refused.next((m) => m.type === "error");
+      assert.equal(error.type === "error" && error.code, "too_many_connections");
+      for (const c of [alice, extra, refused]) c.close();
+    }, { messagesPerSecond: 5, maxConnectionsPerAddress: 2 }),
+});
+
+testWith(postgresRequirement, {
+  name: "chat server: two instances on one PostgreSQL deliver each other's messages and keys",
+  ...options,
+  async fn() {
+    const storeA = await postgresStore();
+    const storeB = await postgresStore(storeA.schema);
+    const one = await startChatServer({ store: storeA, port: 0 });
+    const two = await startChatServer({ store: storeB, port: 0 });
+    try {
+      const [alice] = await TestClient.join(one.addr.port, "alice", "across");
+      const [bob] = await TestClient.join(two.addr.port, "bob", "across");
+      await alice.send(sendFrame("x1"));
+      const pushed = await bob.next((m) => m.type === "message");
+      assert.equal(pushed.type === "message" && pushed.message.sender, "alice");
+      const offer = makeKeyOffer("across", 1).offer;
+      await bob.send({ type: "key_offer", ...offer });
+      const key = await alice.next((m) => m.type === "peer_key");
+      assert.equal(key.type === "peer_key" && key.public_key, offer.public_key);
+      for (const c of [alice, bob]) c.close();
+    } finally {
+      await one.shutdown();
+      await two.shutdown().catch(() => {}); // its schema went with the first store's close
+    }
+  },
+});
+
+testWith(postgresRequirement, {
+  name: "chat server: the database connections drop mid-conversation; sends are refused as " +
+    "retryable, never falsely acknowledged, and no acknowledged message is lost",
+  ...options,
+  async fn() {
+    const application = `duet-chat-drop-${crypto.randomUUID().slice(0, 8)}`;
+    const store = await postgresStore(undefined, application);
+    const server = await startChatServer({ store, port: 0 });
+    const admin = await connectPostgres(postgresRequirement.url, {
+      applicationName: "duet-chat-test-admin",
+    });
+    // Every backend of the server (its pool and its listener) is cut, as a restart would.
+    const kill = () =>
+      admin.query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+        [
+          application,
+        ],
+      );
+    try {
+      const [alice] = await TestClient.join(server.addr.port, "alice", "drop");
+      const [bob] = await TestClient.join(server.addr.port, "bob", "drop");
+      const acknowledged = new Set<string>();
+      let refusals = 0;
+      for (let i = 0; i < 30; i++) {
+        if (i === 10 || i === 20) await kill();
+        const id = `d${i}`;
+        // Like a client with an outbox: retry on a retryable error until stored.
+        for (let attempt = 0; attempt < 50; attempt++) {
+          await alice.send(sendFrame(id));
+          const answer = await alice.next((m) =>
+            (m.type === "stored" && m.client_msg_id === id) ||
+            (m.type === "error" && m.client_msg_id === id)
+          );
+          if (answer.type === "stored") {
+            acknowledged.add(id);
+            break;
+          }
+          assert.equal(answer.type === "error" && answer.retryable, true);
+          refusals++;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      }
+      assert.equal(acknowledged.size, 30);
+      assert.ok(refusals >= 1, "the drops were noticed (a send was refused at least once)");
+      await bob.send({ type: "history", limit: 200 });
+      const page = await bob.next((m) => m.type === "history_page");
+      const stored = page.type === "history_page" ? page.messages.map((m) => m.client_msg_id) : [];
+      assert.deepEqual(stored.sort(), [...acknowledged].sort(), "each acknowledged message once");
+      // Bob was pushed everything too, live or by the catch-up after the listener came back.
+      await waitFor(
+        () => new Set(bob.all("message").map((m) => m.message.client_msg_id)).size === 30,
+        "bob to have every message",
+        15_000,
+      );
+      for (const c of [alice, bob]) c.close();
+    } finally {
+      await server.shutdown();
+      await admin.close().catch(() => {});
+    }
+  },
+});
+
+for (const engine of engines) {
+  testWith(engine.requirement, {
+    name: `chat server (${engine.name}): no plaintext and no key reaches the database`,
+    ...options,
+    async fn() {
+      const store = await engine.open();
+      const server = await startChatServer({ store, port: 0 });
+      try {
+        const room = "secret-room";
+        const a = makeKeyOffer(room, 0), b = makeKeyOffer(room, 1);
+        const keys: [string, string] = [a.offer.public_key, b.offer.public_key];
+        const key = await deriveSharedKey(a.secret, room, keys, 0);
+        const raw = new Uint8Array(await crypto.subtle.exportKey("raw", key));
+        const [alice] = await TestClient.join(server.addr.port, "alice", room);
+        const [bob] = await TestClient.join(server.addr.port, "bob", room);
+        await alice.send({ type: "key_offer", ...a.offer });
+        await bob.send({ type: "key_offer", ...b.offer });
+        const plaintext = "MARKER the launch code is 0451";
+        const { nonce, ciphertext } = await encryptMessage(
+          key,
+          plaintext,
+          messageAad(room, "alice", "p1"),
+        );
+        await alice.send({
+          type: "send",
+          client_msg_id: "p1",
+          nonce: base64.encode(nonce),
+          ciphertext: base64.encode(ciphertext),
+        });
+        await alice.next((m) => m.type === "stored");
+        // Everything the database holds, every table and column, as text and as bytes.
+        const dump = await store.dumpForTests();
+        const haystack = new TextEncoder().encode(dump.text);
+        const contains = (needle: Uint8Array) =>
+          dump.bytes.some((b) => indexOf(b, needle) >= 0) || indexOf(haystack, needle) >= 0;
+        assert.ok(contains(ciphertext), "the ciphertext is there (the search works)");
+        assert.ok(!contains(new TextEncoder().encode("MARKER")), "no plaintext");
+        assert.ok(!contains(new TextEncoder().encode("0451")), "no plaintext");
+        assert.ok(!contains(raw), "no shared key");
+        assert.ok(!contains(a.secret) && !contains(b.secret), "no secret key");
+        assert.ok(!dump.text.includes(hexOf(raw)) && !dump.text.includes(hexOf(a.secret)));
+        for (const c of [alice, bob]) c.close();
+      } finally {
+        await server.shutdown();
+      }
+    },
+  });
+}
+
+const hexOf = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+
+function indexOf(haystack: Uint8Array, needle: Uint8Array): number {
+  outer: for (let i = 0; i + needle.length <= haystack.length; i++) {
+    for (let j = 0; j < needle.length; j++) if (haystack[i + j] !== needle[j]) continue outer;
+    return i;
+  }
+  return -1;
+}
+
+testWith({ name: "PGlite", missing: undefined }, {
+  name:
+    "chat server: a connection silent past the idle timeout gets bye and is closed; heartbeats keep one open",
+  ...options,
+  fn: () =>
+    withServer(pgliteStore, async ({ addr }) => {
+      const [quiet] = await TestClient.join(addr.port, "quiet", "idle");
+      const [chatty] = await TestClient.join(addr.port, "chatty", "idle");
+      const beating = setInterval(() => chatty.send({ type: "heartbeat" }).catch(() => {}), 100);
+      try {
+        assert.deepEqual(await quiet.next((m) => m.type === "bye", 3000), {
+          type: "bye",
+          reason: "idle",
+        });
+        await quiet.closed;
+        await new Promise((r) => setTimeout(r, 500));
+        assert.equal(chatty.all("bye").length, 0, "the heartbeating one is still there");
+      } finally {
+        clearInterval(beating);
+        chatty.close();
+      }
+    }, { idleTimeoutMs: 300 }),
+});
+
+testWith({ name: "PGlite", missing: undefined }, {
+  name: "chat server: shutdown says bye to every client and closes; new connections are refused",
+  ...options,
+  async fn() {
+    const server = await startChatServer({ store: await pgliteStore(), port: 0 });
+    const [alice] = await TestClient.join(server.addr.port, "alice", "closing");
+    await server.shutdown();
+    assert.deepEqual(await alice.next((m) => m.type === "bye"), {
+      type: "bye",
+      reason: "the server is shutting down",
+    });
+    await alice.closed;
+    await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: server.addr.port }));
+  },
+});

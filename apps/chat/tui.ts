@@ -1,0 +1,208 @@
+/**
+ * The terminal interface of `duet chat` (ink): a title bar (room, peer, connection, key),
+ * the history pane updating in real time, and the input line at the bottom. Keys: Enter
+ * sends, PgUp/PgDn scroll, Ctrl-K shows the key, Ctrl-C quits; /help, /key, /accept-key,
+ * /quit. Written with createElement rather than JSX, which would need a compiler setting
+ * for every workspace member.
+ *
+ * @module
+ */
+// @ts-types="@types/react"
+import React, { useEffect, useReducer, useRef, useState } from "react";
+import { Box, render, Text, useApp, useInput, useStdout } from "ink";
+import type { ChatClient, ClientEvent } from "./client.ts";
+import {
+  backspace,
+  clock,
+  deliveryMark,
+  groupFingerprint,
+  initialState,
+  reduce,
+  type Row,
+} from "./tui_state.ts";
+
+const h = React.createElement;
+
+const HELP =
+  "Enter sends · PgUp/PgDn scroll · Ctrl-K key · /key /accept-key /help /quit · Ctrl-C quits";
+
+interface AppProps {
+  client: ChatClient;
+  room: string;
+  name: string;
+  subscribe: (listener: (event: ClientEvent) => void) => void;
+}
+
+/** The parts of Node's tty.WriteStream we use (ink's types name it through @types/node). */
+interface Terminal {
+  columns?: number;
+  rows?: number;
+  on(event: "resize", listener: () => void): unknown;
+  off(event: "resize", listener: () => void): unknown;
+}
+
+function useTerminalSize(): { columns: number; rows: number } {
+  const stdout = useStdout().stdout as unknown as Terminal;
+  const [size, setSize] = useState({ columns: stdout.columns ?? 80, rows: stdout.rows ?? 24 });
+  useEffect(() => {
+    const onResize = () => setSize({ columns: stdout.columns ?? 80, rows: stdout.rows ?? 24 });
+    stdout.on("resize", onResize);
+    return () => void stdout.off("resize", onResize);
+  }, [stdout]);
+  return size;
+}
+
+function App({ client, room, name, subscribe }: AppProps) {
+  const [state, dispatch] = useReducer(reduce, initialState);
+  const { exit } = useApp();
+  const size = useTerminalSize();
+  useEffect(() => subscribe((event) => dispatch({ type: "client", event })), []);
+  const page = Math.max(1, size.rows - 4);
+
+  const showKey = async () => {
+    const hex = await client.fingerprint();
+    dispatch({
+      type: "note",
+      text: hex
+        ? `Key SHA-256: ${groupFingerprint(hex)}. Read it to ${state.peer ?? "your peer"} by ` +
+          "another channel: the same on both sides means nobody is in the middle."
+        : "No shared key yet: it is agreed when both of you have joined.",
+    });
+  };
+
+  const submit = (raw: string) => {
+    const text = raw.trim();
+    if (!text) return;
+    if (text === "/quit") return exit();
+    if (text === "/help") return dispatch({ type: "note", text: HELP });
+    if (text === "/key") return void showKey();
+    if (text === "/accept-key") {
+      if (client.acceptKey()) {
+        dispatch({ type: "key-accepted" });
+        dispatch({ type: "note", text: "New key accepted; held messages are being sent." });
+      } else dispatch({ type: "note", text: "There is no changed key to accept." });
+      return;
+    }
+    dispatch({ type: "scroll", by: -Infinity, page });
+    void client.send(raw);
+  };
+
+  // The line being typed lives in a ref as well: keys that arrive before the next render
+  // must build on each other, not on the last rendered state.
+  const typed = useRef("");
+  const setTyped = (value: string) => {
+    typed.current = value;
+    dispatch({ type: "input", value });
+  };
+
+  useInput((input, key) => {
+    if (key.pageUp) return dispatch({ type: "scroll", by: page, page });
+    if (key.pageDown) return dispatch({ type: "scroll", by: -page, page });
+    if (key.ctrl && input === "k") return void showKey();
+    if (key.return) {
+      submit(typed.current);
+      return setTyped("");
+    }
+    if (key.backspace || key.delete) return setTyped(backspace(typed.current));
+    if (key.ctrl || key.meta || key.escape || key.tab || key.upArrow || key.downArrow) return;
+    // Pasted text (and tmux send-keys "text" Enter) arrives as one string: each line in it
+    // is submitted as if typed, commands included.
+    const parts = input.split(/\r\n|\r|\n/);
+    if (parts.length > 1) {
+      submit(typed.current + parts[0]);
+      for (const line of parts.slice(1, -1)) submit(line);
+      return setTyped(parts.at(-1) ?? "");
+    }
+    setTyped(typed.current + input);
+  });
+
+  const connection = state.connection === "connected"
+    ? "● connected"
+    : state.connection === "stopped"
+    ? "■ stopped"
+    : `○ ${state.connection}${state.connectionDetail ? ` ${state.connectionDetail}` : ""}`;
+  const title = [
+    ` duet chat · ${room}`,
+    state.peer ? `with ${state.peer}` : "waiting for the other party",
+    connection,
+    state.fingerprint
+      ? `key ${state.fingerprint.slice(0, 8)}${state.keyChanged ? " CHANGED" : ""}`
+      : "no key yet",
+  ].join("  ·  ");
+
+  const end = state.rows.length - state.scroll;
+  const visible = state.rows.slice(Math.max(0, end - page), end);
+  return h(
+    Box,
+    { flexDirection: "column", height: size.rows, width: size.columns },
+    h(
+      Box,
+      { flexShrink: 0 },
+      h(
+        Text,
+        { inverse: true, color: state.keyChanged ? "red" : undefined, wrap: "truncate-end" },
+        title.padEnd(size.columns),
+      ),
+    ),
+    h(
+      Box,
+      { flexDirection: "column", flexGrow: 1, justifyContent: "flex-end", overflow: "hidden" },
+      ...visible.map((row, i) => h(Box, { key: i, flexShrink: 0 }, rowView(row, name))),
+    ),
+    state.unseen > 0
+      ? h(
+        Box,
+        { flexShrink: 0 },
+        h(Text, { color: "yellow" }, `── ${state.unseen} new below (PgDn) ──`),
+      )
+      : null,
+    h(
+      Box,
+      {
+        flexShrink: 0,
+        borderStyle: "single",
+        borderLeft: false,
+        borderRight: false,
+        borderBottom: false,
+      },
+      h(Text, { wrap: "truncate-start" }, `> ${state.input}`, h(Text, { inverse: true }, " ")),
+    ),
+  );
+}
+
+function rowView(row: Row, me: string) {
+  if (row.kind === "note") {
+    return h(Text, {
+      color: row.tone === "warning" ? "red" : "gray",
+      bold: row.tone === "warning",
+      wrap: "wrap",
+    }, `* ${row.text}`);
+  }
+  const m = row.message;
+  const who = m.sender === me ? "you" : m.sender;
+  if (m.text === null) {
+    return h(Text, { wrap: "wrap", color: "red" }, `${clock(m.createdAt)} ${who}: [${m.problem}]`);
+  }
+  return h(
+    Text,
+    { wrap: "wrap" },
+    h(Text, { color: "gray" }, `${clock(m.createdAt)} `),
+    h(Text, { bold: true, color: m.own ? "cyan" : "green" }, who),
+    `: ${m.text}`,
+    h(Text, { color: m.status === "failed" ? "red" : "gray" }, deliveryMark(m)),
+  );
+}
+
+/** Runs the interface until the user quits; resolves then. */
+export async function runTui(
+  client: ChatClient,
+  room: string,
+  name: string,
+  subscribe: AppProps["subscribe"],
+): Promise<void> {
+  const instance = render(h(App, { client, room, name, subscribe }), {
+    alternateScreen: true, // otherwise old frames stay in the terminal's scrollback
+    exitOnCtrlC: true,
+  });
+  await instance.waitUntilExit();
+}

@@ -1,0 +1,182 @@
+/**
+ * The terminal interface's state, as a pure reducer: what the client's events and the
+ * user's keys do to it. The ink components (tui.ts) only draw it.
+ *
+ * @module
+ */
+import type { ClientEvent, ConnectionState, MessageView } from "./client.ts";
+
+/** A line in the history pane: a message, or a note from the interface itself. */
+export type Row =
+  | { kind: "message"; message: MessageView }
+  | { kind: "note"; text: string; tone: "info" | "warning" };
+
+export interface TuiState {
+  rows: Row[];
+  connection: ConnectionState;
+  connectionDetail: string;
+  peer: string | null;
+  fingerprint: string | null;
+  /** A changed peer key waiting for /accept-key. */
+  keyChanged: boolean;
+  /** Rows hidden below the view (0: following the newest). */
+  scroll: number;
+  /** New rows that arrived while scrolled up. */
+  unseen: number;
+  input: string;
+}
+
+export const initialState: TuiState = {
+  rows: [],
+  connection: "connecting",
+  connectionDetail: "",
+  peer: null,
+  fingerprint: null,
+  keyChanged: false,
+  scroll: 0,
+  unseen: 0,
+  input: "",
+};
+
+export type Action =
+  | { type: "client"; event: ClientEvent }
+  | { type: "note"; text: string; tone?: "info" | "warning" }
+  | { type: "scroll"; by: number; page: number }
+  | { type: "input"; value: string }
+  | { type: "key-accepted" };
+
+/** Where a message goes: stored ones by id, unsent own ones after them in send order. */
+function place(rows: Row[], message: MessageView): { rows: Row[]; added: boolean } {
+  const index = rows.findIndex((r) =>
+    r.kind === "message" &&
+    ((r.message.own && message.own && r.message.clientMsgId === message.clientMsgId) ||
+      (message.id !== undefined && r.message.id === message.id))
+  );
+  if (index < 0) return { rows: insertSorted(rows, { kind: "message", message }), added: true };
+  const current = (rows[index] as Extract<Row, { kind: "message" }>).message;
+  // An update (sending -> stored): the new status and id, the first time and text.
+  const merged: MessageView = {
+    ...current,
+    ...message,
+    createdAt: current.createdAt,
+    text: message.text ?? current.text,
+  };
+  const without = [...rows.slice(0, index), ...rows.slice(index + 1)];
+  return { rows: insertSorted(without, { kind: "message", message: merged }), added: false };
+}
+
+/** Before the first stored message with a larger id or the first unsent one. */
+function insertSorted(rows: Row[], row: Extract<Row, { kind: "message" }>): Row[] {
+  const id = row.message.id;
+  if (id === undefined) return [...rows, row];
+  let at = rows.findIndex((r) =>
+    r.kind === "message" && (r.message.id === undefined ? r.message.own : r.message.id > id)
+  );
+  if (at < 0) at = rows.length;
+  return [...rows.slice(0, at), row, ...rows.slice(at)];
+}
+
+export function reduce(state: TuiState, action: Action): TuiState {
+  switch (action.type) {
+    case "input":
+      return { ...state, input: action.value };
+    case "scroll": {
+      const max = Math.max(0, state.rows.length - action.page);
+      const scroll = Math.min(max, Math.max(0, state.scroll + action.by));
+      return { ...state, scroll, unseen: scroll === 0 ? 0 : state.unseen };
+    }
+    case "note":
+      return appendRows(state, [{ kind: "note", text: action.text, tone: action.tone ?? "info" }]);
+    case "key-accepted":
+      return { ...state, keyChanged: false };
+    case "client":
+      return onClient(state, action.event);
+  }
+}
+
+function appendRows(state: TuiState, rows: Row[]): TuiState {
+  const added = rows.length;
+  return {
+    ...state,
+    rows: [...state.rows, ...rows],
+    scroll: state.scroll ? state.scroll + added : 0,
+    unseen: state.scroll ? state.unseen + added : 0,
+  };
+}
+
+function onClient(state: TuiState, event: ClientEvent): TuiState {
+  switch (event.type) {
+    case "state":
+      return { ...state, connection: event.state, connectionDetail: event.detail ?? "" };
+    case "welcome":
+      return { ...state, peer: event.peer ?? state.peer };
+    case "message": {
+      const { rows, added } = place(state.rows, event.message);
+      return {
+        ...state,
+        rows,
+        scroll: state.scroll && added ? state.scroll + 1 : state.scroll,
+        unseen: state.scroll && added ? state.unseen + 1 : state.unseen,
+      };
+    }
+    case "key": {
+      const next = { ...state, fingerprint: event.fingerprint, peer: event.peer };
+      if (event.changed) {
+        return appendRows({ ...next, keyChanged: true }, [{
+          kind: "note",
+          tone: "warning",
+          text: `${event.peer}'s key CHANGED. Compare the new key (/key) with ${event.peer} by ` +
+            "another channel: if it differs, someone is in the middle. Nothing is sent until " +
+            "you type /accept-key.",
+        }]);
+      }
+      return appendRows(next, [{
+        kind: "note",
+        tone: "info",
+        text: `Key agreed with ${event.peer}. Compare /key with them: the same value on both ` +
+          "sides means nobody is in the middle.",
+      }]);
+    }
+    case "notice":
+      return appendRows(state, [{ kind: "note", text: event.text, tone: "info" }]);
+    case "fatal":
+      return appendRows({ ...state, connection: "stopped" }, [{
+        kind: "note",
+        text: event.text,
+        tone: "warning",
+      }]);
+  }
+}
+
+/** A fingerprint in groups of four, for reading aloud: "5cd9 b98b ...". */
+export function groupFingerprint(hex: string): string {
+  return hex.match(/.{1,4}/g)!.join(" ");
+}
+
+/** HH:MM in local time. */
+export function clock(date: Date): string {
+  return `${String(date.getHours()).padStart(2, "0")}:${
+    String(date.getMinutes()).padStart(2, "0")
+  }`;
+}
+
+/** The mark after an own message. */
+export function deliveryMark(message: MessageView): string {
+  if (!message.own) return "";
+  switch (message.status) {
+    case "waiting for key":
+      return " (waiting for a key)";
+    case "sending":
+      return " …";
+    case "stored":
+      return " ✓";
+    case "failed":
+      return ` ✗ not sent: ${message.problem ?? "refused"}`;
+  }
+}
+
+/** Removes the last grapheme (an emoji with its modifiers, a letter with its accents). */
+export function backspace(text: string): string {
+  const graphemes = [...new Intl.Segmenter(undefined, { granularity: "grapheme" }).segment(text)];
+  return graphemes.slice(0, -1).map((g) => g.segment).join("");
+}

@@ -1,0 +1,193 @@
+// `duet chat --line` as real processes against a real server (PGlite in a directory):
+// messages both ways with the same key on both sides, history after a restart, an outbox
+// that survives a server restart, a tampered message, and a changed peer key.
+import assert from "node:assert/strict";
+import { spawnDuet, type SpawnedDuet, waitFor } from "@duet/testkit";
+import { ChatStore, openPglite, type RunningChatServer, startChatServer } from "@duet/chat";
+
+const options = { sanitizeOps: false, sanitizeResources: false };
+const encoder = new TextEncoder();
+
+interface Party {
+  process: SpawnedDuet;
+  writer: WritableStreamDefaultWriter<Uint8Array>;
+  say(line: string): Promise<void>;
+  end(): Promise<number>;
+}
+
+function party(port: number, name: string, room: string, keyStore: string): Party {
+  const process = spawnDuet([
+    "chat",
+    "--server",
+    `127.0.0.1:${port}`,
+    "--name",
+    name,
+    "--room",
+    room,
+    "--key-store",
+    keyStore,
+    "--line",
+  ], { direct: true, stdin: true });
+  const writer = process.child.stdin.getWriter();
+  return {
+    process,
+    writer,
+    say: (line) => writer.write(encoder.encode(`${line}\n`)),
+    async end() {
+      await writer.close();
+      const { code } = await process.child.status;
+      await process.done;
+      return code;
+    },
+  };
+}
+
+async function server(dir: string, port = 0): Promise<RunningChatServer & { store: ChatStore }> {
+  const store = new ChatStore(await openPglite(dir));
+  return Object.assign(await startChatServer({ store, port }), { store });
+}
+
+const out = (p: Party) => p.process.lines.stdout;
+const err = (p: Party) => p.process.lines.stderr.join("\n");
+
+Deno.test({
+  name: "duet chat --line: two parties exchange messages both ways, see the same key, and " +
+    "read the whole history after a restart",
+  ...options,
+  async fn() {
+    const dir = await Deno.makeTempDir();
+    let running = await server(`${dir}/db`);
+    const port = running.addr.port;
+    try {
+      const alice = party(port, "alice", "tea", `${dir}/alice.sqlite`);
+      await alice.say("hello before bob came"); // waits in the outbox for a key
+      const bob = party(port, "bob", "tea", `${dir}/bob.sqlite`);
+      await waitFor(
+        () => out(bob).includes("alice: hello before bob came"),
+        "bob to read alice",
+        20_000,
+      );
+      await bob.say("hi alice, привет 👋");
+      await waitFor(
+        () => out(alice).includes("bob: hi alice, привет 👋"),
+        "alice to read bob",
+        20_000,
+      );
+      await alice.say("/key");
+      await bob.say("/key");
+      await waitFor(
+        () =>
+          out(alice).some((l) => /^[0-9a-f]{64}$/.test(l)) &&
+          out(bob).some((l) => /^[0-9a-f]{64}$/.test(l)),
+        "fingerprints",
+      );
+      const fingerprint = (p: Party) => out(p).find((l) => /^[0-9a-f]{64}$/.test(l));
+      assert.equal(fingerprint(alice), fingerprint(bob), "both see the same key");
+      assert.equal(await alice.end(), 0, err(alice));
+      assert.equal(await bob.end(), 0, err(bob));
+      assert.equal((await Deno.stat(`${dir}/alice.sqlite`)).mode! & 0o777, 0o600);
+
+      // A restarted client reads everything again with its stored key.
+      await running.shutdown();
+      running = await server(`${dir}/db`, port);
+      const again = party(port, "bob", "tea", `${dir}/bob.sqlite`);
+      await waitFor(() => out(again).length >= 2, "history", 20_000);
+      assert.deepEqual(out(again).slice(0, 2), [
+        "alice: hello before bob came",
+        "bob: hi alice, привет 👋",
+      ]);
+      assert.equal(await again.end(), 0, err(again));
+    } finally {
+      await running.shutdown();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "duet chat --line: a message typed while the server is down is delivered once after " +
+    "it comes back; a tampered message shows as such and the client goes on",
+  ...options,
+  async fn() {
+    const dir = await Deno.makeTempDir();
+    let running = await server(`${dir}/db`);
+    const port = running.addr.port;
+    const alice = party(port, "alice", "outage", `${dir}/alice.sqlite`);
+    const bob = party(port, "bob", "outage", `${dir}/bob.sqlite`);
+    try {
+      await waitFor(() => err(alice).includes("key agreed with bob"), "the key exchange", 20_000);
+      await running.shutdown();
+      await waitFor(() => err(alice).includes("[reconnecting"), "alice to notice", 10_000);
+      await alice.say("sent during the outage");
+      running = await server(`${dir}/db`, port);
+      await waitFor(
+        () => out(bob).includes("alice: sent during the outage"),
+        "delivery after the outage",
+        30_000,
+      );
+      // A message "from bob" whose ciphertext was altered, as a malicious server could.
+      await running.store.insertMessage(
+        "outage",
+        "bob",
+        "tampered-1",
+        new Uint8Array(12),
+        crypto.getRandomValues(new Uint8Array(40)),
+      );
+      await waitFor(
+        () => out(alice).some((l) => l.startsWith("bob: [cannot decrypt: tampered with")),
+        "the tampered message shown as such",
+      );
+      await bob.say("second");
+      await waitFor(() => out(alice).includes("bob: second"), "alice reads bob");
+      assert.equal(out(bob).filter((l) => l === "alice: sent during the outage").length, 1, "once");
+    } finally {
+      await alice.end();
+      await bob.end();
+      await running.shutdown();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "duet chat --line: a changed peer key is a loud warning, and nothing is sent under it " +
+    "until /accept-key",
+  ...options,
+  async fn() {
+    const dir = await Deno.makeTempDir();
+    const running = await server(`${dir}/db`);
+    const port = running.addr.port;
+    const alice = party(port, "alice", "mitm", `${dir}/alice.sqlite`);
+    let bob = party(port, "bob", "mitm", `${dir}/bob.sqlite`);
+    try {
+      await waitFor(() => err(alice).includes("key agreed with bob"), "the first exchange", 20_000);
+      await alice.say("under the first key");
+      await waitFor(() => out(bob).includes("alice: under the first key"), "bob reads it", 20_000);
+      assert.equal(await bob.end(), 0);
+      // Bob comes back with a new key (his key store is gone): to Alice, a changed key.
+      await Deno.remove(`${dir}/bob.sqlite`);
+      bob = party(port, "bob", "mitm", `${dir}/bob2.sqlite`);
+      await waitFor(() => err(alice).includes("WARNING: bob's key CHANGED"), "the warning", 20_000);
+      // The new Bob has no key for the old message: shown as such, not as garbage.
+      await waitFor(
+        () => out(bob).some((l) => /^alice: \[cannot decrypt/.test(l)),
+        "the old message marked unreadable",
+      );
+      await alice.say("held until accepted");
+      await new Promise((r) => setTimeout(r, 1000));
+      assert.ok(!out(bob).includes("alice: held until accepted"), "not sent before /accept-key");
+      await alice.say("/accept-key");
+      await waitFor(
+        () => out(bob).includes("alice: held until accepted"),
+        "sent once accepted",
+        20_000,
+      );
+      assert.match(err(alice), /new key accepted/);
+    } finally {
+      await alice.end();
+      await bob.end();
+      await running.shutdown();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

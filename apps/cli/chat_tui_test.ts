@@ -1,0 +1,122 @@
+// The real terminal interface of `duet chat`, driven in tmux (send-keys, capture-pane):
+// editing Cyrillic and emoji with Backspace,
+// typing a message that shows in the other party's pane, Cyrillic and emoji, the key's
+// fingerprint the same on both sides, scrolling with the "new below" marker, a resize,
+// and Ctrl-C leaving the terminal usable with exit status 0.
+import assert from "node:assert/strict";
+import { findCommand, run, testWith, waitFor } from "@duet/testkit";
+import { ChatStore, openPglite, startChatServer } from "@duet/chat";
+
+const tmux = await findCommand("tmux", "tmux", ["-V"]);
+const root = new URL("../../", import.meta.url).pathname;
+
+testWith(tmux, {
+  name: "duet chat (interface, in tmux): messages both ways, same key, scroll, resize, Ctrl-C",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const dir = await Deno.makeTempDir();
+    const server = await startChatServer({
+      store: new ChatStore(await openPglite(`${dir}/db`)),
+      port: 0,
+    });
+    const socket = `duet-test-${Deno.pid}`;
+    const t = (...args: string[]) => run("tmux", ["-L", socket, ...args]);
+    const pane = async (name: string) => (await t("capture-pane", "-p", "-J", "-t", name)).stdout;
+    const start = (name: string) =>
+      t(
+        "new-session",
+        "-d",
+        "-s",
+        name,
+        "-x",
+        "80",
+        "-y",
+        "20",
+        `cd ${root} && ${Deno.execPath()} run -A apps/cli/main.ts chat --server 127.0.0.1:${server.addr.port} ` +
+          `--name ${name} --room tui --key-store ${dir}/${name}.sqlite 2>${dir}/${name}.err; ` +
+          `echo EXIT=$?; sleep 30`,
+      );
+    try {
+      await start("alice");
+      await start("bob");
+      await waitFor(
+        async () => (await pane("alice")).includes("Key agreed with bob"),
+        "alice's key",
+        30_000,
+      );
+      await waitFor(
+        async () => (await pane("bob")).includes("Key agreed with alice"),
+        "bob's key",
+        30_000,
+      );
+      assert.match(
+        await pane("bob"),
+        /duet chat · tui {2}· {2}with alice {2}· {2}● connected {2}· {2}key [0-9a-f]{8}/,
+      );
+
+      await t("send-keys", "-t", "alice", "hello bob, привет 👋", "Enter");
+      await waitFor(
+        async () => (await pane("bob")).includes("alice: hello bob, привет 👋"),
+        "bob sees it",
+      );
+      await waitFor(
+        async () => (await pane("alice")).includes("you: hello bob, привет 👋 ✓"),
+        "stored mark",
+      );
+
+      // Editing: a Cyrillic letter and an emoji with a skin tone are one Backspace each.
+      await t("send-keys", "-t", "alice", "опечаткаы👍🏽");
+      await waitFor(async () => (await pane("alice")).includes("> опечаткаы👍🏽"), "typed");
+      await t("send-keys", "-t", "alice", "BSpace");
+      await t("send-keys", "-t", "alice", "BSpace");
+      await waitFor(async () => (await pane("alice")).includes("> опечатка "), "edited");
+      await t("send-keys", "-t", "alice", "Enter");
+      await waitFor(async () => (await pane("bob")).includes("alice: опечатка"), "the edited line");
+      assert.ok(!(await pane("bob")).includes("опечаткаы"));
+
+      await t("send-keys", "-t", "alice", "/key", "Enter");
+      await t("send-keys", "-t", "bob", "C-k");
+      const fingerprint = async (name: string) => {
+        const text = (await pane(name)).replace(/\s+/g, " ");
+        return text.match(/Key SHA-256: ((?:[0-9a-f]{4} ){15}[0-9a-f]{4})/)?.[1];
+      };
+      await waitFor(
+        async () => Boolean((await fingerprint("alice")) && (await fingerprint("bob"))),
+        "both keys shown",
+      ).catch(async (error) => {
+        throw new Error(`${error.message}\n${await pane("alice")}\n${await pane("bob")}`);
+      });
+      assert.equal(await fingerprint("alice"), await fingerprint("bob"));
+
+      for (let i = 1; i <= 25; i++) await t("send-keys", "-t", "alice", `line ${i}`, "Enter");
+      await waitFor(async () => (await pane("bob")).includes("alice: line 25"), "25 lines");
+      await t("send-keys", "-t", "bob", "PPage");
+      await waitFor(async () => !(await pane("bob")).includes("alice: line 25"), "scrolled up");
+      await t("send-keys", "-t", "alice", "while you scrolled", "Enter");
+      await waitFor(async () => (await pane("bob")).includes("1 new below (PgDn)"), "the marker");
+      await t("send-keys", "-t", "bob", "NPage");
+      await waitFor(
+        async () => (await pane("bob")).includes("alice: while you scrolled"),
+        "back down",
+      );
+
+      await t("resize-window", "-t", "bob", "-x", "50", "-y", "14");
+      await t("send-keys", "-t", "alice", "after the resize", "Enter");
+      await waitFor(
+        async () => (await pane("bob")).includes("alice: after the resize"),
+        "after resize",
+      );
+      const lines = (await t("capture-pane", "-p", "-t", "bob")).stdout.split("\n");
+      assert.ok(lines.every((l) => [...l].length <= 50), "drawn to the new width");
+
+      await t("send-keys", "-t", "bob", "C-c");
+      await waitFor(async () => (await pane("bob")).includes("EXIT=0"), "a clean exit");
+      assert.ok(!(await pane("bob")).includes("duet chat · tui"), "the alternate screen is gone");
+    } finally {
+      await t("kill-server");
+      await server.shutdown();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

@@ -1,0 +1,317 @@
+/**
+ * `duet chat-server` (the end-to-end encrypted messenger's server) and `duet chat` (its
+ * client; so far the line mode).
+ *
+ * @module
+ */
+import { Command, Option } from "commander";
+import { getLogger } from "@logtape/logtape";
+import {
+  ChatClient,
+  ChatStore,
+  type ClientEvent,
+  connectPostgres,
+  defaultKeyStorePath,
+  DEFAULTS,
+  KeyStore,
+  NAME,
+  openPglite,
+  ROOM,
+  startChatServer,
+} from "@duet/chat";
+import { runTui } from "@duet/chat/tui";
+import { type CliIo, ExitStatus, UsageError } from "../io.ts";
+import { explainListenError, hostPort, integer, pattern, untilAborted, url } from "./_options.ts";
+
+interface ChatServerCliOptions {
+  host: string;
+  port: number;
+  databaseUrl?: string;
+  dataDir?: string;
+  messagesPerSecond: number;
+  maxConnectionsPerAddress: number;
+  idleTimeoutMs: number;
+}
+
+/** Where the embedded database lives by default: the XDG data directory. */
+export function defaultDataDir(): string {
+  const base = Deno.env.get("XDG_DATA_HOME") ??
+    `${Deno.env.get("HOME") ?? "."}/.local/share`;
+  return `${base}/duet/chat`;
+}
+
+const log = getLogger(["duet", "chat"]);
+
+/** Opens the store the options name: PostgreSQL, or PGlite in a data directory. */
+export async function openStore(databaseUrl?: string, dataDir?: string): Promise<{
+  store: ChatStore;
+  description: string;
+}> {
+  if (databaseUrl) {
+    const store = new ChatStore(await connectPostgres(databaseUrl));
+    const shown = new URL(databaseUrl);
+    shown.password = shown.password ? "***" : "";
+    return { store, description: `PostgreSQL at ${shown.href}` };
+  }
+  const dir = dataDir ?? defaultDataDir();
+  log.info("Opening the embedded database in {dir} (the first time takes a few seconds)", { dir });
+  return { store: new ChatStore(await openPglite(dir)), description: `PGlite in ${dir}` };
+}
+
+/** The `chat-server` command. */
+export function chatServerCommand(io: CliIo): Command {
+  return new Command("chat-server")
+    .description(
+      "run the chat server: pairs two parties per room for their key exchange, stores only " +
+        "ciphertext (PostgreSQL, or embedded PGlite), pushes messages in real time",
+    )
+    .option("--host <host>", "interface to listen on", DEFAULTS.hostname)
+    .option("--port <port>", "TCP port (0 picks a free one)", integer(0, 65535), DEFAULTS.port)
+    .addOption(
+      new Option("--database-url <url>", "a PostgreSQL server (else embedded PGlite)")
+        .argParser(url("postgres:", "postgresql:"))
+        .env("DUET_CHAT_DATABASE_URL")
+        .conflicts("dataDir"),
+    )
+    .option("--data-dir <dir>", `the embedded database's directory (default ${defaultDataDir()})`)
+    .option(
+      "--messages-per-second <n>",
+      "sends allowed per connection per second (bursts of twice that)",
+      integer(1, 10_000),
+      DEFAULTS.messagesPerSecond,
+    )
+    .option(
+      "--max-connections-per-address <n>",
+      "connections one address may hold at once",
+      integer(1, 100_000),
+      DEFAULTS.maxConnectionsPerAddress,
+    )
+    .option(
+      "--idle-timeout-ms <ms>",
+      "close connections silent for this long (clients send heartbeats)",
+      integer(1000, 3_600_000),
+      DEFAULTS.idleTimeoutMs,
+    )
+    .addHelpText(
+      "after",
+      `
+The protocol is in docs/chat-protocol.md; the server never holds a key or a plaintext.
+
+Examples:
+  duet chat-server                                  # 127.0.0.1:7070, PGlite in the data dir
+  duet chat-server --database-url postgres://chat@db:5432/chat --host 0.0.0.0
+  duet chat-server --data-dir ./chat-data --quiet
+
+Stops on SIGINT/SIGTERM: says bye to every client, closes the database.`,
+    )
+    .action(async (options: ChatServerCliOptions) => {
+      if (options.databaseUrl && options.dataDir) {
+        throw new UsageError("choose one of --database-url and --data-dir");
+      }
+      const { store, description } = await openStore(options.databaseUrl, options.dataDir)
+        .catch((error) => {
+          throw new Error(`cannot open the database: ${(error as Error).message}`);
+        });
+      const server = await startChatServer({
+        store,
+        hostname: options.host,
+        port: options.port,
+        messagesPerSecond: options.messagesPerSecond,
+        maxConnectionsPerAddress: options.maxConnectionsPerAddress,
+        idleTimeoutMs: options.idleTimeoutMs,
+      }).catch(async (error) => {
+        await store.close().catch(() => {});
+        return explainListenError(error, options.host, options.port);
+      });
+      io.out(`chat  ${server.addr.hostname}:${server.addr.port}   (${description})\n`);
+      await untilAborted(io.shutdownSignal);
+      await server.shutdown();
+    });
+}
+
+interface ChatCliOptions {
+  server: string;
+  name: string;
+  room: string;
+  keyStore: string;
+  line?: boolean;
+  lingerMs: number;
+}
+
+/** The `chat` command (the client). */
+export function chatCommand(io: CliIo): Command {
+  return new Command("chat")
+    .description(
+      "talk end to end encrypted with one other party in a room: the key is agreed through " +
+        "the server, which sees only ciphertext",
+    )
+    .requiredOption("--server <host:port>", "the chat server", hostPort)
+    .requiredOption(
+      "--name <name>",
+      "your name in the room (1-32 of A-Z a-z 0-9 . _ -)",
+      pattern(NAME, "1-32 of A-Z a-z 0-9 . _ -"),
+    )
+    .requiredOption(
+      "--room <room>",
+      "the room (1-64 of A-Z a-z 0-9 . _ ~ -)",
+      pattern(ROOM, "1-64 of A-Z a-z 0-9 . _ ~ -"),
+    )
+    .option("--key-store <path>", "the local key store (SQLite, mode 0600)", defaultKeyStorePath())
+    .option("--line", "line mode for scripts: stdin lines are sent, messages print as NAME: TEXT")
+    .option(
+      "--linger-ms <ms>",
+      "line mode: at the end of stdin, wait this long for unsent messages to be stored",
+      integer(0, 600_000),
+      10_000,
+    )
+    .addHelpText(
+      "after",
+      `
+Commands (typed as a line): /key shows the key's SHA-256 (both of you must see the same
+value; if not, someone is in the middle), /accept-key trusts a changed peer key, /help, /quit.
+
+Examples:
+  duet chat --server 127.0.0.1:7070 --name alice --room tea --line
+  printf 'hello\\n/key\\n' | duet chat --server 127.0.0.1:7070 --name bob --room tea --line`,
+    )
+    .action(async (options: ChatCliOptions) => {
+      const keyStore = await KeyStore.open(options.keyStore).catch((error) => {
+        throw new Error(
+          `cannot open the key store ${options.keyStore}: ${(error as Error).message}`,
+        );
+      });
+      if (!options.line) {
+        if (!Deno.stdin.isTerminal()) {
+          keyStore.close();
+          throw new UsageError("the interface needs a terminal; use --line for scripts");
+        }
+        // Events that come before the interface is drawn wait for it.
+        const early: ClientEvent[] = [];
+        let listener: ((event: ClientEvent) => void) | undefined;
+        const client = new ChatClient({
+          server: options.server,
+          name: options.name,
+          room: options.room,
+          keyStore,
+          onEvent: (event) => listener ? listener(event) : early.push(event),
+        });
+        await client.start();
+        await runTui(client, options.room, options.name, (fn) => {
+          listener = fn;
+          for (const event of early.splice(0)) fn(event);
+        });
+        await client.stop();
+        keyStore.close();
+        return;
+      }
+      let fatal: string | undefined;
+      const client = new ChatClient({
+        server: options.server,
+        name: options.name,
+        room: options.room,
+        keyStore,
+        onEvent: (event) => {
+          switch (event.type) {
+            case "message": {
+              const m = event.message;
+              if (m.own && !m.fromHistory) {
+                if (m.status === "failed") io.err(`not sent: ${m.problem}\n`);
+                return;
+              }
+              io.out(`${m.sender}: ${m.text ?? `[${m.problem}]`}\n`);
+              return;
+            }
+            case "key":
+              if (event.changed) {
+                io.err(
+                  `!!! WARNING: ${event.peer}'s key CHANGED (new SHA-256 ${event.fingerprint}). ` +
+                    "Compare it with them over another channel; if it differs, someone is in the " +
+                    "middle. Nothing is sent until you type /accept-key.\n",
+                );
+              } else {
+                io.err(`key agreed with ${event.peer}; /key shows its SHA-256\n`);
+              }
+              return;
+            case "state":
+              io.err(`[${event.state}${event.detail ? ` ${event.detail}` : ""}]\n`);
+              return;
+            case "welcome":
+              io.err(
+                `[in room ${options.room} as party ${event.party}${
+                  event.peer ? `, with ${event.peer}` : ", alone so far"
+                }]\n`,
+              );
+              return;
+            case "notice":
+              io.err(`${event.text}\n`);
+              return;
+            case "fatal":
+              fatal = event.text;
+              io.err(`duet chat: ${event.text}\n`);
+              return;
+          }
+        },
+      });
+      await client.start();
+      const stop = new AbortController();
+      io.shutdownSignal.addEventListener("abort", () => stop.abort(), { once: true });
+      const lines = readLines(Deno.stdin.readable, stop.signal);
+      for await (const line of lines) {
+        if (fatal) break;
+        const command = line.trim();
+        if (command === "/quit") break;
+        if (command === "/key") {
+          const hex = await client.fingerprint();
+          io.out(`${hex ?? "no shared key yet"}\n`);
+        } else if (command === "/accept-key") {
+          io.err(client.acceptKey() ? "new key accepted\n" : "no changed key to accept\n");
+        } else if (command === "/help") {
+          io.err("/key  /accept-key  /quit; anything else is sent\n");
+        } else if (line.length) {
+          await client.send(line);
+        }
+      }
+      const deadline = Date.now() + options.lingerMs;
+      while (client.unsent > 0 && Date.now() < deadline && !fatal && !io.shutdownSignal.aborted) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      const unsent = client.unsent;
+      await client.stop();
+      keyStore.close();
+      if (fatal) throw new ExitStatus(1);
+      if (unsent) {
+        io.err(
+          `duet chat: ${unsent} message(s) not yet stored; they stay in the outbox ` +
+            `(${options.keyStore}) and go out on the next start\n`,
+        );
+        throw new ExitStatus(1);
+      }
+    });
+}
+
+/** stdin as lines, ending at EOF or when `signal` aborts. */
+async function* readLines(
+  stream: ReadableStream<Uint8Array>,
+  signal: AbortSignal,
+): AsyncGenerator<string> {
+  const reader = stream.pipeThrough(new TextDecoderStream()).getReader();
+  const aborted = new Promise<{ done: true; value: undefined }>((resolve) =>
+    signal.addEventListener("abort", () => resolve({ done: true, value: undefined }), {
+      once: true,
+    })
+  );
+  let buffer = "";
+  try {
+    for (;;) {
+      const { value, done } = await Promise.race([reader.read(), aborted]);
+      if (done) break;
+      buffer += value;
+      const parts = buffer.split(/\r?\n/);
+      buffer = parts.pop()!;
+      yield* parts;
+    }
+    if (buffer && !signal.aborted) yield buffer;
+  } finally {
+    reader.cancel().catch(() => {});
+  }
+}

@@ -1,0 +1,189 @@
+// deno-lint-ignore-file no-console -- a benchmark script: its report is for the terminal
+/**
+ * The chat server (its own process, as deployed) on PostgreSQL and on PGlite, with 1,000
+ * idle clients connected throughout:
+ *   one room      messages stored and pushed per second, one sender, 100 in flight
+ *   100 rooms     the same across 100 rooms at once
+ *   latency       send to the peer's push, one at a time: p50/p99
+ *   history       a page of 100 from a room holding 100,000 messages: p50/p99
+ *
+ *   deno run -A bench/chat/run.ts [--messages 20000] [--idle 1000]
+ * PostgreSQL comes from TEST_DATABASE_URL (a schema of its own, dropped after).
+ */
+import { parseArgs } from "node:util";
+import { ChatStore, connectPostgres, openPglite } from "@duet/chat";
+import { freePort, spawnDuet, testSchema, waitFor } from "@duet/testkit";
+import { sendFrame, TestClient } from "../../apps/chat/testdata/client.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    messages: { type: "string", default: "20000" },
+    idle: { type: "string", default: "1000" },
+    history: { type: "string", default: "100000" },
+  },
+});
+const MESSAGES = Number(values.messages);
+const IDLE = Number(values.idle);
+const HISTORY = Number(values.history);
+
+const q = (xs: number[], p: number) => xs[Math.min(xs.length - 1, Math.ceil(p * xs.length) - 1)]!;
+const ms = (x: number) => `${x.toFixed(2)} ms`;
+
+/** Fills room "big" with HISTORY messages straight through SQL, before the server starts. */
+async function fill(store: ChatStore, sql: (text: string) => Promise<unknown>) {
+  await store.migrate();
+  await store.join("big", "alice");
+  await store.join("big", "bob");
+  await sql(
+    `INSERT INTO messages (room, sender, client_msg_id, nonce, ciphertext)
+     SELECT 'big', 'alice', 'h' || i, decode(repeat('00', 12), 'hex'), decode(repeat('ab', 48), 'hex')
+     FROM generate_series(1, ${HISTORY}) AS i`,
+  );
+}
+
+async function measure(engine: string, args: string[]): Promise<string[]> {
+  const rows: string[] = [];
+  const port = freePort();
+  const server = spawnDuet([
+    "chat-server",
+    "--port",
+    String(port),
+    "--messages-per-second",
+    "10000",
+    "--max-connections-per-address",
+    "100000",
+    "--quiet",
+    ...args,
+  ], { direct: true });
+  await waitFor(() => server.lines.stdout.some((l) => l.startsWith("chat ")), "the server", 60_000)
+    .catch((error) => {
+      throw new Error(`${error.message}: ${server.lines.stderr.join("\n")}`);
+    });
+  const idle: TestClient[] = [];
+  try {
+    for (let i = 0; i < IDLE; i++) {
+      const [client] = await TestClient.join(port, `idle${i % 2}`, `idle-${Math.floor(i / 2)}`);
+      idle.push(client);
+    }
+    const heartbeats = setInterval(() => {
+      for (const c of idle) c.send({ type: "heartbeat" }).catch(() => {});
+    }, 20_000);
+
+    // Throughput: senders keep up to 100 sends in flight; done when every push arrived.
+    const throughput = async (rooms: number, label: string) => {
+      const pairs = await Promise.all(Array.from({ length: rooms }, async (_, r) => {
+        const room = `${label.replaceAll(" ", "-")}-${r}`;
+        const [alice] = await TestClient.join(port, "alice", room);
+        const [bob] = await TestClient.join(port, "bob", room);
+        return { alice, bob };
+      }));
+      const each = Math.floor(MESSAGES / rooms);
+      const t0 = performance.now();
+      await Promise.all(pairs.map(async ({ alice, bob }, r) => {
+        let acked = 0;
+        for (let i = 0; i < each; i++) {
+          await alice.send(sendFrame(`${r}-${i}`));
+          while (i + 1 - acked > 100) {
+            // Generous: with 100 senders the server's queue is deep (PGlite is one thread).
+            await alice.next((m) => m.type === "stored" || m.type === "error", 120_000);
+            acked++;
+          }
+        }
+        await waitFor(() => bob.all("message").length >= each, "pushes", 120_000);
+      }));
+      const seconds = (performance.now() - t0) / 1000;
+      rows.push(
+        `| ${engine} | ${label} | ${each * rooms} | ${
+          Math.round((each * rooms) / seconds).toLocaleString("en")
+        } msg/s | |`,
+      );
+      for (const { alice, bob } of pairs) {
+        alice.close();
+        bob.close();
+      }
+    };
+    await throughput(1, "one room");
+    await throughput(100, "100 rooms");
+
+    const [alice] = await TestClient.join(port, "alice", "latency");
+    const [bob] = await TestClient.join(port, "bob", "latency");
+    const latency: number[] = [];
+    for (let i = 0; i < 1000; i++) {
+      const t0 = performance.now();
+      await alice.send(sendFrame(`l${i}`));
+      await bob.next((m) => m.type === "message");
+      latency.push(performance.now() - t0);
+      alice.received.length = 0;
+    }
+    latency.sort((a, b) => a - b);
+    rows.push(
+      `| ${engine} | send to push | 1000 | ${ms(q(latency, 0.5))} | ${ms(q(latency, 0.99))} |`,
+    );
+
+    const [reader] = await TestClient.join(port, "bob", "big");
+    const pages: number[] = [];
+    for (let i = 0; i < 200; i++) {
+      const before = 1 + Math.floor(Math.random() * HISTORY);
+      const t0 = performance.now();
+      await reader.send({ type: "history", before, limit: 100 });
+      await reader.next((m) => m.type === "history_page");
+      pages.push(performance.now() - t0);
+    }
+    pages.sort((a, b) => a - b);
+    rows.push(
+      `| ${engine} | history page of 100 (room of ${HISTORY.toLocaleString("en")}) | 200 | ${
+        ms(q(pages, 0.5))
+      } | ${ms(q(pages, 0.99))} |`,
+    );
+    clearInterval(heartbeats);
+    for (const c of [alice, bob, reader]) c.close();
+  } finally {
+    for (const c of idle) c.close();
+    server.child.kill("SIGTERM");
+    await server.child.status;
+  }
+  return rows;
+}
+
+const rows: string[] = [];
+const url = Deno.env.get("TEST_DATABASE_URL");
+if (url) {
+  const schema = testSchema("duet_bench");
+  const driver = await connectPostgres(url, { schema });
+  await fill(new ChatStore(driver), (text) => driver.query(text));
+  await driver.close();
+  try {
+    rows.push(
+      ...await measure("PostgreSQL", [
+        "--database-url",
+        `${url}?options=-c%20search_path%3D${schema}`,
+      ]),
+    );
+  } finally {
+    const admin = await connectPostgres(url);
+    await admin.query(`DROP SCHEMA ${schema} CASCADE`);
+    await admin.close();
+  }
+} else {
+  rows.push("| PostgreSQL | - | - | - | TEST_DATABASE_URL not set |");
+}
+const dir = await Deno.makeTempDir();
+try {
+  const driver = await openPglite(dir);
+  await fill(new ChatStore(driver), (text) => driver.query(text));
+  await driver.close();
+  rows.push(...await measure("PGlite", ["--data-dir", dir]));
+} finally {
+  await Deno.remove(dir, { recursive: true });
+}
+
+const cpu = (await Deno.readTextFile("/proc/cpuinfo")).match(/model name\s*:\s*(.*)/)?.[1];
+console.log(`# duet chat-server, ${new Date().toISOString()}`);
+console.log(
+  `${cpu}, ${navigator.hardwareConcurrency} cores; Deno ${Deno.version.deno}; ${IDLE} idle clients\n`,
+);
+console.log("| engine | measure | n | p50 / rate | p99 |");
+console.log("| --- | --- | --- | --- | --- |");
+for (const row of rows) console.log(row);
+Deno.exit(0);
