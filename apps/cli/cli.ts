@@ -9,6 +9,8 @@ import { getLogger } from "@logtape/logtape";
 import { type CliIo, ExitStatus, UsageError } from "./io.ts";
 import { setupLogging } from "./logging.ts";
 import { dlogCommand } from "./commands/dlog.ts";
+import { chatCommand, chatServerCommand } from "./commands/chat.ts";
+import { pingCommand } from "./commands/ping.ts";
 import { serveCommand } from "./commands/serve.ts";
 import { syncpointCommand } from "./commands/syncpoint.ts";
 
@@ -75,6 +77,9 @@ export function buildProgram(io: CliIo): Command {
   });
   program.addCommand(dlogCommand(io));
   program.addCommand(syncpointCommand(io));
+  program.addCommand(pingCommand(io));
+  program.addCommand(chatServerCommand(io));
+  program.addCommand(chatCommand(io));
   program.addCommand(serveCommand(io));
   return conventions(program, io);
 }

@@ -5,12 +5,18 @@
  */
 import { Command } from "commander";
 import { DEFAULTS as SYNCPOINT, startSyncpoint } from "@duet/syncpoint";
+import { DEFAULTS as PING, startPingServer } from "@duet/ping";
+import { DEFAULTS as CHAT, startChatServer } from "@duet/chat";
+import { defaultDataDir, openStore } from "./chat.ts";
 import type { CliIo } from "../io.ts";
 import { explainListenError, integer, untilAborted } from "./_options.ts";
 
 interface ServeOptions {
   host: string;
   syncpointPort: number;
+  pingPort: number;
+  chatPort: number;
+  chatDataDir?: string;
 }
 
 /** The `serve` command. */
@@ -19,6 +25,17 @@ export function serveCommand(io: CliIo): Command {
     .description("start every duet service with embedded defaults, printing each URL")
     .option("--host <host>", "interface every service listens on", "127.0.0.1")
     .option("--syncpoint-port <port>", "syncpoint's TCP port", integer(0, 65535), SYNCPOINT.port)
+    .option(
+      "--ping-port <port>",
+      "ping's port (UDP for WebTransport, TCP for its page)",
+      integer(0, 65535),
+      PING.port,
+    )
+    .option("--chat-port <port>", "the chat server's TCP port", integer(0, 65535), CHAT.port)
+    .option(
+      "--chat-data-dir <dir>",
+      `the chat server's embedded database (default ${defaultDataDir()})`,
+    )
     .action(async (options: ServeOptions) => {
       const syncpoint = await startSyncpoint({
         hostname: options.host,
@@ -31,8 +48,28 @@ export function serveCommand(io: CliIo): Command {
           syncpoint.url,
         )}ID   (POST; GET /healthz, /metrics)\n`,
       );
+      const ping = await startPingServer({ hostname: options.host, port: options.pingPort })
+        .catch(async (error) => {
+          await syncpoint.shutdown();
+          return explainListenError(error, options.host, options.pingPort);
+        });
+      io.out(`ping       ${ping.url.href}   (WebTransport; duet ping --url ${ping.url.href})\n`);
+      io.out(`ping page  ${ping.httpUrl.href}   (open in a browser)\n`);
+      const { store, description } = await openStore(undefined, options.chatDataDir);
+      const chat = await startChatServer({
+        store,
+        hostname: options.host,
+        port: options.chatPort,
+      }).catch(async (error) => {
+        await Promise.all([syncpoint.shutdown(), ping.shutdown(), store.close()]);
+        return explainListenError(error, options.host, options.chatPort);
+      });
+      io.out(
+        `chat       ${chat.addr.hostname}:${chat.addr.port}   (${description}; ` +
+          `duet chat --server ${chat.addr.hostname}:${chat.addr.port} --name NAME --room ROOM)\n`,
+      );
       io.out("duet is running; Ctrl-C stops it.\n");
       await untilAborted(io.shutdownSignal);
-      await syncpoint.shutdown();
+      await Promise.all([syncpoint.shutdown(), ping.shutdown(), chat.shutdown()]);
     });
 }
