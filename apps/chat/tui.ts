@@ -9,7 +9,8 @@
  */
 // @ts-types="@types/react"
 import React, { useEffect, useReducer, useRef, useState } from "react";
-import { Box, render, Text, useApp, useInput, useStdout } from "ink";
+import { Box, render, Text, useApp, useCursor, useInput, useStdout } from "ink";
+import stringWidth from "string-width";
 import type { ChatClient, ClientEvent } from "./client.ts";
 import {
   backspace,
@@ -130,6 +131,15 @@ function App({ client, room, name, subscribe }: AppProps) {
       : "no key yet",
   ].join("  ·  ");
 
+  // The terminal's own cursor sits at the end of the input line (the line is the last row).
+  // Not an inverse-video block: with NO_COLOR or CI set, styles are dropped and such a
+  // cursor vanishes; the real one also shows where an input method composes.
+  const { setCursorPosition } = useCursor();
+  setCursorPosition({
+    x: Math.min(stringWidth(`> ${state.input}`), size.columns - 1),
+    y: size.rows - 1,
+  });
+
   const end = state.rows.length - state.scroll;
   const visible = state.rows.slice(Math.max(0, end - page), end);
   return h(
@@ -165,7 +175,8 @@ function App({ client, room, name, subscribe }: AppProps) {
         borderRight: false,
         borderBottom: false,
       },
-      h(Text, { wrap: "truncate-start" }, `> ${state.input}`, h(Text, { inverse: true }, " ")),
+      // The trailing space is where the cursor stands once the line is wider than the pane.
+      h(Text, { wrap: "truncate-start" }, `> ${state.input} `),
     ),
   );
 }
@@ -203,6 +214,10 @@ export async function runTui(
   const instance = render(h(App, { client, room, name, subscribe }), {
     alternateScreen: true, // otherwise old frames stay in the terminal's scrollback
     exitOnCtrlC: true,
+    // The caller has checked for a terminal. Left to itself, ink turns non-interactive
+    // whenever a CI variable is set (is-in-ci) and then draws nothing until exit: a
+    // blank screen for a user whose shell has CI=true, and what failed our CI run.
+    interactive: true,
   });
   await instance.waitUntilExit();
 }

@@ -50,6 +50,37 @@ async function server(dir: string, port = 0): Promise<RunningChatServer & { stor
 const out = (p: Party) => p.process.lines.stdout;
 const err = (p: Party) => p.process.lines.stderr.join("\n");
 
+Deno.test("duet chat, duet chat-server: usage errors exit 2 with one line", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const at = ["--server", "127.0.0.1:1", "--key-store", `${dir}/k.sqlite`];
+    for (
+      const [args, message] of [
+        [["chat", "--name", "a", "--room", "r"], /required option '--server/],
+        [["chat", ...at, "--room", "r"], /required option '--name/],
+        [["chat", "--server", "nohost", "--name", "a", "--room", "r"], /expected HOST:PORT/],
+        [["chat", ...at, "--name", "a b", "--room", "r"], /1-32 of A-Z/],
+        [["chat", ...at, "--name", "a", "--room", "r/s"], /1-64 of A-Z/],
+        [["chat-server", "--port", "70000"], /from 0 to 65535/],
+        [["chat-server", "--database-url", "http://x/"], /postgres/],
+        // No terminal (stdin and stdout are pipes here) and no --line: no blank interface.
+        [["chat", ...at, "--name", "a", "--room", "r"], /needs a terminal .* use --line/],
+      ] as const
+    ) {
+      const child = spawnDuet([...args], { direct: true, stdin: true });
+      await child.child.stdin.close();
+      const { code } = await child.child.status;
+      await child.done;
+      const text = child.lines.stderr.join("\n");
+      assert.equal(code, 2, `${args.join(" ")}: ${text}`);
+      assert.match(text, message);
+      assert.equal(child.lines.stderr.length, 1, text);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test({
   name: "duet chat --line: two parties exchange messages both ways, see the same key, and " +
     "read the whole history after a restart",

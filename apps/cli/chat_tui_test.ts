@@ -33,6 +33,9 @@ testWith(tmux, {
         "80",
         "-y",
         "20",
+        // As on CI machines: ink, left to itself, draws nothing when CI is set.
+        "-e",
+        "CI=true",
         `cd ${root} && ${Deno.execPath()} run -A apps/cli/main.ts chat --server 127.0.0.1:${server.addr.port} ` +
           `--name ${name} --room tui --key-store ${dir}/${name}.sqlite 2>${dir}/${name}.err; ` +
           `echo EXIT=$?; sleep 30`,
@@ -70,7 +73,17 @@ testWith(tmux, {
       await waitFor(async () => (await pane("alice")).includes("> опечаткаы👍🏽"), "typed");
       await t("send-keys", "-t", "alice", "BSpace");
       await t("send-keys", "-t", "alice", "BSpace");
-      await waitFor(async () => (await pane("alice")).includes("> опечатка "), "edited");
+      await waitFor(async () => /^> опечатка$/m.test(await pane("alice")), "edited");
+      // The terminal's cursor, shown, right after the text on the bottom row: "> " and
+      // eight letters of one column each.
+      const cursor = async (name: string) =>
+        (await t("display-message", "-p", "-t", name, "#{cursor_flag} #{cursor_x},#{cursor_y}"))
+          .stdout.trim();
+      await waitFor(async () => (await cursor("alice")) === "1 10,19", "the cursor").catch(
+        async (error) => {
+          throw new Error(`${error.message}: ${await cursor("alice")}`);
+        },
+      );
       await t("send-keys", "-t", "alice", "Enter");
       await waitFor(async () => (await pane("bob")).includes("alice: опечатка"), "the edited line");
       assert.ok(!(await pane("bob")).includes("опечаткаы"));
@@ -84,9 +97,7 @@ testWith(tmux, {
       await waitFor(
         async () => Boolean((await fingerprint("alice")) && (await fingerprint("bob"))),
         "both keys shown",
-      ).catch(async (error) => {
-        throw new Error(`${error.message}\n${await pane("alice")}\n${await pane("bob")}`);
-      });
+      );
       assert.equal(await fingerprint("alice"), await fingerprint("bob"));
 
       for (let i = 1; i <= 25; i++) await t("send-keys", "-t", "alice", `line ${i}`, "Enter");
@@ -113,6 +124,16 @@ testWith(tmux, {
       await t("send-keys", "-t", "bob", "C-c");
       await waitFor(async () => (await pane("bob")).includes("EXIT=0"), "a clean exit");
       assert.ok(!(await pane("bob")).includes("duet chat · tui"), "the alternate screen is gone");
+    } catch (error) {
+      // What each party's terminal and stderr showed, for a failure far from here.
+      const seen = [];
+      for (const name of ["alice", "bob"]) {
+        const screen = await pane(name).catch((e) => `(no pane: ${e})`);
+        const err = await Deno.readTextFile(`${dir}/${name}.err`).catch(() => "");
+        seen.push(`--- ${name}'s pane:\n${screen}\n--- ${name}'s stderr:\n${err}`);
+      }
+      (error as Error).message += `\n${seen.join("\n")}`;
+      throw error;
     } finally {
       await t("kill-server");
       await server.shutdown();

@@ -181,9 +181,11 @@ Examples:
         );
       });
       if (!options.line) {
-        if (!Deno.stdin.isTerminal()) {
+        if (!Deno.stdin.isTerminal() || !Deno.stdout.isTerminal()) {
           keyStore.close();
-          throw new UsageError("the interface needs a terminal; use --line for scripts");
+          throw new UsageError(
+            "the interface needs a terminal for input and output; use --line for scripts",
+          );
         }
         // Events that come before the interface is drawn wait for it.
         const early: ClientEvent[] = [];
