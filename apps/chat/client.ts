@@ -14,6 +14,7 @@ import {
   keyFingerprint,
   messageAad,
   offerFor,
+  textProblem,
   verifyKeyOffer,
 } from "./crypto.ts";
 import {
@@ -146,9 +147,12 @@ export class ChatClient {
 
   /**
    * Encrypts `text` into the outbox and sends it when it can. Sends are queued, so
-   * messages keep the order they were typed in (encryption is asynchronous).
+   * messages keep the order they were typed in (encryption is asynchronous). Text over
+   * MAX_TEXT_BYTES is refused at once with a RangeError and never reaches the outbox.
    */
   send(text: string): Promise<void> {
+    const problem = textProblem(text);
+    if (problem) return Promise.reject(new RangeError(`not sent: ${problem}`));
     const next = this.#sending.then(() => this.#send(text));
     this.#sending = next.catch(() => {});
     return next;

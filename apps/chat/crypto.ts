@@ -18,8 +18,21 @@ import { secp256k1 } from "@noble/curves/secp256k1.js";
 import { sha256 } from "@noble/hashes/sha2.js";
 import { bytesToHex, hexToBytes } from "@noble/hashes/utils.js";
 import { decodePoint, DLogProof, type DLogProofDict } from "@duet/dlog";
+import { MAX_CIPHERTEXT_BYTES } from "./protocol.ts";
 
 const encoder = new TextEncoder();
+
+/** The longest message text in UTF-8 bytes: what fits the protocol's ciphertext limit with
+ * AES-GCM's 16-byte tag. */
+export const MAX_TEXT_BYTES = MAX_CIPHERTEXT_BYTES - 16;
+
+/** Why `text` cannot be sent as one message, or null when it can. */
+export function textProblem(text: string): string | null {
+  const bytes = encoder.encode(text).length;
+  return bytes > MAX_TEXT_BYTES
+    ? `too long: ${bytes} bytes of UTF-8, at most ${MAX_TEXT_BYTES}`
+    : null;
+}
 const LABEL = "duet-chat/v1";
 
 /** A public key offer as it travels. */

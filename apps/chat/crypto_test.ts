@@ -7,10 +7,13 @@ import {
   encryptMessage,
   keyFingerprint,
   makeKeyOffer,
+  MAX_TEXT_BYTES,
   messageAad,
   offerFor,
+  textProblem,
   verifyKeyOffer,
 } from "./crypto.ts";
+import { MAX_CIPHERTEXT_BYTES } from "./protocol.ts";
 
 const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
 const unhex = (s: string) => Uint8Array.from(s.match(/../g)!, (p) => parseInt(p, 16));
@@ -60,6 +63,22 @@ Deno.test("messages: round trip; tampering, another AAD or another key give null
   assert.equal(await decryptMessage(stranger, nonce, ciphertext, aad), null);
   const again = await encryptMessage(key, "привет 👋", aad);
   assert.notDeepEqual(again.nonce, nonce, "a fresh nonce each time");
+});
+
+Deno.test("message size: the longest text seals to exactly the protocol's ciphertext limit; longer is refused in bytes, not characters", async () => {
+  const a = makeKeyOffer("r", 0), b = makeKeyOffer("r", 1);
+  const key = await deriveSharedKey(a.secret, "r", [a.offer.public_key, b.offer.public_key], 0);
+  const longest = "x".repeat(MAX_TEXT_BYTES);
+  assert.equal(textProblem(longest), null);
+  const { ciphertext } = await encryptMessage(key, longest, messageAad("r", "a", "m"));
+  assert.equal(ciphertext.length, MAX_CIPHERTEXT_BYTES);
+  assert.equal(
+    textProblem(`${longest}x`),
+    `too long: ${MAX_TEXT_BYTES + 1} bytes of UTF-8, at most ${MAX_TEXT_BYTES}`,
+  );
+  // Four bytes each: a quarter as many emoji fit.
+  assert.equal(textProblem("👋".repeat(MAX_TEXT_BYTES / 4)), null);
+  assert.match(textProblem("👋".repeat(MAX_TEXT_BYTES / 4 + 1))!, /^too long: /);
 });
 
 Deno.test("fixed secrets: the key and a message agree with OpenSSL (node:crypto) byte for byte", async () => {

@@ -56,7 +56,11 @@ export const ClientMessage = z.discriminatedUnion("type", [
     type: z.literal("send"),
     client_msg_id: z.string().min(1).max(64),
     nonce: base64(12, 12),
-    ciphertext: base64(16, MAX_CIPHERTEXT_BYTES),
+    // Bounded here by the frame only: a ciphertext over MAX_CIPHERTEXT_BYTES is refused for
+    // this message alone (message_too_large), not as a bad frame that closes the connection,
+    // since a client resends its outbox on every reconnection and one such message would
+    // otherwise hold everything after it back for ever.
+    ciphertext: base64(16, MAX_FRAME_BYTES),
   }),
   z.strictObject({
     type: z.literal("history"),
@@ -78,6 +82,7 @@ export const ERROR_CODES = {
   handshake_required: false,
   room_full: false,
   bad_proof: false,
+  message_too_large: false,
   rate_limited: true,
   too_many_connections: true,
   unavailable: true,

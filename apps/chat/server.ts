@@ -13,6 +13,7 @@ import {
   encodeFrame,
   errorMessage,
   FrameDecoder,
+  MAX_CIPHERTEXT_BYTES,
   MAX_HISTORY_LIMIT,
   parseClientMessage,
   PROTOCOL_VERSION,
@@ -380,13 +381,23 @@ export async function startChatServer(
         return;
       }
       case "send": {
+        const ciphertext = base64.decode(message.ciphertext);
+        if (ciphertext.length > MAX_CIPHERTEXT_BYTES) {
+          return send(
+            errorMessage(
+              "message_too_large",
+              `a ciphertext of ${ciphertext.length} bytes; at most ${MAX_CIPHERTEXT_BYTES}`,
+              message.client_msg_id,
+            ),
+          );
+        }
         try {
           const { message: row } = await store.insertMessage(
             client.room,
             client.name,
             message.client_msg_id,
             base64.decode(message.nonce),
-            base64.decode(message.ciphertext),
+            ciphertext,
           );
           // Acknowledged only once committed; a retry of a stored message gets the same id.
           return send({

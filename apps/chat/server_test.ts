@@ -5,7 +5,12 @@
 import assert from "node:assert/strict";
 import { testWith, waitFor } from "@duet/testkit";
 import { base64, deriveSharedKey, encryptMessage, makeKeyOffer, messageAad } from "./crypto.ts";
-import { encodeFrame, MAX_FRAME_BYTES } from "./protocol.ts";
+import {
+  type ClientMessage,
+  encodeFrame,
+  MAX_CIPHERTEXT_BYTES,
+  MAX_FRAME_BYTES,
+} from "./protocol.ts";
 import { type RunningChatServer, startChatServer } from "./server.ts";
 import { type ChatStore, connectPostgres } from "./store.ts";
 import { sendFrame, TestClient } from "./testdata/client.ts";
@@ -198,6 +203,50 @@ testWith({ name: "PGlite", missing: undefined }, {
       const [ok, welcome] = await TestClient.join(addr.port, "still", "served");
       assert.equal(welcome.type, "welcome");
       ok.close();
+    }),
+});
+
+testWith({ name: "PGlite", missing: undefined }, {
+  name: "chat server: a ciphertext over the limit is refused for that message alone " +
+    "(message_too_large, not retryable); the connection goes on",
+  ...options,
+  fn: () =>
+    withServer(pgliteStore, async ({ addr }) => {
+      const [alice] = await TestClient.join(addr.port, "alice", "long");
+      for (
+        const [id, bytes] of [["limit", MAX_CIPHERTEXT_BYTES], [
+          "over",
+          MAX_CIPHERTEXT_BYTES + 1,
+        ]] as const
+      ) {
+        await alice.send({
+          ...sendFrame(id),
+          ciphertext: base64.encode(new Uint8Array(bytes).fill(7)),
+        } as ClientMessage);
+      }
+      await alice.send(sendFrame("after"));
+      const stored = await alice.next((m) => m.type === "stored" && m.client_msg_id === "limit");
+      const refused = await alice.next((m) => m.type === "error");
+      assert.deepEqual(
+        refused.type === "error" &&
+          [refused.code, refused.retryable, refused.client_msg_id, refused.message],
+        [
+          "message_too_large",
+          false,
+          "over",
+          `a ciphertext of ${MAX_CIPHERTEXT_BYTES + 1} bytes; at most ${MAX_CIPHERTEXT_BYTES}`,
+        ],
+      );
+      await alice.next((m) => m.type === "stored" && m.client_msg_id === "after");
+      // Nothing of the refused one was stored: history holds the two others.
+      await alice.send({ type: "history", limit: 10 });
+      const page = await alice.next((m) => m.type === "history_page");
+      assert.deepEqual(
+        page.type === "history_page" && page.messages.map((m) => m.client_msg_id),
+        ["limit", "after"],
+      );
+      assert.equal(stored.type === "stored" && typeof stored.id, "number");
+      alice.close();
     }),
 });
 

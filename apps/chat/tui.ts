@@ -12,6 +12,7 @@ import React, { useEffect, useReducer, useRef, useState } from "react";
 import { Box, render, Text, useApp, useCursor, useInput, useStdout } from "ink";
 import stringWidth from "string-width";
 import type { ChatClient, ClientEvent } from "./client.ts";
+import { textProblem } from "./crypto.ts";
 import {
   backspace,
   clock,
@@ -71,21 +72,35 @@ function App({ client, room, name, subscribe }: AppProps) {
     });
   };
 
-  const submit = (raw: string) => {
-    const text = raw.trim();
-    if (!text) return;
-    if (text === "/quit") return exit();
-    if (text === "/help") return dispatch({ type: "note", text: HELP });
-    if (text === "/key") return void showKey();
-    if (text === "/accept-key") {
+  const commands = new Map<string, () => void>([
+    ["/quit", () => exit()],
+    ["/help", () => dispatch({ type: "note", text: HELP })],
+    ["/key", () => void showKey()],
+    ["/accept-key", () => {
       if (client.acceptKey()) {
         dispatch({ type: "key-accepted" });
         dispatch({ type: "note", text: "New key accepted; held messages are being sent." });
       } else dispatch({ type: "note", text: "There is no changed key to accept." });
-      return;
+    }],
+  ]);
+
+  /** Acts on a typed line; false when it stays in the input line to be shortened. */
+  const submit = (raw: string): boolean => {
+    const text = raw.trim();
+    if (!text) return true;
+    const command = commands.get(text);
+    if (command) {
+      command();
+      return true;
+    }
+    const problem = textProblem(raw);
+    if (problem) {
+      dispatch({ type: "note", text: `Not sent, ${problem}: shorten it or split it.` });
+      return false;
     }
     dispatch({ type: "scroll", by: -Infinity, page });
     void client.send(raw);
+    return true;
   };
 
   // The line being typed lives in a ref as well: keys that arrive before the next render
@@ -101,8 +116,8 @@ function App({ client, room, name, subscribe }: AppProps) {
     if (key.pageDown) return dispatch({ type: "scroll", by: -page, page });
     if (key.ctrl && input === "k") return void showKey();
     if (key.return) {
-      submit(typed.current);
-      return setTyped("");
+      if (submit(typed.current)) setTyped("");
+      return;
     }
     if (key.backspace || key.delete) return setTyped(backspace(typed.current));
     if (key.ctrl || key.meta || key.escape || key.tab || key.upArrow || key.downArrow) return;

@@ -3,7 +3,14 @@
 // that survives a server restart, a tampered message, and a changed peer key.
 import assert from "node:assert/strict";
 import { spawnDuet, type SpawnedDuet, waitFor } from "@duet/testkit";
-import { ChatStore, openPglite, type RunningChatServer, startChatServer } from "@duet/chat";
+import {
+  ChatStore,
+  KeyStore,
+  MAX_TEXT_BYTES,
+  openPglite,
+  type RunningChatServer,
+  startChatServer,
+} from "@duet/chat";
 
 const options = { sanitizeOps: false, sanitizeResources: false };
 const encoder = new TextEncoder();
@@ -29,16 +36,19 @@ function party(port: number, name: string, room: string, keyStore: string): Part
     "--line",
   ], { direct: true, stdin: true });
   const writer = process.child.stdin.getWriter();
+  let ended: Promise<number> | undefined;
   return {
     process,
     writer,
     say: (line) => writer.write(encoder.encode(`${line}\n`)),
-    async end() {
-      await writer.close();
-      const { code } = await process.child.status;
-      await process.done;
-      return code;
-    },
+    // Once: a finally block may end a party the test has ended already.
+    end: () =>
+      ended ??= (async () => {
+        await writer.close();
+        const { code } = await process.child.status;
+        await process.done;
+        return code;
+      })(),
   };
 }
 
@@ -171,6 +181,61 @@ Deno.test({
       await bob.say("second");
       await waitFor(() => out(alice).includes("bob: second"), "alice reads bob");
       assert.equal(out(bob).filter((l) => l === "alice: sent during the outage").length, 1, "once");
+    } finally {
+      await alice.end();
+      await bob.end();
+      await running.shutdown();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "duet chat --line: a message too long is refused with a reason and the next goes on; " +
+    "one already in an outbox is refused by the server once, not resent for ever",
+  ...options,
+  async fn() {
+    const dir = await Deno.makeTempDir();
+    const running = await server(`${dir}/db`);
+    const port = running.addr.port;
+    const bob = party(port, "bob", "long", `${dir}/bob.sqlite`);
+    let alice = party(port, "alice", "long", `${dir}/alice.sqlite`);
+    try {
+      await waitFor(() => err(alice).includes("key agreed with bob"), "the key", 20_000);
+      await alice.say("é".repeat(MAX_TEXT_BYTES / 2 + 1)); // two bytes each: one too many
+      await alice.say("after the long one");
+      await waitFor(() => out(bob).includes("alice: after the long one"), "the next", 20_000);
+      assert.match(
+        err(alice),
+        new RegExp(
+          `not sent: too long: ${MAX_TEXT_BYTES + 2} bytes of UTF-8, at most ${MAX_TEXT_BYTES}`,
+        ),
+      );
+      assert.equal(await alice.end(), 0, err(alice));
+
+      // As an older client would have left it: an over-long message in the outbox, under
+      // the agreed key. The server refuses it once; the client drops it and goes on.
+      const store = await KeyStore.open(`${dir}/alice.sqlite`);
+      const at = { server: `127.0.0.1:${port}`, room: "long", name: "alice" };
+      const [peer] = store.peerKeys(at);
+      store.addToOutbox(at, {
+        clientMsgId: "jammed",
+        text: "x".repeat(40_000),
+        nonce: new Uint8Array(12),
+        ciphertext: new Uint8Array(40_016),
+        peerPublicKey: peer!.peerPublicKey,
+      });
+      store.close();
+      alice = party(port, "alice", "long", `${dir}/alice.sqlite`);
+      await alice.say("after the jammed one");
+      await waitFor(() => out(bob).includes("alice: after the jammed one"), "delivery", 20_000);
+      await waitFor(() => /not sent: .*at most 32768/.test(err(alice)), "the refusal");
+      assert.equal(await alice.end(), 0, err(alice));
+      assert.equal(err(alice).match(/\[connected\]/g)?.length, 1, `no reconnection: ${err(alice)}`);
+      const after = await KeyStore.open(`${dir}/alice.sqlite`);
+      assert.equal(after.outboxSize(at), 0, "the outbox is empty");
+      after.close();
+      assert.ok(!out(bob).some((l) => l.includes("xxxx")));
     } finally {
       await alice.end();
       await bob.end();

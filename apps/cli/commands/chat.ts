@@ -270,7 +270,10 @@ Examples:
         } else if (command === "/help") {
           io.err("/key  /accept-key  /quit; anything else is sent\n");
         } else if (line.length) {
-          await client.send(line);
+          await client.send(line).catch((error) => {
+            if (!(error instanceof RangeError)) throw error;
+            io.err(`${error.message}\n`); // too long: said, and the next lines go on
+          });
         }
       }
       const deadline = Date.now() + options.lingerMs;
