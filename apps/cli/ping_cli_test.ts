@@ -130,6 +130,8 @@ Deno.test({
       const summary = all.at(-1);
       assert.equal(summary.type, "summary");
       assert.equal(status.code, 0, client.lines.stderr.join("\n"));
+      const noisy = client.lines.stdout.filter((l) => /\d\.\d{4}/.test(l));
+      assert.deepEqual(noisy, [], "times to the microsecond, no more digits");
       const sent = all.filter((e) => ["reply", "timeout", "lost", "error-reply"].includes(e.type));
       assert.equal(
         summary.received + summary.timeouts + summary.lostNoConnection + summary.errors,
