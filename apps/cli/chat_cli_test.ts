@@ -2,7 +2,7 @@
 // messages both ways with the same key on both sides, history after a restart, an outbox
 // that survives a server restart, a tampered message, and a changed peer key.
 import assert from "node:assert/strict";
-import { spawnDuet, type SpawnedDuet, waitFor } from "@duet/testkit";
+import { freePort, spawnDuet, type SpawnedDuet, waitFor } from "@duet/testkit";
 import {
   ChatStore,
   KeyStore,
@@ -89,6 +89,31 @@ Deno.test("duet chat, duet chat-server: usage errors exit 2 with one line", asyn
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("duet chat-server: an unreachable database is named in one line, exit 1", async () => {
+  const port = freePort(); // nothing listens there
+  const child = spawnDuet(
+    [
+      "chat-server",
+      "--port",
+      "0",
+      "--database-url",
+      `postgres://chat:secret@127.0.0.1:${port}/chat`,
+    ],
+    { direct: true },
+  );
+  const { code } = await child.child.status;
+  await child.done;
+  const text = child.lines.stderr.join("\n");
+  assert.equal(code, 1, text);
+  assert.match(
+    text,
+    new RegExp(
+      `^duet chat-server: cannot use the database \\(PostgreSQL at postgres://chat:\\*\\*\\*@127\\.0\\.0\\.1:${port}/chat\\): .*ECONNREFUSED`,
+    ),
+  );
+  assert.ok(!text.includes("secret"), "no password in the message");
 });
 
 Deno.test({

@@ -112,6 +112,12 @@ Stops on SIGINT/SIGTERM: says bye to every client, closes the database.`,
         .catch((error) => {
           throw new Error(`cannot open the database: ${(error as Error).message}`);
         });
+      // Here rather than inside startChatServer (which migrates too, finding nothing to do)
+      // so that an unreachable database is reported as such, naming it.
+      await store.migrate().catch(async (error) => {
+        await store.close().catch(() => {});
+        throw new Error(`cannot use the database (${description}): ${(error as Error).message}`);
+      });
       const server = await startChatServer({
         store,
         hostname: options.host,
