@@ -39,6 +39,28 @@ Deno.test("duet ping: usage errors exit 2 with one line", async () => {
   }
 });
 
+Deno.test("duet ping: no server at the URL is said in one line with the reason, exit 1", async () => {
+  const port = freePort(); // nothing listens there
+  const { code, err } = await inProcess([
+    "ping",
+    "--url",
+    `https://127.0.0.1:${port}/ping`,
+    "--count",
+    "1",
+  ]);
+  assert.equal(code, 1, err);
+  assert.equal(err.trim().split("\n").length, 1, err);
+  assert.match(
+    err,
+    new RegExp(
+      `^duet ping: cannot learn the server's certificate over a trusted channel \\(` +
+        `https://127\\.0\\.0\\.1:${port}/\\.well-known/duet-ping\\.json and ` +
+        `http://127\\.0\\.0\\.1:${port}/\\.well-known/duet-ping\\.json: ` +
+        `connection refused \\(is the server running\\?\\)\\); pass --cert-hash or --ca\n$`,
+    ),
+  );
+});
+
 Deno.test({
   name: "duet ping: per-reply lines and a summary; a wrong token is refused at once, exit 1",
   ...options,

@@ -46,7 +46,7 @@ export async function fetchServerInfo(
   timeoutMs = 3000,
 ): Promise<FetchedInfo> {
   const shown = host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
-  const tried: string[] = [];
+  const tried: [url: string, why: string][] = [];
   const schemes = isLoopback(host) ? ["https", "http"] : ["https"];
   for (const scheme of schemes) {
     const url = `${scheme}://${shown}:${port}/.well-known/duet-ping.json`;
@@ -58,21 +58,38 @@ export async function fetchServerInfo(
       });
       if (!response.ok) {
         await response.body?.cancel();
-        tried.push(`${url}: HTTP ${response.status}`);
+        tried.push([url, `HTTP ${response.status}`]);
         continue;
       }
       return { info: validateInfo(await response.json()), from: url };
     } catch (error) {
-      tried.push(`${url}: ${error instanceof Error ? error.message : String(error)}`);
+      tried.push([url, whyFetchFailed(error)]);
     } finally {
       client?.close();
     }
   }
   throw new Error(
-    `cannot learn the server's certificate over a trusted channel (${tried.join("; ")}); ` +
+    `cannot learn the server's certificate over a trusted channel (${
+      // One reason for both schemes (nothing listening, say) is said once.
+      tried.every(([, why]) => why === tried[0]![1])
+        ? `${tried.map(([url]) => url).join(" and ")}: ${tried[0]![1]}`
+        : tried.map(([url, why]) => `${url}: ${why}`).join("; ")}); ` +
       (isLoopback(host) ? "" : "plain HTTP is trusted only on loopback; ") +
       "pass --cert-hash or --ca",
   );
+}
+
+/**
+ * Deno's fetch says only "fetch failed"; the reason (refused, no such name, a certificate
+ * not trusted) is in its cause, at the end of a chain of "client error (Connect): ...".
+ */
+export function whyFetchFailed(error: unknown): string {
+  if (!(error instanceof Error)) return String(error);
+  if (error.name === "TimeoutError") return "no answer in time";
+  const detail = error.cause instanceof Error ? error.cause.message : error.message;
+  if (/connection refused/i.test(detail)) return "connection refused (is the server running?)";
+  const reason = detail.match(/client error \([^)]*\): (.*)$/)?.[1] ?? detail;
+  return reason.replace(/ \(os error \d+\)$/, "");
 }
 
 function validateInfo(value: unknown): PingServerInfo {
