@@ -266,6 +266,9 @@ export class ChatClient {
   async #run(): Promise<void> {
     const backoff = this.#options.backoff ?? { baseMs: 200, maxMs: 10_000 };
     const random = this.#options.random ?? Math.random;
+    // A failure is told once per outage, not once per attempt: the title bar shows the
+    // retrying, and a server down for a minute would otherwise fill the history.
+    let told: string | undefined;
     for (let attempt = 0; !this.#stopped; attempt++) {
       this.#emit({ type: "state", state: attempt ? "reconnecting" : "connecting" });
       let welcomed = false;
@@ -273,10 +276,15 @@ export class ChatClient {
         welcomed = await this.#session();
       } catch (error) {
         if (this.#stopped) break;
-        this.#emit({ type: "notice", text: `connection failed: ${(error as Error).message}` });
+        const why = connectFailure(error);
+        if (why !== told) this.#emit({ type: "notice", text: `connection failed: ${why}` });
+        told = why;
       }
       if (this.#stopped) break;
-      if (welcomed) attempt = 0;
+      if (welcomed) {
+        attempt = 0;
+        told = undefined;
+      }
       const delay = Math.floor(random() * Math.min(backoff.maxMs, backoff.baseMs * 2 ** attempt));
       this.#emit({
         type: "state",
@@ -481,4 +489,12 @@ export class ChatClient {
   get peer(): string | null {
     return this.#peer;
   }
+}
+
+/** Why a connection attempt failed, in words for the person at the keyboard. */
+function connectFailure(error: unknown): string {
+  if (error instanceof Deno.errors.ConnectionRefused) {
+    return "connection refused (is the server running?)";
+  }
+  return (error instanceof Error ? error.message : String(error)).replace(/ \(os error \d+\)$/, "");
 }
