@@ -83,7 +83,7 @@ export async function fetchServerInfo(
  * Deno's fetch says only "fetch failed"; the reason (refused, no such name, a certificate
  * not trusted) is in its cause, at the end of a chain of "client error (Connect): ...".
  */
-export function whyFetchFailed(error: unknown): string {
+function whyFetchFailed(error: unknown): string {
   if (!(error instanceof Error)) return String(error);
   if (error.name === "TimeoutError") return "no answer in time";
   const detail = error.cause instanceof Error ? error.cause.message : error.message;
