@@ -10,17 +10,18 @@
 // @ts-types="@types/react"
 import React, { useEffect, useReducer, useRef, useState } from "react";
 import { Box, render, Text, useApp, useCursor, useInput, useStdout } from "ink";
+import chalk from "chalk";
 import stringWidth from "string-width";
 import type { ChatClient, ClientEvent } from "./client.ts";
 import { textProblem } from "./crypto.ts";
 import {
   backspace,
-  clock,
-  deliveryMark,
   groupFingerprint,
   initialState,
   reduce,
-  type Row,
+  rowLines,
+  type RowStyle,
+  titleText,
 } from "./tui_state.ts";
 
 const h = React.createElement;
@@ -132,20 +133,6 @@ function App({ client, room, name, subscribe }: AppProps) {
     setTyped(typed.current + input);
   });
 
-  const connection = state.connection === "connected"
-    ? "● connected"
-    : state.connection === "stopped"
-    ? "■ stopped"
-    : `○ ${state.connection}${state.connectionDetail ? ` ${state.connectionDetail}` : ""}`;
-  const title = [
-    ` duet chat · ${room}`,
-    state.peer ? `with ${state.peer}` : "waiting for the other party",
-    connection,
-    state.fingerprint
-      ? `key ${state.fingerprint.slice(0, 8)}${state.keyChanged ? " CHANGED" : ""}`
-      : "no key yet",
-  ].join("  ·  ");
-
   // The terminal's own cursor sits at the end of the input line (the line is the last row).
   // Not an inverse-video block: with NO_COLOR or CI set, styles are dropped and such a
   // cursor vanishes; the real one also shows where an input method composes.
@@ -166,13 +153,18 @@ function App({ client, room, name, subscribe }: AppProps) {
       h(
         Text,
         { inverse: true, color: state.keyChanged ? "red" : undefined, wrap: "truncate-end" },
-        title.padEnd(size.columns),
+        titleText(state, room, size.columns),
       ),
     ),
     h(
       Box,
       { flexDirection: "column", flexGrow: 1, justifyContent: "flex-end", overflow: "hidden" },
-      ...visible.map((row, i) => h(Box, { key: i, flexShrink: 0 }, rowView(row, name))),
+      // Wrapped here, not by ink: see rowLines.
+      ...visible.flatMap((row, i) =>
+        rowLines(row, name, size.columns, colors).map((line, j) =>
+          h(Box, { key: `${i}.${j}`, flexShrink: 0 }, h(Text, { wrap: "truncate-end" }, line))
+        )
+      ),
     ),
     state.unseen > 0
       ? h(
@@ -196,28 +188,14 @@ function App({ client, room, name, subscribe }: AppProps) {
   );
 }
 
-function rowView(row: Row, me: string) {
-  if (row.kind === "note") {
-    return h(Text, {
-      color: row.tone === "warning" ? "red" : "gray",
-      bold: row.tone === "warning",
-      wrap: "wrap",
-    }, `* ${row.text}`);
-  }
-  const m = row.message;
-  const who = m.sender === me ? "you" : m.sender;
-  if (m.text === null) {
-    return h(Text, { wrap: "wrap", color: "red" }, `${clock(m.createdAt)} ${who}: [${m.problem}]`);
-  }
-  return h(
-    Text,
-    { wrap: "wrap" },
-    h(Text, { color: "gray" }, `${clock(m.createdAt)} `),
-    h(Text, { bold: true, color: m.own ? "cyan" : "green" }, who),
-    `: ${m.text}`,
-    h(Text, { color: m.status === "failed" ? "red" : "gray" }, deliveryMark(m)),
-  );
-}
+/** Colours for rowLines, by chalk, which drops them where ink drops its own (NO_COLOR). */
+const colors: RowStyle = {
+  time: (text) => chalk.gray(text),
+  sender: (text, own) => chalk.bold[own ? "cyan" : "green"](text),
+  mark: (text, failed) => (failed ? chalk.red : chalk.gray)(text),
+  problem: (text) => chalk.red(text),
+  note: (text, warning) => (warning ? chalk.red.bold : chalk.gray)(text),
+};
 
 /** Runs the interface until the user quits; resolves then. */
 export async function runTui(

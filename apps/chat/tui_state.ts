@@ -4,7 +4,10 @@
  *
  * @module
  */
+import stringWidth from "string-width";
+import wrapAnsi from "wrap-ansi";
 import type { ClientEvent, ConnectionState, MessageView } from "./client.ts";
+import { printable } from "./display.ts";
 
 /** A line in the history pane: a message, or a note from the interface itself. */
 export type Row =
@@ -173,6 +176,79 @@ export function deliveryMark(message: MessageView): string {
     case "failed":
       return ` ✗ not sent: ${message.problem ?? "refused"}`;
   }
+}
+
+/** How the parts of a row are styled (terminal escapes); plain by default, as in tests. */
+export interface RowStyle {
+  time(text: string): string;
+  sender(text: string, own: boolean): string;
+  mark(text: string, failed: boolean): string;
+  problem(text: string): string;
+  note(text: string, warning: boolean): string;
+}
+
+const same = (text: string) => text;
+export const plainStyle: RowStyle = {
+  time: same,
+  sender: same,
+  mark: same,
+  problem: same,
+  note: same,
+};
+
+/** Narrower than this, a message's text is not indented under itself but runs to the edge. */
+const MIN_TEXT_COLUMNS = 20;
+
+/**
+ * A row as the lines it takes in a pane `width` columns wide: wrapped between words (no
+ * space carried to the start of a line, as ink's own wrapping leaves it), a message's
+ * continuation lines indented under its text, and whatever came from elsewhere made
+ * printable.
+ */
+export function rowLines(row: Row, me: string, width: number, style = plainStyle): string[] {
+  const wrap = (text: string, columns: number) =>
+    wrapAnsi(text, Math.max(1, columns), { hard: true, trim: true }).split("\n");
+  if (row.kind === "note") {
+    return wrap(style.note(`* ${printable(row.text)}`, row.tone === "warning"), width);
+  }
+  const m = row.message;
+  const who = m.sender === me ? "you" : m.sender;
+  const lead = `${clock(m.createdAt)} ${who}: `;
+  const [prefix, body] = m.text === null
+    ? [style.problem(lead), style.problem(`[${printable(m.problem ?? "")}]`)]
+    : [
+      `${style.time(`${clock(m.createdAt)} `)}${style.sender(who, m.own)}: `,
+      printable(m.text) + style.mark(printable(deliveryMark(m)), m.status === "failed"),
+    ];
+  const indent = stringWidth(lead);
+  if (width - indent < MIN_TEXT_COLUMNS) return wrap(prefix + body, width);
+  const [first = "", ...rest] = wrap(body, width - indent);
+  return [prefix + first, ...rest.map((line) => " ".repeat(indent) + line)];
+}
+
+/**
+ * The title bar's text for `width` columns: the full form when it fits; else what matters
+ * most first (connection, key, room, peer), cut with "…" if even that is too wide.
+ */
+export function titleText(state: TuiState, room: string, width: number): string {
+  const connection = state.connection === "connected"
+    ? "● connected"
+    : state.connection === "stopped"
+    ? "■ stopped"
+    : `○ ${state.connection}${state.connectionDetail ? ` ${state.connectionDetail}` : ""}`;
+  const key = state.fingerprint
+    ? `key ${state.fingerprint.slice(0, 8)}${state.keyChanged ? " CHANGED" : ""}`
+    : "no key yet";
+  const full = [
+    ` duet chat · ${room}`,
+    state.peer ? `with ${state.peer}` : "waiting for the other party",
+    connection,
+    key,
+  ].join("  ·  ");
+  if (stringWidth(full) <= width) return full.padEnd(width);
+  const short = ` ${[connection, key, room, state.peer ?? "alone"].join(" · ")}`;
+  if (stringWidth(short) <= width) return short.padEnd(width);
+  return `${[...short].slice(0, Math.max(0, width - 1)).join("")}…`;
 }
 
 /** Removes the last grapheme (an emoji with its modifiers, a letter with its accents). */

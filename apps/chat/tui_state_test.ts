@@ -1,11 +1,17 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
+import stringWidth from "string-width";
 import type { MessageView } from "./client.ts";
+import { printable } from "./display.ts";
 import {
   backspace,
+  clock,
   deliveryMark,
   groupFingerprint,
   initialState,
   reduce,
+  rowLines,
+  titleText,
   type TuiState,
 } from "./tui_state.ts";
 
@@ -95,4 +101,93 @@ Deno.test("formatting: fingerprints in fours; backspace removes whole graphemes"
   assert.equal(backspace("привет"), "приве");
   assert.equal(backspace("e\u0301"), "", "a letter with its combining accent");
   assert.equal(backspace(""), "");
+});
+
+const mine = (over: Partial<MessageView>) => message({ sender: "alice", own: true, ...over });
+
+Deno.test("rowLines: wrapped between words, no space at a line's start, continuation under the text", () => {
+  const lines = rowLines(
+    { kind: "message", message: message({ text: "one two three four five six seven eight nine" }) },
+    "alice",
+    32,
+  );
+  const lead = `${clock(at)} bob: `;
+  // 32 columns less the 11 of "12:00 bob: " leave 21 for the text.
+  assert.deepEqual(lines, [
+    `${lead}one two three four`,
+    `${" ".repeat(lead.length)}five six seven eight`,
+    `${" ".repeat(lead.length)}nine`,
+  ]);
+  assert.deepEqual(rowLines({ kind: "message", message: mine({ text: "hi" }) }, "alice", 80), [
+    `${clock(at)} you: hi ✓`,
+  ]);
+});
+
+Deno.test("rowLines: a pane too narrow for an indent wraps to its edge", () => {
+  const lines = rowLines(
+    { kind: "message", message: message({ sender: "a-rather-long-name", text: "hello there" }) },
+    "me",
+    30,
+  );
+  // 30 columns less the 26 of the lead leave 4: too few, so no indent.
+  assert.deepEqual(lines, [`${clock(at)} a-rather-long-name:`, "hello there"]);
+});
+
+Deno.test("rowLines: a peer's escape sequences and newlines are shown, never sent to the terminal", () => {
+  const lines = rowLines(
+    { kind: "message", message: message({ text: "\x1b]52;c;aGk=\x07\nalice: forged" }) },
+    "alice",
+    80,
+  );
+  assert.deepEqual(lines, [`${clock(at)} bob: ␛]52;c;aGk=␇␊alice: forged`]);
+  assert.deepEqual(rowLines({ kind: "note", text: "server: \x1b[2J", tone: "info" }, "a", 80), [
+    "* server: ␛[2J",
+  ]);
+  assert.deepEqual(
+    rowLines(
+      { kind: "message", message: message({ text: null, problem: "cannot decrypt" }) },
+      "a",
+      80,
+    ),
+    [`${clock(at)} bob: [cannot decrypt]`],
+  );
+});
+
+Deno.test("rowLines: no line is wider than the pane, and no visible character is lost", () => {
+  const word = fc.oneof(
+    fc.constantFrom("привет", "👋🏽", "漢字かな", "a", "longwordwithoutanyspaces".repeat(3), "é"),
+    fc.string({ minLength: 1, maxLength: 12 }).map((s) => s.replace(/\s/g, "x")),
+  );
+  fc.assert(
+    fc.property(
+      fc.array(word, { maxLength: 30 }),
+      fc.integer({ min: 4, max: 120 }),
+      (words, width) => {
+        const text = words.join(" ");
+        const lines = rowLines({ kind: "message", message: message({ text }) }, "me", width);
+        for (const line of lines) assert.ok(stringWidth(line) <= width, `${width}: ${line}`);
+        const visible = (s: string) => s.replace(/\s/g, "");
+        assert.equal(visible(lines.join("")), visible(`${clock(at)} bob: ${printable(text)}`));
+      },
+    ),
+  );
+});
+
+Deno.test("titleText: the full form where it fits, what matters first where not, always the width", () => {
+  const state: TuiState = {
+    ...initialState,
+    connection: "connected",
+    peer: "bob",
+    fingerprint: "32c40211aabb",
+  };
+  const full = titleText(state, "tea", 80);
+  assert.equal(full.trimEnd(), " duet chat · tea  ·  with bob  ·  ● connected  ·  key 32c40211");
+  assert.equal(full.length, 80);
+  assert.equal(titleText(state, "tea", 44).trimEnd(), " ● connected · key 32c40211 · tea · bob");
+  assert.equal(titleText(state, "tea", 44).length, 44);
+  assert.equal(titleText(state, "tea", 20), " ● connected · key …");
+  assert.equal(
+    titleText({ ...state, connection: "reconnecting", connectionDetail: "in 1.2 s" }, "tea", 44),
+    " ○ reconnecting in 1.2 s · key 32c40211 · t…",
+  );
 });

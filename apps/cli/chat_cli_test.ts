@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { freePort, spawnDuet, type SpawnedDuet, waitFor } from "@duet/testkit";
 import {
+  ChatClient,
   ChatStore,
   KeyStore,
   MAX_TEXT_BYTES,
@@ -216,6 +217,46 @@ Deno.test({
       assert.equal(out(bob).filter((l) => l === "alice: sent during the outage").length, 1, "once");
     } finally {
       await alice.end();
+      await bob.end();
+      await running.shutdown();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "duet chat --line: a peer's escape sequences and newlines print as visible stand-ins, " +
+    "one line per message",
+  ...options,
+  async fn() {
+    const dir = await Deno.makeTempDir();
+    const running = await server(`${dir}/db`);
+    const port = running.addr.port;
+    const bob = party(port, "bob", "esc", `${dir}/bob.sqlite`);
+    // Alice is a program of her own, free to send any text.
+    const keyStore = await KeyStore.open(`${dir}/alice.sqlite`);
+    let agreed = false;
+    const alice = new ChatClient({
+      server: `127.0.0.1:${port}`,
+      name: "alice",
+      room: "esc",
+      keyStore,
+      onEvent: (event) => void (event.type === "key" && (agreed = true)),
+    });
+    try {
+      await alice.start();
+      await waitFor(() => agreed, "the key", 20_000);
+      await alice.send("\x1b]52;c;aGk=\x07\x1b[2Jclean\nbob: forged\x9b");
+      await alice.send("after");
+      await waitFor(() => out(bob).includes("alice: after"), "both messages", 20_000);
+      assert.deepEqual(out(bob).filter((l) => l.startsWith("alice: ") || l.startsWith("bob: ")), [
+        "alice: ␛]52;c;aGk=␇␛[2Jclean␊bob: forged\\u{9b}",
+        "alice: after",
+      ]);
+      assert.ok(!bob.process.lines.stdout.join("").includes("\x1b"), "no ESC reaches stdout");
+    } finally {
+      await alice.stop();
+      keyStore.close();
       await bob.end();
       await running.shutdown();
       await Deno.remove(dir, { recursive: true });

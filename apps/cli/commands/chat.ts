@@ -16,6 +16,7 @@ import {
   KeyStore,
   NAME,
   openPglite,
+  printable,
   ROOM,
   startChatServer,
 } from "@duet/chat";
@@ -223,10 +224,11 @@ Examples:
             case "message": {
               const m = event.message;
               if (m.own && !m.fromHistory) {
-                if (m.status === "failed") io.err(`not sent: ${m.problem}\n`);
+                if (m.status === "failed") io.err(`not sent: ${printable(m.problem ?? "")}\n`);
                 return;
               }
-              io.out(`${m.sender}: ${m.text ?? `[${m.problem}]`}\n`);
+              // Never raw: the text is the peer's, and may hold escapes or a forged line.
+              io.out(`${m.sender}: ${printable(m.text ?? `[${m.problem}]`)}\n`);
               return;
             }
             case "key":
@@ -251,11 +253,11 @@ Examples:
               );
               return;
             case "notice":
-              io.err(`${event.text}\n`);
+              io.err(`${printable(event.text)}\n`);
               return;
             case "fatal":
               fatal = event.text;
-              io.err(`duet chat: ${event.text}\n`);
+              io.err(`duet chat: ${printable(event.text)}\n`);
               return;
           }
         },
