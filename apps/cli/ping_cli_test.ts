@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { freePort, spawnDuet, type SpawnedDuet, waitFor } from "@duet/testkit";
 import { inProcess } from "./testdata/in_process.ts";
+import { describeEvent } from "./commands/ping.ts";
 
 const options = { sanitizeOps: false, sanitizeResources: false };
 
@@ -177,4 +178,22 @@ Deno.test({
       await stop(server);
     }
   },
+});
+
+Deno.test("duet ping: what the server says (error replies, close reasons) is shown, never obeyed", () => {
+  const target = new URL("https://127.0.0.1:4433/ping");
+  const hostile = "\x1b]52;c;aGk=\x07\x1b[2J\nseq=9: forged";
+  for (
+    const event of [
+      { type: "error-reply", seq: 1, text: hostile },
+      { type: "outage", reason: hostile },
+      { type: "reconnecting", attempt: 1, delayMs: 10, error: hostile },
+      { type: "lost", seq: 2, reason: hostile },
+    ] as const
+  ) {
+    const line = describeEvent(event, target);
+    assert.match(line, /␛\]52;c;aGk=␇␛\[2J␊seq=9: forged/, event.type);
+    // deno-lint-ignore no-control-regex
+    assert.ok(!/[\u0000-\u0009\u000b-\u001f]/.test(line) && line.indexOf("\n") === line.length - 1);
+  }
 });

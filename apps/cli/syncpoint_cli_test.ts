@@ -127,6 +127,38 @@ Deno.test("duet syncpoint wait pairs two parties and prints what the other sent"
   }
 });
 
+Deno.test("duet syncpoint wait: a payload's control characters are shown, not obeyed; --json keeps them exactly", async () => {
+  const server = await startSyncpoint({ port: 0 });
+  const hostile = "\x1b]0;owned\x07\x1b[2Jline\nsecond\x7f\x9b";
+  try {
+    const first = inProcess(["syncpoint", "wait", "w3", "--url", server.url.href]);
+    await waitFor(() => server.rendezvous.waiting === 1, "the first party to wait");
+    const second = await inProcess([
+      "syncpoint",
+      "wait",
+      "w3",
+      "--url",
+      server.url.href,
+      "--payload",
+      hostile,
+    ]);
+    assert.equal(second.code, 0, second.err);
+    const firstResult = await first;
+    assert.equal(firstResult.code, 0, firstResult.err);
+    assert.equal(firstResult.out.split("\n")[1], "␛]0;owned␇␛[2Jline␊second␡\\u{9b}");
+    // --json: the exact text for a parser, and no raw control character for a terminal.
+    const json = inProcess(["syncpoint", "wait", "w4", "--url", server.url.href, "--json"]);
+    await waitFor(() => server.rendezvous.waiting === 1, "the first party to wait");
+    await inProcess(["syncpoint", "wait", "w4", "--url", server.url.href, "--payload", hostile]);
+    const { out } = await json;
+    assert.equal(JSON.parse(out).peer_payload, hostile);
+    // deno-lint-ignore no-control-regex
+    assert.ok(!/[\u0000-\u001f\u007f-\u009f]/.test(out.trimEnd()), out);
+  } finally {
+    await server.shutdown();
+  }
+});
+
 Deno.test("duet syncpoint wait: timeout exits 1 with a clear message; bad input exits 2", async () => {
   const server = await startSyncpoint({ port: 0 });
   try {

@@ -18,6 +18,7 @@ import {
   startAnnouncer,
   startPingServer,
 } from "@duet/ping";
+import { jsonLine, printable } from "@duet/chat/display";
 import { type CliIo, ExitStatus, UsageError } from "../io.ts";
 import { explainListenError, hostPort, integer, untilAborted, url } from "./_options.ts";
 
@@ -163,7 +164,7 @@ Exit status: 0 if any reply came back, 1 if none did or the outage budget ran ou
           ? Math.round(value * 1000) / 1000
           : value;
       const print = options.json
-        ? (value: unknown) => io.out(JSON.stringify(value, micros) + "\n")
+        ? (value: unknown) => io.out(jsonLine(value, micros) + "\n")
         : null;
       let target: URL;
       if (options.url) {
@@ -352,19 +353,20 @@ export function describeEvent(event: PingEvent, target: URL): string {
     case "timeout":
       return `seq=${event.seq}: no reply in time\n`;
     case "lost":
-      return `seq=${event.seq}: not sent, ${event.reason}\n`;
+      return `seq=${event.seq}: not sent, ${printable(event.reason)}\n`;
     case "error-reply":
-      return `seq=${event.seq}: ${event.text}\n`;
+      // The server's words: shown, never obeyed (a reply may hold escape sequences).
+      return `seq=${event.seq}: ${printable(event.text)}\n`;
     case "outage":
-      return `connection lost: ${event.reason}; reconnecting\n`;
+      return `connection lost: ${printable(event.reason)}; reconnecting\n`;
     case "reconnecting":
       return `reconnect attempt ${event.attempt} in ${event.delayMs} ms${
-        event.error ? ` (${event.error})` : ""
+        event.error ? ` (${printable(event.error)})` : ""
       }\n`;
     case "gave-up":
       return `giving up: no connection for ${(event.outageMs / 1000).toFixed(1)} s\n`;
     case "refused":
-      return `the server refused the session with ${event.status}: ${event.reason}\n`;
+      return `the server refused the session with ${event.status}: ${printable(event.reason)}\n`;
   }
 }
 

@@ -11,6 +11,7 @@ import {
   SyncpointError,
   waitForSecondParty,
 } from "@duet/syncpoint";
+import { jsonLine, printable } from "@duet/chat/display";
 import { type CliIo, ExitStatus, UsageError } from "../io.ts";
 import { explainListenError, integer, untilAborted, url } from "./_options.ts";
 
@@ -106,7 +107,11 @@ Stops on SIGINT/SIGTERM: stops accepting, answers waiting parties with 503.`,
     )
     .option("--payload <text>", "text to hand to the other party (at most 64 KiB)")
     .option("--timeout-ms <ms>", "how long to wait (the server caps it)", integer(1, 3_600_000))
-    .option("--json", "print the service's answer as JSON")
+    .option(
+      "--json",
+      "print the answer as JSON (the payload exactly; without --json its control characters " +
+        "are shown as stand-ins such as ␛)",
+    )
     .action(async (id: string, options: WaitCliOptions) => {
       if (!ID_PATTERN.test(id)) {
         throw new UsageError(`Invalid id "${id}": use 1-128 characters of [A-Za-z0-9._~-]`);
@@ -119,7 +124,7 @@ Stops on SIGINT/SIGTERM: stops accepting, answers waiting parties with 503.`,
         });
         if (options.json) {
           io.out(
-            JSON.stringify({
+            jsonLine({
               role: result.role,
               waited_ms: result.waitedMs,
               peer_payload: result.peerPayload,
@@ -133,7 +138,9 @@ Stops on SIGINT/SIGTERM: stops accepting, answers waiting parties with 503.`,
           io.out(
             result.peerPayload === null
               ? "the other party sent nothing\n"
-              : `${result.peerPayload}\n`,
+              // The other party's text, shown, not obeyed: control characters as
+              // stand-ins (--json gives it exactly).
+              : `${printable(result.peerPayload)}\n`,
           );
         }
       } catch (error) {
