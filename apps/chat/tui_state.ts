@@ -218,7 +218,9 @@ export function rowLines(row: Row, me: string, width: number, style = plainStyle
     ? [style.problem(lead), style.problem(`[${printable(m.problem ?? "")}]`)]
     : [
       `${style.time(`${clock(m.createdAt)} `)}${style.sender(who, m.own)}: `,
-      printable(m.text) + style.mark(printable(deliveryMark(m)), m.status === "failed"),
+      // Tabs (pasted code, say) as spaces, the one control character worth keeping here.
+      printable(m.text.replaceAll("\t", "    ")) +
+      style.mark(printable(deliveryMark(m)), m.status === "failed"),
     ];
   const indent = stringWidth(lead);
   if (width - indent < MIN_TEXT_COLUMNS) return wrap(prefix + body, width);

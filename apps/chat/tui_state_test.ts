@@ -140,6 +140,10 @@ Deno.test("rowLines: a peer's escape sequences and newlines are shown, never sen
     80,
   );
   assert.deepEqual(lines, [`${clock(at)} bob: ␛]52;c;aGk=␇␊alice: forged`]);
+  assert.deepEqual(
+    rowLines({ kind: "message", message: message({ text: "a\tb" }) }, "alice", 80),
+    [`${clock(at)} bob: a    b`],
+  );
   assert.deepEqual(rowLines({ kind: "note", text: "server: \x1b[2J", tone: "info" }, "a", 80), [
     "* server: ␛[2J",
   ]);
