@@ -1,6 +1,8 @@
 // `duet chat --line` as real processes against a real server (PGlite in a directory):
 // messages both ways with the same key on both sides, history after a restart, an outbox
-// that survives a server restart, a tampered message, and a changed peer key.
+// that survives a server restart (with the refusals told once), a tampered message, a
+// peer's escape sequences, over-long messages, a changed peer key; and the commands' usage
+// errors and an unreachable database.
 import assert from "node:assert/strict";
 import { freePort, spawnDuet, type SpawnedDuet, waitFor } from "@duet/testkit";
 import {
