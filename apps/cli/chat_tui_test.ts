@@ -1,5 +1,6 @@
 // The real terminal interface of `duet chat`, driven in tmux (send-keys, capture-pane):
-// editing Cyrillic and emoji with Backspace,
+// panes with CI=true as on CI machines, editing Cyrillic and emoji with Backspace, the
+// terminal's cursor at the end of the input,
 // typing a message that shows in the other party's pane, Cyrillic and emoji, the key's
 // fingerprint the same on both sides, scrolling with the "new below" marker, a resize,
 // and Ctrl-C leaving the terminal usable with exit status 0.
