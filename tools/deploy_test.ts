@@ -234,6 +234,23 @@ Deno.test("deploy/ping/k8s.yaml validates: probes on TCP, UDP LoadBalancer with 
   assert.equal(pdb.spec?.minAvailable, 1);
 });
 
+/** `duet ping` with two quick pings at a server started like a container on `port`. */
+function pingTwice(port: number, ...trust: string[]) {
+  return run(Deno.execPath(), [
+    "run",
+    "--allow-all",
+    new URL("apps/cli/main.ts", root).pathname,
+    "ping",
+    "--url",
+    `https://127.0.0.1:${port}/ping`,
+    ...trust,
+    "--count",
+    "2",
+    "--interval",
+    "20",
+  ]);
+}
+
 Deno.test("the ping image's ENTRYPOINT + CMD serves the page and pongs (generated certificate)", async () => {
   const { entrypoint, cmd } = await dockerCommand("deploy/ping/Dockerfile");
   assert.deepEqual(entrypoint, ["/duet"]);
@@ -242,18 +259,7 @@ Deno.test("the ping image's ENTRYPOINT + CMD serves the page and pongs (generate
     const base = `http://127.0.0.1:${service.port}`;
     const health = await fetch(`${base}/healthz`);
     assert.deepEqual(await health.json(), { status: "ok", sessions: 0 });
-    const ping = await run(Deno.execPath(), [
-      "run",
-      "--allow-all",
-      new URL("apps/cli/main.ts", root).pathname,
-      "ping",
-      "--url",
-      `https://127.0.0.1:${service.port}/ping`,
-      "--count",
-      "2",
-      "--interval",
-      "20",
-    ]);
+    const ping = await pingTwice(service.port);
     assert.equal(ping.code, 0, ping.stderr);
     assert.match(ping.stdout, /2 transmitted, 2 received/);
   } finally {
@@ -285,20 +291,7 @@ Deno.test("the k8s Deployment's args, with a certificate in the Secret's place, 
       })).json();
     assert.equal(info.url, "https://ping.example.com/ping", "--public-url is published");
     client.close();
-    const ping = await run(Deno.execPath(), [
-      "run",
-      "--allow-all",
-      new URL("apps/cli/main.ts", root).pathname,
-      "ping",
-      "--url",
-      `https://127.0.0.1:${service.port}/ping`,
-      "--ca",
-      `${dir}/ca.pem`,
-      "--count",
-      "2",
-      "--interval",
-      "20",
-    ]);
+    const ping = await pingTwice(service.port, "--ca", `${dir}/ca.pem`);
     assert.equal(ping.code, 0, ping.stderr);
   } finally {
     const { code, log } = await service.stop();
