@@ -22,14 +22,7 @@ export {
   type PingTrust,
   runPing,
 } from "./client.ts";
-export {
-  backoffDelay,
-  type BackoffPolicy,
-  type Outage,
-  OutageBudget,
-  RttStats,
-  type RttSummary,
-} from "./stats.ts";
+export * from "./stats.ts";
 export {
   fetchServerInfo,
   isLoopback,
