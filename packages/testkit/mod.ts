@@ -63,7 +63,7 @@ export async function run(
     stdin: options.stdin === undefined ? "null" : "piped",
     stdout: "piped",
     stderr: "piped",
-    ...(options.env ? { env: options.env } : {}),
+    ...(options.env ? { env: { DENO_DIR: denoDir(), ...options.env } } : {}),
     ...(options.cwd ? { cwd: options.cwd } : {}),
   }).spawn();
   if (options.stdin !== undefined) {
@@ -310,6 +310,8 @@ export interface SpawnOptions {
   prefix?: string[];
   /** Pipe standard input (write with `child.stdin`); otherwise it is closed. */
   stdin?: boolean;
+  /** Variables to set (or, with "", to clear) on top of this process's environment. */
+  env?: Record<string, string>;
 }
 
 /** A started duet process whose output is collected line by line. */
@@ -318,6 +320,15 @@ export interface SpawnedDuet {
   lines: { stdout: string[]; stderr: string[] };
   /** Resolves when both outputs have ended. */
   done: Promise<unknown>;
+}
+
+/**
+ * Deno's cache as this process uses it. A child given a HOME of its own would otherwise look
+ * for its cache under that HOME, find none, and download every package again.
+ */
+function denoDir(): string {
+  const home = Deno.env.get("HOME") || ".";
+  return Deno.env.get("DENO_DIR") || `${Deno.env.get("XDG_CACHE_HOME") || `${home}/.cache`}/deno`;
 }
 
 /** Starts `duet ARGS` as a process with piped output, from the repository root. */
@@ -329,6 +340,7 @@ export function spawnDuet(args: string[], options: SpawnOptions = {}): SpawnedDu
   const child = new Deno.Command(command!, {
     args: rest,
     cwd: repoRoot,
+    ...(options.env ? { env: { DENO_DIR: denoDir(), ...options.env } } : {}),
     stdin: options.stdin ? "piped" : "null",
     stdout: "piped",
     stderr: "piped",
@@ -347,3 +359,5 @@ export function spawnDuet(args: string[], options: SpawnOptions = {}): SpawnedDu
   const done = Promise.all([pump(child.stdout, lines.stdout), pump(child.stderr, lines.stderr)]);
   return { child, lines, done };
 }
+
+export { findPrivatePostgres, PrivatePostgres } from "./postgres.ts";
