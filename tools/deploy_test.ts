@@ -10,6 +10,7 @@ import { Service } from "kubernetes-models/v1/Service";
 import { PodDisruptionBudget } from "kubernetes-models/policy/v1/PodDisruptionBudget";
 import { findPostgres, findRedis, run, testSchema, testWith, waitFor } from "@duet/testkit";
 import { generateCertificateAuthority } from "@duet/webtransport";
+import { PROTOCOL_VERSION } from "@duet/chat";
 
 const root = new URL("../", import.meta.url);
 const redis = await findRedis();
@@ -339,7 +340,7 @@ testWith(postgres, {
     try {
       const conn = await Deno.connect({ hostname: "127.0.0.1", port: service.port });
       const hello = new TextEncoder().encode(
-        JSON.stringify({ type: "hello", version: 1, name: "ops", room: "deploy" }),
+        JSON.stringify({ type: "hello", version: PROTOCOL_VERSION, name: "ops", room: "deploy" }),
       );
       const frame = new Uint8Array(4 + hello.length);
       new DataView(frame.buffer).setUint32(0, hello.length);

@@ -1,8 +1,8 @@
 /**
- * The chat client's engine, without any interface: the connection with its reconnection,
- * the key exchange (proofs checked, the key derived, a changed peer key held back until
- * the user accepts it), the outbox, history catch-up and decryption. The line mode and
- * the terminal interface both drive it and show what its events say.
+ * The chat client's shell, without any interface: the TCP connection with its
+ * reconnection, the key store, the crypto and the timers around the pure reducer of
+ * client_core.ts, which decides what is sent when and what is shown in which order.
+ * The line mode (line.ts) and the terminal interface (tui.ts) show what its events say.
  *
  * @module
  */
@@ -28,6 +28,15 @@ import {
   type StoredMessage,
 } from "./protocol.ts";
 import type { Conversation, KeyStore, OutboxEntry } from "./keystore.ts";
+import {
+  type ClientCommand,
+  type ClientCoreEvent,
+  type ClientState,
+  initialClientState,
+  type OutboxItem,
+  reduceClient,
+  type TimerKind,
+} from "./client_core.ts";
 import { secp256k1 } from "@noble/curves/secp256k1.js";
 import { bytesToHex } from "@noble/hashes/utils.js";
 
@@ -56,12 +65,15 @@ export type ClientEvent =
   | { type: "state"; state: ConnectionState; detail?: string }
   | { type: "welcome"; party: 0 | 1; peer: string | null }
   | { type: "message"; message: MessageView }
+  /** A key agreed now (`changed`: it replaces another and waits for /accept-key). */
   | { type: "key"; fingerprint: string; peer: string; changed: boolean; accepted: boolean }
+  /** The key store already held a key for this conversation (a restarted client). */
+  | { type: "restored_key"; fingerprint: string; pending: boolean }
   | { type: "notice"; text: string }
   | { type: "fatal"; text: string };
 
 export interface ChatClientOptions {
-  /** HOST:PORT */
+  /** HOST:PORT as typed; the conversation is keyed by the service it reaches. */
   server: string;
   name: string;
   room: string;
@@ -77,48 +89,79 @@ interface ActiveKey {
   key: CryptoKey;
 }
 
+const toItem = (entry: OutboxEntry): OutboxItem => ({
+  clientMsgId: entry.clientMsgId,
+  seq: entry.seq,
+  ready: entry.peerPublicKey !== "",
+});
+
 export class ChatClient {
   readonly #options: ChatClientOptions;
-  readonly #at: Conversation;
-  readonly #secret: Uint8Array;
-  #party: 0 | 1 | null;
+  #at: Conversation;
+  #secret!: Uint8Array;
+  #party: 0 | 1 | null = null;
   #peer: string | null = null;
   /** Keys to decrypt with, newest first; the first accepted one encrypts. */
   #keys: (ActiveKey & { accepted: boolean })[] = [];
   #writer?: WritableStreamDefaultWriter<Uint8Array>;
   #conn?: Deno.TcpConn;
   #stopped = false;
-  #maxId = 0;
-  readonly #seen = new Set<number>();
-  readonly #inFlight = new Set<string>();
+  #core: ClientState = initialClientState();
+  /** Events and user actions, one at a time: commands run in the order decided. */
+  #work: Promise<void> = Promise.resolve();
+  readonly #timers = new Set<ReturnType<typeof setTimeout>>();
   #loop?: Promise<void>;
+  #wake?: () => void;
 
   constructor(options: ChatClientOptions) {
     this.#options = options;
-    this.#at = { server: options.server, room: options.room, name: options.name };
-    const identity = options.keyStore.identity(this.#at, () => secp256k1.utils.randomSecretKey());
+    this.#at = {
+      service: options.keyStore.serviceKey(options.server),
+      room: options.room,
+      name: options.name,
+    };
+    this.#loadIdentity();
+  }
+
+  #loadIdentity(): void {
+    const identity = this.#options.keyStore.identity(
+      this.#at,
+      () => secp256k1.utils.randomSecretKey(),
+    );
     this.#secret = identity.secret;
     this.#party = identity.party;
   }
 
-  /** Loads stored keys and the outbox, then connects (and reconnects) until stopped. */
-  async start(): Promise<void> {
+  async #loadKeys(): Promise<void> {
+    this.#keys = [];
     for (const stored of this.#options.keyStore.peerKeys(this.#at).reverse()) {
       const key = await crypto.subtle.importKey(
         "raw",
         new Uint8Array(stored.sharedKey),
         "AES-GCM",
         true,
-        [
-          "encrypt",
-          "decrypt",
-        ],
+        ["encrypt", "decrypt"],
       );
       this.#keys.push({ peerPublicKey: stored.peerPublicKey, key, accepted: stored.accepted });
     }
-    for (const entry of this.#options.keyStore.outbox(this.#at)) {
+  }
+
+  /** Loads stored keys and the outbox, then connects (and reconnects) until stopped. */
+  async start(): Promise<void> {
+    await this.#loadKeys();
+    const newest = this.#keys[0];
+    if (newest) {
+      this.#emit({
+        type: "restored_key",
+        fingerprint: await keyFingerprint(newest.key),
+        pending: !newest.accepted,
+      });
+    }
+    const outbox = this.#options.keyStore.outbox(this.#at);
+    for (const entry of outbox) {
       this.#showOwn(entry, entry.peerPublicKey ? "sending" : "waiting for key");
     }
+    this.#core = initialClientState(outbox.map(toItem));
     this.#loop = this.#run();
   }
 
@@ -139,45 +182,30 @@ export class ChatClient {
     if (!newest || newest.accepted) return false;
     newest.accepted = true;
     this.#options.keyStore.acceptPeerKey(this.#at, newest.peerPublicKey);
-    this.#flushOutbox();
+    this.#enqueue(() => this.#seal());
     return true;
   }
 
-  #sending: Promise<void> = Promise.resolve();
-
   /**
-   * Encrypts `text` into the outbox and sends it when it can. Sends are queued, so
-   * messages keep the order they were typed in (encryption is asynchronous). Text over
-   * MAX_TEXT_BYTES is refused at once with a RangeError and never reaches the outbox.
+   * Puts `text` in the outbox, encrypted when there is a key, and sends it when it can.
+   * Messages keep the order they were typed in. Text over MAX_TEXT_BYTES is refused at
+   * once with a RangeError and never reaches the outbox.
    */
   send(text: string): Promise<void> {
     const problem = textProblem(text);
     if (problem) return Promise.reject(new RangeError(`not sent: ${problem}`));
-    const next = this.#sending.then(() => this.#send(text));
-    this.#sending = next.catch(() => {});
-    return next;
-  }
-
-  async #send(text: string): Promise<void> {
-    const key = this.#sendingKey;
-    const clientMsgId = crypto.randomUUID();
-    if (!key) {
-      // No key yet (or a changed one not accepted): kept in the local outbox unencrypted
-      // (empty ciphertext) and encrypted when a key is there; never sent before.
-      this.#options.keyStore.addToOutbox(this.#at, {
-        clientMsgId,
-        text,
-        nonce: new Uint8Array(0),
-        ciphertext: new Uint8Array(0),
-        peerPublicKey: "",
-      });
-      this.#emit({ type: "message", message: this.#ownView(clientMsgId, text, "waiting for key") });
-      return;
-    }
-    const entry = await this.#encrypt(clientMsgId, text, key);
-    this.#options.keyStore.addToOutbox(this.#at, entry);
-    this.#showOwn(entry, "sending");
-    this.#transmit(entry);
+    return this.#enqueue(async () => {
+      const key = this.#sendingKey;
+      const clientMsgId = crypto.randomUUID();
+      // No key yet (or a changed one not accepted): kept unencrypted (an empty ciphertext)
+      // in the local outbox and encrypted when a key is there; never sent before.
+      const sealed = key
+        ? await this.#encrypt(clientMsgId, text, key)
+        : { nonce: new Uint8Array(0), ciphertext: new Uint8Array(0), peerPublicKey: "" };
+      const entry = this.#options.keyStore.addToOutbox(this.#at, { clientMsgId, text, ...sealed });
+      this.#showOwn(entry, key ? "sending" : "waiting for key");
+      await this.#dispatchNow({ type: "queued", item: toItem(entry) });
+    });
   }
 
   /** Messages not yet acknowledged (in the outbox, some perhaps waiting for a key). */
@@ -188,22 +216,161 @@ export class ChatClient {
   /** Stops: closes the connection; the outbox stays for the next start. */
   async stop(): Promise<void> {
     this.#stopped = true;
+    for (const timer of this.#timers) clearTimeout(timer);
+    this.#wake?.();
     try {
       await this.#writer?.write(encodeFrame({ type: "bye" }));
     } catch { /* gone */ }
     try {
       this.#conn?.close();
     } catch { /* closed */ }
-    await this.#loop;
+    // Bounded: a connection attempt to a host that never answers may take its time.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      Promise.all([this.#loop, this.#work.catch(() => {})]),
+      new Promise((resolve) => (timer = setTimeout(resolve, 2_000))),
+    ]);
+    clearTimeout(timer);
   }
 
-  async #encrypt(clientMsgId: string, text: string, key: ActiveKey): Promise<OutboxEntry> {
+  /** The peer's name once known. */
+  get peer(): string | null {
+    return this.#peer;
+  }
+
+  #enqueue(task: () => Promise<void> | void): Promise<void> {
+    const next = this.#work.then(task);
+    this.#work = next.catch((error) =>
+      this.#emit({ type: "notice", text: `internal error: ${(error as Error).message}` })
+    );
+    return next;
+  }
+
+  /** Runs the reducer and its commands; callers hold the work queue. */
+  async #dispatchNow(event: ClientCoreEvent): Promise<void> {
+    const { state, commands } = reduceClient(this.#core, event);
+    this.#core = state;
+    for (const command of commands) await this.#execute(command);
+  }
+
+  #dispatch(event: ClientCoreEvent): Promise<void> {
+    return this.#enqueue(() => this.#dispatchNow(event));
+  }
+
+  async #execute(command: ClientCommand): Promise<void> {
+    const store = this.#options.keyStore;
+    switch (command.type) {
+      case "send_hello":
+        return this.#sendFrame({
+          type: "hello",
+          version: PROTOCOL_VERSION,
+          name: this.#at.name,
+          room: this.#at.room,
+        });
+      case "send_key_offer":
+        if (this.#party === null) return;
+        return this.#sendFrame({
+          type: "key_offer",
+          ...offerFor(this.#secret, this.#at.room, this.#party),
+        });
+      case "send_history":
+        return this.#sendFrame({ type: "history", after: command.after, limit: MAX_HISTORY_LIMIT });
+      case "transmit": {
+        const entry = store.outboxEntry(this.#at, command.clientMsgId);
+        if (!entry) return;
+        return this.#sendFrame({
+          type: "send",
+          client_msg_id: entry.clientMsgId,
+          seq: command.seq,
+          nonce: base64.encode(entry.nonce),
+          ciphertext: base64.encode(entry.ciphertext),
+        });
+      }
+      case "stored": {
+        const entry = store.outboxEntry(this.#at, command.clientMsgId);
+        store.removeFromOutbox(this.#at, command.clientMsgId);
+        if (entry) {
+          this.#emit({
+            type: "message",
+            message: this.#ownView(entry.clientMsgId, entry.text, "stored", command.id),
+          });
+        }
+        return;
+      }
+      case "dropped": {
+        const entry = store.outboxEntry(this.#at, command.clientMsgId);
+        store.removeFromOutbox(this.#at, command.clientMsgId);
+        if (entry) {
+          this.#emit({
+            type: "message",
+            message: {
+              ...this.#ownView(entry.clientMsgId, entry.text, "failed"),
+              problem: command.problem,
+            },
+          });
+        }
+        return;
+      }
+      case "renumber":
+        store.renumberOutbox(this.#at, command.firstSeq);
+        return;
+      case "note_stored_seq":
+        store.noteStoredSeq(this.#at, command.seq);
+        return;
+      case "show":
+        return await this.#show(command.message, command.fromHistory);
+      case "peer_key":
+        return await this.#peerKey(command.message);
+      case "notice":
+        return this.#emit({ type: "notice", text: command.text });
+      case "fatal":
+        this.#stopped = true;
+        this.#emit({ type: "fatal", text: command.text });
+        try {
+          this.#conn?.close();
+        } catch { /* closed */ }
+        return;
+      case "schedule":
+        return this.#schedule(command.timer, command.ms);
+    }
+  }
+
+  #schedule(timer: TimerKind, ms: number): void {
+    // Jitter, so that clients of one server do not all come back in the same instant.
+    const random = this.#options.random ?? Math.random;
+    const handle = setTimeout(() => {
+      this.#timers.delete(handle);
+      if (!this.#stopped) void this.#dispatch({ type: "timer", timer });
+    }, Math.round(ms * (0.5 + random() / 2)));
+    this.#timers.add(handle);
+  }
+
+  async #encrypt(
+    clientMsgId: string,
+    text: string,
+    key: ActiveKey,
+  ): Promise<{ nonce: Uint8Array; ciphertext: Uint8Array; peerPublicKey: string }> {
     const { nonce, ciphertext } = await encryptMessage(
       key.key,
       text,
       messageAad(this.#at.room, this.#at.name, clientMsgId),
     );
-    return { clientMsgId, text, nonce, ciphertext, peerPublicKey: key.peerPublicKey };
+    return { nonce, ciphertext, peerPublicKey: key.peerPublicKey };
+  }
+
+  /** Encrypts, in order, what waited for a key, and lets the reducer send it. */
+  async #seal(): Promise<void> {
+    const key = this.#sendingKey;
+    if (!key) return;
+    const sealed: string[] = [];
+    for (const entry of this.#options.keyStore.outbox(this.#at)) {
+      if (entry.peerPublicKey) continue;
+      const fields = await this.#encrypt(entry.clientMsgId, entry.text, key);
+      this.#options.keyStore.sealOutboxEntry(this.#at, entry.clientMsgId, fields);
+      this.#showOwn(entry, "sending");
+      sealed.push(entry.clientMsgId);
+    }
+    if (sealed.length) await this.#dispatchNow({ type: "sealed", clientMsgIds: sealed });
   }
 
   #ownView(
@@ -236,33 +403,6 @@ export class ChatClient {
     this.#writer?.write(encodeFrame(message)).catch(() => {});
   }
 
-  #transmit(entry: OutboxEntry): void {
-    if (!this.#writer || this.#inFlight.has(entry.clientMsgId) || !entry.peerPublicKey) return;
-    this.#inFlight.add(entry.clientMsgId);
-    this.#sendFrame({
-      type: "send",
-      client_msg_id: entry.clientMsgId,
-      nonce: base64.encode(entry.nonce),
-      ciphertext: base64.encode(entry.ciphertext),
-    });
-  }
-
-  /** Sends what the outbox holds (and encrypts what waited for a key). */
-  async #flushOutbox(): Promise<void> {
-    const key = this.#sendingKey;
-    for (const entry of this.#options.keyStore.outbox(this.#at)) {
-      if (entry.peerPublicKey) {
-        this.#transmit(entry);
-      } else if (key) {
-        const sealed = await this.#encrypt(entry.clientMsgId, entry.text, key);
-        this.#options.keyStore.removeFromOutbox(this.#at, entry.clientMsgId);
-        this.#options.keyStore.addToOutbox(this.#at, sealed);
-        this.#showOwn(sealed, "sending");
-        this.#transmit(sealed);
-      }
-    }
-  }
-
   async #run(): Promise<void> {
     const backoff = this.#options.backoff ?? { baseMs: 200, maxMs: 10_000 };
     const random = this.#options.random ?? Math.random;
@@ -291,39 +431,47 @@ export class ChatClient {
         state: "reconnecting",
         detail: `in ${(delay / 1000).toFixed(1)} s`,
       });
-      await new Promise((resolve) => setTimeout(resolve, delay));
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, delay);
+        this.#wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
     }
     this.#emit({ type: "state", state: "stopped" });
   }
 
   /** One connection, until it ends; true if it got as far as the welcome. */
   async #session(): Promise<boolean> {
-    const colon = this.#at.server.lastIndexOf(":");
+    const colon = this.#options.server.lastIndexOf(":");
     const conn = await Deno.connect({
-      hostname: this.#at.server.slice(0, colon).replace(/^\[|\]$/g, ""),
-      port: Number(this.#at.server.slice(colon + 1)),
+      hostname: this.#options.server.slice(0, colon).replace(/^\[|\]$/g, ""),
+      port: Number(this.#options.server.slice(colon + 1)),
     });
     this.#conn = conn;
+    if (this.#stopped) {
+      conn.close();
+      return false;
+    }
     this.#writer = conn.writable.getWriter();
-    this.#inFlight.clear();
     const heartbeat = setInterval(
       () => this.#sendFrame({ type: "heartbeat" }),
       this.#options.heartbeatMs ?? 20_000,
     );
     let welcomed = false;
     try {
-      this.#sendFrame({
-        type: "hello",
-        version: PROTOCOL_VERSION,
-        name: this.#at.name,
-        room: this.#at.room,
-      });
+      await this.#dispatch({ type: "connected" });
       const frames = new FrameDecoder();
       for await (const chunk of conn.readable) {
         for (const payload of frames.push(chunk)) {
           const message = parseServerMessage(payload);
-          if (message.type === "welcome") welcomed = true;
-          await this.#handle(message);
+          if (message.type === "welcome") {
+            welcomed = true;
+            await this.#enqueue(() => this.#welcome(message));
+          } else {
+            await this.#dispatch({ type: "frame", message });
+          }
         }
       }
     } finally {
@@ -332,88 +480,34 @@ export class ChatClient {
       try {
         conn.close();
       } catch { /* closed */ }
+      await this.#dispatch({ type: "disconnected" }).catch(() => {});
     }
     return welcomed;
   }
 
-  async #handle(message: ServerMessage): Promise<void> {
-    switch (message.type) {
-      case "welcome": {
-        this.#party = message.party;
-        this.#peer = message.peer;
-        this.#options.keyStore.setParty(this.#at, message.party);
-        this.#emit({ type: "state", state: "connected" });
-        this.#emit({ type: "welcome", party: message.party, peer: message.peer });
-        this.#sendFrame({
-          type: "key_offer",
-          ...offerFor(this.#secret, this.#at.room, message.party),
-        });
-        this.#sendFrame({ type: "history", after: this.#maxId, limit: MAX_HISTORY_LIMIT });
-        await this.#flushOutbox();
-        return;
-      }
-      case "peer_key":
-        return await this.#peerKey(message);
-      case "message":
-        return await this.#received(message.message, false);
-      case "history_page":
-        for (const stored of message.messages) await this.#received(stored, true);
-        if (message.has_more) {
-          this.#sendFrame({ type: "history", after: this.#maxId, limit: MAX_HISTORY_LIMIT });
-        }
-        return;
-      case "stored": {
-        this.#inFlight.delete(message.client_msg_id);
-        const entry = this.#options.keyStore.outboxEntry(this.#at, message.client_msg_id);
-        this.#options.keyStore.removeFromOutbox(this.#at, message.client_msg_id);
-        this.#seen.add(message.id);
-        this.#maxId = Math.max(this.#maxId, message.id);
-        if (entry) {
-          this.#emit({
-            type: "message",
-            message: this.#ownView(entry.clientMsgId, entry.text, "stored", message.id),
-          });
-        }
-        return;
-      }
-      case "error": {
-        if (message.client_msg_id) {
-          this.#inFlight.delete(message.client_msg_id);
-          if (message.retryable) {
-            const id = message.client_msg_id;
-            setTimeout(() => {
-              const entry = this.#options.keyStore.outboxEntry(this.#at, id);
-              if (entry) this.#transmit(entry);
-            }, 500);
-          } else {
-            const entry = this.#options.keyStore.outboxEntry(this.#at, message.client_msg_id);
-            this.#options.keyStore.removeFromOutbox(this.#at, message.client_msg_id);
-            if (entry) {
-              this.#emit({
-                type: "message",
-                message: {
-                  ...this.#ownView(entry.clientMsgId, entry.text, "failed"),
-                  problem: message.message,
-                },
-              });
-            }
-          }
-          return;
-        }
-        if (message.code === "room_full" || message.code === "unsupported_version") {
-          this.#stopped = true;
-          this.#emit({ type: "fatal", text: `${message.message} (${message.code})` });
-          return;
-        }
-        this.#emit({ type: "notice", text: `server: ${message.message} (${message.code})` });
-        return;
-      }
-      case "bye":
-        this.#emit({ type: "notice", text: `server said bye: ${message.reason}` });
-        return;
-      case "heartbeat":
-        return;
+  /**
+   * The welcome names the service: the conversation is keyed by it from now on, whatever
+   * address reached it (the key store moves what was kept under the address).
+   */
+  async #welcome(message: Extract<ServerMessage, { type: "welcome" }>): Promise<void> {
+    const store = this.#options.keyStore;
+    const bound = store.bind(this.#options.server, message.service, this.#at.room, this.#at.name);
+    if (bound.service !== this.#at.service) {
+      this.#at = bound;
+      this.#loadIdentity();
+      await this.#loadKeys();
     }
+    this.#party = message.party;
+    this.#peer = message.peer;
+    store.setParty(this.#at, message.party);
+    this.#emit({ type: "state", state: "connected" });
+    this.#emit({ type: "welcome", party: message.party, peer: message.peer });
+    await this.#dispatchNow({
+      type: "welcome",
+      message,
+      outbox: store.outbox(this.#at).map(toItem),
+    });
+    await this.#seal();
   }
 
   async #peerKey(message: Extract<ServerMessage, { type: "peer_key" }>): Promise<void> {
@@ -445,13 +539,10 @@ export class ChatClient {
       changed,
       accepted: !changed,
     });
-    if (!changed) await this.#flushOutbox();
+    if (!changed) await this.#seal();
   }
 
-  async #received(stored: StoredMessage, fromHistory: boolean): Promise<void> {
-    if (this.#seen.has(stored.id)) return;
-    this.#seen.add(stored.id);
-    this.#maxId = Math.max(this.#maxId, stored.id);
+  async #show(stored: StoredMessage, fromHistory: boolean): Promise<void> {
     const aad = messageAad(this.#at.room, stored.sender, stored.client_msg_id);
     let text: string | null = null;
     for (const candidate of this.#keys) {
@@ -483,11 +574,6 @@ export class ChatClient {
           : {}),
       },
     });
-  }
-
-  /** The peer's name once known. */
-  get peer(): string | null {
-    return this.#peer;
   }
 }
 

@@ -5,3 +5,4 @@ export * from "./server.ts";
 export * from "./keystore.ts";
 export * from "./client.ts";
 export * from "./display.ts";
+export * from "./line.ts";

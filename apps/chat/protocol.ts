@@ -7,8 +7,11 @@
  */
 import { z } from "zod";
 
-/** The protocol version a hello names. */
-export const PROTOCOL_VERSION = 1;
+/**
+ * The protocol version a hello names. Version 2 added per-sender sequence numbers (`seq`),
+ * the service identity and `last_seq` in `welcome`, and named per-request errors.
+ */
+export const PROTOCOL_VERSION = 2;
 /** The largest frame payload, in bytes. */
 export const MAX_FRAME_BYTES = 65_536;
 /** The largest ciphertext a send may carry, in bytes (before base64). */
@@ -31,12 +34,26 @@ export const ROOM = /^[A-Za-z0-9._~-]{1,64}$/;
 
 const proof = z.strictObject({ t: hex66, s: z.string().regex(/^[0-9a-f]{64}$/) });
 const messageId = z.number().int().positive().max(Number.MAX_SAFE_INTEGER);
+/** A sender's sequence number: 1 for its first message in a room, then one more each. */
+const seq = z.number().int().positive().max(Number.MAX_SAFE_INTEGER);
+const clientMsgId = z.string().min(1).max(64);
+
+/**
+ * Whether both database engines can store `text` as it is: PostgreSQL refuses U+0000 in
+ * text (SQLSTATE 22021), and a lone surrogate cannot be encoded as UTF-8 (it would be
+ * stored as U+FFFD, so the text read back would differ from the text sent).
+ */
+export function storable(text: string): boolean {
+  return !text.includes("\u0000") && text.isWellFormed();
+}
 
 /** A stored message as the server hands it out. */
 export const StoredMessage = z.strictObject({
   id: messageId,
   sender: z.string().regex(NAME),
-  client_msg_id: z.string().min(1).max(64),
+  client_msg_id: clientMsgId,
+  /** The sender's sequence number: a sender's messages are stored in this order. */
+  seq,
   nonce: base64(12, 12),
   ciphertext: base64(16, MAX_CIPHERTEXT_BYTES),
   created_at: z.iso.datetime(),
@@ -54,7 +71,8 @@ export const ClientMessage = z.discriminatedUnion("type", [
   z.strictObject({ type: z.literal("key_offer"), public_key: hex66, proof }),
   z.strictObject({
     type: z.literal("send"),
-    client_msg_id: z.string().min(1).max(64),
+    client_msg_id: clientMsgId,
+    seq,
     nonce: base64(12, 12),
     // Bounded here by the frame only: a ciphertext over MAX_CIPHERTEXT_BYTES is refused for
     // this message alone (message_too_large), not as a bad frame that closes the connection,
@@ -73,7 +91,11 @@ export const ClientMessage = z.discriminatedUnion("type", [
 ]);
 export type ClientMessage = z.infer<typeof ClientMessage>;
 
-/** Stable error codes; `retryable` says whether sending the same frame again may work. */
+/**
+ * Stable error codes; `retryable` says whether sending the same frame again may work.
+ * Each code means one thing (docs/chat-protocol.md, "Errors"); no failure is reported
+ * under a code that means something else.
+ */
 export const ERROR_CODES = {
   bad_frame: false,
   frame_too_large: false,
@@ -83,13 +105,19 @@ export const ERROR_CODES = {
   room_full: false,
   bad_proof: false,
   message_too_large: false,
-  rate_limited: true,
+  bad_text: false,
+  unstorable: false,
+  out_of_order: true,
   too_many_connections: true,
   unavailable: true,
   shutting_down: true,
   internal: true,
 } as const;
 export type ErrorCode = keyof typeof ERROR_CODES;
+
+/** The requests an error can answer (`in_reply_to`). */
+export const REQUEST_TYPES = ["hello", "key_offer", "send", "history"] as const;
+export type RequestType = (typeof REQUEST_TYPES)[number];
 
 /** Frames the server sends. */
 export const ServerMessage = z.discriminatedUnion("type", [
@@ -99,6 +127,10 @@ export const ServerMessage = z.discriminatedUnion("type", [
     party: z.union([z.literal(0), z.literal(1)]),
     peer: z.string().regex(NAME).nullable(),
     last_id: z.number().int().min(0),
+    /** The service this server belongs to: one id for every instance on one database. */
+    service: z.uuid(),
+    /** The highest `seq` stored from this name in this room (0: none yet). */
+    last_seq: z.number().int().min(0),
   }),
   z.strictObject({
     type: z.literal("peer_key"),
@@ -109,7 +141,8 @@ export const ServerMessage = z.discriminatedUnion("type", [
   }),
   z.strictObject({
     type: z.literal("stored"),
-    client_msg_id: z.string().min(1).max(64),
+    client_msg_id: clientMsgId,
+    seq,
     id: messageId,
     created_at: z.iso.datetime(),
   }),
@@ -124,20 +157,30 @@ export const ServerMessage = z.discriminatedUnion("type", [
     code: z.enum(Object.keys(ERROR_CODES) as [ErrorCode, ...ErrorCode[]]),
     message: z.string(),
     retryable: z.boolean(),
+    /** The request this error answers; absent for errors about the connection itself. */
+    in_reply_to: z.enum(REQUEST_TYPES).optional(),
+    /** For a `send`: the message it concerns (that message alone). */
     client_msg_id: z.string().optional(),
+    /** With `out_of_order`: the `seq` the server stores next from this sender. */
+    expected_seq: seq.optional(),
   }),
   z.strictObject({ type: z.literal("heartbeat") }),
   z.strictObject({ type: z.literal("bye"), reason: z.string() }),
 ]);
 export type ServerMessage = z.infer<typeof ServerMessage>;
 
-/** A protocol violation, with the code to answer it with. */
+/**
+ * A protocol violation, with the code to answer it with. With `clientMsgId` it concerns
+ * that one message (the connection stays); without, the connection.
+ */
 export class ProtocolError extends Error {
   override name = "ProtocolError";
   readonly code: ErrorCode;
-  constructor(code: ErrorCode, message: string) {
+  readonly clientMsgId: string | undefined;
+  constructor(code: ErrorCode, message: string, clientMsgId?: string) {
     super(message);
     this.code = code;
+    this.clientMsgId = clientMsgId;
   }
 }
 
@@ -210,11 +253,23 @@ function describe(error: z.ZodError): string {
   return `${where}: ${issue.message}`;
 }
 
-/** Validates a client frame's payload. */
+/**
+ * Validates a client frame's payload. Throws ProtocolError: `bad_message` for a frame
+ * that fails its schema, `bad_text` (naming the message) for a `send` whose
+ * client_msg_id no database can store as it is (see {@link storable}).
+ */
 export function parseClientMessage(value: unknown): ClientMessage {
   const result = ClientMessage.safeParse(value);
   if (!result.success) throw new ProtocolError("bad_message", describe(result.error));
-  return result.data;
+  const message = result.data;
+  if (message.type === "send" && !storable(message.client_msg_id)) {
+    throw new ProtocolError(
+      "bad_text",
+      "client_msg_id holds U+0000 or a lone surrogate, which cannot be stored",
+      message.client_msg_id,
+    );
+  }
+  return message;
 }
 
 /** Validates a server frame's payload (the client's side). */
@@ -224,17 +279,31 @@ export function parseServerMessage(value: unknown): ServerMessage {
   return result.data;
 }
 
-/** An error frame for `code`. */
+/** What an error frame may name besides its code and text. */
+export interface ErrorContext {
+  inReplyTo?: RequestType;
+  clientMsgId?: string;
+  expectedSeq?: number;
+}
+
+/** An error frame for `code`; `retryable` comes from {@link ERROR_CODES}. */
 export function errorMessage(
   code: ErrorCode,
   message: string,
-  clientMsgId?: string,
-): ServerMessage {
+  context: ErrorContext = {},
+): Extract<ServerMessage, { type: "error" }> {
   return {
     type: "error",
     code,
     message,
     retryable: ERROR_CODES[code],
-    ...(clientMsgId === undefined ? {} : { client_msg_id: clientMsgId }),
+    ...(context.inReplyTo === undefined ? {} : { in_reply_to: context.inReplyTo }),
+    ...(context.clientMsgId === undefined ? {} : { client_msg_id: context.clientMsgId }),
+    ...(context.expectedSeq === undefined ? {} : { expected_seq: context.expectedSeq }),
   };
+}
+
+/** The size of `message` as a frame payload, in bytes. */
+export function frameSize(message: ClientMessage | ServerMessage): number {
+  return encoder.encode(JSON.stringify(message)).length;
 }

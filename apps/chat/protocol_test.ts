@@ -9,14 +9,15 @@ import {
   parseClientMessage,
   parseServerMessage,
   ProtocolError,
+  storable,
 } from "./protocol.ts";
 import { makeKeyOffer } from "./crypto.ts";
 
 const b64 = (n: number) => btoa(String.fromCharCode(...new Uint8Array(n).fill(7)));
 const samples: ClientMessage[] = [
-  { type: "hello", version: 1, name: "alice", room: "room-1" },
+  { type: "hello", version: 2, name: "alice", room: "room-1" },
   { type: "key_offer", ...makeKeyOffer("room-1", 0).offer },
-  { type: "send", client_msg_id: "m-1", nonce: b64(12), ciphertext: b64(40) },
+  { type: "send", client_msg_id: "m-1", seq: 1, nonce: b64(12), ciphertext: b64(40) },
   { type: "history", before: 10, limit: 5 },
   { type: "history", after: 0 },
   { type: "heartbeat" },
@@ -88,6 +89,7 @@ Deno.test("frames: empty, oversized, non-UTF-8 and non-JSON payloads are named",
       encodeFrame({
         type: "send",
         client_msg_id: "x",
+        seq: 1,
         nonce: "",
         ciphertext: "A".repeat(MAX_FRAME_BYTES),
       }),
@@ -112,15 +114,15 @@ Deno.test("messages: strict schemas refuse unknown fields, bad names, bad sizes 
   assert.match(refused({ type: "hello", version: 1, name: "a".repeat(33), room: "r" }), /^name:/);
   assert.match(refused({ type: "hello", version: "1", name: "a", room: "r" }), /^version:/);
   assert.match(
-    refused({ type: "send", client_msg_id: "m", nonce: b64(11), ciphertext: b64(40) }),
+    refused({ type: "send", client_msg_id: "m", seq: 1, nonce: b64(11), ciphertext: b64(40) }),
     /^nonce:/,
   );
   assert.match(
-    refused({ type: "send", client_msg_id: "m", nonce: b64(12), ciphertext: b64(8) }),
+    refused({ type: "send", client_msg_id: "m", seq: 1, nonce: b64(12), ciphertext: b64(8) }),
     /^ciphertext:/,
   );
   assert.match(
-    refused({ type: "send", client_msg_id: "", nonce: b64(12), ciphertext: b64(40) }),
+    refused({ type: "send", client_msg_id: "", seq: 1, nonce: b64(12), ciphertext: b64(40) }),
     /^client_msg_id:/,
   );
   assert.match(refused({ type: "history", limit: 201 }), /^limit:/);
@@ -134,13 +136,17 @@ Deno.test("messages: strict schemas refuse unknown fields, bad names, bad sizes 
 });
 
 Deno.test("server messages: errors carry their retryable flag; the client side validates", () => {
-  assert.deepEqual(errorMessage("unavailable", "db away", "m1"), {
-    type: "error",
-    code: "unavailable",
-    message: "db away",
-    retryable: true,
-    client_msg_id: "m1",
-  });
+  assert.deepEqual(
+    errorMessage("unavailable", "db away", { clientMsgId: "m1", inReplyTo: "send" }),
+    {
+      type: "error",
+      code: "unavailable",
+      message: "db away",
+      retryable: true,
+      in_reply_to: "send",
+      client_msg_id: "m1",
+    },
+  );
   assert.deepEqual(errorMessage("room_full", "full"), {
     type: "error",
     code: "room_full",
@@ -149,7 +155,45 @@ Deno.test("server messages: errors carry their retryable flag; the client side v
   });
   assert.deepEqual(parseServerMessage({ type: "heartbeat" }), { type: "heartbeat" });
   assert.throws(
-    () => parseServerMessage({ type: "welcome", version: 2, party: 0, peer: null, last_id: 0 }),
+    () => parseServerMessage({ type: "welcome", version: 1, party: 0, peer: null, last_id: 0 }),
     ProtocolError,
+  );
+});
+
+Deno.test("messages: a send needs a seq of 1 or more; a client_msg_id no database can store is bad_text for that message", () => {
+  const send = (fields: Record<string, unknown>) => ({
+    type: "send",
+    client_msg_id: "m",
+    seq: 1,
+    nonce: b64(12),
+    ciphertext: b64(40),
+    ...fields,
+  });
+  for (const seq of [0, -1, 1.5, "1", undefined, Number.MAX_SAFE_INTEGER + 2]) {
+    assert.throws(
+      () => parseClientMessage(send({ seq })),
+      (e: ProtocolError) => e.code === "bad_message" && /^seq:/.test(e.message),
+      String(seq),
+    );
+  }
+  for (const id of ["a\u0000b", "x\ud800", "\udc00y"]) {
+    assert.throws(
+      () => parseClientMessage(send({ client_msg_id: id })),
+      (e: ProtocolError) => e.code === "bad_text" && e.clientMsgId === id,
+    );
+  }
+  assert.equal(
+    (parseClientMessage(send({ client_msg_id: "ok \u{1f600}" })) as { seq: number }).seq,
+    1,
+  );
+  fc.assert(
+    fc.property(fc.string({ unit: "binary", minLength: 1, maxLength: 64 }), (id) => {
+      try {
+        parseClientMessage(send({ client_msg_id: id }));
+        assert.ok(storable(id), "accepted only if storable");
+      } catch (error) {
+        assert.equal((error as ProtocolError).code, storable(id) ? "bad_message" : "bad_text");
+      }
+    }),
   );
 });

@@ -1,37 +1,39 @@
 /**
- * The chat server: TCP, the protocol of protocol.ts, rooms of two, key offers checked and
- * relayed, ciphertext stored and pushed. Delivery goes through the store's channel
+ * The chat server's shell: TCP, timers, the store and its channel around the pure
+ * per-connection protocol of server_core.ts. Delivery goes through the store's channel
  * (LISTEN/NOTIFY) for every instance alike, this one included, so two servers on one
- * database deliver each other's messages; when the listener reconnects, each connected
- * client is sent what it may have missed.
+ * database deliver each other's messages; when the listener comes back after a gap,
+ * every connection catches up on what it missed.
  *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import {
-  type ClientMessage,
-  encodeFrame,
-  errorMessage,
-  FrameDecoder,
-  MAX_CIPHERTEXT_BYTES,
-  MAX_HISTORY_LIMIT,
-  parseClientMessage,
-  PROTOCOL_VERSION,
-  ProtocolError,
-  type ServerMessage,
-  type StoredMessage,
-} from "./protocol.ts";
+import { encodeFrame, FrameDecoder, type ProtocolError, type ServerMessage } from "./protocol.ts";
 import type { ChatStore, MessageRow, StoreEvent } from "./store.ts";
-import { base64, verifyKeyOffer } from "./crypto.ts";
+import {
+  type Effect,
+  type Event,
+  initialState,
+  refuse,
+  type State,
+  type Step,
+  step,
+} from "./server_core.ts";
 
 /** Server settings; all but the store have defaults in {@link DEFAULTS}. */
 export interface ChatServerConfig {
   hostname: string;
   port: number;
   store: ChatStore;
-  /** Sends allowed per second per connection (a token bucket of twice this). */
+  /**
+   * Sends per second per connection, on average (bursts of twice this). Faster senders
+   * are paced (the server reads their frames more slowly), never refused.
+   */
   messagesPerSecond: number;
-  /** Connections one address may hold at once. */
+  /**
+   * Connections one client address may hold at once; 0 for no cap (behind a load
+   * balancer that hides client addresses, where every client shares one address).
+   */
   maxConnectionsPerAddress: number;
   /** A connection that sends nothing for this long is closed (clients send heartbeats). */
   idleTimeoutMs: number;
@@ -57,41 +59,13 @@ export interface RunningChatServer {
 
 const log = getLogger(["duet", "chat"]);
 
-interface Client {
-  send(message: ServerMessage): void;
-  close(): void;
-  name: string;
-  room: string;
-  party: 0 | 1;
-  /**
-   * Every message up to this id was delivered (or was there at welcome, for the client to
-   * read from history). Only a catch-up moves it: pushes can come out of id order and
-   * around gaps the listener missed.
-   */
-  floor: number;
-  /** Ids pushed above the floor, so a catch-up does not send them again. */
-  pushed: Set<number>;
-}
-
-/** Pushed ids remembered per client between catch-ups; older ones may be sent twice. */
-const PUSHED_MEMORY = 10_000;
-
-function remember(client: Client, id: number): void {
-  client.pushed.add(id);
-  if (client.pushed.size > PUSHED_MEMORY) {
-    client.pushed.delete(Math.min(...client.pushed));
-  }
-}
-
-function wire(row: MessageRow): StoredMessage {
-  return {
-    id: row.id,
-    sender: row.sender,
-    client_msg_id: row.clientMsgId,
-    nonce: base64.encode(row.nonce),
-    ciphertext: base64.encode(row.ciphertext),
-    created_at: row.createdAt.toISOString(),
-  };
+/** One TCP connection: the core's state and what runs its effects. */
+interface Connection {
+  dispatch(event: Event): void;
+  /** Set by the join effect: the room whose pushes this connection takes. */
+  room?: string;
+  name?: string;
+  state: State;
 }
 
 /** Starts the server; resolves once it listens and its listener is subscribed. */
@@ -101,66 +75,51 @@ export async function startChatServer(
   const config: ChatServerConfig = { ...DEFAULTS, ...overrides };
   const { store } = config;
   await store.migrate();
-  const rooms = new Map<string, Map<string, Client>>();
+  const service = store.serviceId;
+  const rooms = new Map<string, Set<Connection>>();
   const perAddress = new Map<string, number>();
   const open = new Set<Deno.TcpConn>();
+  const connections = new Set<Connection>();
   let stopping = false;
 
-  const membersOf = (room: string) => [...(rooms.get(room)?.values() ?? [])];
+  const inRoom = (room: string) => [...(rooms.get(room) ?? [])];
 
-  async function onEvent(event: StoreEvent): Promise<void> {
-    const members = membersOf(event.room);
+  /**
+   * Channel events, one at a time in the order announced: a message too large for its
+   * notification is read back before any later event is dispatched, so pushes keep the
+   * channel's (commit) order.
+   */
+  let channel = Promise.resolve();
+  const onStoreEvent = (event: StoreEvent) => {
+    channel = channel.then(() => deliver(event)).catch((error) => {
+      log.warn("Delivery failed: {error}; the room's connections catch up", {
+        error: String(error),
+      });
+      for (const connection of inRoom(event.room)) connection.dispatch({ type: "listener_back" });
+    });
+  };
+
+  async function deliver(event: StoreEvent): Promise<void> {
+    const members = inRoom(event.room);
     if (!members.length) return;
     if (event.kind === "key") {
-      const offers = await store.keyOffers(event.room);
-      const offer = offers.find((o) => o.party === event.party);
-      if (!offer) return;
-      for (const client of members) {
-        if (client.party !== event.party) client.send(peerKey(offer));
+      const offer = (await store.keyOffers(event.room)).find((o) => o.party === event.party);
+      if (offer) {
+        for (const connection of members) connection.dispatch({ type: "peer_key", offer });
       }
       return;
     }
-    const row = event.message ?? await store.message(event.id);
+    const row: MessageRow | undefined = event.message ?? await store.message(event.id);
     if (!row) return;
-    for (const client of members) {
-      if (client.name === row.sender || client.pushed.has(row.id)) continue;
-      client.send({ type: "message", message: wire(row) });
-      remember(client, row.id);
-    }
-  }
-
-  /** After the listener (re)connects: what was stored while nobody listened. */
-  async function catchUp(): Promise<void> {
-    for (const [room, members] of rooms) {
-      for (const client of members.values()) {
-        for (;;) {
-          const page = await store.history(room, { after: client.floor, limit: MAX_HISTORY_LIMIT });
-          for (const row of page.messages) {
-            if (row.sender !== client.name && !client.pushed.has(row.id)) {
-              client.send({ type: "message", message: wire(row) });
-            }
-            client.pushed.delete(row.id);
-            client.floor = row.id;
-          }
-          if (!page.hasMore) break;
-        }
-      }
-    }
+    for (const connection of inRoom(event.room)) connection.dispatch({ type: "push", row });
   }
 
   let listened = 0;
-  await store.listen(
-    (event) =>
-      onEvent(event).catch((error) =>
-        log.warn("Delivery failed: {error}", { error: String(error) })
-      ),
-    () => {
-      if (listened++ > 0) {
-        log.info("The database listener is back; catching clients up");
-        catchUp().catch((error) => log.warn("Catch-up failed: {error}", { error: String(error) }));
-      }
-    },
-  );
+  await store.listen(onStoreEvent, () => {
+    if (listened++ === 0) return;
+    log.info("The database listener is back; catching clients up");
+    for (const connection of connections) connection.dispatch({ type: "listener_back" });
+  });
 
   const listener = Deno.listen({ hostname: config.hostname, port: config.port });
   const serving = (async () => {
@@ -178,10 +137,7 @@ export async function startChatServer(
     open.add(conn);
     const writer = conn.writable.getWriter();
     let closed = false;
-    const send = (message: ServerMessage) => {
-      if (closed) return;
-      writer.write(encodeFrame(message)).catch(() => close());
-    };
+    let pauseUntil = 0;
     const close = () => {
       if (closed) return;
       closed = true;
@@ -192,247 +148,172 @@ export async function startChatServer(
         } catch { /* closed */ }
       });
     };
-    const held = perAddress.get(address) ?? 0;
-    perAddress.set(address, held + 1);
-    let client: Client | undefined;
-    try {
-      if (stopping) {
-        send(errorMessage("shutting_down", "the server is shutting down"));
+    const write = (message: ServerMessage) => {
+      if (closed) return;
+      let frame: Uint8Array;
+      try {
+        frame = encodeFrame(message);
+      } catch (error) {
+        // Replies fit a frame by construction (server_core.ts); this is a bug.
+        log.error("A reply could not be encoded: {error}", { error: String(error) });
+        frame = encodeFrame({
+          type: "error",
+          code: "internal",
+          message: "the server failed; reconnect",
+          retryable: true,
+        });
+        writer.write(frame).catch(() => {});
+        close();
         return;
       }
-      if (held >= config.maxConnectionsPerAddress) {
-        send(errorMessage("too_many_connections", `already ${held} connections from your address`));
-        return;
+      writer.write(frame).catch(() => close());
+    };
+
+    const connection: Connection = {
+      state: initialState({ messagesPerSecond: config.messagesPerSecond }),
+      dispatch(event) {
+        apply(step(connection.state, event));
+      },
+    };
+    const apply = (result: Step) => {
+      connection.state = result.state;
+      for (const reply of result.replies) write(reply);
+      for (const effect of result.effects) run(effect);
+    };
+    const settle = (effect: Effect, work: Promise<Event>) => {
+      work.then(
+        (event) => connection.dispatch(event),
+        (error) => connection.dispatch({ type: "failed", effect, error }),
+      );
+    };
+    const run = (effect: Effect) => {
+      switch (effect.type) {
+        case "join": {
+          // Pushes for the room are taken from now on (held until the welcome), so none
+          // committed after the join's read is missed.
+          connection.room = effect.room;
+          connection.name = effect.name;
+          const members = rooms.get(effect.room) ?? new Set();
+          rooms.set(effect.room, members.add(connection));
+          return settle(
+            effect,
+            (async (): Promise<Event> => {
+              const join = await store.join(effect.room, effect.name);
+              const offers = join.ok ? await store.keyOffers(effect.room) : [];
+              return { type: "joined", join, service, offers };
+            })(),
+          );
+        }
+        case "enter":
+          for (const other of inRoom(effect.room)) {
+            if (other !== connection && other.name === effect.name) {
+              other.dispatch({ type: "replaced" });
+            }
+          }
+          return;
+        case "save_key":
+          return settle(
+            effect,
+            store.saveKeyOffer(effect.room, effect.party, effect.publicKey, effect.proof)
+              .then(() => ({ type: "key_saved" })),
+          );
+        case "store":
+          return settle(
+            effect,
+            store.insertMessage(
+              effect.room,
+              effect.sender,
+              effect.clientMsgId,
+              effect.seq,
+              effect.nonce,
+              effect.ciphertext,
+            ).then((outcome) => ({
+              type: "store_outcome",
+              clientMsgId: effect.clientMsgId,
+              outcome,
+            })),
+          );
+        case "read_history": {
+          const read = async (): Promise<Event> => {
+            if (effect.delayMs) await new Promise((r) => setTimeout(r, effect.delayMs));
+            const page = await store.history(effect.room, effect.query);
+            return {
+              type: "history_rows",
+              purpose: effect.purpose,
+              query: effect.query,
+              rows: page.messages,
+              hasMore: page.hasMore,
+            };
+          };
+          return settle(effect, read());
+        }
+        case "pause":
+          // `ms` is how long until the bucket is back at zero: a deadline, not an addition.
+          pauseUntil = Math.max(pauseUntil, performance.now() + effect.ms);
+          return;
+        case "close":
+          return close();
+      }
+    };
+
+    const held = perAddress.get(address) ?? 0;
+    perAddress.set(address, held + 1);
+    connections.add(connection);
+    let idle: ReturnType<typeof setTimeout> | undefined;
+    try {
+      if (stopping) return apply(refuse("shutting_down", "the server is shutting down"));
+      if (config.maxConnectionsPerAddress && held >= config.maxConnectionsPerAddress) {
+        return apply(
+          refuse("too_many_connections", `already ${held} connections from your address`),
+        );
       }
       const frames = new FrameDecoder();
       const reader = conn.readable.getReader();
-      let tokens = config.messagesPerSecond * 2;
-      let refilled = performance.now();
-      let idle: ReturnType<typeof setTimeout> | undefined;
       const armIdle = () => {
         clearTimeout(idle);
-        idle = setTimeout(() => {
-          send({ type: "bye", reason: "idle" });
-          close();
-        }, config.idleTimeoutMs);
+        idle = setTimeout(() => connection.dispatch({ type: "idle" }), config.idleTimeoutMs);
       };
       armIdle();
-      try {
-        for (;;) {
-          const { value, done } = await reader.read().catch(() => ({
-            value: undefined,
-            done: true,
-          }));
-          if (done || closed) break;
-          armIdle();
-          let payloads: unknown[];
-          try {
-            payloads = frames.push(value!);
-          } catch (error) {
-            const e = error as ProtocolError;
-            send(errorMessage(e.code, e.message));
-            return;
-          }
-          for (const payload of payloads) {
-            let message: ClientMessage;
-            try {
-              message = parseClientMessage(payload);
-            } catch (error) {
-              send(errorMessage("bad_message", (error as Error).message));
-              return;
-            }
-            if (!client) {
-              if (message.type !== "hello") {
-                send(errorMessage("handshake_required", "the first frame must be hello"));
-                return;
-              }
-              client = await hello(message, send, close);
-              if (!client) return;
-              continue;
-            }
-            if (message.type === "send") {
-              const now = performance.now();
-              tokens = Math.min(
-                config.messagesPerSecond * 2,
-                tokens + ((now - refilled) / 1000) * config.messagesPerSecond,
-              );
-              refilled = now;
-              if (tokens < 1) {
-                send(
-                  errorMessage(
-                    "rate_limited",
-                    `at most ${config.messagesPerSecond} messages a second`,
-                    message.client_msg_id,
-                  ),
-                );
-                continue;
-              }
-              tokens--;
-            }
-            if (message.type === "bye") return;
-            if (message.type === "hello") {
-              send(errorMessage("bad_message", "hello comes once, first"));
-              return;
-            }
-            try {
-              await command(client, message, send);
-            } catch (error) {
-              log.error("A command failed: {error}", { error: String(error) });
-              send(errorMessage("internal", "the server failed; reconnect"));
-              return;
-            }
-          }
+      // Frames are handled one at a time, each after the pause the one before asked for:
+      // a burst that arrived in one chunk is paced like one that arrived frame by frame.
+      const paced = async () => {
+        const wait = pauseUntil - performance.now();
+        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+      };
+      while (!closed) {
+        await paced();
+        const { value, done } = await reader.read().catch(() => ({
+          value: undefined,
+          done: true,
+        }));
+        if (done || closed) break;
+        armIdle();
+        let payloads: unknown[];
+        try {
+          payloads = frames.push(value!);
+        } catch (error) {
+          connection.dispatch({ type: "frame_error", error: error as ProtocolError });
+          break;
         }
-      } finally {
-        clearTimeout(idle);
+        for (const payload of payloads) {
+          await paced();
+          if (closed) break;
+          connection.dispatch({ type: "frame", payload, now: performance.now() });
+        }
       }
     } finally {
-      if (client && rooms.get(client.room)?.get(client.name)?.send === send) {
-        rooms.get(client.room)!.delete(client.name);
-        if (!rooms.get(client.room)!.size) rooms.delete(client.room);
+      clearTimeout(idle);
+      if (connection.room) {
+        const members = rooms.get(connection.room);
+        members?.delete(connection);
+        if (members && !members.size) rooms.delete(connection.room);
       }
+      connections.delete(connection);
       const left = (perAddress.get(address) ?? 1) - 1;
       if (left) perAddress.set(address, left);
       else perAddress.delete(address);
       open.delete(conn);
       close();
-    }
-  }
-
-  async function hello(
-    message: Extract<ClientMessage, { type: "hello" }>,
-    send: (m: ServerMessage) => void,
-    close: () => void,
-  ): Promise<Client | undefined> {
-    if (message.version !== PROTOCOL_VERSION) {
-      send(errorMessage("unsupported_version", `this server speaks version ${PROTOCOL_VERSION}`));
-      return undefined;
-    }
-    let join;
-    try {
-      join = await store.join(message.room, message.name);
-    } catch (error) {
-      log.warn("Join failed: {error}", { error: String(error) });
-      send(errorMessage("unavailable", "the database is unavailable; try again shortly"));
-      return undefined;
-    }
-    if (!join.ok) {
-      send(errorMessage("room_full", "this room already has its two parties"));
-      return undefined;
-    }
-    const client: Client = {
-      send,
-      close,
-      name: message.name,
-      room: message.room,
-      party: join.party,
-      floor: join.lastId,
-      pushed: new Set(),
-    };
-    const members = rooms.get(message.room) ?? new Map<string, Client>();
-    rooms.set(message.room, members);
-    const previous = members.get(message.name);
-    if (previous) {
-      previous.send({ type: "bye", reason: "replaced by a newer connection with your name" });
-      previous.close();
-    }
-    members.set(message.name, client);
-    send({
-      type: "welcome",
-      version: PROTOCOL_VERSION,
-      party: join.party,
-      peer: join.peer,
-      last_id: join.lastId,
-    });
-    const offers = await store.keyOffers(message.room).catch(() => []);
-    for (const offer of offers) if (offer.party !== join.party) send(peerKey(offer));
-    log.debug("A party joined a room ({parties} connected in it)", { parties: members.size });
-    return client;
-  }
-
-  async function command(
-    client: Client,
-    message: Exclude<ClientMessage, { type: "hello" | "bye" }>,
-    send: (m: ServerMessage) => void,
-  ): Promise<void> {
-    switch (message.type) {
-      case "heartbeat":
-        return send({ type: "heartbeat" });
-      case "key_offer": {
-        if (!verifyKeyOffer(client.room, client.party, message)) {
-          return send(
-            errorMessage(
-              "bad_proof",
-              "the proof does not show possession of this key for this room and party",
-            ),
-          );
-        }
-        try {
-          const publicKey = Uint8Array.from(
-            message.public_key.match(/../g)!,
-            (h) => parseInt(h, 16),
-          );
-          await store.saveKeyOffer(client.room, client.party, publicKey, message.proof);
-        } catch {
-          return send(
-            errorMessage("unavailable", "the database is unavailable; offer again shortly"),
-          );
-        }
-        return;
-      }
-      case "send": {
-        const ciphertext = base64.decode(message.ciphertext);
-        if (ciphertext.length > MAX_CIPHERTEXT_BYTES) {
-          return send(
-            errorMessage(
-              "message_too_large",
-              `a ciphertext of ${ciphertext.length} bytes; at most ${MAX_CIPHERTEXT_BYTES}`,
-              message.client_msg_id,
-            ),
-          );
-        }
-        try {
-          const { message: row } = await store.insertMessage(
-            client.room,
-            client.name,
-            message.client_msg_id,
-            base64.decode(message.nonce),
-            ciphertext,
-          );
-          // Acknowledged only once committed; a retry of a stored message gets the same id.
-          return send({
-            type: "stored",
-            client_msg_id: row.clientMsgId,
-            id: row.id,
-            created_at: row.createdAt.toISOString(),
-          });
-        } catch (error) {
-          log.warn("Storing a message failed: {error}", { error: String(error) });
-          return send(
-            errorMessage(
-              "unavailable",
-              "the database is unavailable; send again",
-              message.client_msg_id,
-            ),
-          );
-        }
-      }
-      case "history": {
-        try {
-          const page = await store.history(client.room, {
-            ...(message.before === undefined ? {} : { before: message.before }),
-            ...(message.after === undefined ? {} : { after: message.after }),
-            limit: message.limit ?? 50,
-          });
-          return send({
-            type: "history_page",
-            messages: page.messages.map(wire),
-            has_more: page.hasMore,
-          });
-        } catch {
-          return send(errorMessage("unavailable", "the database is unavailable; ask again"));
-        }
-      }
     }
   }
 
@@ -445,31 +326,17 @@ export async function startChatServer(
       stopping = true;
       listener.close();
       await serving;
-      for (const members of rooms.values()) {
-        for (const client of members.values()) {
-          client.send({ type: "bye", reason: "the server is shutting down" });
-          client.close();
-        }
-      }
+      for (const connection of connections) connection.dispatch({ type: "shutdown" });
+      // Give the byes a moment to be written before the sockets go.
+      await new Promise((resolve) => setTimeout(resolve, 20));
       for (const conn of open) {
         try {
           conn.close();
         } catch { /* closed */ }
       }
+      await channel.catch(() => {});
       await store.close();
       log.info("Chat server stopped");
     },
-  };
-}
-
-function peerKey(
-  offer: { party: 0 | 1; name: string; publicKey: Uint8Array; proof: { t: string; s: string } },
-): ServerMessage {
-  return {
-    type: "peer_key",
-    name: offer.name,
-    party: offer.party,
-    public_key: Array.from(offer.publicKey, (b) => b.toString(16).padStart(2, "0")).join(""),
-    proof: offer.proof,
   };
 }

@@ -48,26 +48,40 @@ for (const engine of engines) {
     fn: () =>
       withServer(engine.open, async ({ addr }) => {
         const [alice, welcomeA] = await TestClient.join(addr.port, "alice", "room1");
+        const service = welcomeA.type === "welcome" ? welcomeA.service : "";
+        assert.match(service, /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
         assert.deepEqual(welcomeA, {
           type: "welcome",
-          version: 1,
+          version: 2,
           party: 0,
           peer: null,
           last_id: 0,
+          service,
+          last_seq: 0,
         });
         const [bob, welcomeB] = await TestClient.join(addr.port, "bob", "room1");
         assert.deepEqual(welcomeB, {
           type: "welcome",
-          version: 1,
+          version: 2,
           party: 1,
           peer: "alice",
           last_id: 0,
+          service,
+          last_seq: 0,
         });
         const [carol, refused] = await TestClient.join(addr.port, "carol", "room1");
         assert.equal(refused.type === "error" && refused.code, "room_full");
         await carol.closed;
         const [alice2, again] = await TestClient.join(addr.port, "alice", "room1");
-        assert.deepEqual(again, { type: "welcome", version: 1, party: 0, peer: "bob", last_id: 0 });
+        assert.deepEqual(again, {
+          type: "welcome",
+          version: 2,
+          party: 0,
+          peer: "bob",
+          last_id: 0,
+          service,
+          last_seq: 0,
+        });
         const bye = await alice.next((m) => m.type === "bye");
         assert.deepEqual(bye, {
           type: "bye",
@@ -123,7 +137,7 @@ for (const engine of engines) {
       withServer(engine.open, async ({ addr }) => {
         const [alice] = await TestClient.join(addr.port, "alice", "msgs");
         const [bob] = await TestClient.join(addr.port, "bob", "msgs");
-        await alice.send(sendFrame("m1", 1));
+        await alice.send(sendFrame("m1", 1, 1));
         const stored = await alice.next((m) => m.type === "stored");
         assert.equal(stored.type === "stored" && stored.client_msg_id, "m1");
         const pushed = await bob.next((m) => m.type === "message");
@@ -133,12 +147,12 @@ for (const engine of engines) {
         );
         assert.deepEqual(
           pushed.type === "message" && pushed.message.ciphertext,
-          (sendFrame("m1", 1) as { ciphertext: string }).ciphertext,
+          (sendFrame("m1", 1, 1) as { ciphertext: string }).ciphertext,
         );
-        await alice.send(sendFrame("m1", 9)); // a retry after a lost acknowledgement
+        await alice.send(sendFrame("m1", 1, 9)); // a retry after a lost acknowledgement
         const again = await alice.next((m) => m.type === "stored");
         assert.equal(again.type === "stored" && again.id, stored.type === "stored" && stored.id);
-        for (let i = 2; i <= 5; i++) await alice.send(sendFrame(`m${i}`));
+        for (let i = 2; i <= 5; i++) await alice.send(sendFrame(`m${i}`, i));
         for (let i = 2; i <= 5; i++) await alice.next((m) => m.type === "stored");
         await waitFor(() => bob.all("message").length === 4, "bob's pushes");
         assert.equal(alice.all("message").length, 0, "no echo to the sender");
@@ -180,9 +194,9 @@ testWith({ name: "PGlite", missing: undefined }, {
         [new Uint8Array([0, 0, 0, 2, 0xff, 0xfe]), "bad_frame"],
         [new Uint8Array([0, 0, 0, 3, 0x6e, 0x6f, 0x21]), "bad_frame"], // "no!" is not JSON
         [encodeFrame({ type: "heartbeat" }), "handshake_required"],
-        [encodeFrame({ type: "hello", version: 2, name: "a", room: "r" }), "unsupported_version"],
+        [encodeFrame({ type: "hello", version: 1, name: "a", room: "r" }), "unsupported_version"],
         [
-          encodeFrame({ type: "hello", version: 1, name: "bad name!", room: "r" } as never),
+          encodeFrame({ type: "hello", version: 2, name: "bad name!", room: "r" } as never),
           "bad_message",
         ],
       ];
@@ -214,17 +228,18 @@ testWith({ name: "PGlite", missing: undefined }, {
     withServer(pgliteStore, async ({ addr }) => {
       const [alice] = await TestClient.join(addr.port, "alice", "long");
       for (
-        const [id, bytes] of [["limit", MAX_CIPHERTEXT_BYTES], [
+        const [id, bytes, seq] of [["limit", MAX_CIPHERTEXT_BYTES, 1], [
           "over",
           MAX_CIPHERTEXT_BYTES + 1,
+          2,
         ]] as const
       ) {
         await alice.send({
-          ...sendFrame(id),
+          ...sendFrame(id, seq),
           ciphertext: base64.encode(new Uint8Array(bytes).fill(7)),
         } as ClientMessage);
       }
-      await alice.send(sendFrame("after"));
+      await alice.send(sendFrame("after", 2)); // the refused one's seq is free again
       const stored = await alice.next((m) => m.type === "stored" && m.client_msg_id === "limit");
       const refused = await alice.next((m) => m.type === "error");
       assert.deepEqual(
@@ -251,27 +266,40 @@ testWith({ name: "PGlite", missing: undefined }, {
 });
 
 testWith({ name: "PGlite", missing: undefined }, {
-  name:
-    "chat server: sends beyond the rate are refused as rate_limited; connections per address are capped",
+  name: "chat server: sends beyond the rate are paced, not refused, and stored in the order " +
+    "sent; connections per address are capped",
   ...options,
   fn: () =>
     withServer(pgliteStore, async ({ addr }) => {
       const [alice] = await TestClient.join(addr.port, "alice", "busy");
-      for (let i = 0; i < 12; i++) await alice.send(sendFrame(`b${i}`));
-      await waitFor(() => alice.all("stored").length + alice.all("error").length === 12, "answers");
-      const limited = alice.all("error");
-      assert.equal(alice.all("stored").length, 10, "a burst of twice the rate (5/s) is stored");
-      assert.equal(limited.length, 2);
-      assert.deepEqual(limited.map((e) => [e.code, e.retryable, e.client_msg_id]), [
-        ["rate_limited", true, "b10"],
-        ["rate_limited", true, "b11"],
-      ]);
+      for (let i = 1; i <= 14; i++) await alice.send(sendFrame(`b${i}`, i));
+      await waitFor(() => alice.all("stored").length + alice.all("error").length === 14, "answers");
+      assert.deepEqual(alice.all("error"), [], "nothing refused");
+      assert.deepEqual(
+        alice.all("stored").map((s) => [s.client_msg_id, s.seq]),
+        Array.from({ length: 14 }, (_, i) => [`b${i + 1}`, i + 1]),
+      );
+      const ids = alice.all("stored").map((s) => s.id);
+      assert.deepEqual(ids, [...ids].sort((a, b) => a - b), "ids in the order sent");
       const extra = await TestClient.connect(addr.port); // alice holds one, this is the second
       const refused = await TestClient.connect(addr.port);
       const error = await refused.next((m) => m.type === "error");
       assert.equal(error.type === "error" && error.code, "too_many_connections");
       for (const c of [alice, extra, refused]) c.close();
     }, { messagesPerSecond: 5, maxConnectionsPerAddress: 2 }),
+});
+
+testWith({ name: "PGlite", missing: undefined }, {
+  name: "chat server: a cap of 0 connections per address means no cap",
+  ...options,
+  fn: () =>
+    withServer(pgliteStore, async ({ addr }) => {
+      const clients = await Promise.all(
+        Array.from({ length: 20 }, (_, i) => TestClient.join(addr.port, `p${i}`, `cap${i}`)),
+      );
+      assert.deepEqual(clients.map(([, w]) => w.type), Array(20).fill("welcome"));
+      for (const [c] of clients) c.close();
+    }, { maxConnectionsPerAddress: 0 }),
 });
 
 testWith(postgresRequirement, {
@@ -285,7 +313,7 @@ testWith(postgresRequirement, {
     try {
       const [alice] = await TestClient.join(one.addr.port, "alice", "across");
       const [bob] = await TestClient.join(two.addr.port, "bob", "across");
-      await alice.send(sendFrame("x1"));
+      await alice.send(sendFrame("x1", 1));
       const pushed = await bob.next((m) => m.type === "message");
       assert.equal(pushed.type === "message" && pushed.message.sender, "alice");
       const offer = makeKeyOffer("across", 1).offer;
@@ -329,7 +357,7 @@ testWith(postgresRequirement, {
         const id = `d${i}`;
         // Like a client with an outbox: retry on a retryable error until stored.
         for (let attempt = 0; attempt < 50; attempt++) {
-          await alice.send(sendFrame(id));
+          await alice.send(sendFrame(id, i + 1));
           const answer = await alice.next((m) =>
             (m.type === "stored" && m.client_msg_id === id) ||
             (m.type === "error" && m.client_msg_id === id)
@@ -389,6 +417,7 @@ for (const engine of engines) {
         await alice.send({
           type: "send",
           client_msg_id: "p1",
+          seq: 1,
           nonce: base64.encode(nonce),
           ciphertext: base64.encode(ciphertext),
         });
@@ -461,3 +490,110 @@ testWith({ name: "PGlite", missing: undefined }, {
     await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: server.addr.port }));
   },
 });
+
+for (const engine of engines) {
+  testWith(engine.requirement, {
+    name: `chat server (${engine.name}): 300 sends pipelined by one sender are stored and ` +
+      "pushed in the order sent; a seq out of order is refused naming the expected one",
+    ...options,
+    fn: () =>
+      withServer(engine.open, async ({ addr }) => {
+        const [alice] = await TestClient.join(addr.port, "alice", "burst");
+        const [bob] = await TestClient.join(addr.port, "bob", "burst");
+        await alice.send(sendFrame("early", 3));
+        const refused = await alice.next((m) => m.type === "error");
+        assert.deepEqual(
+          refused.type === "error" &&
+            [refused.code, refused.retryable, refused.client_msg_id, refused.expected_seq],
+          ["out_of_order", true, "early", 1],
+        );
+        const frames = Array.from({ length: 300 }, (_, i) =>
+          encodeFrame(sendFrame(`b${i + 1}`, i + 1)));
+        await alice.sendRaw(new Uint8Array(frames.flatMap((f) => [...f])));
+        await waitFor(
+          () =>
+            alice.all("stored").length === 300,
+          "300 stored",
+          30_000,
+        );
+        assert.deepEqual(alice.all("error"), [], "nothing refused");
+        const stored = alice.all("stored");
+        assert.deepEqual(stored.map((s) => s.seq), stored.map((_, i) => i + 1));
+        const ids = stored.map((s) => s.id);
+        assert.deepEqual(ids, [...ids].sort((a, b) => a - b), "ids in seq order");
+        await waitFor(() => bob.all("message").length === 300, "300 pushed", 30_000);
+        assert.deepEqual(bob.all("message").map((m) => m.message.seq), stored.map((s) => s.seq));
+        for (const c of [alice, bob]) c.close();
+      }, { messagesPerSecond: 10_000 }),
+  });
+
+  testWith(engine.requirement, {
+    name: `chat server (${engine.name}): 250 messages of 300 bytes: every history page fits ` +
+      "a frame and paging after the last id reads them all",
+    ...options,
+    fn: () =>
+      withServer(engine.open, async ({ addr }) => {
+        const [alice] = await TestClient.join(addr.port, "alice", "long-history");
+        const big = (i: number) => ({
+          ...sendFrame(`h${i}`, i),
+          ciphertext: base64.encode(new Uint8Array(300).fill(i % 250)),
+        } as ClientMessage);
+        for (let i = 1; i <= 250; i++) await alice.send(big(i));
+        await waitFor(() => alice.all("stored").length === 250, "250 stored", 30_000);
+        const [bob] = await TestClient.join(addr.port, "bob", "long-history");
+        const read: string[] = [];
+        let after = 0;
+        for (let pages = 0; pages < 20; pages++) {
+          await bob.send({ type: "history", after, limit: 200 });
+          const page = await bob.next((m) => m.type === "history_page" || m.type === "error");
+          assert.equal(page.type, "history_page", JSON.stringify(page).slice(0, 200));
+          if (page.type !== "history_page") break;
+          read.push(...page.messages.map((m) => m.client_msg_id));
+          after = page.messages.at(-1)?.id ?? after;
+          if (!page.has_more) break;
+        }
+        assert.deepEqual(read, Array.from({ length: 250 }, (_, i) => `h${i + 1}`));
+        await bob.send({ type: "history", limit: 200 }); // the newest, read backwards
+        const newest = await bob.next((m) => m.type === "history_page");
+        assert.equal(newest.type === "history_page" && newest.has_more, true);
+        assert.equal(
+          newest.type === "history_page" && newest.messages.at(-1)?.client_msg_id,
+          "h250",
+        );
+        for (const c of [alice, bob]) c.close();
+      }, { messagesPerSecond: 10_000 }),
+  });
+
+  testWith(engine.requirement, {
+    name: `chat server (${engine.name}): a client_msg_id no database can store is refused ` +
+      "for good (bad_text), alone; twelve other senders meanwhile are all stored",
+    ...options,
+    fn: () =>
+      withServer(engine.open, async ({ addr }) => {
+        const [bad] = await TestClient.join(addr.port, "mallory", "bad-room");
+        const honest = await Promise.all(
+          Array.from({ length: 12 }, (_, i) => TestClient.join(addr.port, `s${i}`, `room${i}`)),
+        );
+        const sending = honest.map(async ([client], i) => {
+          for (let n = 1; n <= 30; n++) await client.send(sendFrame(`s${i}-${n}`, n));
+        });
+        for (let n = 1; n <= 30; n++) {
+          await bad.send(sendFrame(n % 2 ? `nul\u0000${n}` : `lone\ud800${n}`, 1));
+        }
+        await Promise.all(sending);
+        await waitFor(() => bad.all("error").length === 30, "30 refusals");
+        assert.deepEqual(
+          [...new Set(bad.all("error").map((e) => `${e.code} ${e.retryable}`))],
+          ["bad_text false"],
+        );
+        await bad.send(sendFrame("fine", 1));
+        await bad.next((m) => m.type === "stored" && m.client_msg_id === "fine");
+        for (const [client] of honest) {
+          await waitFor(() => client.all("stored").length === 30, "30 stored", 20_000);
+          assert.deepEqual(client.all("error"), []);
+          client.close();
+        }
+        bad.close();
+      }, { messagesPerSecond: 10_000 }),
+  });
+}

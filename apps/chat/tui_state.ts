@@ -140,6 +140,9 @@ function onClient(state: TuiState, event: ClientEvent): TuiState {
           "sides means nobody is in the middle.",
       }]);
     }
+    case "restored_key":
+      // A reopened client: the key it keeps is the key, without a new note about it.
+      return { ...state, fingerprint: event.fingerprint, keyChanged: event.pending };
     case "notice":
       return appendRows(state, [{ kind: "note", text: event.text, tone: "info" }]);
     case "fatal":

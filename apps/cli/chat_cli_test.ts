@@ -4,7 +4,14 @@
 // peer's escape sequences, over-long messages, a changed peer key; and the commands' usage
 // errors and an unreachable database.
 import assert from "node:assert/strict";
-import { freePort, spawnDuet, type SpawnedDuet, waitFor } from "@duet/testkit";
+import {
+  findPostgres,
+  freePort,
+  spawnDuet,
+  type SpawnedDuet,
+  testWith,
+  waitFor,
+} from "@duet/testkit";
 import {
   ChatClient,
   ChatStore,
@@ -16,6 +23,7 @@ import {
 } from "@duet/chat";
 
 const options = { sanitizeOps: false, sanitizeResources: false };
+const postgresRequirement = await findPostgres();
 const encoder = new TextEncoder();
 
 interface Party {
@@ -94,7 +102,7 @@ Deno.test("duet chat, duet chat-server: usage errors exit 2 with one line", asyn
   }
 });
 
-Deno.test("duet chat-server: an unreachable database is named in one line, exit 1", async () => {
+Deno.test("duet chat-server: an unreachable database is waited for, named without its password; SIGTERM ends the wait", async () => {
   const port = freePort(); // nothing listens there
   const child = spawnDuet(
     [
@@ -106,17 +114,48 @@ Deno.test("duet chat-server: an unreachable database is named in one line, exit 
     ],
     { direct: true },
   );
+  try {
+    await waitFor(
+      () => child.lines.stderr.some((l) => l.includes("Waiting for the database")),
+      "the waiting line",
+      20_000,
+    );
+    const text = child.lines.stderr.join("\n");
+    assert.match(
+      text,
+      new RegExp(
+        `Waiting for the database \\("?PostgreSQL at postgres://chat:\\*\\*\\*@127\\.0\\.0\\.1:${port}/chat"?\\): .*ECONNREFUSED`,
+      ),
+    );
+    assert.ok(!text.includes("secret"), "no password in the message");
+    assert.deepEqual(child.lines.stdout, [], "not listening yet");
+  } finally {
+    child.child.kill("SIGTERM");
+  }
   const { code } = await child.child.status;
   await child.done;
-  const text = child.lines.stderr.join("\n");
-  assert.equal(code, 1, text);
-  assert.match(
-    text,
-    new RegExp(
-      `^duet chat-server: cannot use the database \\(PostgreSQL at postgres://chat:\\*\\*\\*@127\\.0\\.0\\.1:${port}/chat\\): .*ECONNREFUSED`,
-    ),
-  );
-  assert.ok(!text.includes("secret"), "no password in the message");
+  assert.equal(code, 0, child.lines.stderr.join("\n"));
+});
+
+testWith(postgresRequirement, {
+  name: "duet chat-server: a database that refuses us is named in one line, exit 1",
+  async fn() {
+    const url = new URL(postgresRequirement.url);
+    url.password = "secret";
+    url.pathname = `/duet_no_such_database_${crypto.randomUUID().slice(0, 8)}`;
+    const child = spawnDuet(["chat-server", "--port", "0", "--database-url", url.href], {
+      direct: true,
+    });
+    const { code } = await child.child.status;
+    await child.done;
+    const text = child.lines.stderr.join("\n");
+    assert.equal(code, 1, text);
+    assert.match(
+      text,
+      /^duet chat-server: cannot use the database \(PostgreSQL at postgres:\/\/[^ ]*\*\*\*@[^)]*duet_no_such_database_[^)]*\): .*does not exist/,
+    );
+    assert.ok(!text.includes("secret"), "no password in the message");
+  },
 });
 
 Deno.test({
@@ -207,6 +246,7 @@ Deno.test({
         "outage",
         "bob",
         "tampered-1",
+        1, // bob's client has not sent yet: its first message is renumbered after this one
         new Uint8Array(12),
         crypto.getRandomValues(new Uint8Array(40)),
       );
@@ -292,7 +332,8 @@ Deno.test({
       // As an older client would have left it: an over-long message in the outbox, under
       // the agreed key. The server refuses it once; the client drops it and goes on.
       const store = await KeyStore.open(`${dir}/alice.sqlite`);
-      const at = { server: `127.0.0.1:${port}`, room: "long", name: "alice" };
+      const at = { service: store.serviceKey(`127.0.0.1:${port}`), room: "long", name: "alice" };
+      assert.match(at.service, /^service:/, "bound to the service at the first welcome");
       const [peer] = store.peerKeys(at);
       store.addToOutbox(at, {
         clientMsgId: "jammed",

@@ -41,7 +41,7 @@ export class TestClient {
   /** Connects and says hello; resolves with the welcome (or the error). */
   static async join(port: number, name: string, room: string): Promise<[TestClient, ServerMessage]> {
     const client = await TestClient.connect(port);
-    await client.send({ type: "hello", version: 1, name, room });
+    await client.send({ type: "hello", version: 2, name, room });
     return [client, await client.next((m) => m.type === "welcome" || m.type === "error")];
   }
 
@@ -92,11 +92,12 @@ export class TestClient {
   }
 }
 
-/** A send frame with a 16-byte stand-in ciphertext (the server never looks inside). */
-export function sendFrame(clientMsgId: string, fill = 1): ClientMessage {
+/** A send frame with a 32-byte stand-in ciphertext (the server never looks inside). */
+export function sendFrame(clientMsgId: string, seq: number, fill = 1): ClientMessage {
   return {
     type: "send",
     client_msg_id: clientMsgId,
+    seq,
     nonce: btoa(String.fromCharCode(...new Uint8Array(12).fill(fill))),
     ciphertext: btoa(String.fromCharCode(...new Uint8Array(32).fill(fill))),
   };

@@ -13,11 +13,13 @@ import {
   connectPostgres,
   defaultKeyStorePath,
   DEFAULTS,
+  duetDataDir,
+  isUnavailable,
   KeyStore,
   NAME,
   openPglite,
-  printable,
   ROOM,
+  runLineMode,
   startChatServer,
 } from "@duet/chat";
 import { runTui } from "@duet/chat/tui";
@@ -36,9 +38,7 @@ interface ChatServerCliOptions {
 
 /** Where the embedded database lives by default: the XDG data directory. */
 export function defaultDataDir(): string {
-  const base = Deno.env.get("XDG_DATA_HOME") ??
-    `${Deno.env.get("HOME") ?? "."}/.local/share`;
-  return `${base}/duet/chat`;
+  return `${duetDataDir()}/chat`;
 }
 
 const log = getLogger(["duet", "chat"]);
@@ -83,8 +83,9 @@ export function chatServerCommand(io: CliIo): Command {
     )
     .option(
       "--max-connections-per-address <n>",
-      "connections one address may hold at once",
-      integer(1, 100_000),
+      "connections one client address may hold at once; 0 for no cap (behind a load " +
+        "balancer that rewrites client addresses)",
+      integer(0, 100_000),
       DEFAULTS.maxConnectionsPerAddress,
     )
     .option(
@@ -103,6 +104,8 @@ Examples:
   duet chat-server --database-url postgres://chat@db:5432/chat --host 0.0.0.0
   duet chat-server --data-dir ./chat-data --quiet
 
+A database that is not reachable yet (starting, restarting) is waited for, with a log line
+saying so; a database that refuses us (no such database, bad password) ends the command.
 Stops on SIGINT/SIGTERM: says bye to every client, closes the database.`,
     )
     .action(async (options: ChatServerCliOptions) => {
@@ -114,11 +117,19 @@ Stops on SIGINT/SIGTERM: says bye to every client, closes the database.`,
           throw new Error(`cannot open the database: ${(error as Error).message}`);
         });
       // Here rather than inside startChatServer (which migrates too, finding nothing to do)
-      // so that an unreachable database is reported as such, naming it.
-      await store.migrate().catch(async (error) => {
+      // so that an unreachable database is reported as such, naming it, and waited for.
+      const ready = await waitForDatabase(store, description, io.shutdownSignal).catch(
+        async (error) => {
+          await store.close().catch(() => {});
+          throw new Error(
+            `cannot use the database (${description}): ${(error as Error).message}`,
+          );
+        },
+      );
+      if (!ready) {
         await store.close().catch(() => {});
-        throw new Error(`cannot use the database (${description}): ${(error as Error).message}`);
-      });
+        return;
+      }
       const server = await startChatServer({
         store,
         hostname: options.host,
@@ -134,6 +145,46 @@ Stops on SIGINT/SIGTERM: says bye to every client, closes the database.`,
       await untilAborted(io.shutdownSignal);
       await server.shutdown();
     });
+}
+
+/** How long the server waits between attempts to reach a database that is not there yet. */
+const DATABASE_RETRY_MS = 1_000;
+
+/**
+ * Migrates, waiting for a database that cannot be reached yet (a log line says so, once
+ * per reason) until it can or `signal` aborts (false). A database that answers with a
+ * refusal (authentication, no such database) is thrown at once: waiting would not mend it.
+ */
+export async function waitForDatabase(
+  store: ChatStore,
+  description: string,
+  signal: AbortSignal,
+): Promise<boolean> {
+  let told: string | undefined;
+  for (;;) {
+    if (signal.aborted) return false;
+    try {
+      await store.migrate();
+      if (told) log.info("The database is reachable now ({description})", { description });
+      return true;
+    } catch (error) {
+      if (!isUnavailable(error)) throw error;
+      const reason = (error as Error).message;
+      if (reason !== told) {
+        log.warn("Waiting for the database ({description}): {reason}", { description, reason });
+        told = reason;
+      }
+    }
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, DATABASE_RETRY_MS);
+      signal.addEventListener("abort", done, { once: true });
+      function done() {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", done);
+        resolve();
+      }
+    });
+  }
 }
 
 interface ChatCliOptions {
@@ -213,118 +264,24 @@ Examples:
         keyStore.close();
         return;
       }
-      let fatal: string | undefined;
-      const client = new ChatClient({
+      const result = await runLineMode({
         server: options.server,
         name: options.name,
         room: options.room,
         keyStore,
-        onEvent: (event) => {
-          switch (event.type) {
-            case "message": {
-              const m = event.message;
-              if (m.own && !m.fromHistory) {
-                if (m.status === "failed") io.err(`not sent: ${printable(m.problem ?? "")}\n`);
-                return;
-              }
-              // Never raw: the text is the peer's, and may hold escapes or a forged line.
-              io.out(`${m.sender}: ${printable(m.text ?? `[${m.problem}]`)}\n`);
-              return;
-            }
-            case "key":
-              if (event.changed) {
-                io.err(
-                  `!!! WARNING: ${event.peer}'s key CHANGED (new SHA-256 ${event.fingerprint}). ` +
-                    "Compare it with them over another channel; if it differs, someone is in the " +
-                    "middle. Nothing is sent until you type /accept-key.\n",
-                );
-              } else {
-                io.err(`key agreed with ${event.peer}; /key shows its SHA-256\n`);
-              }
-              return;
-            case "state":
-              io.err(`[${event.state}${event.detail ? ` ${event.detail}` : ""}]\n`);
-              return;
-            case "welcome":
-              io.err(
-                `[in room ${options.room} as party ${event.party}${
-                  event.peer ? `, with ${event.peer}` : ", alone so far"
-                }]\n`,
-              );
-              return;
-            case "notice":
-              io.err(`${printable(event.text)}\n`);
-              return;
-            case "fatal":
-              fatal = event.text;
-              io.err(`duet chat: ${printable(event.text)}\n`);
-              return;
-          }
-        },
-      });
-      await client.start();
-      const stop = new AbortController();
-      io.shutdownSignal.addEventListener("abort", () => stop.abort(), { once: true });
-      const lines = readLines(Deno.stdin.readable, stop.signal);
-      for await (const line of lines) {
-        if (fatal) break;
-        const command = line.trim();
-        if (command === "/quit") break;
-        if (command === "/key") {
-          const hex = await client.fingerprint();
-          io.out(`${hex ?? "no shared key yet"}\n`);
-        } else if (command === "/accept-key") {
-          io.err(client.acceptKey() ? "new key accepted\n" : "no changed key to accept\n");
-        } else if (command === "/help") {
-          io.err("/key  /accept-key  /quit; anything else is sent\n");
-        } else if (line.length) {
-          await client.send(line).catch((error) => {
-            if (!(error instanceof RangeError)) throw error;
-            io.err(`${error.message}\n`); // too long: said, and the next lines go on
-          });
-        }
-      }
-      const deadline = Date.now() + options.lingerMs;
-      while (client.unsent > 0 && Date.now() < deadline && !fatal && !io.shutdownSignal.aborted) {
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-      const unsent = client.unsent;
-      await client.stop();
-      keyStore.close();
-      if (fatal) throw new ExitStatus(1);
-      if (unsent) {
+        input: Deno.stdin.readable,
+        out: io.out,
+        err: io.err,
+        signal: io.shutdownSignal,
+        lingerMs: options.lingerMs,
+      }).finally(() => keyStore.close());
+      if (result.fatal) throw new ExitStatus(1);
+      if (result.unsent) {
         io.err(
-          `duet chat: ${unsent} message(s) not yet stored; they stay in the outbox ` +
+          `duet chat: ${result.unsent} message(s) not yet stored; they stay in the outbox ` +
             `(${options.keyStore}) and go out on the next start\n`,
         );
         throw new ExitStatus(1);
       }
     });
-}
-
-/** stdin as lines, ending at EOF or when `signal` aborts. */
-async function* readLines(
-  stream: ReadableStream<Uint8Array>,
-  signal: AbortSignal,
-): AsyncGenerator<string> {
-  const reader = stream.pipeThrough(new TextDecoderStream()).getReader();
-  const aborted = new Promise<{ done: true; value: undefined }>((resolve) =>
-    signal.addEventListener("abort", () => resolve({ done: true, value: undefined }), {
-      once: true,
-    })
-  );
-  let buffer = "";
-  try {
-    for (;;) {
-      const { value, done } = await Promise.race([reader.read(), aborted]);
-      if (done) break;
-      buffer += value;
-      const parts = buffer.split(/\r?\n/);
-      buffer = parts.pop()!;
-      yield* parts;
-    }
-    if (buffer && !signal.aborted) yield buffer;
-  } finally {
-    reader.cancel().catch(() => {});
-  }
 }

@@ -1,0 +1,395 @@
+/**
+ * The chat client's protocol as a pure reducer: `reduce(state, event) -> { state,
+ * commands }`. It decides what to send and when, what to keep or drop from the outbox,
+ * and which received messages to show in which order; the shell (client.ts) holds the
+ * socket, the timers, the key store and the crypto, and feeds their results back.
+ *
+ * The guarantee it keeps (docs/chat-protocol.md, "Order"): a sender's messages are stored
+ * once and in the order typed. The outbox is sent strictly in `seq` order as a prefix:
+ * an entry waiting for a key holds back every entry after it; a refusal stops the
+ * sending until every send of that round is answered, then it starts again from the
+ * first entry not stored (renumbered when the server expects another `seq`). Received
+ * messages are shown in id order: pushes that arrive while history is being read wait
+ * until it is read.
+ *
+ * @module
+ */
+import type { ServerMessage, StoredMessage } from "./protocol.ts";
+
+/** What the reducer knows of an outbox entry (the key store holds the rest). */
+export interface OutboxItem {
+  clientMsgId: string;
+  seq: number;
+  /** Encrypted and ready to send (false: waits for a key). */
+  ready: boolean;
+}
+
+/** Timers the reducer asks for. */
+export type TimerKind = "resend" | "history" | "key_offer";
+
+/** The reducer's state. */
+export interface ClientState {
+  connection: "down" | "greeting" | "open";
+  /** Unacknowledged entries in `seq` order. */
+  outbox: OutboxItem[];
+  /** How many leading outbox entries were sent in this round and not yet answered. */
+  sent: number;
+  /** Sends of this round that are still unanswered. */
+  outstanding: number;
+  /** A send was refused in this round: nothing more is sent until the round is answered. */
+  halted: boolean;
+  /** The refusal asks for a pause (the server is unavailable), not just a restart. */
+  backoff: boolean;
+  /** The `seq` the server named in this round's out_of_order refusal of the first entry. */
+  expectedSeq: number | null;
+  /** Consecutive rounds that ended in `unavailable`: the resend delay doubles with each. */
+  failures: number;
+  /** A resend timer is set. */
+  waiting: boolean;
+  /** Highest room id shown; history is read after it. */
+  maxId: number;
+  /** Ids shown (a push and a history page may both carry one). */
+  seen: ReadonlySet<number>;
+  /** History is being read: pushes wait in `held` so that messages show in id order. */
+  readingHistory: boolean;
+  held: StoredMessage[];
+}
+
+/** Most sends in flight at once. */
+export const SEND_WINDOW = 256;
+/** The first resend delay after `unavailable`, doubled each time up to {@link MAX_RETRY_MS}. */
+export const BASE_RETRY_MS = 200;
+export const MAX_RETRY_MS = 2_000;
+
+/** The state before the first connection, with the outbox as stored. */
+export function initialClientState(outbox: OutboxItem[] = []): ClientState {
+  return {
+    connection: "down",
+    outbox,
+    sent: 0,
+    outstanding: 0,
+    halted: false,
+    backoff: false,
+    expectedSeq: null,
+    failures: 0,
+    waiting: false,
+    maxId: 0,
+    seen: new Set(),
+    readingHistory: false,
+    held: [],
+  };
+}
+
+/** What happens to the client. */
+export type ClientCoreEvent =
+  /** TCP is up: say hello. */
+  | { type: "connected" }
+  /** The connection ended (any reason). */
+  | { type: "disconnected" }
+  /**
+   * The welcome, with the outbox as the key store holds it after the conversation was
+   * bound to the service the welcome names.
+   */
+  | { type: "welcome"; message: Extract<ServerMessage, { type: "welcome" }>; outbox: OutboxItem[] }
+  /** Any other frame from the server. */
+  | { type: "frame"; message: Exclude<ServerMessage, { type: "welcome" }> }
+  /** An entry was added to the outbox (persisted already). */
+  | { type: "queued"; item: OutboxItem }
+  /** Entries that waited for a key are encrypted now. */
+  | { type: "sealed"; clientMsgIds: string[] }
+  | { type: "timer"; timer: TimerKind };
+
+/** What the shell is to do, in order. */
+export type ClientCommand =
+  | { type: "send_hello" }
+  | { type: "send_key_offer" }
+  | { type: "send_history"; after: number }
+  /** Send this outbox entry (the shell reads it from the key store). */
+  | { type: "transmit"; clientMsgId: string; seq: number }
+  /** Acknowledged: remove from the key store's outbox and show as stored. */
+  | { type: "stored"; clientMsgId: string; id: number; createdAt: string }
+  /** Refused for good: remove from the outbox and show as not sent. */
+  | { type: "dropped"; clientMsgId: string; problem: string }
+  /** Give the outbox seqs from `firstSeq` on, in order (persisted). */
+  | { type: "renumber"; firstSeq: number }
+  /** The server holds this sender's messages up to `seq`: new entries continue after it. */
+  | { type: "note_stored_seq"; seq: number }
+  /** Decrypt and show (in this order). */
+  | { type: "show"; message: StoredMessage; fromHistory: boolean }
+  | { type: "peer_key"; message: Extract<ServerMessage, { type: "peer_key" }> }
+  | { type: "notice"; text: string }
+  | { type: "fatal"; text: string }
+  | { type: "schedule"; timer: TimerKind; ms: number };
+
+/** A reducer step. */
+export interface ClientStep {
+  state: ClientState;
+  commands: ClientCommand[];
+}
+
+/** One step. Pure: the same state and event give the same result. */
+export function reduceClient(state: ClientState, event: ClientCoreEvent): ClientStep {
+  switch (event.type) {
+    case "connected":
+      return {
+        state: { ...state, connection: "greeting", ...newRound() },
+        commands: [{ type: "send_hello" }],
+      };
+    case "disconnected":
+      // Unanswered sends are answered by nobody now: the next connection starts over.
+      return {
+        state: {
+          ...state,
+          connection: "down",
+          ...newRound(),
+          readingHistory: false,
+          held: [],
+        },
+        commands: [],
+      };
+    case "welcome":
+      return onWelcome(state, event.message, event.outbox);
+    case "frame":
+      return onFrame(state, event.message);
+    case "queued":
+      return pump({ ...state, outbox: [...state.outbox, event.item] }, []);
+    case "sealed": {
+      const sealed = new Set(event.clientMsgIds);
+      const outbox = state.outbox.map((item) =>
+        sealed.has(item.clientMsgId) ? { ...item, ready: true } : item
+      );
+      return pump({ ...state, outbox }, []);
+    }
+    case "timer":
+      switch (event.timer) {
+        case "resend":
+          return pump({ ...state, waiting: false }, []);
+        case "history":
+          return state.connection === "open"
+            ? { state, commands: [{ type: "send_history", after: state.maxId }] }
+            : { state, commands: [] };
+        case "key_offer":
+          return state.connection === "open"
+            ? { state, commands: [{ type: "send_key_offer" }] }
+            : { state, commands: [] };
+      }
+  }
+}
+
+const newRound = () => ({
+  sent: 0,
+  outstanding: 0,
+  halted: false,
+  backoff: false,
+  expectedSeq: null,
+});
+
+function onWelcome(
+  state: ClientState,
+  welcome: Extract<ServerMessage, { type: "welcome" }>,
+  outbox: OutboxItem[],
+): ClientStep {
+  const commands: ClientCommand[] = [
+    { type: "note_stored_seq", seq: welcome.last_seq },
+    { type: "send_key_offer" },
+    { type: "send_history", after: state.maxId },
+  ];
+  let next: ClientState = {
+    ...state,
+    connection: "open",
+    outbox,
+    ...newRound(),
+    readingHistory: true,
+    held: [],
+  };
+  // Entries after a gap (one refused for good and dropped while offline): they take the
+  // seqs from the server's next on. An entry at or below last_seq may be stored already
+  // (its answer lost); it is sent as it is and the server answers by its client id.
+  const first = outbox[0];
+  if (first && first.seq > welcome.last_seq + 1) {
+    const renumbered = renumber(outbox, welcome.last_seq + 1);
+    next = { ...next, outbox: renumbered };
+    commands.push({ type: "renumber", firstSeq: welcome.last_seq + 1 });
+  }
+  return pump(next, commands);
+}
+
+function renumber(outbox: OutboxItem[], firstSeq: number): OutboxItem[] {
+  return outbox.map((item, index) => ({ ...item, seq: firstSeq + index }));
+}
+
+/** Sends what may be sent now: ready entries after those sent, in order, up to the window. */
+function pump(state: ClientState, commands: ClientCommand[]): ClientStep {
+  if (state.connection !== "open" || state.halted || state.waiting) return { state, commands };
+  let { sent, outstanding } = state;
+  const out = [...commands];
+  while (sent < state.outbox.length && outstanding < SEND_WINDOW) {
+    const item = state.outbox[sent]!;
+    if (!item.ready) break; // holds back every later entry: order
+    out.push({ type: "transmit", clientMsgId: item.clientMsgId, seq: item.seq });
+    sent++;
+    outstanding++;
+  }
+  return { state: { ...state, sent, outstanding }, commands: out };
+}
+
+function onFrame(
+  state: ClientState,
+  message: Exclude<ServerMessage, { type: "welcome" }>,
+): ClientStep {
+  switch (message.type) {
+    case "stored":
+      return onStored(state, message);
+    case "error":
+      return onError(state, message);
+    case "message":
+      if (state.readingHistory) {
+        return { state: { ...state, held: [...state.held, message.message] }, commands: [] };
+      }
+      return show(state, [message.message], false, []);
+    case "history_page": {
+      const shown = show(state, message.messages, true, []);
+      if (message.has_more) {
+        return {
+          state: shown.state,
+          commands: [...shown.commands, { type: "send_history", after: shown.state.maxId }],
+        };
+      }
+      const held = [...shown.state.held].sort((a, b) => a.id - b.id);
+      return show({ ...shown.state, readingHistory: false, held: [] }, held, false, shown.commands);
+    }
+    case "peer_key":
+      return { state, commands: [{ type: "peer_key", message }] };
+    case "bye":
+      return { state, commands: [{ type: "notice", text: `server said bye: ${message.reason}` }] };
+    case "heartbeat":
+      return { state, commands: [] };
+  }
+}
+
+/** Shows messages not shown before, in the order given (ids ascending). */
+function show(
+  state: ClientState,
+  messages: StoredMessage[],
+  fromHistory: boolean,
+  commands: ClientCommand[],
+): ClientStep {
+  const seen = new Set(state.seen);
+  let maxId = state.maxId;
+  const out = [...commands];
+  for (const message of messages) {
+    if (seen.has(message.id)) continue;
+    seen.add(message.id);
+    maxId = Math.max(maxId, message.id);
+    out.push({ type: "show", message, fromHistory });
+  }
+  return { state: { ...state, seen, maxId }, commands: out };
+}
+
+function answered(state: ClientState): ClientState {
+  return { ...state, outstanding: Math.max(0, state.outstanding - 1) };
+}
+
+function onStored(
+  state: ClientState,
+  message: Extract<ServerMessage, { type: "stored" }>,
+): ClientStep {
+  const index = state.outbox.findIndex((item) => item.clientMsgId === message.client_msg_id);
+  const commands: ClientCommand[] = [];
+  let next = answered(state);
+  if (index >= 0) {
+    next = {
+      ...next,
+      outbox: [...next.outbox.slice(0, index), ...next.outbox.slice(index + 1)],
+      sent: index < next.sent ? next.sent - 1 : next.sent,
+      failures: 0,
+    };
+    commands.push({
+      type: "stored",
+      clientMsgId: message.client_msg_id,
+      id: message.id,
+      createdAt: message.created_at,
+    });
+  }
+  // Our own message is part of the room: history after it need not return it.
+  const seen = new Set(next.seen).add(message.id);
+  next = { ...next, seen, maxId: Math.max(next.maxId, message.id) };
+  commands.push({ type: "note_stored_seq", seq: message.seq });
+  return endOfRound(next, commands);
+}
+
+function onError(
+  state: ClientState,
+  error: Extract<ServerMessage, { type: "error" }>,
+): ClientStep {
+  if (error.client_msg_id !== undefined) return onSendRefused(state, error);
+  if (error.in_reply_to === "history") {
+    return error.retryable
+      ? { state, commands: [{ type: "schedule", timer: "history", ms: retryDelay(state) }] }
+      : { state, commands: [{ type: "notice", text: `history: ${error.message}` }] };
+  }
+  if (error.in_reply_to === "key_offer") {
+    return error.retryable
+      ? { state, commands: [{ type: "schedule", timer: "key_offer", ms: retryDelay(state) }] }
+      : { state, commands: [{ type: "notice", text: `key offer refused: ${error.message}` }] };
+  }
+  if (error.code === "room_full" || error.code === "unsupported_version") {
+    return { state, commands: [{ type: "fatal", text: `${error.message} (${error.code})` }] };
+  }
+  return {
+    state,
+    commands: [{ type: "notice", text: `server: ${error.message} (${error.code})` }],
+  };
+}
+
+function onSendRefused(
+  state: ClientState,
+  error: Extract<ServerMessage, { type: "error" }>,
+): ClientStep {
+  const id = error.client_msg_id!;
+  const index = state.outbox.findIndex((item) => item.clientMsgId === id);
+  let next = answered(state);
+  const commands: ClientCommand[] = [];
+  if (!error.retryable) {
+    if (index >= 0) {
+      next = {
+        ...next,
+        outbox: [...next.outbox.slice(0, index), ...next.outbox.slice(index + 1)],
+        sent: index < next.sent ? next.sent - 1 : next.sent,
+      };
+      commands.push({ type: "dropped", clientMsgId: id, problem: error.message });
+    }
+    // Entries sent after it are refused as out of order: this round is over.
+    return endOfRound({ ...next, halted: true }, commands);
+  }
+  next = { ...next, halted: true };
+  if (error.code === "out_of_order") {
+    if (index === 0 && error.expected_seq !== undefined) {
+      next = { ...next, expectedSeq: error.expected_seq };
+    }
+  } else {
+    next = { ...next, backoff: true };
+  }
+  return endOfRound(next, commands);
+}
+
+function retryDelay(state: ClientState): number {
+  return Math.min(MAX_RETRY_MS, BASE_RETRY_MS * 2 ** state.failures);
+}
+
+/** When a halted round has every send answered: renumber if asked, then send again. */
+function endOfRound(state: ClientState, commands: ClientCommand[]): ClientStep {
+  if (!state.halted || state.outstanding > 0) return pump(state, commands);
+  let next: ClientState = { ...state, ...newRound() };
+  const out = [...commands];
+  const first = next.outbox[0];
+  if (state.expectedSeq !== null && first && first.seq !== state.expectedSeq) {
+    next = { ...next, outbox: renumber(next.outbox, state.expectedSeq) };
+    out.push({ type: "renumber", firstSeq: state.expectedSeq });
+  }
+  if (state.backoff) {
+    out.push({ type: "schedule", timer: "resend", ms: retryDelay(state) });
+    return { state: { ...next, waiting: true, failures: state.failures + 1 }, commands: out };
+  }
+  return pump(next, out);
+}

@@ -1,0 +1,644 @@
+/**
+ * The chat server's per-connection protocol as a pure step function:
+ * `step(state, event) -> { state, replies, effects }`. No sockets, no timers, no database:
+ * the shell (server.ts) feeds it frames and the results of the effects it asked for, sends
+ * the replies and runs the effects. Every failure becomes a reply in one place,
+ * {@link errorReply}, so no failure is answered with a code that means something else.
+ *
+ * What it guarantees, and what the tests check (server_core_test.ts):
+ * - a connection's pushes are the room's messages from the peer, each once, in id order
+ *   (which the store makes commit order), across a database listener that drops and
+ *   comes back (pushes wait while the catch-up reads what was missed);
+ * - every reply fits a frame by construction: history pages are cut by size as well as
+ *   by count;
+ * - sends are paced, never refused, by the per-connection rate: the shell stops reading
+ *   for the time {@link Effect} `pause` names, so a burst is stored in the order sent.
+ *
+ * @module
+ */
+import {
+  type ClientMessage,
+  type ErrorContext,
+  errorMessage,
+  frameSize,
+  MAX_CIPHERTEXT_BYTES,
+  MAX_FRAME_BYTES,
+  MAX_HISTORY_LIMIT,
+  parseClientMessage,
+  PROTOCOL_VERSION,
+  ProtocolError,
+  type RequestType,
+  type ServerMessage,
+  type StoredMessage,
+} from "./protocol.ts";
+import { base64, verifyKeyOffer } from "./crypto.ts";
+import {
+  isUnavailable,
+  type Join,
+  type KeyOffer,
+  type MessageRow,
+  type StoreOutcome,
+} from "./store.ts";
+
+/** Limits a connection is held to. */
+export interface ConnectionLimits {
+  /** Sends per second, on average; bursts of twice this go through unpaced. */
+  messagesPerSecond: number;
+}
+
+/** A history read: the store's `history()` options. */
+export interface HistoryQuery {
+  before?: number;
+  after?: number;
+  limit: number;
+}
+
+/** What the shell is asked to do; each result comes back as an {@link Event}. */
+export type Effect =
+  /**
+   * Join the room (store.join) and read its key offers (store.keyOffers); answer with
+   * `joined`. Pushes for the room are taken from now on.
+   */
+  | { type: "join"; room: string; name: string }
+  /** The party is in: replace any older connection of this name in this room. */
+  | { type: "enter"; room: string; name: string; party: 0 | 1 }
+  /** Store a key offer; answer with `key_saved`. */
+  | { type: "save_key"; room: string; party: 0 | 1; publicKey: Uint8Array; proof: ProofWire }
+  /** Store a message; answer with `store_outcome`. */
+  | {
+    type: "store";
+    room: string;
+    sender: string;
+    clientMsgId: string;
+    seq: number;
+    nonce: Uint8Array;
+    ciphertext: Uint8Array;
+  }
+  /** Read a history page (after `delayMs`, if given); answer with `history_rows`. */
+  | {
+    type: "read_history";
+    room: string;
+    query: HistoryQuery;
+    purpose: "request" | "catch_up";
+    delayMs?: number;
+  }
+  /**
+   * Read no further frames for `ms` milliseconds from now (the send rate): the time until
+   * the connection's bucket is back at zero, so a later pause replaces an earlier one.
+   */
+  | { type: "pause"; ms: number }
+  /** Close the connection once the replies before this are written. */
+  | { type: "close" };
+
+type ProofWire = { t: string; s: string };
+
+/** What happens to a connection. `now` is in milliseconds, from any monotonic clock. */
+export type Event =
+  | { type: "frame"; payload: unknown; now: number }
+  /** The byte stream broke the framing rules (FrameDecoder threw). */
+  | { type: "frame_error"; error: ProtocolError }
+  /** The peer's key offer goes out with the welcome, before any answer to a later frame. */
+  | { type: "joined"; join: Join; service: string; offers: KeyOffer[] }
+  | { type: "key_saved" }
+  | { type: "store_outcome"; clientMsgId: string; outcome: StoreOutcome }
+  | {
+    type: "history_rows";
+    purpose: "request" | "catch_up";
+    query: HistoryQuery;
+    rows: MessageRow[];
+    hasMore: boolean;
+  }
+  /** A message stored in this connection's room, by any instance (the store's channel). */
+  | { type: "push"; row: MessageRow }
+  /** A key offer stored in this connection's room. */
+  | { type: "peer_key"; offer: KeyOffer }
+  /** The store's listener is back after a gap: what it announced meanwhile is lost. */
+  | { type: "listener_back" }
+  /** An effect failed; `error` is what it threw. */
+  | { type: "failed"; effect: Effect; error: unknown }
+  /** A newer connection with this name entered the room (on this instance). */
+  | { type: "replaced" }
+  | { type: "idle" }
+  | { type: "shutdown" };
+
+/** A connection in a room. */
+export interface Member {
+  name: string;
+  room: string;
+  party: 0 | 1;
+  /** The newest room id this connection has been given or told of (welcome's last_id). */
+  delivered: number;
+  /** A catch-up is reading; pushes wait in `held` until it ends. */
+  catchingUp: boolean;
+  /** The listener came back again during a catch-up: read once more when it ends. */
+  catchUpAgain: boolean;
+  held: MessageRow[];
+}
+
+/** A connection's state. */
+export type State =
+  | { phase: "greeting"; rate: Rate }
+  | {
+    phase: "joining";
+    rate: Rate;
+    name: string;
+    room: string;
+    /** Pushes that came while joining; those after welcome's last_id are delivered. */
+    held: MessageRow[];
+    /** Frames that came before the welcome, handled after it. */
+    early: unknown[];
+    listenerBack: boolean;
+  }
+  | { phase: "open"; rate: Rate; member: Member }
+  | { phase: "closed" };
+
+/** A token bucket: `tokens` may go below zero, which is time the reader must pause. */
+export interface Rate {
+  perSecond: number;
+  tokens: number;
+  at: number | null;
+}
+
+/** What a step yields. */
+export interface Step {
+  state: State;
+  replies: ServerMessage[];
+  effects: Effect[];
+}
+
+/** A new connection's state. */
+export function initialState(limits: ConnectionLimits): State {
+  const perSecond = limits.messagesPerSecond;
+  return { phase: "greeting", rate: { perSecond, tokens: perSecond * 2, at: null } };
+}
+
+/**
+ * A connection that is refused before its first frame: too many from its address, or
+ * the server is stopping.
+ */
+export function refuse(reason: "too_many_connections" | "shutting_down", detail: string): Step {
+  return {
+    state: { phase: "closed" },
+    replies: [errorMessage(reason, detail)],
+    effects: [{ type: "close" }],
+  };
+}
+
+/** The codes after which a connection cannot go on (the rest concern one request). */
+const CLOSING = new Set([
+  "bad_frame",
+  "frame_too_large",
+  "bad_message",
+  "unsupported_version",
+  "handshake_required",
+  "room_full",
+  "too_many_connections",
+  "shutting_down",
+  "internal",
+]);
+
+/**
+ * The one place where failures become replies. ProtocolError carries its own code;
+ * a database that cannot be reached (store.ts, isUnavailable) is `unavailable`; anything else is
+ * a bug, `internal`. A failure during
+ * the handshake closes the connection whatever its code: there is no session to go on.
+ */
+export function errorReply(
+  state: State,
+  error: unknown,
+  context: ErrorContext,
+): Step {
+  let reply: Extract<ServerMessage, { type: "error" }>;
+  if (error instanceof ProtocolError) {
+    reply = errorMessage(error.code, error.message, {
+      ...context,
+      ...(error.clientMsgId === undefined ? {} : { clientMsgId: error.clientMsgId }),
+    });
+  } else if (isUnavailable(error)) {
+    reply = errorMessage("unavailable", "the database is unavailable; try again shortly", context);
+  } else {
+    reply = errorMessage("internal", "the server failed; reconnect", context);
+  }
+  const closing = CLOSING.has(reply.code) || state.phase !== "open";
+  return closing
+    ? { state: { phase: "closed" }, replies: [reply], effects: [{ type: "close" }] }
+    : { state, replies: [reply], effects: [] };
+}
+
+/** The wire form of a stored message. */
+export function wire(row: MessageRow): StoredMessage {
+  return {
+    id: row.id,
+    sender: row.sender,
+    client_msg_id: row.clientMsgId,
+    seq: row.seq,
+    nonce: base64.encode(row.nonce),
+    ciphertext: base64.encode(row.ciphertext),
+    created_at: row.createdAt.toISOString(),
+  };
+}
+
+/** The wire form of a key offer. */
+export function peerKeyMessage(offer: KeyOffer): ServerMessage {
+  return {
+    type: "peer_key",
+    name: offer.name,
+    party: offer.party,
+    public_key: Array.from(offer.publicKey, (b) => b.toString(16).padStart(2, "0")).join(""),
+    proof: offer.proof,
+  };
+}
+
+/**
+ * A history page that fits one frame: `rows` (oldest first) cut to the newest that fit
+ * when reading backwards (`fromEnd`), else to the oldest that fit; `has_more` is set when
+ * anything was cut. A page always holds at least one message when `rows` has any: one
+ * stored message (ciphertext <= MAX_CIPHERTEXT_BYTES) always fits a frame.
+ */
+export function historyPage(
+  rows: MessageRow[],
+  hasMore: boolean,
+  fromEnd: boolean,
+  maxBytes = MAX_FRAME_BYTES,
+): Extract<ServerMessage, { type: "history_page" }> {
+  const messages = rows.map(wire);
+  let size = frameSize({ type: "history_page", messages: [], has_more: true });
+  const kept: StoredMessage[] = [];
+  const order = fromEnd ? [...messages].reverse() : messages;
+  for (const message of order) {
+    const extra = JSON.stringify(message).length + (kept.length ? 1 : 0); // ASCII: bytes
+    if (size + extra > maxBytes && kept.length) break;
+    size += extra;
+    kept.push(message);
+  }
+  if (fromEnd) kept.reverse();
+  return { type: "history_page", messages: kept, has_more: hasMore || kept.length < rows.length };
+}
+
+const none = (state: State): Step => ({ state, replies: [], effects: [] });
+
+const bye = (reason: string): Step => ({
+  state: { phase: "closed" },
+  replies: [{ type: "bye", reason }],
+  effects: [{ type: "close" }],
+});
+
+function merge(first: Step, second: Step): Step {
+  return {
+    state: second.state,
+    replies: [...first.replies, ...second.replies],
+    effects: [...first.effects, ...second.effects],
+  };
+}
+
+/** One step of a connection. Pure: the same state and event give the same result. */
+export function step(state: State, event: Event): Step {
+  if (state.phase === "closed") return none(state);
+  switch (event.type) {
+    case "frame":
+      return onFrame(state, event.payload, event.now);
+    case "frame_error":
+      return errorReply(state, event.error, {});
+    case "joined":
+      return onJoined(state, event.join, event.service, event.offers);
+    case "peer_key":
+      if (state.phase !== "open" || event.offer.party === state.member.party) return none(state);
+      return { state, replies: [peerKeyMessage(event.offer)], effects: [] };
+    case "key_saved":
+      return none(state);
+    case "store_outcome":
+      return onStoreOutcome(state, event.clientMsgId, event.outcome);
+    case "history_rows":
+      return onHistoryRows(state, event);
+    case "push":
+      return onPush(state, event.row);
+    case "listener_back":
+      return onListenerBack(state);
+    case "failed":
+      return onFailed(state, event.effect, event.error);
+    case "replaced":
+      return bye("replaced by a newer connection with your name");
+    case "idle":
+      return bye("idle");
+    case "shutdown":
+      return bye("the server is shutting down");
+  }
+}
+
+function onFrame(state: Exclude<State, { phase: "closed" }>, payload: unknown, now: number): Step {
+  if (state.phase === "joining") {
+    // A client may send before its welcome; those frames are handled after it.
+    return none({ ...state, early: [...state.early, payload] });
+  }
+  let message: ClientMessage;
+  try {
+    message = parseClientMessage(payload);
+  } catch (error) {
+    const inReplyTo = requestType(payload);
+    return errorReply(state, error, inReplyTo ? { inReplyTo } : {});
+  }
+  if (state.phase === "greeting") {
+    if (message.type !== "hello") {
+      return errorReply(
+        state,
+        new ProtocolError("handshake_required", "the first frame must be hello"),
+        {},
+      );
+    }
+    if (message.version !== PROTOCOL_VERSION) {
+      return errorReply(
+        state,
+        new ProtocolError(
+          "unsupported_version",
+          `this server speaks version ${PROTOCOL_VERSION}`,
+        ),
+        { inReplyTo: "hello" },
+      );
+    }
+    return {
+      state: {
+        phase: "joining",
+        rate: state.rate,
+        name: message.name,
+        room: message.room,
+        held: [],
+        early: [],
+        listenerBack: false,
+      },
+      replies: [],
+      effects: [{ type: "join", room: message.room, name: message.name }],
+    };
+  }
+  const member = state.member;
+  switch (message.type) {
+    case "hello":
+      return errorReply(state, new ProtocolError("bad_message", "hello comes once, first"), {
+        inReplyTo: "hello",
+      });
+    case "bye":
+      return { state: { phase: "closed" }, replies: [], effects: [{ type: "close" }] };
+    case "heartbeat":
+      return { state, replies: [{ type: "heartbeat" }], effects: [] };
+    case "key_offer": {
+      if (!verifyKeyOffer(member.room, member.party, message)) {
+        return errorReply(
+          state,
+          new ProtocolError(
+            "bad_proof",
+            "the proof does not show possession of this key for this room and party",
+          ),
+          { inReplyTo: "key_offer" },
+        );
+      }
+      const publicKey = Uint8Array.from(
+        message.public_key.match(/../g)!,
+        (h) => parseInt(h, 16),
+      );
+      return {
+        state,
+        replies: [],
+        effects: [{
+          type: "save_key",
+          room: member.room,
+          party: member.party,
+          publicKey,
+          proof: message.proof,
+        }],
+      };
+    }
+    case "history": {
+      const query: HistoryQuery = {
+        ...(message.before === undefined ? {} : { before: message.before }),
+        ...(message.after === undefined ? {} : { after: message.after }),
+        limit: message.limit ?? 50,
+      };
+      return {
+        state,
+        replies: [],
+        effects: [{ type: "read_history", room: member.room, query, purpose: "request" }],
+      };
+    }
+    case "send": {
+      const { rate, pauseMs } = take(state.rate, now);
+      const next: State = { ...state, rate };
+      const pause: Effect[] = pauseMs > 0 ? [{ type: "pause", ms: pauseMs }] : [];
+      const ciphertext = base64.decode(message.ciphertext);
+      if (ciphertext.length > MAX_CIPHERTEXT_BYTES) {
+        const refused = errorReply(
+          next,
+          new ProtocolError(
+            "message_too_large",
+            `a ciphertext of ${ciphertext.length} bytes; at most ${MAX_CIPHERTEXT_BYTES}`,
+            message.client_msg_id,
+          ),
+          { inReplyTo: "send" },
+        );
+        return { ...refused, effects: [...refused.effects, ...pause] };
+      }
+      return {
+        state: next,
+        replies: [],
+        effects: [{
+          type: "store",
+          room: member.room,
+          sender: member.name,
+          clientMsgId: message.client_msg_id,
+          seq: message.seq,
+          nonce: base64.decode(message.nonce),
+          ciphertext,
+        }, ...pause],
+      };
+    }
+  }
+}
+
+/** The request type a payload claims, for naming it in an error. */
+function requestType(payload: unknown): RequestType | undefined {
+  const type = (payload as { type?: unknown } | null)?.type;
+  return type === "hello" || type === "key_offer" || type === "send" || type === "history"
+    ? type
+    : undefined;
+}
+
+/** Takes one token; below zero, the reader pauses until the bucket is back at zero. */
+function take(rate: Rate, now: number): { rate: Rate; pauseMs: number } {
+  const burst = rate.perSecond * 2;
+  const refilled = rate.at === null
+    ? rate.tokens
+    : Math.min(burst, rate.tokens + ((now - rate.at) / 1000) * rate.perSecond);
+  const tokens = refilled - 1;
+  const pauseMs = tokens < 0 ? Math.ceil((-tokens / rate.perSecond) * 1000) : 0;
+  return { rate: { ...rate, tokens, at: now }, pauseMs };
+}
+
+function onJoined(state: State, join: Join, service: string, offers: KeyOffer[]): Step {
+  if (state.phase !== "joining") return none(state);
+  if (!join.ok) {
+    return errorReply(
+      state,
+      new ProtocolError("room_full", "this room already has its two parties"),
+      { inReplyTo: "hello" },
+    );
+  }
+  const member: Member = {
+    name: state.name,
+    room: state.room,
+    party: join.party,
+    delivered: join.lastId,
+    catchingUp: false,
+    catchUpAgain: false,
+    held: [],
+  };
+  let out: Step = {
+    state: { phase: "open", rate: state.rate, member },
+    replies: [{
+      type: "welcome",
+      version: PROTOCOL_VERSION,
+      party: join.party,
+      peer: join.peer,
+      last_id: join.lastId,
+      service,
+      last_seq: join.lastSeq,
+    }, ...offers.filter((o) => o.party !== join.party).map(peerKeyMessage)],
+    effects: [{ type: "enter", room: state.room, name: state.name, party: join.party }],
+  };
+  for (const row of state.held) out = merge(out, onPush(out.state, row));
+  if (state.listenerBack) out = merge(out, onListenerBack(out.state));
+  for (const payload of state.early) {
+    if (out.state.phase !== "open") break;
+    out = merge(out, onFrame(out.state, payload, out.state.rate.at ?? 0));
+  }
+  return out;
+}
+
+function onStoreOutcome(state: State, clientMsgId: string, outcome: StoreOutcome): Step {
+  if (state.phase !== "open") return none(state);
+  const context: ErrorContext = { inReplyTo: "send", clientMsgId };
+  switch (outcome.kind) {
+    case "stored":
+      return {
+        state,
+        replies: [{
+          type: "stored",
+          client_msg_id: clientMsgId,
+          seq: outcome.message.seq,
+          id: outcome.message.id,
+          created_at: outcome.message.createdAt.toISOString(),
+        }],
+        effects: [],
+      };
+    case "out_of_order":
+      return {
+        state,
+        replies: [
+          errorMessage(
+            "out_of_order",
+            `this sender's next message is seq ${outcome.expectedSeq}`,
+            { ...context, expectedSeq: outcome.expectedSeq },
+          ),
+        ],
+        effects: [],
+      };
+    case "unstorable":
+      return {
+        state,
+        replies: [
+          errorMessage("unstorable", `the database refused it: ${outcome.reason}`, context),
+        ],
+        effects: [],
+      };
+  }
+}
+
+function onPush(state: State, row: MessageRow): Step {
+  if (state.phase === "joining") return none({ ...state, held: [...state.held, row] });
+  if (state.phase !== "open") return none(state);
+  const member = state.member;
+  if (member.catchingUp) {
+    return none({ ...state, member: { ...member, held: [...member.held, row] } });
+  }
+  if (row.id <= member.delivered) return none(state);
+  const next: State = { ...state, member: { ...member, delivered: row.id } };
+  return row.sender === member.name
+    ? none(next)
+    : { state: next, replies: [{ type: "message", message: wire(row) }], effects: [] };
+}
+
+/** How long a failed catch-up waits before it reads again. */
+export const CATCH_UP_RETRY_MS = 500;
+
+function catchUpRead(member: Member): Extract<Effect, { type: "read_history" }> {
+  return {
+    type: "read_history",
+    room: member.room,
+    query: { after: member.delivered, limit: MAX_HISTORY_LIMIT },
+    purpose: "catch_up",
+  };
+}
+
+function onListenerBack(state: State): Step {
+  if (state.phase === "joining") return none({ ...state, listenerBack: true });
+  if (state.phase !== "open") return none(state);
+  const member = state.member;
+  if (member.catchingUp) return none({ ...state, member: { ...member, catchUpAgain: true } });
+  const next: Member = { ...member, catchingUp: true, catchUpAgain: false };
+  return { state: { ...state, member: next }, replies: [], effects: [catchUpRead(next)] };
+}
+
+function onHistoryRows(
+  state: State,
+  event: Extract<Event, { type: "history_rows" }>,
+): Step {
+  if (state.phase !== "open") return none(state);
+  if (event.purpose === "request") {
+    const fromEnd = event.query.after === undefined;
+    return { state, replies: [historyPage(event.rows, event.hasMore, fromEnd)], effects: [] };
+  }
+  // A catch-up page: each message pushed as if live, then the next page or the end.
+  let member: Member = state.member;
+  const replies: ServerMessage[] = [];
+  for (const row of event.rows) {
+    if (row.id <= member.delivered) continue;
+    member = { ...member, delivered: row.id };
+    if (row.sender !== member.name) replies.push({ type: "message", message: wire(row) });
+  }
+  if (event.hasMore || member.catchUpAgain) {
+    member = { ...member, catchUpAgain: false };
+    return { state: { ...state, member }, replies, effects: [catchUpRead(member)] };
+  }
+  const held = member.held;
+  let out: Step = {
+    state: { ...state, member: { ...member, catchingUp: false, held: [] } },
+    replies,
+    effects: [],
+  };
+  for (const row of held) out = merge(out, onPush(out.state, row));
+  return out;
+}
+
+function onFailed(state: State, effect: Effect, error: unknown): Step {
+  switch (effect.type) {
+    case "join":
+      return errorReply(state, error, { inReplyTo: "hello" });
+    case "save_key":
+      return errorReply(state, error, { inReplyTo: "key_offer" });
+    case "store":
+      return errorReply(state, error, { inReplyTo: "send", clientMsgId: effect.clientMsgId });
+    case "read_history":
+      if (effect.purpose === "request") {
+        return errorReply(state, error, { inReplyTo: "history" });
+      }
+      // A catch-up is read again until it succeeds: pushes stay held meanwhile, since
+      // delivering a newer one first would skip what the catch-up has yet to read.
+      if (state.phase !== "open") return none(state);
+      return {
+        state,
+        replies: [],
+        effects: [{ ...catchUpRead(state.member), delayMs: CATCH_UP_RETRY_MS }],
+      };
+    case "enter":
+    case "pause":
+    case "close":
+      return errorReply(state, error, {});
+  }
+}

@@ -1,0 +1,472 @@
+// The server's per-connection step function, without sockets or a database: the
+// handshake, errors mapped to the code that means them, pacing instead of refusing,
+// history pages that fit a frame whatever their messages, and - under generated
+// interleavings of commits, notifications lost while the listener is away, catch-ups and
+// failed reads - a connection is pushed each of its peer's messages once, in id order.
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import {
+  type Effect,
+  type Event,
+  historyPage,
+  initialState,
+  type State,
+  type Step,
+  step,
+} from "./server_core.ts";
+import {
+  encodeFrame,
+  MAX_CIPHERTEXT_BYTES,
+  ProtocolError,
+  type ServerMessage,
+} from "./protocol.ts";
+import { type MessageRow, StoreUnavailable } from "./store.ts";
+import { base64, makeKeyOffer } from "./crypto.ts";
+
+const SERVICE = "6f1c2b9e-3a4d-4c5e-8f70-112233445566";
+const b64 = (n: number, fill = 7) => base64.encode(new Uint8Array(n).fill(fill));
+
+function row(id: number, sender = "bob", bytes = 32): MessageRow {
+  return {
+    id,
+    room: "r",
+    sender,
+    clientMsgId: `${sender}-${id}`,
+    seq: id,
+    nonce: new Uint8Array(12),
+    ciphertext: new Uint8Array(bytes).fill(id % 251),
+    createdAt: new Date(0),
+  };
+}
+
+/** Runs events from a state; collects replies and effects. */
+function drive(state: State, events: Event[]): Step {
+  let out: Step = { state, replies: [], effects: [] };
+  for (const event of events) {
+    const next = step(out.state, event);
+    out = {
+      state: next.state,
+      replies: [...out.replies, ...next.replies],
+      effects: [...out.effects, ...next.effects],
+    };
+  }
+  return out;
+}
+
+const limits = { messagesPerSecond: 20 };
+const hello = { type: "hello", version: 2, name: "alice", room: "r" };
+
+function opened(lastId = 0, lastSeq = 0): Step {
+  return drive(initialState(limits), [
+    { type: "frame", payload: hello, now: 0 },
+    {
+      type: "joined",
+      join: { ok: true, party: 0, peer: "bob", lastId, lastSeq },
+      service: SERVICE,
+      offers: [],
+    },
+  ]);
+}
+
+Deno.test("server core: hello joins; the welcome names the service, last_id and last_seq", () => {
+  const first = step(initialState(limits), { type: "frame", payload: hello, now: 0 });
+  assert.deepEqual(first.effects, [{ type: "join", room: "r", name: "alice" }]);
+  const { offer } = makeKeyOffer("r", 1);
+  const out = step(first.state, {
+    type: "joined",
+    join: { ok: true, party: 0, peer: "bob", lastId: 7, lastSeq: 3 },
+    service: SERVICE,
+    offers: [
+      { party: 1, name: "bob", publicKey: base64.decode(b64(33)), proof: offer.proof },
+    ],
+  });
+  assert.deepEqual(out.replies[0], {
+    type: "welcome",
+    version: 2,
+    party: 0,
+    peer: "bob",
+    last_id: 7,
+    service: SERVICE,
+    last_seq: 3,
+  });
+  assert.equal(out.replies[1]?.type, "peer_key", "the peer's offer goes with the welcome");
+  assert.equal(out.state.phase, "open");
+});
+
+Deno.test("server core: every failure is answered with the code that means it", () => {
+  const open = opened().state;
+  const cases: [State, Event, Partial<ServerMessage>, boolean][] = [
+    [initialState(limits), { type: "frame", payload: { type: "heartbeat" }, now: 0 }, {
+      code: "handshake_required",
+    }, true],
+    [initialState(limits), { type: "frame", payload: { ...hello, version: 1 }, now: 0 }, {
+      code: "unsupported_version",
+      in_reply_to: "hello",
+    }, true],
+    [open, { type: "frame", payload: { type: "nope" }, now: 0 }, { code: "bad_message" }, true],
+    [open, { type: "frame", payload: hello, now: 0 }, { code: "bad_message" }, true],
+    [
+      open,
+      {
+        type: "frame",
+        payload: {
+          type: "send",
+          client_msg_id: "a\u0000b",
+          seq: 1,
+          nonce: b64(12),
+          ciphertext: b64(20),
+        },
+        now: 0,
+      },
+      { code: "bad_text", client_msg_id: "a\u0000b", retryable: false },
+      false,
+    ],
+    [
+      open,
+      {
+        type: "frame",
+        payload: {
+          type: "send",
+          client_msg_id: "x\ud800",
+          seq: 1,
+          nonce: b64(12),
+          ciphertext: b64(20),
+        },
+        now: 0,
+      },
+      { code: "bad_text", retryable: false },
+      false,
+    ],
+    [
+      open,
+      {
+        type: "frame",
+        payload: {
+          type: "send",
+          client_msg_id: "big",
+          seq: 1,
+          nonce: b64(12),
+          ciphertext: b64(MAX_CIPHERTEXT_BYTES + 1),
+        },
+        now: 0,
+      },
+      { code: "message_too_large", client_msg_id: "big" },
+      false,
+    ],
+    [
+      open,
+      {
+        type: "failed",
+        effect: {
+          type: "store",
+          room: "r",
+          sender: "alice",
+          clientMsgId: "m",
+          seq: 1,
+          nonce: new Uint8Array(12),
+          ciphertext: new Uint8Array(16),
+        },
+        error: new StoreUnavailable("connection refused"),
+      },
+      { code: "unavailable", client_msg_id: "m", retryable: true, in_reply_to: "send" },
+      false,
+    ],
+    [
+      open,
+      {
+        type: "failed",
+        effect: { type: "read_history", room: "r", query: { limit: 5 }, purpose: "request" },
+        error: new StoreUnavailable("gone"),
+      },
+      { code: "unavailable", in_reply_to: "history" },
+      false,
+    ],
+    [
+      open,
+      {
+        type: "failed",
+        effect: { type: "read_history", room: "r", query: { limit: 5 }, purpose: "request" },
+        error: new RangeError("a bug"),
+      },
+      { code: "internal" },
+      true,
+    ],
+    [
+      open,
+      {
+        type: "store_outcome",
+        clientMsgId: "m",
+        outcome: { kind: "out_of_order", expectedSeq: 4 },
+      },
+      { code: "out_of_order", expected_seq: 4, client_msg_id: "m", retryable: true },
+      false,
+    ],
+    [
+      open,
+      {
+        type: "store_outcome",
+        clientMsgId: "m",
+        outcome: { kind: "unstorable", reason: "invalid byte sequence" },
+      },
+      { code: "unstorable", client_msg_id: "m", retryable: false },
+      false,
+    ],
+    [
+      opened().state,
+      {
+        type: "frame",
+        payload: { type: "key_offer", ...makeKeyOffer("r", 1).offer },
+        now: 0,
+      },
+      { code: "bad_proof", in_reply_to: "key_offer" },
+      false,
+    ],
+  ];
+  for (const [state, event, expected, closes] of cases) {
+    const out = step(state, event);
+    const reply = out.replies[0];
+    assert.ok(reply, JSON.stringify(event, (_, v) => (v instanceof Uint8Array ? "bytes" : v)));
+    assert.deepEqual({ ...reply, ...expected }, reply, `${JSON.stringify(expected)}`);
+    assert.equal(out.state.phase === "closed", closes, `closes: ${JSON.stringify(expected)}`);
+    assert.doesNotThrow(() => encodeFrame(reply));
+  }
+  // A join that fails (the database) closes: there is no session yet.
+  const joining = step(initialState(limits), { type: "frame", payload: hello, now: 0 }).state;
+  const failed = step(joining, {
+    type: "failed",
+    effect: { type: "join", room: "r", name: "alice" },
+    error: new StoreUnavailable("down"),
+  });
+  assert.equal((failed.replies[0] as { code: string }).code, "unavailable");
+  assert.equal(failed.state.phase, "closed");
+  const full = step(joining, {
+    type: "joined",
+    join: { ok: false, reason: "room_full", parties: ["x", "y"] },
+    service: SERVICE,
+    offers: [],
+  });
+  assert.equal((full.replies[0] as { code: string }).code, "room_full");
+});
+
+Deno.test("server core: a protocol error names nothing it does not concern", () => {
+  const error = new ProtocolError("bad_frame", "empty frame");
+  const out = step(opened().state, { type: "frame_error", error });
+  assert.deepEqual(out.replies, [{
+    type: "error",
+    code: "bad_frame",
+    message: "empty frame",
+    retryable: false,
+  }]);
+});
+
+Deno.test("server core: a burst is paced, never refused, and stored in the order sent", () => {
+  fc.assert(
+    fc.property(
+      fc.array(fc.integer({ min: 0, max: 200 }), { minLength: 1, maxLength: 300 }),
+      (gaps) => {
+        let out = opened();
+        let now = 0;
+        let paused = 0;
+        const stores: number[] = [];
+        gaps.forEach((gap, i) => {
+          now += gap + paused; // the shell reads the next frame after the pause
+          const next = step(out.state, {
+            type: "frame",
+            payload: {
+              type: "send",
+              client_msg_id: `m${i}`,
+              seq: i + 1,
+              nonce: b64(12),
+              ciphertext: b64(16),
+            },
+            now,
+          });
+          assert.equal(next.replies.length, 0, "no refusal");
+          paused = 0;
+          for (const effect of next.effects) {
+            if (effect.type === "store") stores.push(effect.seq);
+            if (effect.type === "pause") paused = effect.ms;
+          }
+          out = next;
+        });
+        assert.deepEqual(stores, gaps.map((_, i) => i + 1));
+        // Over the whole burst, no more than the rate plus the bucket got through.
+        const elapsed = now / 1000;
+        assert.ok(gaps.length <= 40 + Math.ceil(elapsed * 20) + 1, `${gaps.length} in ${elapsed}s`);
+      },
+    ),
+  );
+});
+
+Deno.test("historyPage(): every page fits a frame, is contiguous from the right end, and says when it was cut", () => {
+  fc.assert(
+    fc.property(
+      fc.array(fc.integer({ min: 16, max: MAX_CIPHERTEXT_BYTES }), { maxLength: 40 }),
+      fc.boolean(),
+      fc.boolean(),
+      (sizes, fromEnd, storeHasMore) => {
+        const rows = sizes.map((bytes, i) => row(i + 1, "bob", bytes));
+        const page = historyPage(rows, storeHasMore, fromEnd);
+        assert.doesNotThrow(() => encodeFrame(page));
+        const ids = page.messages.map((m) => m.id);
+        if (rows.length) assert.ok(ids.length >= 1, "never empty when there is a row");
+        const all = rows.map((r) => r.id);
+        assert.deepEqual(
+          ids,
+          fromEnd ? all.slice(all.length - ids.length) : all.slice(0, ids.length),
+        );
+        assert.equal(page.has_more, storeHasMore || ids.length < rows.length);
+      },
+    ),
+    { numRuns: 60 },
+  );
+});
+
+Deno.test("server core: 250 messages of 300 bytes: the history is read whole, page after page", () => {
+  const rows = Array.from({ length: 250 }, (_, i) => row(i + 1, "bob", 300));
+  let after = 0;
+  const seen: number[] = [];
+  for (let pages = 0; pages < 50; pages++) {
+    const slice = rows.filter((r) => r.id > after).slice(0, 201);
+    const page = historyPage(slice.slice(0, 200), slice.length > 200, false);
+    assert.doesNotThrow(() => encodeFrame(page));
+    seen.push(...page.messages.map((m) => m.id));
+    after = seen.at(-1) ?? after;
+    if (!page.has_more) break;
+  }
+  assert.deepEqual(seen, rows.map((r) => r.id));
+});
+
+/**
+ * A room's database and its channel: commits take increasing ids (commit order, as the
+ * store's room lock makes them); a notification is lost while the listener is away.
+ */
+type SimAction =
+  | { kind: "commit"; sender: "alice" | "bob" }
+  | { kind: "notify" }
+  | { kind: "drop" }
+  | { kind: "back" }
+  | { kind: "read"; fail: boolean }
+  | { kind: "join" };
+
+const simAction: fc.Arbitrary<SimAction> = fc.oneof(
+  {
+    arbitrary: fc.constantFrom("alice", "bob").map((sender) => ({
+      kind: "commit" as const,
+      sender,
+    })),
+    weight: 4,
+  },
+  { arbitrary: fc.constant({ kind: "notify" as const }), weight: 4 },
+  { arbitrary: fc.constant({ kind: "drop" as const }), weight: 1 },
+  { arbitrary: fc.constant({ kind: "back" as const }), weight: 1 },
+  { arbitrary: fc.boolean().map((fail) => ({ kind: "read" as const, fail })), weight: 3 },
+  { arbitrary: fc.constant({ kind: "join" as const }), weight: 1 },
+);
+
+function simulate(actions: SimAction[], pageLimit: number) {
+  const db: MessageRow[] = [];
+  let pending: MessageRow[] = []; // notifications on their way, in commit order
+  let listening = true;
+  let out = drive(initialState(limits), [{ type: "frame", payload: hello, now: 0 }]);
+  // The join reads the room's newest id, and its answer reaches the connection later:
+  // commits in between are announced before the welcome.
+  let joinRead: number | null = null;
+  let joinedAt: number | null = null;
+  const reads: Extract<Effect, { type: "read_history" }>[] = [];
+  const pushed: number[] = [];
+  const apply = (event: Event) => {
+    const next = step(out.state, event);
+    out = { state: next.state, replies: [...out.replies, ...next.replies], effects: next.effects };
+    for (const effect of next.effects) {
+      if (effect.type === "read_history") {
+        reads.push({ ...effect, query: { ...effect.query, limit: pageLimit } });
+      }
+    }
+    for (const reply of next.replies) if (reply.type === "message") pushed.push(reply.message.id);
+  };
+  const join = () => {
+    if (joinedAt !== null) return;
+    if (joinRead === null) {
+      joinRead = db.length ? db.at(-1)!.id : 0;
+      return;
+    }
+    joinedAt = joinRead;
+    apply({
+      type: "joined",
+      join: { ok: true, party: 0, peer: "bob", lastId: joinedAt, lastSeq: 0 },
+      service: SERVICE,
+      offers: [],
+    });
+  };
+  const read = (fail: boolean) => {
+    const effect = reads.shift();
+    if (!effect) return;
+    if (fail) return apply({ type: "failed", effect, error: new StoreUnavailable("down") });
+    const after = effect.query.after ?? 0;
+    const rows = db.filter((r) => r.id > after);
+    apply({
+      type: "history_rows",
+      purpose: effect.purpose,
+      query: effect.query,
+      rows: rows.slice(0, effect.query.limit),
+      hasMore: rows.length > effect.query.limit,
+    });
+  };
+  for (const action of actions) {
+    switch (action.kind) {
+      case "commit": {
+        const r = row(db.length + 1, action.sender);
+        db.push(r);
+        if (listening) pending.push(r);
+        break;
+      }
+      case "notify": {
+        const r = pending.shift();
+        if (r) apply({ type: "push", row: r });
+        break;
+      }
+      case "drop":
+        listening = false;
+        pending = [];
+        break;
+      case "back":
+        if (!listening) {
+          listening = true;
+          apply({ type: "listener_back" });
+        }
+        break;
+      case "read":
+        read(action.fail);
+        break;
+      case "join":
+        join();
+        break;
+    }
+  }
+  // Calm: joined, listening, every notification and read done.
+  join();
+  join();
+  if (!listening) {
+    listening = true;
+    apply({ type: "listener_back" });
+  }
+  for (let i = 0; i < 1000 && (pending.length || reads.length); i++) {
+    const r = pending.shift();
+    if (r) apply({ type: "push", row: r });
+    read(false);
+  }
+  const expected = db.filter((r) => r.sender === "bob" && r.id > joinedAt!).map((r) => r.id);
+  assert.deepEqual(
+    pushed,
+    expected,
+    "each of the peer's messages after the welcome, once, in order",
+  );
+}
+
+Deno.test("server core: pushes survive a listener that drops, reads that fail and a join that races commits", () => {
+  fc.assert(
+    fc.property(fc.array(simAction, { maxLength: 120 }), fc.integer({ min: 1, max: 5 }), simulate),
+    { numRuns: 500 },
+  );
+});
