@@ -175,6 +175,19 @@ Deno.test({
 });
 
 Deno.test({
+  name: "server: a cap of 0 sessions per client address means no cap",
+  ...options,
+  fn: () =>
+    withServer(async (server) => {
+      const trust = pinned(server);
+      const sessions = [];
+      for (let i = 0; i < 20; i++) sessions.push(await connectWebTransport(server.url, trust));
+      assert.equal(server.sessions, 20, "more than the default 16 from one address");
+      for (const session of sessions) await session.close();
+    }, { maxSessionsPerClient: 0 }),
+});
+
+Deno.test({
   name: "server: TCP side serves /healthz, the published hashes, the page, and /ws through " +
     "the wsping library",
   ...options,

@@ -31,7 +31,10 @@ export interface PingServerConfig {
   token?: string;
   /** Origins allowed besides the server's own page; "*" allows every origin. */
   allowedOrigins: string[];
-  /** Sessions one client address may hold at once. */
+  /**
+   * Sessions one client address may hold at once; 0 for no cap (behind a proxy or load
+   * balancer that gives every client the same address, a cap per address caps everyone).
+   */
   maxSessionsPerClient: number;
   /** Streams of each kind one connection may have open at once. */
   maxStreamsPerConnection: number;
@@ -144,7 +147,7 @@ export async function startPingServer(
       return refuse(403, `origin ${request.origin} not allowed`);
     }
     const held = perClient.get(client) ?? 0;
-    if (held >= config.maxSessionsPerClient) {
+    if (config.maxSessionsPerClient && held >= config.maxSessionsPerClient) {
       return refuse(429, `already ${held} sessions from this address`);
     }
     perClient.set(client, held + 1);

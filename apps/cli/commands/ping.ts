@@ -253,8 +253,9 @@ Exit status: 0 if any reply came back, 1 if none did or the outage budget ran ou
     )
     .option(
       "--max-sessions-per-client <n>",
-      "sessions one address may hold at once",
-      integer(1, 100_000),
+      "sessions one client address may hold at once; 0 for no cap (behind a load balancer " +
+        "that rewrites client addresses)",
+      integer(0, 100_000),
       DEFAULTS.maxSessionsPerClient,
     )
     .option(
