@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const outDir = join(root, ".cache", "node-tests");
-const node = Deno.env.get("DUET_NODE") ?? "node";
+const node = Deno.env.get("DUET_NODE") || "node";
 
 async function* testFiles(dir: string): AsyncGenerator<string> {
   for await (const entry of Deno.readDir(dir)) {

@@ -32,7 +32,7 @@ const { values: flags } = parseArgs({
 });
 const rounds = Number(flags.rounds);
 const root = new URL("../../", import.meta.url).pathname;
-const redisUrl = Deno.env.get("REDIS_URL") ?? "redis://127.0.0.1:6379";
+const redisUrl = Deno.env.get("REDIS_URL") || "redis://127.0.0.1:6379";
 const loadgen = `${root}bench/loadgen/loadgen`;
 
 async function sh(cmd: string[], cwd: string, env: Record<string, string> = {}): Promise<void> {

@@ -99,7 +99,7 @@ export async function findCommand(
 }
 
 /** Debian's Python, where python3-ecdsa is installed (`DUET_PYTHON` overrides). */
-export const python: string = Deno.env.get("DUET_PYTHON") ?? "/usr/bin/python3";
+export const python: string = Deno.env.get("DUET_PYTHON") || "/usr/bin/python3";
 
 /** Finds Debian's python3 with the ecdsa module (apt-get install python3-ecdsa). */
 export function findPythonEcdsa(): Promise<Requirement> {
@@ -226,7 +226,7 @@ export class PrivateRedis {
     this.#process = undefined;
   }
   /** Debian's redis-server (`DUET_REDIS_SERVER` overrides). */
-  static binary: string = Deno.env.get("DUET_REDIS_SERVER") ?? "/usr/bin/redis-server";
+  static binary: string = Deno.env.get("DUET_REDIS_SERVER") || "/usr/bin/redis-server";
   /** Whether the redis-server binary runs here. */
   static find(): Promise<Requirement> {
     return findCommand("redis-server binary", PrivateRedis.binary, ["--version"]);
@@ -234,7 +234,7 @@ export class PrivateRedis {
 }
 
 /** Debian's Chromium (`DUET_CHROMIUM` overrides). */
-export const chromiumPath: string = Deno.env.get("DUET_CHROMIUM") ?? "/usr/bin/chromium";
+export const chromiumPath: string = Deno.env.get("DUET_CHROMIUM") || "/usr/bin/chromium";
 
 /** Whether Chromium runs here (apt-get install chromium). */
 export function findChromium(): Promise<Requirement> {
