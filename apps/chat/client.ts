@@ -144,11 +144,7 @@ export class ChatClient {
       );
       this.#keys.push({ peerPublicKey: stored.peerPublicKey, key, accepted: stored.accepted });
     }
-  }
-
-  /** Loads stored keys and the outbox, then connects (and reconnects) until stopped. */
-  async start(): Promise<void> {
-    await this.#loadKeys();
+    // The interface learns the key it has, as it would learn one agreed now.
     const newest = this.#keys[0];
     if (newest) {
       this.#emit({
@@ -157,6 +153,11 @@ export class ChatClient {
         pending: !newest.accepted,
       });
     }
+  }
+
+  /** Loads stored keys and the outbox, then connects (and reconnects) until stopped. */
+  async start(): Promise<void> {
+    await this.#loadKeys();
     const outbox = this.#options.keyStore.outbox(this.#at);
     for (const entry of outbox) {
       this.#showOwn(entry, entry.peerPublicKey ? "sending" : "waiting for key");

@@ -195,3 +195,21 @@ Deno.test("titleText: the full form where it fits, what matters first where not,
     " ○ reconnecting in 1.2 s · key 32c40211 · t…",
   );
 });
+
+Deno.test("tui state: a reopened client's stored key shows in the title, without a new note; a pending change stays a warning", () => {
+  const fingerprint = "32c40211" + "0".repeat(56);
+  const restored = reduce(initialState, {
+    type: "client",
+    event: { type: "restored_key", fingerprint, pending: false },
+  });
+  assert.equal(restored.fingerprint, fingerprint);
+  assert.equal(restored.keyChanged, false);
+  assert.deepEqual(restored.rows, [], "no note: the key was agreed before");
+  assert.match(titleText(restored, "tea", 80), /key 32c40211/);
+  assert.doesNotMatch(titleText(restored, "tea", 80), /no key yet/);
+  const pending = reduce(initialState, {
+    type: "client",
+    event: { type: "restored_key", fingerprint, pending: true },
+  });
+  assert.equal(pending.keyChanged, true);
+});
