@@ -59,6 +59,9 @@ export interface RunningChatServer {
 
 const log = getLogger(["duet", "chat"]);
 
+/** Reply bytes a connection may have waiting to be written before it is closed. */
+const MAX_QUEUED_BYTES = 8 * 1024 * 1024;
+
 /** One TCP connection: the core's state and what runs its effects. */
 interface Connection {
   dispatch(event: Event): void;
@@ -138,6 +141,7 @@ export async function startChatServer(
     const writer = conn.writable.getWriter();
     let closed = false;
     let pauseUntil = 0;
+    let queued = 0;
     const close = () => {
       if (closed) return;
       closed = true;
@@ -166,7 +170,19 @@ export async function startChatServer(
         close();
         return;
       }
-      writer.write(frame).catch(() => close());
+      // A client that does not read its replies would make this queue grow without bound.
+      queued += frame.length;
+      if (queued > MAX_QUEUED_BYTES) {
+        log.warn("Closed a connection that does not read its replies ({bytes} bytes queued)", {
+          bytes: queued,
+        });
+        try {
+          conn.close();
+        } catch { /* closed */ }
+        closed = true;
+        return;
+      }
+      writer.write(frame).then(() => (queued -= frame.length), () => close());
     };
 
     const connection: Connection = {

@@ -597,3 +597,41 @@ for (const engine of engines) {
       }, { messagesPerSecond: 10_000 }),
   });
 }
+
+testWith({ name: "PGlite", missing: undefined }, {
+  name: "chat server: a client that asks and never reads is closed before its replies pile up",
+  ...options,
+  fn: () =>
+    withServer(pgliteStore, async ({ addr }) => {
+      const [alice] = await TestClient.join(addr.port, "alice", "hoard");
+      for (let i = 1; i <= 200; i++) {
+        await alice.send({
+          ...sendFrame(`h${i}`, i),
+          ciphertext: base64.encode(new Uint8Array(300).fill(1)),
+        } as ClientMessage);
+      }
+      await waitFor(() => alice.all("stored").length === 200, "200 stored", 30_000);
+      alice.close();
+      // Raw: this one never reads. 400 pages of ~64 KiB are ~25 MiB of replies.
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: addr.port });
+      const writer = conn.writable.getWriter();
+      await writer.write(encodeFrame({ type: "hello", version: 2, name: "bob", room: "hoard" }));
+      const ask = encodeFrame({ type: "history", after: 0, limit: 200 });
+      let written = 0;
+      try {
+        for (; written < 400; written++) await writer.write(ask);
+      } catch {
+        // closed by the server: what this test wants
+      }
+      // The server closes it: reading what was sent ends, rather than going on for 25 MiB.
+      let read = 0;
+      try {
+        for await (const chunk of conn.readable) read += chunk.length;
+      } catch {
+        // reset: closed either way
+      }
+      assert.ok(read < 25 * 1024 * 1024, `read ${read} bytes: the server stopped writing`);
+      const [still] = await TestClient.join(addr.port, "carol", "other");
+      still.close();
+    }, { messagesPerSecond: 10_000 }),
+});
