@@ -6,6 +6,9 @@
  *   100 rooms     the same across 100 rooms at once
  *   latency       send to the peer's push, one at a time: p50/p99
  *   history       a page of 100 from a room holding 100,000 messages: p50/p99
+ * and, as the anchor measured in the same run, the store alone: one sender's messages
+ * handed to ChatStore.insertMessage in this process (no server, no TCP, no protocol), all
+ * at once; the server's one-sender rate over it is what the protocol and the network cost.
  *
  *   deno run -A bench/chat/run.ts [--messages 20000] [--idle 1000]
  * PostgreSQL comes from TEST_DATABASE_URL (a schema of its own, dropped after).
@@ -36,10 +39,31 @@ async function fill(store: ChatStore, sql: (text: string) => Promise<unknown>) {
   await store.join("big", "alice");
   await store.join("big", "bob");
   await sql(
-    `INSERT INTO messages (room, sender, client_msg_id, nonce, ciphertext)
-     SELECT 'big', 'alice', 'h' || i, decode(repeat('00', 12), 'hex'), decode(repeat('ab', 48), 'hex')
+    `INSERT INTO messages (room, sender, client_msg_id, sender_seq, nonce, ciphertext)
+     SELECT 'big', 'alice', 'h' || i, i, decode(repeat('00', 12), 'hex'), decode(repeat('ab', 48), 'hex')
      FROM generate_series(1, ${HISTORY}) AS i`,
   );
+}
+
+/** The anchor: one sender's MESSAGES straight into the store, fired without waiting. */
+async function storeAlone(engine: string, store: ChatStore): Promise<string> {
+  await store.migrate();
+  await store.join("anchor", "alice");
+  const nonce = new Uint8Array(12);
+  const ciphertext = new Uint8Array(48).fill(0xab);
+  const t0 = performance.now();
+  const outcomes = await Promise.all(
+    Array.from(
+      { length: MESSAGES },
+      (_, i) => store.insertMessage("anchor", "alice", `a${i}`, i + 1, nonce, ciphertext),
+    ),
+  );
+  const seconds = (performance.now() - t0) / 1000;
+  if (outcomes.some((o) => o.kind !== "stored")) throw new Error("the anchor's sends failed");
+  await store.close();
+  return `| ${engine} | anchor: the store alone, one sender | ${MESSAGES} | ${
+    Math.round(MESSAGES / seconds).toLocaleString("en")
+  } msg/s | |`;
 }
 
 async function measure(engine: string, args: string[]): Promise<string[]> {
@@ -83,7 +107,7 @@ async function measure(engine: string, args: string[]): Promise<string[]> {
       await Promise.all(pairs.map(async ({ alice, bob }, r) => {
         let acked = 0;
         for (let i = 0; i < each; i++) {
-          await alice.send(sendFrame(`${r}-${i}`));
+          await alice.send(sendFrame(`${r}-${i}`, i + 1));
           while (i + 1 - acked > 100) {
             // Generous: with 100 senders the server's queue is deep (PGlite is one thread).
             await alice.next((m) => m.type === "stored" || m.type === "error", 120_000);
@@ -91,6 +115,12 @@ async function measure(engine: string, args: string[]): Promise<string[]> {
           }
         }
         await waitFor(() => bob.all("message").length >= each, "pushes", 120_000);
+        // The guarantee holds under load too: every message once, in the order sent.
+        const seqs = bob.all("message").map((m) => m.message.seq);
+        if (seqs.length !== each || seqs.some((seq, k) => seq !== k + 1)) {
+          throw new Error(`room ${r}: pushed out of order or twice`);
+        }
+        if (alice.all("error").length) throw new Error(`room ${r}: sends were refused`);
       }));
       const seconds = (performance.now() - t0) / 1000;
       rows.push(
@@ -111,7 +141,7 @@ async function measure(engine: string, args: string[]): Promise<string[]> {
     const latency: number[] = [];
     for (let i = 0; i < 1000; i++) {
       const t0 = performance.now();
-      await alice.send(sendFrame(`l${i}`));
+      await alice.send(sendFrame(`l${i}`, i + 1));
       await bob.next((m) => m.type === "message");
       latency.push(performance.now() - t0);
       alice.received.length = 0;
@@ -154,6 +184,16 @@ if (url) {
   await fill(new ChatStore(driver), (text) => driver.query(text));
   await driver.close();
   try {
+    const anchorSchema = testSchema("duet_bench_anchor");
+    rows.push(
+      await storeAlone(
+        "PostgreSQL",
+        new ChatStore(await connectPostgres(url, { schema: anchorSchema })),
+      ),
+    );
+    const admin = await connectPostgres(url);
+    await admin.query(`DROP SCHEMA ${anchorSchema} CASCADE`);
+    await admin.close();
     rows.push(
       ...await measure("PostgreSQL", [
         "--database-url",
@@ -170,6 +210,9 @@ if (url) {
 }
 const dir = await Deno.makeTempDir();
 try {
+  const anchorDir = await Deno.makeTempDir();
+  rows.push(await storeAlone("PGlite", new ChatStore(await openPglite(anchorDir))));
+  await Deno.remove(anchorDir, { recursive: true });
   const driver = await openPglite(dir);
   await fill(new ChatStore(driver), (text) => driver.query(text));
   await driver.close();
