@@ -56,6 +56,11 @@ export interface MessageView {
   problem?: string;
   /** Came from history (not live). */
   fromHistory: boolean;
+  /**
+   * Decrypted only with a changed peer key the user has not accepted: whoever holds that
+   * key wrote it, and that may not be the peer.
+   */
+  unaccepted?: boolean;
 }
 
 export type ConnectionState = "connecting" | "connected" | "reconnecting" | "stopped";
@@ -546,6 +551,7 @@ export class ChatClient {
   async #show(stored: StoredMessage, fromHistory: boolean): Promise<void> {
     const aad = messageAad(this.#at.room, stored.sender, stored.client_msg_id);
     let text: string | null = null;
+    let unaccepted = false;
     for (const candidate of this.#keys) {
       text = await decryptMessage(
         candidate.key,
@@ -553,7 +559,10 @@ export class ChatClient {
         base64.decode(stored.ciphertext),
         aad,
       );
-      if (text !== null) break;
+      if (text !== null) {
+        unaccepted = !candidate.accepted;
+        break;
+      }
     }
     this.#emit({
       type: "message",
@@ -566,6 +575,7 @@ export class ChatClient {
         own: stored.sender === this.#at.name,
         status: "stored",
         fromHistory,
+        ...(unaccepted ? { unaccepted } : {}),
         ...(text === null
           ? {
             problem: this.#keys.length

@@ -14,7 +14,7 @@
  *
  * @module
  */
-import type { ServerMessage, StoredMessage } from "./protocol.ts";
+import { BYE_REPLACED, type ServerMessage, type StoredMessage } from "./protocol.ts";
 
 /** What the reducer knows of an outbox entry (the key store holds the rest). */
 export interface OutboxItem {
@@ -261,6 +261,16 @@ function onFrame(
     case "peer_key":
       return { state, commands: [{ type: "peer_key", message }] };
     case "bye":
+      if (message.reason === BYE_REPLACED) {
+        return {
+          state,
+          commands: [{
+            type: "fatal",
+            text: "another client joined this room with your name, so this one stopped " +
+              "(two clients with one name would push each other out)",
+          }],
+        };
+      }
       return { state, commands: [{ type: "notice", text: `server said bye: ${message.reason}` }] };
     case "heartbeat":
       return { state, commands: [] };

@@ -423,3 +423,15 @@ Deno.test("client core: a history or key offer refused as unavailable is asked a
   });
   assert.equal(offer.commands[0]?.type, "schedule");
 });
+
+Deno.test("client core: replaced by a newer connection with its name, a client stops instead of pushing it out in turn", () => {
+  const h = new Harness();
+  h.connect();
+  const { commands } = reduceClient(h.state, {
+    type: "frame",
+    message: { type: "bye", reason: "replaced by a newer connection with your name" },
+  });
+  assert.equal(commands[0]?.type, "fatal");
+  const idle = reduceClient(h.state, { type: "frame", message: { type: "bye", reason: "idle" } });
+  assert.equal(idle.commands[0]?.type, "notice", "other byes: reconnect as usual");
+});

@@ -1,15 +1,18 @@
 /**
  * `duet chat --line`: the scriptable mode. Each line of input is sent (or is a command:
- * /key, /accept-key, /help, /quit); each message received prints as `NAME: TEXT` on the
- * output, everything else on the error stream. It ends at the end of input (after waiting
- * up to `lingerMs` for unsent messages to be stored), on /quit, on a fatal refusal, or
- * when `signal` aborts (SIGINT/SIGTERM: at once, the outbox kept for the next start).
+ * /key, /accept-key, /help, /quit; see commands.ts); each message received prints as
+ * `NAME: TEXT` on the output (`NAME [key not accepted]: TEXT` under a changed peer key not
+ * yet accepted), everything else on the error stream. It ends at the end of input (after
+ * waiting for unsent messages to be stored while they are, up to `lingerMs` without
+ * progress), on /quit, on a fatal refusal, or when `signal` aborts (SIGINT/SIGTERM: at
+ * once, the outbox kept for the next start).
  *
  * @module
  */
 import { ChatClient, type ClientEvent } from "./client.ts";
 import type { KeyStore } from "./keystore.ts";
 import { printable } from "./display.ts";
+import { readTypedLine, unknownCommandText } from "./commands.ts";
 
 /** What line mode needs. */
 export interface LineModeOptions {
@@ -25,7 +28,10 @@ export interface LineModeOptions {
   err: (text: string) => void;
   /** Aborting ends the session at once. */
   signal: AbortSignal;
-  /** At the end of input, how long to wait for unsent messages to be stored (ms). */
+  /**
+   * At the end of input, how long to wait without progress for unsent messages to be
+   * stored (ms); also how long /key waits for a key to be agreed.
+   */
   lingerMs: number;
 }
 
@@ -35,6 +41,8 @@ export interface LineModeResult {
   fatal?: string;
   /** Messages still in the outbox (they go out on the next start). */
   unsent: number;
+  /** Lines not sent: too long, or a slash word that is no command. */
+  refused: number;
 }
 
 /** The text for an event, and where it goes; undefined for events line mode does not show. */
@@ -51,7 +59,11 @@ export function describeEvent(
           : undefined;
       }
       // Never raw: the text is the peer's, and may hold escapes or a forged line.
-      return { stream: "out", text: `${m.sender}: ${printable(m.text ?? `[${m.problem}]`)}` };
+      const mark = m.unaccepted ? " [key not accepted]" : "";
+      return {
+        stream: "out",
+        text: `${m.sender}${mark}: ${printable(m.text ?? `[${m.problem}]`)}`,
+      };
     }
     case "key":
       return {
@@ -94,6 +106,7 @@ export async function runLineMode(options: LineModeOptions): Promise<LineModeRes
   if (options.signal.aborted) stop.abort();
   options.signal.addEventListener("abort", onAbort, { once: true });
   let fatal: string | undefined;
+  let refused = 0;
   let fatalSeen: () => void = () => {};
   const fatalPromise = new Promise<void>((resolve) => (fatalSeen = resolve));
   const client = new ChatClient({
@@ -113,31 +126,66 @@ export async function runLineMode(options: LineModeOptions): Promise<LineModeRes
   fatalPromise.then(onAbort);
   try {
     await client.start();
-    for await (const line of readLines(options.input, stop.signal)) {
-      const command = line.trim();
-      if (command === "/quit") break;
-      if (command === "/key") {
-        options.out(`${(await client.fingerprint()) ?? "no shared key yet"}\n`);
-      } else if (command === "/accept-key") {
-        options.err(client.acceptKey() ? "new key accepted\n" : "no changed key to accept\n");
-      } else if (command === "/help") {
-        options.err("/key  /accept-key  /quit; anything else is sent\n");
-      } else if (line.length) {
-        await client.send(line).catch((error) => {
+    for await (const raw of readLines(options.input, stop.signal)) {
+      const line = readTypedLine(raw);
+      if (line.kind === "empty") continue;
+      if (line.kind === "unknown") {
+        options.err(`${unknownCommandText(line.word)}\n`);
+        refused++;
+        continue;
+      }
+      if (line.kind === "text") {
+        await client.send(line.text).catch((error) => {
           if (!(error instanceof RangeError)) throw error;
           options.err(`${error.message}\n`); // too long: said, and the next lines go on
+          refused++;
         });
+        continue;
+      }
+      if (line.command === "/quit") break;
+      if (line.command === "/key") {
+        // A script's /key comes before the key is agreed: it waits for it, as long as it
+        // would wait for unsent messages.
+        const hex = await until(() => client.fingerprint(), options.lingerMs, stop.signal);
+        if (hex) options.out(`${hex}\n`);
+        else options.err("no shared key yet: it is agreed when both of you have joined\n");
+      } else if (line.command === "/accept-key") {
+        options.err(client.acceptKey() ? "new key accepted\n" : "no changed key to accept\n");
+      } else {
+        options.err(
+          "/key  /accept-key  /quit; // starts a line that begins with /; anything else is sent\n",
+        );
       }
     }
-    const deadline = Date.now() + options.lingerMs;
-    while (client.unsent > 0 && Date.now() < deadline && !stop.signal.aborted) {
+    // At the end of input: wait while the outbox empties, giving up only after lingerMs
+    // without progress (a long piped file is paced by the server, not stuck).
+    let unsent = client.unsent;
+    let deadline = Date.now() + options.lingerMs;
+    while (unsent > 0 && Date.now() < deadline && !stop.signal.aborted) {
       await new Promise((resolve) => setTimeout(resolve, 50));
+      const now = client.unsent;
+      if (now < unsent) deadline = Date.now() + options.lingerMs;
+      unsent = now;
     }
   } finally {
     options.signal.removeEventListener("abort", onAbort);
     await client.stop();
   }
-  return { ...(fatal === undefined ? {} : { fatal }), unsent: client.unsent };
+  return { ...(fatal === undefined ? {} : { fatal }), unsent: client.unsent, refused };
+}
+
+/** Polls `read` until it gives a value, `ms` pass or `signal` aborts (then null). */
+async function until<T>(
+  read: () => Promise<T | null>,
+  ms: number,
+  signal: AbortSignal,
+): Promise<T | null> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await read();
+    if (value !== null || Date.now() >= deadline || signal.aborted) return value;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
 }
 
 /** `stream` as lines, ending at its end or when `signal` aborts. */

@@ -119,6 +119,13 @@ export type ErrorCode = keyof typeof ERROR_CODES;
 export const REQUEST_TYPES = ["hello", "key_offer", "send", "history"] as const;
 export type RequestType = (typeof REQUEST_TYPES)[number];
 
+/**
+ * The `bye` reason when a newer connection with the same name joined the room: the older
+ * client stops rather than reconnecting, or two copies of one name would push each other
+ * out for ever.
+ */
+export const BYE_REPLACED = "replaced by a newer connection with your name";
+
 /** Frames the server sends. */
 export const ServerMessage = z.discriminatedUnion("type", [
   z.strictObject({

@@ -280,7 +280,10 @@ export async function startChatServer(
       if (stopping) return apply(refuse("shutting_down", "the server is shutting down"));
       if (config.maxConnectionsPerAddress && held >= config.maxConnectionsPerAddress) {
         return apply(
-          refuse("too_many_connections", `already ${held} connections from your address`),
+          refuse(
+            "too_many_connections",
+            `already ${held} connection${held === 1 ? "" : "s"} from your address`,
+          ),
         );
       }
       const frames = new FrameDecoder();

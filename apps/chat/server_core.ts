@@ -17,6 +17,7 @@
  * @module
  */
 import {
+  BYE_REPLACED,
   type ClientMessage,
   type ErrorContext,
   errorMessage,
@@ -317,7 +318,7 @@ export function step(state: State, event: Event): Step {
     case "failed":
       return onFailed(state, event.effect, event.error);
     case "replaced":
-      return bye("replaced by a newer connection with your name");
+      return bye(BYE_REPLACED);
     case "idle":
       return bye("idle");
     case "shutdown":

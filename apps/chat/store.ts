@@ -892,9 +892,44 @@ export async function connectPostgres(
  */
 export async function openPglite(dataDir: string): Promise<SqlDriver> {
   await Deno.mkdir(dataDir, { recursive: true });
-  const db = await PGlite.create(dataDir);
-  return pgliteDriver(db);
+  // PGlite keeps the database in this process's memory and writes it back: a second
+  // process on the same directory would not see the first's writes, and the last to stop
+  // would win. An advisory lock held while open refuses the second.
+  const lock = await Deno.open(`${dataDir}/${LOCK_FILE}`, { create: true, write: true });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const locked = await Promise.race([
+    lock.lock(true).then(() => true),
+    new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), LOCK_WAIT_MS))),
+  ]);
+  clearTimeout(timer);
+  if (!locked) {
+    lock.close();
+    throw new Error(
+      `the embedded database in ${dataDir} is in use by another process (a chat server ` +
+        "already running on it?); PGlite serves one process at a time",
+    );
+  }
+  try {
+    const driver = pgliteDriver(await PGlite.create(dataDir));
+    const close = driver.close;
+    driver.close = async () => {
+      try {
+        await close();
+      } finally {
+        lock.close(); // closing the file releases the lock
+      }
+    };
+    return driver;
+  } catch (error) {
+    lock.close();
+    throw error;
+  }
 }
+
+/** The lock file openPglite holds in the data directory while the database is open. */
+const LOCK_FILE = ".duet-chat.lock";
+/** How long openPglite waits for another process to let the data directory go. */
+const LOCK_WAIT_MS = 1_000;
 
 /**
  * Wraps an open PGlite instance (tests load one from a snapshot). Once the instance is

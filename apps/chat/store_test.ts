@@ -9,6 +9,7 @@ import {
   isUnavailable,
   type MessageRow,
   MIGRATIONS,
+  openPglite,
   type StoreEvent,
   type StoreOutcome,
   StoreUnavailable,
@@ -761,6 +762,25 @@ testWith(postgresRequirement, {
     } finally {
       await driver.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
       await driver.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "openPglite(): a data directory open in one place is refused to a second, and free again once closed",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const dir = await Deno.makeTempDir();
+    try {
+      const first = await openPglite(dir);
+      await assert.rejects(openPglite(dir), /in use by another process/);
+      await first.close();
+      const again = await openPglite(dir);
+      await again.close();
+    } finally {
+      await Deno.remove(dir, { recursive: true });
     }
   },
 });

@@ -14,6 +14,7 @@ import chalk from "chalk";
 import stringWidth from "string-width";
 import type { ChatClient, ClientEvent } from "./client.ts";
 import { textProblem } from "./crypto.ts";
+import { type Command, readTypedLine, unknownCommandText } from "./commands.ts";
 import {
   backspace,
   groupFingerprint,
@@ -26,8 +27,8 @@ import {
 
 const h = React.createElement;
 
-const HELP =
-  "Enter sends · PgUp/PgDn scroll · Ctrl-K key · /key /accept-key /help /quit · Ctrl-C quits";
+const HELP = "Enter sends · PgUp/PgDn scroll · Ctrl-K key · /key /accept-key /help /quit · " +
+  "// starts a line that begins with / · Ctrl-C quits";
 
 interface AppProps {
   client: ChatClient;
@@ -73,35 +74,41 @@ function App({ client, room, name, subscribe }: AppProps) {
     });
   };
 
-  const commands = new Map<string, () => void>([
-    ["/quit", () => exit()],
-    ["/help", () => dispatch({ type: "note", text: HELP })],
-    ["/key", () => void showKey()],
-    ["/accept-key", () => {
+  const commands: Record<Command, () => void> = {
+    "/quit": () => exit(),
+    "/help": () => dispatch({ type: "note", text: HELP }),
+    "/key": () => void showKey(),
+    "/accept-key": () => {
       if (client.acceptKey()) {
         dispatch({ type: "key-accepted" });
         dispatch({ type: "note", text: "New key accepted; held messages are being sent." });
       } else dispatch({ type: "note", text: "There is no changed key to accept." });
-    }],
-  ]);
+    },
+  };
 
-  /** Acts on a typed line; false when it stays in the input line to be shortened. */
+  /** Acts on a typed line; false when it stays in the input line to be mended. */
   const submit = (raw: string): boolean => {
-    const text = raw.trim();
-    if (!text) return true;
-    const command = commands.get(text);
-    if (command) {
-      command();
-      return true;
+    const line = readTypedLine(raw);
+    switch (line.kind) {
+      case "empty":
+        return true;
+      case "command":
+        commands[line.command]();
+        return true;
+      case "unknown":
+        dispatch({ type: "note", text: unknownCommandText(line.word), tone: "warning" });
+        return false;
+      case "text": {
+        const problem = textProblem(line.text);
+        if (problem) {
+          dispatch({ type: "note", text: `Not sent, ${problem}: shorten it or split it.` });
+          return false;
+        }
+        dispatch({ type: "scroll", by: -Infinity, page });
+        void client.send(line.text);
+        return true;
+      }
     }
-    const problem = textProblem(raw);
-    if (problem) {
-      dispatch({ type: "note", text: `Not sent, ${problem}: shorten it or split it.` });
-      return false;
-    }
-    dispatch({ type: "scroll", by: -Infinity, page });
-    void client.send(raw);
-    return true;
   };
 
   // The line being typed lives in a ref as well: keys that arrive before the next render

@@ -168,7 +168,8 @@ export function clock(date: Date): string {
 
 /** The mark after an own message. */
 export function deliveryMark(message: MessageView): string {
-  if (!message.own) return "";
+  // A message readable only with a changed key not yet accepted: say so on its line.
+  if (!message.own) return message.unaccepted ? " ⚠ key not accepted" : "";
   switch (message.status) {
     case "waiting for key":
       return " (waiting for a key)";
@@ -223,7 +224,7 @@ export function rowLines(row: Row, me: string, width: number, style = plainStyle
       `${style.time(`${clock(m.createdAt)} `)}${style.sender(who, m.own)}: `,
       // Tabs (pasted code, say) as spaces, the one control character worth keeping here.
       printable(m.text.replaceAll("\t", "    ")) +
-      style.mark(printable(deliveryMark(m)), m.status === "failed"),
+      style.mark(printable(deliveryMark(m)), m.status === "failed" || m.unaccepted === true),
     ];
   const indent = stringWidth(lead);
   if (width - indent < MIN_TEXT_COLUMNS) return wrap(prefix + body, width);

@@ -213,3 +213,12 @@ Deno.test("tui state: a reopened client's stored key shows in the title, without
   });
   assert.equal(pending.keyChanged, true);
 });
+
+Deno.test("rowLines: a message readable only under a changed key not yet accepted says so on its line", () => {
+  const lines = rowLines(
+    { kind: "message", message: message({ text: "trust me", unaccepted: true }) },
+    "alice",
+    80,
+  );
+  assert.match(lines.join("\n"), /bob: trust me ⚠ key not accepted/);
+});

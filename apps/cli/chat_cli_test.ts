@@ -386,6 +386,14 @@ Deno.test({
         () => out(bob).some((l) => /^alice: \[cannot decrypt/.test(l)),
         "the old message marked unreadable",
       );
+      // What the new key brings is marked until Alice accepts it: it may not be Bob's.
+      await bob.say("from the new install");
+      await waitFor(
+        () => out(alice).includes("bob [key not accepted]: from the new install"),
+        "the unaccepted key's message, marked",
+        20_000,
+      );
+      assert.ok(!out(alice).includes("bob: from the new install"), "never unmarked");
       await alice.say("held until accepted");
       await new Promise((r) => setTimeout(r, 1000));
       assert.ok(!out(bob).includes("alice: held until accepted"), "not sent before /accept-key");

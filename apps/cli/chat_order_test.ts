@@ -202,3 +202,30 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "duet chat --line: /key in a script waits for the key; a slash word that is no " +
+    "command is not sent, and the exit status says a line was not sent",
+  ...options,
+  async fn() {
+    const dir = await Deno.makeTempDir();
+    const running = await server(`${dir}/db`);
+    const address = `127.0.0.1:${running.addr.port}`;
+    const alice = party(address, "alice", "cmd", { keyStore: `${dir}/alice.sqlite` });
+    try {
+      // Bob's first lines: /key before any key exists, then a typo'd command.
+      const bob = party(address, "bob", "cmd", { keyStore: `${dir}/bob.sqlite` });
+      await bob.say("/key\n/exit\n//slash is text\n");
+      assert.equal(await bob.end(), 1, err(bob));
+      assert.match(out(bob)[0] ?? "", /^[0-9a-f]{64}$/, "the key's SHA-256 on stdout");
+      assert.match(err(bob), /\/exit is not a command, so it was not sent/);
+      assert.match(err(bob), /1 line not sent/);
+      await waitFor(() => from(alice, "bob").length >= 1, "bob's text", 20_000);
+      assert.deepEqual(from(alice, "bob"), ["/slash is text"], "/exit never reached alice");
+    } finally {
+      await alice.end();
+      await running.shutdown();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

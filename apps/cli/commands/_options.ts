@@ -14,10 +14,24 @@ export function integer(min: number, max = Number.MAX_SAFE_INTEGER): (text: stri
 
 /** A commander argument parser for HOST:PORT (an IPv6 host in brackets). */
 export function hostPort(text: string): string {
-  if (!/^([^\s:\[\]]+|\[[0-9a-fA-F:.]+\]):\d{1,5}$/.test(text)) {
-    throw new InvalidArgumentError("expected HOST:PORT");
+  const match = /^([^\s:\[\]]+|\[[0-9a-fA-F:.]+\]):(\d{1,5})$/.exec(text);
+  if (!match) {
+    throw new InvalidArgumentError(
+      text.split(":").length > 2 && !text.startsWith("[")
+        ? "expected HOST:PORT (an IPv6 address in brackets: [::1]:7070)"
+        : "expected HOST:PORT",
+    );
+  }
+  const port = Number(match[2]);
+  if (port < 1 || port > 65535) {
+    throw new InvalidArgumentError(`expected HOST:PORT with a port from 1 to 65535, not ${port}`);
   }
   return text;
+}
+
+/** `host:port` as a client would type it: an IPv6 address goes in brackets. */
+export function showHostPort(host: string, port: number): string {
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
 /** A commander argument parser for text matching `re`; `what` says what is expected. */
@@ -44,11 +58,21 @@ export function url(...protocols: string[]): (text: string) => string {
   };
 }
 
-/** Turns "address in use" into advice; other errors pass through. */
-export function explainListenError(error: unknown, host: string, port: number): never {
+/**
+ * Turns "address in use" into advice naming `option`, the option that sets the port;
+ * other errors pass through.
+ */
+export function explainListenError(
+  error: unknown,
+  host: string,
+  port: number,
+  option = "--port",
+): never {
   if (error instanceof Deno.errors.AddrInUse) {
     throw new Error(
-      `${host}:${port} is already in use; choose another --port (0 picks a free one)`,
+      `${
+        showHostPort(host, port)
+      } is already in use; choose another ${option} (0 picks a free one)`,
     );
   }
   if (

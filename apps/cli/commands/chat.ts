@@ -24,7 +24,15 @@ import {
 } from "@duet/chat";
 import { runTui } from "@duet/chat/tui";
 import { type CliIo, ExitStatus, UsageError } from "../io.ts";
-import { explainListenError, hostPort, integer, pattern, untilAborted, url } from "./_options.ts";
+import {
+  explainListenError,
+  hostPort,
+  integer,
+  pattern,
+  showHostPort,
+  untilAborted,
+  url,
+} from "./_options.ts";
 
 interface ChatServerCliOptions {
   host: string;
@@ -74,7 +82,7 @@ export function chatServerCommand(io: CliIo): Command {
         .env("DUET_CHAT_DATABASE_URL")
         .conflicts("dataDir"),
     )
-    .option("--data-dir <dir>", `the embedded database's directory (default ${defaultDataDir()})`)
+    .option("--data-dir <dir>", `the embedded database's directory (default: ${defaultDataDir()})`)
     .option(
       "--messages-per-second <n>",
       "sends allowed per connection per second (bursts of twice that)",
@@ -141,7 +149,9 @@ Stops on SIGINT/SIGTERM: says bye to every client, closes the database.`,
         await store.close().catch(() => {});
         return explainListenError(error, options.host, options.port);
       });
-      io.out(`chat  ${server.addr.hostname}:${server.addr.port}   (${description})\n`);
+      io.out(
+        `chat  ${showHostPort(server.addr.hostname, server.addr.port)}   (${description})\n`,
+      );
       await untilAborted(io.shutdownSignal);
       await server.shutdown();
     });
@@ -218,7 +228,8 @@ export function chatCommand(io: CliIo): Command {
     .option("--line", "line mode for scripts: stdin lines are sent, messages print as NAME: TEXT")
     .option(
       "--linger-ms <ms>",
-      "line mode: at the end of stdin, wait this long for unsent messages to be stored",
+      "line mode: at the end of stdin, wait for unsent messages to be stored, giving up " +
+        "after this long without progress; /key waits this long for a key",
       integer(0, 600_000),
       10_000,
     )
@@ -275,13 +286,19 @@ Examples:
         signal: io.shutdownSignal,
         lingerMs: options.lingerMs,
       }).finally(() => keyStore.close());
-      if (result.fatal) throw new ExitStatus(1);
       if (result.unsent) {
         io.err(
-          `duet chat: ${result.unsent} message(s) not yet stored; they stay in the outbox ` +
-            `(${options.keyStore}) and go out on the next start\n`,
+          `duet chat: ${plural(result.unsent, "message")} not yet stored; ` +
+            `${result.unsent === 1 ? "it stays" : "they stay"} in the outbox ` +
+            `(${options.keyStore}) and ${result.unsent === 1 ? "goes" : "go"} out on the ` +
+            `next start with this --server, --name and --room\n`,
         );
-        throw new ExitStatus(1);
       }
+      if (result.refused) {
+        io.err(`duet chat: ${plural(result.refused, "line")} not sent (said above)\n`);
+      }
+      if (result.fatal || result.unsent || result.refused) throw new ExitStatus(1);
     });
 }
+
+const plural = (n: number, what: string) => `${n} ${what}${n === 1 ? "" : "s"}`;

@@ -9,7 +9,7 @@ import { DEFAULTS as PING, startPingServer } from "@duet/ping";
 import { DEFAULTS as CHAT, startChatServer } from "@duet/chat";
 import { defaultDataDir, openStore } from "./chat.ts";
 import type { CliIo } from "../io.ts";
-import { explainListenError, integer, untilAborted } from "./_options.ts";
+import { explainListenError, integer, showHostPort, untilAborted } from "./_options.ts";
 
 interface ServeOptions {
   host: string;
@@ -41,7 +41,9 @@ export function serveCommand(io: CliIo): Command {
         hostname: options.host,
         port: options.syncpointPort,
       })
-        .catch((error) => explainListenError(error, options.host, options.syncpointPort));
+        .catch((error) =>
+          explainListenError(error, options.host, options.syncpointPort, "--syncpoint-port")
+        );
       io.out(
         `syncpoint  ${new URL(
           "/wait-for-second-party/",
@@ -51,7 +53,7 @@ export function serveCommand(io: CliIo): Command {
       const ping = await startPingServer({ hostname: options.host, port: options.pingPort })
         .catch(async (error) => {
           await syncpoint.shutdown();
-          return explainListenError(error, options.host, options.pingPort);
+          return explainListenError(error, options.host, options.pingPort, "--ping-port");
         });
       io.out(`ping       ${ping.url.href}   (WebTransport; duet ping --url ${ping.url.href})\n`);
       io.out(`ping page  ${ping.httpUrl.href}   (open in a browser)\n`);
@@ -62,11 +64,12 @@ export function serveCommand(io: CliIo): Command {
         port: options.chatPort,
       }).catch(async (error) => {
         await Promise.all([syncpoint.shutdown(), ping.shutdown(), store.close()]);
-        return explainListenError(error, options.host, options.chatPort);
+        return explainListenError(error, options.host, options.chatPort, "--chat-port");
       });
+      const chatAt = showHostPort(chat.addr.hostname, chat.addr.port);
       io.out(
-        `chat       ${chat.addr.hostname}:${chat.addr.port}   (${description}; ` +
-          `duet chat --server ${chat.addr.hostname}:${chat.addr.port} --name NAME --room ROOM)\n`,
+        `chat       ${chatAt}   (${description}; ` +
+          `duet chat --server ${chatAt} --name NAME --room ROOM)\n`,
       );
       io.out("duet is running; Ctrl-C stops it.\n");
       await untilAborted(io.shutdownSignal);
