@@ -211,17 +211,20 @@ export function encodeFrame(message: ClientMessage | ServerMessage): Uint8Array 
  * repair: the caller answers with an error frame and closes.
  */
 export class FrameDecoder {
+  /** Bytes received and not yet taken, at `#start` to `#end` of a buffer that grows. */
   #buffer = new Uint8Array(0);
+  #start = 0;
+  #end = 0;
 
-  /** Feeds bytes; returns the complete payloads, parsed as JSON. */
+  /**
+   * Feeds bytes; returns the complete payloads, parsed as JSON. Each byte is copied once
+   * (amortized): a frame fed a byte at a time costs its length, not its length squared.
+   */
   push(chunk: Uint8Array): unknown[] {
-    const joined = new Uint8Array(this.#buffer.length + chunk.length);
-    joined.set(this.#buffer);
-    joined.set(chunk, this.#buffer.length);
+    this.#append(chunk);
     const out: unknown[] = [];
-    let offset = 0;
-    while (joined.length - offset >= 4) {
-      const length = new DataView(joined.buffer, offset, 4).getUint32(0);
+    while (this.#end - this.#start >= 4) {
+      const length = new DataView(this.#buffer.buffer, this.#start, 4).getUint32(0);
       if (length === 0) throw new ProtocolError("bad_frame", "empty frame");
       if (length > MAX_FRAME_BYTES) {
         throw new ProtocolError(
@@ -229,9 +232,9 @@ export class FrameDecoder {
           `frame of ${length} bytes, the limit is ${MAX_FRAME_BYTES}`,
         );
       }
-      if (joined.length - offset - 4 < length) break;
-      const payload = joined.subarray(offset + 4, offset + 4 + length);
-      offset += 4 + length;
+      if (this.#end - this.#start - 4 < length) break;
+      const payload = this.#buffer.subarray(this.#start + 4, this.#start + 4 + length);
+      this.#start += 4 + length;
       let text: string;
       try {
         text = decoder.decode(payload);
@@ -244,13 +247,33 @@ export class FrameDecoder {
         throw new ProtocolError("bad_frame", "payload is not JSON");
       }
     }
-    this.#buffer = joined.slice(offset);
+    if (this.#start === this.#end) this.#start = this.#end = 0;
     return out;
+  }
+
+  #append(chunk: Uint8Array): void {
+    const pending = this.#end - this.#start;
+    if (this.#end + chunk.length > this.#buffer.length) {
+      // Move what is pending to the front; if that would leave the buffer over half full,
+      // into one twice as large, so that each byte is moved a bounded number of times.
+      const needed = pending + chunk.length;
+      if (needed <= this.#buffer.length / 2) {
+        this.#buffer.copyWithin(0, this.#start, this.#end);
+      } else {
+        const grown = new Uint8Array(Math.max(this.#buffer.length * 2, 256, needed));
+        grown.set(this.#buffer.subarray(this.#start, this.#end));
+        this.#buffer = grown;
+      }
+      this.#start = 0;
+      this.#end = pending;
+    }
+    this.#buffer.set(chunk, this.#end);
+    this.#end += chunk.length;
   }
 
   /** Bytes of an unfinished frame. */
   get pendingBytes(): number {
-    return this.#buffer.length;
+    return this.#end - this.#start;
   }
 }
 

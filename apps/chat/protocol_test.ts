@@ -197,3 +197,20 @@ Deno.test("messages: a send needs a seq of 1 or more; a client_msg_id no databas
     }),
   );
 });
+
+Deno.test("FrameDecoder: a frame fed one byte at a time is decoded once, with the rest kept", () => {
+  const message = { type: "heartbeat" };
+  const big: ClientMessage = {
+    type: "send",
+    client_msg_id: "slow",
+    seq: 1,
+    nonce: b64(12),
+    ciphertext: b64(30_000),
+  };
+  const bytes = new Uint8Array([...encodeFrame(big), ...encodeFrame(message as ClientMessage)]);
+  const decoder = new FrameDecoder();
+  const out: unknown[] = [];
+  for (let i = 0; i < bytes.length; i++) out.push(...decoder.push(bytes.subarray(i, i + 1)));
+  assert.deepEqual(out, [big, message]);
+  assert.equal(decoder.pendingBytes, 0);
+});

@@ -74,6 +74,8 @@ export type Effect =
     seq: number;
     nonce: Uint8Array;
     ciphertext: Uint8Array;
+    /** Which send of the connection this is: its answer goes out in this order. */
+    slot: number;
   }
   /** Read a history page (after `delayMs`, if given); answer with `history_rows`. */
   | {
@@ -101,7 +103,7 @@ export type Event =
   /** The peer's key offer goes out with the welcome, before any answer to a later frame. */
   | { type: "joined"; join: Join; service: string; offers: KeyOffer[] }
   | { type: "key_saved" }
-  | { type: "store_outcome"; clientMsgId: string; outcome: StoreOutcome }
+  | { type: "store_outcome"; clientMsgId: string; slot: number; outcome: StoreOutcome }
   | {
     type: "history_rows";
     purpose: "request" | "catch_up";
@@ -134,6 +136,12 @@ export interface Member {
   /** The listener came back again during a catch-up: read once more when it ends. */
   catchUpAgain: boolean;
   held: MessageRow[];
+  /**
+   * Answers to this connection's sends, in the order of the sends: one refused at once
+   * (too large, bad text) waits behind those the store has yet to answer.
+   */
+  answers: { slot: number; reply: ServerMessage | null }[];
+  nextSlot: number;
 }
 
 /** A connection's state. */
@@ -267,7 +275,8 @@ export function historyPage(
   const kept: StoredMessage[] = [];
   const order = fromEnd ? [...messages].reverse() : messages;
   for (const message of order) {
-    const extra = JSON.stringify(message).length + (kept.length ? 1 : 0); // ASCII: bytes
+    // Bytes, not UTF-16 units: a client_msg_id may be any text, emoji included.
+    const extra = utf8.encode(JSON.stringify(message)).length + (kept.length ? 1 : 0);
     if (size + extra > maxBytes && kept.length) break;
     size += extra;
     kept.push(message);
@@ -275,6 +284,8 @@ export function historyPage(
   if (fromEnd) kept.reverse();
   return { type: "history_page", messages: kept, has_more: hasMore || kept.length < rows.length };
 }
+
+const utf8 = new TextEncoder();
 
 const none = (state: State): Step => ({ state, replies: [], effects: [] });
 
@@ -307,8 +318,10 @@ export function step(state: State, event: Event): Step {
       return { state, replies: [peerKeyMessage(event.offer)], effects: [] };
     case "key_saved":
       return none(state);
-    case "store_outcome":
-      return onStoreOutcome(state, event.clientMsgId, event.outcome);
+    case "store_outcome": {
+      const answered = onStoreOutcome(state, event.clientMsgId, event.outcome);
+      return answer(answered.state, event.slot, answered.replies[0]!);
+    }
     case "history_rows":
       return onHistoryRows(state, event);
     case "push":
@@ -336,7 +349,12 @@ function onFrame(state: Exclude<State, { phase: "closed" }>, payload: unknown, n
     message = parseClientMessage(payload);
   } catch (error) {
     const inReplyTo = requestType(payload);
-    return errorReply(state, error, inReplyTo ? { inReplyTo } : {});
+    const refused = errorReply(state, error, inReplyTo ? { inReplyTo } : {});
+    // A send refused for itself alone (bad_text) is answered in its turn among the sends.
+    if (state.phase === "open" && inReplyTo === "send" && refused.state.phase === "open") {
+      return answerInTurn(refused.state, refused.replies[0]!);
+    }
+    return refused;
   }
   if (state.phase === "greeting") {
     if (message.type !== "hello") {
@@ -408,15 +426,20 @@ function onFrame(state: Exclude<State, { phase: "closed" }>, payload: unknown, n
       };
     }
     case "history": {
+      // Reads cost the database as sends do: paced by the same bucket.
+      const { rate, pauseMs } = take(state.rate, now);
       const query: HistoryQuery = {
         ...(message.before === undefined ? {} : { before: message.before }),
         ...(message.after === undefined ? {} : { after: message.after }),
         limit: message.limit ?? 50,
       };
       return {
-        state,
+        state: { ...state, rate },
         replies: [],
-        effects: [{ type: "read_history", room: member.room, query, purpose: "request" }],
+        effects: [
+          { type: "read_history", room: member.room, query, purpose: "request" },
+          ...(pauseMs > 0 ? [{ type: "pause" as const, ms: pauseMs }] : []),
+        ],
       };
     }
     case "send": {
@@ -425,19 +448,26 @@ function onFrame(state: Exclude<State, { phase: "closed" }>, payload: unknown, n
       const pause: Effect[] = pauseMs > 0 ? [{ type: "pause", ms: pauseMs }] : [];
       const ciphertext = base64.decode(message.ciphertext);
       if (ciphertext.length > MAX_CIPHERTEXT_BYTES) {
-        const refused = errorReply(
+        const refused = answerInTurn(
           next,
-          new ProtocolError(
+          errorMessage(
             "message_too_large",
             `a ciphertext of ${ciphertext.length} bytes; at most ${MAX_CIPHERTEXT_BYTES}`,
-            message.client_msg_id,
+            { inReplyTo: "send", clientMsgId: message.client_msg_id },
           ),
-          { inReplyTo: "send" },
         );
         return { ...refused, effects: [...refused.effects, ...pause] };
       }
+      const slot = member.nextSlot;
       return {
-        state: next,
+        state: {
+          ...next,
+          member: {
+            ...member,
+            answers: [...member.answers, { slot, reply: null }],
+            nextSlot: slot + 1,
+          },
+        },
         replies: [],
         effects: [{
           type: "store",
@@ -447,6 +477,7 @@ function onFrame(state: Exclude<State, { phase: "closed" }>, payload: unknown, n
           seq: message.seq,
           nonce: base64.decode(message.nonce),
           ciphertext,
+          slot,
         }, ...pause],
       };
     }
@@ -489,6 +520,8 @@ function onJoined(state: State, join: Join, service: string, offers: KeyOffer[])
     catchingUp: false,
     catchUpAgain: false,
     held: [],
+    answers: [],
+    nextSlot: 0,
   };
   let out: Step = {
     state: { phase: "open", rate: state.rate, member },
@@ -549,6 +582,34 @@ function onStoreOutcome(state: State, clientMsgId: string, outcome: StoreOutcome
         effects: [],
       };
   }
+}
+
+/** Answers a send that needs no store at once, in its turn. */
+function answerInTurn(state: State, reply: ServerMessage): Step {
+  if (state.phase !== "open") return { state, replies: [reply], effects: [] };
+  const member = state.member;
+  const slot = member.nextSlot;
+  return answer(
+    {
+      ...state,
+      member: {
+        ...member,
+        answers: [...member.answers, { slot, reply: null }],
+        nextSlot: slot + 1,
+      },
+    },
+    slot,
+    reply,
+  );
+}
+
+/** Fills a send's answer, then sends every answer whose turn has come. */
+function answer(state: State, slot: number, reply: ServerMessage): Step {
+  if (state.phase !== "open") return none(state);
+  const answers = state.member.answers.map((a) => a.slot === slot ? { slot, reply } : a);
+  const replies: ServerMessage[] = [];
+  while (answers.length && answers[0]!.reply) replies.push(answers.shift()!.reply!);
+  return { state: { ...state, member: { ...state.member, answers } }, replies, effects: [] };
 }
 
 function onPush(state: State, row: MessageRow): Step {
@@ -623,8 +684,15 @@ function onFailed(state: State, effect: Effect, error: unknown): Step {
       return errorReply(state, error, { inReplyTo: "hello" });
     case "save_key":
       return errorReply(state, error, { inReplyTo: "key_offer" });
-    case "store":
-      return errorReply(state, error, { inReplyTo: "send", clientMsgId: effect.clientMsgId });
+    case "store": {
+      const refused = errorReply(state, error, {
+        inReplyTo: "send",
+        clientMsgId: effect.clientMsgId,
+      });
+      return refused.state.phase === "open"
+        ? answer(refused.state, effect.slot, refused.replies[0]!)
+        : refused;
+    }
     case "read_history":
       if (effect.purpose === "request") {
         return errorReply(state, error, { inReplyTo: "history" });

@@ -95,6 +95,12 @@ Deno.test("server core: hello joins; the welcome names the service, last_id and 
 
 Deno.test("server core: every failure is answered with the code that means it", () => {
   const open = opened().state;
+  // A send the store has yet to answer, its answer's turn first.
+  const sent = step(open, {
+    type: "frame",
+    payload: { type: "send", client_msg_id: "m", seq: 1, nonce: b64(12), ciphertext: b64(16) },
+    now: 0,
+  }).state;
   const cases: [State, Event, Partial<ServerMessage>, boolean][] = [
     [initialState(limits), { type: "frame", payload: { type: "heartbeat" }, now: 0 }, {
       code: "handshake_required",
@@ -154,7 +160,7 @@ Deno.test("server core: every failure is answered with the code that means it", 
       false,
     ],
     [
-      open,
+      sent,
       {
         type: "failed",
         effect: {
@@ -165,6 +171,7 @@ Deno.test("server core: every failure is answered with the code that means it", 
           seq: 1,
           nonce: new Uint8Array(12),
           ciphertext: new Uint8Array(16),
+          slot: 0,
         },
         error: new StoreUnavailable("connection refused"),
       },
@@ -192,20 +199,22 @@ Deno.test("server core: every failure is answered with the code that means it", 
       true,
     ],
     [
-      open,
+      sent,
       {
         type: "store_outcome",
         clientMsgId: "m",
+        slot: 0,
         outcome: { kind: "out_of_order", expectedSeq: 4 },
       },
       { code: "out_of_order", expected_seq: 4, client_msg_id: "m", retryable: true },
       false,
     ],
     [
-      open,
+      sent,
       {
         type: "store_outcome",
         clientMsgId: "m",
+        slot: 0,
         outcome: { kind: "unstorable", reason: "invalid byte sequence" },
       },
       { code: "unstorable", client_msg_id: "m", retryable: false },
@@ -301,11 +310,29 @@ Deno.test("server core: a burst is paced, never refused, and stored in the order
 Deno.test("historyPage(): every page fits a frame, is contiguous from the right end, and says when it was cut", () => {
   fc.assert(
     fc.property(
-      fc.array(fc.integer({ min: 16, max: MAX_CIPHERTEXT_BYTES }), { maxLength: 40 }),
+      fc.array(
+        fc.record({
+          bytes: fc.oneof(
+            { arbitrary: fc.integer({ min: 16, max: 64 }), weight: 30 },
+            { arbitrary: fc.integer({ min: 16, max: MAX_CIPHERTEXT_BYTES }), weight: 1 },
+          ),
+          // Any text the protocol accepts as a client id: emoji take 4 bytes of UTF-8.
+          id: fc.string({
+            unit: fc.constantFrom("a", "\u00e9", "\u4e2d", "\u{1F600}"),
+            minLength: 1,
+            maxLength: 60,
+            size: "max",
+          }),
+        }),
+        { maxLength: 500, size: "max" },
+      ),
       fc.boolean(),
       fc.boolean(),
-      (sizes, fromEnd, storeHasMore) => {
-        const rows = sizes.map((bytes, i) => row(i + 1, "bob", bytes));
+      (specs, fromEnd, storeHasMore) => {
+        const rows = specs.map(({ bytes, id }, i) => ({
+          ...row(i + 1, "bob", bytes),
+          clientMsgId: `${id}${i}`,
+        }));
         const page = historyPage(rows, storeHasMore, fromEnd);
         assert.doesNotThrow(() => encodeFrame(page));
         const ids = page.messages.map((m) => m.id);
@@ -318,8 +345,19 @@ Deno.test("historyPage(): every page fits a frame, is contiguous from the right 
         assert.equal(page.has_more, storeHasMore || ids.length < rows.length);
       },
     ),
-    { numRuns: 60 },
+    { numRuns: 40, endOnFailure: true },
   );
+});
+
+Deno.test("historyPage(): 200 messages whose ids are 61 emoji each still fit a frame", () => {
+  const emoji = "\u{1F600}".repeat(61);
+  const rows = Array.from({ length: 200 }, (_, i) => ({
+    ...row(i + 1, "mallory", 16),
+    clientMsgId: `${emoji}${i}`,
+  }));
+  const page = historyPage(rows, false, false);
+  assert.doesNotThrow(() => encodeFrame(page));
+  assert.ok(page.has_more && page.messages.length < 200, "cut, and says so");
 });
 
 Deno.test("server core: 250 messages of 300 bytes: the history is read whole, page after page", () => {
@@ -469,4 +507,66 @@ Deno.test("server core: pushes survive a listener that drops, reads that fail an
     fc.property(fc.array(simAction, { maxLength: 120 }), fc.integer({ min: 1, max: 5 }), simulate),
     { numRuns: 500 },
   );
+});
+
+Deno.test("server core: answers to sends go out in the order of the sends, refusals made at once included", () => {
+  let out = opened();
+  const send = (id: string, seq: number, bytes = 16) => ({
+    type: "frame" as const,
+    payload: { type: "send", client_msg_id: id, seq, nonce: b64(12), ciphertext: b64(bytes) },
+    now: 0,
+  });
+  const stores: Extract<Effect, { type: "store" }>[] = [];
+  const replies: ServerMessage[] = [];
+  const run = (event: Event) => {
+    const next = step(out.state, event);
+    out = next;
+    replies.push(...next.replies);
+    for (const e of next.effects) if (e.type === "store") stores.push(e);
+  };
+  run(send("one", 1));
+  run(send("two-too-big", 2, MAX_CIPHERTEXT_BYTES + 1));
+  run(send("three", 2));
+  run(send("four\u0000", 3));
+  run(send("five", 3));
+  assert.equal(replies.length, 0, "nothing before the first send is answered");
+  const stored = (e: Extract<Effect, { type: "store" }>): Event => ({
+    type: "store_outcome",
+    clientMsgId: e.clientMsgId,
+    slot: e.slot,
+    outcome: { kind: "stored", duplicate: false, message: { ...row(e.seq, "alice"), seq: e.seq } },
+  });
+  run(stored(stores[2]!)); // five first
+  run(stored(stores[1]!)); // then three
+  assert.equal(replies.length, 0, "still waiting for one");
+  run({
+    type: "failed",
+    effect: stores[0]!,
+    error: new StoreUnavailable("down"),
+  });
+  assert.deepEqual(
+    replies.map((r) =>
+      r.type === "error"
+        ? `${r.code} ${r.client_msg_id}`
+        : `stored ${(r as { client_msg_id: string }).client_msg_id}`
+    ),
+    [
+      "unavailable one",
+      "message_too_large two-too-big",
+      "stored three",
+      "bad_text four\u0000",
+      "stored five",
+    ],
+  );
+});
+
+Deno.test("server core: history requests are paced like sends", () => {
+  let out = opened();
+  let paused = 0;
+  for (let i = 0; i < 100; i++) {
+    out = step(out.state, { type: "frame", payload: { type: "history", limit: 200 }, now: 0 });
+    for (const e of out.effects) if (e.type === "pause") paused = Math.max(paused, e.ms);
+  }
+  // 100 at once against a bucket of 40 refilled at 20 a second: 60 to wait for, 3 s.
+  assert.equal(paused, 3000);
 });

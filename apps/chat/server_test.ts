@@ -635,3 +635,31 @@ testWith({ name: "PGlite", missing: undefined }, {
       still.close();
     }, { messagesPerSecond: 10_000 }),
 });
+
+for (const engine of engines) {
+  testWith(engine.requirement, {
+    name: `chat server (${engine.name}): 2,000 history requests pipelined by one connection ` +
+      "do not stall another room",
+    ...options,
+    fn: () =>
+      withServer(engine.open, async ({ addr }) => {
+        const [flooder] = await TestClient.join(addr.port, "mallory", "flood");
+        for (let i = 1; i <= 30; i++) {
+          await flooder.send({
+            ...sendFrame(`f${i}`, i),
+            ciphertext: base64.encode(new Uint8Array(4096).fill(i)),
+          } as ClientMessage);
+        }
+        await waitFor(() => flooder.all("stored").length === 30, "30 stored", 30_000);
+        const ask = encodeFrame({ type: "history", limit: 200 });
+        await flooder.sendRaw(new Uint8Array(Array.from({ length: 2000 }, () => [...ask]).flat()));
+        setTimeout(() => flooder.close(), 2000);
+        await new Promise((r) => setTimeout(r, 500));
+        const [victim, welcome] = await TestClient.join(addr.port, "alice", "elsewhere");
+        assert.equal(welcome.type, "welcome");
+        await victim.send(sendFrame("v1", 1));
+        await victim.next((m) => m.type === "stored", 10_000);
+        victim.close();
+      }),
+  });
+}
