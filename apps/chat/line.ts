@@ -41,7 +41,7 @@ export interface LineModeResult {
   fatal?: string;
   /** Messages still in the outbox (they go out on the next start). */
   unsent: number;
-  /** Lines not sent: too long, or a slash word that is no command. */
+  /** Lines not sent: too long, a slash word that is no command, or refused by the server. */
   refused: number;
 }
 
@@ -115,6 +115,10 @@ export async function runLineMode(options: LineModeOptions): Promise<LineModeRes
     room: options.room,
     keyStore: options.keyStore,
     onEvent: (event) => {
+      // Refused for good by the server (too large, unstorable): as good as lost to a script.
+      if (event.type === "message" && event.message.own && event.message.status === "failed") {
+        refused++;
+      }
       if (event.type === "fatal") {
         fatal = event.text;
         fatalSeen();

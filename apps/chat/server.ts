@@ -62,6 +62,9 @@ const log = getLogger(["duet", "chat"]);
 /** History reads one connection may have running at once; it is not read further meanwhile. */
 const MAX_HISTORY_READS = 2;
 
+/** How long a closing connection's last frames may take to be written. */
+const CLOSE_GRACE_MS = 5_000;
+
 /** Reply bytes a connection may have waiting to be written before it is closed. */
 const MAX_QUEUED_BYTES = 8 * 1024 * 1024;
 
@@ -151,12 +154,16 @@ export async function startChatServer(
     const close = () => {
       if (closed) return;
       closed = true;
-      // Queued frames (a last error or bye) go out before the socket closes.
-      writer.close().catch(() => {}).finally(() => {
+      // Queued frames (a last error or bye) go out before the socket closes; a client that
+      // does not read them gets a few seconds, not a socket held open for ever.
+      const hangUp = () => {
+        clearTimeout(deadline);
         try {
           conn.close();
         } catch { /* closed */ }
-      });
+      };
+      const deadline = setTimeout(hangUp, CLOSE_GRACE_MS);
+      writer.close().catch(() => {}).finally(hangUp);
     };
     const write = (message: ServerMessage) => {
       if (closed) return;

@@ -327,7 +327,8 @@ Deno.test({
           `not sent: too long: ${MAX_TEXT_BYTES + 2} bytes of UTF-8, at most ${MAX_TEXT_BYTES}`,
         ),
       );
-      assert.equal(await alice.end(), 0, err(alice));
+      assert.equal(await alice.end(), 1, err(alice));
+      assert.match(err(alice), /1 line not sent/, "the exit status says why");
 
       // As an older client would have left it: an over-long message in the outbox, under
       // the agreed key. The server refuses it once; the client drops it and goes on.
@@ -347,7 +348,7 @@ Deno.test({
       await alice.say("after the jammed one");
       await waitFor(() => out(bob).includes("alice: after the jammed one"), "delivery", 20_000);
       await waitFor(() => /not sent: .*at most 32768/.test(err(alice)), "the refusal");
-      assert.equal(await alice.end(), 0, err(alice));
+      assert.equal(await alice.end(), 1, err(alice));
       assert.equal(err(alice).match(/\[connected\]/g)?.length, 1, `no reconnection: ${err(alice)}`);
       const after = await KeyStore.open(`${dir}/alice.sqlite`);
       assert.equal(after.outboxSize(at), 0, "the outbox is empty");
