@@ -255,7 +255,7 @@ Deno.test("client core: whatever the interleaving of refusals, lost answers and 
       fc.constantFrom(0, 0, 3, 5),
       (actions, tooLargeEvery) => run(actions, tooLargeEvery),
     ),
-    { numRuns: 400 },
+    { numRuns: 2000 },
   );
 });
 

@@ -341,7 +341,18 @@ export function step(state: State, event: Event): Step {
 
 function onFrame(state: Exclude<State, { phase: "closed" }>, payload: unknown, now: number): Step {
   if (state.phase === "joining") {
-    // A client may send before its welcome; those frames are handled after it.
+    // A client may send before its welcome; those frames are handled after it, up to a
+    // bound (a join can take seconds while the database is away).
+    if (state.early.length >= MAX_EARLY_FRAMES) {
+      return errorReply(
+        state,
+        new ProtocolError(
+          "bad_message",
+          `more than ${MAX_EARLY_FRAMES} frames before the welcome; wait for it`,
+        ),
+        {},
+      );
+    }
     return none({ ...state, early: [...state.early, payload] });
   }
   let message: ClientMessage;
@@ -536,8 +547,10 @@ function onJoined(state: State, join: Join, service: string, offers: KeyOffer[])
     }, ...offers.filter((o) => o.party !== join.party).map(peerKeyMessage)],
     effects: [{ type: "enter", room: state.room, name: state.name, party: join.party }],
   };
-  for (const row of state.held) out = merge(out, onPush(out.state, row));
+  // A listener gap during the join: catch up first, so that the pushes held meanwhile wait
+  // behind what the gap lost instead of moving `delivered` past it.
   if (state.listenerBack) out = merge(out, onListenerBack(out.state));
+  for (const row of state.held) out = merge(out, onPush(out.state, row));
   for (const payload of state.early) {
     if (out.state.phase !== "open") break;
     out = merge(out, onFrame(out.state, payload, out.state.rate.at ?? 0));
@@ -625,6 +638,9 @@ function onPush(state: State, row: MessageRow): Step {
     ? none(next)
     : { state: next, replies: [{ type: "message", message: wire(row) }], effects: [] };
 }
+
+/** Frames a client may send between its hello and the welcome. */
+export const MAX_EARLY_FRAMES = 256;
 
 /** How long a failed catch-up waits before it reads again. */
 export const CATCH_UP_RETRY_MS = 500;
