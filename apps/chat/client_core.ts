@@ -46,7 +46,7 @@ export interface ClientState {
   failures: number;
   /** A resend timer is set. */
   waiting: boolean;
-  /** Highest room id shown; history is read after it. */
+  /** Highest room id shown from a push or history (not own answers); history is read after it. */
   maxId: number;
   /** Ids shown (a push and a history page may both carry one). */
   seen: ReadonlySet<number>;
@@ -321,9 +321,11 @@ function onStored(
       createdAt: message.created_at,
     });
   }
-  // Our own message is part of the room: history after it need not return it.
+  // Our own message is not shown again from history, but it does not move the history
+  // cursor: its answer can come before the push of a peer message committed just before
+  // it, and a reconnection must still read that one.
   const seen = new Set(next.seen).add(message.id);
-  next = { ...next, seen, maxId: Math.max(next.maxId, message.id) };
+  next = { ...next, seen };
   commands.push({ type: "note_stored_seq", seq: message.seq });
   return endOfRound(next, commands);
 }

@@ -72,7 +72,11 @@ class ModelServer {
   }
 }
 
-function storedFrame(clientMsgId: string, seq: number, id: number): ServerMessage {
+function storedFrame(
+  clientMsgId: string,
+  seq: number,
+  id: number,
+): Extract<ServerMessage, { type: "stored" }> {
   return {
     type: "stored",
     client_msg_id: clientMsgId,
@@ -434,4 +438,28 @@ Deno.test("client core: replaced by a newer connection with its name, a client s
   assert.equal(commands[0]?.type, "fatal");
   const idle = reduceClient(h.state, { type: "frame", message: { type: "bye", reason: "idle" } });
   assert.equal(idle.commands[0]?.type, "notice", "other byes: reconnect as usual");
+});
+
+Deno.test("client core: an own message's answer does not move the history cursor past a peer message not yet pushed", () => {
+  const h = new Harness();
+  h.connect();
+  h.dispatch({
+    type: "frame",
+    message: { type: "history_page", messages: [peerMessage(17)], has_more: false },
+  });
+  h.dispatch({ type: "queued", item: { clientMsgId: "mine", seq: 1, ready: true } });
+  // The answer for our message (id 20) comes before the push of bob's 18 and 19 ...
+  h.dispatch({ type: "frame", message: storedFrame("mine", 1, 20) });
+  // ... and the connection drops before they are pushed.
+  h.disconnect();
+  h.connected = true;
+  const { commands } = reduceClient(reduceClient(h.state, { type: "connected" }).state, {
+    type: "welcome",
+    message: welcome(1, 20),
+    outbox: [],
+  });
+  assert.deepEqual(commands.find((c) => c.type === "send_history"), {
+    type: "send_history",
+    after: 17,
+  });
 });
