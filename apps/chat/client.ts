@@ -117,6 +117,8 @@ export class ChatClient {
   readonly #timers = new Set<ReturnType<typeof setTimeout>>();
   #loop?: Promise<void>;
   #wake?: () => void;
+  /** The connection failure told in this outage, if any: the welcome says it is over. */
+  #told: string | undefined;
 
   constructor(options: ChatClientOptions) {
     this.#options = options;
@@ -414,7 +416,6 @@ export class ChatClient {
     const random = this.#options.random ?? Math.random;
     // A failure is told once per outage, not once per attempt: the title bar shows the
     // retrying, and a server down for a minute would otherwise fill the history.
-    let told: string | undefined;
     for (let attempt = 0; !this.#stopped; attempt++) {
       this.#emit({ type: "state", state: attempt ? "reconnecting" : "connecting" });
       let welcomed = false;
@@ -423,13 +424,15 @@ export class ChatClient {
       } catch (error) {
         if (this.#stopped) break;
         const why = connectFailure(error);
-        if (why !== told) this.#emit({ type: "notice", text: `connection failed: ${why}` });
-        told = why;
+        if (why !== this.#told) {
+          this.#emit({ type: "notice", text: `connection failed: ${why}` });
+        }
+        this.#told = why;
       }
       if (this.#stopped) break;
       if (welcomed) {
         attempt = 0;
-        told = undefined;
+        this.#told = undefined;
       }
       const delay = Math.floor(random() * Math.min(backoff.maxMs, backoff.baseMs * 2 ** attempt));
       this.#emit({
@@ -507,6 +510,10 @@ export class ChatClient {
     this.#peer = message.peer;
     store.setParty(this.#at, message.party);
     this.#emit({ type: "state", state: "connected" });
+    if (this.#told !== undefined) {
+      this.#emit({ type: "notice", text: "connected again" });
+      this.#told = undefined;
+    }
     this.#emit({ type: "welcome", party: message.party, peer: message.peer });
     await this.#dispatchNow({
       type: "welcome",

@@ -148,7 +148,7 @@ function onClient(state: TuiState, event: ClientEvent): TuiState {
     case "fatal":
       return appendRows({ ...state, connection: "stopped" }, [{
         kind: "note",
-        text: event.text,
+        text: `${event.text}. The client has stopped; /quit or Ctrl-C leaves.`,
         tone: "warning",
       }]);
   }

@@ -241,6 +241,7 @@ Deno.test({
         "delivery after the outage",
         30_000,
       );
+      assert.equal(err(alice).match(/connected again/g)?.length, 1, "the outage's end, told once");
       // A message "from bob" whose ciphertext was altered, as a malicious server could.
       await running.store.insertMessage(
         "outage",
