@@ -266,8 +266,8 @@ function onFrame(
           state,
           commands: [{
             type: "fatal",
-            text: "another client joined this room with your name, so this one stopped " +
-              "(two clients with one name would push each other out)",
+            text: "another client joined this room with your name (two clients with one " +
+              "name would push each other out)",
           }],
         };
       }
