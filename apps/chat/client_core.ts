@@ -46,10 +46,13 @@ export interface ClientState {
   failures: number;
   /** A resend timer is set. */
   waiting: boolean;
-  /** Highest room id shown from a push or history (not own answers); history is read after it. */
+  /**
+   * Highest room id read from a push or history (not from own answers); history is read
+   * after it. Pushes and history come in id order, so an id at or below it was shown.
+   */
   maxId: number;
-  /** Ids shown (a push and a history page may both carry one). */
-  seen: ReadonlySet<number>;
+  /** Own messages answered `stored` with an id above `maxId`: not shown again from history. */
+  ownAbove: ReadonlySet<number>;
   /** History is being read: pushes wait in `held` so that messages show in id order. */
   readingHistory: boolean;
   held: StoredMessage[];
@@ -74,7 +77,7 @@ export function initialClientState(outbox: OutboxItem[] = []): ClientState {
     failures: 0,
     waiting: false,
     maxId: 0,
-    seen: new Set(),
+    ownAbove: new Set(),
     readingHistory: false,
     held: [],
   };
@@ -277,23 +280,27 @@ function onFrame(
   }
 }
 
-/** Shows messages not shown before, in the order given (ids ascending). */
+/**
+ * Shows messages not shown before, in the order given (ids ascending): those above
+ * `maxId`, but for own ones already shown from their `stored` answer.
+ */
 function show(
   state: ClientState,
   messages: StoredMessage[],
   fromHistory: boolean,
   commands: ClientCommand[],
 ): ClientStep {
-  const seen = new Set(state.seen);
   let maxId = state.maxId;
   const out = [...commands];
   for (const message of messages) {
-    if (seen.has(message.id)) continue;
-    seen.add(message.id);
-    maxId = Math.max(maxId, message.id);
-    out.push({ type: "show", message, fromHistory });
+    if (message.id <= maxId) continue;
+    maxId = message.id;
+    if (!state.ownAbove.has(message.id)) out.push({ type: "show", message, fromHistory });
   }
-  return { state: { ...state, seen, maxId }, commands: out };
+  const ownAbove = maxId === state.maxId
+    ? state.ownAbove
+    : new Set([...state.ownAbove].filter((id) => id > maxId));
+  return { state: { ...state, ownAbove, maxId }, commands: out };
 }
 
 function answered(state: ClientState): ClientState {
@@ -324,8 +331,9 @@ function onStored(
   // Our own message is not shown again from history, but it does not move the history
   // cursor: its answer can come before the push of a peer message committed just before
   // it, and a reconnection must still read that one.
-  const seen = new Set(next.seen).add(message.id);
-  next = { ...next, seen };
+  if (message.id > next.maxId) {
+    next = { ...next, ownAbove: new Set(next.ownAbove).add(message.id) };
+  }
   commands.push({ type: "note_stored_seq", seq: message.seq });
   return endOfRound(next, commands);
 }

@@ -463,3 +463,22 @@ Deno.test("client core: an own message's answer does not move the history cursor
     after: 17,
   });
 });
+
+Deno.test("client core: an own message already answered is not shown again when history carries it", () => {
+  const h = new Harness();
+  h.connect();
+  h.dispatch({ type: "queued", item: { clientMsgId: "mine", seq: 1, ready: true } });
+  h.dispatch({ type: "frame", message: storedFrame("mine", 1, 5) });
+  const own = { ...peerMessage(5), sender: "alice", client_msg_id: "mine" };
+  h.dispatch({
+    type: "frame",
+    message: {
+      type: "history_page",
+      messages: [peerMessage(4), own, peerMessage(6)],
+      has_more: false,
+    },
+  });
+  assert.deepEqual(h.shown.map((m) => m.id), [4, 6]);
+  assert.equal(h.state.maxId, 6);
+  assert.equal(h.state.ownAbove.size, 0, "forgotten once history has passed it");
+});

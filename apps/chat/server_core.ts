@@ -33,6 +33,7 @@ import {
   type StoredMessage,
 } from "./protocol.ts";
 import { base64, verifyKeyOffer } from "./crypto.ts";
+import { bytesToHex, hexToBytes } from "@noble/hashes/utils.js";
 import {
   isUnavailable,
   type Join,
@@ -253,7 +254,7 @@ export function peerKeyMessage(offer: KeyOffer): ServerMessage {
     type: "peer_key",
     name: offer.name,
     party: offer.party,
-    public_key: Array.from(offer.publicKey, (b) => b.toString(16).padStart(2, "0")).join(""),
+    public_key: bytesToHex(offer.publicKey),
     proof: offer.proof,
   };
 }
@@ -420,10 +421,7 @@ function onFrame(state: Exclude<State, { phase: "closed" }>, payload: unknown, n
           { inReplyTo: "key_offer" },
         );
       }
-      const publicKey = Uint8Array.from(
-        message.public_key.match(/../g)!,
-        (h) => parseInt(h, 16),
-      );
+      const publicKey = hexToBytes(message.public_key);
       return {
         state,
         replies: [],

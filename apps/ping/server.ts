@@ -6,6 +6,7 @@
  */
 import { createHash, timingSafeEqual } from "node:crypto";
 import { getLogger } from "@logtape/logtape";
+import { bytesToHex } from "@noble/hashes/utils.js";
 import {
   CertificateRotation,
   checkPinnable,
@@ -81,8 +82,6 @@ export interface RunningPingServer {
 }
 
 const log = getLogger(["duet", "ping"]);
-const hex = (bytes: Uint8Array) =>
-  Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 
 /** Starts the server; resolves once both sides listen. */
 export async function startPingServer(
@@ -242,7 +241,7 @@ export async function startPingServer(
       const shown = host.includes(":") ? `[${host}]` : host;
       const info: PingServerInfo = {
         url: config.publicUrl ?? `https://${shown}:${port}/ping`,
-        certificateHashes: hashes().map((h) => ({ algorithm: "sha-256", value: hex(h) })),
+        certificateHashes: hashes().map((h) => ({ algorithm: "sha-256", value: bytesToHex(h) })),
       };
       return Response.json(info, {
         headers: { "cache-control": "no-store", "access-control-allow-origin": "*" },

@@ -10,6 +10,7 @@
 import type { CertificateHash } from "@duet/webtransport";
 import type { PingServerInfo } from "./server.ts";
 import type { PingTrust } from "./client.ts";
+import { hexToBytes } from "@noble/hashes/utils.js";
 
 /** Parses a SHA-256 given as 64 hex digits (colons and case are ignored). */
 export function parseCertHash(text: string): CertificateHash {
@@ -19,7 +20,7 @@ export function parseCertHash(text: string): CertificateHash {
   }
   return {
     algorithm: "sha-256",
-    value: Uint8Array.from(digits.match(/../g)!, (pair) => parseInt(pair, 16)),
+    value: hexToBytes(digits),
   };
 }
 

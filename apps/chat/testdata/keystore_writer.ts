@@ -7,10 +7,9 @@
  * conversation all make in this round, and reads them back. At the end it
  * prints the secrets of the conversations all share, as JSON. Any surprise is an exception: exit 1.
  */
+import { bytesToHex } from "@noble/hashes/utils.js";
 import { KeyStore } from "../keystore.ts";
 
-const encodeHex = (bytes: Uint8Array) =>
-  Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 const [path, worker, rounds] = [Deno.args[0]!, Deno.args[1]!, Number(Deno.args[2])];
 const service = "service:0b5e7d0c-1111-4a4a-8888-0123456789ab";
 const shared = { service, room: "shared", name: "all" };
@@ -20,13 +19,13 @@ await say("ready");
 await Deno.stdin.readable.pipeTo(new WritableStream()); // until the test closes stdin
 const store = await KeyStore.open(path);
 const random = () => crypto.getRandomValues(new Uint8Array(32));
-const sharedSecret = encodeHex(store.identity(shared, random).secret);
+const sharedSecret = bytesToHex(store.identity(shared, random).secret);
 const secrets = new Map<string, string>();
 const together: string[] = [];
 
 for (let i = 0; i < rounds; i++) {
   const own = { service, room: `room-${worker}`, name: `n${i % 4}` };
-  const secret = encodeHex(store.identity(own, random).secret);
+  const secret = bytesToHex(store.identity(own, random).secret);
   if ((secrets.get(own.name) ?? secret) !== secret) throw new Error(`${own.name}: secret changed`);
   secrets.set(own.name, secret);
   if (i % 4 === 0) store.setParty(own, 1);
@@ -49,8 +48,8 @@ for (let i = 0; i < rounds; i++) {
     throw new Error(`round ${i}: shared entry ${entry.clientMsgId} not there`);
   }
   // All workers make this one at about the same moment: one secret must win for all.
-  together.push(encodeHex(store.identity({ ...shared, room: `together-${i}` }, random).secret));
-  if (encodeHex(store.identity(shared, random).secret) !== sharedSecret) {
+  together.push(bytesToHex(store.identity({ ...shared, room: `together-${i}` }, random).secret));
+  if (bytesToHex(store.identity(shared, random).secret) !== sharedSecret) {
     throw new Error("the shared secret changed");
   }
 }

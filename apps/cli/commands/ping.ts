@@ -5,6 +5,7 @@
  */
 import { Command, InvalidArgumentError, Option } from "commander";
 import { getLogger } from "@logtape/logtape";
+import { bytesToHex } from "@noble/hashes/utils.js";
 import {
   CLIENT_DEFAULTS,
   DEFAULTS,
@@ -314,9 +315,7 @@ Stops on SIGINT/SIGTERM: GOAWAY to every session, two seconds of grace, then clo
         idleTimeoutMs: options.idleTimeoutMs,
         ...(options.publicUrl ? { publicUrl: options.publicUrl } : {}),
       }).catch((error) => explainListenError(error, options.host, options.port));
-      const hashes = server.certificateHashes().map((h) =>
-        Array.from(h, (b) => b.toString(16).padStart(2, "0")).join("")
-      );
+      const hashes = server.certificateHashes().map(bytesToHex);
       io.out(`ping  ${server.url.href}   (WebTransport, UDP ${server.port})\n`);
       io.out(`page  ${server.httpUrl.href}   (/healthz, /.well-known/duet-ping.json, /ws)\n`);
       for (const [i, hash] of hashes.entries()) {
