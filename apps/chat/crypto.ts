@@ -174,7 +174,14 @@ export async function keyFingerprint(key: CryptoKey): Promise<string> {
 
 /** Base64 both ways (the protocol carries bytes as base64). */
 export const base64 = {
-  encode: (bytes: Uint8Array): string => btoa(String.fromCharCode(...bytes)),
+  encode: (bytes: Uint8Array): string => {
+    // In slices: a spread of a whole 32 KiB ciphertext is near the engines' argument limits.
+    let text = "";
+    for (let i = 0; i < bytes.length; i += 0x8000) {
+      text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+    }
+    return btoa(text);
+  },
   decode: (text: string): Uint8Array<ArrayBuffer> =>
     Uint8Array.from(atob(text), (c) => c.charCodeAt(0)),
 };

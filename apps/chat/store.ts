@@ -8,6 +8,7 @@
  */
 import postgres from "postgres";
 import { PGlite } from "@electric-sql/pglite";
+import { base64 } from "./crypto.ts";
 
 /** What the store needs from an SQL engine. */
 export interface SqlDriver {
@@ -583,8 +584,8 @@ export class ChatStore {
         batch.map((item) => item.clientMsgId),
         // Text, as the other arrays: both clients pass text arrays through unchanged.
         batch.map((item) => (Number.isSafeInteger(item.seq) ? String(item.seq) : null)),
-        batch.map((item) => toBase64(item.nonce)),
-        batch.map((item) => toBase64(item.ciphertext)),
+        batch.map((item) => base64.encode(item.nonce)),
+        batch.map((item) => base64.encode(item.ciphertext)),
         this.channel,
         INLINE_BYTES,
       ],
@@ -659,8 +660,8 @@ export class ChatStore {
                   sender: event.sender,
                   clientMsgId: event.client_msg_id,
                   seq: event.seq,
-                  nonce: fromBase64(event.nonce),
-                  ciphertext: fromBase64(event.ciphertext),
+                  nonce: base64.decode(event.nonce),
+                  ciphertext: base64.decode(event.ciphertext),
                   createdAt: new Date(event.created_at),
                 },
               }
@@ -785,13 +786,6 @@ function statements(migration: string): string[] {
   return found.map((statement) => statement.trim()).filter(Boolean);
 }
 
-function toBase64(bytes: Uint8Array): string {
-  let text = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) {
-    text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  }
-  return btoa(text);
-}
 /** Ciphertexts up to this size travel inside the notification (base64 keeps it < 8,000). */
 const INLINE_BYTES = 5_000;
 
@@ -804,10 +798,6 @@ interface RawMessage {
   nonce: Uint8Array;
   ciphertext: Uint8Array;
   created_at: Date | string;
-}
-
-function fromBase64(text: string): Uint8Array {
-  return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
 }
 
 function toMessage(row: RawMessage): MessageRow {
