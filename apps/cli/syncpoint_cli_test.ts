@@ -199,10 +199,226 @@ Deno.test("duet syncpoint refuses bad settings with exit 2", async () => {
       ["syncpoint", "--timeout-ms", "0"],
       ["syncpoint", "--timeout-ms", "5000", "--max-timeout-ms", "100"],
       ["syncpoint", "--redis-url", "http://not-redis"],
+      ["syncpoint", "--max-waiting-bytes", "65535"],
+      ["syncpoint", "--arrival-burst", "0"],
+      ["syncpoint", "--max-waiting-per-address", "-1"],
     ]
   ) {
     const { code, err } = await inProcess(args);
     assert.equal(code, 2, args.join(" "));
     assert.match(err, /^duet syncpoint: /, args.join(" "));
+  }
+});
+
+interface LogRecord {
+  level: string;
+  message: string;
+  properties?: Record<string, unknown>;
+}
+
+/** `duet syncpoint --port 0` as a child, its JSON log records, and its URL once it listens. */
+async function spawnSyncpoint(args: string[], ulimit?: number) {
+  const { child, lines, done } = spawnDuet(
+    ["syncpoint", "--port", "0", "--log-format", "json", ...args],
+    {
+      direct: true,
+      ...(ulimit ? { prefix: ["bash", "-c", `ulimit -n ${ulimit} && exec "$0" "$@"`] } : {}),
+    },
+  );
+  let exited = false;
+  const status = child.status.then((s) => (exited = true, s));
+  const records = () => lines.stderr.map((l) => JSON.parse(l) as LogRecord);
+  let url = "";
+  await waitFor(
+    () =>
+      (url = records().find((r) => r.properties?.["url"])?.properties?.["url"] as string ?? "") !==
+        "",
+    "the listening log line",
+    20_000,
+  );
+  return {
+    child,
+    url,
+    records,
+    errors: () => records().filter((r) => r.level === "ERROR" || r.level === "FATAL"),
+    alive: () => !exited,
+    /** SIGTERM, then the exit code (0 expected). */
+    async stop(): Promise<number> {
+      if (!exited) child.kill("SIGTERM");
+      const { code } = await status;
+      await done;
+      return code;
+    },
+  };
+}
+
+const encoder = new TextEncoder();
+
+/** One HTTP/1.1 request on an open connection; reads the answer (Content-Length framed). */
+async function exchange(
+  conn: Deno.TcpConn,
+  method: string,
+  path: string,
+  body = "",
+): Promise<{ status: number; body: string }> {
+  await conn.write(encoder.encode(
+    `${method} ${path} HTTP/1.1\r\nHost: t\r\nContent-Length: ${encoder.encode(body).byteLength}` +
+      `\r\n\r\n${body}`,
+  ));
+  let text = "";
+  const buffer = new Uint8Array(64 * 1024);
+  for (;;) {
+    const end = text.indexOf("\r\n\r\n");
+    if (end >= 0) {
+      const length = Number(/\r\ncontent-length: *(\d+)/i.exec(text.slice(0, end))?.[1]);
+      if (encoder.encode(text.slice(end + 4)).byteLength >= length) {
+        return { status: Number(text.slice(9, 12)), body: text.slice(end + 4) };
+      }
+    }
+    const read = await conn.read(buffer);
+    if (read === null) throw new Error(`connection closed after ${JSON.stringify(text)}`);
+    text += new TextDecoder().decode(buffer.subarray(0, read));
+  }
+}
+
+Deno.test("duet syncpoint: clients hanging up mid-body are logged at debug and counted as departures; no error line", async () => {
+  const service = await spawnSyncpoint(["--log-level", "debug"]);
+  try {
+    const port = Number(new URL(service.url).port);
+    const n = 10;
+    for (let i = 0; i < n; i++) {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      await conn.write(encoder.encode(
+        `POST /wait-for-second-party/mid-${i} HTTP/1.1\r\nHost: t\r\n` +
+          (i % 2
+            ? "Content-Length: 100\r\n\r\nonly ten b"
+            : "Transfer-Encoding: chunked\r\n\r\n10\r\n01234"),
+      ));
+      conn.close();
+    }
+    // And one that hangs up while waiting, as before.
+    const waiting = await Deno.connect({ hostname: "127.0.0.1", port });
+    await exchange(waiting, "GET", "/healthz");
+    await waiting.write(encoder.encode(
+      "POST /wait-for-second-party/left HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
+    ));
+    await waitFor(
+      async () => (await (await fetch(new URL("/healthz", service.url))).json()).waiting === 1,
+      "a party to wait",
+    );
+    waiting.close();
+    const metrics = async () => await (await fetch(new URL("/metrics", service.url))).text();
+    await waitFor(
+      async () => /^syncpoint_departures_total 11$/m.test(await metrics()),
+      "11 departures",
+    );
+    assert.doesNotMatch(await metrics(), /code="internal"/);
+    assert.deepEqual(service.errors(), [], "no error-level line");
+    const departures = service.records().filter((r) =>
+      /left while sending its body/.test(r.message)
+    );
+    assert.equal(departures.length, n);
+    assert.ok(departures.every((r) => r.level === "DEBUG"));
+    assert.ok(
+      !service.records().some((r) => JSON.stringify(r).includes("    at ")),
+      "no stack trace",
+    );
+  } finally {
+    assert.equal(await service.stop(), 0);
+  }
+});
+
+Deno.test("duet syncpoint out of file descriptors: stays up, held parties answered, new connections refused, then served again", async () => {
+  // 128 descriptors: the process takes ~25, so ~100 loopback connections exhaust them.
+  const service = await spawnSyncpoint(["--log-level", "debug"], 128);
+  const flood: Deno.TcpConn[] = [];
+  const control: Deno.TcpConn[] = [];
+  const noPool = Deno.createHttpClient({ poolMaxIdlePerHost: 0 });
+  try {
+    const { url } = service;
+    const port = Number(new URL(url).port);
+    const wait = (id: string, query = "", body = id) =>
+      fetch(new URL(`/wait-for-second-party/${id}${query}`, url), { method: "POST", body });
+    /** A request on a connection of its own: its status, or "refused". */
+    const fresh = (path: string) =>
+      fetch(new URL(path, url), { client: noPool }).then(
+        async (r) => (await r.body?.cancel(), r.status),
+        () => "refused" as const,
+      );
+    // Parties waiting before the outage: one to pair during it, one to pair after it, one
+    // whose timeout ends (whenever it ends, it must be answered 408).
+    const during = wait("paired-during", "?timeout_ms=60000");
+    const after = wait("paired-after", "?timeout_ms=60000");
+    const timesOut = wait("times-out", "?timeout_ms=1500");
+    // Connections accepted for sure (each answered once), kept for later.
+    for (let i = 0; i < 2; i++) {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      assert.equal((await exchange(conn, "GET", "/healthz")).status, 200);
+      control.push(conn);
+    }
+    const [probe, partner] = control as [Deno.TcpConn, Deno.TcpConn];
+    await waitFor(
+      async () => JSON.parse((await exchange(probe, "GET", "/healthz")).body).waiting >= 2,
+      "the parties to wait",
+    );
+
+    const outage = () => service.errors().some((r) => /Stopped accepting/.test(r.message));
+    for (let i = 0; i < 400 && !outage(); i++) {
+      try {
+        flood.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+      } catch {
+        await new Promise((resolve) => setTimeout(resolve, 20)); // refused: not listening
+      }
+    }
+    await waitFor(outage, "the service to run out of descriptors");
+    assert.ok(service.alive(), "the process is still running");
+
+    // Readiness says so, over a connection held from before.
+    const health = await exchange(probe, "GET", "/healthz");
+    assert.equal(health.status, 503);
+    assert.equal(JSON.parse(health.body).status, "unavailable");
+    // New connections are refused; each that reaches a relistened socket fails again.
+    const failures = async () =>
+      Number(
+        /^syncpoint_accept_failures_total (\d+)$/m.exec(
+          (await exchange(probe, "GET", "/metrics")).body,
+        )?.[1],
+      );
+    for (let i = 0; i < 20 && (await failures()) < 3; i++) {
+      assert.equal(await fresh("/healthz"), "refused");
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const metrics = (await exchange(probe, "GET", "/metrics")).body;
+    assert.match(metrics, /^syncpoint_accepting 0$/m);
+    assert.ok((await failures()) >= 3, metrics);
+    assert.equal(service.errors().length, 1, "one error line for the outage, not per attempt");
+
+    // A party held since before the outage is paired during it, over a held connection.
+    const pair = await exchange(partner, "POST", "/wait-for-second-party/paired-during", "B");
+    assert.equal(pair.status, 200);
+    assert.equal(JSON.parse(pair.body).peer_payload, "paired-during");
+    assert.equal((await (await during).json()).peer_payload, "B");
+    const timedOut = await timesOut;
+    assert.equal(timedOut.status, 408);
+    assert.equal((await timedOut.json()).code, "timeout");
+
+    // Free the descriptors: new connections are served again, by themselves.
+    for (const conn of flood.splice(0)) conn.close();
+    await waitFor(async () => (await fresh("/healthz")) !== "refused", "new connections", 10_000);
+    const second = await fetch(new URL("/wait-for-second-party/paired-after", url), {
+      method: "POST",
+      body: "C",
+      client: noPool,
+    });
+    assert.equal((await second.json()).peer_payload, "paired-after");
+    assert.equal((await (await after).json()).peer_payload, "C");
+    await waitFor(async () => (await fresh("/healthz")) === 200, "readiness to return", 15_000);
+    assert.ok(service.records().some((r) => /Accepting connections again/.test(r.message)));
+    assert.equal(service.errors().length, 1);
+    assert.ok(service.alive());
+  } finally {
+    for (const conn of [...flood, ...control]) conn.close();
+    noPool.close();
+    assert.equal(await service.stop(), 0);
   }
 });

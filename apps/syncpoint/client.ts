@@ -29,8 +29,9 @@ export interface WaitOptions {
 
 /**
  * The service answered with an error. `code` is stable: `timeout`, `conflict`,
- * `capacity`, `shutting_down`, `backend_unavailable`, `invalid_id`, `invalid_timeout`,
- * `invalid_payload`, `payload_too_large`, `method_not_allowed`, `not_found`, `internal`.
+ * `capacity`, `shutting_down`, `backend_unavailable`, `too_many_waiting`, `rate_limited`,
+ * `invalid_id`, `invalid_timeout`, `invalid_payload`, `payload_too_large`,
+ * `method_not_allowed`, `not_found`, `internal`.
  */
 export class SyncpointError extends Error {
   override name = "SyncpointError";

@@ -9,6 +9,8 @@ import type { Context } from "hono";
 import { getLogger } from "@logtape/logtape";
 import type { Outcome, Refusal, Rendezvous } from "./rendezvous.ts";
 import type { SyncpointMetrics } from "./metrics.ts";
+import { KeyedBuckets, type Rate } from "@duet/net/rate";
+import { isLoopback } from "./limits.ts";
 
 /** The id of a rendezvous: 1-128 characters of [A-Za-z0-9._~-] (URL-safe, unreserved). */
 export const ID_PATTERN: RegExp = /^[A-Za-z0-9._~-]{1,128}$/;
@@ -25,6 +27,32 @@ export interface HandlerOptions {
   maxTimeoutMs: number;
   /** Largest payload a party may send, in bytes (64 KiB). */
   maxPayloadBytes: number;
+  /**
+   * Arrivals (`POST /wait-for-second-party/:id`) per second per client address, as a token
+   * bucket; past it 429 `rate_limited` with `Retry-After`. Undefined: no limit. Behind a
+   * proxy or load balancer that hides client addresses, every client shares one address
+   * (turn it off there, or put the limit in the proxy).
+   */
+  arrivalRate?: Rate;
+  /**
+   * Whether the per-address limits (this rate, and the rendezvous's waiting parties per
+   * address) apply to loopback clients too. False by default: on loopback the client is
+   * this machine (a proxy on the same host, local tools, benchmarks).
+   */
+  limitLoopback?: boolean;
+  /** The listener's state: /healthz answers 503 during an accept outage. */
+  listener?: { readonly outage: boolean };
+}
+
+/** The client's address as `Deno.serve` passes it (Hono's `c.env` is the handler info). */
+function clientAddress(env: unknown): string | undefined {
+  const remote = (env as Partial<Deno.ServeHandlerInfo> | undefined)?.remoteAddr;
+  return remote && "hostname" in remote ? remote.hostname : undefined;
+}
+
+/** A read of the request body failed: the client hung up, reset, or sent a broken body. */
+class BodyReadFailed extends Error {
+  override name = "BodyReadFailed";
 }
 
 /** An error answer: the status and a stable machine-readable code. */
@@ -49,6 +77,13 @@ const refusals: Record<Refusal, (waitedMs: number, timeoutMs: number) => ApiErro
     new ApiError(503, "capacity", "Too many parties are waiting; try again later", {
       "retry-after": "1",
     }),
+  too_many_waiting: () =>
+    new ApiError(
+      429,
+      "too_many_waiting",
+      "Too many parties from your address are waiting; try again later",
+      { "retry-after": "1" },
+    ),
   shutting_down: () =>
     new ApiError(503, "shutting_down", "The service is shutting down", { "retry-after": "1" }),
   backend_unavailable: () =>
@@ -71,8 +106,19 @@ function timeoutOf(query: string | undefined, options: HandlerOptions): number {
 
 const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
-/** Reads the body as the payload: at most `max` bytes of UTF-8; empty means none. */
-async function payloadOf(request: Request, max: number): Promise<string | null> {
+/** A payload: its text (null when empty) and its size as received, in bytes. */
+interface Payload {
+  text: string | null;
+  bytes: number;
+}
+
+const NO_PAYLOAD: Payload = { text: null, bytes: 0 };
+
+/**
+ * Reads the body as the payload: at most `max` bytes of UTF-8; empty means none. Throws
+ * ApiError (413, 400), or BodyReadFailed when the body cannot be read.
+ */
+async function payloadOf(request: Request, max: number): Promise<Payload> {
   const tooLarge = () => new ApiError(413, "payload_too_large", `The payload exceeds ${max} bytes`);
   const declared = request.headers.get("content-length");
   if (declared !== null && Number(declared) > max) throw tooLarge();
@@ -80,21 +126,40 @@ async function payloadOf(request: Request, max: number): Promise<string | null> 
   if (declared !== null) {
     // Length known and within bounds: one read through Deno's whole-body fast path. The
     // chunked path below costs ~14% of throughput in stream machinery (docs/benchmarks.md).
-    bytes = await request.bytes();
+    try {
+      bytes = await request.bytes();
+    } catch (error) {
+      throw new BodyReadFailed(String(error), { cause: error });
+    }
   } else {
-    if (!request.body) return null;
+    if (!request.body) return NO_PAYLOAD;
     const chunks: Uint8Array[] = [];
     let size = 0;
-    for await (const chunk of request.body) {
-      size += chunk.byteLength;
-      if (size > max) throw tooLarge();
-      chunks.push(chunk);
+    const reader = request.body.getReader();
+    try {
+      for (;;) {
+        let read: ReadableStreamReadResult<Uint8Array>;
+        try {
+          read = await reader.read();
+        } catch (error) {
+          throw new BodyReadFailed(String(error), { cause: error });
+        }
+        if (read.done) break;
+        size += read.value.byteLength;
+        if (size > max) {
+          reader.cancel().catch(() => {});
+          throw tooLarge();
+        }
+        chunks.push(read.value);
+      }
+    } finally {
+      reader.releaseLock();
     }
     bytes = chunks.length === 1 ? chunks[0]! : concat(chunks, size);
   }
-  if (bytes.byteLength === 0) return null;
+  if (bytes.byteLength === 0) return NO_PAYLOAD;
   try {
-    return utf8.decode(bytes);
+    return { text: utf8.decode(bytes), bytes: bytes.byteLength };
   } catch {
     throw new ApiError(400, "invalid_payload", "The payload must be UTF-8 text");
   }
@@ -120,19 +185,43 @@ function pairedBody(id: string, outcome: Extract<Outcome, { kind: "paired" }>) {
   };
 }
 
-/** Builds the API. */
+/**
+ * Builds the API: the Hono app whose `fetch(request, info)` is a `Deno.serve` handler
+ * (`info.remoteAddr` gives the client address the per-address limits count by; without it,
+ * as in `app.request()`, nothing is limited per address).
+ */
 export function createApp(options: HandlerOptions): Hono {
   const { rendezvous, metrics } = options;
+  const limiter = options.arrivalRate && new KeyedBuckets(options.arrivalRate);
   const app = new Hono();
 
   app.post(`${WAIT_PATH}/:id`, async (c) => {
+    let address = clientAddress(c.env);
+    if (address !== undefined && !options.limitLoopback && isLoopback(address)) {
+      address = undefined; // exempt from per-address limits
+    }
+    if (limiter && address !== undefined) {
+      const take = limiter.tryTake(address, performance.now());
+      if (!take.ok) throw rateLimited(take.retryAfterMs);
+    }
     const id = c.req.param("id");
     if (!ID_PATTERN.test(id)) throw invalidId();
     const timeoutMs = timeoutOf(c.req.query("timeout_ms"), options);
-    const payload = await payloadOf(c.req.raw, options.maxPayloadBytes);
+    let payload: Payload;
+    try {
+      payload = await payloadOf(c.req.raw, options.maxPayloadBytes);
+    } catch (error) {
+      if (!(error instanceof BodyReadFailed)) throw error;
+      // An expected client event (hang-up, reset, broken body), not a fault of ours.
+      log.debug("A party left while sending its body: {reason}", { reason: error.message });
+      metrics.events.departed?.();
+      return c.body(null, 499 as never);
+    }
     const outcome = await rendezvous.arrive({
       id,
-      payload,
+      payload: payload.text,
+      payloadBytes: payload.bytes,
+      address,
       timeoutMs,
       // Read at once, for every party. Measured on Deno 2.9.6 with no-legacy-abort:
       // touching request.signal only later, for the parties that wait, cost ~25% more
@@ -159,10 +248,10 @@ export function createApp(options: HandlerOptions): Hono {
     throw invalidId();
   });
 
-  // Liveness and readiness: 503 while arrivals cannot be served (store unreachable, or
-  // shutting down), so a load balancer stops sending parties here.
+  // Liveness and readiness: 503 while arrivals cannot be served (store unreachable, out of
+  // file descriptors, or shutting down), so a load balancer stops sending parties here.
   app.get("/healthz", (c) => {
-    const healthy = rendezvous.healthy;
+    const healthy = rendezvous.healthy && !options.listener?.outage;
     return c.json(
       { status: healthy ? "ok" : "unavailable", waiting: rendezvous.waiting },
       healthy ? 200 : 503,
@@ -182,6 +271,16 @@ export function createApp(options: HandlerOptions): Hono {
   });
   app.onError((error, c) => errorResponse(error, c, metrics));
   return app;
+}
+
+function rateLimited(retryAfterMs: number): ApiError {
+  const seconds = Math.max(1, Math.ceil(retryAfterMs / 1000));
+  return new ApiError(
+    429,
+    "rate_limited",
+    "Too many arrivals from your address; slow down",
+    { "retry-after": String(seconds) },
+  );
 }
 
 function invalidId(): ApiError {

@@ -1,22 +1,34 @@
 // The API without sockets: Request objects in, Response objects out.
 import assert from "node:assert/strict";
-import { createApp } from "./handler.ts";
+import { createApp, type HandlerOptions } from "./handler.ts";
 import { SyncpointMetrics } from "./metrics.ts";
-import { LocalRendezvous } from "./rendezvous.ts";
+import { LocalRendezvous, type LocalRendezvousOptions } from "./rendezvous.ts";
 import { waitFor } from "@duet/testkit";
 
-function api(overrides: { maxWaiting?: number; defaultTimeoutMs?: number } = {}) {
-  const metrics = new SyncpointMetrics(() => rendezvous.waiting);
+function api(
+  overrides:
+    & { maxWaiting?: number; defaultTimeoutMs?: number }
+    & Omit<Partial<LocalRendezvousOptions>, "events">
+    & Pick<HandlerOptions, "arrivalRate" | "limitLoopback" | "listener"> = {},
+) {
+  const { defaultTimeoutMs, arrivalRate, limitLoopback, listener, ...limits } = overrides;
+  const metrics = new SyncpointMetrics(() => rendezvous.waiting, {
+    waitingBytes: () => rendezvous.waitingBytes,
+  });
   const rendezvous: LocalRendezvous = new LocalRendezvous({
-    maxWaiting: overrides.maxWaiting ?? 100,
+    maxWaiting: 100,
+    ...limits,
     events: metrics.events,
   });
   const app = createApp({
     rendezvous,
     metrics,
-    defaultTimeoutMs: overrides.defaultTimeoutMs ?? 10_000,
+    defaultTimeoutMs: defaultTimeoutMs ?? 10_000,
     maxTimeoutMs: 60_000,
     maxPayloadBytes: 64 * 1024,
+    ...(arrivalRate ? { arrivalRate } : {}),
+    ...(limitLoopback ? { limitLoopback } : {}),
+    ...(listener ? { listener } : {}),
   });
   const post = (path: string, body?: BodyInit, init: RequestInit = {}) =>
     app.request(path, { method: "POST", ...(body === undefined ? {} : { body }), ...init });
@@ -222,4 +234,118 @@ Deno.test("GET /metrics renders Prometheus text with pairs, timeouts and rejecti
   assert.match(text, /^syncpoint_rejections_total\{code="timeout"\} 1$/m);
   assert.match(text, /^syncpoint_rejections_total\{code="invalid_id"\} 1$/m);
   assert.match(text, /^syncpoint_pair_wait_seconds_count 1$/m);
+});
+
+/** What `Deno.serve` passes as the handler's second argument, for a client at `hostname`. */
+function from(hostname: string): Deno.ServeHandlerInfo<Deno.NetAddr> {
+  return {
+    remoteAddr: { transport: "tcp", hostname, port: 40000 },
+    completed: Promise.resolve(),
+  };
+}
+
+Deno.test("arrivals over the per-address rate get 429 rate_limited with Retry-After; other addresses and loopback do not", async () => {
+  // 0.01 per second: no token comes back while the test runs, however slow the machine.
+  const { app } = api({ arrivalRate: { perSecond: 0.01, burst: 3 } });
+  const arrive = (address: string, id = "r") =>
+    app.request(`/wait-for-second-party/${id}?timeout_ms=1`, { method: "POST" }, from(address));
+  for (let i = 0; i < 3; i++) assert.equal((await arrive("203.0.113.5")).status, 408);
+  const limited = await arrive("203.0.113.5");
+  assert.equal(limited.status, 429);
+  const retryAfter = Number(limited.headers.get("retry-after"));
+  assert.ok(retryAfter > 1 && retryAfter <= 100, `Retry-After ${retryAfter}: when a token is back`);
+  assert.equal((await json(limited))["code"], "rate_limited");
+  assert.equal((await arrive("203.0.113.6")).status, 408, "another address has its own bucket");
+  for (let i = 0; i < 5; i++) {
+    assert.equal((await arrive("127.0.0.1")).status, 408, "loopback is exempt by default");
+  }
+  const invalid = await arrive("203.0.113.5", "bad*id");
+  assert.equal(invalid.status, 429, "limited before anything else is looked at");
+});
+
+Deno.test("limitLoopback applies the per-address limits to loopback clients too", async () => {
+  const { app } = api({ arrivalRate: { perSecond: 0.01, burst: 1 }, limitLoopback: true });
+  const arrive = () =>
+    app.request("/wait-for-second-party/l?timeout_ms=1", { method: "POST" }, from("::1"));
+  assert.equal((await arrive()).status, 408);
+  assert.equal((await arrive()).status, 429);
+});
+
+Deno.test("too many parties waiting from one address: 429 too_many_waiting; its second parties still pair", async () => {
+  const { app, rendezvous } = api({ maxWaitingPerAddress: 2 });
+  const post = (id: string, address: string) =>
+    app.request(`/wait-for-second-party/${id}`, { method: "POST" }, from(address));
+  const held = [post("a", "203.0.113.7"), post("b", "203.0.113.7")];
+  await waitFor(() => rendezvous.waiting === 2, "two parties to wait");
+  const refused = await post("c", "203.0.113.7");
+  assert.equal(refused.status, 429);
+  assert.equal(refused.headers.get("retry-after"), "1");
+  assert.equal((await json(refused))["code"], "too_many_waiting");
+  assert.equal((await post("a", "203.0.113.7")).status, 200, "a second party is not held");
+  const other = post("d", "203.0.113.8");
+  await waitFor(() => rendezvous.waiting === 2, "another address's party to wait");
+  await rendezvous.close();
+  assert.deepEqual((await Promise.all([...held, other])).map((r) => r.status), [200, 503, 503]);
+});
+
+Deno.test("the waiting-bytes budget: first parties past it get 503 capacity, second parties pair; /metrics shows the bytes", async () => {
+  const { app, post, hold, rendezvous } = api({ maxWaitingBytes: 70_000 });
+  const { response: first } = await hold("/wait-for-second-party/big1", "x".repeat(65_536));
+  const refused = await post("/wait-for-second-party/big2", "x".repeat(4_465));
+  assert.equal(refused.status, 503);
+  assert.equal(refused.headers.get("retry-after"), "1");
+  assert.equal((await json(refused))["code"], "capacity");
+  // 2-byte characters count as received: 2,232 x 2 = 4,464 bytes, exactly the room left.
+  const fits = post("/wait-for-second-party/small", "é".repeat(2_232));
+  await waitFor(() => rendezvous.waiting === 2, "the party that fits to wait");
+  const metrics = await (await app.request("/metrics")).text();
+  assert.match(metrics, /^syncpoint_waiting_payload_bytes 70000$/m);
+  assert.equal((await post("/wait-for-second-party/big1", "x".repeat(65_536))).status, 200);
+  await rendezvous.close();
+  assert.deepEqual([(await first).status, (await fits).status], [200, 503]);
+});
+
+Deno.test("a body that fails while being read is a departure: 499 to nobody, counted, never internal", async () => {
+  const { app, rendezvous } = api();
+  const broken = () =>
+    new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(new TextEncoder().encode("partial"));
+        controller.error(new Deno.errors.ConnectionReset("connection reset by peer"));
+      },
+    });
+  const streamed = await app.request("/wait-for-second-party/b", {
+    method: "POST",
+    body: broken(),
+    duplex: "half",
+  } as RequestInit);
+  const declared = await app.request(
+    new Request("http://localhost/wait-for-second-party/b", {
+      method: "POST",
+      body: broken(),
+      headers: { "content-length": "100" },
+      duplex: "half",
+    } as RequestInit),
+  );
+  assert.deepEqual([streamed.status, declared.status], [499, 499]);
+  assert.equal(rendezvous.waiting, 0);
+  const metrics = await (await app.request("/metrics")).text();
+  assert.match(metrics, /^syncpoint_departures_total 2$/m);
+  assert.doesNotMatch(metrics, /code="internal"/);
+});
+
+Deno.test("GET /healthz answers 503 unavailable during an accept outage", async () => {
+  let outage = false;
+  const { app } = api({
+    listener: {
+      get outage() {
+        return outage;
+      },
+    },
+  });
+  assert.equal((await app.request("/healthz")).status, 200);
+  outage = true;
+  const response = await app.request("/healthz");
+  assert.equal(response.status, 503);
+  assert.deepEqual(await json(response), { status: "unavailable", waiting: 0 });
 });

@@ -6,6 +6,17 @@
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { RendezvousEvents } from "./rendezvous.ts";
 
+/** What the metrics read when /metrics is scraped, besides the waiting parties. */
+export interface MetricSources {
+  /** Payload bytes (as received) of the parties waiting now. */
+  waitingBytes?: () => number;
+  /**
+   * The listener: whether it is in an accept outage, and how many accepts failed since the
+   * start; undefined before it listens.
+   */
+  listener?: () => { outage: boolean; acceptFailures: number } | undefined;
+}
+
 /** The metrics of one syncpoint instance. */
 export class SyncpointMetrics {
   /** The registry /metrics renders. */
@@ -16,8 +27,11 @@ export class SyncpointMetrics {
   readonly #rejections: Counter<"code">;
   readonly #wait: Histogram;
 
-  /** `waiting` reads the number of parties on hold when /metrics is scraped. */
-  constructor(waiting: () => number) {
+  /**
+   * `waiting` reads the number of parties on hold when /metrics is scraped; `sources` the
+   * other gauges (each left out when its source is).
+   */
+  constructor(waiting: () => number, sources: MetricSources = {}) {
     const registers = [this.registry];
     new Gauge({
       name: "syncpoint_waiting_parties",
@@ -27,6 +41,39 @@ export class SyncpointMetrics {
         this.set(waiting());
       },
     });
+    const { waitingBytes, listener } = sources;
+    if (waitingBytes) {
+      new Gauge({
+        name: "syncpoint_waiting_payload_bytes",
+        help: "Payload bytes (as received) held by the first parties on hold",
+        registers,
+        collect() {
+          this.set(waitingBytes());
+        },
+      });
+    }
+    if (listener) {
+      new Gauge({
+        name: "syncpoint_accepting",
+        help: "1 while new connections are accepted, 0 during an accept outage (e.g. EMFILE)",
+        registers,
+        collect() {
+          this.set(listener()?.outage ? 0 : 1);
+        },
+      });
+      let counted = 0;
+      new Counter({
+        name: "syncpoint_accept_failures_total",
+        help: "Times accepting a connection failed (e.g. out of file descriptors); " +
+          "the listener restarts by itself",
+        registers,
+        collect() {
+          const failures = listener()?.acceptFailures ?? 0;
+          if (failures > counted) this.inc(failures - counted);
+          counted = Math.max(counted, failures);
+        },
+      });
+    }
     this.#pairs = new Counter({
       name: "syncpoint_pairs_total",
       help: "Rendezvous completed (each counts two parties)",
@@ -39,7 +86,7 @@ export class SyncpointMetrics {
     });
     this.#departures = new Counter({
       name: "syncpoint_departures_total",
-      help: "Waiting parties that hung up before a second party came",
+      help: "Parties that hung up before their answer: while sending the body, or waiting",
       registers,
     });
     this.#rejections = new Counter({

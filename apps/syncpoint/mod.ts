@@ -10,9 +10,12 @@ export { ApiError, createApp, type HandlerOptions, ID_PATTERN } from "./handler.
 export {
   type Arrival,
   LocalRendezvous,
+  type LocalRendezvousOptions,
   type Outcome,
   type Refusal,
   type Rendezvous,
+  type RendezvousLimits,
 } from "./rendezvous.ts";
-export { SyncpointMetrics } from "./metrics.ts";
+export { type HoldLimits, type HoldRefusal, isLoopback, WaitingLedger } from "./limits.ts";
+export { type MetricSources, SyncpointMetrics } from "./metrics.ts";
 export { type PairResult, SyncpointError, waitForSecondParty, type WaitOptions } from "./client.ts";

@@ -25,10 +25,20 @@
  */
 import { Redis } from "ioredis";
 import { getLogger } from "@logtape/logtape";
-import type { Arrival, Outcome, Refusal, Rendezvous, RendezvousEvents } from "./rendezvous.ts";
+import {
+  type Arrival,
+  ledgerFor,
+  type Outcome,
+  payloadCost,
+  type Refusal,
+  type Rendezvous,
+  type RendezvousEvents,
+  type RendezvousLimits,
+} from "./rendezvous.ts";
+import type { WaitingLedger } from "./limits.ts";
 
-/** Options of {@link RedisRendezvous.connect}. */
-export interface RedisRendezvousOptions {
+/** Options of {@link RedisRendezvous.connect}; the limits apply to this instance. */
+export interface RedisRendezvousOptions extends RendezvousLimits {
   /** Most parties waiting at once on this instance. */
   maxWaiting: number;
   /** Event hooks for metrics. */
@@ -102,18 +112,17 @@ export class RedisRendezvous implements Rendezvous {
   readonly #instance = crypto.randomUUID();
   readonly #parties = new Map<string, LocalParty>(); // by token
   readonly #acks = new Map<string, (ack: Ack) => void>(); // by claim token
-  // commandTimeoutMs matters only to connect(), which builds the Redis clients.
-  readonly #options: Required<Omit<RedisRendezvousOptions, "events" | "commandTimeoutMs">>;
+  readonly #options: { prefix: string; ackTimeoutMs: number };
   readonly #events: RendezvousEvents;
-  #waiting = 0;
+  readonly #ledger: WaitingLedger;
   #closing = false;
 
   private constructor(redis: Redis, subscriber: Redis, options: RedisRendezvousOptions) {
     this.#redis = redis as RedisWithScripts;
     this.#subscriber = subscriber;
     this.#events = options.events ?? {};
+    this.#ledger = ledgerFor(options);
     this.#options = {
-      maxWaiting: options.maxWaiting,
       prefix: options.prefix ?? "duet:syncpoint",
       ackTimeoutMs: options.ackTimeoutMs ?? 2_000,
     };
@@ -143,12 +152,21 @@ export class RedisRendezvous implements Rendezvous {
     });
     const subscriber = new Redis(url, { ...common, maxRetriesPerRequest: null });
     for (const [name, client] of [["commands", redis], ["subscriber", subscriber]] as const) {
-      client.on(
-        "error",
-        (error: Error) =>
-          log.warn(`Redis ${name} connection: {message}`, { message: error.message }),
-      );
-      client.on("ready", () => log.info(`Redis ${name} connection ready`));
+      // An outage is logged once when it starts (and once when it ends), not at every
+      // reconnection attempt.
+      let down = false;
+      client.on("error", (error: Error) => {
+        if (down) {
+          log.debug(`Redis ${name} connection still down: {message}`, { message: error.message });
+        } else {
+          down = true;
+          log.warn(`Redis ${name} connection: {message}`, { message: error.message });
+        }
+      });
+      client.on("ready", () => {
+        down = false;
+        log.info(`Redis ${name} connection ready`);
+      });
     }
     const rendezvous = new RedisRendezvous(redis, subscriber, options);
     await Promise.allSettled([redis.connect(), subscriber.connect()]);
@@ -160,7 +178,11 @@ export class RedisRendezvous implements Rendezvous {
   }
 
   get waiting(): number {
-    return this.#waiting;
+    return this.#ledger.waiting;
+  }
+
+  get waitingBytes(): number {
+    return this.#ledger.bytes;
   }
 
   /** Whether both Redis connections are up (for health checks). */
@@ -178,6 +200,11 @@ export class RedisRendezvous implements Rendezvous {
 
   async arrive(arrival: Arrival): Promise<Outcome> {
     const started = performance.now();
+    if (arrival.signal?.aborted) {
+      // Gone before it arrived: neither held nor paired (see LocalRendezvous).
+      this.#events.departed?.();
+      return { kind: "departed", waitedMs: 0 };
+    }
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       if (this.#closing) return refused("shutting_down", started);
       const outcome = await this.#attempt(arrival, started);
@@ -189,9 +216,10 @@ export class RedisRendezvous implements Rendezvous {
   async #attempt(arrival: Arrival, started: number): Promise<Outcome | "again"> {
     const { id, payload } = arrival;
     const token = crypto.randomUUID();
-    const held = this.#waiting < this.#options.maxWaiting;
+    const bytes = payloadCost(arrival);
+    const refusal = this.#ledger.admit(arrival.address, bytes);
     // Registered before Redis is asked: the wake-up can arrive before Redis's reply.
-    const party = held ? this.#prepareToWait(token, arrival) : undefined;
+    const party = refusal ? undefined : this.#prepareToWait(token, arrival, bytes);
     let reply: string[];
     try {
       reply = await this.#redis.registerOrClaim(
@@ -205,7 +233,9 @@ export class RedisRendezvous implements Rendezvous {
       );
     } catch (error) {
       party?.cancel();
-      log.warn("Redis unavailable: {message}", { message: (error as Error).message });
+      // Expected while Redis is away, and then at every arrival: the connection's outage
+      // is logged once (connect()); this is detail.
+      log.debug("Redis unavailable: {message}", { message: (error as Error).message });
       return refused("backend_unavailable", started);
     }
     switch (reply[0]) {
@@ -213,7 +243,7 @@ export class RedisRendezvous implements Rendezvous {
         if (!party) {
           // Full here: undo the registration (it cannot have been claimed for long).
           await this.#redis.deleteIf(this.#key(id), "token", token).catch(() => 0);
-          return refused("capacity", started);
+          return refused(refusal ?? "capacity", started);
         }
         return party.hold();
       case "claimed": {
@@ -270,8 +300,8 @@ export class RedisRendezvous implements Rendezvous {
     return "again";
   }
 
-  #prepareToWait(token: string, arrival: Arrival) {
-    const { id, timeoutMs } = arrival;
+  #prepareToWait(token: string, arrival: Arrival, bytes: number) {
+    const { id, timeoutMs, address } = arrival;
     const since = performance.now();
     const result = Promise.withResolvers<Outcome>();
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -291,14 +321,13 @@ export class RedisRendezvous implements Rendezvous {
       since,
       settle: (outcome) => {
         this.#parties.delete(token);
-        this.#waiting--;
+        this.#ledger.release(address, bytes);
         clearTimeout(timer);
         signal?.removeEventListener("abort", onAbort);
         result.resolve(outcome);
       },
     };
     this.#parties.set(token, party);
-    this.#waiting++;
     return {
       hold: (): Promise<Outcome> => {
         // Paired already: the wake-up beat Redis's "registered" reply.
@@ -319,7 +348,7 @@ export class RedisRendezvous implements Rendezvous {
       cancel: () => {
         if (this.#parties.get(token) !== party) return;
         this.#parties.delete(token);
-        this.#waiting--;
+        this.#ledger.release(address, bytes);
       },
     };
   }

@@ -230,3 +230,49 @@ testWith(privateRedis.missing ? privateRedis : redis, {
     }
   },
 });
+
+testWith(redis, {
+  name: "RedisRendezvous: the per-address and waiting-bytes limits refuse first parties, leave " +
+    "no key behind, and never refuse a second party",
+  fn: async () => {
+    const prefix = `duet-test:${crypto.randomUUID()}`;
+    const rendezvous = await RedisRendezvous.connect(redis.url, {
+      maxWaiting: 10,
+      maxWaitingBytes: 100,
+      maxWaitingPerAddress: 1,
+      prefix,
+    });
+    try {
+      const address = "198.51.100.9";
+      const first = rendezvous.arrive({
+        id: "p1",
+        payload: "x".repeat(60),
+        address,
+        timeoutMs: 5_000,
+      });
+      await waitFor(() => rendezvous.waiting === 1, "the first party to wait");
+      assert.equal(rendezvous.waitingBytes, 60);
+      const again = await rendezvous.arrive({ id: "p2", payload: null, address, timeoutMs: 5_000 });
+      assert.equal(again.kind === "refused" && again.reason, "too_many_waiting");
+      const heavy = await rendezvous.arrive({
+        id: "p3",
+        payload: "x".repeat(41),
+        timeoutMs: 5_000,
+      });
+      assert.equal(heavy.kind === "refused" && heavy.reason, "capacity", "60 + 41 bytes > 100");
+      assert.equal(await keyExists(prefix, "p2"), false, "a refused party leaves no key");
+      assert.equal(await keyExists(prefix, "p3"), false);
+      const second = await rendezvous.arrive({
+        id: "p1",
+        payload: "y".repeat(100),
+        address,
+        timeoutMs: 5_000,
+      });
+      assert.equal(second.kind === "paired" && second.peerPayload, "x".repeat(60));
+      assert.equal((await first).kind, "paired");
+      assert.deepEqual([rendezvous.waiting, rendezvous.waitingBytes], [0, 0]);
+    } finally {
+      await rendezvous.close();
+    }
+  },
+});

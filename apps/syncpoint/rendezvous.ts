@@ -4,12 +4,14 @@
  *
  * @module
  */
+import { type HoldLimits, WaitingLedger } from "./limits.ts";
 
 /** Why a party is not paired: each kind becomes one HTTP status and error code. */
 export type Refusal =
   | "timeout" // nobody came in time (408)
   | "conflict" // a pair on this id is still being completed (409)
-  | "capacity" // too many parties waiting already (503)
+  | "capacity" // too many parties (or payload bytes) waiting already (503)
+  | "too_many_waiting" // too many parties of this client address waiting already (429)
   | "shutting_down" // the service is stopping (503)
   | "backend_unavailable"; // the shared store cannot be reached (503)
 
@@ -17,7 +19,7 @@ export type Refusal =
 export type Outcome =
   | { kind: "paired"; role: "first" | "second"; waitedMs: number; peerPayload: string | null }
   | { kind: "refused"; reason: Refusal; waitedMs: number }
-  /** The party hung up while waiting; nobody is left to answer. */
+  /** The party hung up (while waiting, or before it arrived); nobody is left to answer. */
   | { kind: "departed"; waitedMs: number };
 
 /** One party's arrival. */
@@ -26,9 +28,19 @@ export interface Arrival {
   id: string;
   /** What this party hands to the other one, or null. */
   payload: string | null;
+  /**
+   * The payload's size as received, in bytes (UTF-8), charged against the waiting-bytes
+   * budget while the party is held; `payload.length` when absent.
+   */
+  payloadBytes?: number;
+  /** The client's address, for the per-address limit; undefined: not limited per address. */
+  address?: string;
   /** How long a first party waits for the second. */
   timeoutMs: number;
-  /** Aborts when the party hangs up; only a party put on hold listens to it. */
+  /**
+   * Aborts when the party hangs up. Already aborted on arrival: the party is departed (it is
+   * neither held nor paired); a party on hold listens to it.
+   */
   readonly signal?: AbortSignal;
 }
 
@@ -38,7 +50,7 @@ export interface RendezvousEvents {
   paired?(waitedMs: number): void;
   /** A first party waited in vain. */
   timedOut?(): void;
-  /** A waiting party hung up. */
+  /** A party hung up before its answer (while held, or already when it arrived). */
   departed?(): void;
 }
 
@@ -48,6 +60,8 @@ export interface Rendezvous {
   arrive(arrival: Arrival): Promise<Outcome>;
   /** Parties waiting on this instance now. */
   readonly waiting: number;
+  /** Payload bytes (as received) of the parties waiting on this instance now. */
+  readonly waitingBytes: number;
   /** Whether arrivals can be served now (false while a shared store is unreachable). */
   readonly healthy: boolean;
   /** Refuses new arrivals and answers every waiting party with "shutting_down". */
@@ -61,8 +75,30 @@ interface WaitingParty {
   settle(outcome: Outcome): void;
 }
 
+/**
+ * Limits on held parties, as the rendezvous implementations take them: `maxWaiting` is
+ * required, the others default to 0 (no limit). A party over a limit is refused with
+ * `capacity` (count, bytes) or `too_many_waiting` (its address); a second party is never
+ * refused by them, as it is not held.
+ */
+export type RendezvousLimits = Pick<HoldLimits, "maxWaiting"> & Partial<HoldLimits>;
+
+/** The ledger for `limits` (missing limits off). */
+export function ledgerFor(limits: RendezvousLimits): WaitingLedger {
+  return new WaitingLedger({
+    maxWaiting: limits.maxWaiting,
+    maxWaitingBytes: limits.maxWaitingBytes ?? 0,
+    maxWaitingPerAddress: limits.maxWaitingPerAddress ?? 0,
+  });
+}
+
+/** What an arrival's payload costs in the waiting-bytes budget. */
+export function payloadCost(arrival: Arrival): number {
+  return arrival.payloadBytes ?? arrival.payload?.length ?? 0;
+}
+
 /** Options of the in-memory rendezvous. */
-export interface LocalRendezvousOptions {
+export interface LocalRendezvousOptions extends RendezvousLimits {
   /** Most parties waiting at once; the next one is refused with "capacity". */
   maxWaiting: number;
   /** Event hooks for metrics. */
@@ -88,19 +124,24 @@ export interface LocalRendezvousOptions {
  */
 export class LocalRendezvous implements Rendezvous {
   readonly #waiting = new Map<string, WaitingParty>();
-  readonly #maxWaiting: number;
+  readonly #ledger: WaitingLedger;
   readonly #events: RendezvousEvents;
   readonly #now: () => number;
   #closing = false;
 
+  /** Throws RangeError on invalid limits (see {@link WaitingLedger}). */
   constructor(options: LocalRendezvousOptions) {
-    this.#maxWaiting = options.maxWaiting;
+    this.#ledger = ledgerFor(options);
     this.#events = options.events ?? {};
     this.#now = options.now ?? (() => performance.now());
   }
 
   get waiting(): number {
     return this.#waiting.size;
+  }
+
+  get waitingBytes(): number {
+    return this.#ledger.bytes;
   }
 
   get healthy(): boolean {
@@ -110,6 +151,12 @@ export class LocalRendezvous implements Rendezvous {
   arrive(arrival: Arrival): Promise<Outcome> {
     const { id, payload } = arrival;
     if (this.#closing) return refused("shutting_down");
+    if (arrival.signal?.aborted) {
+      // Gone before it arrived (hung up after its body): neither held nor paired, so a
+      // waiting first party is never paired with someone who left.
+      this.#events.departed?.();
+      return Promise.resolve({ kind: "departed", waitedMs: 0 });
+    }
     const first = this.#waiting.get(id);
     if (first) {
       this.#waiting.delete(id);
@@ -123,13 +170,14 @@ export class LocalRendezvous implements Rendezvous {
         peerPayload: first.payload,
       });
     }
-    if (this.#waiting.size >= this.#maxWaiting) return refused("capacity");
-    return this.#hold(arrival);
+    const bytes = payloadCost(arrival);
+    const refusal = this.#ledger.admit(arrival.address, bytes);
+    if (refusal) return refused(refusal);
+    return this.#hold(arrival, bytes);
   }
 
-  #hold({ id, payload, timeoutMs, signal }: Arrival): Promise<Outcome> {
+  #hold({ id, payload, timeoutMs, signal, address }: Arrival, bytes: number): Promise<Outcome> {
     const since = this.#now();
-    if (signal?.aborted) return Promise.resolve({ kind: "departed", waitedMs: 0 });
     return new Promise<Outcome>((resolve) => {
       const onAbort = () => {
         // The signal may fire after this party was answered (Deno's legacy abort fires
@@ -149,6 +197,7 @@ export class LocalRendezvous implements Rendezvous {
         payload,
         since,
         settle: (outcome) => {
+          this.#ledger.release(address, bytes);
           clearTimeout(timer);
           signal?.removeEventListener("abort", onAbort);
           resolve(outcome);

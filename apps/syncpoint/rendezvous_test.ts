@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { LocalRendezvous, type Outcome } from "./rendezvous.ts";
 
 function local(maxWaiting = 100) {
@@ -164,4 +165,123 @@ Deno.test("LocalRendezvous keeps many ids apart", async () => {
     assert.equal(outcome.kind === "paired" && outcome.peerPayload, `second id-${i}`);
   });
   assert.equal(counts.paired, 1000);
+});
+
+Deno.test("LocalRendezvous: the waiting-bytes budget refuses first parties with capacity, never second ones", async () => {
+  const rendezvous = new LocalRendezvous({ maxWaiting: 100, maxWaitingBytes: 100 });
+  const a = rendezvous.arrive({ id: "a", payload: "x".repeat(60), timeoutMs: long });
+  const b = await rendezvous.arrive({ id: "b", payload: "x".repeat(41), timeoutMs: long });
+  assert.equal(b.kind === "refused" && b.reason, "capacity", "60 + 41 bytes > 100");
+  const c = rendezvous.arrive({ id: "c", payload: "x".repeat(40), timeoutMs: long });
+  assert.equal(rendezvous.waitingBytes, 100, "exactly the budget");
+  const pairA = await rendezvous.arrive({ id: "a", payload: "y".repeat(100), timeoutMs: long });
+  assert.equal(pairA.kind, "paired", "a second party is paired whatever it carries");
+  assert.equal(rendezvous.waitingBytes, 40, "a pair frees its bytes");
+  // Bytes as received: "é" is 2 bytes of UTF-8 but 1 unit of a JS string.
+  const d = await rendezvous.arrive({
+    id: "d",
+    payload: "é".repeat(31),
+    payloadBytes: 62,
+    timeoutMs: long,
+  });
+  assert.equal(d.kind === "refused" && d.reason, "capacity");
+  await rendezvous.close();
+  await Promise.all([a, c]);
+  assert.equal(rendezvous.waitingBytes, 0);
+});
+
+Deno.test("LocalRendezvous: too_many_waiting per address; other addresses and second parties go on", async () => {
+  const rendezvous = new LocalRendezvous({ maxWaiting: 100, maxWaitingPerAddress: 2 });
+  const from = (address: string | undefined, id: string) =>
+    rendezvous.arrive({ id, payload: null, timeoutMs: long, ...(address ? { address } : {}) });
+  const held = [from("198.51.100.1", "a"), from("198.51.100.1", "b")];
+  const third = await from("198.51.100.1", "c");
+  assert.equal(third.kind === "refused" && third.reason, "too_many_waiting");
+  held.push(from("198.51.100.2", "d"), from(undefined, "e"));
+  assert.equal(rendezvous.waiting, 4);
+  const second = await from("198.51.100.1", "a");
+  assert.equal(second.kind, "paired", "its own second party is still paired");
+  held.push(from("198.51.100.1", "f"));
+  assert.equal(rendezvous.waiting, 4, "the pair freed a place for that address");
+  await rendezvous.close();
+  await Promise.all(held);
+});
+
+Deno.test("LocalRendezvous: a party already gone when it arrives is counted as departed and pairs with nobody", async () => {
+  const { rendezvous, counts } = local();
+  const first = rendezvous.arrive({ id: "a", payload: "1", timeoutMs: long });
+  const gone = await rendezvous.arrive({
+    id: "a",
+    payload: "2",
+    timeoutMs: long,
+    signal: AbortSignal.abort(),
+  });
+  assert.equal(gone.kind, "departed");
+  assert.equal(counts.departed, 1);
+  assert.equal(rendezvous.waiting, 1, "the first party still waits for a real partner");
+  const real = await rendezvous.arrive({ id: "a", payload: "3", timeoutMs: long });
+  assert.equal(real.kind === "paired" && real.peerPayload, "1");
+  assert.equal(((await first) as { peerPayload: string }).peerPayload, "3");
+});
+
+Deno.test("LocalRendezvous property: under any arrivals, departures and timeouts every limit holds and all is released", async () => {
+  const event = fc.oneof(
+    fc.record({
+      kind: fc.constant("arrive" as const),
+      id: fc.constantFrom("a", "b", "c", "d", "e"),
+      address: fc.option(fc.constantFrom("198.51.100.1", "198.51.100.2"), { nil: undefined }),
+      bytes: fc.integer({ min: 0, max: 40 }),
+      timeoutMs: fc.constantFrom(1, long),
+    }),
+    fc.record({ kind: fc.constant("leave" as const), index: fc.nat() }),
+    fc.record({ kind: fc.constant("tick" as const) }),
+  );
+  await fc.assert(
+    fc.asyncProperty(fc.array(event, { maxLength: 60 }), async (events) => {
+      const limits = { maxWaiting: 4, maxWaitingBytes: 60, maxWaitingPerAddress: 2 };
+      const counts = { paired: 0, timedOut: 0, departed: 0 };
+      const rendezvous = new LocalRendezvous({
+        ...limits,
+        events: {
+          paired: () => counts.paired++,
+          timedOut: () => counts.timedOut++,
+          departed: () => counts.departed++,
+        },
+      });
+      const hangUps: AbortController[] = [];
+      const outcomes: Promise<Outcome>[] = [];
+      for (const e of events) {
+        if (e.kind === "arrive") {
+          const hangUp = new AbortController();
+          hangUps.push(hangUp);
+          outcomes.push(rendezvous.arrive({
+            id: e.id,
+            payload: "x".repeat(e.bytes),
+            timeoutMs: e.timeoutMs,
+            signal: hangUp.signal,
+            ...(e.address ? { address: e.address } : {}),
+          }));
+        } else if (e.kind === "leave" && hangUps.length > 0) {
+          hangUps[e.index % hangUps.length]!.abort();
+        } else {
+          await new Promise((resolve) => setTimeout(resolve, 2)); // timeouts of 1 ms fire
+        }
+        assert.ok(rendezvous.waiting <= limits.maxWaiting);
+        assert.ok(rendezvous.waitingBytes <= limits.maxWaitingBytes);
+      }
+      await rendezvous.close();
+      const settled = await Promise.all(outcomes);
+      assert.equal(rendezvous.waiting, 0);
+      assert.equal(rendezvous.waitingBytes, 0, "every held byte is released");
+      // Every arrival got exactly one outcome, and the counts add up.
+      const kinds = settled.map((o) => o.kind);
+      assert.equal(kinds.filter((k) => k === "paired").length, 2 * counts.paired);
+      assert.equal(kinds.filter((k) => k === "departed").length, counts.departed);
+      assert.equal(
+        settled.filter((o) => o.kind === "refused" && o.reason === "timeout").length,
+        counts.timedOut,
+      );
+    }),
+    { numRuns: 60 },
+  );
 });

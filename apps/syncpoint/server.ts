@@ -1,10 +1,12 @@
 /**
- * The syncpoint service as a process part: the handler behind `Deno.serve`, and a
- * shutdown that stops accepting, answers every waiting party with 503 and returns.
+ * The syncpoint service as a process part: the handler behind `Deno.serve` (supervised, so
+ * running out of file descriptors is survived), and a shutdown that stops accepting,
+ * answers every waiting party with 503 and returns.
  *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
+import { type ResilientServer, serveResilient } from "@duet/net/serve";
 import { createApp } from "./handler.ts";
 import { SyncpointMetrics } from "./metrics.ts";
 import { LocalRendezvous, type Rendezvous } from "./rendezvous.ts";
@@ -21,6 +23,27 @@ export interface SyncpointConfig {
   maxTimeoutMs: number;
   /** Most first parties waiting at once on this instance. */
   maxWaiting: number;
+  /**
+   * Most payload bytes (as received) held by the waiting parties of this instance, summed;
+   * past it new first parties get 503 `capacity` (second parties are still paired). 0: no
+   * limit. In memory a payload takes up to twice its size (a JS string of UTF-16).
+   */
+  maxWaitingBytes: number;
+  /**
+   * Most first parties waiting at once per client address; past it 429 `too_many_waiting`.
+   * 0: no limit. Behind a proxy or load balancer that hides client addresses, every client
+   * shares one address: set 0 there (or limit in the proxy).
+   */
+  maxWaitingPerAddress: number;
+  /**
+   * Arrivals per second per client address (token bucket refill); past it 429
+   * `rate_limited` with `Retry-After`. 0: no limit. Same caveat behind a proxy.
+   */
+  arrivalsPerSecond: number;
+  /** Arrivals one address may make at once after a quiet spell (token bucket size). */
+  arrivalBurst: number;
+  /** Apply the per-address limits to loopback clients too (by default they are exempt). */
+  limitLoopback: boolean;
   /** Largest payload in bytes. */
   maxPayloadBytes: number;
   /** Share the rendezvous space with other instances through this Redis server. */
@@ -36,6 +59,11 @@ export const DEFAULTS: SyncpointConfig = {
   defaultTimeoutMs: 10_000,
   maxTimeoutMs: 60_000,
   maxWaiting: 16_000,
+  maxWaitingBytes: 64 * 1024 * 1024,
+  maxWaitingPerAddress: 64,
+  arrivalsPerSecond: 50,
+  arrivalBurst: 100,
+  limitLoopback: false,
   maxPayloadBytes: 64 * 1024,
 };
 
@@ -51,35 +79,66 @@ export interface RunningSyncpoint {
 
 const log = getLogger(["duet", "syncpoint"]);
 
-/** Starts the service and resolves once it listens. */
+/**
+ * Starts the service and resolves once it listens.
+ *
+ * @param overrides Settings that differ from {@link DEFAULTS}.
+ * @throws what listening throws (`Deno.errors.AddrInUse`, `PermissionDenied`), and
+ *   RangeError on invalid limits (maxWaiting < 1, a negative limit, arrivalBurst < 1).
+ */
 export async function startSyncpoint(
   overrides: Partial<SyncpointConfig> = {},
 ): Promise<RunningSyncpoint> {
   const config = { ...DEFAULTS, ...overrides };
   let rendezvous: Rendezvous;
-  const metrics = new SyncpointMetrics(() => rendezvous.waiting);
+  let server: ResilientServer | undefined;
+  const metrics = new SyncpointMetrics(() => rendezvous.waiting, {
+    waitingBytes: () => rendezvous.waitingBytes,
+    listener: () => server,
+  });
+  const limits = {
+    maxWaiting: config.maxWaiting,
+    maxWaitingBytes: config.maxWaitingBytes,
+    maxWaitingPerAddress: config.maxWaitingPerAddress,
+  };
   if (config.redisUrl) {
     const { RedisRendezvous } = await import("./redis_rendezvous.ts");
     rendezvous = await RedisRendezvous.connect(config.redisUrl, {
-      maxWaiting: config.maxWaiting,
+      ...limits,
       events: metrics.events,
       ...(config.redisPrefix ? { prefix: config.redisPrefix } : {}),
     });
   } else {
-    rendezvous = new LocalRendezvous({ maxWaiting: config.maxWaiting, events: metrics.events });
+    rendezvous = new LocalRendezvous({ ...limits, events: metrics.events });
   }
-  const app = createApp({ ...config, rendezvous, metrics });
-  const listening = Promise.withResolvers<Deno.NetAddr>();
-  const server = Deno.serve({
-    hostname: config.hostname,
-    port: config.port,
-    onListen: (addr) => listening.resolve(addr as Deno.NetAddr),
-    onError: (error) => {
-      log.error("Unhandled error: {error}", { error });
-      return new Response(null, { status: 500 });
-    },
-  }, app.fetch);
-  const addr = await listening.promise;
+  try {
+    const app = createApp({
+      ...config,
+      rendezvous,
+      metrics,
+      ...(config.arrivalsPerSecond > 0
+        ? { arrivalRate: { perSecond: config.arrivalsPerSecond, burst: config.arrivalBurst } }
+        : {}),
+      listener: {
+        get outage() {
+          return server?.outage ?? false;
+        },
+      },
+    });
+    server = await serveResilient({
+      hostname: config.hostname,
+      port: config.port,
+      onError: (error) => {
+        log.error("Unhandled error: {error}", { error });
+        return new Response(null, { status: 500 });
+      },
+    }, app.fetch);
+  } catch (error) {
+    await rendezvous.close(); // so that a Redis connection does not outlive the failure
+    throw error;
+  }
+  const running = server;
+  const addr = server.addr;
   const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
   const url = new URL(`http://${host}:${addr.port}`);
   log.info("Syncpoint listening on {url} ({store})", {
@@ -93,7 +152,7 @@ export async function startSyncpoint(
     shutdown() {
       stopping ??= (async () => {
         const waiting = rendezvous.waiting;
-        const drained = server.shutdown(); // stop accepting; wait for in-flight responses
+        const drained = running.shutdown(); // stop accepting; wait for in-flight responses
         await rendezvous.close(); // which answers the waiting parties with 503
         await drained;
         log.info("Syncpoint stopped; {waiting} waiting parties were answered 503", { waiting });

@@ -152,3 +152,72 @@ Deno.test("syncpoint server: capacity is enforced over real connections", async 
     for (const response of await Promise.all(held)) await response.body?.cancel();
   }, { maxWaiting: 2 });
 });
+
+Deno.test("syncpoint server: clients that hang up mid-body are departures, never internal errors", async () => {
+  await withServer(async (server) => {
+    const port = Number(server.url.port);
+    const heads = [
+      "Content-Length: 100\r\n\r\nonly ten b",
+      "Transfer-Encoding: chunked\r\n\r\n10\r\n0123456789",
+      "Content-Length: 65536\r\n\r\n" + "x".repeat(30_000),
+    ];
+    const n = 12;
+    for (let i = 0; i < n; i++) {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      await conn.write(new TextEncoder().encode(
+        `POST /wait-for-second-party/mid-${i} HTTP/1.1\r\nHost: t\r\n${heads[i % heads.length]}`,
+      ));
+      conn.close();
+    }
+    await waitFor(
+      async () => (await metric(server, "syncpoint_departures_total")) === n,
+      "every hang-up to count as a departure",
+    );
+    const text = await (await fetch(new URL("/metrics", server.url))).text();
+    assert.doesNotMatch(text, /code="internal"/);
+    assert.equal(server.rendezvous.waiting, 0);
+    assert.equal(server.rendezvous.waitingBytes, 0);
+    // And the service goes on pairing.
+    const first = post(server, "after", "1");
+    await waitFor(() => server.rendezvous.waiting === 1, "a party to wait");
+    assert.equal((await (await post(server, "after", "2")).json()).peer_payload, "1");
+    await (await first).body?.cancel();
+  });
+});
+
+Deno.test("syncpoint server: per-address limits over real connections (loopback limited on request)", async () => {
+  await withServer(async (server) => {
+    const held = [post(server, "pa1"), post(server, "pa2")];
+    await waitFor(() => server.rendezvous.waiting === 2, "two parties to wait");
+    const refused = await post(server, "pa3");
+    assert.equal(refused.status, 429);
+    assert.equal((await refused.json()).code, "too_many_waiting");
+    const paired = await post(server, "pa1");
+    assert.equal(paired.status, 200, "a second party from the same address still pairs");
+    await paired.body?.cancel();
+    // The four arrivals above spent the burst of 4; the fifth is over the rate.
+    const limited = await post(server, "pa4");
+    assert.equal(limited.status, 429);
+    assert.equal((await limited.json()).code, "rate_limited");
+    assert.ok(Number(limited.headers.get("retry-after")) >= 1);
+    await server.shutdown();
+    for (const response of await Promise.all(held)) await response.body?.cancel();
+  }, {
+    maxWaitingPerAddress: 2,
+    arrivalsPerSecond: 0.01, // no token comes back during the test
+    arrivalBurst: 4,
+    limitLoopback: true,
+  });
+});
+
+Deno.test("syncpoint server: /metrics reports the listener and the held payload bytes", async () => {
+  await withServer(async (server) => {
+    const waiting = post(server, "bytes", "12345");
+    await waitFor(() => server.rendezvous.waiting === 1, "a party to wait");
+    assert.equal(await metric(server, "syncpoint_waiting_payload_bytes"), 5);
+    assert.equal(await metric(server, "syncpoint_accepting"), 1);
+    assert.equal(await metric(server, "syncpoint_accept_failures_total"), 0);
+    await (await post(server, "bytes")).body?.cancel();
+    await (await waiting).body?.cancel();
+  });
+});

@@ -21,6 +21,11 @@ interface ServeOptions {
   timeoutMs: number;
   maxTimeoutMs: number;
   maxWaiting: number;
+  maxWaitingBytes: number;
+  maxWaitingPerAddress: number;
+  arrivalsPerSecond: number;
+  arrivalBurst: number;
+  limitLoopback?: boolean;
   redisUrl?: string;
   redisPrefix?: string;
 }
@@ -61,6 +66,37 @@ export function syncpointCommand(io: CliIo): Command {
       integer(1),
       DEFAULTS.maxWaiting,
     )
+    .option(
+      "--max-waiting-bytes <bytes>",
+      "most payload bytes held by waiting parties, summed; past it new first parties get " +
+        `503 capacity (0: no limit; else at least ${DEFAULTS.maxPayloadBytes})`,
+      integer(0),
+      DEFAULTS.maxWaitingBytes,
+    )
+    .option(
+      "--max-waiting-per-address <n>",
+      "most first parties waiting at once per client address; past it 429 " +
+        "too_many_waiting (0: no limit)",
+      integer(0),
+      DEFAULTS.maxWaitingPerAddress,
+    )
+    .option(
+      "--arrivals-per-second <n>",
+      "arrivals per second per client address, a token bucket; past it 429 rate_limited " +
+        "(0: no limit)",
+      integer(0),
+      DEFAULTS.arrivalsPerSecond,
+    )
+    .option(
+      "--arrival-burst <n>",
+      "arrivals one client address may make at once (the token bucket's size)",
+      integer(1),
+      DEFAULTS.arrivalBurst,
+    )
+    .option(
+      "--limit-loopback",
+      "apply the per-address limits to loopback clients too (exempt by default)",
+    )
     .addOption(
       new Option("--redis-url <url>", "share the rendezvous with other instances through Redis")
         .argParser(url("redis:", "rediss:"))
@@ -76,11 +112,25 @@ Examples:
   curl -X POST localhost:8080/wait-for-second-party/demo -d 'hi'      # terminal 2
   duet syncpoint --redis-url redis://127.0.0.1:6379                   # scaled out
 
+Per-address limits (--max-waiting-per-address, --arrivals-per-second) count by the
+client's TCP address. Behind a proxy or load balancer that hides client addresses, every
+client shares one address: set them to 0 there, or limit in the proxy. Loopback clients
+are exempt unless --limit-loopback. Limits in full: apps/syncpoint/README.md#limits.
+
+Out of file descriptors: new connections are refused while the held ones are served,
+the listener restarts by itself, /healthz answers 503 meanwhile.
+
 Stops on SIGINT/SIGTERM: stops accepting, answers waiting parties with 503.`,
     )
     .action(async (options: ServeOptions) => {
       if (options.maxTimeoutMs < options.timeoutMs) {
         throw new UsageError("--max-timeout-ms must be at least --timeout-ms");
+      }
+      if (options.maxWaitingBytes !== 0 && options.maxWaitingBytes < DEFAULTS.maxPayloadBytes) {
+        throw new UsageError(
+          `--max-waiting-bytes must be 0 (no limit) or at least ${DEFAULTS.maxPayloadBytes}, ` +
+            "the largest payload",
+        );
       }
       const server = await startSyncpoint({
         hostname: options.host,
@@ -88,6 +138,11 @@ Stops on SIGINT/SIGTERM: stops accepting, answers waiting parties with 503.`,
         defaultTimeoutMs: options.timeoutMs,
         maxTimeoutMs: options.maxTimeoutMs,
         maxWaiting: options.maxWaiting,
+        maxWaitingBytes: options.maxWaitingBytes,
+        maxWaitingPerAddress: options.maxWaitingPerAddress,
+        arrivalsPerSecond: options.arrivalsPerSecond,
+        arrivalBurst: options.arrivalBurst,
+        limitLoopback: options.limitLoopback ?? false,
         ...(options.redisUrl ? { redisUrl: options.redisUrl } : {}),
         ...(options.redisPrefix ? { redisPrefix: options.redisPrefix } : {}),
       }).catch((error) => explainListenError(error, options.host, options.port));

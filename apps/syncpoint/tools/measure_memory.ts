@@ -1,0 +1,115 @@
+// deno-lint-ignore-file no-console -- a measuring script: its report is for the terminal
+/**
+ * Memory per waiting party: starts `duet syncpoint` (default limits) as a child, holds N
+ * first parties over loopback connections, and reports (RSS holding - RSS idle) / N, for
+ * several payloads, each in a fresh process. Figures go to docs/benchmarks.md.
+ *
+ *   deno run -A apps/syncpoint/tools/measure_memory.ts [--parties 5000] [--rounds 3]
+ *
+ * Linux only (reads /proc/PID/status). Loopback only; bounded in count and time.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { freePort, waitFor } from "@duet/testkit";
+
+const { values: flags } = parseArgs({
+  args: Deno.args,
+  options: {
+    parties: { type: "string", default: "5000" },
+    rounds: { type: "string", default: "3" },
+  },
+});
+const root = new URL("../../../", import.meta.url).pathname;
+const KiB = 1024;
+
+interface Variant {
+  name: string;
+  payload: string;
+  /** Parties to hold (the 64 MiB default budget allows 1,024 payloads of 64 KiB). */
+  parties: number;
+}
+
+const many = Number(flags.parties);
+const variants: Variant[] = [
+  { name: "empty body", payload: "", parties: many },
+  { name: "64 KiB of ASCII", payload: "x".repeat(64 * KiB), parties: 1_000 },
+  {
+    // One character outside Latin-1 makes V8 store the whole text as UTF-16: the worst case.
+    name: "64 KiB, ASCII and one €",
+    payload: "x".repeat(64 * KiB - 3) + "€",
+    parties: 1_000,
+  },
+];
+
+async function rssKiB(pid: number): Promise<number> {
+  const status = await Deno.readTextFile(`/proc/${pid}/status`);
+  return Number(status.match(/VmRSS:\s+(\d+)/)?.[1]);
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function measure(variant: Variant): Promise<{ idle: number; held: number }> {
+  const port = freePort();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `${root}apps/cli/main.ts`, "syncpoint", "--port", String(port), "--quiet"],
+    stdout: "null",
+    stderr: "inherit",
+  }).spawn();
+  const url = `http://127.0.0.1:${port}`;
+  const waiting = async () => {
+    const response = await fetch(`${url}/healthz`).catch(() => undefined);
+    return response ? (await response.json()).waiting as number : -1;
+  };
+  const conns: Deno.TcpConn[] = [];
+  try {
+    await waitFor(async () => (await waiting()) === 0, "the service", 30_000);
+    // Warm up (JIT, pools): a few hundred pairs, then let the heap settle.
+    for (let i = 0; i < 300; i++) {
+      const first = fetch(`${url}/wait-for-second-party/warm-${i}`, { method: "POST", body: "w" });
+      await waitFor(async () => (await waiting()) === 1, "a warm-up party");
+      await (await fetch(`${url}/wait-for-second-party/warm-${i}`, { method: "POST" })).text();
+      await (await first).text();
+    }
+    await sleep(1_000);
+    const idle = await rssKiB(child.pid);
+    const body = new TextEncoder().encode(variant.payload);
+    for (let i = 0; i < variant.parties; i++) {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      const head = `POST /wait-for-second-party/hold-${i}?timeout_ms=300000 HTTP/1.1\r\n` +
+        `Host: m\r\nContent-Length: ${body.byteLength}\r\n\r\n`;
+      await conn.write(new TextEncoder().encode(head));
+      if (body.byteLength) await conn.write(body);
+      conns.push(conn);
+      if (i % 500 === 499) await sleep(20);
+    }
+    await waitFor(async () => (await waiting()) === variant.parties, "every party", 60_000);
+    await sleep(1_000);
+    const held = await rssKiB(child.pid);
+    return { idle, held };
+  } finally {
+    for (const conn of conns) conn.close();
+    child.kill("SIGTERM");
+    await child.status;
+  }
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const cpu = (await Deno.readTextFile("/proc/cpuinfo")).match(/model name\s*:\s*(.*)/)?.[1];
+console.log(`# syncpoint memory per waiting party, ${new Date().toISOString()}`);
+console.log(`machine: ${cpu}, ${navigator.hardwareConcurrency} cores; Deno ${Deno.version.deno}`);
+console.log(`rounds: ${flags.rounds} (median), each in a fresh process, default limits\n`);
+console.log("| payload | parties held | RSS idle MiB | RSS holding MiB | per waiting party |");
+console.log("| --- | --- | --- | --- | --- |");
+for (const variant of variants) {
+  const runs: { idle: number; held: number }[] = [];
+  for (let r = 0; r < Number(flags.rounds); r++) runs.push(await measure(variant));
+  const perParty = median(runs.map((r) => ((r.held - r.idle) * KiB) / variant.parties));
+  console.log(
+    `| ${variant.name} | ${variant.parties} | ${
+      (median(runs.map((r) => r.idle)) / KiB).toFixed(1)
+    } | ${(median(runs.map((r) => r.held)) / KiB).toFixed(1)} | ${
+      (perParty / 1000).toFixed(1)
+    } KB |`,
+  );
+}

@@ -1,0 +1,175 @@
+/**
+ * `Deno.serve` that survives running out of file descriptors.
+ *
+ * Measured on Deno 2.9.6: when `accept()` fails (EMFILE, "Too many open files"),
+ * `Deno.serve` stops listening for good and its `finished` promise rejects; left alone, the
+ * rejection ends the process. Connections it already holds keep being served. This module
+ * watches `finished` and listens again on the same port, after a pause that doubles from
+ * 5 ms to 1 s while listening keeps failing, so that new connections are refused while
+ * the old ones are served, and the server comes back by itself once descriptors are free.
+ * One outage is logged once (error when it starts, info when it is over), not per attempt.
+ * No library does this for `Deno.serve` (node:http on Deno stops accepting silently under
+ * the same fault), hence the hand-written supervisor.
+ *
+ * @module
+ */
+import { getLogger } from "@logtape/logtape";
+
+/** Options of {@link serveResilient}: those of `Deno.serve` over TCP, and one of its own. */
+export type ResilientServeOptions =
+  & Omit<Deno.ServeTcpOptions, "onListen" | "signal">
+  & Partial<Deno.TlsCertifiedKeyPem>
+  & {
+    /**
+     * An outage (which starts at an accept failure) ends once listening has lasted this many
+     * milliseconds without another failure; {@link RECOVERED_AFTER_MS} by default.
+     */
+    recoveredAfterMs?: number;
+  };
+
+/** A server started by {@link serveResilient}. */
+export interface ResilientServer {
+  /** Where it listens (the port chosen at the first start, kept across restarts). */
+  readonly addr: Deno.NetAddr;
+  /** False while it is not listening (after an accept failure, until it listens again). */
+  readonly listening: boolean;
+  /**
+   * True from an accept failure until listening has lasted `recoveredAfterMs` without
+   * another one: new connections are (or may be, as the next accept fails again) refused.
+   * What a readiness probe should report.
+   */
+  readonly outage: boolean;
+  /** How many times accepting failed (each stops a listener) since the start. */
+  readonly acceptFailures: number;
+  /** Stops listening, waits for in-flight responses (of every listener it ran) to end. */
+  shutdown(): Promise<void>;
+}
+
+const log = getLogger(["duet", "net"]);
+
+/**
+ * Backoff between attempts to listen again, in ms: doubles from the first to the last over
+ * one outage (a listener that starts and fails again at the next accept counts as an
+ * attempt), and starts from the first again after the outage.
+ */
+export const RELISTEN_BACKOFF_MS = { first: 5, max: 1_000 } as const;
+
+/** Default of {@link ResilientServeOptions.recoveredAfterMs}: 5,000 ms. */
+export const RECOVERED_AFTER_MS = 5_000;
+
+/**
+ * Starts `Deno.serve` and keeps it listening: resolves once it listens.
+ *
+ * An outage (accepting fails, usually EMFILE) is logged once at error level when it starts
+ * and once at info level when it is over; the attempts in between are logged at debug.
+ *
+ * @param options `Deno.serve`'s TCP options (hostname, port, cert/key, onError), and
+ *   `recoveredAfterMs`.
+ * @param handler The request handler.
+ * @throws what `Deno.serve` throws at the first start (address in use, permission).
+ */
+export async function serveResilient(
+  options: ResilientServeOptions,
+  handler: Deno.ServeHandler<Deno.NetAddr>,
+): Promise<ResilientServer> {
+  const { recoveredAfterMs = RECOVERED_AFTER_MS, ...serveOptions } = options;
+  // Listeners that failed stay here: they still serve the connections they hold, and
+  // shutdown() waits for those.
+  const servers = new Set<Deno.HttpServer<Deno.NetAddr>>();
+  let stopped = false;
+  let listening = false;
+  let acceptFailures = 0;
+  let outage: { since: number; failures: number } | undefined;
+  let delay: number = RELISTEN_BACKOFF_MS.first;
+  let recovery: ReturnType<typeof setTimeout> | undefined;
+  let wake: (() => void) | undefined;
+  // Port 0 picks a free port at the first start; restarts must reuse that one.
+  let port = options.port ?? 0;
+
+  const start = (): Promise<Deno.NetAddr> => {
+    const ready = Promise.withResolvers<Deno.NetAddr>();
+    const onListen = (addr: Deno.NetAddr) => {
+      port = addr.port;
+      ready.resolve(addr);
+    };
+    const server = Deno.serve({ ...serveOptions, port, onListen }, handler);
+    servers.add(server);
+    listening = true;
+    if (outage) recovery = setTimeout(recovered, recoveredAfterMs);
+    server.finished.then(() => servers.delete(server), (error) => failed(error));
+    return ready.promise;
+  };
+
+  const failed = (error: unknown) => {
+    listening = false;
+    if (stopped) return;
+    acceptFailures++;
+    clearTimeout(recovery);
+    if (outage) {
+      outage.failures++;
+      log.debug("Accepting failed again: {error}", { error: String(error) });
+    } else {
+      outage = { since: Date.now(), failures: 1 };
+      log.error(
+        "Stopped accepting connections on port {port}: {error}; serving the connections " +
+          "held, listening again when it can",
+        { port, error: String(error) },
+      );
+    }
+    supervise();
+  };
+
+  const recovered = () => {
+    if (!outage || stopped) return;
+    log.info(
+      "Accepting connections again on port {port}, after {seconds} s and {failures} accept " +
+        "failures",
+      {
+        port,
+        seconds: Math.round((Date.now() - outage.since) / 100) / 10,
+        failures: outage.failures,
+      },
+    );
+    outage = undefined;
+    delay = RELISTEN_BACKOFF_MS.first;
+  };
+
+  const supervise = async () => {
+    while (!stopped) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, delay);
+        wake = () => (clearTimeout(timer), resolve());
+      });
+      if (stopped) return;
+      delay = Math.min(delay * 2, RELISTEN_BACKOFF_MS.max);
+      try {
+        await start();
+        log.debug("Listening again on port {port}", { port });
+        return;
+      } catch (error) {
+        log.debug("Listening again failed: {error}", { error: String(error) });
+      }
+    }
+  };
+
+  const addr = await start();
+  return {
+    addr,
+    get listening() {
+      return listening;
+    },
+    get outage() {
+      return outage !== undefined;
+    },
+    get acceptFailures() {
+      return acceptFailures;
+    },
+    async shutdown() {
+      stopped = true;
+      listening = false; // Deno's shutdown() closes the listeners at once
+      wake?.();
+      clearTimeout(recovery);
+      await Promise.all([...servers].map((server) => server.shutdown().catch(() => {})));
+    },
+  };
+}
