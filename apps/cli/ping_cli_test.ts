@@ -2,6 +2,7 @@
 // and a server killed and restarted under a running client.
 import assert from "node:assert/strict";
 import { freePort, spawnDuet, type SpawnedDuet, waitFor } from "@duet/testkit";
+import { CLIENT_DEFAULTS, parseCertHash, runPing } from "@duet/ping";
 import { inProcess } from "./testdata/in_process.ts";
 import { describeEvent } from "./commands/ping.ts";
 
@@ -31,6 +32,8 @@ Deno.test("duet ping: usage errors exit 2 with one line", async () => {
       [["ping", "--count", "-1"], /expected a whole number/],
       [["ping", "serve", "--cert", "only.pem"], /--cert and --key go together/],
       [["ping", "serve", "--port", "70000"], /from 0 to 65535/],
+      [["ping", "serve", "--ws-message-rate", "-1"], /expected a whole number/],
+      [["ping", "serve", "--max-ws-per-client", "x"], /expected a whole number/],
     ] as const
   ) {
     const { code, err } = await inProcess([...args]);
@@ -196,4 +199,170 @@ Deno.test("duet ping: what the server says (error replies, close reasons) is sho
     // deno-lint-ignore no-control-regex
     assert.ok(!/[\u0000-\u0009\u000b-\u001f]/.test(line) && line.indexOf("\n") === line.length - 1);
   }
+});
+
+/** One request on a connection the caller keeps open (HTTP/1.1 keep-alive). */
+async function askOnConnection(
+  conn: Deno.Conn,
+  path: string,
+): Promise<{ status: number; body: string }> {
+  await conn.write(new TextEncoder().encode(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`));
+  const buffer = new Uint8Array(16_384);
+  let text = "";
+  for (;;) {
+    const n = await conn.read(buffer);
+    if (n === null) throw new Error("the server closed the connection");
+    text += new TextDecoder().decode(buffer.subarray(0, n));
+    const end = text.indexOf("\r\n\r\n");
+    const length = Number(text.match(/content-length: (\d+)/i)?.[1]);
+    if (end >= 0 && text.length >= end + 4 + length) {
+      return { status: Number(text.split(" ")[1]), body: text.slice(end + 4, end + 4 + length) };
+    }
+  }
+}
+
+function echo(socket: WebSocket, message: string): Promise<string> {
+  const reply = new Promise<string>((resolve, reject) => {
+    socket.addEventListener("message", (event) => resolve(String(event.data)), { once: true });
+    socket.addEventListener("close", () => reject(new Error("the socket closed")), { once: true });
+  });
+  socket.send(message);
+  return reply;
+}
+
+Deno.test({
+  name: "duet ping serve: out of file descriptors (ulimit -n 200), it stays up: held sockets " +
+    "and QUIC keep serving, /healthz says 503 while accepting is out, and new connections " +
+    "are served once descriptors are free again",
+  ...options,
+  async fn() {
+    const server = spawnDuet(["ping", "serve", "--port", "0"], {
+      direct: true,
+      prefix: ["bash", "-c", 'ulimit -n 200 && exec "$@"', "bash"],
+    });
+    let exited = false;
+    server.child.status.then(() => (exited = true));
+    const held: Deno.Conn[] = [];
+    let socket: WebSocket | undefined;
+    try {
+      await waitFor(
+        () => server.lines.stdout.some((l) => l.startsWith("page ")),
+        "the server",
+        20_000,
+      );
+      const page = server.lines.stdout.find((l) => l.startsWith("page "))!;
+      const port = Number(page.match(/:(\d+)\//)![1]);
+      const hashes = server.lines.stdout.filter((l) => l.startsWith("certificate sha-256"))
+        .map((l) => parseCertHash(l.split(": ")[1]!));
+      // Before: a WebSocket and a keep-alive HTTP connection, both held throughout.
+      socket = new WebSocket(`ws://127.0.0.1:${port}/ws`);
+      await new Promise((resolve, reject) => {
+        socket!.onopen = resolve;
+        socket!.onerror = reject;
+      });
+      assert.equal(await echo(socket, "ping before"), "pong before");
+      const probe = await Deno.connect({ hostname: "127.0.0.1", port });
+      held.push(probe);
+      assert.deepEqual(await askOnConnection(probe, "/healthz"), {
+        status: 200,
+        body: '{"status":"ok","sessions":0}',
+      });
+
+      // Exhaust: idle connections, which the server holds (one descriptor each), until
+      // accepting fails; at most 1,000 tries.
+      let health = { status: 200, body: "" };
+      for (let tries = 0; health.status === 200; tries += 20) {
+        assert.ok(tries < 1000, `accepting still works after ${tries} connections`);
+        for (let i = 0; i < 20; i++) {
+          await Deno.connect({ hostname: "127.0.0.1", port }).then(
+            (conn) => held.push(conn),
+            () => {}, // refused: the listener is down
+          );
+        }
+        health = await askOnConnection(probe, "/healthz");
+      }
+      assert.equal(health.status, 503);
+      const during = JSON.parse(health.body);
+      assert.equal(during.status, "not accepting");
+      assert.ok(during.acceptFailures >= 1, health.body);
+
+      // While out: alive, the held WebSocket echoes, WebTransport (no descriptor per
+      // connection) takes a new session.
+      assert.equal(exited, false, "the process is alive");
+      assert.equal(await echo(socket, "ping during"), "pong during");
+      const quic = await runPing({
+        ...CLIENT_DEFAULTS,
+        url: new URL(`https://127.0.0.1:${port}/ping`),
+        trust: { serverCertificateHashes: hashes },
+        count: 2,
+        intervalMs: 20,
+      });
+      assert.equal(quic.received, 2, JSON.stringify(quic));
+
+      // Released: the server listens again by itself and serves new connections.
+      for (const conn of held.splice(0)) conn.close();
+      let after: { status: number; body: string } | undefined;
+      await waitFor(
+        async () => {
+          try {
+            const response = await fetch(`http://127.0.0.1:${port}/healthz`);
+            after = { status: response.status, body: await response.text() };
+            return response.status === 200;
+          } catch {
+            return false; // not listening again yet
+          }
+        },
+        "the server to accept and be ready again",
+        30_000,
+      );
+      const ready = JSON.parse(after!.body);
+      assert.equal(ready.status, "ok");
+      assert.ok(ready.acceptFailures >= 1, after!.body);
+      const fresh = new WebSocket(`ws://127.0.0.1:${port}/ws`);
+      await new Promise((resolve, reject) => {
+        fresh.onopen = resolve;
+        fresh.onerror = reject;
+      });
+      assert.equal(await echo(fresh, "ping after"), "pong after");
+      fresh.close();
+      assert.equal(await echo(socket, "ping still"), "pong still");
+      socket.close();
+      assert.equal(exited, false);
+      server.child.kill("SIGTERM");
+      assert.equal((await server.child.status).code, 0, server.lines.stderr.join("\n"));
+      assert.ok(
+        !server.lines.stderr.some((l) => /uncaught|panicked/i.test(l)),
+        server.lines.stderr.join("\n"),
+      );
+    } finally {
+      for (const conn of held) conn.close();
+      socket?.close();
+      await stop(server, "SIGKILL");
+    }
+  },
+});
+
+Deno.test({
+  name: "duet ping: a server reached by a name (localhost) is trusted and pinged through " +
+    "the published document",
+  ...options,
+  async fn() {
+    const port = freePort();
+    const server = await startServer(port);
+    try {
+      const run = await inProcess([
+        "ping",
+        "--url",
+        `https://localhost:${port}/ping`,
+        "--count",
+        "2",
+        "--interval",
+        "20",
+      ]);
+      assert.equal(run.code, 0, run.err);
+      assert.match(run.out, /2 transmitted, 2 received/);
+    } finally {
+      await stop(server);
+    }
+  },
 });

@@ -9,10 +9,11 @@ export * from "./protocol.ts";
 export {
   DEFAULTS,
   type PingServerConfig,
-  type PingServerInfo,
   type RunningPingServer,
   startPingServer,
+  WS_MAX_BACKLOG_BYTES,
 } from "./server.ts";
+export * from "./policy.ts";
 export {
   CLIENT_DEFAULTS,
   type PingEvent,
@@ -29,6 +30,7 @@ export {
   parseCertHash,
   resolveTrust,
   type TrustChoice,
+  validateInfo,
 } from "./trust.ts";
 export {
   type Announcer,

@@ -4,6 +4,7 @@
 // look at (DUET_SCREENSHOT_DIR, default a temporary directory).
 import assert from "node:assert/strict";
 import {
+  chromiumPath,
   findChromium,
   freePort,
   launchChromium,
@@ -20,8 +21,10 @@ const chromium = await findChromium();
  * endpoint's UDP socket bound until garbage collection, so one process cannot restart a
  * server on the same port at once (see packages/webtransport/README.md).
  */
-async function startServer(port: number): Promise<SpawnedDuet> {
-  const server = spawnDuet(["ping", "serve", "--port", String(port)], { direct: true });
+async function startServer(port: number, extra: string[] = []): Promise<SpawnedDuet> {
+  const server = spawnDuet(["ping", "serve", "--port", String(port), ...extra], {
+    direct: true,
+  });
   await waitFor(() => server.lines.stdout.some((l) => l.startsWith("page ")), "the server", 20_000);
   return server;
 }
@@ -95,6 +98,57 @@ testWith(chromium, {
         20_000,
       );
       assert.ok((await state()).reconnects >= 1);
+      assert.deepEqual(errors, [], "no uncaught errors in the page");
+    } finally {
+      await browser.close();
+      await stopServer(server);
+    }
+  },
+});
+
+testWith(chromium, {
+  name: "page: reached by a name (ping.test) with ?token= on a server that asks for one: " +
+    "WebTransport goes to that name, and the token goes to WebTransport and /ws",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const port = freePort();
+    const server = await startServer(port, ["--token", "s3cret"]);
+    // The name resolves to loopback in this browser only; a page from a name over plain
+    // HTTP is not a secure context (no WebTransport) unless the browser is told to treat
+    // it as one, which a real deployment gets from HTTPS.
+    const { chromium: playwright } = await import("playwright-core");
+    const browser = await playwright.launch({
+      executablePath: chromiumPath,
+      args: [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--host-resolver-rules=MAP ping.test 127.0.0.1",
+        `--unsafely-treat-insecure-origin-as-secure=http://ping.test:${port}`,
+      ],
+    });
+    try {
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on("pageerror", (error) => errors.push(error.message));
+      await page.goto(`http://ping.test:${port}/?token=s3cret`);
+      await waitFor(
+        () =>
+          page.evaluate(() => {
+            const { counts } = (globalThis as unknown as {
+              duetPing: { counts: Record<string, { received: number }> };
+            }).duetPing;
+            return counts["stream"]!.received >= 2 && counts["datagram"]!.received >= 2 &&
+              counts["ws"]!.received >= 2;
+          }),
+        "replies on all three transports",
+        20_000,
+      );
+      assert.match(await page.locator("#target").innerText(), /^https:\/\/ping\.test:\d+\/ping /);
       assert.deepEqual(errors, [], "no uncaught errors in the page");
     } finally {
       await browser.close();

@@ -18,6 +18,7 @@ import {
   resolveTrust,
   type RunningPingServer,
   runPing,
+  serviceUrl,
   startPingServer,
 } from "./mod.ts";
 
@@ -198,13 +199,16 @@ Deno.test({
       const info = await (await fetch(new URL("/.well-known/duet-ping.json", server.httpUrl)))
         .json();
       const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+      // No --public-url: the port and path, which clients join to the host they used.
       assert.deepEqual(info, {
-        url: server.url.href,
+        port: server.port,
+        path: "/ping",
         certificateHashes: server.certificateHashes().map((h) => ({
           algorithm: "sha-256",
           value: hex(h),
         })),
       });
+      assert.equal(serviceUrl(info, server.httpUrl.hostname).href, server.url.href);
       assert.equal(info.certificateHashes.length, 2, "current and next");
       const page = await fetch(server.httpUrl);
       assert.equal(page.headers.get("content-type"), "text/html; charset=utf-8");
@@ -304,5 +308,219 @@ Deno.test({
     } finally {
       udp.close();
     }
+  },
+});
+
+// ---- The TCP side's hardening: /ws admission, message bounds, the published document ----
+
+const encoder = new TextEncoder();
+
+/** One raw HTTP/1.1 exchange on a fresh connection: the response's head (and body, if closed). */
+async function rawHttp(port: number, request: string, untilHeadEnds = false): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await conn.write(encoder.encode(request));
+    const buffer = new Uint8Array(65_536);
+    let text = "";
+    for (;;) {
+      const n = await conn.read(buffer);
+      if (n === null) return text;
+      text += new TextDecoder().decode(buffer.subarray(0, n));
+      if (untilHeadEnds && text.includes("\r\n\r\n")) return text;
+    }
+  } finally {
+    conn.close();
+  }
+}
+
+/** The status an upgrade request to `/ws` gets (101 when it is let through). */
+async function wsStatus(port: number, query = "", headers: Record<string, string> = {}) {
+  const head = await rawHttp(
+    port,
+    `GET /ws${query} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\n` +
+      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
+      "Sec-WebSocket-Version: 13\r\n" +
+      Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join("") + "\r\n",
+    true,
+  );
+  return Number(head.split(" ")[1]);
+}
+
+/** Opens a WebSocket (the runtime's); rejects if it closes or fails before opening. */
+function openWs(url: URL | string, headers?: Record<string, string>): Promise<WebSocket> {
+  const socket = new WebSocket(url, headers ? { headers } : undefined);
+  socket.binaryType = "arraybuffer";
+  return new Promise((resolve, reject) => {
+    socket.onopen = () => resolve(socket);
+    socket.onerror = () => reject(new Error("the WebSocket did not open"));
+  });
+}
+
+/** Sends `message` and resolves with the next message's text. */
+function wsAsk(socket: WebSocket, message: string | Uint8Array): Promise<string> {
+  const reply = new Promise<string>((resolve) => {
+    socket.addEventListener("message", (event) => resolve(String(event.data)), { once: true });
+  });
+  socket.send(message);
+  return reply;
+}
+
+const closing = (socket: WebSocket) =>
+  new Promise<CloseEvent>((resolve) => socket.addEventListener("close", resolve, { once: true }));
+
+const wsUrl = (server: RunningPingServer, query = "") => `ws://127.0.0.1:${server.port}/ws${query}`;
+
+Deno.test({
+  name: "/ws: the WebTransport admission: token (header or ?token=) 401, origin 403, sockets " +
+    "per address 429, all refused before the upgrade",
+  ...options,
+  fn: () =>
+    withServer(async (server) => {
+      const { port } = server;
+      // Issue #13: no token and a foreign origin used to get an echo.
+      assert.equal(await wsStatus(port, "", { Origin: "http://evil.example" }), 401);
+      await assert.rejects(openWs(wsUrl(server), { origin: "http://evil.example" }));
+      await assert.rejects(openWs(wsUrl(server)), "the runtime's WebSocket without a token");
+      assert.equal(await wsStatus(port, "", { Authorization: "Bearer wrong" }), 401);
+      assert.equal(await wsStatus(port, "?token=wrong"), 401);
+      assert.equal(
+        await wsStatus(port, "?token=s3cret", { Origin: "http://evil.example" }),
+        403,
+        "the right token from a foreign page",
+      );
+      assert.equal(await wsStatus(port, "?token=s3cret", { Origin: "https://app.test" }), 101);
+      assert.equal(
+        await wsStatus(port, "?token=s3cret", { Origin: `http://127.0.0.1:${port}` }),
+        101,
+        "the server's own page",
+      );
+      await waitFor(() => server.webSockets === 0, "the raw sockets to be let go");
+
+      const byHeader = await openWs(wsUrl(server), { authorization: "Bearer s3cret" });
+      assert.equal(await wsAsk(byHeader, "ping h"), "pong h");
+      const byQuery = await openWs(wsUrl(server, "?token=s3cret"));
+      assert.equal(await wsAsk(byQuery, "ping q"), "pong q");
+      assert.equal(server.webSockets, 2);
+      assert.equal(await wsStatus(port, "?token=s3cret"), 429, "a third from one address");
+      await assert.rejects(openWs(wsUrl(server, "?token=s3cret")));
+      const closed = closing(byHeader);
+      byHeader.close();
+      await closed;
+      await waitFor(() => server.webSockets === 1, "the server to see the socket close");
+      const again = await openWs(wsUrl(server, "?token=s3cret"));
+      assert.equal(await wsAsk(again, "ping again"), "pong again", "room again");
+      for (const socket of [byQuery, again]) {
+        const done = closing(socket);
+        socket.close();
+        await done;
+      }
+    }, { token: "s3cret", allowedOrigins: ["https://app.test"], maxWebSocketsPerClient: 2 }),
+});
+
+Deno.test({
+  name: "/ws: messages up to the protocol's 16,384 bytes are answered; a longer one (text " +
+    "counted in UTF-8 bytes, or binary) closes the socket with 1009",
+  ...options,
+  fn: () =>
+    withServer(async (server) => {
+      const socket = await openWs(wsUrl(server));
+      const longest = `ping ${"x".repeat(MAX_LINE_BYTES - 5)}`;
+      assert.equal(await wsAsk(socket, longest), `pong ${"x".repeat(MAX_LINE_BYTES - 5)}`);
+      assert.equal(await wsAsk(socket, bytes("ping bin")), "pong bin", "binary, answered as text");
+      for (
+        const tooLong of [
+          `${longest}x`,
+          `ping ${"€".repeat(5460)}`, // 5,465 characters, 16,385 bytes
+          new Uint8Array(MAX_LINE_BYTES + 1).fill(0x70),
+        ]
+      ) {
+        const victim = await openWs(wsUrl(server));
+        const closed = closing(victim);
+        victim.send(tooLong);
+        const event = await closed;
+        assert.equal(event.code, 1009, typeof tooLong === "string" ? "text" : "binary");
+        assert.equal(event.reason, `message longer than ${MAX_LINE_BYTES} bytes`);
+      }
+      assert.equal(await wsAsk(socket, "ping still"), "pong still", "other sockets go on");
+      const done = closing(socket);
+      socket.close();
+      await done;
+      await waitFor(() => server.webSockets === 0, "every socket let go");
+    }),
+});
+
+Deno.test({
+  name: "/ws: messages past a socket's rate are dropped unanswered, the burst answered; " +
+    "rate 0 means no limit",
+  ...options,
+  async fn() {
+    // 1 message per second, 2 at once: of 20 sent together the first 2 are answered.
+    await withServer(async (server) => {
+      const socket = await openWs(wsUrl(server));
+      const replies: string[] = [];
+      socket.onmessage = (event) => replies.push(String(event.data));
+      for (let i = 1; i <= 20; i++) socket.send(`ping ${i}`);
+      // Messages are handled in order: once a later probe is answered, all 20 have been seen.
+      for (let k = 0; !replies.some((r) => r.startsWith("pong probe")); k++) {
+        assert.ok(k < 100, "a probe answered once the bucket refills");
+        socket.send(`ping probe${k}`);
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+      const answered = replies.filter((r) => !r.includes("probe"));
+      assert.deepEqual(answered.slice(0, 2), ["pong 1", "pong 2"], "the burst");
+      assert.ok(answered.length < 20, `dropped past the rate: ${answered.length} answered`);
+      assert.ok(answered.every((r) => /^pong \d+$/.test(r)), "dropped, not answered with errors");
+      const done = closing(socket);
+      socket.close();
+      await done;
+    }, { wsMessageRate: 1 });
+    // No limit: more than the default burst (2 x 1,000) at once, every one answered.
+    await withServer(async (server) => {
+      const socket = await openWs(wsUrl(server));
+      let count = 0;
+      const all = Promise.withResolvers<void>();
+      socket.onmessage = () => ++count === 3000 && all.resolve();
+      for (let i = 0; i < 3000; i++) socket.send(`ping ${i}`);
+      await all.promise;
+      const done = closing(socket);
+      socket.close();
+      await done;
+    }, { wsMessageRate: 0 });
+  },
+});
+
+Deno.test({
+  name: "/.well-known/duet-ping.json: a forged Host (or X-Forwarded-Host, or an absolute " +
+    "request target) never appears; the configured public URL does",
+  ...options,
+  async fn() {
+    const hostile = (port: number) => [
+      `GET /.well-known/duet-ping.json HTTP/1.1\r\nHost: evil.example\r\n` +
+      `X-Forwarded-Host: evil.example\r\nConnection: close\r\n\r\n`,
+      `GET http://evil.example:${port}/.well-known/duet-ping.json HTTP/1.1\r\n` +
+      `Host: evil.example:${port}\r\nConnection: close\r\n\r\n`,
+    ];
+    const body = (response: string) => JSON.parse(response.slice(response.indexOf("\r\n\r\n")));
+    await withServer(async (server) => {
+      for (const request of hostile(server.port)) {
+        const response = await rawHttp(server.port, request);
+        assert.match(response, /^HTTP\/1\.1 200 /);
+        assert.ok(!/evil/i.test(response), response);
+        const info = body(response);
+        assert.equal(info.url, undefined);
+        assert.equal(info.port, server.port);
+        assert.equal(
+          serviceUrl(info, "ping.example.net").href,
+          `https://ping.example.net:${server.port}/ping`,
+        );
+      }
+    });
+    await withServer(async (server) => {
+      for (const request of hostile(server.port)) {
+        const response = await rawHttp(server.port, request);
+        assert.ok(!/evil/i.test(response), response);
+        assert.equal(body(response).url, "https://ping.example.com/ping");
+      }
+    }, { publicUrl: "https://ping.example.com/ping" });
   },
 });

@@ -29,8 +29,16 @@ export function answerDatagram(datagram: Uint8Array): Uint8Array {
   } catch {
     return encoder.encode("error not UTF-8");
   }
-  if (line.includes("\n")) return encoder.encode("error a datagram holds one line, no newline");
-  return encoder.encode(answer(line));
+  return encoder.encode(answerMessage(line));
+}
+
+/**
+ * The answer to a message that is already text (a WebSocket text message): what
+ * {@link answerDatagram} answers for its UTF-8 bytes, without encoding and decoding.
+ */
+export function answerMessage(line: string): string {
+  if (line.includes("\n")) return "error a datagram holds one line, no newline";
+  return answer(line);
 }
 
 /** A short, printable description of a bad line for error replies. */

@@ -1,6 +1,13 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { answer, answerDatagram, LineSplitter, MAX_LINE_BYTES, serveLines } from "./protocol.ts";
+import {
+  answer,
+  answerDatagram,
+  answerMessage,
+  LineSplitter,
+  MAX_LINE_BYTES,
+  serveLines,
+} from "./protocol.ts";
 
 const bytes = (s: string) => new TextEncoder().encode(s);
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -117,4 +124,18 @@ Deno.test("serveLines(): bad lines get errors, and a stream ending mid-line is t
     await exchange([new Uint8Array([0xff, 0x0a]), bytes("ping\n")]),
     "error not UTF-8\n",
   );
+});
+
+Deno.test("answerMessage(): what answerDatagram() answers for the same text's UTF-8 bytes", () => {
+  fc.assert(
+    fc.property(
+      fc.oneof(
+        fc.string({ unit: "grapheme", maxLength: 60 }),
+        fc.string({ unit: "grapheme", maxLength: 60 }).map((s) => `ping ${s}`),
+      ),
+      (line) => answerMessage(line) === text(answerDatagram(bytes(line))),
+    ),
+  );
+  assert.equal(answerMessage("ping 7"), "pong 7");
+  assert.equal(answerMessage("ping\nping"), "error a datagram holds one line, no newline");
 });

@@ -8,7 +8,7 @@
  * @module
  */
 import type { CertificateHash } from "@duet/webtransport";
-import type { PingServerInfo } from "./server.ts";
+import type { PingServerInfo } from "./policy.ts";
 import type { PingTrust } from "./client.ts";
 import { hexToBytes } from "@noble/hashes/utils.js";
 
@@ -93,15 +93,26 @@ function whyFetchFailed(error: unknown): string {
   return reason.replace(/ \(os error \d+\)$/, "");
 }
 
-function validateInfo(value: unknown): PingServerInfo {
-  const info = value as PingServerInfo;
+/**
+ * Checks the shape of a fetched document: the hashes always; `url` (only when the server
+ * has a public URL configured), `port` and `path` when present. A server before `port` and
+ * `path` published only `url`, which is still accepted.
+ */
+export function validateInfo(value: unknown): PingServerInfo {
+  const info = value as Partial<PingServerInfo> | null;
+  const port = info?.port;
   if (
-    typeof info?.url !== "string" || !Array.isArray(info.certificateHashes) ||
+    typeof info !== "object" || info === null ||
+    (info.url !== undefined && typeof info.url !== "string") ||
+    (port !== undefined && !(Number.isInteger(port) && port >= 1 && port <= 65535)) ||
+    (info.path !== undefined && !(typeof info.path === "string" && info.path.startsWith("/"))) ||
+    (info.url === undefined && (port === undefined || info.path === undefined)) ||
+    !Array.isArray(info.certificateHashes) ||
     !info.certificateHashes.every((h) => h?.algorithm === "sha-256" && typeof h.value === "string")
   ) {
     throw new Error("the server's /.well-known/duet-ping.json is not what duet ping serves");
   }
-  return info;
+  return info as PingServerInfo;
 }
 
 /** What the user gave on the command line about trust. */

@@ -32,6 +32,8 @@ interface ServeCliOptions {
   token?: string;
   allowOrigin: string[];
   maxSessionsPerClient: number;
+  maxWsPerClient: number;
+  wsMessageRate: number;
   maxStreams: number;
   idleTimeoutMs: number;
   publicUrl?: string;
@@ -260,6 +262,19 @@ Exit status: 0 if any reply came back, 1 if none did or the outage budget ran ou
       DEFAULTS.maxSessionsPerClient,
     )
     .option(
+      "--max-ws-per-client <n>",
+      "WebSockets (/ws) one client address may hold at once; 0 for no cap",
+      integer(0, 100_000),
+      DEFAULTS.maxWebSocketsPerClient,
+    )
+    .option(
+      "--ws-message-rate <n>",
+      "messages per second one WebSocket may send (bursts of twice that); past it messages " +
+        "are dropped unanswered; 0 for no limit",
+      integer(0, 1_000_000),
+      DEFAULTS.wsMessageRate,
+    )
+    .option(
       "--max-streams <n>",
       "streams one connection may have open at once",
       integer(1, 100_000),
@@ -267,7 +282,7 @@ Exit status: 0 if any reply came back, 1 if none did or the outage budget ran ou
     )
     .option(
       "--idle-timeout-ms <ms>",
-      "close connections silent for this long",
+      "close connections silent for this long (WebSockets: no answer to a ping)",
       integer(1000, 3_600_000),
       DEFAULTS.idleTimeoutMs,
     )
@@ -275,7 +290,8 @@ Exit status: 0 if any reply came back, 1 if none did or the outage budget ran ou
       new Option(
         "--public-url <url>",
         "the URL to publish at /.well-known/duet-ping.json when clients come through a " +
-          "load balancer or another name (default: the host they asked for, this port)",
+          "load balancer or another name (default: none; clients use the host they reached, " +
+          "this port)",
       ).argParser(url("https:")),
     )
     .option(
@@ -311,6 +327,8 @@ Stops on SIGINT/SIGTERM: GOAWAY to every session, two seconds of grace, then clo
         ...(options.token ? { token: options.token } : {}),
         allowedOrigins: options.allowOrigin,
         maxSessionsPerClient: options.maxSessionsPerClient,
+        maxWebSocketsPerClient: options.maxWsPerClient,
+        wsMessageRate: options.wsMessageRate,
         maxStreamsPerConnection: options.maxStreams,
         idleTimeoutMs: options.idleTimeoutMs,
         ...(options.publicUrl ? { publicUrl: options.publicUrl } : {}),

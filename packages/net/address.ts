@@ -1,0 +1,53 @@
+/**
+ * Counting what each client address holds at once (connections, sessions, sockets), with a
+ * cap per address. Pure bookkeeping, no I/O; addresses holding nothing are forgotten, so
+ * memory follows the clients connected now.
+ *
+ * @module
+ */
+
+/**
+ * Counts what each client address holds at once (sessions, sockets) against a cap; a cap
+ * of 0 means no cap. Addresses holding nothing are forgotten, so the map stays as small
+ * as the set of clients connected now.
+ */
+export class AddressCounter {
+  readonly #held = new Map<string, number>();
+  readonly #cap: number;
+
+  /**
+   * A counter with its cap.
+   *
+   * @param cap The most one address may hold at once; 0 for no cap.
+   */
+  constructor(cap: number) {
+    this.#cap = cap;
+  }
+
+  /** Takes a slot for `address`: true if it had room (then call {@link release} once). */
+  tryAcquire(address: string): boolean {
+    const held = this.#held.get(address) ?? 0;
+    if (this.#cap && held >= this.#cap) return false;
+    this.#held.set(address, held + 1);
+    return true;
+  }
+
+  /** Gives back a slot taken by {@link tryAcquire}. */
+  release(address: string): void {
+    const left = (this.#held.get(address) ?? 1) - 1;
+    if (left > 0) this.#held.set(address, left);
+    else this.#held.delete(address);
+  }
+
+  /** Slots `address` holds now. */
+  held(address: string): number {
+    return this.#held.get(address) ?? 0;
+  }
+
+  /** Slots held by every address together. */
+  get total(): number {
+    let sum = 0;
+    for (const n of this.#held.values()) sum += n;
+    return sum;
+  }
+}
