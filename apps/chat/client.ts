@@ -8,14 +8,15 @@
  */
 import {
   base64,
+  claimFor,
   decryptMessage,
   deriveSharedKey,
   encryptMessage,
   keyFingerprint,
   messageAad,
-  offerFor,
   textProblem,
   verifyKeyOffer,
+  verifyRotation,
 } from "./crypto.ts";
 import {
   type ClientMessage,
@@ -56,11 +57,6 @@ export interface MessageView {
   problem?: string;
   /** Came from history (not live). */
   fromHistory: boolean;
-  /**
-   * Decrypted only with a changed peer key the user has not accepted: whoever holds that
-   * key wrote it, and that may not be the peer.
-   */
-  unaccepted?: boolean;
 }
 
 export type ConnectionState = "connecting" | "connected" | "reconnecting" | "stopped";
@@ -74,6 +70,16 @@ export type ClientEvent =
   | { type: "key"; fingerprint: string; peer: string; changed: boolean; accepted: boolean }
   /** The key store already held a key for this conversation (a restarted client). */
   | { type: "restored_key"; fingerprint: string; pending: boolean }
+  /**
+   * The peer is back on a key the user trusts, after a change that was not accepted:
+   * messages go out under it again.
+   */
+  | { type: "key_restored"; fingerprint: string; peer: string }
+  /**
+   * A message from `sender` that only a key the user has not accepted (`fingerprint`)
+   * decrypts: held back, never shown as the peer's, until that key is accepted.
+   */
+  | { type: "held"; id: number; sender: string; fingerprint: string }
   | { type: "notice"; text: string }
   | { type: "fatal"; text: string };
 
@@ -87,7 +93,18 @@ export interface ChatClientOptions {
   backoff?: { baseMs: number; maxMs: number };
   heartbeatMs?: number;
   random?: () => number;
+  /**
+   * Take the name over with this client's key although the room binds it to another (a
+   * lost key store): the peer is told, and trusts the key only once its user accepts it.
+   * Sent with this run's first key offer only.
+   */
+  resetKey?: boolean;
 }
+
+/** What {@link ChatClient.acceptKey} did. */
+export type AcceptOutcome =
+  | { accepted: true; fingerprint: string; peer: string | null; released: number }
+  | { accepted: false; problem: string };
 
 interface ActiveKey {
   peerPublicKey: string;
@@ -119,9 +136,15 @@ export class ChatClient {
   #wake?: () => void;
   /** The connection failure told in this outage, if any: the welcome says it is over. */
   #told: string | undefined;
+  /** This connection's challenge (the welcome's): the key offer proves possession over it. */
+  #challenge: string | undefined;
+  #resetPending: boolean;
+  /** Messages only an unaccepted key decrypts, by that key's public key, in arrival order. */
+  readonly #held = new Map<string, { stored: StoredMessage; fromHistory: boolean }[]>();
 
   constructor(options: ChatClientOptions) {
     this.#options = options;
+    this.#resetPending = options.resetKey ?? false;
     this.#at = {
       service: options.keyStore.serviceKey(options.server),
       room: options.room,
@@ -184,14 +207,60 @@ export class ChatClient {
     return this.#keys[0] ? await keyFingerprint(this.#keys[0].key) : null;
   }
 
-  /** A changed peer key waits for this before anything is sent under it. */
-  acceptKey(): boolean {
-    const newest = this.#keys[0];
-    if (!newest || newest.accepted) return false;
-    newest.accepted = true;
-    this.#options.keyStore.acceptPeerKey(this.#at, newest.peerPublicKey);
-    this.#enqueue(() => this.#seal());
-    return true;
+  /**
+   * Accepts a peer key that is waiting: the one whose fingerprint starts with `prefix` (hex,
+   * at least 8 digits, spaces ignored), or without a prefix the peer's current key. Messages
+   * held back under it are shown, and messages wait for it no longer when it is the current
+   * one.
+   */
+  async acceptKey(prefix?: string): Promise<AcceptOutcome> {
+    const waiting = [];
+    for (const k of this.#keys) {
+      if (!k.accepted) waiting.push({ k, fingerprint: await keyFingerprint(k.key) });
+    }
+    if (!waiting.length) return { accepted: false, problem: "no key is waiting to be accepted" };
+    let chosen;
+    if (prefix === undefined) {
+      chosen = waiting.find((w) => w.k === this.#keys[0]);
+      if (!chosen) {
+        return {
+          accepted: false,
+          problem: "the peer's current key is accepted already; to accept an older one, name " +
+            `it: /accept-key ${waiting.map((w) => w.fingerprint.slice(0, 8)).join(" or ")}`,
+        };
+      }
+    } else {
+      const wanted = prefix.replaceAll(/\s/g, "").toLowerCase();
+      if (!/^[0-9a-f]{8,64}$/.test(wanted)) {
+        return {
+          accepted: false,
+          problem: "name the key by at least 8 hex digits of its fingerprint (/key shows it)",
+        };
+      }
+      chosen = waiting.find((w) => w.fingerprint.startsWith(wanted));
+      if (!chosen) {
+        return {
+          accepted: false,
+          problem: `no waiting key has a fingerprint starting ${wanted} (waiting: ${
+            waiting.map((w) => w.fingerprint.slice(0, 8)).join(", ")
+          })`,
+        };
+      }
+    }
+    chosen.k.accepted = true;
+    this.#options.keyStore.acceptPeerKey(this.#at, chosen.k.peerPublicKey);
+    const held = this.#held.get(chosen.k.peerPublicKey) ?? [];
+    this.#held.delete(chosen.k.peerPublicKey);
+    await this.#enqueue(async () => {
+      for (const { stored, fromHistory } of held) await this.#show(stored, fromHistory);
+      await this.#seal();
+    });
+    return {
+      accepted: true,
+      fingerprint: chosen.fingerprint,
+      peer: this.#peer,
+      released: held.length,
+    };
   }
 
   /**
@@ -275,12 +344,20 @@ export class ChatClient {
           name: this.#at.name,
           room: this.#at.room,
         });
-      case "send_key_offer":
-        if (this.#party === null) return;
+      case "send_key_offer": {
+        if (this.#party === null || this.#challenge === undefined) return;
+        const reset = this.#resetPending;
+        this.#resetPending = false;
         return this.#sendFrame({
           type: "key_offer",
-          ...offerFor(this.#secret, this.#at.room, this.#party),
+          ...claimFor(this.#secret, {
+            room: this.#at.room,
+            name: this.#at.name,
+            party: this.#party,
+            challenge: this.#challenge,
+          }, { reset }),
         });
+      }
       case "send_history":
         return this.#sendFrame({ type: "history", after: command.after, limit: MAX_HISTORY_LIMIT });
       case "transmit": {
@@ -508,6 +585,7 @@ export class ChatClient {
     }
     this.#party = message.party;
     this.#peer = message.peer;
+    this.#challenge = message.challenge;
     store.setParty(this.#at, message.party);
     this.#emit({ type: "state", state: "connected" });
     if (this.#told !== undefined) {
@@ -533,7 +611,28 @@ export class ChatClient {
       return;
     }
     this.#peer = message.name;
-    if (this.#keys.some((k) => k.peerPublicKey === message.public_key)) return;
+    const known = this.#keys.findIndex((k) => k.peerPublicKey === message.public_key);
+    if (known >= 0) {
+      if (known === 0) return;
+      // The peer is back on a key seen before: it is the current one again (trusted or not).
+      const [back] = this.#keys.splice(known, 1);
+      this.#keys.unshift(back!);
+      this.#options.keyStore.touchPeerKey(this.#at, back!.peerPublicKey);
+      const fingerprint = await keyFingerprint(back!.key);
+      if (back!.accepted) {
+        this.#emit({ type: "key_restored", fingerprint, peer: message.name });
+        await this.#seal();
+      } else {
+        this.#emit({
+          type: "key",
+          fingerprint,
+          peer: message.name,
+          changed: true,
+          accepted: false,
+        });
+      }
+      return;
+    }
     // Our public key straight from the secret: an offer would also make a proof.
     const mine = bytesToHex(secp256k1.getPublicKey(this.#secret, true));
     const keys: [string, string] = this.#party === 0
@@ -541,34 +640,63 @@ export class ChatClient {
       : [message.public_key, mine];
     const key = await deriveSharedKey(this.#secret, this.#at.room, keys, this.#party);
     const raw = new Uint8Array(await crypto.subtle.exportKey("raw", key));
-    // The first key is trusted on first use; a different one later is held back.
+    // The first key is trusted on first use; a later one only when the key we trust now
+    // signed the change (checked here, not taken from the server); else it waits for the
+    // user's /accept-key.
     const changed = this.#keys.length > 0;
-    this.#options.keyStore.addPeerKey(this.#at, message.public_key, raw, !changed);
-    this.#keys.unshift({ peerPublicKey: message.public_key, key, accepted: !changed });
+    const current = this.#keys[0];
+    const signedByTrusted = changed && current?.accepted === true &&
+      message.rotation?.public_key === current.peerPublicKey &&
+      verifyRotation(this.#at.room, message.party, message.public_key, message.rotation);
+    const accepted = !changed || signedByTrusted;
+    this.#options.keyStore.addPeerKey(this.#at, message.public_key, raw, accepted);
+    this.#keys.unshift({ peerPublicKey: message.public_key, key, accepted });
     this.#emit({
       type: "key",
       fingerprint: await keyFingerprint(key),
       peer: message.name,
-      changed,
-      accepted: !changed,
+      changed: changed && !signedByTrusted,
+      accepted,
     });
-    if (!changed) await this.#seal();
+    if (accepted) await this.#seal();
   }
 
   async #show(stored: StoredMessage, fromHistory: boolean): Promise<void> {
     const aad = messageAad(this.#at.room, stored.sender, stored.client_msg_id);
+    const own = stored.sender === this.#at.name;
     let text: string | null = null;
-    let unaccepted = false;
-    for (const candidate of this.#keys) {
+    // Trusted keys first. A message only an unaccepted key opens is held back: whoever
+    // holds that key wrote it, and that may not be the peer.
+    for (const candidate of this.#keys.filter((k) => k.accepted)) {
       text = await decryptMessage(
         candidate.key,
         base64.decode(stored.nonce),
         base64.decode(stored.ciphertext),
         aad,
       );
-      if (text !== null) {
-        unaccepted = !candidate.accepted;
-        break;
+      if (text !== null) break;
+    }
+    if (text === null && !own) {
+      for (const candidate of this.#keys.filter((k) => !k.accepted)) {
+        const opened = await decryptMessage(
+          candidate.key,
+          base64.decode(stored.nonce),
+          base64.decode(stored.ciphertext),
+          aad,
+        );
+        if (opened === null) continue;
+        const held = this.#held.get(candidate.peerPublicKey) ?? [];
+        if (held.some((h) => h.stored.id === stored.id)) return;
+        // Bounded: a flood under a key nobody accepts is counted, not kept.
+        if (held.length < MAX_HELD) held.push({ stored, fromHistory });
+        this.#held.set(candidate.peerPublicKey, held);
+        this.#emit({
+          type: "held",
+          id: stored.id,
+          sender: stored.sender,
+          fingerprint: await keyFingerprint(candidate.key),
+        });
+        return;
       }
     }
     this.#emit({
@@ -579,10 +707,9 @@ export class ChatClient {
         sender: stored.sender,
         text,
         createdAt: new Date(stored.created_at),
-        own: stored.sender === this.#at.name,
+        own,
         status: "stored",
         fromHistory,
-        ...(unaccepted ? { unaccepted } : {}),
         ...(text === null
           ? {
             problem: this.#keys.length
@@ -594,6 +721,9 @@ export class ChatClient {
     });
   }
 }
+
+/** Messages held back per unaccepted key; more are announced but not kept. */
+const MAX_HELD = 1_000;
 
 /** Why a connection attempt failed, in words for the person at the keyboard. */
 function connectFailure(error: unknown): string {

@@ -348,6 +348,22 @@ function onError(
       ? { state, commands: [{ type: "schedule", timer: "history", ms: retryDelay(state) }] }
       : { state, commands: [{ type: "notice", text: `history: ${error.message}` }] };
   }
+  if (error.code === "key_mismatch") {
+    return {
+      state,
+      commands: [{
+        type: "fatal",
+        text: "this name in this room belongs to another key than this client's. If you " +
+          "lost your key store, start again with --reset-key (your peer is told and must " +
+          "accept your new key); if not, someone else has claimed your name: tell your peer " +
+          `(${error.code})`,
+      }],
+    };
+  }
+  if (error.in_reply_to === "key_offer" && !error.retryable) {
+    // The server closes a connection whose key offer it refuses before letting it in.
+    return { state, commands: [{ type: "fatal", text: `${error.message} (${error.code})` }] };
+  }
   if (error.in_reply_to === "key_offer") {
     return error.retryable
       ? { state, commands: [{ type: "schedule", timer: "key_offer", ms: retryDelay(state) }] }

@@ -19,12 +19,13 @@ const SERVICE = "6f1c2b9e-3a4d-4c5e-8f70-112233445566";
 function welcome(lastSeq: number, lastId = 0): Extract<ServerMessage, { type: "welcome" }> {
   return {
     type: "welcome",
-    version: 2,
+    version: 3,
     party: 0,
     peer: "bob",
     last_id: lastId,
     service: SERVICE,
     last_seq: lastSeq,
+    challenge: "ab".repeat(32),
   };
 }
 

@@ -1,6 +1,6 @@
 /**
  * What a typed line means, for both interfaces (line mode and the terminal interface): a
- * command (`/key`, `/accept-key`, `/help`, `/quit`, in any case), a slash word that is no
+ * command (`/key`, `/accept-key [FINGERPRINT]`, `/help`, `/quit`, in any case), a slash word that is no
  * command (never sent: a mistyped `/exit` would otherwise reach the peer), or text to
  * send. A line that starts with `//` is sent with one slash less, for text that begins
  * with a slash.
@@ -15,7 +15,7 @@ export type Command = (typeof COMMANDS)[number];
 /** A typed line, read. */
 export type TypedLine =
   | { kind: "empty" }
-  | { kind: "command"; command: Command }
+  | { kind: "command"; command: Command; argument?: string }
   | { kind: "unknown"; word: string }
   | { kind: "text"; text: string };
 
@@ -27,8 +27,12 @@ export function readTypedLine(line: string): TypedLine {
   if (trimmed.startsWith("/")) {
     const word = trimmed.split(/\s/, 1)[0]!;
     const command = COMMANDS.find((c) => c === word.toLowerCase());
-    // A command takes no argument: "/key now" is not /key, and not text either.
+    // Only /accept-key takes an argument (the fingerprint it accepts): "/key now" is not
+    // /key, and not text either.
     if (command && word.length === trimmed.length) return { kind: "command", command };
+    if (command === "/accept-key") {
+      return { kind: "command", command, argument: trimmed.slice(word.length).trim() };
+    }
     return { kind: "unknown", word };
   }
   return { kind: "text", text: line };

@@ -3,6 +3,10 @@
  *
  * - A key offer is a secp256k1 public key with a dlog proof of possession of its secret,
  *   bound to the room (sid) and the party's index (pid). The server and the peer verify it.
+ * - A name in a room belongs to its key: each connection proves possession again over the
+ *   server's fresh challenge ({@link possessionContext}), so a captured proof cannot be
+ *   replayed. A key change is signed by the old key: a proof of possession of the old key
+ *   bound to the new one ({@link rotationContext}), which the peer checks itself.
  * - The shared key: ECDH on secp256k1, then HKDF-SHA256 over the shared x-coordinate, with
  *   salt "duet-chat/v1" and info binding the room and both public keys (party 0's first),
  *   32 bytes, for AES-256-GCM.
@@ -49,6 +53,97 @@ export function verifyKeyOffer(room: string, party: 0 | 1, offer: KeyOfferWire):
   } catch {
     return false;
   }
+}
+
+/**
+ * The dlog session id of a possession proof: the room, the name and the connection's
+ * challenge (64 hex). Room and name cannot hold a space or `|`, so no two inputs share an
+ * id, and none equals a bare room id (the relayed proof's).
+ */
+export function possessionContext(room: string, name: string, challenge: string): string {
+  return `duet-chat/v3 possession|${room}|${name}|${challenge}`;
+}
+
+/** The dlog session id of a key change signed by the old key: bound to the new key. */
+export function rotationContext(room: string, newPublicKey: string): string {
+  return `duet-chat/v3 rotation|${room}|${newPublicKey}`;
+}
+
+/** Checks a proof of possession of `publicKey` (66 hex) for session id `sid`; never throws. */
+export function verifyPossession(
+  sid: string,
+  party: 0 | 1,
+  publicKey: string,
+  proof: DLogProofDict,
+): boolean {
+  try {
+    const point = decodePoint(publicKey, "public_key");
+    return DLogProof.fromDict(proof).verify(sid, party, point);
+  } catch {
+    return false;
+  }
+}
+
+/** A proof of possession of `secret`'s public key for session id `sid`. */
+export function provePossession(secret: Uint8Array, sid: string, party: 0 | 1): DLogProofDict {
+  const x = BigInt(`0x${bytesToHex(secret)}`);
+  const y = secp256k1.Point.BASE.multiply(x);
+  return DLogProof.prove(sid, party, x, y).toDict();
+}
+
+/** What a connection sends to claim its name: the key, its proofs, a change if any. */
+export interface ClaimWire extends KeyOfferWire {
+  possession: DLogProofDict;
+  rotation?: KeyOfferWire;
+  reset?: true;
+}
+
+/**
+ * The `key_offer` of a connection: `secret`'s key for `room` as `party` (`name`), proven
+ * over the welcome's `challenge`; with `previousSecret`, signed by that older key; with
+ * `reset`, a take-over without the old key.
+ */
+export function claimFor(
+  secret: Uint8Array,
+  at: { room: string; name: string; party: 0 | 1; challenge: string },
+  change: { previousSecret?: Uint8Array; reset?: boolean } = {},
+): ClaimWire {
+  const offer = offerFor(secret, at.room, at.party);
+  const claim: ClaimWire = {
+    ...offer,
+    possession: provePossession(
+      secret,
+      possessionContext(at.room, at.name, at.challenge),
+      at.party,
+    ),
+  };
+  if (change.previousSecret) {
+    claim.rotation = {
+      public_key: bytesToHex(secp256k1.getPublicKey(change.previousSecret, true)),
+      proof: provePossession(
+        change.previousSecret,
+        rotationContext(at.room, offer.public_key),
+        at.party,
+      ),
+    };
+  }
+  if (change.reset) claim.reset = true;
+  return claim;
+}
+
+/** Whether `rotation` is `previousKey`'s signature of the change to `newKey`, in `room`. */
+export function verifyRotation(
+  room: string,
+  party: 0 | 1,
+  newKey: string,
+  rotation: KeyOfferWire,
+): boolean {
+  return verifyPossession(
+    rotationContext(room, newKey),
+    party,
+    rotation.public_key,
+    rotation.proof,
+  );
 }
 
 /** A fresh key pair and its offer for `room` as party `party`. */

@@ -394,6 +394,25 @@ export class KeyStore {
     ).run(...key(at), peerPublicKey, sharedKey, accepted ? 1 : 0, new Date().toISOString());
   }
 
+  /** Makes a known peer key the newest again (the peer came back with it). */
+  touchPeerKey(at: Conversation, peerPublicKey: string): void {
+    // Moved to a new row: newest by time, and by row order when the clock ties.
+    const db = this.#db;
+    transaction(db, () => {
+      const row = db.prepare(
+        `SELECT shared_key, accepted FROM peer_keys WHERE ${AT} AND peer_public_key = ?`,
+      ).get(...key(at), peerPublicKey) as { shared_key: Uint8Array; accepted: number } | undefined;
+      if (!row) return;
+      db.prepare(`DELETE FROM peer_keys WHERE ${AT} AND peer_public_key = ?`)
+        .run(...key(at), peerPublicKey);
+      db.prepare(
+        `INSERT INTO peer_keys
+           (server, room, name, peer_public_key, shared_key, accepted, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?)`,
+      ).run(...key(at), peerPublicKey, row.shared_key, row.accepted, new Date().toISOString());
+    });
+  }
+
   acceptPeerKey(at: Conversation, peerPublicKey: string): void {
     this.#db.prepare(`UPDATE peer_keys SET accepted = 1 WHERE ${AT} AND peer_public_key = ?`)
       .run(...key(at), peerPublicKey);

@@ -1,8 +1,9 @@
 /**
  * `duet chat --line`: the scriptable mode. Each line of input is sent (or is a command:
  * /key, /accept-key, /help, /quit; see commands.ts); each message received prints as
- * `NAME: TEXT` on the output (`NAME [key not accepted]: TEXT` under a changed peer key not
- * yet accepted), everything else on the error stream. It ends at the end of input (after
+ * `NAME: TEXT` on the output, everything else on the error stream (a message that only a
+ * peer key not yet accepted decrypts is held back, and said there, never printed as the
+ * peer's). It ends at the end of input (after
  * waiting for unsent messages to be stored while they are, up to `lingerMs` without
  * progress), on /quit, on a fatal refusal, or when `signal` aborts (SIGINT/SIGTERM: at
  * once, the outbox kept for the next start).
@@ -33,6 +34,8 @@ export interface LineModeOptions {
    * stored (ms); also how long /key waits for a key to be agreed.
    */
   lingerMs: number;
+  /** Take the name back with this key store's key (see ChatClientOptions.resetKey). */
+  resetKey?: boolean;
 }
 
 /** How a line-mode session ended. */
@@ -59,19 +62,33 @@ export function describeEvent(
           : undefined;
       }
       // Never raw: the text is the peer's, and may hold escapes or a forged line.
-      const mark = m.unaccepted ? " [key not accepted]" : "";
       return {
         stream: "out",
-        text: `${m.sender}${mark}: ${printable(m.text ?? `[${m.problem}]`)}`,
+        text: `${m.sender}: ${printable(m.text ?? `[${m.problem}]`)}`,
       };
     }
+    case "held":
+      return {
+        stream: "err",
+        text: `!!! held back a message signed as ${event.sender} under a key you have not ` +
+          `accepted (SHA-256 ${event.fingerprint}); whoever holds that key wrote it. Compare ` +
+          `the key with ${event.sender} over another channel; /accept-key ` +
+          `${event.fingerprint.slice(0, 8)} shows it.`,
+      };
+    case "key_restored":
+      return {
+        stream: "err",
+        text: `${event.peer} is back on the key you accepted (SHA-256 ${event.fingerprint}); ` +
+          "messages go out under it again",
+      };
     case "key":
       return {
         stream: "err",
         text: event.changed
           ? `!!! WARNING: ${event.peer}'s key CHANGED (new SHA-256 ${event.fingerprint}). ` +
             "Compare it with them over another channel; if it differs, someone is in the " +
-            "middle. Nothing is sent until you type /accept-key."
+            "middle. Nothing is sent, and nothing signed by it is shown, until you type " +
+            `/accept-key ${event.fingerprint.slice(0, 8)}.`
           : `key agreed with ${event.peer}; /key shows its SHA-256`,
       };
     case "restored_key":
@@ -114,6 +131,7 @@ export async function runLineMode(options: LineModeOptions): Promise<LineModeRes
     name: options.name,
     room: options.room,
     keyStore: options.keyStore,
+    resetKey: options.resetKey ?? false,
     onEvent: (event) => {
       // Refused for good by the server (too large, unstorable): as good as lost to a script.
       if (event.type === "message" && event.message.own && event.message.status === "failed") {
@@ -154,10 +172,16 @@ export async function runLineMode(options: LineModeOptions): Promise<LineModeRes
         if (hex) options.out(`${hex}\n`);
         else options.err("no shared key yet: it is agreed when both of you have joined\n");
       } else if (line.command === "/accept-key") {
-        options.err(client.acceptKey() ? "new key accepted\n" : "no changed key to accept\n");
+        const outcome = await client.acceptKey(line.argument || undefined);
+        options.err(
+          outcome.accepted
+            ? `accepted ${outcome.peer ?? "the peer"}'s key SHA-256 ${outcome.fingerprint}` +
+              (outcome.released ? `; ${outcome.released} held message(s) follow` : "") + "\n"
+            : `not accepted: ${outcome.problem}\n`,
+        );
       } else {
         options.err(
-          "/key  /accept-key  /quit; // starts a line that begins with /; anything else is sent\n",
+          "/key  /accept-key [FINGERPRINT]  /quit; // starts a line that begins with /; anything else is sent\n",
         );
       }
     }

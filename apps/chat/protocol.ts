@@ -1,5 +1,5 @@
 /**
- * The chat wire protocol, version 1 (docs/chat-protocol.md): frames of a 4-byte
+ * The chat wire protocol, version 3 (docs/chat-protocol.md): frames of a 4-byte
  * big-endian length and that many bytes of UTF-8 JSON, each an object with a `type`.
  * Pure: framing, parsing and validation only, shared by server and client.
  *
@@ -9,9 +9,12 @@ import { z } from "zod";
 
 /**
  * The protocol version a hello names. Version 2 added per-sender sequence numbers (`seq`),
- * the service identity and `last_seq` in `welcome`, and named per-request errors.
+ * the service identity and `last_seq` in `welcome`, and named per-request errors. Version 3
+ * binds a name in a room to its key: the welcome carries a fresh `challenge`, and a
+ * connection proves possession of the name's key over it (`key_offer.possession`) before
+ * anything else it sends is handled.
  */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 /** The largest frame payload, in bytes. */
 export const MAX_FRAME_BYTES = 65_536;
 /** The largest ciphertext a send may carry, in bytes (before base64). */
@@ -68,7 +71,24 @@ export const ClientMessage = z.discriminatedUnion("type", [
     name: z.string().regex(NAME, "1-32 characters of A-Z a-z 0-9 . _ -"),
     room: z.string().regex(ROOM, "1-64 characters of A-Z a-z 0-9 . _ ~ -"),
   }),
-  z.strictObject({ type: z.literal("key_offer"), public_key: hex66, proof }),
+  z.strictObject({
+    type: z.literal("key_offer"),
+    public_key: hex66,
+    /** Possession of the key for the room and party: relayed to the peer, who checks it. */
+    proof,
+    /** Possession over this connection's challenge (the welcome's): fresh, not replayable. */
+    possession: proof,
+    /**
+     * A key change signed by the key the name holds now: a proof of possession of that key
+     * bound to the new one (crypto.ts, `rotationContext`). Relayed to the peer.
+     */
+    rotation: z.strictObject({ public_key: hex66, proof }).optional(),
+    /**
+     * Take the name over with a new key without the old one (a lost key store). The peer is
+     * told, and trusts the new key only when its user accepts it.
+     */
+    reset: z.literal(true).optional(),
+  }),
   z.strictObject({
     type: z.literal("send"),
     client_msg_id: clientMsgId,
@@ -104,11 +124,13 @@ export const ERROR_CODES = {
   handshake_required: false,
   room_full: false,
   bad_proof: false,
+  key_mismatch: false,
   message_too_large: false,
   bad_text: false,
   unstorable: false,
   out_of_order: true,
   too_many_connections: true,
+  too_many_rooms: true,
   unavailable: true,
   shutting_down: true,
   internal: true,
@@ -138,6 +160,11 @@ export const ServerMessage = z.discriminatedUnion("type", [
     service: z.uuid(),
     /** The highest `seq` stored from this name in this room (0: none yet). */
     last_seq: z.number().int().min(0),
+    /**
+     * 32 random bytes (64 hex) for this connection: the `key_offer` proves possession of
+     * the name's key over it before anything else is handled.
+     */
+    challenge: z.string().regex(/^[0-9a-f]{64}$/),
   }),
   z.strictObject({
     type: z.literal("peer_key"),
@@ -145,6 +172,10 @@ export const ServerMessage = z.discriminatedUnion("type", [
     party: z.union([z.literal(0), z.literal(1)]),
     public_key: hex66,
     proof,
+    /** The key change was signed by the key before (check it against the one you trust). */
+    rotation: z.strictObject({ public_key: hex66, proof }).optional(),
+    /** The name was taken over with a new key without the old one. */
+    reset: z.literal(true).optional(),
   }),
   z.strictObject({
     type: z.literal("stored"),

@@ -11,12 +11,30 @@ import {
   ProtocolError,
   storable,
 } from "./protocol.ts";
-import { makeKeyOffer } from "./crypto.ts";
+import { claimFor } from "./crypto.ts";
+import { secp256k1 } from "@noble/curves/secp256k1.js";
 
 const b64 = (n: number) => btoa(String.fromCharCode(...new Uint8Array(n).fill(7)));
 const samples: ClientMessage[] = [
-  { type: "hello", version: 2, name: "alice", room: "room-1" },
-  { type: "key_offer", ...makeKeyOffer("room-1", 0).offer },
+  { type: "hello", version: 3, name: "alice", room: "room-1" },
+  {
+    type: "key_offer",
+    ...claimFor(secp256k1.utils.randomSecretKey(), {
+      room: "room-1",
+      name: "alice",
+      party: 0,
+      challenge: "00".repeat(32),
+    }, { previousSecret: secp256k1.utils.randomSecretKey() }),
+  },
+  {
+    type: "key_offer",
+    ...claimFor(secp256k1.utils.randomSecretKey(), {
+      room: "room-1",
+      name: "alice",
+      party: 1,
+      challenge: "ff".repeat(32),
+    }, { reset: true }),
+  },
   { type: "send", client_msg_id: "m-1", seq: 1, nonce: b64(12), ciphertext: b64(40) },
   { type: "history", before: 10, limit: 5 },
   { type: "history", after: 0 },

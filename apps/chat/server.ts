@@ -8,8 +8,24 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { encodeFrame, FrameDecoder, type ProtocolError, type ServerMessage } from "./protocol.ts";
+import { bytesToHex } from "@noble/hashes/utils.js";
+import {
+  encodeFrame,
+  errorMessage,
+  FrameDecoder,
+  type ProtocolError,
+  type ServerMessage,
+} from "./protocol.ts";
 import type { ChatStore, MessageRow, StoreEvent } from "./store.ts";
+import {
+  acceptBackoffMs,
+  addressKey,
+  admitOutput,
+  defaultMaxConnections,
+  mayRead,
+  readOpenFileLimit,
+} from "./limits.ts";
+import { KeyedBuckets } from "@duet/net/rate";
 import {
   type Effect,
   type Event,
@@ -26,8 +42,9 @@ export interface ChatServerConfig {
   port: number;
   store: ChatStore;
   /**
-   * Sends per second per connection, on average (bursts of twice this). Faster senders
-   * are paced (the server reads their frames more slowly), never refused.
+   * Frames per second per connection, on average (bursts of twice this): every frame
+   * counts 1, a `key_offer` 10 (limits.ts, frameCost). Faster senders are paced (the server
+   * reads their frames more slowly), never refused.
    */
   messagesPerSecond: number;
   /**
@@ -35,8 +52,42 @@ export interface ChatServerConfig {
    * balancer that hides client addresses, where every client shares one address).
    */
   maxConnectionsPerAddress: number;
-  /** A connection that sends nothing for this long is closed (clients send heartbeats). */
+  /**
+   * A connection that sends no whole frame for this long is closed (clients send
+   * heartbeats); bytes that do not complete a frame do not count.
+   */
   idleTimeoutMs: number;
+  /**
+   * Connections the server holds at once, from every address; past it a new connection
+   * gets `too_many_connections` and is closed. 0 for no cap. The default is the process's
+   * open-file limit less a reserve (limits.ts, `defaultMaxConnections`).
+   */
+  maxConnections: number;
+  /**
+   * Rooms one client address (an IPv6 one by its /64) may create per minute, on average,
+   * in bursts of twice this; a hello that would create one more is refused with
+   * `too_many_rooms` (retryable) and closed. Joining an existing room is never limited by
+   * it. 0: no limit.
+   */
+  roomsPerMinute: number;
+  /**
+   * A room with no message, no join and no connected party for this long is deleted with
+   * its parties and messages (ms; 0: rooms never expire).
+   */
+  roomIdleMs: number;
+  /** How often the expiry sweep runs (ms); the first runs a minute after the start (or sooner). */
+  roomSweepIntervalMs: number;
+  /**
+   * Bytes of replies and pushes a connection may have unwritten (handed to its socket, not
+   * taken by it) before the server stops reading its frames: it cannot ask for more while
+   * it does not read what it got.
+   */
+  outputWatermarkBytes: number;
+  /**
+   * Unwritten bytes past which the connection is closed at once, its queued frames
+   * dropped: a client that does not read is cut off, not buffered for.
+   */
+  outputBudgetBytes: number;
 }
 
 /** The defaults of `duet chat-server`. */
@@ -46,6 +97,12 @@ export const DEFAULTS: Omit<ChatServerConfig, "store"> = {
   messagesPerSecond: 20,
   maxConnectionsPerAddress: 16,
   idleTimeoutMs: 60_000,
+  maxConnections: defaultMaxConnections(readOpenFileLimit()),
+  roomsPerMinute: 10,
+  roomIdleMs: 30 * 24 * 60 * 60 * 1000,
+  roomSweepIntervalMs: 60 * 60 * 1000,
+  outputWatermarkBytes: 256 * 1024,
+  outputBudgetBytes: 1024 * 1024,
 };
 
 /** A started server. */
@@ -53,6 +110,33 @@ export interface RunningChatServer {
   addr: Deno.NetAddr;
   /** Connections open now. */
   readonly connections: number;
+  /**
+   * False while accepting fails (out of file descriptors, say): new connections are
+   * refused or wait in the kernel's queue, the open ones are served, and accepting is
+   * retried with a backoff of 5 ms doubling to 1 s. Logged once per outage.
+   */
+  readonly accepting: boolean;
+  /** Accept calls that failed since the start. */
+  readonly acceptFailures: number;
+  /**
+   * Connections refused with `too_many_connections` since the start: over the total cap,
+   * over the per-address cap, or while out of file descriptors.
+   */
+  readonly refusedConnections: number;
+  /** Connections closed because their unwritten output went over the budget. */
+  readonly cutOffConnections: number;
+  /**
+   * Bytes handed to connections' sockets and not yet written, all connections together:
+   * at most about `outputBudgetBytes` per connection.
+   */
+  readonly unwrittenBytes: number;
+  /**
+   * Runs the room expiry sweep now (it also runs every `roomSweepIntervalMs`): rooms
+   * connected here count as active; resolves with the number of rooms deleted.
+   *
+   * @throws {StoreUnavailable} when the database is away (the periodic sweep logs it).
+   */
+  sweepRooms(): Promise<number>;
   /** Says bye to everyone, stops listening, closes the store. */
   shutdown(): Promise<void>;
 }
@@ -65,8 +149,8 @@ const MAX_HISTORY_READS = 2;
 /** How long a closing connection's last frames may take to be written. */
 const CLOSE_GRACE_MS = 5_000;
 
-/** Reply bytes a connection may have waiting to be written before it is closed. */
-const MAX_QUEUED_BYTES = 8 * 1024 * 1024;
+/** How long a refusal sent while out of file descriptors may take to be written. */
+const SHED_WRITE_MS = 100;
 
 /** One TCP connection: the core's state and what runs its effects. */
 interface Connection {
@@ -90,6 +174,15 @@ export async function startChatServer(
   const open = new Set<Deno.TcpConn>();
   const connections = new Set<Connection>();
   let stopping = false;
+  let accepting = true;
+  let acceptFailures = 0;
+  let refusedConnections = 0;
+  let cutOffConnections = 0;
+  let unwrittenTotal = 0;
+  /** Room creation per client address key (limits.ts, addressKey); full buckets are dropped. */
+  const roomBuckets = config.roomsPerMinute
+    ? new KeyedBuckets({ perSecond: config.roomsPerMinute / 60, burst: config.roomsPerMinute * 2 })
+    : undefined;
 
   const inRoom = (room: string) => [...(rooms.get(room) ?? [])];
 
@@ -131,15 +224,111 @@ export async function startChatServer(
   });
 
   const listener = Deno.listen({ hostname: config.hostname, port: config.port });
-  const serving = (async () => {
-    for await (const conn of listener) {
-      handle(conn).catch((error) =>
-        log.warn("Connection failed: {error}", { error: String(error) })
-      );
+  /**
+   * A descriptor held back for refusing connections while accepting fails for want of
+   * descriptors: it is closed to accept one, which is told `too_many_connections` and
+   * closed (unless the reserve can be opened again: then there are descriptors, and the
+   * connection is served). Without it, queued connections would wait unanswered.
+   */
+  let reserve = openReserve();
+  const serve = (conn: Deno.TcpConn) =>
+    handle(conn).catch((error) => log.warn("Connection failed: {error}", { error: String(error) }));
+  /**
+   * Accepts one queued connection with the reserve descriptor (see {@link reserve}).
+   * Resolves with the connection if descriptors are free again (it is to be served), else
+   * undefined (it was refused, or none could be accepted).
+   */
+  const shed = async (): Promise<Deno.TcpConn | undefined> => {
+    reserve?.close();
+    reserve = undefined;
+    let conn: Deno.TcpConn;
+    try {
+      conn = await listener.accept();
+    } catch {
+      reserve = openReserve();
+      return undefined;
     }
-  })().catch(() => {});
+    reserve = openReserve();
+    if (reserve) return conn;
+    refusedConnections++;
+    await refuseRaw(conn, "the server is out of file descriptors; try again shortly");
+    reserve = openReserve();
+    return undefined;
+  };
+  // Accept errors (out of file descriptors, say) neither end the loop nor the process: the
+  // open connections are served, new ones refused (or left queued), and accepting is tried
+  // again after 5 ms, doubling to 1 s while it keeps failing. Logged once per outage.
+  const serving = (async () => {
+    let failures = 0;
+    let since = 0;
+    while (!stopping) {
+      let conn: Deno.TcpConn | undefined;
+      try {
+        conn = await listener.accept();
+      } catch (error) {
+        if (stopping) break;
+        acceptFailures++;
+        failures++;
+        if (accepting) {
+          accepting = false;
+          since = performance.now();
+          log.error(
+            "Cannot accept connections: {error}; new ones are refused while the open ones " +
+              "are served, and accepting is retried",
+            { error: String(error) },
+          );
+        }
+        if (outOfDescriptors(error) && reserve) conn = await shed();
+        if (!conn) {
+          await new Promise((resolve) => setTimeout(resolve, acceptBackoffMs(failures)));
+          continue;
+        }
+      }
+      if (!accepting) {
+        accepting = true;
+        log.info("Accepting connections again, after {failures} failed attempts in {ms} ms", {
+          failures,
+          ms: Math.round(performance.now() - since),
+        });
+      }
+      failures = 0;
+      reserve ??= openReserve();
+      serve(conn);
+    }
+  })();
   const addr = listener.addr as Deno.NetAddr;
   log.info("Chat server listening on {host}:{port}", { host: addr.hostname, port: addr.port });
+
+  /** Runs the expiry sweep: rooms with a connection here are touched first (active). */
+  let sweeping: Promise<number> | undefined;
+  const sweepRooms = () =>
+    sweeping ??= (async () => {
+      try {
+        await Promise.resolve(); // `sweeping` is set before the `finally` below clears it
+        if (!config.roomIdleMs) return 0;
+        await store.touchRooms([...rooms.keys()]);
+        const deleted = await store.expireRooms(config.roomIdleMs);
+        if (deleted) {
+          log.info("Deleted {deleted} rooms idle for {days} days", {
+            deleted,
+            days: config.roomIdleMs / 86_400_000,
+          });
+        }
+        return deleted;
+      } finally {
+        sweeping = undefined;
+      }
+    })();
+  const sweepNow = () =>
+    sweepRooms().catch((error) =>
+      log.warn("The room expiry sweep failed: {error}; it runs again later", {
+        error: String(error),
+      })
+    );
+  const firstSweep = config.roomIdleMs
+    ? setTimeout(sweepNow, Math.min(60_000, config.roomSweepIntervalMs))
+    : undefined;
+  const sweeps = config.roomIdleMs ? setInterval(sweepNow, config.roomSweepIntervalMs) : undefined;
 
   async function handle(conn: Deno.TcpConn): Promise<void> {
     const address = (conn.remoteAddr as Deno.NetAddr).hostname;
@@ -147,13 +336,35 @@ export async function startChatServer(
     const writer = conn.writable.getWriter();
     let closed = false;
     let pauseUntil = 0;
-    let queued = 0;
+    /** Bytes handed to the socket's writer and not yet written by it. */
+    let unwritten = 0;
+    /** Who waits for `unwritten` to fall to the watermark (or for the close). */
+    let drainWaiters: (() => void)[] = [];
+    const wakeDrained = () => {
+      for (const wake of drainWaiters) wake();
+      drainWaiters = [];
+    };
+    const output = {
+      watermarkBytes: config.outputWatermarkBytes,
+      budgetBytes: config.outputBudgetBytes,
+    };
+    /** Resolves once the connection's output is at most the watermark, or it is closed. */
+    const drained = async () => {
+      while (!closed && !mayRead(unwritten, output)) {
+        await new Promise<void>((resolve) => drainWaiters.push(resolve));
+      }
+    };
     /** History reads a client asked for and has not been answered yet. */
     let reads = 0;
     let readDone: (() => void) | undefined;
+    /** History reads at the database now, and those waiting for one of them to end. */
+    let readsRunning = 0;
+    const readSlots: (() => void)[] = [];
     const close = () => {
       if (closed) return;
       closed = true;
+      wakeDrained();
+      for (const wake of readSlots.splice(0)) wake();
       // Queued frames (a last error or bye) go out before the socket closes; a client that
       // does not read them gets a few seconds, not a socket held open for ever.
       const hangUp = () => {
@@ -183,19 +394,37 @@ export async function startChatServer(
         close();
         return;
       }
-      // A client that does not read its replies would make this queue grow without bound.
-      queued += frame.length;
-      if (queued > MAX_QUEUED_BYTES) {
-        log.warn("Closed a connection that does not read its replies ({bytes} bytes queued)", {
-          bytes: queued,
-        });
+      // A client that does not read what it is sent is cut off, not buffered for: above
+      // the watermark its frames are not read (it cannot ask for more), and what it is sent
+      // regardless (pushes, answers in flight) may not go over the budget.
+      if (admitOutput(unwritten, frame.length, output) === "cut_off") {
+        cutOffConnections++;
+        log.warn(
+          "Closed a connection from {address} that does not read what it is sent " +
+            "({bytes} bytes unwritten)",
+          { address, bytes: unwritten + frame.length },
+        );
+        closed = true;
+        wakeDrained();
+        for (const wake of readSlots.splice(0)) wake();
         try {
           conn.close();
         } catch { /* closed */ }
-        closed = true;
         return;
       }
-      writer.write(frame).then(() => (queued -= frame.length), () => close());
+      unwritten += frame.length;
+      unwrittenTotal += frame.length;
+      const settled = () => {
+        unwritten -= frame.length;
+        unwrittenTotal -= frame.length;
+      };
+      writer.write(frame).then(() => {
+        settled();
+        if (mayRead(unwritten, output)) wakeDrained();
+      }, () => {
+        settled();
+        close();
+      });
     };
 
     const connection: Connection = {
@@ -227,9 +456,13 @@ export async function startChatServer(
           return settle(
             effect,
             (async (): Promise<Event> => {
-              const join = await store.join(effect.room, effect.name);
+              const join = await joinRoom(effect.room, effect.name);
+              // Refused and closed already: the core ignores what a closed connection gets.
+              if (!join) throw new Error("the hello was refused");
               const offers = join.ok ? await store.keyOffers(effect.room) : [];
-              return { type: "joined", join, service, offers };
+              // The connection's challenge: its key offer proves possession over it.
+              const challenge = bytesToHex(crypto.getRandomValues(new Uint8Array(32)));
+              return { type: "joined", join, service, offers, challenge };
             })(),
           );
         }
@@ -240,11 +473,11 @@ export async function startChatServer(
             }
           }
           return;
-        case "save_key":
+        case "bind_key":
           return settle(
             effect,
-            store.saveKeyOffer(effect.room, effect.party, effect.publicKey, effect.proof)
-              .then(() => ({ type: "key_saved" })),
+            store.bindKey(effect.room, effect.party, effect.publicKey, effect.proof, effect.change)
+              .then((outcome) => ({ type: "key_bound", outcome })),
           );
         case "store":
           return settle(
@@ -267,8 +500,22 @@ export async function startChatServer(
           const asked = effect.purpose === "request";
           if (asked) reads++;
           const read = async (): Promise<Event> => {
+            let running = false;
             try {
               if (effect.delayMs) await new Promise((r) => setTimeout(r, effect.delayMs));
+              // At most MAX_HISTORY_READS at the database per connection, however many the
+              // core asks for at once (frames sent before the welcome are handled together).
+              if (asked) {
+                while (readsRunning >= MAX_HISTORY_READS && !closed) {
+                  await new Promise<void>((resolve) => readSlots.push(resolve));
+                }
+                readsRunning++;
+                running = true;
+              }
+              // No page is read while the client leaves what it was sent unread (a
+              // catch-up reads page after page by itself).
+              await drained();
+              if (closed) throw new Error("closed"); // ignored: nobody to answer
               const page = await store.history(effect.room, effect.query);
               return {
                 type: "history_rows",
@@ -278,6 +525,10 @@ export async function startChatServer(
                 hasMore: page.hasMore,
               };
             } finally {
+              if (running) {
+                readsRunning--;
+                readSlots.shift()?.();
+              }
               if (asked) {
                 reads--;
                 readDone?.();
@@ -295,13 +546,52 @@ export async function startChatServer(
       }
     };
 
+    /**
+     * store.join, creating the room only while the address's room bucket allows. Resolves
+     * with the join, or undefined when the hello was refused (`too_many_rooms`, closed).
+     */
+    const joinRoom = async (room: string, name: string) => {
+      if (!roomBuckets) return await store.join(room, name);
+      const key = addressKey(address);
+      const taken = roomBuckets.tryTake(key, performance.now());
+      const join = await store.join(room, name, { create: taken.ok });
+      // A token taken for a room that was there already goes back.
+      if (taken.ok && !(join.ok && join.created)) roomBuckets.refund(key, performance.now());
+      if (join.ok || join.reason !== "no_room") return join;
+      const seconds = Math.max(1, Math.ceil(taken.retryAfterMs / 1000));
+      apply({
+        state: { phase: "closed" },
+        replies: [{
+          type: "error",
+          code: "too_many_rooms",
+          message: `too many new rooms from your address (${config.roomsPerMinute} a minute); ` +
+            `joining an existing room works, a new one in ${seconds} s`,
+          retryable: true,
+          in_reply_to: "hello",
+        }],
+        effects: [{ type: "close" }],
+      });
+      return undefined;
+    };
+
     const held = perAddress.get(address) ?? 0;
     perAddress.set(address, held + 1);
     connections.add(connection);
     let idle: ReturnType<typeof setTimeout> | undefined;
     try {
       if (stopping) return apply(refuse("shutting_down", "the server is shutting down"));
+      if (config.maxConnections && open.size > config.maxConnections) {
+        refusedConnections++;
+        return apply(
+          refuse(
+            "too_many_connections",
+            `the server holds its maximum of ${config.maxConnections} connections; try again ` +
+              "shortly",
+          ),
+        );
+      }
       if (config.maxConnectionsPerAddress && held >= config.maxConnectionsPerAddress) {
+        refusedConnections++;
         return apply(
           refuse(
             "too_many_connections",
@@ -321,6 +611,8 @@ export async function startChatServer(
       const paced = async () => {
         const wait = pauseUntil - performance.now();
         if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+        // Nothing more is read while the client leaves what it was sent unread.
+        await drained();
         // A client may have a few history reads running, not thousands queued at the
         // database (measured: 2,000 pipelined requests stalled every room for 90 s).
         while (reads >= MAX_HISTORY_READS && !closed) {
@@ -371,10 +663,31 @@ export async function startChatServer(
     get connections() {
       return open.size;
     },
+    get accepting() {
+      return accepting;
+    },
+    get acceptFailures() {
+      return acceptFailures;
+    },
+    get refusedConnections() {
+      return refusedConnections;
+    },
+    get cutOffConnections() {
+      return cutOffConnections;
+    },
+    get unwrittenBytes() {
+      return unwrittenTotal;
+    },
+    sweepRooms,
     async shutdown() {
       stopping = true;
+      clearTimeout(firstSweep);
+      clearInterval(sweeps);
       listener.close();
       await serving;
+      reserve?.close();
+      reserve = undefined;
+      await sweeping?.catch(() => {});
       for (const connection of connections) connection.dispatch({ type: "shutdown" });
       // Give the byes a moment to be written before the sockets go.
       await new Promise((resolve) => setTimeout(resolve, 20));
@@ -388,4 +701,48 @@ export async function startChatServer(
       log.info("Chat server stopped");
     },
   };
+}
+
+/** Whether an accept failed for want of file descriptors (EMFILE, ENFILE). */
+function outOfDescriptors(error: unknown): boolean {
+  return /too many open files|os error 2[34]\b/i.test(String(error));
+}
+
+/**
+ * Opens the descriptor held back for refusing connections while out of descriptors
+ * (`/dev/null`, read); undefined when it cannot be (no read permission: it is not asked
+ * for; not a Unix; no descriptor left).
+ */
+function openReserve(): Deno.FsFile | undefined {
+  if (Deno.build.os === "windows") return undefined;
+  try {
+    if (Deno.permissions.querySync({ name: "read", path: "/dev/null" }).state !== "granted") {
+      return undefined;
+    }
+    return Deno.openSync("/dev/null");
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Tells a connection `too_many_connections` (`detail` says why) and closes it, giving the
+ * frame {@link SHED_WRITE_MS} to be written.
+ */
+async function refuseRaw(conn: Deno.TcpConn, detail: string): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    const frame = encodeFrame(errorMessage("too_many_connections", detail));
+    await Promise.race([
+      conn.write(frame),
+      new Promise((resolve) => (timer = setTimeout(resolve, SHED_WRITE_MS))),
+    ]);
+  } catch {
+    // gone already
+  } finally {
+    clearTimeout(timer);
+    try {
+      conn.close();
+    } catch { /* closed */ }
+  }
 }

@@ -12,7 +12,11 @@
  * - every reply fits a frame by construction: history pages are cut by size as well as
  *   by count;
  * - sends are paced, never refused, by the per-connection rate: the shell stops reading
- *   for the time {@link Effect} `pause` names, so a burst is stored in the order sent.
+ *   for the time {@link Effect} `pause` names, so a burst is stored in the order sent;
+ * - a name in a room belongs to its key: after the welcome, nothing a connection sends is
+ *   handled (and it replaces no older connection) until it has proved possession of the
+ *   key its name is bound to, over the connection's fresh challenge; the first key proved
+ *   binds the name, another one only with the bound key's signature or an announced reset.
  *
  * @module
  */
@@ -32,9 +36,18 @@ import {
   type ServerMessage,
   type StoredMessage,
 } from "./protocol.ts";
-import { base64, verifyKeyOffer } from "./crypto.ts";
-import { bytesToHex, hexToBytes } from "@noble/hashes/utils.js";
 import {
+  base64,
+  possessionContext,
+  verifyKeyOffer,
+  verifyPossession,
+  verifyRotation,
+} from "./crypto.ts";
+import { bytesToHex, hexToBytes } from "@noble/hashes/utils.js";
+import { type Bucket, fullBucket, pace, type Rate as RefillRate } from "@duet/net/rate";
+import { frameCost } from "./limits.ts";
+import {
+  type BindOutcome,
   isUnavailable,
   type Join,
   type KeyOffer,
@@ -44,7 +57,10 @@ import {
 
 /** Limits a connection is held to. */
 export interface ConnectionLimits {
-  /** Sends per second, on average; bursts of twice this go through unpaced. */
+  /**
+   * Frames per second, on average (a `key_offer` counts 10, any other frame 1: limits.ts,
+   * frameCost); bursts of twice this go through unpaced.
+   */
   messagesPerSecond: number;
 }
 
@@ -62,10 +78,23 @@ export type Effect =
    * `joined`. Pushes for the room are taken from now on.
    */
   | { type: "join"; room: string; name: string }
-  /** The party is in: replace any older connection of this name in this room. */
+  /**
+   * The party is in (it proved its key): replace any older connection of this name in
+   * this room.
+   */
   | { type: "enter"; room: string; name: string; party: 0 | 1 }
-  /** Store a key offer; answer with `key_saved`. */
-  | { type: "save_key"; room: string; party: 0 | 1; publicKey: Uint8Array; proof: ProofWire }
+  /**
+   * Bind the name to a key whose proofs were checked (store.bindKey); answer with
+   * `key_bound`.
+   */
+  | {
+    type: "bind_key";
+    room: string;
+    party: 0 | 1;
+    publicKey: Uint8Array;
+    proof: ProofWire;
+    change: KeyChange;
+  }
   /** Store a message; answer with `store_outcome`. */
   | {
     type: "store";
@@ -96,14 +125,23 @@ export type Effect =
 
 type ProofWire = { t: string; s: string };
 
+/** How a key offer may replace the key a name is bound to (none: it may not). */
+export interface KeyChange {
+  rotation?: { public_key: string; proof: ProofWire };
+  reset?: true;
+}
+
 /** What happens to a connection. `now` is in milliseconds, from any monotonic clock. */
 export type Event =
   | { type: "frame"; payload: unknown; now: number }
   /** The byte stream broke the framing rules (FrameDecoder threw). */
   | { type: "frame_error"; error: ProtocolError }
-  /** The peer's key offer goes out with the welcome, before any answer to a later frame. */
-  | { type: "joined"; join: Join; service: string; offers: KeyOffer[] }
-  | { type: "key_saved" }
+  /**
+   * The join's outcome, with the room's key offers and this connection's `challenge` (32
+   * random bytes, 64 hex, from the shell): the welcome carries it.
+   */
+  | { type: "joined"; join: Join; service: string; offers: KeyOffer[]; challenge: string }
+  | { type: "key_bound"; outcome: BindOutcome }
   | { type: "store_outcome"; clientMsgId: string; slot: number; outcome: StoreOutcome }
   | {
     type: "history_rows";
@@ -143,6 +181,8 @@ export interface Member {
    */
   answers: { slot: number; reply: ServerMessage | null }[];
   nextSlot: number;
+  /** The connection's challenge: a later key offer proves possession over it too. */
+  challenge: string;
 }
 
 /** A connection's state. */
@@ -159,14 +199,31 @@ export type State =
     early: unknown[];
     listenerBack: boolean;
   }
+  | {
+    /**
+     * Welcomed, not yet trusted: waiting for a key offer that proves the name's key over
+     * the challenge (`binding`: its store call is running). Frames and pushes wait.
+     */
+    phase: "authenticating";
+    rate: Rate;
+    member: Member;
+    /** The peer's key offer as last known: sent once this connection is in. */
+    peerOffer: KeyOffer | undefined;
+    binding: boolean;
+    held: MessageRow[];
+    early: unknown[];
+    listenerBack: boolean;
+  }
   | { phase: "open"; rate: Rate; member: Member }
   | { phase: "closed" };
 
-/** A token bucket: `tokens` may go below zero, which is time the reader must pause. */
+/**
+ * The connection's frame rate: a token bucket (packages/net/rate.ts) that every frame read
+ * draws on; below zero is time the reader must pause.
+ */
 export interface Rate {
-  perSecond: number;
-  tokens: number;
-  at: number | null;
+  refill: RefillRate;
+  bucket: Bucket;
 }
 
 /** What a step yields. */
@@ -178,8 +235,8 @@ export interface Step {
 
 /** A new connection's state. */
 export function initialState(limits: ConnectionLimits): State {
-  const perSecond = limits.messagesPerSecond;
-  return { phase: "greeting", rate: { perSecond, tokens: perSecond * 2, at: null } };
+  const refill = { perSecond: limits.messagesPerSecond, burst: limits.messagesPerSecond * 2 };
+  return { phase: "greeting", rate: { refill, bucket: fullBucket(refill) } };
 }
 
 /**
@@ -256,6 +313,8 @@ export function peerKeyMessage(offer: KeyOffer): ServerMessage {
     party: offer.party,
     public_key: bytesToHex(offer.publicKey),
     proof: offer.proof,
+    ...(offer.rotation ? { rotation: offer.rotation } : {}),
+    ...(offer.reset ? { reset: true as const } : {}),
   };
 }
 
@@ -308,17 +367,28 @@ function merge(first: Step, second: Step): Step {
 export function step(state: State, event: Event): Step {
   if (state.phase === "closed") return none(state);
   switch (event.type) {
-    case "frame":
-      return onFrame(state, event.payload, event.now);
+    case "frame": {
+      // Every frame read costs, whatever its kind or phase: none is free to repeat.
+      const paced = pace(state.rate.bucket, state.rate.refill, event.now, frameCost(event.payload));
+      const charged = { ...state, rate: { ...state.rate, bucket: paced.bucket } } as typeof state;
+      const out = onFrame(charged, event.payload);
+      return paced.waitMs > 0
+        ? { ...out, effects: [...out.effects, { type: "pause", ms: paced.waitMs }] }
+        : out;
+    }
     case "frame_error":
       return errorReply(state, event.error, {});
     case "joined":
-      return onJoined(state, event.join, event.service, event.offers);
+      return onJoined(state, event);
     case "peer_key":
+      if (state.phase === "authenticating") {
+        if (event.offer.party === state.member.party) return none(state);
+        return none({ ...state, peerOffer: event.offer });
+      }
       if (state.phase !== "open" || event.offer.party === state.member.party) return none(state);
       return { state, replies: [peerKeyMessage(event.offer)], effects: [] };
-    case "key_saved":
-      return none(state);
+    case "key_bound":
+      return onKeyBound(state, event.outcome);
     case "store_outcome": {
       const answered = onStoreOutcome(state, event.clientMsgId, event.outcome);
       return answer(answered.state, event.slot, answered.replies[0]!);
@@ -340,16 +410,20 @@ export function step(state: State, event: Event): Step {
   }
 }
 
-function onFrame(state: Exclude<State, { phase: "closed" }>, payload: unknown, now: number): Step {
-  if (state.phase === "joining") {
-    // A client may send before its welcome; those frames are handled after it, up to a
-    // bound (a join can take seconds while the database is away).
+function onFrame(state: Exclude<State, { phase: "closed" }>, payload: unknown): Step {
+  if (state.phase === "authenticating" && !state.binding && requestType(payload) === "key_offer") {
+    return onClaim(state, payload);
+  }
+  if (state.phase === "joining" || state.phase === "authenticating") {
+    // A client may send before its welcome, or pipeline sends behind its key offer; those
+    // frames are handled once it is in, up to a bound (a join can take seconds while the
+    // database is away).
     if (state.early.length >= MAX_EARLY_FRAMES) {
       return errorReply(
         state,
         new ProtocolError(
           "bad_message",
-          `more than ${MAX_EARLY_FRAMES} frames before the welcome; wait for it`,
+          `more than ${MAX_EARLY_FRAMES} frames before the key offer was accepted; wait for it`,
         ),
         {},
       );
@@ -410,51 +484,22 @@ function onFrame(state: Exclude<State, { phase: "closed" }>, payload: unknown, n
       return { state: { phase: "closed" }, replies: [], effects: [{ type: "close" }] };
     case "heartbeat":
       return { state, replies: [{ type: "heartbeat" }], effects: [] };
-    case "key_offer": {
-      if (!verifyKeyOffer(member.room, member.party, message)) {
-        return errorReply(
-          state,
-          new ProtocolError(
-            "bad_proof",
-            "the proof does not show possession of this key for this room and party",
-          ),
-          { inReplyTo: "key_offer" },
-        );
-      }
-      const publicKey = hexToBytes(message.public_key);
-      return {
-        state,
-        replies: [],
-        effects: [{
-          type: "save_key",
-          room: member.room,
-          party: member.party,
-          publicKey,
-          proof: message.proof,
-        }],
-      };
-    }
+    case "key_offer":
+      return checkClaim(state, message);
     case "history": {
-      // Reads cost the database as sends do: paced by the same bucket.
-      const { rate, pauseMs } = take(state.rate, now);
       const query: HistoryQuery = {
         ...(message.before === undefined ? {} : { before: message.before }),
         ...(message.after === undefined ? {} : { after: message.after }),
         limit: message.limit ?? 50,
       };
       return {
-        state: { ...state, rate },
+        state,
         replies: [],
-        effects: [
-          { type: "read_history", room: member.room, query, purpose: "request" },
-          ...(pauseMs > 0 ? [{ type: "pause" as const, ms: pauseMs }] : []),
-        ],
+        effects: [{ type: "read_history", room: member.room, query, purpose: "request" }],
       };
     }
     case "send": {
-      const { rate, pauseMs } = take(state.rate, now);
-      const next: State = { ...state, rate };
-      const pause: Effect[] = pauseMs > 0 ? [{ type: "pause", ms: pauseMs }] : [];
+      const next: State = state;
       const ciphertext = base64.decode(message.ciphertext);
       if (ciphertext.length > MAX_CIPHERTEXT_BYTES) {
         const refused = answerInTurn(
@@ -465,7 +510,7 @@ function onFrame(state: Exclude<State, { phase: "closed" }>, payload: unknown, n
             { inReplyTo: "send", clientMsgId: message.client_msg_id },
           ),
         );
-        return { ...refused, effects: [...refused.effects, ...pause] };
+        return refused;
       }
       const slot = member.nextSlot;
       return {
@@ -487,10 +532,101 @@ function onFrame(state: Exclude<State, { phase: "closed" }>, payload: unknown, n
           nonce: base64.decode(message.nonce),
           ciphertext,
           slot,
-        }, ...pause],
+        }],
       };
     }
   }
+}
+
+type KeyOfferMessage = Extract<ClientMessage, { type: "key_offer" }>;
+
+/** A key offer while authenticating: parsed here (it never waits with the early frames). */
+function onClaim(state: Extract<State, { phase: "authenticating" }>, payload: unknown): Step {
+  let message: ClientMessage;
+  try {
+    message = parseClientMessage(payload);
+  } catch (error) {
+    return errorReply(state, error, { inReplyTo: "key_offer" });
+  }
+  return checkClaim(state, message as KeyOfferMessage);
+}
+
+/**
+ * Checks a key offer's proofs: the relayed one (room, party), possession over this
+ * connection's challenge, and a rotation's signature by the old key; then asks the store
+ * to bind. Any proof that fails is `bad_proof` (and closes a connection not yet in).
+ */
+function checkClaim(
+  state: Extract<State, { phase: "authenticating" | "open" }>,
+  message: KeyOfferMessage,
+): Step {
+  const member = state.member;
+  const problem = !verifyKeyOffer(member.room, member.party, message)
+    ? "the proof does not show possession of this key for this room and party"
+    : !verifyPossession(
+        possessionContext(member.room, member.name, member.challenge),
+        member.party,
+        message.public_key,
+        message.possession,
+      )
+    ? "the possession proof does not answer this connection's challenge"
+    : message.rotation &&
+        !verifyRotation(member.room, member.party, message.public_key, message.rotation)
+    ? "the key change is not signed by the key it names"
+    : null;
+  if (problem) {
+    return errorReply(state, new ProtocolError("bad_proof", problem), { inReplyTo: "key_offer" });
+  }
+  const change: KeyChange = {
+    ...(message.rotation ? { rotation: message.rotation } : {}),
+    ...(message.reset ? { reset: true as const } : {}),
+  };
+  return {
+    state: state.phase === "authenticating" ? { ...state, binding: true } : state,
+    replies: [],
+    effects: [{
+      type: "bind_key",
+      room: member.room,
+      party: member.party,
+      publicKey: hexToBytes(message.public_key),
+      proof: message.proof,
+      change,
+    }],
+  };
+}
+
+/** The store bound the name (the connection is in) or refused: the name has another key. */
+function onKeyBound(state: State, outcome: BindOutcome): Step {
+  if (state.phase !== "authenticating" && state.phase !== "open") return none(state);
+  if (outcome.kind === "mismatch") {
+    const settled = state.phase === "authenticating" ? { ...state, binding: false } : state;
+    return errorReply(
+      settled,
+      new ProtocolError(
+        "key_mismatch",
+        `the name ${state.member.name} in this room belongs to another key ` +
+          `(${bytesToHex(outcome.boundKey).slice(0, 16)}...); prove that one, sign the change ` +
+          "with it, or reset the name (your peer is told)",
+      ),
+      { inReplyTo: "key_offer" },
+    );
+  }
+  if (state.phase === "open") return none(state);
+  const { member } = state;
+  let out: Step = {
+    state: { phase: "open", rate: state.rate, member },
+    replies: state.peerOffer ? [peerKeyMessage(state.peerOffer)] : [],
+    effects: [{ type: "enter", room: member.room, name: member.name, party: member.party }],
+  };
+  // A listener gap while joining: catch up first, so that the pushes held meanwhile wait
+  // behind what the gap lost instead of moving `delivered` past it.
+  if (state.listenerBack) out = merge(out, onListenerBack(out.state));
+  for (const row of state.held) out = merge(out, onPush(out.state, row));
+  for (const payload of state.early) {
+    if (out.state.phase !== "open") break;
+    out = merge(out, onFrame(out.state, payload));
+  }
+  return out;
 }
 
 /** The request type a payload claims, for naming it in an error. */
@@ -501,19 +637,9 @@ function requestType(payload: unknown): RequestType | undefined {
     : undefined;
 }
 
-/** Takes one token; below zero, the reader pauses until the bucket is back at zero. */
-function take(rate: Rate, now: number): { rate: Rate; pauseMs: number } {
-  const burst = rate.perSecond * 2;
-  const refilled = rate.at === null
-    ? rate.tokens
-    : Math.min(burst, rate.tokens + ((now - rate.at) / 1000) * rate.perSecond);
-  const tokens = refilled - 1;
-  const pauseMs = tokens < 0 ? Math.ceil((-tokens / rate.perSecond) * 1000) : 0;
-  return { rate: { ...rate, tokens, at: now }, pauseMs };
-}
-
-function onJoined(state: State, join: Join, service: string, offers: KeyOffer[]): Step {
+function onJoined(state: State, event: Extract<Event, { type: "joined" }>): Step {
   if (state.phase !== "joining") return none(state);
+  const { join, service, offers, challenge } = event;
   if (!join.ok) {
     return errorReply(
       state,
@@ -531,9 +657,21 @@ function onJoined(state: State, join: Join, service: string, offers: KeyOffer[])
     held: [],
     answers: [],
     nextSlot: 0,
+    challenge,
   };
-  let out: Step = {
-    state: { phase: "open", rate: state.rate, member },
+  // Nothing but the welcome until the key offer proves the name's key: the connection
+  // replaces no older one, and what it sent meanwhile waits.
+  return {
+    state: {
+      phase: "authenticating",
+      rate: state.rate,
+      member,
+      peerOffer: offers.find((o) => o.party !== join.party),
+      binding: false,
+      held: state.held,
+      early: state.early,
+      listenerBack: state.listenerBack,
+    },
     replies: [{
       type: "welcome",
       version: PROTOCOL_VERSION,
@@ -542,18 +680,10 @@ function onJoined(state: State, join: Join, service: string, offers: KeyOffer[])
       last_id: join.lastId,
       service,
       last_seq: join.lastSeq,
-    }, ...offers.filter((o) => o.party !== join.party).map(peerKeyMessage)],
-    effects: [{ type: "enter", room: state.room, name: state.name, party: join.party }],
+      challenge,
+    }],
+    effects: [],
   };
-  // A listener gap during the join: catch up first, so that the pushes held meanwhile wait
-  // behind what the gap lost instead of moving `delivered` past it.
-  if (state.listenerBack) out = merge(out, onListenerBack(out.state));
-  for (const row of state.held) out = merge(out, onPush(out.state, row));
-  for (const payload of state.early) {
-    if (out.state.phase !== "open") break;
-    out = merge(out, onFrame(out.state, payload, out.state.rate.at ?? 0));
-  }
-  return out;
 }
 
 function onStoreOutcome(state: State, clientMsgId: string, outcome: StoreOutcome): Step {
@@ -624,7 +754,9 @@ function answer(state: State, slot: number, reply: ServerMessage): Step {
 }
 
 function onPush(state: State, row: MessageRow): Step {
-  if (state.phase === "joining") return none({ ...state, held: [...state.held, row] });
+  if (state.phase === "joining" || state.phase === "authenticating") {
+    return none({ ...state, held: [...state.held, row] });
+  }
   if (state.phase !== "open") return none(state);
   const member = state.member;
   if (member.catchingUp) {
@@ -653,7 +785,9 @@ function catchUpRead(member: Member): Extract<Effect, { type: "read_history" }> 
 }
 
 function onListenerBack(state: State): Step {
-  if (state.phase === "joining") return none({ ...state, listenerBack: true });
+  if (state.phase === "joining" || state.phase === "authenticating") {
+    return none({ ...state, listenerBack: true });
+  }
   if (state.phase !== "open") return none(state);
   const member = state.member;
   if (member.catchingUp) return none({ ...state, member: { ...member, catchUpAgain: true } });
@@ -696,8 +830,12 @@ function onFailed(state: State, effect: Effect, error: unknown): Step {
   switch (effect.type) {
     case "join":
       return errorReply(state, error, { inReplyTo: "hello" });
-    case "save_key":
-      return errorReply(state, error, { inReplyTo: "key_offer" });
+    case "bind_key":
+      return errorReply(
+        state.phase === "authenticating" ? { ...state, binding: false } : state,
+        error,
+        { inReplyTo: "key_offer" },
+      );
     case "store": {
       const refused = errorReply(state, error, {
         inReplyTo: "send",

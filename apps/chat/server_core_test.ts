@@ -18,11 +18,14 @@ import {
 import {
   encodeFrame,
   MAX_CIPHERTEXT_BYTES,
+  PROTOCOL_VERSION,
   ProtocolError,
   type ServerMessage,
 } from "./protocol.ts";
-import { type MessageRow, StoreUnavailable } from "./store.ts";
-import { base64, makeKeyOffer } from "./crypto.ts";
+import { type Join, type KeyOffer, type MessageRow, StoreUnavailable } from "./store.ts";
+import { base64, claimFor, makeKeyOffer } from "./crypto.ts";
+import { secp256k1 } from "@noble/curves/secp256k1.js";
+import { hexToBytes } from "@noble/hashes/utils.js";
 
 const SERVICE = "6f1c2b9e-3a4d-4c5e-8f70-112233445566";
 const b64 = (n: number, fill = 7) => base64.encode(new Uint8Array(n).fill(fill));
@@ -55,43 +58,72 @@ function drive(state: State, events: Event[]): Step {
 }
 
 const limits = { messagesPerSecond: 20 };
-const hello = { type: "hello", version: 2, name: "alice", room: "r" };
+const hello = { type: "hello", version: PROTOCOL_VERSION, name: "alice", room: "r" };
+/** The connection's challenge, as the shell would draw it. */
+const CHALLENGE = "c4".repeat(32);
+const ALICE = secp256k1.utils.randomSecretKey();
+
+function joinedEvent(join: Join, offers: KeyOffer[] = [], challenge = CHALLENGE): Event {
+  return { type: "joined", join, service: SERVICE, offers, challenge };
+}
+
+/** Alice's key offer for this connection (party 0, room r). */
+function claim(
+  secret = ALICE,
+  change: Parameters<typeof claimFor>[2] = {},
+  challenge = CHALLENGE,
+): Record<string, unknown> {
+  return {
+    type: "key_offer",
+    ...claimFor(secret, { room: "r", name: "alice", party: 0, challenge }, change),
+  };
+}
+
+/** Key offer, then the store's answer that the name is bound: the connection is in. */
+const authenticate: Event[] = [
+  { type: "frame", payload: claim(), now: 0 },
+  { type: "key_bound", outcome: { kind: "bound", changed: true } },
+];
 
 function opened(lastId = 0, lastSeq = 0): Step {
   return drive(initialState(limits), [
     { type: "frame", payload: hello, now: 0 },
-    {
-      type: "joined",
-      join: { ok: true, party: 0, peer: "bob", lastId, lastSeq },
-      service: SERVICE,
-      offers: [],
-    },
+    joinedEvent({ ok: true, party: 0, peer: "bob", lastId, lastSeq }),
+    ...authenticate,
   ]);
 }
 
-Deno.test("server core: hello joins; the welcome names the service, last_id and last_seq", () => {
+Deno.test("server core: hello joins; the welcome names the service, last_id, last_seq and a challenge", () => {
   const first = step(initialState(limits), { type: "frame", payload: hello, now: 0 });
   assert.deepEqual(first.effects, [{ type: "join", room: "r", name: "alice" }]);
   const { offer } = makeKeyOffer("r", 1);
-  const out = step(first.state, {
-    type: "joined",
-    join: { ok: true, party: 0, peer: "bob", lastId: 7, lastSeq: 3 },
-    service: SERVICE,
-    offers: [
-      { party: 1, name: "bob", publicKey: base64.decode(b64(33)), proof: offer.proof },
-    ],
-  });
-  assert.deepEqual(out.replies[0], {
+  const out = step(
+    first.state,
+    joinedEvent({ ok: true, party: 0, peer: "bob", lastId: 7, lastSeq: 3 }, [
+      { party: 1, name: "bob", publicKey: hexToBytes(offer.public_key), proof: offer.proof },
+    ]),
+  );
+  assert.deepEqual(out.replies, [{
     type: "welcome",
-    version: 2,
+    version: PROTOCOL_VERSION,
     party: 0,
     peer: "bob",
     last_id: 7,
     service: SERVICE,
     last_seq: 3,
+    challenge: CHALLENGE,
+  }], "nothing but the welcome before the key is proved");
+  assert.equal(out.state.phase, "authenticating");
+  assert.deepEqual(out.effects, [], "no older connection is replaced yet");
+  const offered = step(out.state, { type: "frame", payload: claim(), now: 0 });
+  assert.equal(offered.effects[0]?.type, "bind_key");
+  const bound = step(offered.state, {
+    type: "key_bound",
+    outcome: { kind: "bound", changed: true },
   });
-  assert.equal(out.replies[1]?.type, "peer_key", "the peer's offer goes with the welcome");
-  assert.equal(out.state.phase, "open");
+  assert.equal(bound.state.phase, "open");
+  assert.equal(bound.replies[0]?.type, "peer_key", "the peer's offer once in");
+  assert.deepEqual(bound.effects, [{ type: "enter", room: "r", name: "alice", party: 0 }]);
 });
 
 Deno.test("server core: every failure is answered with the code that means it", () => {
@@ -225,10 +257,20 @@ Deno.test("server core: every failure is answered with the code that means it", 
       opened().state,
       {
         type: "frame",
-        payload: { type: "key_offer", ...makeKeyOffer("r", 1).offer },
+        // Proved for party 1: alice is party 0.
+        payload: {
+          type: "key_offer",
+          ...claimFor(ALICE, { room: "r", name: "alice", party: 1, challenge: CHALLENGE }),
+        },
         now: 0,
       },
       { code: "bad_proof", in_reply_to: "key_offer" },
+      false,
+    ],
+    [
+      opened().state,
+      { type: "key_bound", outcome: { kind: "mismatch", boundKey: new Uint8Array(33).fill(2) } },
+      { code: "key_mismatch", in_reply_to: "key_offer", retryable: false },
       false,
     ],
   ];
@@ -249,12 +291,7 @@ Deno.test("server core: every failure is answered with the code that means it", 
   });
   assert.equal((failed.replies[0] as { code: string }).code, "unavailable");
   assert.equal(failed.state.phase, "closed");
-  const full = step(joining, {
-    type: "joined",
-    join: { ok: false, reason: "room_full", parties: ["x", "y"] },
-    service: SERVICE,
-    offers: [],
-  });
+  const full = step(joining, joinedEvent({ ok: false, reason: "room_full", parties: ["x", "y"] }));
   assert.equal((full.replies[0] as { code: string }).code, "room_full");
 });
 
@@ -431,12 +468,8 @@ function simulate(actions: SimAction[], pageLimit: number) {
       return;
     }
     joinedAt = joinRead;
-    apply({
-      type: "joined",
-      join: { ok: true, party: 0, peer: "bob", lastId: joinedAt, lastSeq: 0 },
-      service: SERVICE,
-      offers: [],
-    });
+    apply(joinedEvent({ ok: true, party: 0, peer: "bob", lastId: joinedAt, lastSeq: 0 }));
+    for (const event of authenticate) apply(event);
   };
   const read = (fail: boolean) => {
     const effect = reads.shift();
@@ -561,15 +594,44 @@ Deno.test("server core: answers to sends go out in the order of the sends, refus
   );
 });
 
-Deno.test("server core: history requests are paced like sends", () => {
-  let out = opened();
-  let paused = 0;
-  for (let i = 0; i < 100; i++) {
-    out = step(out.state, { type: "frame", payload: { type: "history", limit: 200 }, now: 0 });
-    for (const e of out.effects) if (e.type === "pause") paused = Math.max(paused, e.ms);
+Deno.test("server core: every frame read costs, whatever its kind: none is free to repeat", () => {
+  for (
+    const payload of [{ type: "history", limit: 200 }, { type: "heartbeat" }, { type: "nope" }]
+  ) {
+    let out = opened();
+    let paused = 0;
+    for (let i = 0; i < 100; i++) {
+      out = step(out.state, { type: "frame", payload, now: 0 });
+      for (const e of out.effects) if (e.type === "pause") paused = Math.max(paused, e.ms);
+      if (out.state.phase === "closed") break;
+    }
+    if (payload.type === "nope") {
+      // A bad frame closes the connection; it cost its token all the same.
+      assert.equal(out.state.phase, "closed");
+      continue;
+    }
+    // A bucket of 40 refilled at 20 a second; the hello cost 1 and the key offer 10: 100
+    // more at once leave 71 to wait for, 3.55 s.
+    assert.equal(paused, 3550, JSON.stringify(payload));
   }
-  // 100 at once against a bucket of 40 refilled at 20 a second: 60 to wait for, 3 s.
-  assert.equal(paused, 3000);
+});
+
+Deno.test("server core: frames that wait for the key offer are charged when read, not again", () => {
+  let out = drive(initialState(limits), [
+    { type: "frame", payload: hello, now: 0 },
+    joinedEvent({ ok: true, party: 0, peer: null, lastId: 0, lastSeq: 0 }),
+  ]);
+  for (let i = 0; i < 29; i++) {
+    out = step(out.state, { type: "frame", payload: { type: "heartbeat" }, now: 0 });
+    assert.deepEqual(out.effects, [], "within the burst: no pause");
+  }
+  // 1 + 29 = 30 of 40 taken; the key offer's 10 empties the bucket, and the 29 waiting
+  // heartbeats are answered without being charged twice.
+  const inside = drive(out.state, authenticate);
+  assert.equal(inside.replies.filter((r) => r.type === "heartbeat").length, 29);
+  assert.ok(!inside.effects.some((e) => e.type === "pause"));
+  const next = step(inside.state, { type: "frame", payload: { type: "heartbeat" }, now: 0 });
+  assert.deepEqual(next.effects, [{ type: "pause", ms: 50 }]);
 });
 
 Deno.test("server core: frames sent before the welcome are handled after it, in order, up to a bound", () => {
@@ -582,15 +644,15 @@ Deno.test("server core: frames sent before the welcome are handled after it, in 
     ciphertext: b64(16),
   });
   for (let i = 1; i <= 3; i++) out = step(out.state, { type: "frame", payload: send(i), now: 0 });
-  const joined = step(out.state, {
-    type: "joined",
-    join: { ok: true, party: 0, peer: null, lastId: 0, lastSeq: 0 },
-    service: SERVICE,
-    offers: [],
-  });
+  const joined = step(
+    out.state,
+    joinedEvent({ ok: true, party: 0, peer: null, lastId: 0, lastSeq: 0 }),
+  );
   assert.equal(joined.replies[0]?.type, "welcome");
+  assert.deepEqual(joined.effects, [], "nothing is handled before the key is proved");
+  const inside = drive(joined.state, authenticate);
   assert.deepEqual(
-    joined.effects.filter((e) => e.type === "store").map((e) => (e as { seq: number }).seq),
+    inside.effects.filter((e) => e.type === "store").map((e) => (e as { seq: number }).seq),
     [1, 2, 3],
   );
   let flood = step(initialState(limits), { type: "frame", payload: hello, now: 0 });
@@ -614,4 +676,133 @@ Deno.test("server core: a listener gap while joining is caught up before the pus
     { kind: "commit", sender: "alice" },
     { kind: "notify" },
   ], 1);
+});
+
+Deno.test("server core: a name's key is proved over this connection's challenge before anything is handled", () => {
+  const welcomed = drive(initialState(limits), [
+    { type: "frame", payload: hello, now: 0 },
+    joinedEvent({ ok: true, party: 0, peer: "bob", lastId: 0, lastSeq: 0 }),
+  ]);
+  // A proof made for another connection's challenge (a captured one, replayed) is refused
+  // and the connection closed: it never got in.
+  const replayed = step(welcomed.state, {
+    type: "frame",
+    payload: claim(ALICE, {}, "d5".repeat(32)),
+    now: 0,
+  });
+  assert.equal((replayed.replies[0] as { code: string }).code, "bad_proof");
+  assert.equal(replayed.state.phase, "closed");
+  assert.deepEqual(replayed.effects, [{ type: "close" }]);
+  // The store says the name belongs to another key: refused, closed, no older connection
+  // of that name replaced.
+  const offered = step(welcomed.state, { type: "frame", payload: claim(), now: 0 });
+  const taken = step(offered.state, {
+    type: "key_bound",
+    outcome: { kind: "mismatch", boundKey: new Uint8Array(33).fill(3) },
+  });
+  assert.equal((taken.replies[0] as { code: string }).code, "key_mismatch");
+  assert.equal(taken.state.phase, "closed");
+  assert.ok(!taken.effects.some((e) => e.type === "enter"));
+  // A second key offer while the first is being bound waits like any other frame.
+  const twice = step(offered.state, { type: "frame", payload: claim(), now: 0 });
+  assert.deepEqual(twice.effects, []);
+});
+
+Deno.test("server core: a key change goes to the store with its signature or its reset, checked first", () => {
+  const open = opened().state;
+  const next = secp256k1.utils.randomSecretKey();
+  const signed = step(open, {
+    type: "frame",
+    payload: claim(next, { previousSecret: ALICE }),
+    now: 0,
+  });
+  const bind = signed.effects[0] as Extract<Effect, { type: "bind_key" }>;
+  assert.equal(bind.type, "bind_key");
+  assert.equal(
+    bind.change.rotation?.public_key,
+    (claim() as { public_key: string }).public_key,
+    "the rotation names the old key",
+  );
+  const reset = step(open, { type: "frame", payload: claim(next, { reset: true }), now: 0 });
+  assert.deepEqual((reset.effects[0] as Extract<Effect, { type: "bind_key" }>).change, {
+    reset: true,
+  });
+  // A rotation whose signature is for another new key: refused before the store.
+  const other = secp256k1.utils.randomSecretKey();
+  const forged = claim(next, { previousSecret: ALICE }) as { rotation: unknown };
+  forged.rotation = (claim(other, { previousSecret: ALICE }) as { rotation: unknown }).rotation;
+  const refused = step(open, { type: "frame", payload: forged, now: 0 });
+  assert.equal((refused.replies[0] as { code: string }).code, "bad_proof");
+  assert.ok(!refused.effects.some((e) => e.type === "bind_key"));
+});
+
+Deno.test("server core: until the key is proved, no frame, push or key offer of the peer reaches the client (property)", () => {
+  const { offer } = makeKeyOffer("r", 1);
+  const bobOffer: KeyOffer = {
+    party: 1,
+    name: "bob",
+    publicKey: hexToBytes(offer.public_key),
+    proof: offer.proof,
+  };
+  const send = (i: number) => ({
+    type: "send",
+    client_msg_id: `m${i}`,
+    seq: i,
+    nonce: b64(12),
+    ciphertext: b64(16),
+  });
+  const before = fc.array(
+    fc.oneof(
+      fc.constant<"send">("send"),
+      fc.constant<"history">("history"),
+      fc.constant<"heartbeat">("heartbeat"),
+      fc.constant<"push">("push"),
+      fc.constant<"peer_key">("peer_key"),
+      fc.constant<"listener_back">("listener_back"),
+    ),
+    { maxLength: 40 },
+  );
+  fc.assert(
+    fc.property(before, fc.boolean(), (events, proves) => {
+      let out = drive(initialState(limits), [
+        { type: "frame", payload: hello, now: 0 },
+        joinedEvent({ ok: true, party: 0, peer: "bob", lastId: 0, lastSeq: 0 }),
+      ]);
+      let seq = 0;
+      let pushId = 0;
+      const replies: ServerMessage[] = [];
+      const effects: Effect[] = [];
+      for (const kind of events) {
+        const event: Event = kind === "send"
+          ? { type: "frame", payload: send(++seq), now: 0 }
+          : kind === "history"
+          ? { type: "frame", payload: { type: "history" }, now: 0 }
+          : kind === "heartbeat"
+          ? { type: "frame", payload: { type: "heartbeat" }, now: 0 }
+          : kind === "push"
+          ? { type: "push", row: row(++pushId) }
+          : kind === "peer_key"
+          ? { type: "peer_key", offer: bobOffer }
+          : { type: "listener_back" };
+        out = step(out.state, event);
+        replies.push(...out.replies);
+        effects.push(...out.effects);
+      }
+      assert.deepEqual(replies, [], "nothing is answered or pushed before the key is proved");
+      assert.deepEqual(effects, [], "nothing is stored, read or replaced before it either");
+      assert.equal(out.state.phase, "authenticating");
+      if (!proves) return;
+      const inside = drive(out.state, authenticate);
+      assert.equal(inside.state.phase, "open");
+      // Then every send waited in order, and the peer's key is delivered.
+      assert.deepEqual(
+        inside.effects.filter((e) => e.type === "store").map((e) => (e as { seq: number }).seq),
+        Array.from({ length: seq }, (_, i) => i + 1),
+      );
+      if (events.includes("peer_key")) {
+        assert.ok(inside.replies.some((r) => r.type === "peer_key"), "the peer's key, once in");
+      }
+    }),
+    { numRuns: 300 },
+  );
 });

@@ -9,6 +9,7 @@
 import postgres from "postgres";
 import { PGlite } from "@electric-sql/pglite";
 import { base64 } from "./crypto.ts";
+import { bytesToHex } from "@noble/hashes/utils.js";
 
 /** What the store needs from an SQL engine. */
 export interface SqlDriver {
@@ -220,6 +221,12 @@ export const MIGRATIONS: string[] = [
      END LOOP;
    END
    $$;`,
+  // Rooms expire after a time without a message, a join or a connected party
+  // (ChatStore.expireRooms); joins and the server's sweep mark them active here, messages
+  // count through their own created_at, so the store's hot path writes nothing more. Rooms
+  // that exist already count as active from now.
+  `ALTER TABLE rooms ADD COLUMN last_active_at timestamptz NOT NULL DEFAULT now();
+   CREATE INDEX rooms_last_active_at ON rooms (last_active_at);`,
 ];
 
 /** A stored message. */
@@ -242,7 +249,16 @@ export interface KeyOffer {
   name: string;
   publicKey: Uint8Array;
   proof: { t: string; s: string };
+  /** The change to this key was signed by the key before (its public key and proof). */
+  rotation?: { public_key: string; proof: { t: string; s: string } };
+  /** The name was taken over with this key without the one before. */
+  reset?: true;
 }
+
+/** The outcome of {@link ChatStore.bindKey}. */
+export type BindOutcome =
+  | { kind: "bound"; changed: boolean }
+  | { kind: "mismatch"; boundKey: Uint8Array };
 
 /**
  * What the channel announces, in commit order. A message event carries the message when its
@@ -255,11 +271,20 @@ export type StoreEvent =
 /**
  * The outcome of joining a room. `lastId` is the room's newest message id (0 if none),
  * `lastSeq` the joining name's highest seq in the room (0 if none): its next send is
- * `lastSeq + 1`.
+ * `lastSeq + 1`. `created` is true when this join created the room (absent: not said).
+ * `no_room`: the room does not exist and the join was not to create it.
  */
 export type Join =
-  | { ok: true; party: 0 | 1; peer: string | null; lastId: number; lastSeq: number }
-  | { ok: false; reason: "room_full"; parties: string[] };
+  | {
+    ok: true;
+    party: 0 | 1;
+    peer: string | null;
+    lastId: number;
+    lastSeq: number;
+    created?: boolean;
+  }
+  | { ok: false; reason: "room_full"; parties: string[] }
+  | { ok: false; reason: "no_room" };
 
 /**
  * The outcome of {@link ChatStore.insertMessage}, one per message.
@@ -392,13 +417,36 @@ export class ChatStore {
 
   /**
    * Joins `name` to `room`: the same name gets its party back, a new name the free party,
-   * a third name is refused.
+   * a third name is refused. The room is created if missing, unless `options.create` is
+   * false (then the answer is `no_room`), and marked active (see {@link expireRooms}).
+   *
+   * @throws {Error} if the room keeps vanishing between two statements (an expiry sweep
+   *   racing the join, more than a few times in a row).
    */
-  async join(room: string, name: string): Promise<Join> {
+  async join(room: string, name: string, options: { create?: boolean } = {}): Promise<Join> {
+    const create = options.create ?? true;
     return await this.#sql.transaction(async (tx) => {
-      await tx.query("INSERT INTO rooms (room) VALUES ($1) ON CONFLICT DO NOTHING", [room]);
-      // Serializes joins to one room: two new names arriving together get 0 and 1.
-      await tx.query("SELECT room FROM rooms WHERE room = $1 FOR UPDATE", [room]);
+      // The room's row lock, taken here and held to the commit, serializes joins to one
+      // room: two new names arriving together get 0 and 1.
+      let created = false;
+      for (let attempt = 0;; attempt++) {
+        const touched = await tx.query(
+          "UPDATE rooms SET last_active_at = now() WHERE room = $1 RETURNING room",
+          [room],
+        );
+        if (touched.length) break;
+        if (!create) return { ok: false, reason: "no_room" } as const;
+        const inserted = await tx.query(
+          "INSERT INTO rooms (room) VALUES ($1) ON CONFLICT DO NOTHING RETURNING room",
+          [room],
+        );
+        if (inserted.length) {
+          created = true;
+          break;
+        }
+        // Created by another join since the update looked: lock it as above.
+        if (attempt >= 5) throw new Error(`room ${JSON.stringify(room)} keeps vanishing`);
+      }
       const parties = await tx.query<{ party: number; name: string }>(
         "SELECT party, name FROM parties WHERE room = $1 ORDER BY party",
         [room],
@@ -427,27 +475,137 @@ export class ChatStore {
         peer,
         lastId: Number(last?.id ?? 0),
         lastSeq: Number(last?.seq ?? 0),
+        created,
       } as const;
     });
   }
 
-  /** Stores (or replaces) a party's public key offer and announces it on the channel. */
-  async saveKeyOffer(
+  /**
+   * Marks rooms active now (the server's rooms with a connected party, before each
+   * {@link expireRooms}: a conversation held open for weeks is not expired under it).
+   * Rooms that do not exist are skipped.
+   */
+  async touchRooms(rooms: string[]): Promise<void> {
+    for (let start = 0; start < rooms.length; start += TOUCH_BATCH) {
+      await this.#sql.query(
+        "UPDATE rooms SET last_active_at = now() WHERE room = ANY($1::text[])",
+        [rooms.slice(start, start + TOUCH_BATCH)],
+      );
+    }
+  }
+
+  /**
+   * Deletes rooms idle for `idleMs` milliseconds or more, by the database's clock, with
+   * their parties and messages: no join since (nor {@link touchRooms}) and no message
+   * stored since. Works in transactions of up to `batch` rooms, each room under its row
+   * lock (rooms locked by a join or a store right now are skipped: they are in use), and
+   * checked again under it, so a message or join committed before the lock keeps its room.
+   * A room kept for a message newer than its last join is marked active as of that
+   * message. Safe to run from several instances at once.
+   *
+   * @param idleMs how long a room must have been idle, in ms (> 0; 30 days by default in
+   *   the server).
+   * @returns the number of rooms deleted.
+   * @throws {StoreUnavailable}-like driver errors when the database is away (nothing of an
+   *   unfinished batch is deleted).
+   */
+  async expireRooms(idleMs: number, batch = 500): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const { deleted, more } = await this.#sql.transaction(async (tx) => {
+        const cutoff = "now() - $2::float8 * interval '1 millisecond'";
+        const candidates = await tx.query<{ room: string }>(
+          `SELECT room FROM rooms WHERE last_active_at < now() - $1::float8 * interval '1 millisecond'
+           ORDER BY last_active_at LIMIT $2 FOR UPDATE SKIP LOCKED`,
+          [idleMs, batch],
+        );
+        if (!candidates.length) return { deleted: 0, more: false };
+        // A statement of its own: under READ COMMITTED it sees what committed before the
+        // locks were taken. The newest message of a room is its highest id (one index step).
+        const rows = await tx.query<{ room: string; expired: boolean; last_message: unknown }>(
+          `SELECT r.room, r.last_active_at < ${cutoff} AND coalesce(l.created_at < ${cutoff}, true)
+                    AS expired,
+                  l.created_at AS last_message
+           FROM rooms r
+           LEFT JOIN LATERAL (
+             SELECT m.created_at FROM messages m WHERE m.room = r.room ORDER BY m.id DESC LIMIT 1
+           ) l ON true
+           WHERE r.room = ANY($1::text[])`,
+          [candidates.map((row) => row.room), idleMs],
+        );
+        const doomed = rows.filter((row) => row.expired).map((row) => row.room);
+        const kept = rows.filter((row) => !row.expired).map((row) => row.room);
+        if (doomed.length) {
+          for (const table of ["messages", "parties", "rooms"]) {
+            await tx.query(`DELETE FROM ${table} WHERE room = ANY($1::text[])`, [doomed]);
+          }
+        }
+        if (kept.length) {
+          // Kept for a newer message: active as of it, so no later batch looks at it again.
+          await tx.query(
+            `UPDATE rooms r SET last_active_at = greatest(r.last_active_at, (
+               SELECT m.created_at FROM messages m WHERE m.room = r.room ORDER BY m.id DESC LIMIT 1
+             )) WHERE r.room = ANY($1::text[])`,
+            [kept],
+          );
+        }
+        return { deleted: doomed.length, more: candidates.length === batch };
+      });
+      total += deleted;
+      if (!more) return total;
+    }
+  }
+
+  /**
+   * Binds a party's name in a room to a key, or confirms the binding. The first key proved
+   * for a name binds it; the same key again changes nothing; another key replaces it only
+   * when `change` says how (`rotation`: signed by the bound key, which the caller has
+   * verified; `reset`: a take-over the peer is told of). A new binding is announced on the
+   * channel. Checked and written under the party's row lock, so two connections cannot
+   * both win.
+   *
+   * @returns `bound` (`changed`: the key is new for this name), or `mismatch` with the
+   *   key the name is bound to.
+   */
+  async bindKey(
     room: string,
     party: 0 | 1,
     publicKey: Uint8Array,
     proof: { t: string; s: string },
-  ): Promise<void> {
-    await this.#sql.transaction(async (tx) => {
+    change: { rotation?: { public_key: string; proof: { t: string; s: string } }; reset?: true } =
+      {},
+  ): Promise<BindOutcome> {
+    return await this.#sql.transaction(async (tx) => {
+      const [row] = await tx.query<{ public_key: Uint8Array | null }>(
+        "SELECT public_key FROM parties WHERE room = $1 AND party = $2 FOR UPDATE",
+        [room, party],
+      );
+      const bound = row?.public_key ? new Uint8Array(row.public_key) : null;
+      if (bound && bytesToHex(bound) === bytesToHex(publicKey)) {
+        return { kind: "bound", changed: false };
+      }
+      if (bound) {
+        const rotatesBound = change.rotation !== undefined &&
+          change.rotation.public_key === bytesToHex(bound);
+        if (!rotatesBound && !change.reset) return { kind: "mismatch", boundKey: bound };
+      }
+      // The offer's proof material: the relayed proof and, for a changed key, how it changed
+      // (the peer checks a rotation against the key it trusts).
+      const material = {
+        ...proof,
+        ...(bound && change.rotation ? { rotation: change.rotation } : {}),
+        ...(bound && !change.rotation && change.reset ? { reset: true } : {}),
+      };
       await tx.query(
         `UPDATE parties SET public_key = $3, proof = $4, key_updated_at = now()
          WHERE room = $1 AND party = $2`,
-        [room, party, publicKey, JSON.stringify(proof)],
+        [room, party, publicKey, JSON.stringify(material)],
       );
       await tx.query("SELECT pg_notify($1, $2)", [
         this.channel,
         JSON.stringify({ room, key: party }),
       ]);
+      return { kind: "bound", changed: true };
     });
   }
 
@@ -459,13 +617,20 @@ export class ChatStore {
       "SELECT party, name, public_key, proof FROM parties WHERE room = $1 AND public_key IS NOT NULL ORDER BY party",
       [room],
     );
-    return rows.map((row) => ({
-      party: Number(row.party) as 0 | 1,
-      name: row.name,
-      publicKey: new Uint8Array(row.public_key),
-      proof:
-        (typeof row.proof === "string" ? JSON.parse(row.proof) : row.proof) as KeyOffer["proof"],
-    }));
+    return rows.map((row) => {
+      const { t, s, rotation, reset } =
+        (typeof row.proof === "string" ? JSON.parse(row.proof) : row.proof) as
+          & KeyOffer["proof"]
+          & Pick<KeyOffer, "rotation" | "reset">;
+      return {
+        party: Number(row.party) as 0 | 1,
+        name: row.name,
+        publicKey: new Uint8Array(row.public_key),
+        proof: { t, s },
+        ...(rotation ? { rotation } : {}),
+        ...(reset ? { reset } : {}),
+      };
+    });
   }
 
   /**
@@ -704,6 +869,8 @@ export class ChatStore {
 }
 
 const COLUMNS = "id, room, sender, client_msg_id, sender_seq, nonce, ciphertext, created_at";
+/** Rooms one statement of {@link ChatStore.touchRooms} marks at most. */
+const TOUCH_BATCH = 10_000;
 /** Insert statements running at once (the pool has 8 connections; reads need some). */
 const BATCHES_IN_FLIGHT = 4;
 /** Messages in one insert statement at most. */
@@ -900,7 +1067,12 @@ export async function openPglite(dataDir: string): Promise<SqlDriver> {
     );
   }
   try {
-    const driver = pgliteDriver(await PGlite.create(dataDir));
+    // A new database is made by a child process where possible (pglite_init.ts): what
+    // making one takes is then given back to the system, not kept by this one.
+    if (!(await exists(`${dataDir}/PG_VERSION`))) await createPgliteInChild(dataDir);
+    const driver = pgliteDriver(
+      await PGlite.create(dataDir, { startParams: [...PGLITE_START_PARAMS] }),
+    );
     const close = driver.close;
     driver.close = async () => {
       try {
@@ -912,6 +1084,67 @@ export async function openPglite(dataDir: string): Promise<SqlDriver> {
     return driver;
   } catch (error) {
     lock.close();
+    throw error;
+  }
+}
+
+/**
+ * PGlite's start parameters: its defaults, and less memory. PGlite's PostgreSQL zeroes its
+ * shared memory at start, so each MB of `shared_buffers` is a MB of resident memory: the
+ * 128 MB initdb chooses become 32 MB (the chat tables' hot pages fit; the rest is in the
+ * kernel's page cache), and room for 5 backends (one is ever used) instead of 100.
+ * Measured (VmRSS after start, docs/benchmarks.md): 340-365 MB on an existing data
+ * directory before, ... after. Applied at every start: nothing is written to the data
+ * directory's postgresql.conf.
+ */
+export const PGLITE_START_PARAMS: readonly string[] = [
+  ...PGlite.defaultStartParams,
+  "-c",
+  "shared_buffers=32MB",
+  "-c",
+  "max_connections=5",
+];
+
+/**
+ * Creates a PGlite database in `dataDir` in a child process (`deno run pglite_init.ts`),
+ * when this process runs on `deno` with permission to run it; otherwise does nothing (the
+ * caller's PGlite.create then creates it in this process, as a compiled binary must).
+ *
+ * @throws {Error} when the child fails, with its last line of stderr.
+ */
+async function createPgliteInChild(dataDir: string): Promise<void> {
+  const script = new URL("./pglite_init.ts", import.meta.url);
+  const deno = Deno.execPath();
+  if (script.protocol !== "file:" || !/(^|[\\/])deno(\.exe)?$/.test(deno)) return;
+  if (Deno.permissions.querySync({ name: "run", command: deno }).state !== "granted") return;
+  const { code, stderr } = await new Deno.Command(deno, {
+    args: [
+      "run",
+      "--allow-read",
+      "--allow-write",
+      "--allow-env",
+      "--no-prompt",
+      script.pathname,
+      await Deno.realPath(dataDir),
+    ],
+    // Where the workspace's import map is found.
+    cwd: new URL(".", script).pathname,
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  if (code !== 0) {
+    const said = new TextDecoder().decode(stderr).trim().split("\n").at(-1);
+    throw new Error(`creating the embedded database in ${dataDir} failed: ${said}`);
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
     throw error;
   }
 }

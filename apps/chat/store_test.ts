@@ -126,6 +126,7 @@ storeTest(
       peer: null,
       lastId: 0,
       lastSeq: 0,
+      created: true,
     });
     assert.deepEqual(await store.join("r1", "bob"), {
       ok: true,
@@ -133,6 +134,7 @@ storeTest(
       peer: "alice",
       lastId: 0,
       lastSeq: 0,
+      created: false,
     });
     assert.deepEqual(await store.join("r1", "alice"), {
       ok: true,
@@ -140,6 +142,7 @@ storeTest(
       peer: "bob",
       lastId: 0,
       lastSeq: 0,
+      created: false,
     });
     assert.deepEqual(await store.join("r1", "carol"), {
       ok: false,
@@ -170,21 +173,59 @@ storeTest("a join names the room's last id and the joining name's last seq", asy
     peer: "bob",
     lastId: last.message.id,
     lastSeq: 3,
+    created: false,
   });
   const bob = await store.join("j", "bob");
   assert.equal(bob.ok && bob.lastSeq, 1);
 });
 
-storeTest("key offers are stored per party and replaced by a new one", async (store) => {
-  await store.join("k", "alice");
-  await store.join("k", "bob");
-  assert.deepEqual(await store.keyOffers("k"), []);
-  await store.saveKeyOffer("k", 1, bytes(33, 2), proof);
-  await store.saveKeyOffer("k", 1, bytes(33, 3), proof);
-  assert.deepEqual(await store.keyOffers("k"), [
-    { party: 1, name: "bob", publicKey: bytes(33, 3), proof },
-  ]);
-});
+storeTest(
+  "a name is bound to the first key; another replaces it only signed or reset",
+  async (store) => {
+    await store.join("k", "alice");
+    await store.join("k", "bob");
+    assert.deepEqual(await store.keyOffers("k"), []);
+    assert.deepEqual(await store.bindKey("k", 1, bytes(33, 2), proof), {
+      kind: "bound",
+      changed: true,
+    });
+    assert.deepEqual(await store.bindKey("k", 1, bytes(33, 2), proof), {
+      kind: "bound",
+      changed: false,
+    });
+    assert.deepEqual(await store.bindKey("k", 1, bytes(33, 3), proof), {
+      kind: "mismatch",
+      boundKey: bytes(33, 2),
+    });
+    // A rotation must name the bound key (its signature is checked by the caller).
+    const wrong = { public_key: "03".repeat(33), proof };
+    assert.equal(
+      (await store.bindKey("k", 1, bytes(33, 3), proof, { rotation: wrong })).kind,
+      "mismatch",
+    );
+    const rotation = { public_key: "02".repeat(33), proof };
+    assert.deepEqual(await store.bindKey("k", 1, bytes(33, 3), proof, { rotation }), {
+      kind: "bound",
+      changed: true,
+    });
+    assert.deepEqual(await store.keyOffers("k"), [
+      { party: 1, name: "bob", publicKey: bytes(33, 3), proof, rotation },
+    ]);
+    assert.deepEqual(await store.bindKey("k", 1, bytes(33, 4), proof, { reset: true }), {
+      kind: "bound",
+      changed: true,
+    });
+    assert.deepEqual(await store.keyOffers("k"), [
+      { party: 1, name: "bob", publicKey: bytes(33, 4), proof, reset: true },
+    ]);
+    // Two connections racing to bind a fresh name: exactly one wins.
+    await store.join("race", "alice");
+    const outcomes = await Promise.all(
+      [5, 6, 7, 8].map((fill) => store.bindKey("race", 0, bytes(33, fill), proof)),
+    );
+    assert.equal(outcomes.filter((o) => o.kind === "bound").length, 1);
+  },
+);
 
 storeTest("a message is stored once per client message id, bytes intact", async (store) => {
   await store.join("m", "alice");
@@ -323,7 +364,7 @@ storeTest(
     );
     await store.insertMessage("n", "alice", "c1", 1, bytes(12), bytes(16)); // a retry: no second notice
     await store.insertMessage("n", "alice", "c9", 9, bytes(12), bytes(16)); // refused: no notice
-    await store.saveKeyOffer("n", 0, bytes(33, 2), proof);
+    await store.bindKey("n", 0, bytes(33, 2), proof);
     await until(() => heard.length >= 2, "two events");
     await sleep(50);
     assert.equal(message.seq, 1);
@@ -784,3 +825,49 @@ Deno.test({
     }
   },
 });
+
+storeTest(
+  "a join that may not create its room answers no_room and creates nothing; it joins an " +
+    "existing one",
+  async (store) => {
+    assert.deepEqual(await store.join("nr", "alice", { create: false }), {
+      ok: false,
+      reason: "no_room",
+    });
+    assert.deepEqual(await store.join("nr", "alice", { create: false }), {
+      ok: false,
+      reason: "no_room",
+    });
+    const rows = JSON.parse((await store.dumpForTests()).text) as Record<string, unknown>[];
+    assert.deepEqual(rows.filter((row) => "room" in row), [], "no room");
+    const first = await store.join("nr", "alice");
+    assert.equal(first.ok && first.created, true);
+    const second = await store.join("nr", "bob", { create: false });
+    assert.deepEqual(second.ok && [second.party, second.created], [1, false]);
+  },
+);
+
+storeTest(
+  "rooms expire by their last join or message, in batches, and a sweep over rooms kept for " +
+    "newer messages ends",
+  async (store) => {
+    const rooms = ["e1", "e2", "e3", "e4", "e5"];
+    for (const room of rooms) await store.join(room, "alice");
+    await store.join("fresh", "alice");
+    await sleep(300);
+    await store.touchRooms(["fresh", "no-such-room"]);
+    // Idle by their joins, each with a message since: kept, in batches of two.
+    for (const room of rooms) {
+      stored(await store.insertMessage(room, "alice", `${room}-1`, 1, bytes(12), bytes(16)));
+    }
+    assert.equal(await store.expireRooms(200, 2), 0);
+    await sleep(300);
+    assert.equal(await store.expireRooms(200, 2), 6, "all six, three batches and an empty one");
+    const left = JSON.parse((await store.dumpForTests()).text) as Record<string, unknown>[];
+    assert.deepEqual(left.filter((row) => "room" in row), [], "no room, party or message");
+    assert.equal(await store.expireRooms(200, 2), 0);
+    // A room of the same name again is a new one.
+    const again = await store.join("e1", "bob");
+    assert.deepEqual(again.ok && [again.party, again.lastId, again.created], [0, 0, true]);
+  },
+);

@@ -74,15 +74,26 @@ function App({ client, room, name, subscribe }: AppProps) {
     });
   };
 
-  const commands: Record<Command, () => void> = {
+  const commands: Record<Command, (argument?: string) => void> = {
     "/quit": () => exit(),
     "/help": () => dispatch({ type: "note", text: HELP }),
     "/key": () => void showKey(),
-    "/accept-key": () => {
-      if (client.acceptKey()) {
-        dispatch({ type: "key-accepted" });
-        dispatch({ type: "note", text: "New key accepted; held messages are being sent." });
-      } else dispatch({ type: "note", text: "There is no changed key to accept." });
+    "/accept-key": (argument) => {
+      void client.acceptKey(argument || undefined).then((outcome) => {
+        if (outcome.accepted) {
+          dispatch({ type: "key-accepted" });
+          dispatch({
+            type: "note",
+            text: `Accepted ${outcome.peer ?? "the peer"}'s key SHA-256 ` +
+              `${groupFingerprint(outcome.fingerprint)}.` +
+              (outcome.released ? ` ${outcome.released} held message(s) follow.` : ""),
+          });
+        } else {dispatch({
+            type: "note",
+            text: `Not accepted: ${outcome.problem}.`,
+            tone: "warning",
+          });}
+      });
     },
   };
 
@@ -93,7 +104,7 @@ function App({ client, room, name, subscribe }: AppProps) {
       case "empty":
         return true;
       case "command":
-        commands[line.command]();
+        commands[line.command](line.argument);
         return true;
       case "unknown":
         dispatch({ type: "note", text: unknownCommandText(line.word), tone: "warning" });

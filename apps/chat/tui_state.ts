@@ -129,8 +129,10 @@ function onClient(state: TuiState, event: ClientEvent): TuiState {
           kind: "note",
           tone: "warning",
           text: `${event.peer}'s key CHANGED. Compare the new key (/key) with ${event.peer} by ` +
-            "another channel: if it differs, someone is in the middle. Nothing is sent until " +
-            "you type /accept-key.",
+            "another channel: if it differs, someone is in the middle. Nothing is sent, and " +
+            `nothing signed by it is shown, until you type /accept-key ${
+              event.fingerprint.slice(0, 8)
+            }.`,
         }]);
       }
       return appendRows(next, [{
@@ -143,6 +145,22 @@ function onClient(state: TuiState, event: ClientEvent): TuiState {
     case "restored_key":
       // A reopened client: the key it keeps is the key, without a new note about it.
       return { ...state, fingerprint: event.fingerprint, keyChanged: event.pending };
+    case "key_restored":
+      return appendRows({ ...state, fingerprint: event.fingerprint, keyChanged: false }, [{
+        kind: "note",
+        tone: "info",
+        text: `${event.peer} is back on the key you accepted; messages go out under it again.`,
+      }]);
+    case "held":
+      // Never a message row: nothing signed by an unaccepted key is shown as the peer's.
+      return appendRows(state, [{
+        kind: "note",
+        tone: "warning",
+        text: `Held back a message signed as ${event.sender} under a key you have not ` +
+          `accepted (${groupFingerprint(event.fingerprint.slice(0, 16))} ...): whoever holds ` +
+          `that key wrote it. Compare the key with ${event.sender} by another channel; ` +
+          `/accept-key ${event.fingerprint.slice(0, 8)} shows it.`,
+      }]);
     case "notice":
       return appendRows(state, [{ kind: "note", text: event.text, tone: "info" }]);
     case "fatal":
@@ -168,8 +186,7 @@ export function clock(date: Date): string {
 
 /** The mark after an own message. */
 export function deliveryMark(message: MessageView): string {
-  // A message readable only with a changed key not yet accepted: say so on its line.
-  if (!message.own) return message.unaccepted ? " ⚠ key not accepted" : "";
+  if (!message.own) return "";
   switch (message.status) {
     case "waiting for key":
       return " (waiting for a key)";
@@ -224,7 +241,7 @@ export function rowLines(row: Row, me: string, width: number, style = plainStyle
       `${style.time(`${clock(m.createdAt)} `)}${style.sender(who, m.own)}: `,
       // Tabs (pasted code, say) as spaces, the one control character worth keeping here.
       printable(m.text.replaceAll("\t", "    ")) +
-      style.mark(printable(deliveryMark(m)), m.status === "failed" || m.unaccepted === true),
+      style.mark(printable(deliveryMark(m)), m.status === "failed"),
     ];
   const indent = stringWidth(lead);
   if (width - indent < MIN_TEXT_COLUMNS) return wrap(prefix + body, width);

@@ -214,11 +214,14 @@ Deno.test("tui state: a reopened client's stored key shows in the title, without
   assert.equal(pending.keyChanged, true);
 });
 
-Deno.test("rowLines: a message readable only under a changed key not yet accepted says so on its line", () => {
-  const lines = rowLines(
-    { kind: "message", message: message({ text: "trust me", unaccepted: true }) },
-    "alice",
-    80,
-  );
-  assert.match(lines.join("\n"), /bob: trust me ⚠ key not accepted/);
+Deno.test("a message held back under an unaccepted key is a warning note, never a message row", () => {
+  const state = reduce(initialState, {
+    type: "client",
+    event: { type: "held", id: 9, sender: "bob", fingerprint: "5cd9b98b" + "0".repeat(56) },
+  });
+  assert.equal(state.rows.length, 1);
+  const row = state.rows[0]!;
+  assert.equal(row.kind, "note");
+  assert.match(row.kind === "note" ? row.text : "", /Held back a message signed as bob/);
+  assert.match(row.kind === "note" ? row.text : "", /\/accept-key 5cd9b98b/);
 });

@@ -7,8 +7,9 @@ import assert from "node:assert/strict";
 import {
   findPostgres,
   freePort,
+  type LineParty,
   spawnDuet,
-  type SpawnedDuet,
+  spawnLineParty,
   testWith,
   waitFor,
 } from "@duet/testkit";
@@ -24,17 +25,20 @@ import {
 
 const options = { sanitizeOps: false, sanitizeResources: false };
 const postgresRequirement = await findPostgres();
-const encoder = new TextEncoder();
 
-interface Party {
-  process: SpawnedDuet;
-  writer: WritableStreamDefaultWriter<Uint8Array>;
+interface Party extends LineParty {
+  /** Sends one line (the line break is added). */
   say(line: string): Promise<void>;
-  end(): Promise<number>;
 }
 
-function party(port: number, name: string, room: string, keyStore: string): Party {
-  const process = spawnDuet([
+function party(
+  port: number,
+  name: string,
+  room: string,
+  keyStore: string,
+  extra: string[] = [],
+): Party {
+  const spawned = spawnLineParty([
     "chat",
     "--server",
     `127.0.0.1:${port}`,
@@ -45,22 +49,9 @@ function party(port: number, name: string, room: string, keyStore: string): Part
     "--key-store",
     keyStore,
     "--line",
-  ], { direct: true, stdin: true });
-  const writer = process.child.stdin.getWriter();
-  let ended: Promise<number> | undefined;
-  return {
-    process,
-    writer,
-    say: (line) => writer.write(encoder.encode(`${line}\n`)),
-    // Once: a finally block may end a party the test has ended already.
-    end: () =>
-      ended ??= (async () => {
-        await writer.close();
-        const { code } = await process.child.status;
-        await process.done;
-        return code;
-      })(),
-  };
+    ...extra,
+  ]);
+  return { ...spawned, say: (line) => spawned.say(`${line}\n`) };
 }
 
 async function server(dir: string, port = 0): Promise<RunningChatServer & { store: ChatStore }> {
@@ -365,8 +356,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "duet chat --line: a changed peer key is a loud warning, and nothing is sent under it " +
-    "until /accept-key",
+  name: "duet chat --line: a changed peer key is a loud warning; nothing is sent under it and " +
+    "nothing under it is shown until /accept-key names it",
   ...options,
   async fn() {
     const dir = await Deno.makeTempDir();
@@ -379,23 +370,24 @@ Deno.test({
       await alice.say("under the first key");
       await waitFor(() => out(bob).includes("alice: under the first key"), "bob reads it", 20_000);
       assert.equal(await bob.end(), 0);
-      // Bob comes back with a new key (his key store is gone): to Alice, a changed key.
+      // Bob comes back with a new key (his key store is gone), taking his name back: to
+      // Alice, a changed key.
       await Deno.remove(`${dir}/bob.sqlite`);
-      bob = party(port, "bob", "mitm", `${dir}/bob2.sqlite`);
+      bob = party(port, "bob", "mitm", `${dir}/bob2.sqlite`, ["--reset-key"]);
       await waitFor(() => err(alice).includes("WARNING: bob's key CHANGED"), "the warning", 20_000);
       // The new Bob has no key for the old message: shown as such, not as garbage.
       await waitFor(
         () => out(bob).some((l) => /^alice: \[cannot decrypt/.test(l)),
         "the old message marked unreadable",
       );
-      // What the new key brings is marked until Alice accepts it: it may not be Bob's.
+      // What the new key brings is held back until Alice accepts it: it may not be Bob's.
       await bob.say("from the new install");
       await waitFor(
-        () => out(alice).includes("bob [key not accepted]: from the new install"),
-        "the unaccepted key's message, marked",
+        () => err(alice).includes("held back a message signed as bob"),
+        "the unaccepted key's message, held back",
         20_000,
       );
-      assert.ok(!out(alice).includes("bob: from the new install"), "never unmarked");
+      assert.ok(!out(alice).includes("from the new install"), "not shown before /accept-key");
       await alice.say("held until accepted");
       await new Promise((r) => setTimeout(r, 1000));
       assert.ok(!out(bob).includes("alice: held until accepted"), "not sent before /accept-key");
@@ -405,7 +397,16 @@ Deno.test({
         "sent once accepted",
         20_000,
       );
-      assert.match(err(alice), /new key accepted/);
+      const fingerprint = err(alice).match(/bob's key CHANGED \(new SHA-256 ([0-9a-f]{64})\)/)![1];
+      assert.match(
+        err(alice),
+        new RegExp(`accepted bob's key SHA-256 ${fingerprint}; 1 held message\\(s\\) follow`),
+      );
+      await waitFor(
+        () => out(alice).includes("bob: from the new install"),
+        "shown once accepted",
+        20_000,
+      );
     } finally {
       await alice.end();
       await bob.end();

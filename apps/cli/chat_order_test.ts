@@ -3,21 +3,16 @@
 // two clients on the default key store at once; one service reached by two address
 // spellings is one identity; line mode ends on end of input and on SIGTERM.
 import assert from "node:assert/strict";
-import { spawnDuet, type SpawnedDuet, waitFor } from "@duet/testkit";
+import { type LineParty, spawnLineParty, waitFor } from "@duet/testkit";
 import { ChatStore, openPglite, type RunningChatServer, startChatServer } from "@duet/chat";
 
 const options = { sanitizeOps: false, sanitizeResources: false };
-const encoder = new TextEncoder();
 
 async function server(dir: string): Promise<RunningChatServer> {
   return await startChatServer({ store: new ChatStore(await openPglite(dir)), port: 0 });
 }
 
-interface Party {
-  process: SpawnedDuet;
-  say(text: string): Promise<void>;
-  end(): Promise<number>;
-}
+type Party = LineParty;
 
 /** `duet chat --line` with `--key-store` unless `home` is given (then the default path). */
 function party(
@@ -27,7 +22,7 @@ function party(
   store: { keyStore: string } | { home: string },
   extra: string[] = [],
 ): Party {
-  const process = spawnDuet([
+  return spawnLineParty([
     "chat",
     "--server",
     address,
@@ -38,24 +33,7 @@ function party(
     ...("keyStore" in store ? ["--key-store", store.keyStore] : []),
     "--line",
     ...extra,
-  ], {
-    direct: true,
-    stdin: true,
-    ...("home" in store ? { env: { HOME: store.home, XDG_DATA_HOME: "" } } : {}),
-  });
-  const writer = process.child.stdin.getWriter();
-  let ended: Promise<number> | undefined;
-  return {
-    process,
-    say: (text) => writer.write(encoder.encode(text)),
-    end: () =>
-      ended ??= (async () => {
-        await writer.close().catch(() => {});
-        const { code } = await process.child.status;
-        await process.done;
-        return code;
-      })(),
-  };
+  ], "home" in store ? { env: { HOME: store.home, XDG_DATA_HOME: "" } } : {});
 }
 
 const out = (p: Party) => p.process.lines.stdout;

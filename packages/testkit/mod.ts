@@ -360,4 +360,36 @@ export function spawnDuet(args: string[], options: SpawnOptions = {}): SpawnedDu
   return { child, lines, done };
 }
 
+/** A `duet` process fed line by line on its standard input (`duet chat --line`, say). */
+export interface LineParty {
+  process: SpawnedDuet;
+  /** Writes `text` as it is (add the line break yourself). */
+  say(text: string): Promise<void>;
+  /** Closes its input and resolves with its exit code once it ended; once, however often called. */
+  end(): Promise<number>;
+}
+
+/** Starts `duet ARGS` directly (its pid is duet's), with standard input piped. */
+export function spawnLineParty(
+  args: string[],
+  options: Omit<SpawnOptions, "stdin"> = {},
+): LineParty {
+  const process = spawnDuet(args, { direct: true, ...options, stdin: true });
+  const writer = process.child.stdin.getWriter();
+  const encoder = new TextEncoder();
+  let ended: Promise<number> | undefined;
+  return {
+    process,
+    say: (text) => writer.write(encoder.encode(text)),
+    // Once: a finally block may end a party the test has ended already.
+    end: () =>
+      ended ??= (async () => {
+        await writer.close().catch(() => {});
+        const { code } = await process.child.status;
+        await process.done;
+        return code;
+      })(),
+  };
+}
+
 export { findPrivatePostgres, PrivatePostgres } from "./postgres.ts";

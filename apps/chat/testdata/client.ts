@@ -1,17 +1,34 @@
 /**
  * A bare protocol client for the server tests: real TCP, frames in and out, and waiting
- * for the next frame of a given type. It does no crypto of its own.
+ * for the next frame of a given type. Its only crypto is claiming its name: the key offer
+ * that proves its key over the welcome's challenge.
  */
+import { secp256k1 } from "@noble/curves/secp256k1.js";
+import { claimFor, type ClaimWire } from "../crypto.ts";
 import {
   type ClientMessage,
   encodeFrame,
   FrameDecoder,
   parseServerMessage,
+  PROTOCOL_VERSION,
   type ServerMessage,
 } from "../protocol.ts";
 
+/** How {@link TestClient.join} claims its name. */
+export interface JoinOptions {
+  /** The key to claim with; a fresh one by default. */
+  secret?: Uint8Array;
+  /** false: send no key offer (the connection stays outside, its frames wait). */
+  claim?: boolean;
+  /** A key change to claim with (signed by the previous key, or a reset). */
+  change?: { previousSecret?: Uint8Array; reset?: boolean };
+}
+
 export class TestClient {
   readonly received: ServerMessage[] = [];
+  /** The key this client claimed its name with, and the offer it sent (after join). */
+  secret: Uint8Array = secp256k1.utils.randomSecretKey();
+  offer: ClaimWire | undefined;
   readonly closed: Promise<void>;
   #conn: Deno.TcpConn;
   #writer: WritableStreamDefaultWriter<Uint8Array>;
@@ -38,11 +55,30 @@ export class TestClient {
     return new TestClient(await Deno.connect({ hostname: "127.0.0.1", port }));
   }
 
-  /** Connects and says hello; resolves with the welcome (or the error). */
-  static async join(port: number, name: string, room: string): Promise<[TestClient, ServerMessage]> {
+  /**
+   * Connects, says hello and, once welcomed, claims its name with a key offer proved over
+   * the challenge (unless `options.claim` is false); resolves with the welcome (or the
+   * error). Whether the claim was accepted shows in what follows (an error, or answers).
+   */
+  static async join(
+    port: number,
+    name: string,
+    room: string,
+    options: JoinOptions = {},
+  ): Promise<[TestClient, ServerMessage]> {
     const client = await TestClient.connect(port);
-    await client.send({ type: "hello", version: 2, name, room });
-    return [client, await client.next((m) => m.type === "welcome" || m.type === "error")];
+    if (options.secret) client.secret = options.secret;
+    await client.send({ type: "hello", version: PROTOCOL_VERSION, name, room });
+    const first = await client.next((m) => m.type === "welcome" || m.type === "error");
+    if (first.type === "welcome" && options.claim !== false) {
+      client.offer = claimFor(
+        client.secret,
+        { room, name, party: first.party, challenge: first.challenge },
+        options.change,
+      );
+      await client.send({ type: "key_offer", ...client.offer });
+    }
+    return [client, first];
   }
 
   async send(message: ClientMessage): Promise<void> {

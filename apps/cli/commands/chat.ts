@@ -42,6 +42,9 @@ interface ChatServerCliOptions {
   messagesPerSecond: number;
   maxConnectionsPerAddress: number;
   idleTimeoutMs: number;
+  maxConnections: number;
+  roomsPerMinute: number;
+  roomExpiryDays: number;
 }
 
 /** Where the embedded database lives by default: the XDG data directory. */
@@ -85,7 +88,8 @@ export function chatServerCommand(io: CliIo): Command {
     .option("--data-dir <dir>", `the embedded database's directory (default: ${defaultDataDir()})`)
     .option(
       "--messages-per-second <n>",
-      "sends allowed per connection per second (bursts of twice that)",
+      "frames handled per connection per second (bursts of twice that): sends, history " +
+        "reads and heartbeats count 1, a key offer 10; a faster client is read more slowly",
       integer(1, 10_000),
       DEFAULTS.messagesPerSecond,
     )
@@ -102,10 +106,32 @@ export function chatServerCommand(io: CliIo): Command {
       integer(1000, 3_600_000),
       DEFAULTS.idleTimeoutMs,
     )
+    .option(
+      "--max-connections <n>",
+      "connections held at once from every address; past it a new one is refused " +
+        "(too_many_connections); 0 for no cap. The default is the open-file limit less a reserve",
+      integer(0, 10_000_000),
+      DEFAULTS.maxConnections,
+    )
+    .option(
+      "--rooms-per-minute <n>",
+      "new rooms one client address (IPv6: its /64) may create per minute, in bursts of " +
+        "twice that; past it a hello for a new room is refused (too_many_rooms). 0: no limit",
+      integer(0, 1_000_000),
+      DEFAULTS.roomsPerMinute,
+    )
+    .option(
+      "--room-expiry-days <days>",
+      "delete a room, its parties and messages after this many days without a message, a " +
+        "join or a connected party. 0: rooms never expire",
+      integer(0, 36_500),
+      DEFAULTS.roomIdleMs / 86_400_000,
+    )
     .addHelpText(
       "after",
       `
 The protocol is in docs/chat-protocol.md; the server never holds a key or a plaintext.
+Limits (what each protects, and what happens past it): apps/chat/README.md, "Limits".
 
 Examples:
   duet chat-server                                  # 127.0.0.1:7070, PGlite in the data dir
@@ -145,6 +171,9 @@ Stops on SIGINT/SIGTERM: says bye to every client, closes the database.`,
         messagesPerSecond: options.messagesPerSecond,
         maxConnectionsPerAddress: options.maxConnectionsPerAddress,
         idleTimeoutMs: options.idleTimeoutMs,
+        maxConnections: options.maxConnections,
+        roomsPerMinute: options.roomsPerMinute,
+        roomIdleMs: options.roomExpiryDays * 86_400_000,
       }).catch(async (error) => {
         await store.close().catch(() => {});
         return explainListenError(error, options.host, options.port);
@@ -204,6 +233,7 @@ interface ChatCliOptions {
   keyStore: string;
   line?: boolean;
   lingerMs: number;
+  resetKey?: boolean;
 }
 
 /** The `chat` command (the client). */
@@ -227,6 +257,11 @@ export function chatCommand(io: CliIo): Command {
     .option("--key-store <path>", "the local key store (SQLite, mode 0600)", defaultKeyStorePath())
     .option("--line", "line mode for scripts: stdin lines are sent, messages print as NAME: TEXT")
     .option(
+      "--reset-key",
+      "take your name in the room back with this key store's key after losing the one it " +
+        "was bound to; your peer is told and must accept the new key",
+    )
+    .option(
       "--linger-ms <ms>",
       "line mode: at the end of stdin, wait for unsent messages to be stored, giving up " +
         "after this long without progress; /key waits this long for a key",
@@ -237,7 +272,12 @@ export function chatCommand(io: CliIo): Command {
       "after",
       `
 Commands (typed as a line): /key shows the key's SHA-256 (both of you must see the same
-value; if not, someone is in the middle), /accept-key trusts a changed peer key, /help, /quit.
+value; if not, someone is in the middle), /accept-key [FINGERPRINT] trusts a changed peer
+key (messages under a key you have not accepted are held back, never shown as the peer's),
+/help, /quit.
+
+Your name in a room belongs to the key you first used there (kept in --key-store): another
+key cannot take it, unless it is started with --reset-key, which your peer is told of.
 
 Examples:
   duet chat --server 127.0.0.1:7070 --name alice --room tea --line
@@ -265,6 +305,7 @@ Examples:
           room: options.room,
           keyStore,
           onEvent: (event) => listener ? listener(event) : early.push(event),
+          resetKey: options.resetKey ?? false,
         });
         await client.start();
         await runTui(client, options.room, options.name, (fn) => {
@@ -285,6 +326,7 @@ Examples:
         err: io.err,
         signal: io.shutdownSignal,
         lingerMs: options.lingerMs,
+        resetKey: options.resetKey ?? false,
       }).finally(() => keyStore.close());
       if (result.unsent) {
         io.err(
