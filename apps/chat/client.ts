@@ -66,8 +66,18 @@ export type ClientEvent =
   | { type: "state"; state: ConnectionState; detail?: string }
   | { type: "welcome"; party: 0 | 1; peer: string | null }
   | { type: "message"; message: MessageView }
-  /** A key agreed now (`changed`: it replaces another and waits for /accept-key). */
-  | { type: "key"; fingerprint: string; peer: string; changed: boolean; accepted: boolean }
+  /**
+   * A key agreed now (`changed`: it replaces another and waits for /accept-key; `reset`: the
+   * peer's name was taken over without the old key, as after a lost key store).
+   */
+  | {
+    type: "key";
+    fingerprint: string;
+    peer: string;
+    changed: boolean;
+    accepted: boolean;
+    reset?: boolean;
+  }
   /** The key store already held a key for this conversation (a restarted client). */
   | { type: "restored_key"; fingerprint: string; pending: boolean }
   /**
@@ -657,6 +667,7 @@ export class ChatClient {
       peer: message.name,
       changed: changed && !signedByTrusted,
       accepted,
+      ...(changed && !signedByTrusted && message.reset ? { reset: true } : {}),
     });
     if (accepted) await this.#seal();
   }

@@ -205,11 +205,15 @@ function onWelcome(
     readingHistory: true,
     held: [],
   };
-  // Entries after a gap (one refused for good and dropped while offline): they take the
-  // seqs from the server's next on. An entry at or below last_seq may be stored already
-  // (its answer lost); it is sent as it is and the server answers by its client id.
+  // The outbox always starts at the server's next seq. After a gap (one refused for good
+  // and dropped while offline) its entries move down; numbered at or below last_seq (an
+  // answer lost, or numbered before this key store knew last_seq) they move up: sent as
+  // they were, a later entry could carry exactly the server's next seq and be stored before
+  // an earlier one that is then refused (seen: after a refused first connection, the line
+  // typed second was stored first). An entry already stored is still recognised by its
+  // client id, whatever seq it now carries.
   const first = outbox[0];
-  if (first && first.seq > welcome.last_seq + 1) {
+  if (first && first.seq !== welcome.last_seq + 1) {
     const renumbered = renumber(outbox, welcome.last_seq + 1);
     next = { ...next, outbox: renumbered };
     commands.push({ type: "renumber", firstSeq: welcome.last_seq + 1 });

@@ -330,6 +330,39 @@ Deno.test("client core: the welcome's last_seq renumbers an outbox that starts p
   assert.ok(commands.some((c) => c.type === "transmit" && c.seq === 5));
 });
 
+Deno.test("client core: an outbox numbered at or below the server's last seq (another key store of the name stored meanwhile) is stored in the order typed", () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 8 }),
+      fc.integer({ min: 1, max: 8 }),
+      fc.array(fc.boolean(), { maxLength: 60 }),
+      (typed, foreign, faults) => {
+        const h = new Harness();
+        // This key store numbered its lines 1, 2, ... before it knew what the server holds.
+        const ids = Array.from({ length: typed }, (_, i) => `mine-${i}`);
+        h.state = initialClientState(
+          ids.map((id, i) => ({ clientMsgId: id, seq: i + 1, ready: true })),
+        );
+        for (let i = 1; i <= foreign; i++) {
+          h.server.stored.push({ clientMsgId: `other-${i}`, seq: i });
+        }
+        h.connect();
+        let f = 0;
+        for (let i = 0; i < 10_000 && (h.state.outbox.length || h.server.outbox.length); i++) {
+          h.server.process(faults[f++] ?? false);
+          h.deliver();
+          if (!h.server.inbox.length && !h.server.outbox.length) h.fireTimer();
+        }
+        assert.deepEqual(
+          h.server.stored.filter((s) => s.clientMsgId.startsWith("mine")).map((s) => s.clientMsgId),
+          ids,
+        );
+      },
+    ),
+    { numRuns: 500 },
+  );
+});
+
 Deno.test("client core: the send window bounds what is in flight", () => {
   const h = new Harness();
   h.connect();

@@ -126,6 +126,7 @@ Deno.test({
       const [taker] = await TestClient.join(port, "bob", "tea", { change: { reset: true } });
       await waitFor(() => keyEvents().length === 3, "the reset key");
       assert.equal((keyEvents()[2] as { changed: boolean }).changed, true);
+      assert.equal((keyEvents()[2] as { reset?: boolean }).reset, true, "said to be a reset");
       await bobSays(taker, taker.secret, alicePublic, "FORGED", "m1", 3);
       await waitFor(() => events.some((e) => e.type === "held"), "held back");
       assert.ok(!shown(events).includes("FORGED"));
@@ -176,3 +177,38 @@ async function alicePublicKey(bob: TestClient): Promise<string> {
 function shown(events: ClientEvent[]): string[] {
   return events.flatMap((e) => e.type === "message" && e.message.text ? [e.message.text] : []);
 }
+
+Deno.test({
+  name: "chat identity: a connection that proves no key is closed at the handshake deadline; " +
+    "what it may leave waiting is bounded in bytes",
+  ...options,
+  async fn() {
+    const server = await startChatServer({
+      store: await pgliteStore(),
+      port: 0,
+      handshakeTimeoutMs: 500,
+    });
+    const port = server.addr.port;
+    try {
+      const [silent] = await TestClient.join(port, "mallory", "tea", { claim: false });
+      const [alice] = await TestClient.join(port, "alice", "tea");
+      const bye = await silent.next((m) => m.type === "bye");
+      assert.deepEqual(bye, { type: "bye", reason: "idle" });
+      await silent.closed;
+      // The one that proved its key stays past the deadline.
+      await new Promise((r) => setTimeout(r, 700));
+      await alice.send(sendFrame("a1", 1));
+      await alice.next((m) => m.type === "stored");
+      // Frames of ~48 KiB sent before any key offer: refused once they pass 256 KiB.
+      const [hoarder] = await TestClient.join(port, "hoarder", "other", { claim: false });
+      const big = { ...sendFrame("h", 1), ciphertext: base64.encode(new Uint8Array(36 * 1024)) };
+      for (let i = 0; i < 8; i++) await hoarder.send(big as ClientMessage).catch(() => {}); // closed
+      const refused = await hoarder.next((m) => m.type === "error");
+      assert.equal(refused.type === "error" && refused.code, "bad_message");
+      await hoarder.closed;
+      alice.close();
+    } finally {
+      await server.shutdown();
+    }
+  },
+});

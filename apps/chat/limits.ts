@@ -96,15 +96,23 @@ export function defaultMaxConnections(openFileLimit: number | undefined): number
 }
 
 /**
- * This process's soft open-file limit, from `/proc/self/limits` on Linux; undefined
- * elsewhere or when it cannot be read (no read permission: it is not asked for).
+ * This process's soft open-file limit on Linux: from `/proc/self/limits` when the process
+ * may read it (Deno asks for --allow-all there), else from the shell's `ulimit -n` when it
+ * may run `sh` (`deno task duet` may); undefined elsewhere or when neither is allowed.
  */
 export function readOpenFileLimit(): number | undefined {
   if (Deno.build.os !== "linux") return undefined;
   try {
-    const path = "/proc/self/limits";
-    if (Deno.permissions.querySync({ name: "read", path }).state !== "granted") return undefined;
-    return parseOpenFileLimit(Deno.readTextFileSync(path));
+    return parseOpenFileLimit(Deno.readTextFileSync("/proc/self/limits"));
+  } catch { /* not allowed: ask the shell */ }
+  try {
+    if (Deno.permissions.querySync({ name: "run", command: "sh" }).state !== "granted") {
+      return undefined;
+    }
+    const { stdout, success } = new Deno.Command("sh", { args: ["-c", "ulimit -n"] })
+      .outputSync();
+    const soft = Number(new TextDecoder().decode(stdout).trim());
+    return success && Number.isSafeInteger(soft) && soft > 0 ? soft : undefined;
   } catch {
     return undefined;
   }

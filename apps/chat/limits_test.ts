@@ -85,10 +85,34 @@ Deno.test("limits: the open-file limit is read from /proc/self/limits; the cap k
   assert.equal(defaultMaxConnections(200), 72);
   assert.equal(defaultMaxConnections(50), 1);
   assert.equal(defaultMaxConnections(undefined), 1000);
-  if (Deno.build.os === "linux") {
-    const limit = readOpenFileLimit();
-    assert.ok(limit === undefined || limit > 0, `read ${limit}`);
-  }
+});
+
+Deno.test({
+  name: "limits: the open-file limit is read with all permissions and with duet's own",
+  ignore: Deno.build.os !== "linux",
+  async fn() {
+    const shell = await new Deno.Command("sh", { args: ["-c", "ulimit -n"] }).output();
+    const expected = Number(new TextDecoder().decode(shell.stdout).trim());
+    assert.equal(readOpenFileLimit(), expected, "from /proc/self/limits");
+    // As `deno task duet` runs it: no --allow-all, so /proc/self/limits is closed to it.
+    const script = await Deno.makeTempFile({ suffix: ".ts" });
+    await Deno.writeTextFile(
+      script,
+      `import { readOpenFileLimit } from "${new URL("./limits.ts", import.meta.url).href}";\n` +
+        `let proc = "closed";\n` +
+        `try { Deno.readTextFileSync("/proc/self/limits"); proc = "readable"; } catch { /* */ }\n` +
+        "console.log(proc, readOpenFileLimit());\n",
+    );
+    const child = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-read", "--allow-run", "--allow-env", script],
+    }).output();
+    await Deno.remove(script);
+    assert.equal(
+      new TextDecoder().decode(child.stdout).trim(),
+      `closed ${expected}`,
+      "from ulimit -n",
+    );
+  },
 });
 
 Deno.test("limits: IPv6 addresses count by their /64, IPv4 ones as they are", () => {

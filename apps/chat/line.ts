@@ -85,7 +85,11 @@ export function describeEvent(
       return {
         stream: "err",
         text: event.changed
-          ? `!!! WARNING: ${event.peer}'s key CHANGED (new SHA-256 ${event.fingerprint}). ` +
+          ? `!!! WARNING: ${event.peer}'s key CHANGED (new SHA-256 ${event.fingerprint})` +
+            (event.reset
+              ? `: the name was taken back without the old key, as after a lost key store, ` +
+                `by ${event.peer} or by someone else. `
+              : ". ") +
             "Compare it with them over another channel; if it differs, someone is in the " +
             "middle. Nothing is sent, and nothing signed by it is shown, until you type " +
             `/accept-key ${event.fingerprint.slice(0, 8)}.`

@@ -58,6 +58,12 @@ export interface ChatServerConfig {
    */
   idleTimeoutMs: number;
   /**
+   * A connection that has not proved its name's key (hello, welcome, key offer accepted)
+   * this long after it was accepted is closed: a slot is not held for long by a client
+   * that proves nothing.
+   */
+  handshakeTimeoutMs: number;
+  /**
    * Connections the server holds at once, from every address; past it a new connection
    * gets `too_many_connections` and is closed. 0 for no cap. The default is the process's
    * open-file limit less a reserve (limits.ts, `defaultMaxConnections`).
@@ -97,6 +103,7 @@ export const DEFAULTS: Omit<ChatServerConfig, "store"> = {
   messagesPerSecond: 20,
   maxConnectionsPerAddress: 16,
   idleTimeoutMs: 60_000,
+  handshakeTimeoutMs: 10_000,
   maxConnections: defaultMaxConnections(readOpenFileLimit()),
   roomsPerMinute: 10,
   roomIdleMs: 30 * 24 * 60 * 60 * 1000,
@@ -297,7 +304,11 @@ export async function startChatServer(
     }
   })();
   const addr = listener.addr as Deno.NetAddr;
-  log.info("Chat server listening on {host}:{port}", { host: addr.hostname, port: addr.port });
+  log.info("Chat server listening on {host}:{port} (at most {max} connections)", {
+    host: addr.hostname,
+    port: addr.port,
+    max: config.maxConnections || "unlimited",
+  });
 
   /** Runs the expiry sweep: rooms with a connection here are touched first (active). */
   let sweeping: Promise<number> | undefined;
@@ -578,6 +589,7 @@ export async function startChatServer(
     perAddress.set(address, held + 1);
     connections.add(connection);
     let idle: ReturnType<typeof setTimeout> | undefined;
+    let handshake: ReturnType<typeof setTimeout> | undefined;
     try {
       if (stopping) return apply(refuse("shutting_down", "the server is shutting down"));
       if (config.maxConnections && open.size > config.maxConnections) {
@@ -606,6 +618,9 @@ export async function startChatServer(
         idle = setTimeout(() => connection.dispatch({ type: "idle" }), config.idleTimeoutMs);
       };
       armIdle();
+      handshake = setTimeout(() => {
+        if (connection.state.phase !== "open") connection.dispatch({ type: "idle" });
+      }, config.handshakeTimeoutMs);
       // Frames are handled one at a time, each after the pause the one before asked for:
       // a burst that arrived in one chunk is paced like one that arrived frame by frame.
       const paced = async () => {
@@ -644,6 +659,7 @@ export async function startChatServer(
       }
     } finally {
       clearTimeout(idle);
+      clearTimeout(handshake);
       if (connection.room) {
         const members = rooms.get(connection.room);
         members?.delete(connection);

@@ -594,7 +594,7 @@ export class ChatStore {
       const material = {
         ...proof,
         ...(bound && change.rotation ? { rotation: change.rotation } : {}),
-        ...(bound && !change.rotation && change.reset ? { reset: true } : {}),
+        ...(bound && change.reset ? { reset: true } : {}),
       };
       await tx.query(
         `UPDATE parties SET public_key = $3, proof = $4, key_updated_at = now()

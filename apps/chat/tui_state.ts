@@ -128,7 +128,12 @@ function onClient(state: TuiState, event: ClientEvent): TuiState {
         return appendRows({ ...next, keyChanged: true }, [{
           kind: "note",
           tone: "warning",
-          text: `${event.peer}'s key CHANGED. Compare the new key (/key) with ${event.peer} by ` +
+          text: `${event.peer}'s key CHANGED` +
+            (event.reset
+              ? ` (the name was taken back without the old key, as after a lost key store, by ` +
+                `${event.peer} or by someone else)`
+              : "") +
+            `. Compare the new key (/key) with ${event.peer} by ` +
             "another channel: if it differs, someone is in the middle. Nothing is sent, and " +
             `nothing signed by it is shown, until you type /accept-key ${
               event.fingerprint.slice(0, 8)
