@@ -5,6 +5,7 @@
 // that key by fingerprint, and is back on the trusted key when the peer returns with it.
 import assert from "node:assert/strict";
 import { secp256k1 } from "@noble/curves/secp256k1.js";
+import { bytesToHex } from "@noble/hashes/utils.js";
 import { waitFor } from "@duet/testkit";
 import { deriveSharedKey, encryptMessage, keyFingerprint, messageAad } from "./crypto.ts";
 import { base64 } from "./crypto.ts";
@@ -68,7 +69,7 @@ async function bobSays(
   id: string,
   seq: number,
 ): Promise<void> {
-  const bobPublic = bytesHex(secp256k1.getPublicKey(secret, true));
+  const bobPublic = bytesToHex(secp256k1.getPublicKey(secret, true));
   const key = await deriveSharedKey(secret, "tea", [alicePublic, bobPublic], 1);
   const { nonce, ciphertext } = await encryptMessage(key, text, messageAad("tea", "bob", id));
   await bob.send({
@@ -80,8 +81,6 @@ async function bobSays(
   } as ClientMessage);
   await bob.next((m) => m.type === "stored");
 }
-
-const bytesHex = (b: Uint8Array) => [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
 
 Deno.test({
   name: "chat identity: the client trusts a change signed by the key it trusts, holds back " +

@@ -1,8 +1,7 @@
 /**
  * The chat server's resource limits as pure functions, so that each rule can be tested
  * without sockets or clocks (the token buckets that pace frames and limit room creation
- * are packages/net/rate.ts): what a frame costs, the output budget of a connection, the backoff of a
- * failing accept loop, the default connection cap from the open-file limit, and the key an
+ * are packages/net/rate.ts): what a frame costs, the output budget of a connection, the default connection cap from the open-file limit, and the key an
  * address is counted under. The shell that applies them is server.ts; the table of limits
  * is in apps/chat/README.md ("Limits").
  *
@@ -49,18 +48,6 @@ export function admitOutput(
 /** Whether the server may read the connection's next frame with this much unwritten. */
 export function mayRead(unwrittenBytes: number, limits: OutputLimits): boolean {
   return unwrittenBytes <= limits.watermarkBytes;
-}
-
-/** The accept loop's backoff after failures, in ms: 5 ms doubling up to 1 s. */
-export const ACCEPT_BACKOFF_MS = { first: 5, max: 1_000 } as const;
-
-/**
- * How long the accept loop waits after its `failures`-th failure in a row (1, 2, ...):
- * 5, 10, 20, ... ms, at most 1,000 ms.
- */
-export function acceptBackoffMs(failures: number): number {
-  const doubled = ACCEPT_BACKOFF_MS.first * 2 ** Math.max(0, Math.min(failures - 1, 30));
-  return Math.min(ACCEPT_BACKOFF_MS.max, doubled);
 }
 
 /**

@@ -4,7 +4,6 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import {
-  acceptBackoffMs,
   addressKey,
   admitOutput,
   defaultMaxConnections,
@@ -56,15 +55,6 @@ Deno.test("limits: output above the watermark stops reading; above the budget cu
       },
     ),
   );
-});
-
-Deno.test("limits: the accept backoff doubles from 5 ms to 1 s", () => {
-  assert.deepEqual(
-    Array.from({ length: 10 }, (_, i) => acceptBackoffMs(i + 1)),
-    [5, 10, 20, 40, 80, 160, 320, 640, 1000, 1000],
-  );
-  assert.equal(acceptBackoffMs(10_000), 1000);
-  assert.equal(acceptBackoffMs(0), 5);
 });
 
 Deno.test("limits: the open-file limit is read from /proc/self/limits; the cap keeps a reserve", () => {

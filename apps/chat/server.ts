@@ -18,7 +18,6 @@ import {
 } from "./protocol.ts";
 import type { ChatStore, MessageRow, StoreEvent } from "./store.ts";
 import {
-  acceptBackoffMs,
   addressKey,
   admitOutput,
   defaultMaxConnections,
@@ -26,6 +25,8 @@ import {
   readOpenFileLimit,
 } from "./limits.ts";
 import { KeyedBuckets } from "@duet/net/rate";
+import { acceptBackoffMs } from "@duet/net/backoff";
+import { AddressCounter } from "@duet/net/address";
 import {
   type Effect,
   type Event,
@@ -177,7 +178,7 @@ export async function startChatServer(
   await store.migrate();
   const service = store.serviceId;
   const rooms = new Map<string, Set<Connection>>();
-  const perAddress = new Map<string, number>();
+  const perAddress = new AddressCounter(config.maxConnectionsPerAddress);
   const open = new Set<Deno.TcpConn>();
   const connections = new Set<Connection>();
   let stopping = false;
@@ -585,8 +586,7 @@ export async function startChatServer(
       return undefined;
     };
 
-    const held = perAddress.get(address) ?? 0;
-    perAddress.set(address, held + 1);
+    const admitted = perAddress.tryAcquire(address);
     connections.add(connection);
     let idle: ReturnType<typeof setTimeout> | undefined;
     let handshake: ReturnType<typeof setTimeout> | undefined;
@@ -602,7 +602,8 @@ export async function startChatServer(
           ),
         );
       }
-      if (config.maxConnectionsPerAddress && held >= config.maxConnectionsPerAddress) {
+      if (!admitted) {
+        const held = perAddress.held(address);
         refusedConnections++;
         return apply(
           refuse(
@@ -666,9 +667,7 @@ export async function startChatServer(
         if (members && !members.size) rooms.delete(connection.room);
       }
       connections.delete(connection);
-      const left = (perAddress.get(address) ?? 1) - 1;
-      if (left) perAddress.set(address, left);
-      else perAddress.delete(address);
+      if (admitted) perAddress.release(address);
       open.delete(conn);
       close();
     }

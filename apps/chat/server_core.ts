@@ -50,6 +50,7 @@ import {
   type BindOutcome,
   isUnavailable,
   type Join,
+  type KeyChange,
   type KeyOffer,
   type MessageRow,
   type StoreOutcome,
@@ -124,12 +125,6 @@ export type Effect =
   | { type: "close" };
 
 type ProofWire = { t: string; s: string };
-
-/** How a key offer may replace the key a name is bound to (none: it may not). */
-export interface KeyChange {
-  rotation?: { public_key: string; proof: ProofWire };
-  reset?: true;
-}
 
 /** What happens to a connection. `now` is in milliseconds, from any monotonic clock. */
 export type Event =

@@ -250,8 +250,17 @@ export interface KeyOffer {
   publicKey: Uint8Array;
   proof: { t: string; s: string };
   /** The change to this key was signed by the key before (its public key and proof). */
-  rotation?: { public_key: string; proof: { t: string; s: string } };
+  rotation?: KeyChange["rotation"];
   /** The name was taken over with this key without the one before. */
+  reset?: true;
+}
+
+/**
+ * How a key offer may replace the key a name is bound to: signed by that key (`rotation`,
+ * checked by the caller), or taken over without it (`reset`); neither: it may not.
+ */
+export interface KeyChange {
+  rotation?: { public_key: string; proof: { t: string; s: string } };
   reset?: true;
 }
 
@@ -572,8 +581,7 @@ export class ChatStore {
     party: 0 | 1,
     publicKey: Uint8Array,
     proof: { t: string; s: string },
-    change: { rotation?: { public_key: string; proof: { t: string; s: string } }; reset?: true } =
-      {},
+    change: KeyChange = {},
   ): Promise<BindOutcome> {
     return await this.#sql.transaction(async (tx) => {
       const [row] = await tx.query<{ public_key: Uint8Array | null }>(

@@ -14,6 +14,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
+import { acceptBackoffMs } from "./backoff.ts";
 
 /** Options of {@link serveResilient}: those of `Deno.serve` over TCP, and one of its own. */
 export type ResilientServeOptions =
@@ -47,13 +48,6 @@ export interface ResilientServer {
 
 const log = getLogger(["duet", "net"]);
 
-/**
- * Backoff between attempts to listen again, in ms: doubles from the first to the last over
- * one outage (a listener that starts and fails again at the next accept counts as an
- * attempt), and starts from the first again after the outage.
- */
-export const RELISTEN_BACKOFF_MS = { first: 5, max: 1_000 } as const;
-
 /** Default of {@link ResilientServeOptions.recoveredAfterMs}: 5,000 ms. */
 export const RECOVERED_AFTER_MS = 5_000;
 
@@ -80,7 +74,11 @@ export async function serveResilient(
   let listening = false;
   let acceptFailures = 0;
   let outage: { since: number; failures: number } | undefined;
-  let delay: number = RELISTEN_BACKOFF_MS.first;
+  /**
+   * Attempts to listen again in this outage, each after backoff.ts's wait (a listener that
+   * starts and fails again at the next accept counts as one); 0 again after the outage.
+   */
+  let attempts = 0;
   let recovery: ReturnType<typeof setTimeout> | undefined;
   let wake: (() => void) | undefined;
   // Port 0 picks a free port at the first start; restarts must reuse that one.
@@ -131,17 +129,16 @@ export async function serveResilient(
       },
     );
     outage = undefined;
-    delay = RELISTEN_BACKOFF_MS.first;
+    attempts = 0;
   };
 
   const supervise = async () => {
     while (!stopped) {
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, delay);
+        const timer = setTimeout(resolve, acceptBackoffMs(++attempts));
         wake = () => (clearTimeout(timer), resolve());
       });
       if (stopped) return;
-      delay = Math.min(delay * 2, RELISTEN_BACKOFF_MS.max);
       try {
         await start();
         log.debug("Listening again on port {port}", { port });

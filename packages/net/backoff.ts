@@ -1,0 +1,18 @@
+/**
+ * The backoff of every accept loop in duet (packages/net/serve.ts listening again,
+ * apps/chat/server.ts accepting): how long to wait before the n-th retry of one outage.
+ *
+ * @module
+ */
+
+/** 5 ms before the first retry, doubling to at most 1 s. */
+export const ACCEPT_BACKOFF_MS = { first: 5, max: 1_000 } as const;
+
+/**
+ * How long to wait before retry number `attempt` (1, 2, ...) of one outage, in ms: 5, 10,
+ * 20, ... ms, at most 1,000 ms (below 1 counts as 1).
+ */
+export function acceptBackoffMs(attempt: number): number {
+  const doubled = ACCEPT_BACKOFF_MS.first * 2 ** Math.max(0, Math.min(attempt - 1, 30));
+  return Math.min(ACCEPT_BACKOFF_MS.max, doubled);
+}
