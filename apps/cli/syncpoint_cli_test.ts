@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { startSyncpoint } from "@duet/syncpoint";
 import { spawnDuet, waitFor } from "@duet/testkit";
 import { inProcess } from "./testdata/in_process.ts";
@@ -187,9 +189,135 @@ Deno.test("duet syncpoint wait: timeout exits 1 with a clear message; bad input 
   } finally {
     await server.shutdown();
   }
-  const unreachable = await inProcess(["syncpoint", "wait", "x", "--url", server.url.href]);
+  // Unreachable: retried (one line each) until --timeout-ms, then one clear line.
+  const unreachable = await inProcess([
+    "syncpoint",
+    "wait",
+    "x",
+    "--url",
+    server.url.href,
+    "--timeout-ms",
+    "300",
+  ]);
   assert.equal(unreachable.code, 1);
-  assert.match(unreachable.err, /cannot reach the syncpoint at http:\/\/127\.0\.0\.1:\d+\//);
+  const lines = unreachable.err.trimEnd().split("\n");
+  assert.match(
+    lines.at(-1)!,
+    /^duet syncpoint wait: cannot reach the syncpoint at http:\/\/127\.0\.0\.1:\d+\//,
+  );
+  assert.ok(lines.length >= 2, unreachable.err);
+  for (const line of lines.slice(0, -1)) {
+    assert.match(line, /^duet syncpoint wait: connection failed: .+; retrying in \d+\.\d s$/);
+  }
+});
+
+/**
+ * A load balancer during a rolling update, on a loopback port: answers the first `refusals`
+ * requests 503 shutting_down (Retry-After: 0), then forwards to `backend`. node:http, not
+ * Deno.serve: the syncpoint server in this process may have replaced the global Response.
+ */
+async function drainingFront(backend: URL, refusals: number) {
+  let requests = 0;
+  const server = createServer(async (request, response) => {
+    let body = "";
+    request.setEncoding("utf8");
+    for await (const chunk of request) body += chunk;
+    if (requests++ < refusals) {
+      response.writeHead(503, { "content-type": "application/json", "retry-after": "0" });
+      response.end(JSON.stringify({
+        status: "error",
+        code: "shutting_down",
+        message: "The service is shutting down",
+      }));
+      return;
+    }
+    const answer = await fetch(new URL(request.url!, backend), {
+      method: request.method!,
+      body,
+    });
+    response.writeHead(answer.status, { "content-type": "application/json" });
+    response.end(await answer.text());
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    requests: () => requests,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+Deno.test("duet syncpoint wait retries a draining service: one line per retry on stderr, then paired", async () => {
+  const server = await startSyncpoint({ port: 0 });
+  const lb = await drainingFront(server.url, 2);
+  try {
+    const first = inProcess([
+      "syncpoint",
+      "wait",
+      "r1",
+      "--url",
+      server.url.href,
+      "--payload",
+      "A",
+    ]);
+    await waitFor(() => server.rendezvous.waiting === 1, "the first party to wait");
+    const second = await inProcess([
+      "syncpoint",
+      "wait",
+      "r1",
+      "--url",
+      lb.url,
+      "--payload",
+      "B",
+      "--timeout-ms",
+      "20000",
+    ]);
+    assert.equal(second.code, 0, second.err);
+    assert.equal(second.out, "paired as the second party\nA\n");
+    const lines = second.err.trimEnd().split("\n");
+    assert.equal(lines.length, 2, second.err);
+    for (const line of lines) {
+      assert.match(
+        line,
+        /^duet syncpoint wait: service unavailable \(shutting_down\); retrying in 0\.[01] s$/,
+      );
+    }
+    assert.equal(lb.requests(), 3);
+    assert.equal((await first).code, 0);
+
+    // --quiet: the same retries, no lines; --no-retry: the first 503 is the outcome.
+    const quietLb = await drainingFront(server.url, 2);
+    const noRetryLb = await drainingFront(server.url, 1);
+    try {
+      const waiting = inProcess(["syncpoint", "wait", "r2", "--url", server.url.href]);
+      await waitFor(() => server.rendezvous.waiting === 1, "the first party to wait");
+      const quiet = await inProcess(["syncpoint", "wait", "r2", "--url", quietLb.url, "-q"]);
+      assert.equal(quiet.code, 0, quiet.err);
+      assert.equal(quiet.err, "");
+      assert.equal(quietLb.requests(), 3);
+      assert.equal((await waiting).code, 0);
+      const once = await inProcess([
+        "syncpoint",
+        "wait",
+        "r3",
+        "--url",
+        noRetryLb.url,
+        "--no-retry",
+      ]);
+      assert.equal(once.code, 1);
+      assert.equal(once.err, "duet syncpoint wait: The service is shutting down (shutting_down)\n");
+      assert.equal(noRetryLb.requests(), 1);
+    } finally {
+      await quietLb.close();
+      await noRetryLb.close();
+    }
+  } finally {
+    await lb.close();
+    await server.shutdown();
+  }
 });
 
 Deno.test("duet syncpoint refuses bad settings with exit 2", async () => {

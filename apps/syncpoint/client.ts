@@ -1,6 +1,6 @@
 /**
- * A typed client for the syncpoint API. Web APIs only (fetch), so it runs on Deno, Node,
- * Bun and in browsers.
+ * A typed client for the syncpoint API. Web APIs only (fetch, timers, AbortSignal), so it
+ * runs on Deno, Node, Bun and in browsers.
  *
  * @module
  */
@@ -9,29 +9,89 @@
 export interface PairResult {
   /** "first" if this party waited, "second" if it found the other waiting. */
   role: "first" | "second";
-  /** How long this party waited, in ms (0 for the second). */
+  /** How long this party waited, in ms (0 for the second), on the attempt that paired. */
   waitedMs: number;
   /** What the other party sent, or null if it sent nothing. */
   peerPayload: string | null;
+}
+
+/**
+ * How {@link waitForSecondParty} retries; every field is optional. Retries always stay
+ * inside the one deadline of {@link WaitOptions.timeoutMs}.
+ */
+export interface RetryPolicy {
+  /** The first backoff delay, in ms (100); it doubles per attempt, with jitter. */
+  initialDelayMs?: number;
+  /** The largest backoff delay, in ms (2,000). `Retry-After` may ask for longer. */
+  maxDelayMs?: number;
+  /** Most attempts in all, the first included (no limit: the deadline bounds them). */
+  maxAttempts?: number;
+  /**
+   * Called once per retry, before its delay: to report it (the CLI prints a line). An
+   * exception thrown here rejects the wait with it.
+   */
+  onRetry?: (event: RetryEvent) => void;
+}
+
+/** A retry about to happen, as {@link RetryPolicy.onRetry} sees it. */
+export interface RetryEvent {
+  /** The attempt that failed: 1 for the first request. */
+  attempt: number;
+  /** Why: a {@link SyncpointError} (an answer), or what fetch threw (a lost connection). */
+  error: Error;
+  /** How long it waits before the next attempt, in ms. */
+  delayMs: number;
+  /** Time left before the deadline when it decided, in ms (the delay included). */
+  remainingMs: number;
 }
 
 /** Options of {@link waitForSecondParty}. */
 export interface WaitOptions {
   /** Text to hand to the other party (UTF-8, at most 64 KiB by default). */
   payload?: string;
-  /** How long to wait for the other party, in ms; the server caps it (60 s by default). */
+  /**
+   * How long to wait for the other party, in ms: one deadline for all attempts. The first
+   * request asks the server for all of it (the server caps it, 60 s by default), each
+   * retry for what remains. Without it the first request asks nothing (the server's
+   * default applies, 10 s by default) and retries stay within {@link DEFAULT_DEADLINE_MS}
+   * of the start.
+   */
   timeoutMs?: number;
-  /** Gives up waiting; the promise rejects with the signal's reason. */
+  /** Gives up at once, also during a retry's delay; the promise rejects with the reason. */
   signal?: AbortSignal;
   /** The fetch to use (for tests or custom agents). */
   fetch?: typeof fetch;
+  /**
+   * Retries of failures a later attempt can cure (see {@link waitForSecondParty}); on by
+   * default. `false`: one request, its outcome as is.
+   */
+  retry?: false | RetryPolicy;
 }
+
+/** The deadline of a wait that sets no `timeoutMs`: the service's default wait, in ms. */
+export const DEFAULT_DEADLINE_MS = 10_000;
+
+/** The defaults of {@link RetryPolicy}. */
+export const DEFAULT_RETRY: Readonly<Required<Omit<RetryPolicy, "onRetry">>> = {
+  initialDelayMs: 100,
+  maxDelayMs: 2_000,
+  maxAttempts: Infinity,
+};
+
+/**
+ * The least time a retry keeps for itself, in ms: a delay is shortened so that this much
+ * remains after it, and with less than this left there is no retry. Enough to be paired
+ * as the second party of someone already waiting.
+ */
+export const LAST_ATTEMPT_MS = 50;
 
 /**
  * The service answered with an error. `code` is stable: `timeout`, `conflict`,
  * `capacity`, `shutting_down`, `backend_unavailable`, `too_many_waiting`, `rate_limited`,
  * `invalid_id`, `invalid_timeout`, `invalid_payload`, `payload_too_large`,
- * `method_not_allowed`, `not_found`, `internal`.
+ * `method_not_allowed`, `not_found`, `internal`; and from the client itself
+ * `bad_response` (the answer was not the service's: a proxy's error page) or `unknown`
+ * (JSON without a code).
  */
 export class SyncpointError extends Error {
   override name = "SyncpointError";
@@ -39,22 +99,133 @@ export class SyncpointError extends Error {
   readonly status: number;
   /** The stable error code. */
   readonly code: string;
-  constructor(status: number, code: string, message: string) {
+  /** The answer's `Retry-After`, in ms, if it had a valid one. */
+  readonly retryAfterMs: number | undefined;
+  constructor(status: number, code: string, message: string, retryAfterMs?: number) {
     super(message);
     this.status = status;
     this.code = code;
+    this.retryAfterMs = retryAfterMs;
   }
+}
+
+/** What went wrong with one attempt, as {@link retryDecision} needs it. */
+export type AttemptFailure =
+  /** The service (or a proxy) answered with this status. */
+  | { kind: "answer"; status: number; code: string; retryAfterMs?: number | undefined }
+  /** No answer: connection refused, reset or lost, DNS, a broken body (fetch's TypeError). */
+  | { kind: "network" };
+
+/** What to do after a failed attempt. */
+export type RetryDecision =
+  | { retry: true; delayMs: number }
+  | {
+    retry: false;
+    /** `permanent`: another attempt would get the same; `deadline`, `attempts`: no more. */
+    reason: "permanent" | "deadline" | "attempts";
+  };
+
+/**
+ * Whether a later attempt can cure this failure: 503 (`capacity`, `shutting_down`,
+ * `backend_unavailable`, or a proxy's), 429 (`too_many_waiting`, `rate_limited`), 409
+ * `conflict`, a proxy's 502 and 504, and lost connections. Not 400, 404, 405, 413 (the
+ * same request gets the same answer), 500 (a bug), nor 408 (see
+ * {@link waitForSecondParty}).
+ */
+export function isRetryable(failure: AttemptFailure): boolean {
+  if (failure.kind === "network") return true;
+  return [409, 429, 502, 503, 504].includes(failure.status);
+}
+
+/**
+ * The retry policy as a pure function: after attempt number `attempt` (1 for the first)
+ * failed with `failure`, with `remainingMs` left before the deadline, retry after how
+ * long, or stop. `random` in [0, 1) is the jitter.
+ *
+ * The delay is the answer's `Retry-After` when it has one (never earlier; spread by up to
+ * `initialDelayMs` so that parties refused together do not return together), else an
+ * exponential backoff: `initialDelayMs` doubling per attempt up to `maxDelayMs`, of which
+ * a random half is taken off ("equal jitter"). Either way it is capped so that at least
+ * {@link LAST_ATTEMPT_MS} remains for the next attempt: the delay never reaches the deadline.
+ */
+export function retryDecision(
+  failure: AttemptFailure,
+  attempt: number,
+  remainingMs: number,
+  random: number,
+  policy: RetryPolicy = {},
+): RetryDecision {
+  const initial = policy.initialDelayMs ?? DEFAULT_RETRY.initialDelayMs;
+  const max = policy.maxDelayMs ?? DEFAULT_RETRY.maxDelayMs;
+  if (!isRetryable(failure)) return { retry: false, reason: "permanent" };
+  if (attempt >= (policy.maxAttempts ?? DEFAULT_RETRY.maxAttempts)) {
+    return { retry: false, reason: "attempts" };
+  }
+  const room = remainingMs - LAST_ATTEMPT_MS;
+  if (!(room >= 0)) return { retry: false, reason: "deadline" };
+  const retryAfter = failure.kind === "answer" ? failure.retryAfterMs : undefined;
+  let wanted: number;
+  if (retryAfter !== undefined) {
+    wanted = retryAfter + random * initial;
+  } else {
+    const base = Math.min(max, initial * 2 ** Math.min(attempt - 1, 52));
+    wanted = base / 2 + (random * base) / 2;
+  }
+  return { retry: true, delayMs: Math.max(0, Math.min(Math.round(wanted), Math.floor(room))) };
+}
+
+/**
+ * Parses a `Retry-After` value (delta-seconds or an HTTP date) into ms from `nowMs`;
+ * undefined when absent or malformed.
+ */
+export function parseRetryAfter(
+  value: string | null,
+  nowMs: number = Date.now(),
+): number | undefined {
+  if (value === null) return undefined;
+  const text = value.trim();
+  if (/^[0-9]{1,9}$/.test(text)) return Number(text) * 1000;
+  // An HTTP date names its day and month ("Wed, 21 Oct 2015 07:28:00 GMT").
+  const date = /^[A-Za-z]{3}, /.test(text) ? Date.parse(text) : NaN;
+  return Number.isNaN(date) ? undefined : Math.max(0, date - nowMs);
 }
 
 /**
  * Waits at `baseUrl` for the other party of `id`. Resolves when both are there; rejects
- * with {@link SyncpointError} when the service refuses (after `timeoutMs`: code
- * `timeout`), or with a `TypeError` when the service cannot be reached.
+ * with {@link SyncpointError} when the service refuses (no partner before the deadline:
+ * code `timeout`), with what fetch threw (a `TypeError`) when the service could not be
+ * reached, or with the signal's reason when `signal` aborts.
+ *
+ * **Retries** (on unless `retry: false`), all inside one deadline (`timeoutMs`):
+ * - 503 (`shutting_down` from an instance that drains in a rolling update, `capacity`,
+ *   `backend_unavailable` while Redis is away) and 429 (`too_many_waiting`,
+ *   `rate_limited`): after their `Retry-After`, shortened if less time remains;
+ * - 409 `conflict`, lost connections and network errors (fetch's TypeError: refused,
+ *   reset, closed mid-answer), and a proxy's 502 or 504: after an exponential backoff
+ *   with jitter (100 ms doubling to 2 s by default).
+ *
+ * Each retry asks the server only for the time that remains (`?timeout_ms=`). A party
+ * that was waiting when it lost its answer was never paired (the service pairs nobody
+ * with a party that left), so it can take its place again. When no time is left, the
+ * last error is the answer.
+ *
+ * **Not retried**: 400, 404, 405, 413 (the same request gets the same answer), 500 (a
+ * bug), and 408 `timeout`: the server held this party for all the time it granted (what
+ * remained, or the operator's cap if smaller) and nobody came; asking again would only
+ * overrule that cap, and with the time spent there is nothing left to ask for.
+ *
+ * **What a retry cannot make whole**: a connection lost after the server paired this
+ * party (the answer was on its way). The partner got this party's payload and went
+ * away; the retry waits as a new party of the same id and ends in `timeout`, or pairs
+ * with a later arrival of that id. Use each id for one rendezvous, and let the payloads
+ * say enough that a party can tell a stranger from its partner.
  *
  * @example
  * ```ts ignore
  * const { role, peerPayload } = await waitForSecondParty("http://127.0.0.1:8080", "job-7", {
  *   payload: "my address is 10.0.0.7",
+ *   timeoutMs: 30_000,
+ *   retry: { onRetry: ({ error, delayMs }) => console.warn(`${error.message}; in ${delayMs} ms`) },
  * });
  * ```
  */
@@ -64,8 +235,48 @@ export async function waitForSecondParty(
   options: WaitOptions = {},
 ): Promise<PairResult> {
   const url = new URL(`wait-for-second-party/${encodeURIComponent(id)}`, withSlash(baseUrl));
-  if (options.timeoutMs !== undefined) {
-    url.searchParams.set("timeout_ms", String(Math.max(1, Math.round(options.timeoutMs))));
+  const { signal } = options;
+  signal?.throwIfAborted();
+  const policy = options.retry === false ? undefined : options.retry ?? {};
+  const deadline = performance.now() + (options.timeoutMs ?? DEFAULT_DEADLINE_MS);
+  for (let attempt = 1;; attempt++) {
+    // The first request asks for the whole wait, each retry for what remains of it.
+    const timeoutMs = attempt === 1 ? options.timeoutMs : deadline - performance.now();
+    try {
+      return await attemptOnce(url, timeoutMs, options);
+    } catch (error) {
+      if (signal?.aborted) throw signal.reason;
+      if (!policy) throw error;
+      const remainingMs = deadline - performance.now();
+      const decision = retryDecision(
+        failureOf(error),
+        attempt,
+        remainingMs,
+        Math.random(),
+        policy,
+      );
+      if (!decision.retry) throw error;
+      policy.onRetry?.({
+        attempt,
+        error: error instanceof Error ? error : new Error(String(error)),
+        delayMs: decision.delayMs,
+        remainingMs,
+      });
+      await sleep(decision.delayMs, signal);
+    }
+  }
+}
+
+/** One request: the pair, or a SyncpointError, or what fetch (or reading the body) threw. */
+async function attemptOnce(
+  base: URL,
+  timeoutMs: number | undefined,
+  options: WaitOptions,
+): Promise<PairResult> {
+  const url = new URL(base);
+  if (timeoutMs !== undefined) {
+    // Never more than asked (the deadline), never less than the server's 1 ms.
+    url.searchParams.set("timeout_ms", String(Math.max(1, Math.floor(timeoutMs))));
   }
   const response = await (options.fetch ?? fetch)(url, {
     method: "POST",
@@ -76,14 +287,17 @@ export async function waitForSecondParty(
     ...(options.signal ? { signal: options.signal } : {}),
   });
   const text = await response.text();
+  const retryAfterMs = parseRetryAfter(response.headers.get("retry-after"));
   let body: Record<string, unknown>;
   try {
     body = JSON.parse(text);
+    if (typeof body !== "object" || body === null) throw new TypeError("not an object");
   } catch {
     throw new SyncpointError(
       response.status,
       "bad_response",
-      `Not a syncpoint answer: ${text.slice(0, 80)}`,
+      `Not a syncpoint answer (HTTP ${response.status}): ${text.slice(0, 80)}`,
+      retryAfterMs,
     );
   }
   if (response.status !== 200) {
@@ -91,6 +305,7 @@ export async function waitForSecondParty(
       response.status,
       typeof body["code"] === "string" ? body["code"] : "unknown",
       typeof body["message"] === "string" ? body["message"] : `HTTP ${response.status}`,
+      retryAfterMs,
     );
   }
   return {
@@ -98,6 +313,29 @@ export async function waitForSecondParty(
     waitedMs: Number(body["waited_ms"] ?? 0),
     peerPayload: typeof body["peer_payload"] === "string" ? body["peer_payload"] : null,
   };
+}
+
+/** A SyncpointError is an answer; anything else fetch or the body read threw, no answer. */
+function failureOf(error: unknown): AttemptFailure {
+  return error instanceof SyncpointError
+    ? { kind: "answer", status: error.status, code: error.code, retryAfterMs: error.retryAfterMs }
+    : { kind: "network" };
+}
+
+/** Resolves after `ms`; rejects with the signal's reason as soon as it aborts. */
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal!.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
 }
 
 function withSlash(base: string | URL): URL {

@@ -7,7 +7,7 @@
 import { Hono } from "hono";
 import type { Context } from "hono";
 import { getLogger } from "@logtape/logtape";
-import type { Outcome, Refusal, Rendezvous } from "./rendezvous.ts";
+import type { Outcome, Presence, Refusal, Rendezvous } from "./rendezvous.ts";
 import type { SyncpointMetrics } from "./metrics.ts";
 import { KeyedBuckets, type Rate } from "@duet/net/rate";
 import { isLoopback } from "./limits.ts";
@@ -40,13 +40,25 @@ export interface HandlerOptions {
    * this machine (a proxy on the same host, local tools, benchmarks).
    */
   limitLoopback?: boolean;
-  /** The listener's state: /healthz answers 503 during an accept outage. */
-  listener?: { readonly outage: boolean };
+  /**
+   * The listener's state: /healthz answers 503 during an accept outage, and while the
+   * instance drains (before it refuses anything).
+   */
+  listener?: { readonly outage: boolean; readonly draining?: boolean };
 }
 
-/** The client's address as `Deno.serve` passes it (Hono's `c.env` is the handler info). */
+/**
+ * What the server passes beside the request (Hono's `c.env`): the client's address, and
+ * its presence when the listener can probe it (packages/net/http1.ts).
+ */
+interface HandlerInfo {
+  remoteAddr?: Deno.Addr;
+  presence?: Presence;
+}
+
+/** The client's address, from the handler info. */
 function clientAddress(env: unknown): string | undefined {
-  const remote = (env as Partial<Deno.ServeHandlerInfo> | undefined)?.remoteAddr;
+  const remote = (env as HandlerInfo | undefined)?.remoteAddr;
   return remote && "hostname" in remote ? remote.hostname : undefined;
 }
 
@@ -217,6 +229,7 @@ export function createApp(options: HandlerOptions): Hono {
       metrics.events.departed?.();
       return c.body(null, 499 as never);
     }
+    const presence = (c.env as HandlerInfo | undefined)?.presence;
     const outcome = await rendezvous.arrive({
       id,
       payload: payload.text,
@@ -227,6 +240,7 @@ export function createApp(options: HandlerOptions): Hono {
       // touching request.signal only later, for the parties that wait, cost ~25% more
       // server CPU per pair and raised p99 by half (docs/benchmarks.md).
       signal: c.req.raw.signal,
+      ...(presence ? { presence } : {}),
     });
     switch (outcome.kind) {
       case "paired":
@@ -251,11 +265,10 @@ export function createApp(options: HandlerOptions): Hono {
   // Liveness and readiness: 503 while arrivals cannot be served (store unreachable, out of
   // file descriptors, or shutting down), so a load balancer stops sending parties here.
   app.get("/healthz", (c) => {
-    const healthy = rendezvous.healthy && !options.listener?.outage;
-    return c.json(
-      { status: healthy ? "ok" : "unavailable", waiting: rendezvous.waiting },
-      healthy ? 200 : 503,
-    );
+    const draining = options.listener?.draining ?? false;
+    const healthy = rendezvous.healthy && !options.listener?.outage && !draining;
+    const status = healthy ? "ok" : draining ? "draining" : "unavailable";
+    return c.json({ status, waiting: rendezvous.waiting }, healthy ? 200 : 503);
   });
   app.get("/metrics", async (c) => {
     return c.body(await metrics.render(), 200, { "content-type": metrics.contentType });

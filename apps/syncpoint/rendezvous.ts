@@ -42,6 +42,28 @@ export interface Arrival {
    * neither held nor paired); a party on hold listens to it.
    */
   readonly signal?: AbortSignal;
+  /**
+   * Whether the party can still be answered, for connections where hang-ups are not seen
+   * as they happen. Absent: the signal alone tells.
+   */
+  readonly presence?: Presence;
+}
+
+/**
+ * A held party's connection, when the signal alone cannot tell that it left. A client that
+ * half-closes (shuts down its sending side after its request) can still read its answer,
+ * so it is kept; but a client that closed completely looks the same until something is
+ * written to it. Such a connection is *in doubt* until a probe settles it.
+ */
+export interface Presence {
+  /** True while the party's connection is half-closed and not probed since. */
+  readonly inDoubt: boolean;
+  /**
+   * Probes the connection (interim responses a departed client answers with a reset);
+   * resolves false if the party has left (its signal has then aborted too), true if its
+   * answer can still be delivered. Never rejects.
+   */
+  confirm(): Promise<boolean>;
 }
 
 /** Counts a rendezvous reports (for /metrics). */
@@ -70,9 +92,15 @@ export interface Rendezvous {
 
 /** A first party on hold. */
 interface WaitingParty {
+  id: string;
   payload: string | null;
   since: number;
+  presence: Presence | undefined;
+  /** A second party is confirming this one's presence: a third one is told `conflict`. */
+  claimed: boolean;
   settle(outcome: Outcome): void;
+  /** Settles it as departed (counted), if it is still on hold. */
+  depart(): void;
 }
 
 /**
@@ -159,16 +187,9 @@ export class LocalRendezvous implements Rendezvous {
     }
     const first = this.#waiting.get(id);
     if (first) {
-      this.#waiting.delete(id);
-      const waitedMs = this.#now() - first.since;
-      first.settle({ kind: "paired", role: "first", waitedMs, peerPayload: payload });
-      this.#events.paired?.(waitedMs);
-      return Promise.resolve({
-        kind: "paired",
-        role: "second",
-        waitedMs: 0,
-        peerPayload: first.payload,
-      });
+      if (first.claimed) return refused("conflict");
+      if (first.presence?.inDoubt) return this.#claimInDoubt(arrival, first);
+      return Promise.resolve(this.#pair(first, payload));
     }
     const bytes = payloadCost(arrival);
     const refusal = this.#ledger.admit(arrival.address, bytes);
@@ -176,7 +197,31 @@ export class LocalRendezvous implements Rendezvous {
     return this.#hold(arrival, bytes);
   }
 
-  #hold({ id, payload, timeoutMs, signal, address }: Arrival, bytes: number): Promise<Outcome> {
+  /** Answers the held `first` and returns the second party's outcome (synchronous). */
+  #pair(first: WaitingParty, payload: string | null): Outcome {
+    if (this.#waiting.get(first.id) === first) this.#waiting.delete(first.id);
+    const waitedMs = this.#now() - first.since;
+    first.settle({ kind: "paired", role: "first", waitedMs, peerPayload: payload });
+    this.#events.paired?.(waitedMs);
+    return { kind: "paired", role: "second", waitedMs: 0, peerPayload: first.payload };
+  }
+
+  /**
+   * The first party's connection is in doubt (half-closed): confirm it is there before
+   * pairing; if it left, it departs and this arrival starts over (as the first party).
+   */
+  async #claimInDoubt(arrival: Arrival, first: WaitingParty): Promise<Outcome> {
+    first.claimed = true;
+    const present = await first.presence!.confirm();
+    first.claimed = false;
+    const stillHeld = this.#waiting.get(arrival.id) === first;
+    if (stillHeld && present && !this.#closing) return this.#pair(first, arrival.payload);
+    if (stillHeld && !present) first.depart();
+    return this.arrive(arrival);
+  }
+
+  #hold(arrival: Arrival, bytes: number): Promise<Outcome> {
+    const { id, payload, timeoutMs, signal, address } = arrival;
     const since = this.#now();
     return new Promise<Outcome>((resolve) => {
       const onAbort = () => {
@@ -194,8 +239,12 @@ export class LocalRendezvous implements Rendezvous {
         party.settle({ kind: "refused", reason: "timeout", waitedMs: this.#now() - since });
       }, timeoutMs);
       const party: WaitingParty = {
+        id,
         payload,
         since,
+        presence: arrival.presence,
+        claimed: false,
+        depart: onAbort,
         settle: (outcome) => {
           this.#ledger.release(address, bytes);
           clearTimeout(timer);

@@ -285,3 +285,90 @@ Deno.test("LocalRendezvous property: under any arrivals, departures and timeouts
     { numRuns: 60 },
   );
 });
+
+Deno.test("LocalRendezvous property: a party whose connection is in doubt is paired only once confirmed; pairs are mutual", async () => {
+  const event = fc.oneof(
+    fc.record({
+      kind: fc.constant("arrive" as const),
+      id: fc.constantFrom("a", "b", "c"),
+      timeoutMs: fc.constantFrom(1, long),
+    }),
+    fc.record({ kind: fc.constant("leave" as const), index: fc.nat() }),
+    // A half-close: the client is still there (present) or closed completely (gone).
+    fc.record({ kind: fc.constant("halfClose" as const), index: fc.nat(), gone: fc.boolean() }),
+    fc.record({ kind: fc.constant("tick" as const) }),
+  );
+  await fc.assert(
+    fc.asyncProperty(fc.array(event, { maxLength: 40 }), async (events) => {
+      const { rendezvous, counts } = local(10);
+      const parties: {
+        hangUp: AbortController;
+        doubt: "none" | "present" | "gone";
+        goneAt?: number;
+        settledAt?: number;
+        outcome?: Outcome;
+      }[] = [];
+      const outcomes: Promise<Outcome>[] = [];
+      let step = 0;
+      for (const e of events) {
+        step++;
+        if (e.kind === "arrive") {
+          const index = parties.length;
+          const party = {
+            hangUp: new AbortController(),
+            doubt: "none" as "none" | "present" | "gone",
+          };
+          parties.push(party);
+          outcomes.push(
+            rendezvous.arrive({
+              id: e.id,
+              payload: `p${index}`,
+              timeoutMs: e.timeoutMs,
+              signal: party.hangUp.signal,
+              presence: {
+                get inDoubt() {
+                  return party.doubt !== "none" && !party.hangUp.signal.aborted;
+                },
+                async confirm() {
+                  await new Promise((resolve) => setTimeout(resolve, 1)); // the probe's gap
+                  if (party.doubt === "gone") party.hangUp.abort(); // the reset closes it
+                  return !party.hangUp.signal.aborted;
+                },
+              },
+            }).then((outcome) => {
+              Object.assign(parties[index]!, { outcome, settledAt: step });
+              return outcome;
+            }),
+          );
+        } else if (e.kind === "leave" && parties.length > 0) {
+          parties[e.index % parties.length]!.hangUp.abort();
+        } else if (e.kind === "halfClose" && parties.length > 0) {
+          const party = parties[e.index % parties.length]!;
+          if (party.doubt === "none") {
+            party.doubt = e.gone ? "gone" : "present";
+            if (e.gone) party.goneAt = step;
+          }
+        } else if (e.kind === "tick") {
+          await new Promise((resolve) => setTimeout(resolve, 3)); // timeouts and probes end
+        }
+        await new Promise((resolve) => setTimeout(resolve, 0)); // settled outcomes are seen
+      }
+      await new Promise((resolve) => setTimeout(resolve, 5)); // probes under way end
+      await rendezvous.close();
+      const settled = await Promise.all(outcomes);
+      assert.equal(rendezvous.waiting, 0);
+      settled.forEach((outcome, index) => {
+        const party = parties[index]!;
+        if (outcome.kind !== "paired") return;
+        // Never paired after closing for good: only an answer that came before it counts.
+        if (party.goneAt !== undefined) assert.ok(party.settledAt! < party.goneAt, `p${index}`);
+        // Mutual: the party whose payload it got got its own.
+        const peer = Number(outcome.peerPayload!.slice(1));
+        const back = settled[peer]!;
+        assert.ok(back.kind === "paired" && back.peerPayload === `p${index}`, `p${index}/p${peer}`);
+      });
+      assert.equal(settled.filter((o) => o.kind === "paired").length, 2 * counts.paired);
+    }),
+    { numRuns: 100 },
+  );
+});

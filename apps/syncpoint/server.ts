@@ -1,12 +1,13 @@
 /**
- * The syncpoint service as a process part: the handler behind `Deno.serve` (supervised, so
- * running out of file descriptors is survived), and a shutdown that stops accepting,
- * answers every waiting party with 503 and returns.
+ * The syncpoint service as a process part: the handler behind packages/net/http1.ts (which
+ * sees a party leave whatever it sent, keeps half-closed parties, and survives running out
+ * of file descriptors), and a drain: readiness goes false first, then the listener stops and
+ * every waiting party is answered 503 (clients retry elsewhere).
  *
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { type ResilientServer, serveResilient } from "@duet/net/serve";
+import { type Http1Server, serveHttp1 } from "@duet/net/http1";
 import { createApp } from "./handler.ts";
 import { SyncpointMetrics } from "./metrics.ts";
 import { LocalRendezvous, type Rendezvous } from "./rendezvous.ts";
@@ -50,6 +51,13 @@ export interface SyncpointConfig {
   redisUrl?: string;
   /** Prefix of the Redis keys and channels (instances that pair share one prefix). */
   redisPrefix?: string;
+  /**
+   * Milliseconds between the start of a drain (shutdown) and the end of serving: /healthz
+   * answers 503 `draining` at once so load balancers stop sending parties, while parties
+   * keep being served and paired; then waiting parties are answered 503 `shutting_down`.
+   * 0: no delay.
+   */
+  drainMs: number;
 }
 
 /** The defaults of `duet syncpoint`. */
@@ -65,6 +73,7 @@ export const DEFAULTS: SyncpointConfig = {
   arrivalBurst: 100,
   limitLoopback: false,
   maxPayloadBytes: 64 * 1024,
+  drainMs: 0,
 };
 
 /** A started service. */
@@ -73,8 +82,13 @@ export interface RunningSyncpoint {
   url: URL;
   /** The rendezvous the service pairs through. */
   rendezvous: Rendezvous;
-  /** Stops accepting, answers waiting parties with 503, and resolves when all is done. */
+  /**
+   * Drains: readiness false at once, serving for `drainMs`, then stops accepting, answers
+   * waiting parties with 503 and resolves when all is done. Idempotent.
+   */
   shutdown(): Promise<void>;
+  /** True from the start of shutdown(). */
+  readonly draining: boolean;
 }
 
 const log = getLogger(["duet", "syncpoint"]);
@@ -91,7 +105,8 @@ export async function startSyncpoint(
 ): Promise<RunningSyncpoint> {
   const config = { ...DEFAULTS, ...overrides };
   let rendezvous: Rendezvous;
-  let server: ResilientServer | undefined;
+  let server: Http1Server | undefined;
+  let draining = false;
   const metrics = new SyncpointMetrics(() => rendezvous.waiting, {
     waitingBytes: () => rendezvous.waitingBytes,
     listener: () => server,
@@ -123,9 +138,12 @@ export async function startSyncpoint(
         get outage() {
           return server?.outage ?? false;
         },
+        get draining() {
+          return draining;
+        },
       },
     });
-    server = await serveResilient({
+    server = await serveHttp1({
       hostname: config.hostname,
       port: config.port,
       onError: (error) => {
@@ -149,8 +167,18 @@ export async function startSyncpoint(
   return {
     url,
     rendezvous,
+    get draining() {
+      return draining;
+    },
     shutdown() {
       stopping ??= (async () => {
+        draining = true;
+        if (config.drainMs > 0) {
+          log.info("Draining: /healthz answers 503; serving for {ms} ms more", {
+            ms: config.drainMs,
+          });
+          await new Promise((resolve) => setTimeout(resolve, config.drainMs));
+        }
         const waiting = rendezvous.waiting;
         const drained = running.shutdown(); // stop accepting; wait for in-flight responses
         await rendezvous.close(); // which answers the waiting parties with 503

@@ -28,6 +28,7 @@ interface ServeOptions {
   limitLoopback?: boolean;
   redisUrl?: string;
   redisPrefix?: string;
+  drainMs: number;
 }
 
 interface WaitCliOptions {
@@ -35,6 +36,30 @@ interface WaitCliOptions {
   payload?: string;
   timeoutMs?: number;
   json?: boolean;
+  retry: boolean;
+}
+
+/**
+ * The gist of a fetch failure: Deno says "fetch failed" and puts "error sending request
+ * ...: client error (Connect): tcp connect error: Connection refused (os error 111)" in
+ * the cause; the last part is the news.
+ */
+function networkDetail(error: Error): string {
+  const detail = error.cause instanceof Error ? error.cause.message : error.message;
+  return detail.split(": ").at(-1) || error.message;
+}
+
+/** What a retry line says about the failure: "service unavailable (shutting_down)". */
+function retryReason(error: Error): string {
+  if (!(error instanceof SyncpointError)) return `connection failed: ${networkDetail(error)}`;
+  const what: Record<number, string> = {
+    409: "pair in progress",
+    429: "too many requests",
+    502: "bad gateway",
+    503: "service unavailable",
+    504: "gateway timeout",
+  };
+  return `${what[error.status] ?? `HTTP ${error.status}`} (${error.code})`;
 }
 
 /** The `syncpoint` command. */
@@ -103,6 +128,13 @@ export function syncpointCommand(io: CliIo): Command {
         .env("SYNCPOINT_REDIS_URL"),
     )
     .option("--redis-prefix <prefix>", "prefix of Redis keys and channels", "duet:syncpoint")
+    .option(
+      "--drain-ms <ms>",
+      "on SIGTERM, answer /healthz 503 and keep serving this long before waiting parties " +
+        "are answered 503 (a load balancer's time to stop sending parties here)",
+      integer(0, 600_000),
+      DEFAULTS.drainMs,
+    )
     .addHelpText(
       "after",
       `
@@ -120,7 +152,8 @@ are exempt unless --limit-loopback. Limits in full: apps/syncpoint/README.md#lim
 Out of file descriptors: new connections are refused while the held ones are served,
 the listener restarts by itself, /healthz answers 503 meanwhile.
 
-Stops on SIGINT/SIGTERM: stops accepting, answers waiting parties with 503.`,
+Stops on SIGINT/SIGTERM: /healthz answers 503 at once, parties are served for --drain-ms
+more, then it stops accepting and answers waiting parties 503 (clients retry elsewhere).`,
     )
     .action(async (options: ServeOptions) => {
       if (options.maxTimeoutMs < options.timeoutMs) {
@@ -145,6 +178,7 @@ Stops on SIGINT/SIGTERM: stops accepting, answers waiting parties with 503.`,
         limitLoopback: options.limitLoopback ?? false,
         ...(options.redisUrl ? { redisUrl: options.redisUrl } : {}),
         ...(options.redisPrefix ? { redisPrefix: options.redisPrefix } : {}),
+        drainMs: options.drainMs,
       }).catch((error) => explainListenError(error, options.host, options.port));
       await untilAborted(io.shutdownSignal);
       await server.shutdown();
@@ -161,21 +195,50 @@ Stops on SIGINT/SIGTERM: stops accepting, answers waiting parties with 503.`,
       `http://127.0.0.1:${DEFAULTS.port}`,
     )
     .option("--payload <text>", "text to hand to the other party (at most 64 KiB)")
-    .option("--timeout-ms <ms>", "how long to wait (the server caps it)", integer(1, 3_600_000))
+    .option(
+      "--timeout-ms <ms>",
+      "how long to wait in all, retries included (the server caps each request; default: " +
+        "the server's own wait, and retries within 10 s)",
+      integer(1, 3_600_000),
+    )
+    .option(
+      "--no-retry",
+      "one request: do not retry 503, 429, 409 or a lost connection",
+    )
     .option(
       "--json",
       "print the answer as JSON (the payload exactly; without --json its control characters " +
         "are shown as stand-ins such as ␛)",
     )
-    .action(async (id: string, options: WaitCliOptions) => {
+    .addHelpText(
+      "after",
+      `
+Retries, within the one --timeout-ms: 503 (an instance draining in a rolling update,
+capacity, Redis away) and 429 after their Retry-After; 409 and lost connections after a
+backoff (0.1 s doubling to 2 s); one line on stderr each, unless --quiet. Not 408
+(nobody came in the time granted), nor 400, 404, 405, 413. A connection lost just after
+the server paired this party cannot be made whole: the partner got the payload, and the
+retry waits anew (see apps/syncpoint/README.md#library).`,
+    )
+    .action(async (id: string, options: WaitCliOptions, command: Command) => {
       if (!ID_PATTERN.test(id)) {
         throw new UsageError(`Invalid id "${id}": use 1-128 characters of [A-Za-z0-9._~-]`);
       }
+      const quiet = command.optsWithGlobals()["quiet"] === true;
       try {
         const result = await waitForSecondParty(options.url, id, {
           ...(options.payload === undefined ? {} : { payload: options.payload }),
           ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
           signal: io.shutdownSignal,
+          retry: options.retry && {
+            onRetry: ({ error, delayMs }) => {
+              if (quiet) return;
+              io.err(
+                `duet syncpoint wait: ${printable(retryReason(error))}; retrying in ` +
+                  `${(delayMs / 1000).toFixed(1)} s\n`,
+              );
+            },
+          },
         });
         if (options.json) {
           io.out(
@@ -200,12 +263,13 @@ Stops on SIGINT/SIGTERM: stops accepting, answers waiting parties with 503.`,
         }
       } catch (error) {
         if (error instanceof SyncpointError) {
-          io.err(`duet syncpoint wait: ${error.message} (${error.code})\n`);
+          // The service's words, shown, not obeyed (a proxy's page could hold anything).
+          io.err(`duet syncpoint wait: ${printable(`${error.message} (${error.code})`)}\n`);
           throw new ExitStatus(1);
         }
         if (io.shutdownSignal.aborted) throw new ExitStatus(130);
         throw new Error(
-          `cannot reach the syncpoint at ${options.url}: ${(error as Error).message}`,
+          `cannot reach the syncpoint at ${options.url}: ${networkDetail(error as Error)}`,
         );
       }
     });

@@ -1,0 +1,177 @@
+// A party that left is never paired, whatever it sent and however it left; a party that
+// only half-closed is kept and gets its answer. Real sockets on 127.0.0.1, one instance and
+// two instances over Redis. (Deno.serve missed every leave after a request of more than
+// 512 bytes: packages/net/testdata/deno_serve_hangup.ts.)
+import assert from "node:assert/strict";
+import { findRedis, testWith, waitFor } from "@duet/testkit";
+import { type RunningSyncpoint, startSyncpoint } from "./server.ts";
+
+const SIZES = [0, 100, 300, 460, 1_000, 8_000, 65_000];
+const encoder = new TextEncoder();
+
+type Framing = "length" | "chunked";
+
+/** Sends a first party's whole request (its payload is `size` bytes) over raw TCP. */
+async function sendFirst(
+  server: RunningSyncpoint,
+  id: string,
+  size: number,
+  framing: Framing,
+): Promise<{ conn: Deno.TcpConn; payload: string }> {
+  const payload = `gone:${id}:`.padEnd(size, "x").slice(0, size);
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(server.url.port) });
+  const head = `POST /wait-for-second-party/${id}?timeout_ms=30000 HTTP/1.1\r\nHost: test\r\n`;
+  const request = framing === "length"
+    ? `${head}Content-Length: ${payload.length}\r\n\r\n${payload}`
+    : `${head}Transfer-Encoding: chunked\r\n\r\n` +
+      (payload.length ? `${payload.length.toString(16)}\r\n${payload}\r\n` : "") + "0\r\n\r\n";
+  const bytes = encoder.encode(request);
+  for (let sent = 0; sent < bytes.length;) sent += await conn.write(bytes.subarray(sent));
+  return { conn, payload };
+}
+
+/** Everything the server sends until it closes (bounded by the test's own deadlines). */
+async function readAll(conn: Deno.TcpConn): Promise<string> {
+  const chunks: string[] = [];
+  const buffer = new Uint8Array(16_384);
+  const decoder = new TextDecoder();
+  for (;;) {
+    const n = await conn.read(buffer).catch(() => null);
+    if (n === null) break;
+    chunks.push(decoder.decode(buffer.subarray(0, n), { stream: true }));
+  }
+  return chunks.join("");
+}
+
+function post(server: RunningSyncpoint, id: string, body: string): Promise<Response> {
+  return fetch(new URL(`/wait-for-second-party/${id}?timeout_ms=30000`, server.url), {
+    method: "POST",
+    body,
+  });
+}
+
+/** Parties waiting on these instances (each counted once). */
+const waitingOn = (servers: RunningSyncpoint[]) =>
+  [...new Set(servers)].reduce((sum, server) => sum + server.rendezvous.waiting, 0);
+
+/**
+ * For every size and framing: the first party (on `first`) sends its request and leaves by
+ * closing its socket; the next party (on `second`) must not get its payload: it waits, and
+ * pairs with a third party instead.
+ */
+async function departedNeverPaired(first: RunningSyncpoint, second: RunningSyncpoint) {
+  const all = [first, second];
+  for (const framing of ["length", "chunked"] as const) {
+    for (const size of SIZES) {
+      const id = `left-${framing}-${size}-${crypto.randomUUID().slice(0, 8)}`;
+      const { conn } = await sendFirst(first, id, size, framing);
+      await waitFor(() => first.rendezvous.waiting === 1, `the first party (${size} B) to wait`);
+      conn.close();
+      await waitFor(() => waitingOn(all) === 0, `the departure of ${framing} ${size} B`, 10_000);
+      const next = post(second, id, "next");
+      await waitFor(() => waitingOn(all) === 1, "the next party to wait, not be paired");
+      const third = await (await post(first, id, "third")).json();
+      assert.deepEqual([third.role, third.peer_payload], ["second", "next"], `${framing} ${size}`);
+      const nextBody = await (await next).json();
+      assert.deepEqual([nextBody.role, nextBody.peer_payload], ["first", "third"]);
+    }
+  }
+}
+
+/**
+ * For every size and framing: the first party sends its request and half-closes; it is
+ * kept, paired with the next party, and reads its 200 answer (after interim 100s).
+ */
+async function halfClosedKept(first: RunningSyncpoint, second: RunningSyncpoint) {
+  for (const framing of ["length", "chunked"] as const) {
+    for (const size of SIZES) {
+      const id = `half-${framing}-${size}-${crypto.randomUUID().slice(0, 8)}`;
+      const { conn, payload } = await sendFirst(first, id, size, framing);
+      await waitFor(() => first.rendezvous.waiting === 1, "the first party to wait");
+      await conn.closeWrite();
+      // Let the FIN arrive and the first probe run: the party must still be held after it.
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      assert.equal(first.rendezvous.waiting, 1, `half-closed ${framing} ${size} B is kept`);
+      const next = await post(second, id, "next");
+      assert.equal(next.status, 200);
+      const nextBody = await next.json();
+      assert.deepEqual([nextBody.role, nextBody.peer_payload], ["second", size ? payload : null]);
+      const answer = await readAll(conn);
+      conn.close();
+      assert.match(answer, /^(HTTP\/1\.1 100 Continue\r\n\r\n)*HTTP\/1\.1 200 OK\r\n/);
+      const body = JSON.parse(answer.slice(answer.indexOf("\r\n\r\n{") + 4));
+      assert.deepEqual([body.role, body.peer_payload], ["first", "next"]);
+    }
+  }
+}
+
+/** A reset (close with unread data on the client) is a departure too. */
+async function resetIsDeparture(first: RunningSyncpoint, second: RunningSyncpoint) {
+  const id = `reset-${crypto.randomUUID().slice(0, 8)}`;
+  const { conn } = await sendFirst(first, id, 8_000, "length");
+  await waitFor(() => first.rendezvous.waiting === 1, "the first party to wait");
+  await conn.closeWrite();
+  // The probes (100 Continue) are now unread on the client: closing resets the connection.
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  conn.close();
+  await waitFor(() => first.rendezvous.waiting === 0, "the reset party's departure", 10_000);
+  const next = post(second, id, "next");
+  await waitFor(() => waitingOn([first, second]) === 1, "the next party to wait");
+  const third = await (await post(first, id, "third")).json();
+  assert.equal(third.peer_payload, "next");
+  await (await next).body?.cancel();
+}
+
+async function withServer(fn: (server: RunningSyncpoint) => Promise<void>) {
+  const server = await startSyncpoint({ port: 0 });
+  try {
+    await fn(server);
+  } finally {
+    await server.shutdown();
+  }
+}
+
+Deno.test("departure: a first party that closes after any body (length or chunked) is never paired", () =>
+  withServer((server) => departedNeverPaired(server, server)));
+
+Deno.test("departure: a half-closed first party is kept and reads its answer, any body size", () =>
+  withServer((server) => halfClosedKept(server, server)));
+
+Deno.test("departure: a reset after a half-close is a departure", () =>
+  withServer((server) => resetIsDeparture(server, server)));
+
+Deno.test("departure: an HTTP/1.0 party that sends its FIN has left (no 1xx can reach it)", () =>
+  withServer(async (server) => {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(server.url.port) });
+    const body = "x".repeat(1_000);
+    await conn.write(encoder.encode(
+      `POST /wait-for-second-party/old HTTP/1.0\r\nHost: test\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+    ));
+    await waitFor(() => server.rendezvous.waiting === 1, "the first party to wait");
+    await conn.closeWrite();
+    await waitFor(() => server.rendezvous.waiting === 0, "its departure");
+    conn.close();
+  }));
+
+const redis = await findRedis();
+
+async function withRedisPair(fn: (a: RunningSyncpoint, b: RunningSyncpoint) => Promise<void>) {
+  const redisPrefix = `duet-test:${crypto.randomUUID()}`;
+  const a = await startSyncpoint({ port: 0, redisUrl: redis.url, redisPrefix });
+  const b = await startSyncpoint({ port: 0, redisUrl: redis.url, redisPrefix });
+  try {
+    await fn(a, b);
+  } finally {
+    await Promise.all([a.shutdown(), b.shutdown()]);
+  }
+}
+
+testWith(redis, {
+  name: "departure over Redis: a party that closed after any body is never paired across instances",
+  fn: () => withRedisPair((a, b) => departedNeverPaired(a, b)),
+});
+
+testWith(redis, {
+  name: "departure over Redis: a half-closed party is kept and paired across instances",
+  fn: () => withRedisPair((a, b) => halfClosedKept(a, b)),
+});

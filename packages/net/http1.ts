@@ -1,0 +1,399 @@
+/**
+ * An HTTP/1.1 server for handlers that hold a request open (a rendezvous, a long poll) and
+ * must know whether the client is still there: node:http on Deno, with the client's
+ * presence watched on its socket, half-closes kept, and accepting supervised.
+ *
+ * Why not `Deno.serve`: measured on Deno 2.9.6, `Deno.serve` watches a connection for the
+ * client leaving only when the whole request (head and body) arrived in the server's first
+ * read of 512 bytes (ext/http's `wait_raw_response_ready` polls the peer only for a
+ * pre-buffered body). With a body of ~460 bytes or more, Content-Length or chunked, a client
+ * that hangs up while its handler waits is never noticed: `request.signal` does not abort.
+ * The reproduction is kept in `packages/net/testdata/deno_serve_hangup.ts`. node:http reads
+ * the socket for as long as it is open, whatever the body, so a hang-up closes the response.
+ *
+ * Half-close (RFC 9112 section 9.6 lets a client close its sending side once its request
+ * is complete; `nc -N`, socat and `shutdown(SHUT_WR)` do): the client can still read its
+ * answer, so the request is kept. But on TCP a client that closed completely sends the same
+ * FIN, and the two can only be told apart by writing: a closed socket answers with a reset.
+ * So after a FIN the connection is *in doubt* and {@link Presence.confirm} probes it with an
+ * interim `100 Continue` response (RFC 9110 section 15.2: an HTTP/1.1 client must accept
+ * unexpected 1xx responses), twice, {@link PROBE_GAP_MS} apart: a departed client's reset
+ * makes the second write fail. A probe runs at once after the FIN and again whenever the
+ * handler asks (before pairing, say). An HTTP/1.0 client cannot be sent a 1xx: its FIN is a
+ * departure. The limit of the method: a client whose round trip exceeds the gap can pass a
+ * probe after leaving.
+ *
+ * Accepting: under descriptor exhaustion (EMFILE) node:http on Deno 2.9.6 stops accepting
+ * for good and says nothing (no `error` event; `maxConnections` does not prevent it). A
+ * watchdog therefore connects to the server every {@link WATCHDOG_MS}: a probe connection
+ * that cannot be opened (EMFILE) or is not accepted in time starts an outage, during which
+ * the listener is replaced (same port, backoff of backoff.ts) until one accepts again;
+ * connections already held keep being served. One outage is logged once when it starts and
+ * once when it ends. No library does this, hence the hand-written supervisor.
+ *
+ * @module
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { connect, Server as NetServer, type Socket } from "node:net";
+import { getRequestListener, type HttpBindings } from "@hono/node-server";
+import { getLogger } from "@logtape/logtape";
+import { acceptBackoffMs } from "./backoff.ts";
+
+/** Milliseconds between the two writes of a presence probe (250 ms). */
+export const PROBE_GAP_MS = 250;
+/** Milliseconds between two checks of the accept watchdog (1,000 ms). */
+export const WATCHDOG_MS = 1_000;
+/** How long an idle keep-alive connection is kept (65,000 ms, above common proxies' 60 s). */
+export const KEEP_ALIVE_MS = 65_000;
+/** An outage ends once accepting has worked for this long (5,000 ms). */
+export const RECOVERED_AFTER_MS = 5_000;
+
+/**
+ * Whether the client of a held request is still there, when the socket alone cannot tell.
+ * See the module documentation for the method.
+ */
+export interface Presence {
+  /** True while the client has half-closed (sent its FIN) and no probe is settled since. */
+  readonly inDoubt: boolean;
+  /**
+   * Probes the connection if it is in doubt: resolves false if the client has left (the
+   * connection is then closed, and the request's signal aborts), true if its answer can
+   * still be delivered. At once when not in doubt. Never rejects.
+   */
+  confirm(): Promise<boolean>;
+}
+
+/** What the handler gets beside the request (the shape of `Deno.ServeHandlerInfo`'s part). */
+export interface Http1Info {
+  /** The client's address and port. */
+  remoteAddr: Deno.NetAddr;
+  /** The client's presence while its request is held. */
+  presence: Presence;
+}
+
+/** A request handler: the Web `Request` (its `signal` aborts when the client leaves). */
+export type Http1Handler = (request: Request, info: Http1Info) => Response | Promise<Response>;
+
+/** Options of {@link serveHttp1}. */
+export interface Http1Options {
+  /** Interface to listen on. */
+  hostname: string;
+  /** TCP port; 0 picks a free one (kept when the listener is replaced). */
+  port: number;
+  /** Answers a handler that threw; a bare 500 by default. */
+  onError?: (error: unknown) => Response | Promise<Response>;
+  /** Milliseconds between the two writes of a probe; {@link PROBE_GAP_MS}. */
+  probeGapMs?: number;
+  /** Milliseconds between accept checks; {@link WATCHDOG_MS}. */
+  watchdogMs?: number;
+  /** Milliseconds of accepting that end an outage; {@link RECOVERED_AFTER_MS}. */
+  recoveredAfterMs?: number;
+}
+
+/** A server started by {@link serveHttp1}. */
+export interface Http1Server {
+  /** Where it listens. */
+  readonly addr: Deno.NetAddr;
+  /** False while no listener accepts (during an outage, until one is replaced). */
+  readonly listening: boolean;
+  /** True from an accept failure until accepting has worked for `recoveredAfterMs`. */
+  readonly outage: boolean;
+  /** Accept failures (unopenable or unaccepted watchdog probes) since the start. */
+  readonly acceptFailures: number;
+  /** Requests being handled now. */
+  readonly inFlight: number;
+  /**
+   * Stops listening, waits for the requests in flight to be answered (the caller answers
+   * held ones first), then closes every connection. Idempotent.
+   */
+  shutdown(): Promise<void>;
+}
+
+const log = getLogger(["duet", "net"]);
+
+/**
+ * Starts the server; resolves once it listens.
+ *
+ * @throws what listening throws at the first start (EADDRINUSE, EACCES) as an Error with
+ *   its `code`.
+ */
+export async function serveHttp1(
+  options: Http1Options,
+  handler: Http1Handler,
+): Promise<Http1Server> {
+  const probeGapMs = options.probeGapMs ?? PROBE_GAP_MS;
+  const watchdogMs = options.watchdogMs ?? WATCHDOG_MS;
+  const recoveredAfterMs = options.recoveredAfterMs ?? RECOVERED_AFTER_MS;
+  const servers = new Set<Server>();
+  const sockets = new Set<Socket>();
+  let inFlight = 0;
+  let drained: (() => void) | undefined;
+  let stopped = false;
+  let listening = false;
+  let acceptFailures = 0;
+  let outage: { since: number; failures: number; attempts: number } | undefined;
+  let healthySince = 0;
+  let accepted = 0;
+  let port = options.port;
+
+  const listener = getRequestListener(
+    (request: Request, env) => {
+      // Only HTTP/1.1 here (createServer from node:http), so the bindings are node:http's.
+      const { incoming, outgoing } = env as HttpBindings;
+      const socket = incoming.socket;
+      inFlight++;
+      outgoing.once("close", () => {
+        if (--inFlight === 0) drained?.();
+      });
+      return handler(request, {
+        remoteAddr: {
+          transport: "tcp",
+          hostname: socket.remoteAddress ?? "",
+          port: socket.remotePort ?? 0,
+        },
+        presence: watchPresence(incoming, outgoing, probeGapMs),
+      });
+    },
+    {
+      errorHandler: options.onError ?? (() => new Response(null, { status: 500 })),
+      // By default the adapter replaces the global Request and Response with its own, which
+      // breaks every Deno.serve handler in the same process (duet serve runs ping beside).
+      overrideGlobalObjects: false,
+    },
+  );
+
+  const start = (): Promise<void> => {
+    const server = createServer(listener);
+    // Keep a half-closed client's request (see the module documentation).
+    (server as Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
+    // node's 5 s default closes idle keep-alive connections, which a proxy or a client
+    // reusing its connection (and the tests) expect to stay usable longer.
+    server.keepAliveTimeout = KEEP_ALIVE_MS;
+    server.on("connection", (socket: Socket) => {
+      accepted++;
+      sockets.add(socket);
+      socket.once("close", () => sockets.delete(socket));
+    });
+    // A connection reset before the request, a malformed request: node answers or closes.
+    server.on("clientError", (_error: Error, socket: Socket) => socket.destroy());
+    return new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(port, options.hostname, () => {
+        server.off("error", reject);
+        server.on("error", (error: Error) => log.debug("Listener error: {error}", { error }));
+        port = (server.address() as { port: number }).port;
+        servers.add(server);
+        listening = true;
+        resolve();
+      });
+    });
+  };
+
+  const failed = (reason: string) => {
+    acceptFailures++;
+    healthySince = 0;
+    if (outage) {
+      outage.failures++;
+      log.debug("Accepting failed again: {reason}", { reason });
+    } else {
+      outage = { since: Date.now(), failures: 1, attempts: 0 };
+      log.error(
+        "Stopped accepting connections on port {port}: {reason}; serving the connections " +
+          "held, listening again when it can",
+        { port, reason },
+      );
+    }
+    // Replace the listener: the old one keeps its connections, accepts no more.
+    for (const server of servers) {
+      stopListening(server);
+      // node destroys a connection after its response when its server is not listening
+      // (_http_server.js, resOnFinish); a replaced listener's connections are still served.
+      Object.defineProperty(server, "listening", { get: () => !stopped });
+      servers.delete(server);
+    }
+    listening = false;
+  };
+
+  /** Connects to the server and says whether it accepted the connection in time. */
+  const probeAccept = (): Promise<string | undefined> => {
+    const before = accepted;
+    const host = options.hostname === "0.0.0.0"
+      ? "127.0.0.1"
+      : options.hostname === "::"
+      ? "::1"
+      : options.hostname;
+    return new Promise((resolve) => {
+      const socket = connect(port, host);
+      const done = (reason: string | undefined) => {
+        clearTimeout(timer);
+        socket.destroy();
+        resolve(reason);
+      };
+      const timer = setTimeout(() => done("a connection was not accepted in time"), watchdogMs);
+      socket.once("error", (error: Error & { code?: string }) => done(error.code ?? error.message));
+      socket.once("connect", () => {
+        const check = () => {
+          if (accepted !== before) done(undefined);
+          else if (!socket.destroyed) setTimeout(check, 5);
+        };
+        check();
+      });
+    });
+  };
+
+  let watchdog: ReturnType<typeof setTimeout> | undefined;
+  const tick = async () => {
+    if (stopped) return;
+    if (!listening) {
+      try {
+        await start();
+        log.debug("Listening again on port {port}", { port });
+      } catch (error) {
+        // Still out of descriptors (a listening socket needs one too): one more failure.
+        acceptFailures++;
+        if (outage) outage.failures++;
+        log.debug("Listening again failed: {error}", { error: String(error) });
+        schedule(acceptBackoffMs(outage ? ++outage.attempts : 1));
+        return;
+      }
+    }
+    const reason = await probeAccept();
+    if (stopped) return;
+    if (reason !== undefined) {
+      failed(reason);
+      schedule(acceptBackoffMs(++outage!.attempts));
+      return;
+    }
+    if (outage) {
+      healthySince ||= Date.now();
+      if (Date.now() - healthySince >= recoveredAfterMs) {
+        log.info(
+          "Accepting connections again on port {port}, after {seconds} s and {failures} " +
+            "accept failures",
+          {
+            port,
+            seconds: Math.round((Date.now() - outage.since) / 100) / 10,
+            failures: outage.failures,
+          },
+        );
+        outage = undefined;
+      }
+      schedule(Math.min(watchdogMs, 250));
+      return;
+    }
+    schedule(watchdogMs);
+  };
+  const schedule = (ms: number) => {
+    if (!stopped) watchdog = setTimeout(tick, ms);
+  };
+
+  await start().catch((error: Error & { code?: string }) => {
+    throw listenError(error);
+  });
+  schedule(watchdogMs);
+  const addr: Deno.NetAddr = { transport: "tcp", hostname: options.hostname, port };
+  let stopping: Promise<void> | undefined;
+  return {
+    addr,
+    get listening() {
+      return listening;
+    },
+    get outage() {
+      return outage !== undefined;
+    },
+    get acceptFailures() {
+      return acceptFailures;
+    },
+    get inFlight() {
+      return inFlight;
+    },
+    shutdown() {
+      stopping ??= (async () => {
+        stopped = true;
+        listening = false;
+        clearTimeout(watchdog);
+        for (const server of servers) stopListening(server);
+        servers.clear();
+        // Idle keep-alive connections go now; busy ones once their response is out.
+        for (const socket of sockets) {
+          if (!(socket as Socket & { _httpMessage?: unknown })._httpMessage) socket.destroy();
+        }
+        if (inFlight > 0) await new Promise<void>((resolve) => (drained = resolve));
+        for (const socket of sockets) socket.end();
+        await new Promise((resolve) => setTimeout(resolve, 0));
+        for (const socket of sockets) socket.destroy();
+      })();
+      return stopping;
+    },
+  };
+}
+
+/**
+ * The presence of one request's client: FIN seen on a socket whose response is pending
+ * makes it in doubt (or, for HTTP/1.0, a departure); probes settle it.
+ */
+function watchPresence(
+  incoming: IncomingMessage,
+  outgoing: ServerResponse,
+  probeGapMs: number,
+): Presence {
+  const socket = incoming.socket;
+  let inDoubt = false;
+  let probing: Promise<boolean> | undefined;
+  const write = () =>
+    new Promise<boolean>((resolve) => {
+      if (socket.destroyed || outgoing.headersSent) return resolve(!socket.destroyed);
+      outgoing.writeContinue(((error?: Error | null) => resolve(!error)) as () => void);
+    });
+  const confirm = (): Promise<boolean> => {
+    if (socket.destroyed) return Promise.resolve(false);
+    if (!inDoubt || outgoing.headersSent) return Promise.resolve(true);
+    probing ??= (async () => {
+      const present = await write() &&
+        await new Promise((resolve) => setTimeout(resolve, probeGapMs)) === undefined &&
+        await write() && !socket.destroyed;
+      // A reset seen by the second write: the client is gone; close so the signal aborts.
+      if (!present) socket.destroy();
+      probing = undefined;
+      return present;
+    })();
+    return probing;
+  };
+  const onEnd = () => {
+    if (outgoing.writableEnded) return;
+    if (incoming.httpVersionMajor === 1 && incoming.httpVersionMinor === 0) {
+      socket.destroy(); // no 1xx for HTTP/1.0: a FIN is a departure
+      return;
+    }
+    inDoubt = true;
+    void confirm();
+  };
+  if (socket.readableEnded) onEnd();
+  else socket.once("end", onEnd);
+  outgoing.once("close", () => socket.off("end", onEnd));
+  return {
+    get inDoubt() {
+      return inDoubt && !socket.destroyed;
+    },
+    confirm,
+  };
+}
+
+/** node's listen error as the `Deno.errors` class callers of `Deno.serve` expect. */
+function listenError(error: Error & { code?: string }): Error {
+  const kinds: Record<string, new (message: string) => Error> = {
+    EADDRINUSE: Deno.errors.AddrInUse,
+    EACCES: Deno.errors.PermissionDenied,
+    EADDRNOTAVAIL: Deno.errors.AddrNotAvailable,
+  };
+  const Kind = error.code ? kinds[error.code] : undefined;
+  return Kind ? new Kind(error.message) : error;
+}
+
+/**
+ * Closes the listening socket only. `http.Server.close()` also closes the idle keep-alive
+ * connections (Node 19 and later, and Deno), which a replaced listener must keep serving.
+ */
+function stopListening(server: Server): void {
+  NetServer.prototype.close.call(server);
+}
