@@ -276,3 +276,225 @@ testWith(redis, {
     }
   },
 });
+
+/** Both instances reconnected and reconciled (the held parties registered again). */
+function bothHealthy(a: RunningSyncpoint, b: RunningSyncpoint): Promise<void> {
+  return waitFor(
+    () => a.rendezvous.healthy && b.rendezvous.healthy,
+    "both instances to reconnect",
+    15_000,
+  );
+}
+
+testWith(privateRedis.missing ? privateRedis : redis, {
+  name: "syncpoint over Redis: 20 pairs whose first parties waited across a Redis restart all " +
+    "pair afterwards (same instance and across instances), none gets 408",
+  fn: async () => {
+    const server = new PrivateRedis();
+    await server.start();
+    const raw = new Redis(server.url, { lazyConnect: true, maxRetriesPerRequest: 0 });
+    raw.on("error", () => {});
+    try {
+      await withPair(async (a, b, prefix) => {
+        // i % 4: 0 both on A, 1 both on B, 2 A then B, 3 B then A.
+        const ids = Array.from({ length: 20 }, (_, i) => `restart-${i}`);
+        const firstOn = (i: number) => (i % 4 === 0 || i % 4 === 2 ? a : b);
+        const secondOn = (i: number) => (i % 4 === 0 || i % 4 === 3 ? a : b);
+        const firsts = ids.map((id, i) => post(firstOn(i), id, `first ${id}`, "?timeout_ms=60000"));
+        await waitFor(() => a.rendezvous.waiting + b.rendezvous.waiting === 20, "20 to wait");
+
+        await server.stop();
+        await waitFor(() => !a.rendezvous.healthy && !b.rendezvous.healthy, "the outage seen");
+        await server.start(); // same port, empty: every key is lost
+        await bothHealthy(a, b);
+        await raw.connect();
+        await waitFor(
+          async () => (await raw.exists(...ids.map((id) => `${prefix}:wait:${id}`))) === 20,
+          "every waiting party to be registered again",
+        );
+        const seconds = await Promise.all(
+          ids.map((id, i) => post(secondOn(i), id, `second ${id}`, "?timeout_ms=60000")),
+        );
+        for (const [i, response] of seconds.entries()) {
+          assert.equal(response.status, 200, `second of ${ids[i]}`);
+          assert.equal((await response.json()).peer_payload, `first ${ids[i]}`);
+        }
+        for (const [i, response] of (await Promise.all(firsts)).entries()) {
+          assert.equal(response.status, 200, `first of ${ids[i]}`);
+          assert.equal((await response.json()).peer_payload, `second ${ids[i]}`);
+        }
+      }, server.url);
+    } finally {
+      raw.disconnect();
+      await server.stop();
+    }
+  },
+});
+
+testWith(privateRedis.missing ? privateRedis : redis, {
+  name: "syncpoint over Redis: pub/sub connections cut again and again while 20 pairs arrive: " +
+    "every pair completes with swapped payloads, or a side gets 503; never 408",
+  fn: async () => {
+    const server = new PrivateRedis();
+    await server.start();
+    const raw = new Redis(server.url);
+    try {
+      await withPair(async (a, b) => {
+        const ids = Array.from({ length: 20 }, (_, i) => `cut-${i}`);
+        const firstOn = (i: number) => (i % 2 ? a : b);
+        const secondOn = (i: number) => (i % 3 ? a : b);
+        const firsts = ids.map((id, i) => post(firstOn(i), id, `first ${id}`, "?timeout_ms=8000"));
+        await waitFor(() => a.rendezvous.waiting + b.rendezvous.waiting === 20, "20 to wait");
+        const seconds: Promise<Response>[] = [];
+        for (const [i, id] of ids.entries()) {
+          // Cut both subscribers just before each partner arrives: its wake or ack is
+          // published while they reconnect.
+          await raw.call("CLIENT", "KILL", "TYPE", "pubsub");
+          seconds.push(post(secondOn(i), id, `second ${id}`, "?timeout_ms=8000"));
+        }
+        const results = await Promise.all(
+          [...firsts, ...seconds].map(async (response) => {
+            const r = await response;
+            return { status: r.status, body: await r.json() };
+          }),
+        );
+        let paired = 0;
+        for (const [i, id] of ids.entries()) {
+          const first = results[i]!;
+          const second = results[20 + i]!;
+          for (
+            const [side, result, peer] of [
+              ["first", first, `second ${id}`],
+              ["second", second, `first ${id}`],
+            ] as const
+          ) {
+            assert.notEqual(result.status, 408, `${side} of ${id} was lost: 408`);
+            if (result.status === 200) {
+              assert.equal(result.body.peer_payload, peer, `${side} of ${id}`);
+            } else {
+              assert.equal(result.status, 503, `${side} of ${id}: ${JSON.stringify(result.body)}`);
+            }
+          }
+          if (first.status === 200 && second.status === 200) paired++;
+        }
+        // deno-lint-ignore no-console -- how many completed on both sides, for the record
+        console.log(`${paired} of 20 pairs completed on both sides`);
+      }, server.url);
+    } finally {
+      raw.disconnect();
+      await server.stop();
+    }
+  },
+});
+
+testWith(privateRedis.missing ? privateRedis : redis, {
+  name: "syncpoint over Redis: a held party whose timeout fires while Redis is down gets 503 " +
+    "backend_unavailable with retry-after, not 408",
+  fn: async () => {
+    const server = new PrivateRedis();
+    await server.start();
+    try {
+      await withPair(async (a) => {
+        const waiting = post(a, "down-at-timeout", "x", "?timeout_ms=2000");
+        await waitFor(() => a.rendezvous.waiting === 1, "the party to wait");
+        await server.stop();
+        const response = await waiting;
+        assert.equal(response.status, 503);
+        assert.equal(response.headers.get("retry-after"), "1");
+        assert.equal((await response.json()).code, "backend_unavailable");
+        assert.equal(a.rendezvous.waiting, 0);
+      }, server.url);
+    } finally {
+      await server.stop();
+    }
+  },
+});
+
+testWith(redis, {
+  name: "RedisRendezvous: a first party whose presence is in doubt and confirms false is not " +
+    "paired; the claimer waits as a first party",
+  fn: async () => {
+    const prefix = `duet-test:${crypto.randomUUID()}`;
+    let departed = 0;
+    const a = await RedisRendezvous.connect(redis.url, {
+      maxWaiting: 10,
+      prefix,
+      events: { departed: () => departed++ },
+    });
+    const b = await RedisRendezvous.connect(redis.url, { maxWaiting: 10, prefix });
+    try {
+      const hangUp = new AbortController();
+      let probes = 0;
+      const first = a.arrive({
+        id: "doubt",
+        payload: "gone already",
+        timeoutMs: 30_000,
+        signal: hangUp.signal,
+        presence: {
+          inDoubt: true,
+          confirm: () => {
+            probes++;
+            hangUp.abort(); // as the contract says: a departed party's signal aborts too
+            return Promise.resolve(false);
+          },
+        },
+      });
+      await waitFor(() => a.waiting === 1, "the doubtful party to wait");
+      const second = b.arrive({ id: "doubt", payload: "second", timeoutMs: 30_000 });
+      assert.equal((await first).kind, "departed");
+      assert.deepEqual([probes, departed], [1, 1]);
+      await waitFor(() => b.waiting === 1, "the claimer to wait as a first party");
+      const third = await a.arrive({ id: "doubt", payload: "third", timeoutMs: 30_000 });
+      assert.equal(third.kind === "paired" && third.peerPayload, "second");
+      const secondOutcome = await second;
+      assert.equal(secondOutcome.kind === "paired" && secondOutcome.role, "first");
+      assert.equal(secondOutcome.kind === "paired" && secondOutcome.peerPayload, "third");
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  },
+});
+
+testWith(redis, {
+  name: "RedisRendezvous: 2,000 concurrent arrivals with 64 KB payloads on two instances all " +
+    "pair; none is refused backend_unavailable",
+  fn: async () => {
+    const prefix = `duet-test:${crypto.randomUUID()}`;
+    const options = {
+      maxWaiting: 16_000,
+      maxWaitingBytes: 64 * 1024 * 1024,
+      prefix,
+      queueTimeoutMs: 60_000, // so that a slow machine cannot turn queueing into refusals
+    };
+    const instances = [
+      await RedisRendezvous.connect(redis.url, options),
+      await RedisRendezvous.connect(redis.url, options),
+    ];
+    try {
+      await waitFor(() => instances.every((r) => r.healthy), "both to connect");
+      const payload = (i: number) => `${i}:`.padEnd(64 * 1024 - 1, "x");
+      const outcomes = await Promise.all(
+        Array.from(
+          { length: 2_000 },
+          (_, i) =>
+            instances[i % 2]!.arrive({
+              id: `burst-${i >> 1}`,
+              payload: payload(i),
+              timeoutMs: 60_000,
+            }),
+        ),
+      );
+      const kinds = new Map<string, number>();
+      for (const outcome of outcomes) {
+        const kind = outcome.kind === "refused" ? outcome.reason : outcome.kind;
+        kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
+      }
+      assert.deepEqual(Object.fromEntries(kinds), { paired: 2_000 });
+      for (const [i, outcome] of outcomes.entries()) {
+        assert.equal(outcome.kind === "paired" && outcome.peerPayload, payload(i ^ 1));
+      }
+    } finally {
+      await Promise.all(instances.map((r) => r.close()));
+    }
+  },
+});
