@@ -524,3 +524,91 @@ Deno.test({
     }, { publicUrl: "https://ping.example.com/ping" });
   },
 });
+
+// ---- Clients that leave: the runtime must tell the server, whatever was sent before ----
+
+/** A client-to-server WebSocket frame (FIN, masked) holding `payload`, up to 64 KiB. */
+function wsFrame(payload: Uint8Array, opcode = 0x1): Uint8Array {
+  const mask = crypto.getRandomValues(new Uint8Array(4));
+  const head = payload.length < 126
+    ? [0x80 | opcode, 0x80 | payload.length]
+    : [0x80 | opcode, 0x80 | 126, payload.length >> 8, payload.length & 0xff];
+  const frame = new Uint8Array(head.length + 4 + payload.length);
+  frame.set(head);
+  frame.set(mask, head.length);
+  payload.forEach((byte, i) => (frame[head.length + 4 + i] = byte ^ mask[i % 4]!));
+  return frame;
+}
+
+Deno.test({
+  name: "/ws: a client that leaves after more than 512 bytes (a long upgrade head, a 1 KB " +
+    "and a 10 KB message, half a message) is let go: closed, half-closed (after its answers " +
+    "are written) or reset; its slot under --max-ws-per-client comes back",
+  ...options,
+  fn: () =>
+    withServer(async (server) => {
+      // Measured on Deno 2.9.6: Deno.serve watches an HTTP/1.1 connection for the client
+      // leaving only when the whole request came in its first 512-byte read; an upgraded
+      // socket is read by the WebSocket itself, which sees the end of input or a reset.
+      const { port } = server;
+      const pad = `X-Padding: ${"p".repeat(600)}\r\n`;
+      const upgradeHead = (extra: string) =>
+        encoder.encode(
+          `GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\n` +
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
+            `Sec-WebSocket-Version: 13\r\n${extra}\r\n`,
+        );
+      const long = (n: number) => wsFrame(encoder.encode(`ping ${"x".repeat(n)}`));
+      const sends: Record<string, () => Uint8Array> = {
+        "a 600-byte head, no message": () => new Uint8Array(0),
+        "a 1 KB message": () => long(1000),
+        "a 10 KB message": () => long(10_000),
+        "half of a 10 KB message": () => long(10_000).subarray(0, 5_000),
+      };
+      for (const [what, message] of Object.entries(sends)) {
+        for (const leave of ["close", "half-close", "reset"] as const) {
+          const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+          await conn.write(upgradeHead(pad));
+          // Up to the end of the 101's head, a byte at a time (nothing after it is taken).
+          const byte = new Uint8Array(1);
+          let head = "";
+          while (!head.endsWith("\r\n\r\n")) {
+            assert.equal(await conn.read(byte), 1, `the 101 (${head})`);
+            head += String.fromCharCode(byte[0]!);
+          }
+          assert.match(head, /^HTTP\/1\.1 101 /);
+          await waitFor(() => server.webSockets === 1, "the socket to open");
+          if (leave === "reset") {
+            // An answer of which one byte is read: with the rest unread, the close is a reset.
+            await conn.write(wsFrame(encoder.encode("ping unread")));
+            assert.equal(await conn.read(byte), 1);
+          }
+          await conn.write(message());
+          if (leave === "reset") {
+            conn.close();
+          } else if (leave === "half-close") {
+            await conn.closeWrite();
+            // Still readable: what it sent before is answered, then the socket is closed.
+            const buffer = new Uint8Array(65_536);
+            let got = "";
+            for (let n = await conn.read(buffer); n !== null; n = await conn.read(buffer)) {
+              got += new TextDecoder().decode(buffer.subarray(0, n));
+            }
+            if (message().length && !what.startsWith("half")) {
+              assert.ok(got.includes("pong xxx"), `${what}, half-closed: answered`);
+            }
+            conn.close();
+          } else {
+            conn.close();
+          }
+          await waitFor(
+            () => server.webSockets === 0,
+            `the server to let go of a client that sent ${what} and left by ${leave}`,
+          );
+        }
+      }
+      // One slot per address: a socket still held would make this 429.
+      assert.equal(await wsStatus(port), 101, "the address's one slot is free");
+      await waitFor(() => server.webSockets === 0, "the last raw socket to be let go");
+    }, { maxWebSocketsPerClient: 1 }),
+});
