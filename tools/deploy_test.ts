@@ -8,12 +8,21 @@ import { parseAllDocuments } from "yaml";
 import { Deployment } from "kubernetes-models/apps/v1/Deployment";
 import { Service } from "kubernetes-models/v1/Service";
 import { PodDisruptionBudget } from "kubernetes-models/policy/v1/PodDisruptionBudget";
-import { findPostgres, findRedis, run, testSchema, testWith, waitFor } from "@duet/testkit";
+import { NetworkPolicy } from "kubernetes-models/networking.k8s.io/v1/NetworkPolicy";
+import type { IContainer } from "kubernetes-models/v1/Container";
+import {
+  findPostgres,
+  freePort,
+  PrivateRedis,
+  run,
+  testSchema,
+  testWith,
+  waitFor,
+} from "@duet/testkit";
 import { generateCertificateAuthority } from "@duet/webtransport";
 import { PROTOCOL_VERSION } from "@duet/chat";
 
 const root = new URL("../", import.meta.url);
-const redis = await findRedis();
 const postgres = await findPostgres();
 
 // deno-lint-ignore no-explicit-any
@@ -21,6 +30,7 @@ const models: Record<string, new (data: any) => { validate(): void }> = {
   "apps/v1/Deployment": Deployment,
   "v1/Service": Service,
   "policy/v1/PodDisruptionBudget": PodDisruptionBudget,
+  "networking.k8s.io/v1/NetworkPolicy": NetworkPolicy,
 };
 
 async function manifests(path: string): Promise<Record<string, unknown>[]> {
@@ -116,87 +126,332 @@ async function runLikeContainer(
   };
 }
 
+/** The syncpoint manifest's objects, by kind and name. */
+function syncpointObjects(documents: Record<string, unknown>[]) {
+  const find = <T>(kind: string, name: string) => {
+    const found = documents.find((d) =>
+      d["kind"] === kind && (d["metadata"] as { name: string }).name === name
+    );
+    assert.ok(found, `${kind} ${name}`);
+    return found as unknown as T;
+  };
+  const syncpoint = find<Deployment>("Deployment", "syncpoint");
+  const redis = find<Deployment>("Deployment", "syncpoint-redis");
+  return {
+    syncpoint,
+    service: syncpoint.spec!.template.spec!.containers[0]!,
+    redis,
+    redisContainer: redis.spec!.template.spec!.containers[0]!,
+    pdb: find<PodDisruptionBudget>("PodDisruptionBudget", "syncpoint"),
+    networkPolicy: find<NetworkPolicy>("NetworkPolicy", "syncpoint-redis"),
+  };
+}
+
+/** The value after `flag` in `args`, which must be there. */
+function argument(args: string[], flag: string): string {
+  const at = args.indexOf(flag);
+  assert.ok(at >= 0 && at + 1 < args.length, `${flag} is set explicitly`);
+  return args[at + 1]!;
+}
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+/** A Kubernetes memory quantity in bytes ("1280Mi", "1Gi", "512M"). */
+function quantity(text: string | number | undefined): number {
+  const match = String(text).match(/^(\d+)(Ki|Mi|Gi|k|M|G)?$/);
+  assert.ok(match, `a memory quantity: ${text}`);
+  const unit = { Ki: KiB, Mi: MiB, Gi: 1024 * MiB, k: 1e3, M: 1e6, G: 1e9 }[match[2] ?? ""] ?? 1;
+  return Number(match[1]) * unit;
+}
+
+/** A Redis memory size in bytes (Redis's "mb" and "gb" are binary, "m" and "g" decimal). */
+function redisBytes(text: string): number {
+  const match = text.toLowerCase().match(/^(\d+)(kb|mb|gb|k|m|g)?$/);
+  assert.ok(match, `a Redis memory size: ${text}`);
+  const unit = { kb: KiB, mb: MiB, gb: 1024 * MiB, k: 1e3, m: 1e6, g: 1e9 }[match[2] ?? ""] ?? 1;
+  return Number(match[1]) * unit;
+}
+
+/**
+ * The memory model of docs/benchmarks.md ("Redis memory per waiting party, and sizing a
+ * deployment"). Instance figures: "Memory per waiting party, by payload" and "Capacity"
+ * (re-measure them with apps/syncpoint/tools/measure_memory.ts when the listener changes);
+ * Redis figures: apps/syncpoint/tools/measure_redis_memory.ts.
+ */
+const MODEL = {
+  instance: {
+    idle: 120 * MiB, // RSS idle, warmed up
+    perParty: 27_100, // bytes per waiting party, empty body
+    perPayloadByte: 4.82, // (342.3 KB - 26.3 KB) / 64 KiB: a held 64 KiB UTF-16 payload
+    margin: 1.25, // the pod limit covers the worst case x this
+  },
+  redis: {
+    perParty: 780, // used_memory per wait key, hashtable encoding, small payload
+    perPayloadByte: 1.25, // jemalloc size classes: 64 KiB of payload takes 80 KiB
+    buffers: 64 * MiB, // base, client query/output buffers, claims in flight
+    rssOverUsed: 1.5, // container limit >= maxmemory x this (fragmentation, base RSS)
+  },
+  /** Round trip of one conditional DEL in a cluster, for the drain (59 us on loopback). */
+  drainRoundTripMs: 1,
+};
+
+/** Worst-case RSS of one instance holding `parties` and `payloadBytes` of payloads. */
+const instanceWorstCase = (parties: number, payloadBytes: number) =>
+  MODEL.instance.idle + parties * MODEL.instance.perParty +
+  payloadBytes * MODEL.instance.perPayloadByte;
+
+/** Worst-case Redis used_memory for one instance's waiting parties. */
+const redisPerInstance = (parties: number, payloadBytes: number) =>
+  parties * MODEL.redis.perParty + payloadBytes * MODEL.redis.perPayloadByte;
+
+/**
+ * Checks that the limits the manifest allows fit the memory it gives, by the model; throws
+ * naming the first figure that does not.
+ */
+function checkSizing(documents: Record<string, unknown>[]): void {
+  const { syncpoint, service, redis, redisContainer } = syncpointObjects(documents);
+  const args = service.args!;
+  const maxWaiting = Number(argument(args, "--max-waiting"));
+  const maxWaitingBytes = Number(argument(args, "--max-waiting-bytes"));
+  assert.ok(maxWaiting > 0 && maxWaitingBytes > 0, "both limits are set, neither unlimited");
+  // The instance.
+  const limit = quantity(service.resources?.limits?.["memory"]);
+  const worst = instanceWorstCase(maxWaiting, maxWaitingBytes);
+  assert.ok(
+    limit >= worst * MODEL.instance.margin,
+    `pod memory limit ${limit / MiB} MiB < ${MODEL.instance.margin} x the worst case of ` +
+      `--max-waiting ${maxWaiting} --max-waiting-bytes ${maxWaitingBytes}: ` +
+      `${(worst / MiB).toFixed(0)} MiB (docs/benchmarks.md)`,
+  );
+  assert.equal(
+    quantity(service.resources?.requests?.["memory"]),
+    limit,
+    "syncpoint memory request = limit (the limits' worst case is reserved)",
+  );
+  // Redis: every instance whose keys can be there at once.
+  const replicas = syncpoint.spec!.replicas!;
+  const surge = syncpoint.spec!.strategy?.rollingUpdate?.maxSurge;
+  assert.equal(typeof surge, "number", "maxSurge is a number of pods");
+  const instances = replicas + (surge as number) + 1; // + one crashed instance's leftovers
+  const redisArgs = redisContainer.args!;
+  assert.equal(argument(redisArgs, "--maxmemory-policy"), "noeviction");
+  const maxmemory = redisBytes(argument(redisArgs, "--maxmemory"));
+  const needed = instances * redisPerInstance(maxWaiting, maxWaitingBytes) + MODEL.redis.buffers;
+  assert.ok(
+    maxmemory >= needed,
+    `Redis maxmemory ${maxmemory / MiB} MiB < ${(needed / MiB).toFixed(0)} MiB for ` +
+      `${instances} instances (${replicas} replicas + ${surge} surge + 1 crashed) of ` +
+      `--max-waiting ${maxWaiting} --max-waiting-bytes ${maxWaitingBytes} (docs/benchmarks.md)`,
+  );
+  const redisLimit = quantity(redisContainer.resources?.limits?.["memory"]);
+  assert.ok(
+    redisLimit >= maxmemory * MODEL.redis.rssOverUsed,
+    `Redis container limit ${redisLimit / MiB} MiB < ${MODEL.redis.rssOverUsed} x maxmemory`,
+  );
+  assert.equal(quantity(redisContainer.resources?.requests?.["memory"]), redisLimit);
+  assert.equal(redis.spec?.replicas, 1, "one Redis: the rendezvous space is not sharded");
+  // The drain: preStop, --drain-ms, then one Redis round trip per waiting party, then
+  // claims in flight (2 s ack timeout + 1 s command timeout).
+  const pod = syncpoint.spec!.template.spec!;
+  const preStop = service.lifecycle?.preStop?.sleep?.seconds ?? 0;
+  const drainMs = args.includes("--drain-ms") ? Number(argument(args, "--drain-ms")) : 0;
+  const drain = preStop + drainMs / 1000 + (maxWaiting * MODEL.drainRoundTripMs) / 1000 + 3;
+  assert.ok(
+    (pod.terminationGracePeriodSeconds ?? 30) >= drain,
+    `terminationGracePeriodSeconds < ${drain} s, the drain of ${maxWaiting} parties`,
+  );
+}
+
+/** The env entry `name` of a container. */
+function envOf(container: IContainer, name: string) {
+  const entry = container.env?.find((e) => e.name === name);
+  assert.ok(entry, `${container.name} has ${name}`);
+  return entry;
+}
+
+/** Kubernetes's $(NAME) expansion in args and env values. */
+const expand = (text: string, variables: Record<string, string>) =>
+  text.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (all, name) => variables[name] ?? all);
+
 Deno.test("deploy/syncpoint/k8s.yaml validates against the Kubernetes schemas", async () => {
   const documents = await manifests("deploy/syncpoint/k8s.yaml");
   const kinds = documents.map((d) => `${d["apiVersion"]}/${d["kind"]}`);
   assert.deepEqual(kinds.sort(), [
     "apps/v1/Deployment",
     "apps/v1/Deployment",
+    "networking.k8s.io/v1/NetworkPolicy",
     "policy/v1/PodDisruptionBudget",
     "v1/Service",
     "v1/Service",
   ]);
   validateAll(documents);
-  const syncpoint = documents.find((d) =>
-    d["kind"] === "Deployment" && (d["metadata"] as { name: string }).name === "syncpoint"
-  ) as unknown as Deployment;
+  const { syncpoint, service: container } = syncpointObjects(documents);
   assert.equal(syncpoint.spec?.replicas, 2, "two replicas");
-  const container = syncpoint.spec!.template.spec!.containers[0]!;
   assert.equal(container.readinessProbe?.httpGet?.path, "/healthz");
   assert.equal(container.livenessProbe?.tcpSocket?.port, "http");
   assert.deepEqual(container.ports?.map((p) => p.containerPort), [8080]);
 });
 
-Deno.test("a manifest with a mistake fails validation (the check can fail)", () => {
-  assert.throws(() =>
-    new Deployment({
-      metadata: { name: "broken" },
-      spec: {
-        selector: {},
-        template: { spec: { containers: [{ name: "x", ports: [{ containerPort: "http" }] }] } },
-      },
-    } as never).validate()
+Deno.test("deploy/syncpoint/k8s.yaml: Redis password from a Secret, probes, PDB, spreading", async () => {
+  const documents = await manifests("deploy/syncpoint/k8s.yaml");
+  const { syncpoint, service, redis, redisContainer, pdb, networkPolicy } = syncpointObjects(
+    documents,
+  );
+  // One Secret key, read by both sides; the URL is built from it by Kubernetes's expansion,
+  // which only sees variables defined earlier in the list.
+  for (
+    const [container, name] of [[service, "REDIS_PASSWORD"], [redisContainer, "REDIS_PASSWORD"], [
+      redisContainer,
+      "REDISCLI_AUTH",
+    ]] as const
+  ) {
+    assert.deepEqual(envOf(container, name).valueFrom?.secretKeyRef, {
+      name: "syncpoint-redis",
+      key: "password",
+    });
+  }
+  const names = service.env!.map((e) => e.name);
+  assert.ok(names.indexOf("REDIS_PASSWORD") < names.indexOf("SYNCPOINT_REDIS_URL"));
+  const url = new URL(
+    expand(envOf(service, "SYNCPOINT_REDIS_URL").value!, { REDIS_PASSWORD: "p" }),
+  );
+  assert.equal(url.password, "p");
+  assert.equal(`${url.hostname}:${url.port}`, "syncpoint-redis:6379");
+  assert.ok(!service.args!.includes("--redis-url"), "--redis-url would override the env URL");
+  assert.equal(argument(redisContainer.args!, "--requirepass"), "$(REDIS_PASSWORD)");
+  assert.match(redisContainer.readinessProbe!.exec!.command!.join(" "), /grep -q PONG/);
+  assert.equal(redis.spec?.strategy?.type, "Recreate", "never two Redis pods at once");
+  // Probes: readiness follows /healthz (503 while draining or Redis is away); liveness must
+  // not, or a Redis outage would restart every pod.
+  assert.equal(service.readinessProbe?.httpGet?.path, "/healthz");
+  assert.equal(service.livenessProbe?.httpGet, undefined);
+  assert.ok(service.livenessProbe?.tcpSocket);
+  assert.equal(service.lifecycle?.preStop?.sleep?.seconds, 5);
+  assert.ok(Number(argument(service.args!, "--drain-ms")) > 0, "/healthz 503 before closing");
+  // The PDB selects the Deployment's pods and leaves one disruption possible.
+  const labels = syncpoint.spec!.template.metadata!.labels!;
+  for (const [key, value] of Object.entries(pdb.spec!.selector!.matchLabels!)) {
+    assert.equal(labels[key], value, `the PDB selects the syncpoint pods by ${key}`);
+  }
+  assert.ok((pdb.spec!.minAvailable as number) < syncpoint.spec!.replicas!);
+  assert.equal(syncpoint.spec?.strategy?.rollingUpdate?.maxUnavailable, 0);
+  // Spread: replicas on different nodes (required), zones (preferred).
+  const spread = syncpoint.spec!.template.spec!.topologySpreadConstraints!;
+  const byKey = Object.fromEntries(spread.map((c) => [c.topologyKey, c]));
+  assert.equal(byKey["kubernetes.io/hostname"]?.whenUnsatisfiable, "DoNotSchedule");
+  assert.equal(byKey["topology.kubernetes.io/zone"]?.whenUnsatisfiable, "ScheduleAnyway");
+  for (const constraint of spread) {
+    assert.deepEqual(constraint.labelSelector?.matchLabels, {
+      "app.kubernetes.io/name": "syncpoint",
+    });
+  }
+  // Only syncpoint pods reach Redis.
+  assert.deepEqual(networkPolicy.spec?.podSelector?.matchLabels, redis.spec!.selector.matchLabels);
+  assert.deepEqual(
+    networkPolicy.spec?.ingress?.[0]?.from?.[0]?.podSelector?.matchLabels,
+    syncpoint.spec!.selector.matchLabels,
   );
 });
 
-Deno.test("the syncpoint image's ENTRYPOINT + CMD starts a service that answers /healthz", async () => {
-  const { entrypoint, cmd } = await dockerCommand("deploy/syncpoint/Dockerfile");
-  assert.deepEqual(entrypoint, ["/duet"]);
-  const service = await runLikeContainer("deploy/syncpoint/Dockerfile", cmd);
-  try {
-    const health = await fetch(new URL("/healthz", service.url));
-    assert.equal(health.status, 200);
-    await health.body?.cancel();
-  } finally {
-    const { code, log } = await service.stop();
-    assert.equal(code, 0, log);
+Deno.test("deploy/syncpoint/k8s.yaml: the memory limits cover the model's worst case", async () => {
+  const documents = await manifests("deploy/syncpoint/k8s.yaml");
+  checkSizing(documents);
+});
+
+Deno.test("the sizing check fails when the limits grow without resizing (the check can fail)", async () => {
+  const changed = async (change: (objects: ReturnType<typeof syncpointObjects>) => void) => {
+    const documents = await manifests("deploy/syncpoint/k8s.yaml");
+    change(syncpointObjects(documents));
+    return documents;
+  };
+  const setArg = (args: string[], flag: string, value: string) => {
+    args[args.indexOf(flag) + 1] = value;
+  };
+  for (
+    const change of [
+      (o: ReturnType<typeof syncpointObjects>) => setArg(o.service.args!, "--max-waiting", "32000"),
+      (o: ReturnType<typeof syncpointObjects>) =>
+        setArg(o.service.args!, "--max-waiting-bytes", String(128 * MiB)),
+      (o: ReturnType<typeof syncpointObjects>) => {
+        o.service.args = o.service.args!.filter((a) => !a.startsWith("--max-waiting-bytes"));
+      },
+      (o: ReturnType<typeof syncpointObjects>) => {
+        o.syncpoint.spec!.replicas = 4;
+      },
+      (o: ReturnType<typeof syncpointObjects>) =>
+        setArg(o.redisContainer.args!, "--maxmemory-policy", "allkeys-lru"),
+      (o: ReturnType<typeof syncpointObjects>) =>
+        setArg(o.redisContainer.args!, "--maxmemory", "768mb"),
+      (o: ReturnType<typeof syncpointObjects>) => setArg(o.service.args!, "--drain-ms", "20000"),
+    ]
+  ) {
+    const documents = await changed(change);
+    assert.throws(() => checkSizing(documents), assert.AssertionError, change.toString());
   }
 });
 
-testWith(redis, {
-  name: "the k8s Deployment's args, with the test Redis, start a service that pairs",
+testWith(await PrivateRedis.find(), {
+  name: "the k8s Deployments' args and env, with a Redis started like the manifest's, pair parties",
   fn: async () => {
     const documents = await manifests("deploy/syncpoint/k8s.yaml");
-    const deployment = documents.find((d) =>
-      (d["metadata"] as { name: string }).name === "syncpoint" && d["kind"] === "Deployment"
-    ) as unknown as Deployment;
-    const args = deployment.spec!.template.spec!.containers[0]!.args!;
-    const redisAt = args.indexOf("--redis-url");
-    assert.ok(redisAt >= 0, "the manifest shares the rendezvous through Redis");
-    const local = args.map((arg, i) => (i === redisAt + 1 ? redis.url : arg));
-    const service = await runLikeContainer("deploy/syncpoint/Dockerfile", [
-      ...local,
-      "--redis-prefix",
-      `duet-test:${crypto.randomUUID()}`,
-    ]);
+    const { service, redisContainer } = syncpointObjects(documents);
+    // Redis as the manifest starts it, with a password in the Secret's place.
+    const password = Array.from(crypto.getRandomValues(new Uint8Array(32)))
+      .map((b) => b.toString(16).padStart(2, "0")).join("");
+    const port = freePort();
+    const redisArgs = redisContainer.args!.map((arg) => expand(arg, { REDIS_PASSWORD: password }));
+    const server = new Deno.Command(PrivateRedis.binary, {
+      args: [...redisArgs, "--port", String(port), "--bind", "127.0.0.1"],
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
     try {
-      const first = fetch(new URL("/wait-for-second-party/k8s", service.url), {
-        method: "POST",
-        body: "a",
-      });
       await waitFor(
-        async () => (await (await fetch(new URL("/healthz", service.url))).json()).waiting === 1,
-        "the first party to wait",
+        () => Deno.connect({ port }).then((c) => (c.close(), true), () => false),
+        "redis-server",
       );
-      const second = await fetch(new URL("/wait-for-second-party/k8s", service.url), {
-        method: "POST",
-        body: "b",
-      });
-      assert.equal((await second.json()).peer_payload, "a");
-      assert.equal((await (await first).json()).peer_payload, "b");
+      const cli = (...args: string[]) => run("redis-cli", ["-p", String(port), ...args]);
+      assert.match((await cli("ping")).stdout, /NOAUTH/, "the password is required");
+      assert.deepEqual(
+        (await cli("-a", password, "--no-auth-warning", "config", "get", "maxmemory-policy"))
+          .stdout.split("\n").slice(0, 2),
+        ["maxmemory-policy", "noeviction"],
+      );
+      const url = expand(envOf(service, "SYNCPOINT_REDIS_URL").value!, { REDIS_PASSWORD: password })
+        .replace("syncpoint-redis:6379", `127.0.0.1:${port}`);
+      const instance = await runLikeContainer("deploy/syncpoint/Dockerfile", [
+        ...service.args!,
+        "--redis-prefix",
+        `duet-test:${crypto.randomUUID()}`,
+      ], { SYNCPOINT_REDIS_URL: url });
+      try {
+        await waitFor(async () => {
+          const health = await fetch(new URL("/healthz", instance.url));
+          await health.body?.cancel();
+          return health.status === 200;
+        }, "the service to reach Redis");
+        const first = fetch(new URL("/wait-for-second-party/k8s", instance.url), {
+          method: "POST",
+          body: "a",
+        });
+        await waitFor(
+          async () => (await (await fetch(new URL("/healthz", instance.url))).json()).waiting === 1,
+          "the first party to wait",
+        );
+        const second = await fetch(new URL("/wait-for-second-party/k8s", instance.url), {
+          method: "POST",
+          body: "b",
+        });
+        assert.equal((await second.json()).peer_payload, "a");
+        assert.equal((await (await first).json()).peer_payload, "b");
+      } finally {
+        const { code, log } = await instance.stop();
+        assert.equal(code, 0, log);
+      }
     } finally {
-      const { code, log } = await service.stop();
-      assert.equal(code, 0, log);
+      server.kill("SIGKILL");
+      await server.status;
     }
   },
 });
