@@ -372,3 +372,47 @@ Deno.test("LocalRendezvous property: a party whose connection is in doubt is pai
     { numRuns: 100 },
   );
 });
+
+Deno.test("LocalRendezvous: a first party in doubt is confirmed before pairing; if gone, the newcomer waits instead", async () => {
+  const { rendezvous, counts } = local();
+  const hangUp = new AbortController();
+  let probes = 0;
+  const first = rendezvous.arrive({
+    id: "a",
+    payload: "gone",
+    timeoutMs: long,
+    signal: hangUp.signal,
+    presence: {
+      inDoubt: true, // it half-closed
+      confirm() {
+        probes++;
+        hangUp.abort(); // the probe met a reset: it had closed completely
+        return Promise.resolve(false);
+      },
+    },
+  });
+  const next = rendezvous.arrive({ id: "a", payload: "next", timeoutMs: long });
+  assert.equal((await first).kind, "departed");
+  assert.equal(probes, 1);
+  assert.equal(counts.departed, 1);
+  const third = await rendezvous.arrive({ id: "a", payload: "third", timeoutMs: long });
+  assert.equal(third.kind === "paired" && third.peerPayload, "next", "next waited, not paired");
+  assert.equal(((await next) as { peerPayload: string }).peerPayload, "third");
+});
+
+Deno.test("LocalRendezvous: a first party in doubt that is still there is paired; a third party meanwhile gets conflict", async () => {
+  const { rendezvous } = local();
+  const confirmed = Promise.withResolvers<boolean>();
+  const first = rendezvous.arrive({
+    id: "a",
+    payload: "half-closed",
+    timeoutMs: long,
+    presence: { inDoubt: true, confirm: () => confirmed.promise },
+  });
+  const second = rendezvous.arrive({ id: "a", payload: "second", timeoutMs: long });
+  const third = await rendezvous.arrive({ id: "a", payload: "third", timeoutMs: long });
+  assert.deepEqual(third.kind === "refused" && third.reason, "conflict");
+  confirmed.resolve(true);
+  assert.equal(((await second) as { peerPayload: string }).peerPayload, "half-closed");
+  assert.equal(((await first) as { peerPayload: string }).peerPayload, "second");
+});
