@@ -71,9 +71,11 @@ async function departedNeverPaired(first: RunningSyncpoint, second: RunningSyncp
       const next = post(second, id, "next");
       await waitFor(() => waitingOn(all) === 1, "the next party to wait, not be paired");
       const third = await (await post(first, id, "third")).json();
-      assert.deepEqual([third.role, third.peer_payload], ["second", "next"], `${framing} ${size}`);
+      assert.equal(third.peer_payload, "next", `${framing} ${size}`);
       const nextBody = await (await next).json();
-      assert.deepEqual([nextBody.role, nextBody.peer_payload], ["first", "third"]);
+      assert.equal(nextBody.peer_payload, "third");
+      // Across instances the two may reach Redis in either order: one waited, one found it.
+      assert.deepEqual([nextBody.role, third.role].sort(), ["first", "second"]);
     }
   }
 }

@@ -301,17 +301,20 @@ testWith(privateRedis.missing ? privateRedis : redis, {
         const firstOn = (i: number) => (i % 4 === 0 || i % 4 === 2 ? a : b);
         const secondOn = (i: number) => (i % 4 === 0 || i % 4 === 3 ? a : b);
         const firsts = ids.map((id, i) => post(firstOn(i), id, `first ${id}`, "?timeout_ms=60000"));
-        await waitFor(() => a.rendezvous.waiting + b.rendezvous.waiting === 20, "20 to wait");
+        // Registered, not only admitted: `waiting` counts a party before Redis has answered,
+        // and a party whose registration the outage cuts off gets 503 (and would retry).
+        await raw.connect();
+        const registered = async () =>
+          await raw.exists(...ids.map((id) => `${prefix}:wait:${id}`)) === 20;
+        await waitFor(registered, "20 to wait, registered");
+        raw.disconnect();
 
         await server.stop();
         await waitFor(() => !a.rendezvous.healthy && !b.rendezvous.healthy, "the outage seen");
         await server.start(); // same port, empty: every key is lost
         await bothHealthy(a, b);
         await raw.connect();
-        await waitFor(
-          async () => (await raw.exists(...ids.map((id) => `${prefix}:wait:${id}`))) === 20,
-          "every waiting party to be registered again",
-        );
+        await waitFor(registered, "every waiting party to be registered again");
         const seconds = await Promise.all(
           ids.map((id, i) => post(secondOn(i), id, `second ${id}`, "?timeout_ms=60000")),
         );
@@ -410,6 +413,17 @@ testWith(privateRedis.missing ? privateRedis : redis, {
   },
 });
 
+/** Whether a party with this payload waits (registered, unclaimed) on `id`. */
+async function waitingWith(prefix: string, id: string, payload: string): Promise<boolean> {
+  const client = new Redis(redis.url);
+  try {
+    const [state, stored] = await client.hmget(`${prefix}:wait:${id}`, "state", "payload");
+    return state === "waiting" && stored === payload;
+  } finally {
+    client.disconnect();
+  }
+}
+
 testWith(redis, {
   name: "RedisRendezvous: a first party whose presence is in doubt and confirms false is not " +
     "paired; the claimer waits as a first party",
@@ -439,11 +453,12 @@ testWith(redis, {
           },
         },
       });
-      await waitFor(() => a.waiting === 1, "the doubtful party to wait");
+      // Registered in Redis, not only admitted (`waiting` counts a party before Redis answers).
+      await waitFor(() => waitingWith(prefix, "doubt", "gone already"), "the doubtful one to wait");
       const second = b.arrive({ id: "doubt", payload: "second", timeoutMs: 30_000 });
       assert.equal((await first).kind, "departed");
       assert.deepEqual([probes, departed], [1, 1]);
-      await waitFor(() => b.waiting === 1, "the claimer to wait as a first party");
+      await waitFor(() => waitingWith(prefix, "doubt", "second"), "the claimer to wait as first");
       const third = await a.arrive({ id: "doubt", payload: "third", timeoutMs: 30_000 });
       assert.equal(third.kind === "paired" && third.peerPayload, "second");
       const secondOutcome = await second;
