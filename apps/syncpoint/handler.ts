@@ -105,7 +105,8 @@ const refusals: Record<Refusal, (waitedMs: number, timeoutMs: number) => ApiErro
 };
 
 const log = getLogger(["duet", "syncpoint"]);
-const WAIT_PATH = "/wait-for-second-party";
+/** The path of the wait endpoint, before `/:id`. */
+export const WAIT_PATH = "/wait-for-second-party";
 
 /** Parses `?timeout_ms=`: a whole number of milliseconds, at least 1, capped. */
 function timeoutOf(query: string | undefined, options: HandlerOptions): number {
@@ -127,54 +128,65 @@ interface Payload {
 const NO_PAYLOAD: Payload = { text: null, bytes: 0 };
 
 /**
+ * Reads a body whole: its bytes, or "too_large" once more than `max` bytes came (the rest is
+ * left unread). Rejects when the body cannot be read (the client left, a broken body).
+ */
+export type BodyReader = (max: number) => Promise<Uint8Array | "too_large">;
+
+/**
  * Reads the body as the payload: at most `max` bytes of UTF-8; empty means none. Throws
  * ApiError (413, 400), or BodyReadFailed when the body cannot be read.
  */
-async function payloadOf(request: Request, max: number): Promise<Payload> {
+async function payloadOf(
+  declared: string | null,
+  read: BodyReader,
+  max: number,
+): Promise<Payload> {
   const tooLarge = () => new ApiError(413, "payload_too_large", `The payload exceeds ${max} bytes`);
-  const declared = request.headers.get("content-length");
   if (declared !== null && Number(declared) > max) throw tooLarge();
-  let bytes: Uint8Array;
-  if (declared !== null) {
-    // Length known and within bounds: one read through Deno's whole-body fast path. The
-    // chunked path below costs ~14% of throughput in stream machinery (docs/benchmarks.md).
-    try {
-      bytes = await request.bytes();
-    } catch (error) {
-      throw new BodyReadFailed(String(error), { cause: error });
-    }
-  } else {
-    if (!request.body) return NO_PAYLOAD;
-    const chunks: Uint8Array[] = [];
-    let size = 0;
-    const reader = request.body.getReader();
-    try {
-      for (;;) {
-        let read: ReadableStreamReadResult<Uint8Array>;
-        try {
-          read = await reader.read();
-        } catch (error) {
-          throw new BodyReadFailed(String(error), { cause: error });
-        }
-        if (read.done) break;
-        size += read.value.byteLength;
-        if (size > max) {
-          reader.cancel().catch(() => {});
-          throw tooLarge();
-        }
-        chunks.push(read.value);
-      }
-    } finally {
-      reader.releaseLock();
-    }
-    bytes = chunks.length === 1 ? chunks[0]! : concat(chunks, size);
+  let bytes: Uint8Array | "too_large";
+  try {
+    bytes = await read(max);
+  } catch (error) {
+    throw new BodyReadFailed(String(error), { cause: error });
   }
+  if (bytes === "too_large") throw tooLarge();
   if (bytes.byteLength === 0) return NO_PAYLOAD;
   try {
     return { text: utf8.decode(bytes), bytes: bytes.byteLength };
   } catch {
     throw new ApiError(400, "invalid_payload", "The payload must be UTF-8 text");
   }
+}
+
+/** {@link BodyReader} of a Web `Request`. */
+function requestBody(request: Request): BodyReader {
+  return async (max) => {
+    if (request.headers.get("content-length") !== null) {
+      // Length known and within bounds: one read through the runtime's whole-body path. The
+      // chunked path below costs ~14% of throughput in stream machinery (docs/benchmarks.md).
+      return await request.bytes();
+    }
+    if (!request.body) return new Uint8Array(0);
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    const reader = request.body.getReader();
+    try {
+      for (;;) {
+        const read = await reader.read();
+        if (read.done) break;
+        size += read.value.byteLength;
+        if (size > max) {
+          reader.cancel().catch(() => {});
+          return "too_large";
+        }
+        chunks.push(read.value);
+      }
+    } finally {
+      reader.releaseLock();
+    }
+    return chunks.length === 1 ? chunks[0]! : concat(chunks, size);
+  };
 }
 
 function concat(chunks: Uint8Array[], size: number): Uint8Array {
@@ -197,18 +209,42 @@ function pairedBody(id: string, outcome: Extract<Outcome, { kind: "paired" }>) {
   };
 }
 
+/** One arrival as the HTTP layer hands it over (`POST /wait-for-second-party/:id`). */
+export interface ArrivalRequest {
+  /** The id from the path, percent-decoded, not yet validated. */
+  id: string;
+  /** `?timeout_ms=`, as sent. */
+  timeoutQuery: string | undefined;
+  /** The Content-Length header, as sent. */
+  contentLength: string | null;
+  /** Reads the body. */
+  body: BodyReader;
+  /** The client's address. */
+  address: string | undefined;
+  /** Aborts when the client leaves. */
+  signal: AbortSignal;
+  /** The client's presence, when the listener can probe it. */
+  presence: Presence | undefined;
+}
+
+/** An answer: status, headers and a JSON body (null: no body). */
+export interface Answer {
+  status: number;
+  headers: Record<string, string>;
+  body: unknown;
+}
+
 /**
- * Builds the API: the Hono app whose `fetch(request, info)` is a `Deno.serve` handler
- * (`info.remoteAddr` gives the client address the per-address limits count by; without it,
- * as in `app.request()`, nothing is limited per address).
+ * The wait endpoint as one function from an arrival to its answer, every error mapped by
+ * {@link errorAnswer}: what the Hono route and a listener's direct path (server.ts) both call.
  */
-export function createApp(options: HandlerOptions): Hono {
+export function createArrivals(
+  options: HandlerOptions,
+): (arrival: ArrivalRequest) => Promise<Answer> {
   const { rendezvous, metrics } = options;
   const limiter = options.arrivalRate && new KeyedBuckets(options.arrivalRate);
-  const app = new Hono();
-
-  app.post(`${WAIT_PATH}/:id`, async (c) => {
-    let address = clientAddress(c.env);
+  const arrive = async (request: ArrivalRequest): Promise<Answer> => {
+    let address = request.address;
     if (address !== undefined && !options.limitLoopback && isLoopback(address)) {
       address = undefined; // exempt from per-address limits
     }
@@ -216,20 +252,19 @@ export function createApp(options: HandlerOptions): Hono {
       const take = limiter.tryTake(address, performance.now());
       if (!take.ok) throw rateLimited(take.retryAfterMs);
     }
-    const id = c.req.param("id");
+    const { id } = request;
     if (!ID_PATTERN.test(id)) throw invalidId();
-    const timeoutMs = timeoutOf(c.req.query("timeout_ms"), options);
+    const timeoutMs = timeoutOf(request.timeoutQuery, options);
     let payload: Payload;
     try {
-      payload = await payloadOf(c.req.raw, options.maxPayloadBytes);
+      payload = await payloadOf(request.contentLength, request.body, options.maxPayloadBytes);
     } catch (error) {
       if (!(error instanceof BodyReadFailed)) throw error;
       // An expected client event (hang-up, reset, broken body), not a fault of ours.
       log.debug("A party left while sending its body: {reason}", { reason: error.message });
       metrics.events.departed?.();
-      return c.body(null, 499 as never);
+      return DEPARTED;
     }
-    const presence = (c.env as HandlerInfo | undefined)?.presence;
     const outcome = await rendezvous.arrive({
       id,
       payload: payload.text,
@@ -239,18 +274,47 @@ export function createApp(options: HandlerOptions): Hono {
       // Read at once, for every party. Measured on Deno 2.9.6 with no-legacy-abort:
       // touching request.signal only later, for the parties that wait, cost ~25% more
       // server CPU per pair and raised p99 by half (docs/benchmarks.md).
-      signal: c.req.raw.signal,
-      ...(presence ? { presence } : {}),
+      signal: request.signal,
+      ...(request.presence ? { presence: request.presence } : {}),
     });
     switch (outcome.kind) {
       case "paired":
-        return c.json(pairedBody(id, outcome), 200);
+        return { status: 200, headers: {}, body: pairedBody(id, outcome) };
       case "departed":
-        // Nobody is listening; the connection is already gone.
-        return c.body(null, 499 as never);
+        return DEPARTED; // nobody is listening; the connection is already gone
       case "refused":
         throw refusals[outcome.reason](outcome.waitedMs, timeoutMs);
     }
+  };
+  return (request) => arrive(request).catch((error) => errorAnswer(error, metrics));
+}
+
+/** What a departed party is "answered": 499, to nobody. */
+const DEPARTED: Answer = { status: 499, headers: {}, body: null };
+
+/**
+ * Builds the API: the Hono app whose `fetch(request, info)` is a server's handler
+ * (`info.remoteAddr` gives the client address the per-address limits count by; without it,
+ * as in `app.request()`, nothing is limited per address).
+ */
+export function createApp(options: HandlerOptions): Hono {
+  const { rendezvous, metrics } = options;
+  const arrivals = createArrivals(options);
+  const app = new Hono();
+
+  app.post(`${WAIT_PATH}/:id`, async (c) => {
+    const answer = await arrivals({
+      id: c.req.param("id"),
+      timeoutQuery: c.req.query("timeout_ms"),
+      contentLength: c.req.header("content-length") ?? null,
+      body: requestBody(c.req.raw),
+      address: clientAddress(c.env),
+      signal: c.req.raw.signal,
+      presence: (c.env as HandlerInfo | undefined)?.presence,
+    });
+    return answer.body === null
+      ? c.body(null, answer.status as never, answer.headers)
+      : c.json(answer.body, answer.status as 200, answer.headers);
   });
   app.all(`${WAIT_PATH}/:id`, () => {
     throw new ApiError(405, "method_not_allowed", "Use POST", { allow: "POST" });
@@ -300,14 +364,20 @@ function invalidId(): ApiError {
   return new ApiError(400, "invalid_id", "The id must be 1-128 characters of [A-Za-z0-9._~-]");
 }
 
-function errorResponse(error: Error, c: Context, metrics: SyncpointMetrics): Response {
-  const apiError = error instanceof ApiError ? error : internal(error);
+/** The one mapping of errors to answers (ApiError as itself, anything else 500 internal). */
+function errorAnswer(error: unknown, metrics: SyncpointMetrics): Answer {
+  const apiError = error instanceof ApiError ? error : internal(error as Error);
   metrics.rejected(apiError.code);
-  return c.json(
-    { status: "error", code: apiError.code, message: apiError.message },
-    apiError.status as 400,
-    apiError.headers,
-  );
+  return {
+    status: apiError.status,
+    headers: apiError.headers,
+    body: { status: "error", code: apiError.code, message: apiError.message },
+  };
+}
+
+function errorResponse(error: Error, c: Context, metrics: SyncpointMetrics): Response {
+  const answer = errorAnswer(error, metrics);
+  return c.json(answer.body, answer.status as 400, answer.headers);
 }
 
 function internal(error: Error): ApiError {

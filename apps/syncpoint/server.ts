@@ -8,7 +8,14 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { type Http1Server, serveHttp1 } from "@duet/net/http1";
-import { createApp } from "./handler.ts";
+import {
+  type Answer,
+  createApp,
+  createArrivals,
+  type HandlerOptions,
+  WAIT_PATH,
+} from "./handler.ts";
+import type { DirectExchange } from "@duet/net/http1";
 import { SyncpointMetrics } from "./metrics.ts";
 import { LocalRendezvous, type Rendezvous } from "./rendezvous.ts";
 
@@ -127,7 +134,7 @@ export async function startSyncpoint(
     rendezvous = new LocalRendezvous({ ...limits, events: metrics.events });
   }
   try {
-    const app = createApp({
+    const handlerOptions: HandlerOptions = {
       ...config,
       rendezvous,
       metrics,
@@ -142,13 +149,26 @@ export async function startSyncpoint(
           return draining;
         },
       },
-    });
+    };
+    const app = createApp(handlerOptions);
+    const arrivals = createArrivals(handlerOptions);
     server = await serveHttp1({
       hostname: config.hostname,
       port: config.port,
       onError: (error) => {
         log.error("Unhandled error: {error}", { error });
         return new Response(null, { status: 500 });
+      },
+      // The wait endpoint, the hot path, without Web Request and Response objects; the
+      // same arrival function as the Hono route (handler.ts). Everything else goes to Hono.
+      direct: (exchange) => {
+        const arrival = directArrival(exchange);
+        if (!arrival) return false;
+        arrivals(arrival).then((answer) => respond(exchange, answer), (error) => {
+          log.error("Unhandled error: {error}", { error });
+          exchange.respond(500, {}, "");
+        });
+        return true;
       },
     }, app.fetch);
   } catch (error) {
@@ -188,4 +208,48 @@ export async function startSyncpoint(
       return stopping;
     },
   };
+}
+
+const PREFIX = `${WAIT_PATH}/`;
+
+/**
+ * The arrival of a `POST /wait-for-second-party/ID[?query]`, or undefined for anything else
+ * (another method, path or an id that does not decode: Hono answers those, as before).
+ */
+function directArrival(exchange: DirectExchange) {
+  if (exchange.method !== "POST" || !exchange.target.startsWith(PREFIX)) return undefined;
+  const query = exchange.target.indexOf("?");
+  const path = query < 0 ? exchange.target : exchange.target.slice(0, query);
+  const raw = path.slice(PREFIX.length);
+  if (raw.length === 0 || raw.includes("/")) return undefined;
+  let id: string;
+  try {
+    id = decodeURIComponent(raw);
+  } catch {
+    return undefined;
+  }
+  const timeoutQuery = query < 0
+    ? undefined
+    : new URLSearchParams(exchange.target.slice(query + 1)).get("timeout_ms") ?? undefined;
+  return {
+    id,
+    timeoutQuery,
+    contentLength: exchange.header("content-length") ?? null,
+    body: exchange.body,
+    address: exchange.remoteAddr.hostname,
+    signal: exchange.signal,
+    presence: exchange.presence,
+  };
+}
+
+/** Writes an answer of the arrival function as Hono would (JSON, or no body). */
+function respond(exchange: DirectExchange, answer: Answer): void {
+  if (answer.body === null) exchange.respond(answer.status, answer.headers, "");
+  else {
+    exchange.respond(
+      answer.status,
+      { ...answer.headers, "content-type": "application/json" },
+      JSON.stringify(answer.body),
+    );
+  }
 }

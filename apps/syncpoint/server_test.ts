@@ -221,3 +221,54 @@ Deno.test("syncpoint server: /metrics reports the listener and the held payload 
     await (await waiting).body?.cancel();
   });
 });
+
+Deno.test("syncpoint server: the wait endpoint's errors over real sockets are those of the API (the direct path)", async () => {
+  await withServer(async (server) => {
+    const call = async (path: string, init: RequestInit = {}) => {
+      const response = await fetch(new URL(path, server.url), { method: "POST", ...init });
+      const text = await response.text();
+      return { status: response.status, code: text ? JSON.parse(text).code : undefined };
+    };
+    assert.deepEqual(await call("/wait-for-second-party/bad%20id"), {
+      status: 400,
+      code: "invalid_id",
+    });
+    assert.deepEqual(await call("/wait-for-second-party/x?timeout_ms=soon"), {
+      status: 400,
+      code: "invalid_timeout",
+    });
+    assert.deepEqual(await call("/wait-for-second-party/x", { body: "x".repeat(65_537) }), {
+      status: 413,
+      code: "payload_too_large",
+    });
+    // Streamed (chunked, no length): cut off past the limit, answered 413.
+    const stream = new ReadableStream<Uint8Array>({
+      start(controller) {
+        for (let i = 0; i < 5; i++) controller.enqueue(new Uint8Array(20_000).fill(120));
+        controller.close();
+      },
+    });
+    assert.deepEqual(await call("/wait-for-second-party/x", { body: stream }), {
+      status: 413,
+      code: "payload_too_large",
+    });
+    assert.deepEqual(await call("/wait-for-second-party/x", { body: new Uint8Array([0xff]) }), {
+      status: 400,
+      code: "invalid_payload",
+    });
+    assert.deepEqual(await call("/wait-for-second-party/x", { method: "GET" }), {
+      status: 405,
+      code: "method_not_allowed",
+    });
+    // A percent-encoded id is the id it spells.
+    const first = post(server, "a.b", "one");
+    await waitFor(() => server.rendezvous.waiting === 1, "the first party");
+    const second = await (await fetch(new URL("/wait-for-second-party/a%2Eb", server.url), {
+      method: "POST",
+      body: "two",
+    })).json();
+    assert.equal(second.peer_payload, "one");
+    assert.equal((await (await first).json()).peer_payload, "two");
+    assert.equal(await metric(server, 'syncpoint_rejections_total{code="payload_too_large"}'), 2);
+  });
+});

@@ -26,13 +26,15 @@
  * Accepting: under descriptor exhaustion (EMFILE) node:http on Deno 2.9.6 stops accepting
  * for good and says nothing (no `error` event; `maxConnections` does not prevent it). A
  * watchdog therefore connects to the server every {@link WATCHDOG_MS}: a probe connection
- * that cannot be opened (EMFILE) or is not accepted in time starts an outage, during which
+ * that cannot be opened (EMFILE), or {@link UNACCEPTED_PROBES} in a row that are not accepted
+ * while nothing else is (a burst only delays them), start an outage, during which
  * the listener is replaced (same port, backoff of backoff.ts) until one accepts again;
  * connections already held keep being served. One outage is logged once when it starts and
  * once when it ends. No library does this, hence the hand-written supervisor.
  *
  * @module
  */
+import { Buffer } from "node:buffer";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { connect, Server as NetServer, type Socket } from "node:net";
 import { getRequestListener, type HttpBindings } from "@hono/node-server";
@@ -45,6 +47,8 @@ export const PROBE_GAP_MS = 250;
 export const WATCHDOG_MS = 1_000;
 /** How long an idle keep-alive connection is kept (65,000 ms, above common proxies' 60 s). */
 export const KEEP_ALIVE_MS = 65_000;
+/** Watchdog probes in a row that connect but are not accepted before the listener is replaced. */
+export const UNACCEPTED_PROBES = 3;
 /** An outage ends once accepting has worked for this long (5,000 ms). */
 export const RECOVERED_AFTER_MS = 5_000;
 
@@ -71,6 +75,40 @@ export interface Http1Info {
   presence: Presence;
 }
 
+/**
+ * One exchange seen before any Web `Request` is built, for a hot path that answers without
+ * them (building a `Request` and reading a `Response` took ~40% of the CPU of a rendezvous,
+ * measured: docs/benchmarks.md).
+ */
+export interface DirectExchange {
+  /** The request method. */
+  readonly method: string;
+  /** The request target as sent: path and query. */
+  readonly target: string;
+  /** A request header by lower-case name, or undefined. */
+  header(name: string): string | undefined;
+  /** The client's address and port. */
+  readonly remoteAddr: Deno.NetAddr;
+  /** The client's presence while its request is held. */
+  readonly presence: Presence;
+  /** Aborts when the client leaves before its answer is written. */
+  readonly signal: AbortSignal;
+  /**
+   * The body, whole: its bytes, or "too_large" once more than `max` bytes came (the rest is
+   * not read, and the connection is closed after the answer). Rejects when the body cannot
+   * be read (the client left, closed its side mid-body, or sent a broken body).
+   */
+  body(max: number): Promise<Uint8Array | "too_large">;
+  /** Writes the answer in one piece (a body of `text` in UTF-8). */
+  respond(status: number, headers: Record<string, string>, text: string): void;
+}
+
+/**
+ * Takes an exchange on a direct path: true when it will answer it (then the handler is not
+ * called), false to leave it to the handler.
+ */
+export type DirectHandler = (exchange: DirectExchange) => boolean;
+
 /** A request handler: the Web `Request` (its `signal` aborts when the client leaves). */
 export type Http1Handler = (request: Request, info: Http1Info) => Response | Promise<Response>;
 
@@ -82,6 +120,8 @@ export interface Http1Options {
   port: number;
   /** Answers a handler that threw; a bare 500 by default. */
   onError?: (error: unknown) => Response | Promise<Response>;
+  /** Offered every exchange first; what it takes never reaches the handler. */
+  direct?: DirectHandler;
   /** Milliseconds between the two writes of a probe; {@link PROBE_GAP_MS}. */
   probeGapMs?: number;
   /** Milliseconds between accept checks; {@link WATCHDOG_MS}. */
@@ -134,23 +174,15 @@ export async function serveHttp1(
   let outage: { since: number; failures: number; attempts: number } | undefined;
   let healthySince = 0;
   let accepted = 0;
+  let unaccepted = 0;
   let port = options.port;
 
-  const listener = getRequestListener(
+  const adapter = getRequestListener(
     (request: Request, env) => {
       // Only HTTP/1.1 here (createServer from node:http), so the bindings are node:http's.
       const { incoming, outgoing } = env as HttpBindings;
-      const socket = incoming.socket;
-      inFlight++;
-      outgoing.once("close", () => {
-        if (--inFlight === 0) drained?.();
-      });
       return handler(request, {
-        remoteAddr: {
-          transport: "tcp",
-          hostname: socket.remoteAddress ?? "",
-          port: socket.remotePort ?? 0,
-        },
+        remoteAddr: remoteAddrOf(incoming),
         presence: watchPresence(incoming, outgoing, probeGapMs),
       });
     },
@@ -161,6 +193,14 @@ export async function serveHttp1(
       overrideGlobalObjects: false,
     },
   );
+  const listener = (incoming: IncomingMessage, outgoing: ServerResponse) => {
+    inFlight++;
+    outgoing.once("close", () => {
+      if (--inFlight === 0) drained?.();
+    });
+    if (options.direct?.(directExchange(incoming, outgoing, probeGapMs))) return;
+    adapter(incoming, outgoing);
+  };
 
   const start = (): Promise<void> => {
     const server = createServer(listener);
@@ -214,8 +254,13 @@ export async function serveHttp1(
     listening = false;
   };
 
-  /** Connects to the server and says whether it accepted the connection in time. */
-  const probeAccept = (): Promise<string | undefined> => {
+  /**
+   * Connects to the server: undefined when a connection was accepted in time (the probe or
+   * any other), else why not.
+   */
+  const probeAccept = (): Promise<
+    { kind: "unopened" | "unaccepted"; reason: string } | undefined
+  > => {
     const before = accepted;
     const host = options.hostname === "0.0.0.0"
       ? "127.0.0.1"
@@ -224,13 +269,26 @@ export async function serveHttp1(
       : options.hostname;
     return new Promise((resolve) => {
       const socket = connect(port, host);
-      const done = (reason: string | undefined) => {
+      const done = (result: { kind: "unopened" | "unaccepted"; reason: string } | undefined) => {
         clearTimeout(timer);
         socket.destroy();
-        resolve(reason);
+        resolve(result);
       };
-      const timer = setTimeout(() => done("a connection was not accepted in time"), watchdogMs);
-      socket.once("error", (error: Error & { code?: string }) => done(error.code ?? error.message));
+      const timer = setTimeout(
+        () =>
+          done(
+            accepted !== before ? undefined : {
+              kind: "unaccepted",
+              reason: "connections were not accepted",
+            },
+          ),
+        watchdogMs,
+      );
+      socket.once(
+        "error",
+        (error: Error & { code?: string }) =>
+          done({ kind: "unopened", reason: error.code ?? error.message }),
+      );
       socket.once("connect", () => {
         const check = () => {
           if (accepted !== before) done(undefined);
@@ -257,11 +315,21 @@ export async function serveHttp1(
         return;
       }
     }
-    const reason = await probeAccept();
+    const probe = await probeAccept();
     if (stopped) return;
-    if (reason !== undefined) {
-      failed(reason);
+    // A probe that connected but was not accepted may only be queued behind a burst: only
+    // UNACCEPTED_PROBES of them in a row, with nothing else accepted meanwhile, stop the
+    // listener (replacing it refuses what waits in its backlog). One that could not even be
+    // opened (this process is out of descriptors) is an outage at once.
+    unaccepted = probe?.kind === "unaccepted" ? unaccepted + 1 : 0;
+    if (probe && (probe.kind === "unopened" || unaccepted >= UNACCEPTED_PROBES)) {
+      unaccepted = 0;
+      failed(probe.reason);
       schedule(acceptBackoffMs(++outage!.attempts));
+      return;
+    }
+    if (probe) {
+      schedule(watchdogMs);
       return;
     }
     if (outage) {
@@ -396,4 +464,101 @@ function listenError(error: Error & { code?: string }): Error {
  */
 function stopListening(server: Server): void {
   NetServer.prototype.close.call(server);
+}
+
+function remoteAddrOf(incoming: IncomingMessage): Deno.NetAddr {
+  const socket = incoming.socket;
+  return { transport: "tcp", hostname: socket.remoteAddress ?? "", port: socket.remotePort ?? 0 };
+}
+
+/** The {@link DirectExchange} of one node request. */
+function directExchange(
+  incoming: IncomingMessage,
+  outgoing: ServerResponse,
+  probeGapMs: number,
+): DirectExchange {
+  let controller: AbortController | undefined;
+  let presence: Presence | undefined;
+  let unread = false;
+  return {
+    method: incoming.method ?? "GET",
+    target: incoming.url ?? "/",
+    header: (name) => {
+      const value = incoming.headers[name];
+      return Array.isArray(value) ? value[0] : value;
+    },
+    get remoteAddr() {
+      return remoteAddrOf(incoming);
+    },
+    get presence() {
+      return presence ??= watchPresence(incoming, outgoing, probeGapMs);
+    },
+    get signal() {
+      if (!controller) {
+        const abort = new AbortController();
+        controller = abort;
+        if (outgoing.destroyed) abort.abort();
+        else {
+          outgoing.once("close", () => {
+            if (!outgoing.writableFinished) abort.abort();
+          });
+        }
+      }
+      return controller.signal;
+    },
+    body: async (max) => {
+      const body = await readBody(incoming, max);
+      unread = body === "too_large";
+      return body;
+    },
+    respond: (status, headers, text) => {
+      if (outgoing.destroyed) return;
+      const head: Record<string, string | number> = {
+        ...headers,
+        "content-length": Buffer.byteLength(text),
+      };
+      // A body left unread is not worth reading to keep the connection: close it.
+      if (unread) head["connection"] = "close";
+      // A string body goes out with the head in one write.
+      outgoing.writeHead(status, head);
+      outgoing.end(text);
+    },
+  };
+}
+
+/** See {@link DirectExchange.body}. */
+function readBody(incoming: IncomingMessage, max: number): Promise<Uint8Array | "too_large"> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const socket = incoming.socket;
+    const settle = () => {
+      incoming.off("data", onData).off("end", onEnd).off("error", onFail).off("close", onClose);
+      socket.off("end", onSocketEnd);
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.byteLength;
+      if (size > max) {
+        settle();
+        incoming.pause();
+        resolve("too_large");
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = () => {
+      settle();
+      const bytes = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+      resolve(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+    };
+    const onFail = (error: Error) => (settle(), reject(error));
+    const onClose = () => onFail(new Error("the connection closed before the body was complete"));
+    // A FIN before the body is complete: the request can never be completed (with half-open
+    // connections allowed, node would wait for the rest).
+    const onSocketEnd = () => onFail(new Error("the client closed its side mid-body"));
+    incoming.on("data", onData).on("end", onEnd).on("error", onFail).on("close", onClose);
+    socket.on("end", onSocketEnd);
+    if (incoming.complete && incoming.readableEnded) onEnd();
+    else if (socket.readableEnded && !incoming.complete) onSocketEnd();
+  });
 }
