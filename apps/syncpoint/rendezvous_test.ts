@@ -290,7 +290,7 @@ Deno.test("LocalRendezvous property: a party whose connection is in doubt is pai
   const event = fc.oneof(
     fc.record({
       kind: fc.constant("arrive" as const),
-      id: fc.constantFrom("a", "b", "c"),
+      id: fc.constantFrom("a", "b"), // few ids: arrivals meet often
       timeoutMs: fc.constantFrom(1, long),
     }),
     fc.record({ kind: fc.constant("leave" as const), index: fc.nat() }),
@@ -369,7 +369,7 @@ Deno.test("LocalRendezvous property: a party whose connection is in doubt is pai
       });
       assert.equal(settled.filter((o) => o.kind === "paired").length, 2 * counts.paired);
     }),
-    { numRuns: 100 },
+    { numRuns: 400 },
   );
 });
 
