@@ -147,7 +147,9 @@ Deno.test("retryDecision properties: never past the deadline, never a permanent 
         const retryAfter = failure.kind === "answer" ? failure.retryAfterMs : undefined;
         if (retryAfter === undefined) {
           // Backoff: bounded by maxDelayMs, at least half the step (unless capped).
-          const step = Math.min(policy.maxDelayMs, policy.initialDelayMs * 2 ** (attempt - 1));
+          // (The doubling stops at 2^52: past it 0 x 2^n would be 0 x Infinity, NaN.)
+          const doubled = policy.initialDelayMs * 2 ** Math.min(attempt - 1, 52);
+          const step = Math.min(policy.maxDelayMs, doubled);
           assert.ok(delayMs <= Math.ceil(step), `${delayMs} > ${step}`);
           assert.ok(
             delayMs >= Math.floor(Math.min(step / 2, remainingMs - LAST_ATTEMPT_MS)),
