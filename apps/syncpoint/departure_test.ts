@@ -107,6 +107,22 @@ async function halfClosedKept(first: RunningSyncpoint, second: RunningSyncpoint)
   }
 }
 
+/** A half-close sent at once with the request (as `nc -N` does) keeps the party too. */
+async function halfClosedAtOnce(server: RunningSyncpoint) {
+  for (const size of [0, 1_000]) {
+    const id = `at-once-${size}-${crypto.randomUUID().slice(0, 8)}`;
+    const { conn } = await sendFirst(server, id, size, "length");
+    await conn.closeWrite();
+    await waitFor(() => server.rendezvous.waiting === 1, "the half-closed party to wait");
+    const next = await post(server, id, "next");
+    assert.equal(next.status, 200, `half-closed at once, ${size} B`);
+    await next.body?.cancel();
+    const answer = await readAll(conn);
+    conn.close();
+    assert.match(answer, /HTTP\/1\.1 200 OK\r\n/);
+  }
+}
+
 /** A reset (close with unread data on the client) is a departure too. */
 async function resetIsDeparture(first: RunningSyncpoint, second: RunningSyncpoint) {
   const id = `reset-${crypto.randomUUID().slice(0, 8)}`;
@@ -138,6 +154,9 @@ Deno.test("departure: a first party that closes after any body (length or chunke
 
 Deno.test("departure: a half-closed first party is kept and reads its answer, any body size", () =>
   withServer((server) => halfClosedKept(server, server)));
+
+Deno.test("departure: a party that half-closes together with its request is kept", () =>
+  withServer((server) => halfClosedAtOnce(server)));
 
 Deno.test("departure: a reset after a half-close is a departure", () =>
   withServer((server) => resetIsDeparture(server, server)));

@@ -555,7 +555,11 @@ function readBody(incoming: IncomingMessage, max: number): Promise<Uint8Array | 
     const onClose = () => onFail(new Error("the connection closed before the body was complete"));
     // A FIN before the body is complete: the request can never be completed (with half-open
     // connections allowed, node would wait for the rest).
-    const onSocketEnd = () => onFail(new Error("the client closed its side mid-body"));
+    const onSocketEnd = () => {
+      // The whole request may be parsed already, its end event still to come: that is a
+      // half-close after a complete request, which keeps the party.
+      if (!incoming.complete) onFail(new Error("the client closed its side mid-body"));
+    };
     incoming.on("data", onData).on("end", onEnd).on("error", onFail).on("close", onClose);
     socket.on("end", onSocketEnd);
     if (incoming.complete && incoming.readableEnded) onEnd();
