@@ -140,6 +140,78 @@ async function resetIsDeparture(first: RunningSyncpoint, second: RunningSyncpoin
   await (await next).body?.cancel();
 }
 
+/** Two waits pipelined on one connection (the second is queued behind the first's answer). */
+async function sendPipelined(
+  server: RunningSyncpoint,
+  ids: [string, string],
+  size: number,
+): Promise<Deno.TcpConn> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(server.url.port) });
+  const request = (id: string) => {
+    const payload = `piped:${id}:`.padEnd(size, "x").slice(0, size);
+    return `POST /wait-for-second-party/${id}?timeout_ms=30000 HTTP/1.1\r\nHost: test\r\n` +
+      `Content-Length: ${payload.length}\r\n\r\n${payload}`;
+  };
+  const bytes = encoder.encode(request(ids[0]) + request(ids[1]));
+  for (let sent = 0; sent < bytes.length;) sent += await conn.write(bytes.subarray(sent));
+  return conn;
+}
+
+/**
+ * Both pipelined parties leave when their connection closes (gently, or reset by unread
+ * data): neither is paired later, the queued one included.
+ */
+async function pipelinedDeparture(first: RunningSyncpoint, second: RunningSyncpoint) {
+  const all = [first, second];
+  for (const how of ["close", "reset"] as const) {
+    for (const size of [0, 1_000]) {
+      const tag = `${how}-${size}-${crypto.randomUUID().slice(0, 8)}`;
+      const ids: [string, string] = [`piped-a-${tag}`, `piped-b-${tag}`];
+      const conn = await sendPipelined(first, ids, size);
+      await waitFor(() => first.rendezvous.waiting === 2, "both pipelined parties to wait");
+      if (how === "reset") {
+        await conn.closeWrite(); // probes (100 Continue) arrive unread: the close resets
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      conn.close();
+      await waitFor(() => waitingOn(all) === 0, `both pipelined parties' departure (${how})`);
+      for (const id of ids) {
+        const next = post(second, id, "next");
+        await waitFor(() => waitingOn(all) === 1, `the next party on ${id} to wait, not be paired`);
+        const third = await (await post(first, id, "third")).json();
+        assert.equal(third.peer_payload, "next", `${how} ${size} B: ${id}`);
+        await (await next).body?.cancel();
+      }
+    }
+  }
+}
+
+/**
+ * Two pipelined waits, then a half-close: both are kept; a partner of the queued one is
+ * paired with it (its presence confirmed while it is queued), and the connection carries
+ * both answers in order.
+ */
+async function pipelinedHalfClosedKept(first: RunningSyncpoint, second: RunningSyncpoint) {
+  const tag = crypto.randomUUID().slice(0, 8);
+  const ids: [string, string] = [`kept-a-${tag}`, `kept-b-${tag}`];
+  const conn = await sendPipelined(first, ids, 1_000);
+  await waitFor(() => first.rendezvous.waiting === 2, "both pipelined parties to wait");
+  await conn.closeWrite();
+  await new Promise((resolve) => setTimeout(resolve, 400));
+  // The queued party first: its partner must get a verdict, not wait for the head's answer.
+  const forB = await post(second, ids[1], "for-b");
+  assert.equal(forB.status, 200);
+  assert.equal((await forB.json()).role, "second");
+  const forA = await post(second, ids[0], "for-a");
+  assert.equal(forA.status, 200);
+  await forA.body?.cancel();
+  const answer = await readAll(conn);
+  conn.close();
+  const bodies = [...answer.matchAll(/HTTP\/1\.1 200 OK\r\n[^]*?\r\n\r\n(\{[^}]*\})/g)]
+    .map((match) => JSON.parse(match[1]!).peer_payload);
+  assert.deepEqual(bodies, ["for-a", "for-b"]);
+}
+
 async function withServer(fn: (server: RunningSyncpoint) => Promise<void>) {
   const server = await startSyncpoint({ port: 0 });
   try {
@@ -174,6 +246,12 @@ Deno.test("departure: an HTTP/1.0 party that sends its FIN has left (no 1xx can 
     conn.close();
   }));
 
+Deno.test("departure: pipelined parties that leave are never paired, the queued one included", () =>
+  withServer((server) => pipelinedDeparture(server, server)));
+
+Deno.test("departure: pipelined half-closed parties are kept, confirmed while queued, answered in order", () =>
+  withServer((server) => pipelinedHalfClosedKept(server, server)));
+
 const redis = await findRedis();
 
 async function withRedisPair(fn: (a: RunningSyncpoint, b: RunningSyncpoint) => Promise<void>) {
@@ -195,4 +273,9 @@ testWith(redis, {
 testWith(redis, {
   name: "departure over Redis: a half-closed party is kept and paired across instances",
   fn: () => withRedisPair((a, b) => halfClosedKept(a, b)),
+});
+
+testWith(redis, {
+  name: "departure over Redis: pipelined parties that leave are never paired across instances",
+  fn: () => withRedisPair((a, b) => pipelinedDeparture(a, b)),
 });

@@ -364,6 +364,14 @@ function invalidId(): ApiError {
   return new ApiError(400, "invalid_id", "The id must be 1-128 characters of [A-Za-z0-9._~-]");
 }
 
+/**
+ * The answer to a request the listener could not take (an invalid Host, a target that is
+ * not a path): 400 `bad_request`, counted like every error answer.
+ */
+export function badRequestAnswer(reason: string, metrics: SyncpointMetrics): Answer {
+  return errorAnswer(new ApiError(400, "bad_request", `Bad request: ${reason}`), metrics);
+}
+
 /** The one mapping of errors to answers (ApiError as itself, anything else 500 internal). */
 function errorAnswer(error: unknown, metrics: SyncpointMetrics): Answer {
   const apiError = error instanceof ApiError ? error : internal(error as Error);

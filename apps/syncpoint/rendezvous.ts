@@ -56,7 +56,10 @@ export interface Arrival {
  * written to it. Such a connection is *in doubt* until a probe settles it.
  */
 export interface Presence {
-  /** True while the party's connection is half-closed and not probed since. */
+  /**
+   * True while the party's connection is half-closed or closed (a queued pipelined request
+   * may not have been told yet): {@link Presence.confirm} before pairing it.
+   */
   readonly inDoubt: boolean;
   /**
    * Probes the connection (interim responses a departed client answers with a reset);

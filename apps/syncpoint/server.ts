@@ -10,6 +10,7 @@ import { getLogger } from "@logtape/logtape";
 import { type Http1Server, serveHttp1 } from "@duet/net/http1";
 import {
   type Answer,
+  badRequestAnswer,
   createApp,
   createArrivals,
   type HandlerOptions,
@@ -158,6 +159,13 @@ export async function startSyncpoint(
       onError: (error) => {
         log.error("Unhandled error: {error}", { error });
         return new Response(null, { status: 500 });
+      },
+      onBadRequest: (reason) => {
+        const answer = badRequestAnswer(reason, metrics);
+        return {
+          headers: { ...answer.headers, "content-type": "application/json" },
+          text: JSON.stringify(answer.body),
+        };
       },
       // The wait endpoint, the hot path, without Web Request and Response objects; the
       // same arrival function as the Hono route (handler.ts). Everything else goes to Hono.

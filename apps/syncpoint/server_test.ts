@@ -272,3 +272,50 @@ Deno.test("syncpoint server: the wait endpoint's errors over real sockets are th
     assert.equal(await metric(server, 'syncpoint_rejections_total{code="payload_too_large"}'), 2);
   });
 });
+
+/** Sends raw bytes on a new connection; the status line and body of the answer. */
+async function raw(server: RunningSyncpoint, request: string): Promise<[string, string]> {
+  const conn = await Deno.connect({ hostname: server.url.hostname, port: Number(server.url.port) });
+  await conn.write(new TextEncoder().encode(request));
+  const chunks: string[] = [];
+  const buffer = new Uint8Array(4_096);
+  const decoder = new TextDecoder();
+  // Every request here closes the connection after its answer (bad request, HTTP/1.0).
+  for (let n; (n = await conn.read(buffer).catch(() => null)) !== null;) {
+    chunks.push(decoder.decode(buffer.subarray(0, n), { stream: true }));
+  }
+  conn.close();
+  const text = chunks.join("");
+  return [text.slice(0, text.indexOf("\r\n")), text.slice(text.indexOf("\r\n\r\n") + 4)];
+}
+
+Deno.test("syncpoint server: malformed requests get 400 bad_request, counted, never 500; HTTP/1.0 health checks need no Host", async () => {
+  await withServer(async (server) => {
+    const bad = [
+      "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+      "POST * HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+      "GET /healthz HTTP/1.1\r\nHost: a b\r\n\r\n",
+      "GET /healthz HTTP/1.1\r\nHost: [::1\r\n\r\n",
+      "GET /healthz HTTP/1.1\r\nHost: x:99999\r\n\r\n",
+      "GET /healthz HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+      // The wait endpoint's direct path checks Host as the rest does.
+      "POST /wait-for-second-party/x HTTP/1.1\r\nHost: a b\r\nContent-Length: 0\r\n\r\n",
+    ];
+    for (const request of bad) {
+      const [status, body] = await raw(server, request);
+      assert.equal(status, "HTTP/1.1 400 Bad Request", JSON.stringify(request));
+      assert.equal(JSON.parse(body).code, "bad_request", JSON.stringify(request));
+    }
+    assert.equal(
+      await metric(server, 'syncpoint_rejections_total{code="bad_request"}'),
+      bad.length,
+    );
+    assert.equal(await metric(server, 'syncpoint_rejections_total{code="internal"}'), NaN);
+    // What HAProxy's default `option httpchk` sends: HTTP/1.0, no Host.
+    const [status, body] = await raw(server, "GET /healthz HTTP/1.0\r\n\r\n");
+    assert.equal(status, "HTTP/1.1 200 OK");
+    assert.equal(JSON.parse(body).status, "ok");
+    const [ipv6] = await raw(server, "GET /healthz HTTP/1.0\r\nHost: [::1]:8080\r\n\r\n");
+    assert.equal(ipv6, "HTTP/1.1 200 OK");
+  });
+});

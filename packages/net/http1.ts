@@ -43,6 +43,11 @@ import { acceptBackoffMs } from "./backoff.ts";
 
 /** Milliseconds between the two writes of a presence probe (250 ms). */
 export const PROBE_GAP_MS = 250;
+/**
+ * Milliseconds a probe may take beyond its two gaps before it counts as a departure
+ * (1,000 ms): its writes wait behind an answer the client is not reading.
+ */
+export const PROBE_DEADLINE_MS = 1_000;
 /** Milliseconds between two checks of the accept watchdog (1,000 ms). */
 export const WATCHDOG_MS = 1_000;
 /** How long an idle keep-alive connection is kept (65,000 ms, above common proxies' 60 s). */
@@ -57,12 +62,16 @@ export const RECOVERED_AFTER_MS = 5_000;
  * See the module documentation for the method.
  */
 export interface Presence {
-  /** True while the client has half-closed (sent its FIN) and no probe is settled since. */
+  /**
+   * True while the answer is pending and the connection is half-closed (the client sent
+   * its FIN) or already closed: ask {@link Presence.confirm} before relying on the client.
+   */
   readonly inDoubt: boolean;
   /**
    * Probes the connection if it is in doubt: resolves false if the client has left (the
    * connection is then closed, and the request's signal aborts), true if its answer can
-   * still be delivered. At once when not in doubt. Never rejects.
+   * still be delivered. At once when not in doubt; within 2 gaps + {@link PROBE_DEADLINE_MS}
+   * otherwise. Never rejects.
    */
   confirm(): Promise<boolean>;
 }
@@ -120,6 +129,13 @@ export interface Http1Options {
   port: number;
   /** Answers a handler that threw; a bare 500 by default. */
   onError?: (error: unknown) => Response | Promise<Response>;
+  /**
+   * The answer to a request that cannot be taken (RFC 9112 section 3.2: an invalid or
+   * repeated `Host`; a target that is neither a path nor an absolute URL, such as `*`),
+   * sent with status 400 and the connection closed; `reason` is a short English phrase.
+   * By default a bare 400.
+   */
+  onBadRequest?: (reason: string) => { headers: Record<string, string>; text: string };
   /** Offered every exchange first; what it takes never reaches the handler. */
   direct?: DirectHandler;
   /** Milliseconds between the two writes of a probe; {@link PROBE_GAP_MS}. */
@@ -187,17 +203,48 @@ export async function serveHttp1(
       });
     },
     {
-      errorHandler: options.onError ?? (() => new Response(null, { status: 500 })),
+      // The adapter hands a request it could not build (its URL) to errorHandler as a
+      // RequestError: that is the client's fault, answered 400, not a 500.
+      errorHandler: (error) => {
+        if (error instanceof Error && error.name === "RequestError") {
+          const answer = badRequest(error.message);
+          return new Response(answer.text, {
+            status: 400,
+            headers: { ...answer.headers, connection: "close" },
+          });
+        }
+        return options.onError?.(error) ?? new Response(null, { status: 500 });
+      },
+      // What an HTTP/1.0 request without Host is taken to name (HTTP/1.1 requires Host:
+      // node answers 400 without it), so that a plain health check gets its answer.
+      hostname: "localhost",
       // By default the adapter replaces the global Request and Response with its own, which
       // breaks every Deno.serve handler in the same process (duet serve runs ping beside).
       overrideGlobalObjects: false,
     },
   );
+  const badRequest = (reason: string) =>
+    options.onBadRequest?.(reason) ?? { headers: {}, text: "" };
   const listener = (incoming: IncomingMessage, outgoing: ServerResponse) => {
     inFlight++;
+    let closed = false;
+    const unwatch = onSocketClose(incoming.socket, () => {
+      // A pipelined request's response still queued behind another's when the connection
+      // closes never closes by itself (node emits it only for the response holding the
+      // socket): close it, so its handler's signal aborts and it is not counted in flight.
+      if (!closed) outgoing.destroy().emit("close");
+    });
     outgoing.once("close", () => {
+      closed = true;
+      unwatch();
       if (--inFlight === 0) drained?.();
     });
+    const invalid = invalidHost(incoming);
+    if (invalid) {
+      const answer = badRequest(invalid);
+      writeWhole(outgoing, 400, { ...answer.headers, connection: "close" }, answer.text);
+      return;
+    }
     if (options.direct?.(directExchange(incoming, outgoing, probeGapMs))) return;
     adapter(incoming, outgoing);
   };
@@ -397,8 +444,9 @@ export async function serveHttp1(
 }
 
 /**
- * The presence of one request's client: FIN seen on a socket whose response is pending
- * makes it in doubt (or, for HTTP/1.0, a departure); probes settle it.
+ * The presence of one request's client: a FIN seen on a socket whose response is pending
+ * makes it in doubt (or, for HTTP/1.0, a departure), and so does a closed socket (a queued
+ * pipelined response may not have seen it yet); probes settle it.
  */
 function watchPresence(
   incoming: IncomingMessage,
@@ -406,45 +454,115 @@ function watchPresence(
   probeGapMs: number,
 ): Presence {
   const socket = incoming.socket;
-  let inDoubt = false;
-  let probing: Promise<boolean> | undefined;
-  const write = () =>
-    new Promise<boolean>((resolve) => {
-      if (socket.destroyed || outgoing.headersSent) return resolve(!socket.destroyed);
-      outgoing.writeContinue(((error?: Error | null) => resolve(!error)) as () => void);
-    });
-  const confirm = (): Promise<boolean> => {
-    if (socket.destroyed) return Promise.resolve(false);
-    if (!inDoubt || outgoing.headersSent) return Promise.resolve(true);
-    probing ??= (async () => {
-      const present = await write() &&
-        await new Promise((resolve) => setTimeout(resolve, probeGapMs)) === undefined &&
-        await write() && !socket.destroyed;
-      // A reset seen by the second write: the client is gone; close so the signal aborts.
-      if (!present) socket.destroy();
-      probing = undefined;
-      return present;
-    })();
-    return probing;
-  };
   const onEnd = () => {
-    if (outgoing.writableEnded) return;
+    if (outgoing.writableFinished) return;
     if (incoming.httpVersionMajor === 1 && incoming.httpVersionMinor === 0) {
       socket.destroy(); // no 1xx for HTTP/1.0: a FIN is a departure
       return;
     }
-    inDoubt = true;
-    void confirm();
+    void probeConnection(socket, probeGapMs);
   };
   if (socket.readableEnded) onEnd();
   else socket.once("end", onEnd);
   outgoing.once("close", () => socket.off("end", onEnd));
   return {
     get inDoubt() {
-      return inDoubt && !socket.destroyed;
+      return !outgoing.writableFinished && (socket.destroyed || socket.readableEnded);
     },
-    confirm,
+    confirm() {
+      if (outgoing.writableFinished) return Promise.resolve(true);
+      if (socket.destroyed) return Promise.resolve(false);
+      if (!socket.readableEnded) return Promise.resolve(true);
+      return probeConnection(socket, probeGapMs);
+    },
   };
+}
+
+/** The probe running on a connection, shared by every request on it (pipelined ones too). */
+const probes = new WeakMap<Socket, Promise<boolean>>();
+
+/**
+ * Probes a half-closed connection (see the module documentation): true when the client can
+ * still read, false when it has left (the connection is then destroyed). Settles within
+ * 2 gaps + {@link PROBE_DEADLINE_MS}: a probe that cannot be written by then (the answer
+ * ahead of it is not being read) counts as a departure.
+ */
+function probeConnection(socket: Socket, gapMs: number): Promise<boolean> {
+  let probe = probes.get(socket);
+  if (!probe) {
+    probe = (async () => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const deadline = new Promise<false>((resolve) => {
+        timer = setTimeout(() => resolve(false), 2 * gapMs + PROBE_DEADLINE_MS);
+      });
+      const probing = (async () =>
+        await writeProbe(socket) &&
+        await new Promise((resolve) => setTimeout(resolve, gapMs)) === undefined &&
+        await writeProbe(socket) && !socket.destroyed)();
+      const present = await Promise.race([probing, deadline]);
+      clearTimeout(timer);
+      // A reset seen by the second write: the client is gone; close so the signals abort.
+      if (!present) socket.destroy();
+      probes.delete(socket);
+      return present;
+    })();
+    probes.set(socket, probe);
+  }
+  return probe;
+}
+
+/**
+ * Writes one `100 Continue` on the connection, through the response that holds it (the
+ * first one pending; a pipelined request's own response may be queued behind it), once
+ * that response has not started its answer: true when written, false on a write error.
+ */
+function writeProbe(socket: Socket): Promise<boolean> {
+  return new Promise<boolean>((resolve) => {
+    const attempt = () => {
+      if (socket.destroyed) return resolve(false);
+      const holder = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+      if (!holder || holder.writableFinished) {
+        // Between two answers, or none pending: nothing can be written; look again soon.
+        return void setTimeout(attempt, 5);
+      }
+      if (holder.headersSent) {
+        // An answer is going out: a 1xx cannot be put in it. Its end is the next chance.
+        const next = () => (holder.off("finish", next).off("close", next), attempt());
+        return void holder.once("finish", next).once("close", next);
+      }
+      holder.writeContinue(((error?: Error | null) => resolve(!error)) as () => void);
+    };
+    attempt();
+  });
+}
+
+/** Callbacks waiting for each socket's close, behind one listener per socket. */
+const closeWatchers = new WeakMap<Socket, Set<() => void>>();
+
+/**
+ * Calls `fn` once when the socket closes (in a microtask if it is destroyed already);
+ * returns the function that stops watching. One listener per socket however many requests
+ * it carries, so pipelined requests do not pile up listeners.
+ */
+function onSocketClose(socket: Socket, fn: () => void): () => void {
+  if (socket.destroyed) {
+    let live = true;
+    queueMicrotask(() => live && fn());
+    return () => (live = false);
+  }
+  let watchers = closeWatchers.get(socket);
+  if (!watchers) {
+    const set = new Set<() => void>();
+    watchers = set;
+    closeWatchers.set(socket, set);
+    socket.once("close", () => {
+      for (const watcher of [...set]) watcher();
+      set.clear();
+    });
+  }
+  const set = watchers;
+  set.add(fn);
+  return () => void set.delete(fn);
 }
 
 /** node's listen error as the `Deno.errors` class callers of `Deno.serve` expect. */
@@ -511,19 +629,51 @@ function directExchange(
       unread = body === "too_large";
       return body;
     },
-    respond: (status, headers, text) => {
-      if (outgoing.destroyed) return;
-      const head: Record<string, string | number> = {
-        ...headers,
-        "content-length": Buffer.byteLength(text),
-      };
+    respond: (status, headers, text) =>
       // A body left unread is not worth reading to keep the connection: close it.
-      if (unread) head["connection"] = "close";
-      // A string body goes out with the head in one write.
-      outgoing.writeHead(status, head);
-      outgoing.end(text);
-    },
+      writeWhole(outgoing, status, unread ? { ...headers, connection: "close" } : headers, text),
   };
+}
+
+/** Writes a whole answer with a body of `text` in UTF-8; nothing if the response is gone. */
+function writeWhole(
+  outgoing: ServerResponse,
+  status: number,
+  headers: Record<string, string>,
+  text: string,
+): void {
+  if (outgoing.destroyed) return;
+  // A string body goes out with the head in one write.
+  outgoing.writeHead(status, { ...headers, "content-length": Buffer.byteLength(text) });
+  outgoing.end(text);
+}
+
+/**
+ * The authority form of RFC 3986 a `Host` may hold: an IP literal in brackets or a
+ * registered name (unreserved, sub-delims, percent escapes), and an optional port.
+ */
+const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::(\d{1,5}))?$/;
+
+/**
+ * Why the request's `Host` cannot be taken (RFC 9112 section 3.2: a server must answer 400
+ * to a request with more than one Host or an invalid one), or undefined. node answers a
+ * missing Host on HTTP/1.1 itself and keeps only the first of several in `headers`.
+ */
+function invalidHost(incoming: IncomingMessage): string | undefined {
+  const host = incoming.headers.host;
+  if (host === undefined) return undefined;
+  const match = HOST.exec(host);
+  if (!match || (match[1] !== undefined && Number(match[1]) > 65_535)) {
+    return "invalid Host header";
+  }
+  const raw = incoming.rawHeaders;
+  let hosts = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.length === 4 && raw[i]!.toLowerCase() === "host" && ++hosts > 1) {
+      return "more than one Host header";
+    }
+  }
+  return undefined;
 }
 
 /** See {@link DirectExchange.body}. */
