@@ -25,7 +25,7 @@ import {
   readOpenFileLimit,
 } from "./limits.ts";
 import { KeyedBuckets } from "@duet/net/rate";
-import { acceptBackoffMs } from "@duet/net/backoff";
+import { AcceptOutage } from "@duet/net/outage";
 import { AddressCounter } from "@duet/net/address";
 import {
   type Effect,
@@ -188,8 +188,11 @@ export async function startChatServer(
   const open = new Set<Deno.TcpConn>();
   const connections = new Set<Connection>();
   let stopping = false;
-  let accepting = true;
-  let acceptFailures = 0;
+  const outage = new AcceptOutage({
+    log,
+    port: () => (listener.addr as Deno.NetAddr).port,
+    meanwhile: "new ones are refused while the open ones are served, and accepting is retried",
+  });
   let refusedConnections = 0;
   let cutOffConnections = 0;
   let unwrittenTotal = 0;
@@ -273,39 +276,20 @@ export async function startChatServer(
   // open connections are served, new ones refused (or left queued), and accepting is tried
   // again after 5 ms, doubling to 1 s while it keeps failing. Logged once per outage.
   const serving = (async () => {
-    let failures = 0;
-    let since = 0;
     while (!stopping) {
       let conn: Deno.TcpConn | undefined;
       try {
         conn = await listener.accept();
       } catch (error) {
         if (stopping) break;
-        acceptFailures++;
-        failures++;
-        if (accepting) {
-          accepting = false;
-          since = performance.now();
-          log.error(
-            "Cannot accept connections: {error}; new ones are refused while the open ones " +
-              "are served, and accepting is retried",
-            { error: String(error) },
-          );
-        }
+        outage.failed(String(error));
         if (outOfDescriptors(error) && reserve) conn = await shed();
         if (!conn) {
-          await new Promise((resolve) => setTimeout(resolve, acceptBackoffMs(failures)));
+          await new Promise((resolve) => setTimeout(resolve, outage.nextAttemptMs()));
           continue;
         }
       }
-      if (!accepting) {
-        accepting = true;
-        log.info("Accepting connections again, after {failures} failed attempts in {ms} ms", {
-          failures,
-          ms: Math.round(performance.now() - since),
-        });
-      }
-      failures = 0;
+      outage.recovered();
       reserve ??= openReserve();
       serve(conn);
     }
@@ -776,10 +760,10 @@ export async function startChatServer(
       return open.size;
     },
     get accepting() {
-      return accepting;
+      return !outage.active;
     },
     get acceptFailures() {
-      return acceptFailures;
+      return outage.failures;
     },
     get refusedConnections() {
       return refusedConnections;

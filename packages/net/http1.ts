@@ -39,7 +39,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { connect, Server as NetServer, type Socket } from "node:net";
 import { getRequestListener, type HttpBindings } from "@hono/node-server";
 import { getLogger } from "@logtape/logtape";
-import { acceptBackoffMs } from "./backoff.ts";
+import { AcceptOutage } from "./outage.ts";
 
 /** Milliseconds between the two writes of a presence probe (250 ms). */
 export const PROBE_GAP_MS = 250;
@@ -186,8 +186,7 @@ export async function serveHttp1(
   let drained: (() => void) | undefined;
   let stopped = false;
   let listening = false;
-  let acceptFailures = 0;
-  let outage: { since: number; failures: number; attempts: number } | undefined;
+  const outage = new AcceptOutage({ log, port: () => port });
   let healthySince = 0;
   let accepted = 0;
   let unaccepted = 0;
@@ -277,19 +276,8 @@ export async function serveHttp1(
   };
 
   const failed = (reason: string) => {
-    acceptFailures++;
     healthySince = 0;
-    if (outage) {
-      outage.failures++;
-      log.debug("Accepting failed again: {reason}", { reason });
-    } else {
-      outage = { since: Date.now(), failures: 1, attempts: 0 };
-      log.error(
-        "Stopped accepting connections on port {port}: {reason}; serving the connections " +
-          "held, listening again when it can",
-        { port, reason },
-      );
-    }
+    outage.failed(reason);
     // Replace the listener: the old one keeps its connections, accepts no more.
     for (const server of servers) {
       stopListening(server);
@@ -354,11 +342,9 @@ export async function serveHttp1(
         await start();
         log.debug("Listening again on port {port}", { port });
       } catch (error) {
-        // Still out of descriptors (a listening socket needs one too): one more failure.
-        acceptFailures++;
-        if (outage) outage.failures++;
-        log.debug("Listening again failed: {error}", { error: String(error) });
-        schedule(acceptBackoffMs(outage ? ++outage.attempts : 1));
+        // Still out of descriptors (a listening socket needs one too), or the port taken.
+        outage.relistenFailed(error);
+        schedule(outage.nextAttemptMs());
         return;
       }
     }
@@ -372,27 +358,16 @@ export async function serveHttp1(
     if (probe && (probe.kind === "unopened" || unaccepted >= UNACCEPTED_PROBES)) {
       unaccepted = 0;
       failed(probe.reason);
-      schedule(acceptBackoffMs(++outage!.attempts));
+      schedule(outage.nextAttemptMs());
       return;
     }
     if (probe) {
       schedule(watchdogMs);
       return;
     }
-    if (outage) {
+    if (outage.active) {
       healthySince ||= Date.now();
-      if (Date.now() - healthySince >= recoveredAfterMs) {
-        log.info(
-          "Accepting connections again on port {port}, after {seconds} s and {failures} " +
-            "accept failures",
-          {
-            port,
-            seconds: Math.round((Date.now() - outage.since) / 100) / 10,
-            failures: outage.failures,
-          },
-        );
-        outage = undefined;
-      }
+      if (Date.now() - healthySince >= recoveredAfterMs) outage.recovered();
       schedule(Math.min(watchdogMs, 250));
       return;
     }
@@ -414,10 +389,10 @@ export async function serveHttp1(
       return listening;
     },
     get outage() {
-      return outage !== undefined;
+      return outage.active;
     },
     get acceptFailures() {
-      return acceptFailures;
+      return outage.failures;
     },
     get inFlight() {
       return inFlight;

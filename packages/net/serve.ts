@@ -14,7 +14,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { acceptBackoffMs } from "./backoff.ts";
+import { AcceptOutage } from "./outage.ts";
 
 /** Options of {@link serveResilient}: those of `Deno.serve` over TCP, and one of its own. */
 export type ResilientServeOptions =
@@ -40,7 +40,7 @@ export interface ResilientServer {
    * What a readiness probe should report.
    */
   readonly outage: boolean;
-  /** How many times accepting failed (each stops a listener) since the start. */
+  /** Accept failures (each stops a listener) and failed attempts to listen again. */
   readonly acceptFailures: number;
   /** Stops listening, waits for in-flight responses (of every listener it ran) to end. */
   shutdown(): Promise<void>;
@@ -72,17 +72,13 @@ export async function serveResilient(
   const servers = new Set<Deno.HttpServer<Deno.NetAddr>>();
   let stopped = false;
   let listening = false;
-  let acceptFailures = 0;
-  let outage: { since: number; failures: number } | undefined;
-  /**
-   * Attempts to listen again in this outage, each after backoff.ts's wait (a listener that
-   * starts and fails again at the next accept counts as one); 0 again after the outage.
-   */
-  let attempts = 0;
-  let recovery: ReturnType<typeof setTimeout> | undefined;
-  let wake: (() => void) | undefined;
   // Port 0 picks a free port at the first start; restarts must reuse that one.
   let port = options.port ?? 0;
+  // Attempts to listen again in one outage each wait backoff.ts's time (a listener that
+  // starts and fails again at the next accept counts as one).
+  const outage = new AcceptOutage({ log, port: () => port });
+  let recovery: ReturnType<typeof setTimeout> | undefined;
+  let wake: (() => void) | undefined;
 
   const start = (): Promise<Deno.NetAddr> => {
     const ready = Promise.withResolvers<Deno.NetAddr>();
@@ -93,7 +89,7 @@ export async function serveResilient(
     const server = Deno.serve({ ...serveOptions, port, onListen }, handler);
     servers.add(server);
     listening = true;
-    if (outage) recovery = setTimeout(recovered, recoveredAfterMs);
+    if (outage.active) recovery = setTimeout(() => stopped || outage.recovered(), recoveredAfterMs);
     server.finished.then(() => servers.delete(server), (error) => failed(error));
     return ready.promise;
   };
@@ -101,41 +97,15 @@ export async function serveResilient(
   const failed = (error: unknown) => {
     listening = false;
     if (stopped) return;
-    acceptFailures++;
     clearTimeout(recovery);
-    if (outage) {
-      outage.failures++;
-      log.debug("Accepting failed again: {error}", { error: String(error) });
-    } else {
-      outage = { since: Date.now(), failures: 1 };
-      log.error(
-        "Stopped accepting connections on port {port}: {error}; serving the connections " +
-          "held, listening again when it can",
-        { port, error: String(error) },
-      );
-    }
+    outage.failed(String(error));
     supervise();
-  };
-
-  const recovered = () => {
-    if (!outage || stopped) return;
-    log.info(
-      "Accepting connections again on port {port}, after {seconds} s and {failures} accept " +
-        "failures",
-      {
-        port,
-        seconds: Math.round((Date.now() - outage.since) / 100) / 10,
-        failures: outage.failures,
-      },
-    );
-    outage = undefined;
-    attempts = 0;
   };
 
   const supervise = async () => {
     while (!stopped) {
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, acceptBackoffMs(++attempts));
+        const timer = setTimeout(resolve, outage.nextAttemptMs());
         wake = () => (clearTimeout(timer), resolve());
       });
       if (stopped) return;
@@ -144,7 +114,7 @@ export async function serveResilient(
         log.debug("Listening again on port {port}", { port });
         return;
       } catch (error) {
-        log.debug("Listening again failed: {error}", { error: String(error) });
+        outage.relistenFailed(error);
       }
     }
   };
@@ -156,10 +126,10 @@ export async function serveResilient(
       return listening;
     },
     get outage() {
-      return outage !== undefined;
+      return outage.active;
     },
     get acceptFailures() {
-      return acceptFailures;
+      return outage.failures;
     },
     async shutdown() {
       stopped = true;
