@@ -212,6 +212,21 @@ async function pipelinedHalfClosedKept(first: RunningSyncpoint, second: RunningS
   assert.deepEqual(bodies, ["for-a", "for-b"]);
 }
 
+/**
+ * A reset long after a half-close (the probes done, the party kept) is noticed by the next
+ * periodic probe: the slot is freed without waiting for a partner or the timeout.
+ */
+async function lateResetIsDeparture(server: RunningSyncpoint) {
+  const id = `late-reset-${crypto.randomUUID().slice(0, 8)}`;
+  const { conn } = await sendFirst(server, id, 1_000, "length");
+  await waitFor(() => server.rendezvous.waiting === 1, "the first party to wait");
+  await conn.closeWrite();
+  await new Promise((resolve) => setTimeout(resolve, 1_000)); // the FIN's probe passed
+  assert.equal(server.rendezvous.waiting, 1, "kept after its probe");
+  conn.close(); // the interim answers are unread: a reset
+  await waitFor(() => server.rendezvous.waiting === 0, "the late reset's departure", 10_000);
+}
+
 async function withServer(fn: (server: RunningSyncpoint) => Promise<void>) {
   const server = await startSyncpoint({ port: 0 });
   try {
@@ -232,6 +247,9 @@ Deno.test("departure: a party that half-closes together with its request is kept
 
 Deno.test("departure: a reset after a half-close is a departure", () =>
   withServer((server) => resetIsDeparture(server, server)));
+
+Deno.test("departure: a reset long after a half-close frees the slot by the next probe", () =>
+  withServer((server) => lateResetIsDeparture(server)));
 
 Deno.test("departure: an HTTP/1.0 party that sends its FIN has left (no 1xx can reach it)", () =>
   withServer(async (server) => {

@@ -12,8 +12,15 @@ import type { SyncpointMetrics } from "./metrics.ts";
 import { KeyedBuckets, type Rate } from "@duet/net/rate";
 import { isLoopback } from "./limits.ts";
 
-/** The id of a rendezvous: 1-128 characters of [A-Za-z0-9._~-] (URL-safe, unreserved). */
-export const ID_PATTERN: RegExp = /^[A-Za-z0-9._~-]{1,128}$/;
+/**
+ * The id of a rendezvous: 1-128 characters of [A-Za-z0-9._~-] (URL-safe, unreserved), other
+ * than `.` and `..`, which clients remove from a URL's path (RFC 3986 section 5.2.4) and so
+ * could never send.
+ */
+export const ID_PATTERN: RegExp = /^(?!\.\.?$)[A-Za-z0-9._~-]{1,128}$/;
+
+/** {@link ID_PATTERN} in words, for error messages and help. */
+export const ID_RULE = "1-128 characters of [A-Za-z0-9._~-], other than . and ..";
 
 /** Limits and defaults of the API. */
 export interface HandlerOptions {
@@ -361,15 +368,23 @@ function rateLimited(retryAfterMs: number): ApiError {
 }
 
 function invalidId(): ApiError {
-  return new ApiError(400, "invalid_id", "The id must be 1-128 characters of [A-Za-z0-9._~-]");
+  return new ApiError(400, "invalid_id", `The id must be ${ID_RULE}`);
 }
 
 /**
- * The answer to a request the listener could not take (an invalid Host, a target that is
- * not a path): 400 `bad_request`, counted like every error answer.
+ * The answer to a request the listener could not take, counted like every error answer:
+ * 400 `bad_request` (an invalid Host, a target that is not a path), 501 `not_implemented`
+ * (a transfer coding other than chunked).
  */
-export function badRequestAnswer(reason: string, metrics: SyncpointMetrics): Answer {
-  return errorAnswer(new ApiError(400, "bad_request", `Bad request: ${reason}`), metrics);
+export function badRequestAnswer(
+  status: 400 | 501,
+  reason: string,
+  metrics: SyncpointMetrics,
+): Answer {
+  const error = status === 501
+    ? new ApiError(501, "not_implemented", `Not implemented: ${reason}`)
+    : new ApiError(400, "bad_request", `Bad request: ${reason}`);
+  return errorAnswer(error, metrics);
 }
 
 /** The one mapping of errors to answers (ApiError as itself, anything else 500 internal). */

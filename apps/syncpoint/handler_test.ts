@@ -132,6 +132,8 @@ Deno.test("bad ids get 400 invalid_id", async () => {
   assert.equal((await longest).status, 408, "128 characters is allowed");
   const unreserved = post("/wait-for-second-party/A-z_0.9~?timeout_ms=1");
   assert.equal((await unreserved).status, 408, "all of [A-Za-z0-9._~-] is allowed");
+  const dots = post("/wait-for-second-party/...?timeout_ms=1");
+  assert.equal((await dots).status, 408, "three dots are an id");
 });
 
 Deno.test("bad ?timeout_ms values get 400 invalid_timeout", async () => {

@@ -6,7 +6,7 @@
  * @module
  */
 export { DEFAULTS, type RunningSyncpoint, startSyncpoint, type SyncpointConfig } from "./server.ts";
-export { ApiError, createApp, type HandlerOptions, ID_PATTERN } from "./handler.ts";
+export { ApiError, createApp, type HandlerOptions, ID_PATTERN, ID_RULE } from "./handler.ts";
 export {
   type Arrival,
   LocalRendezvous,

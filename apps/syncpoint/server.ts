@@ -160,8 +160,8 @@ export async function startSyncpoint(
         log.error("Unhandled error: {error}", { error });
         return new Response(null, { status: 500 });
       },
-      onBadRequest: (reason) => {
-        const answer = badRequestAnswer(reason, metrics);
+      onBadRequest: (status, reason) => {
+        const answer = badRequestAnswer(status, reason, metrics);
         return {
           headers: { ...answer.headers, "content-type": "application/json" },
           text: JSON.stringify(answer.body),

@@ -301,6 +301,12 @@ Deno.test("syncpoint server: malformed requests get 400 bad_request, counted, ne
       // The wait endpoint's direct path checks Host as the rest does.
       "POST /wait-for-second-party/x HTTP/1.1\r\nHost: a b\r\nContent-Length: 0\r\n\r\n",
     ];
+    const [coded, codedBody] = await raw(
+      server,
+      "POST /wait-for-second-party/gz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+    );
+    assert.equal(coded, "HTTP/1.1 501 Not Implemented", "a coding the server cannot undo");
+    assert.equal(JSON.parse(codedBody).code, "not_implemented");
     for (const request of bad) {
       const [status, body] = await raw(server, request);
       assert.equal(status, "HTTP/1.1 400 Bad Request", JSON.stringify(request));
@@ -317,5 +323,15 @@ Deno.test("syncpoint server: malformed requests get 400 bad_request, counted, ne
     assert.equal(JSON.parse(body).status, "ok");
     const [ipv6] = await raw(server, "GET /healthz HTTP/1.0\r\nHost: [::1]:8080\r\n\r\n");
     assert.equal(ipv6, "HTTP/1.1 200 OK");
+    // "." and "..", raw or escaped, are not ids: clients remove such segments from URLs
+    // (RFC 3986 section 5.2.4), so no client could reach a party waiting on one.
+    for (const id of [".", "..", "%2E", "%2e%2E"]) {
+      const [status, body] = await raw(
+        server,
+        `POST /wait-for-second-party/${id}?timeout_ms=1 HTTP/1.0\r\nContent-Length: 0\r\n\r\n`,
+      );
+      assert.equal(status, "HTTP/1.1 400 Bad Request", id);
+      assert.equal(JSON.parse(body).code, "invalid_id", id);
+    }
   });
 });

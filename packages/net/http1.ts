@@ -52,6 +52,18 @@ export const PROBE_DEADLINE_MS = 1_000;
 export const WATCHDOG_MS = 1_000;
 /** How long an idle keep-alive connection is kept (65,000 ms, above common proxies' 60 s). */
 export const KEEP_ALIVE_MS = 65_000;
+/**
+ * Milliseconds a request has to arrive whole, head and body (30,000 ms): past it node
+ * answers 408 and closes the connection. The head alone has {@link HEADERS_TIMEOUT_MS}.
+ */
+export const REQUEST_TIMEOUT_MS = 30_000;
+/** Milliseconds a request's head has to arrive (20,000 ms, or the request timeout if less). */
+export const HEADERS_TIMEOUT_MS = 20_000;
+/**
+ * Milliseconds between probes of a half-closed connection whose answer is pending (5,000
+ * ms): a client that resets later is noticed by the next probe, not only when paired.
+ */
+export const REPROBE_MS = 5_000;
 /** Watchdog probes in a row that connect but are not accepted before the listener is replaced. */
 export const UNACCEPTED_PROBES = 3;
 /** An outage ends once accepting has worked for this long (5,000 ms). */
@@ -130,12 +142,17 @@ export interface Http1Options {
   /** Answers a handler that threw; a bare 500 by default. */
   onError?: (error: unknown) => Response | Promise<Response>;
   /**
-   * The answer to a request that cannot be taken (RFC 9112 section 3.2: an invalid or
-   * repeated `Host`; a target that is neither a path nor an absolute URL, such as `*`),
-   * sent with status 400 and the connection closed; `reason` is a short English phrase.
-   * By default a bare 400.
+   * The answer to a request that cannot be taken, sent with `status` and the connection
+   * closed; `reason` is a short English phrase. 400: an invalid or repeated `Host` (RFC 9112
+   * section 3.2), a target that is neither a path nor an absolute URL (such as `*`). 501: a
+   * transfer coding other than `chunked` alone (RFC 9112 section 6.1). By default no body.
    */
-  onBadRequest?: (reason: string) => { headers: Record<string, string>; text: string };
+  onBadRequest?: (
+    status: 400 | 501,
+    reason: string,
+  ) => { headers: Record<string, string>; text: string };
+  /** See {@link REQUEST_TIMEOUT_MS}, the default. */
+  requestTimeoutMs?: number;
   /** Offered every exchange first; what it takes never reaches the handler. */
   direct?: DirectHandler;
   /** Milliseconds between the two writes of a probe; {@link PROBE_GAP_MS}. */
@@ -180,6 +197,7 @@ export async function serveHttp1(
   const probeGapMs = options.probeGapMs ?? PROBE_GAP_MS;
   const watchdogMs = options.watchdogMs ?? WATCHDOG_MS;
   const recoveredAfterMs = options.recoveredAfterMs ?? RECOVERED_AFTER_MS;
+  const requestTimeoutMs = options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
   const servers = new Set<Server>();
   const sockets = new Set<Socket>();
   let inFlight = 0;
@@ -206,7 +224,7 @@ export async function serveHttp1(
       // RequestError: that is the client's fault, answered 400, not a 500.
       errorHandler: (error) => {
         if (error instanceof Error && error.name === "RequestError") {
-          const answer = badRequest(error.message);
+          const answer = badRequest(400, error.message);
           return new Response(answer.text, {
             status: 400,
             headers: { ...answer.headers, connection: "close" },
@@ -222,8 +240,8 @@ export async function serveHttp1(
       overrideGlobalObjects: false,
     },
   );
-  const badRequest = (reason: string) =>
-    options.onBadRequest?.(reason) ?? { headers: {}, text: "" };
+  const badRequest = (status: 400 | 501, reason: string) =>
+    options.onBadRequest?.(status, reason) ?? { headers: {}, text: "" };
   const listener = (incoming: IncomingMessage, outgoing: ServerResponse) => {
     inFlight++;
     let closed = false;
@@ -238,10 +256,10 @@ export async function serveHttp1(
       unwatch();
       if (--inFlight === 0) drained?.();
     });
-    const invalid = invalidHost(incoming);
+    const invalid = invalidRequest(incoming);
     if (invalid) {
-      const answer = badRequest(invalid);
-      writeWhole(outgoing, 400, { ...answer.headers, connection: "close" }, answer.text);
+      const answer = badRequest(invalid.status, invalid.reason);
+      writeWhole(outgoing, invalid.status, { ...answer.headers, connection: "close" }, answer.text);
       return;
     }
     if (options.direct?.(directExchange(incoming, outgoing, probeGapMs))) return;
@@ -249,7 +267,12 @@ export async function serveHttp1(
   };
 
   const start = (): Promise<void> => {
-    const server = createServer(listener);
+    const server = createServer({
+      requestTimeout: requestTimeoutMs,
+      headersTimeout: Math.min(HEADERS_TIMEOUT_MS, requestTimeoutMs),
+      // How often node looks for requests past those timeouts (30 s by default).
+      connectionsCheckingInterval: Math.min(1_000, requestTimeoutMs),
+    }, listener);
     // Keep a half-closed client's request (see the module documentation).
     (server as Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
     // node's 5 s default closes idle keep-alive connections, which a proxy or a client
@@ -260,8 +283,22 @@ export async function serveHttp1(
       sockets.add(socket);
       socket.once("close", () => sockets.delete(socket));
     });
-    // A connection reset before the request, a malformed request: node answers or closes.
-    server.on("clientError", (_error: Error, socket: Socket) => socket.destroy());
+    server.on("clientError", (error: Error & { code?: string }, socket: Socket) => {
+      // What node does without this listener, with the answer of onBadRequest for a request
+      // it could not parse: a status line when nothing was answered yet, then close.
+      const code = error.code ?? "";
+      let answer: string | undefined;
+      if (code === "ERR_HTTP_REQUEST_TIMEOUT") answer = rawAnswer("408 Request Timeout", "");
+      else if (code === "HPE_HEADER_OVERFLOW") {
+        answer = rawAnswer("431 Request Header Fields Too Large", "");
+      } else if (code.startsWith("HPE_")) {
+        const bad = badRequest(400, "the request could not be parsed");
+        answer = rawAnswer("400 Bad Request", bad.text, bad.headers);
+      }
+      const held = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+      if (answer && socket.writable && !held?.headersSent) socket.write(answer);
+      socket.destroy();
+    });
     return new Promise<void>((resolve, reject) => {
       server.once("error", reject);
       server.listen(port, options.hostname, () => {
@@ -435,11 +472,19 @@ function watchPresence(
       socket.destroy(); // no 1xx for HTTP/1.0: a FIN is a departure
       return;
     }
-    void probeConnection(socket, probeGapMs);
+    // Probe now, and again every REPROBE_MS while the answer is pending: a client that
+    // resets later sends nothing a socket that has read its FIN would notice.
+    const probe = async () => {
+      if (await probeConnection(socket, probeGapMs) && !outgoing.writableFinished) {
+        reprobe = setTimeout(probe, REPROBE_MS);
+      }
+    };
+    void probe();
   };
+  let reprobe: ReturnType<typeof setTimeout> | undefined;
   if (socket.readableEnded) onEnd();
   else socket.once("end", onEnd);
-  outgoing.once("close", () => socket.off("end", onEnd));
+  outgoing.once("close", () => (socket.off("end", onEnd), clearTimeout(reprobe)));
   return {
     get inDoubt() {
       return !outgoing.writableFinished && (socket.destroyed || socket.readableEnded);
@@ -610,6 +655,13 @@ function directExchange(
   };
 }
 
+/** A whole answer as bytes on the wire, for a connection node gave up on (clientError). */
+function rawAnswer(status: string, text: string, headers: Record<string, string> = {}): string {
+  const lines = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join("");
+  return `HTTP/1.1 ${status}\r\n${lines}Connection: close\r\n` +
+    `Content-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`;
+}
+
 /** Writes a whole answer with a body of `text` in UTF-8; nothing if the response is gone. */
 function writeWhole(
   outgoing: ServerResponse,
@@ -630,22 +682,30 @@ function writeWhole(
 const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::(\d{1,5}))?$/;
 
 /**
- * Why the request's `Host` cannot be taken (RFC 9112 section 3.2: a server must answer 400
- * to a request with more than one Host or an invalid one), or undefined. node answers a
- * missing Host on HTTP/1.1 itself and keeps only the first of several in `headers`.
+ * Why the request cannot be taken, or undefined. 400 for a repeated or invalid `Host` (RFC
+ * 9112 section 3.2; node answers a missing one on HTTP/1.1 itself and keeps only the first
+ * of several in `headers`); 501 for a transfer coding other than `chunked` alone, which
+ * node would hand over still coded (RFC 9112 section 6.1: a server that does not know a
+ * coding answers 501).
  */
-function invalidHost(incoming: IncomingMessage): string | undefined {
+function invalidRequest(
+  incoming: IncomingMessage,
+): { status: 400 | 501; reason: string } | undefined {
+  const codings = incoming.headers["transfer-encoding"];
+  if (codings !== undefined && codings.trim().toLowerCase() !== "chunked") {
+    return { status: 501, reason: `transfer coding not implemented: ${codings}` };
+  }
   const host = incoming.headers.host;
   if (host === undefined) return undefined;
   const match = HOST.exec(host);
   if (!match || (match[1] !== undefined && Number(match[1]) > 65_535)) {
-    return "invalid Host header";
+    return { status: 400, reason: "invalid Host header" };
   }
   const raw = incoming.rawHeaders;
   let hosts = 0;
   for (let i = 0; i < raw.length; i += 2) {
     if (raw[i]!.length === 4 && raw[i]!.toLowerCase() === "host" && ++hosts > 1) {
-      return "more than one Host header";
+      return { status: 400, reason: "more than one Host header" };
     }
   }
   return undefined;

@@ -47,3 +47,42 @@ Deno.test("serveHttp1: a burst of 1,000 connections at once is served, not taken
     await server.shutdown();
   }
 });
+
+Deno.test("serveHttp1: a request that does not arrive whole in time is answered 408 and closed; a held one is not", async () => {
+  const server = await serveHttp1(
+    { hostname: "127.0.0.1", port: 0, requestTimeoutMs: 500 },
+    async (request) => {
+      await request.text();
+      await new Promise((resolve) => setTimeout(resolve, 1_200)); // held past the timeout
+      return new Response("held");
+    },
+  );
+  const encoder = new TextEncoder();
+  const answer = async (request: string) => {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+    await conn.write(encoder.encode(request));
+    const chunks: Uint8Array[] = [];
+    const buffer = new Uint8Array(4_096);
+    for (let n; (n = await conn.read(buffer).catch(() => null)) !== null;) {
+      chunks.push(buffer.slice(0, n));
+    }
+    conn.close();
+    return new TextDecoder().decode(new Uint8Array(chunks.flatMap((c) => [...c])));
+  };
+  try {
+    // A body that never completes, and a head that never completes.
+    const [body, head] = await Promise.all([
+      answer("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly some"),
+      answer("GET / HTTP/1.1\r\nHost: x\r\n"),
+    ]);
+    assert.match(body, /^HTTP\/1\.1 408 Request Timeout\r\n/);
+    assert.match(head, /^HTTP\/1\.1 408 Request Timeout\r\n/);
+    // A whole request whose answer takes longer than the timeout is answered.
+    const held = await answer(
+      "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+    );
+    assert.match(held, /^HTTP\/1\.1 200 OK\r\n[^]*held$/);
+  } finally {
+    await server.shutdown();
+  }
+});

@@ -7,6 +7,7 @@ import { Command, Option } from "commander";
 import {
   DEFAULTS,
   ID_PATTERN,
+  ID_RULE,
   startSyncpoint,
   SyncpointError,
   waitForSecondParty,
@@ -187,7 +188,7 @@ more, then it stops accepting and answers waiting parties 503 (clients retry els
   command
     .command("wait")
     .description("wait at a syncpoint for the other party of ID; prints what it sent")
-    .argument("<id>", "the rendezvous id, 1-128 characters of [A-Za-z0-9._~-]")
+    .argument("<id>", `the rendezvous id, ${ID_RULE}`)
     .option(
       "--url <url>",
       "the service's base URL",
@@ -222,7 +223,7 @@ retry waits anew (see apps/syncpoint/README.md#library).`,
     )
     .action(async (id: string, options: WaitCliOptions, command: Command) => {
       if (!ID_PATTERN.test(id)) {
-        throw new UsageError(`Invalid id "${id}": use 1-128 characters of [A-Za-z0-9._~-]`);
+        throw new UsageError(`Invalid id "${id}": use ${ID_RULE}`);
       }
       const quiet = command.optsWithGlobals()["quiet"] === true;
       try {
