@@ -969,21 +969,33 @@ export class RedisRendezvous implements Rendezvous {
     clearTimeout(this.#retryTimer);
     this.#window.flush("shutting down");
     const parties = [...this.#parties.values()];
+    // Keys first, so that a party retrying elsewhere does not find its own old key; then
+    // the answers. Deletes go out in pipelines of CLOSE_BATCH (one command per write took
+    // ~0.24 ms each: 3.9 s for a full instance). A claim answered meanwhile still pairs.
+    for (let i = 0; i < parties.length; i += CLOSE_BATCH) {
+      const pipeline = this.#redis.pipeline() as ReturnType<Redis["pipeline"]> & {
+        deleteIf(key: string, field: string, value: string): unknown;
+      };
+      for (const party of parties.slice(i, i + CLOSE_BATCH)) {
+        pipeline.deleteIf(this.#key(party.arrival.id), "token", party.token);
+      }
+      await this.#command(() => pipeline.exec()).catch(() => undefined);
+    }
     for (const party of parties) {
       this.#settle(party, {
         kind: "refused",
         reason: "shutting_down",
         waitedMs: performance.now() - party.since,
       });
-      await this.#command(() =>
-        this.#redis.deleteIf(this.#key(party.arrival.id), "token", party.token)
-      ).catch(() => 0);
     }
     for (const resolve of this.#acks.values()) resolve("closing");
     this.#redis.disconnect();
     this.#subscriber.disconnect();
   }
 }
+
+/** Deletes in flight at once when an instance closes. */
+const CLOSE_BATCH = 512;
 
 function refused(reason: Refusal, started: number): Outcome {
   return { kind: "refused", reason, waitedMs: performance.now() - started };

@@ -150,6 +150,38 @@ testWith(redis, {
 });
 
 testWith(redis, {
+  name: "RedisRendezvous: close() answers every waiting party 503 and deletes every key, past one pipeline",
+  fn: async () => {
+    const prefix = `duet-test:${crypto.randomUUID()}`;
+    const rendezvous = await RedisRendezvous.connect(redis.url, {
+      maxWaiting: 2_000,
+      maxWaitingBytes: 0,
+      maxWaitingPerAddress: 0,
+      prefix,
+    });
+    const count = 1_100; // more than two pipelines of deletes
+    const outcomes = Array.from(
+      { length: count },
+      (_, i) => rendezvous.arrive({ id: `closing-${i}`, payload: "p", timeoutMs: 60_000 }),
+    );
+    await waitFor(() => rendezvous.waiting === count, "every party to wait");
+    const client = new Redis(redis.url);
+    try {
+      const keys = () => client.keys(`${prefix}:wait:*`);
+      assert.equal((await keys()).length, count);
+      await rendezvous.close();
+      assert.deepEqual((await keys()).length, 0, "no key outlives its instance");
+      const reasons = new Set(
+        (await Promise.all(outcomes)).map((o) => o.kind === "refused" ? o.reason : o.kind),
+      );
+      assert.deepEqual(reasons, new Set(["shutting_down"]));
+    } finally {
+      client.disconnect();
+    }
+  },
+});
+
+testWith(redis, {
   name: "RedisRendezvous: a third party gets conflict while a claim is in flight; a dead " +
     "instance's waiter is dropped after the ack timeout",
   fn: async () => {

@@ -1,0 +1,12 @@
+import { RedisRendezvous } from "../apps/syncpoint/redis_rendezvous.ts";
+const n = Number(Deno.args[0] ?? 16000);
+const prefix = `duet-bench:${crypto.randomUUID()}`;
+const r = await RedisRendezvous.connect("redis://127.0.0.1:6379", { maxWaiting: n + 10, maxWaitingBytes: 0, maxWaitingPerAddress: 0, prefix });
+const outcomes = [];
+for (let i = 0; i < n; i++) outcomes.push(r.arrive({ id: `c${i}`, payload: null, timeoutMs: 60000 } as never));
+while (r.waiting < n) await new Promise((res) => setTimeout(res, 50));
+const t0 = performance.now();
+await r.close();
+const ms = performance.now() - t0;
+const results = await Promise.all(outcomes);
+console.log(JSON.stringify({ n, closeMs: Math.round(ms), refused: results.filter((o: any) => o.kind === "refused").length }));
