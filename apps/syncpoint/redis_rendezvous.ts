@@ -8,8 +8,11 @@
  * 2. `register-or-claim` on key `wait:<id>`: if free, it stores {state: waiting, token,
  *    instance A, payload} with a TTL and the party waits (is *held*) on A. If a party is
  *    waiting, the key becomes {state: claimed, claim, cinstance, cpayload} (the claimer's
- *    token, instance and payload); if it is already claimed, the newcomer is a third party
- *    and gets 409.
+ *    token, instance and payload, and a deadline of `ackTimeoutMs` x 2 + 1 s); if it is
+ *    already claimed, the newcomer is a third party and gets 409, unless the claim is past
+ *    its deadline: its claimer died before the wake-up (a live one has abandoned by then),
+ *    and the newcomer claims the waiter instead. The waiter's own re-registration (below)
+ *    returns such a key to `waiting`. So a claimer's crash never strands its waiter.
  * 3. The claimer (instance B) publishes a small `wake` {id, waiter, claim} on A's channel
  *    and waits for A's `ack`. A answers with one script, `confirm`: only if the claim is
  *    still current (and not abandoned) it deletes the wait key, records the verdict under
@@ -90,30 +93,46 @@ export interface RedisRendezvousOptions extends RendezvousLimits {
  * wait ttl ms, claim ttl ms, and optionally the claim token (default: the token).
  * Replies: {'registered'} (also when the key is already waiting under this token: TTL
  * renewed); {'claimed', waiter token, waiter instance, payload, has} (a waiting party was
- * claimed); {'pending', claim, claimer instance} (the key is this token's and claimed: the
- * claim's wake may have been lost); {'conflict'} (another pair is being completed).
+ * claimed, or a claim past its deadline taken over); {'pending', claim, claimer instance}
+ * (the key is this token's and claimed: the claim's wake may have been lost; a claim past
+ * its deadline is dropped instead and the key is waiting again); {'conflict'} (another pair
+ * is being completed). The key outlives a claim's deadline while its waiter waits.
+ * Exported for the tests, which play a claimer that dies.
  */
-const REGISTER_OR_CLAIM = `
+export const REGISTER_OR_CLAIM = `
 local state = redis.call('HGET', KEYS[1], 'state')
 local claim = ARGV[7] or ARGV[1]
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 if not state then
   redis.call('HSET', KEYS[1], 'state', 'waiting', 'token', ARGV[1], 'instance', ARGV[2],
     'payload', ARGV[3], 'has', ARGV[4])
   redis.call('PEXPIRE', KEYS[1], ARGV[5])
   return {'registered'}
 end
+-- A claim past its deadline: its claimer died between claim and wake-up (a live one has
+-- abandoned by then). It no longer holds the waiter.
+local stale = state == 'claimed' and tonumber(redis.call('HGET', KEYS[1], 'cdeadline')) < now
 local token = redis.call('HGET', KEYS[1], 'token')
 if token == ARGV[1] then
+  if stale then
+    redis.call('HSET', KEYS[1], 'state', 'waiting')
+    redis.call('HDEL', KEYS[1], 'claim', 'cinstance', 'cpayload', 'chas', 'cdeadline')
+    state = 'waiting'
+  end
   if state == 'waiting' then
     redis.call('PEXPIRE', KEYS[1], ARGV[5])
     return {'registered'}
   end
   local f = redis.call('HMGET', KEYS[1], 'claim', 'cinstance')
   return {'pending', f[1], f[2]}
-elseif state == 'waiting' then
+elseif state == 'waiting' or stale then
   redis.call('HSET', KEYS[1], 'state', 'claimed', 'claim', claim, 'cinstance', ARGV[2],
-    'cpayload', ARGV[3], 'chas', ARGV[4])
-  redis.call('PEXPIRE', KEYS[1], ARGV[6])
+    'cpayload', ARGV[3], 'chas', ARGV[4], 'cdeadline', now + tonumber(ARGV[6]))
+  -- Kept while its waiter waits, so that a dead claim can be taken over.
+  if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[6]) then
+    redis.call('PEXPIRE', KEYS[1], ARGV[6])
+  end
   local f = redis.call('HMGET', KEYS[1], 'token', 'instance', 'payload', 'has')
   return {'claimed', f[1], f[2], f[3], f[4]}
 end

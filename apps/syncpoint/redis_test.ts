@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { Redis } from "ioredis";
 import { findRedis, PrivateRedis, testWith, waitFor } from "@duet/testkit";
 import { type RunningSyncpoint, startSyncpoint } from "./server.ts";
-import { RedisRendezvous } from "./redis_rendezvous.ts";
+import { RedisRendezvous, REGISTER_OR_CLAIM } from "./redis_rendezvous.ts";
 
 const redis = await findRedis();
 const privateRedis = await PrivateRedis.find();
@@ -150,7 +150,8 @@ testWith(redis, {
 });
 
 testWith(redis, {
-  name: "RedisRendezvous: close() answers every waiting party 503 and deletes every key, past one pipeline",
+  name:
+    "RedisRendezvous: close() answers every waiting party 503 and deletes every key, past one pipeline",
   fn: async () => {
     const prefix = `duet-test:${crypto.randomUUID()}`;
     const rendezvous = await RedisRendezvous.connect(redis.url, {
@@ -218,6 +219,49 @@ testWith(redis, {
     } finally {
       await rendezvous.close();
       await raw.del(`${prefix}:wait:dead`);
+      raw.disconnect();
+    }
+  },
+});
+
+testWith(redis, {
+  name: "RedisRendezvous: a claimer that dies between its claim and the wake-up does not strand " +
+    "its waiter: past the claim's deadline a newcomer claims the waiter",
+  fn: async () => {
+    const prefix = `duet-test:${crypto.randomUUID()}`;
+    const raw = new Redis(redis.url);
+    // ackTimeoutMs 300: a claim's deadline is 300 x 2 + 1,000 = 1,600 ms.
+    const options = { maxWaiting: 10, prefix, ackTimeoutMs: 300 };
+    const a = await RedisRendezvous.connect(redis.url, options);
+    const c = await RedisRendezvous.connect(redis.url, options);
+    try {
+      const key = `${prefix}:wait:orphan`;
+      const first = a.arrive({ id: "orphan", payload: "from A", timeoutMs: 10_000 });
+      await waitFor(async () => (await raw.hget(key, "state")) === "waiting", "A's key");
+      // The claimer: the real script, run by an instance that dies at once (no wake-up).
+      const claim = await raw.eval(
+        REGISTER_OR_CLAIM,
+        1,
+        key,
+        "t-claimer",
+        "instance-that-died",
+        "from the dead",
+        "1",
+        10_000,
+        1_600,
+      ) as string[];
+      assert.equal(claim[0], "claimed");
+      const early = await c.arrive({ id: "orphan", payload: "too early", timeoutMs: 5_000 });
+      assert.equal(early.kind === "refused" && early.reason, "conflict", "the claim is alive");
+      await new Promise((resolve) => setTimeout(resolve, 1_800));
+      assert.equal(await raw.exists(key), 1, "the key outlives the dead claim");
+      const late = await c.arrive({ id: "orphan", payload: "from C", timeoutMs: 5_000 });
+      assert.equal(late.kind === "paired" && late.peerPayload, "from A");
+      const firstOutcome = await first;
+      assert.equal(firstOutcome.kind === "paired" && firstOutcome.peerPayload, "from C");
+      assert.equal(await raw.exists(key), 0);
+    } finally {
+      await Promise.all([a.close(), c.close()]);
       raw.disconnect();
     }
   },
