@@ -245,7 +245,7 @@ export async function serveHttp1(
   const listener = (incoming: IncomingMessage, outgoing: ServerResponse) => {
     inFlight++;
     let closed = false;
-    const unwatch = onSocketClose(incoming.socket, () => {
+    const unwatch = onSocket(incoming.socket, "close", () => {
       // A pipelined request's response still queued behind another's when the connection
       // closes never closes by itself (node emits it only for the response holding the
       // socket): close it, so its handler's signal aborts and it is not counted in flight.
@@ -482,9 +482,8 @@ function watchPresence(
     void probe();
   };
   let reprobe: ReturnType<typeof setTimeout> | undefined;
-  if (socket.readableEnded) onEnd();
-  else socket.once("end", onEnd);
-  outgoing.once("close", () => (socket.off("end", onEnd), clearTimeout(reprobe)));
+  const unwatch = socket.readableEnded ? (onEnd(), () => {}) : onSocket(socket, "end", onEnd);
+  outgoing.once("close", () => (unwatch(), clearTimeout(reprobe)));
   return {
     get inDoubt() {
       return !outgoing.writableFinished && (socket.destroyed || socket.readableEnded);
@@ -556,26 +555,30 @@ function writeProbe(socket: Socket): Promise<boolean> {
   });
 }
 
-/** Callbacks waiting for each socket's close, behind one listener per socket. */
-const closeWatchers = new WeakMap<Socket, Set<() => void>>();
+/** Callbacks waiting for each socket's end (FIN) and close, behind one listener each. */
+const socketWatchers = {
+  end: new WeakMap<Socket, Set<() => void>>(),
+  close: new WeakMap<Socket, Set<() => void>>(),
+};
 
 /**
- * Calls `fn` once when the socket closes (in a microtask if it is destroyed already);
- * returns the function that stops watching. One listener per socket however many requests
- * it carries, so pipelined requests do not pile up listeners.
+ * Calls `fn` once when the socket emits `event` (for "close", in a microtask if it is
+ * destroyed already); returns the function that stops watching. One listener per socket and
+ * event however many requests it carries, so pipelined requests do not pile up listeners.
  */
-function onSocketClose(socket: Socket, fn: () => void): () => void {
-  if (socket.destroyed) {
+function onSocket(socket: Socket, event: "end" | "close", fn: () => void): () => void {
+  if (event === "close" && socket.destroyed) {
     let live = true;
     queueMicrotask(() => live && fn());
     return () => (live = false);
   }
-  let watchers = closeWatchers.get(socket);
+  const registry = socketWatchers[event];
+  let watchers = registry.get(socket);
   if (!watchers) {
     const set = new Set<() => void>();
     watchers = set;
-    closeWatchers.set(socket, set);
-    socket.once("close", () => {
+    registry.set(socket, set);
+    socket.once(event, () => {
       for (const watcher of [...set]) watcher();
       set.clear();
     });
@@ -717,9 +720,10 @@ function readBody(incoming: IncomingMessage, max: number): Promise<Uint8Array | 
     const chunks: Buffer[] = [];
     let size = 0;
     const socket = incoming.socket;
+    let unwatch = () => {};
     const settle = () => {
       incoming.off("data", onData).off("end", onEnd).off("error", onFail).off("close", onClose);
-      socket.off("end", onSocketEnd);
+      unwatch();
     };
     const onData = (chunk: Buffer) => {
       size += chunk.byteLength;
@@ -746,8 +750,8 @@ function readBody(incoming: IncomingMessage, max: number): Promise<Uint8Array | 
       if (!incoming.complete) onFail(new Error("the client closed its side mid-body"));
     };
     incoming.on("data", onData).on("end", onEnd).on("error", onFail).on("close", onClose);
-    socket.on("end", onSocketEnd);
     if (incoming.complete && incoming.readableEnded) onEnd();
-    else if (socket.readableEnded && !incoming.complete) onSocketEnd();
+    else if (socket.readableEnded) onSocketEnd();
+    else unwatch = onSocket(socket, "end", onSocketEnd);
   });
 }
