@@ -118,7 +118,9 @@ export const WAIT_PATH = "/wait-for-second-party";
 /** Parses `?timeout_ms=`: a whole number of milliseconds, at least 1, capped. */
 function timeoutOf(query: string | undefined, options: HandlerOptions): number {
   if (query === undefined) return options.defaultTimeoutMs;
-  if (!/^[0-9]{1,9}$/.test(query) || Number(query) < 1) {
+  // Any number of digits: a large ask is capped like any other (Number() of a long digit
+  // string is a large finite number or Infinity, both above the cap).
+  if (!/^[0-9]+$/.test(query) || Number(query) < 1) {
     throw new ApiError(400, "invalid_timeout", "timeout_ms must be a whole number of ms >= 1");
   }
   return Math.min(Number(query), options.maxTimeoutMs);

@@ -149,10 +149,13 @@ end
 return 0`;
 
 /**
- * confirm, on the waiter's instance. KEYS[1] wait key, KEYS[2] ack key; ARGV: waiter token,
- * claim, verdict ('delivered' or 'gone'), ack ttl ms, ack channel, ack message.
+ * confirm, on the waiter's instance. KEYS[1] wait key, KEYS[2] ack key, KEYS[3] kept-payload
+ * key; ARGV: waiter token, claim, verdict ('delivered' or 'gone'), ack ttl ms, ack channel,
+ * ack message, kept-payload ttl ms.
  * Replies {'ok', claimer payload, has} when the claim was current (key deleted, verdict
- * recorded and published), else {'stale', recorded verdict or ''}.
+ * recorded and published, and on 'delivered' the claimer's payload kept for a while: a
+ * retry whose first reply was lost gets it), else {'stale', recorded verdict or '', kept
+ * payload ('0' or '1' then the payload) or ''}.
  */
 const CONFIRM = `
 if redis.call('HGET', KEYS[1], 'claim') == ARGV[2] and redis.call('HGET', KEYS[1], 'token') == ARGV[1]
@@ -160,10 +163,13 @@ if redis.call('HGET', KEYS[1], 'claim') == ARGV[2] and redis.call('HGET', KEYS[1
   local f = redis.call('HMGET', KEYS[1], 'cpayload', 'chas')
   redis.call('DEL', KEYS[1])
   redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+  if ARGV[3] == 'delivered' then
+    redis.call('SET', KEYS[3], f[2] .. f[1], 'PX', ARGV[7])
+  end
   redis.call('PUBLISH', ARGV[5], ARGV[6])
   return {'ok', f[1], f[2]}
 end
-return {'stale', redis.call('GET', KEYS[2]) or ''}`;
+return {'stale', redis.call('GET', KEYS[2]) or '', redis.call('GET', KEYS[3]) or ''}`;
 
 /**
  * abandon, on the claimer's instance. KEYS[1] wait key, KEYS[2] ack key; ARGV: claim, ack
@@ -185,6 +191,12 @@ elseif f[1] == 'waiting' and f[2] == ARGV[1] then
 end
 redis.call('SET', KEYS[2], 'abandoned', 'PX', ARGV[2])
 return 'abandoned'`;
+
+/**
+ * Payloads larger than this (characters) that `confirm` kept are deleted once the reply is
+ * in; smaller ones are left to their TTL (a command per pair costs more than they do).
+ */
+const KEPT_DELETE_ABOVE = 1_024;
 
 /** How long `ack:<claim>` records outlive their claim (longer than any party waits). */
 const ACK_TTL_MS = 90_000;
@@ -244,7 +256,12 @@ interface Party {
 type RedisWithScripts = Redis & {
   registerOrClaim(key: string, ...args: (string | number)[]): Promise<string[]>;
   deleteIf(key: string, field: string, value: string): Promise<number>;
-  confirm(waitKey: string, ackKey: string, ...args: (string | number)[]): Promise<string[]>;
+  confirm(
+    waitKey: string,
+    ackKey: string,
+    keptKey: string,
+    ...args: (string | number)[]
+  ): Promise<string[]>;
   abandon(waitKey: string, ackKey: string, ...args: (string | number)[]): Promise<string>;
 };
 
@@ -331,6 +348,13 @@ export class RedisRendezvous implements Rendezvous {
   /** Claims whose outcome this instance could not settle in Redis yet: claim -> id. */
   readonly #pendingAbandons = new Map<string, string>();
   readonly #options: { prefix: string; ackTimeoutMs: number };
+  /** Commands that timed out while the connection was up: a warning, at most once a minute. */
+  readonly #timeouts = new TimeoutWarnings();
+  /**
+   * How long `confirm` keeps a claimer's payload for a retry of a confirmation whose reply
+   * was lost: two command timeouts and a retry pause, at least 2.5 s.
+   */
+  readonly #keptMs: number;
   readonly #events: RendezvousEvents;
   readonly #ledger: WaitingLedger;
   readonly #window: SendWindow;
@@ -351,13 +375,14 @@ export class RedisRendezvous implements Rendezvous {
       prefix: options.prefix ?? "duet:syncpoint",
       ackTimeoutMs: options.ackTimeoutMs ?? 2_000,
     };
+    this.#keptMs = Math.max(2_500, 2 * (options.commandTimeoutMs ?? 1_000) + 500);
     this.#window = new SendWindow(
       options.windowBytes ?? 4 * 1024 * 1024,
       options.queueTimeoutMs ?? 5_000,
     );
     redis.defineCommand("registerOrClaim", { numberOfKeys: 1, lua: REGISTER_OR_CLAIM });
     redis.defineCommand("deleteIf", { numberOfKeys: 1, lua: DELETE_IF });
-    redis.defineCommand("confirm", { numberOfKeys: 2, lua: CONFIRM });
+    redis.defineCommand("confirm", { numberOfKeys: 3, lua: CONFIRM });
     redis.defineCommand("abandon", { numberOfKeys: 2, lua: ABANDON });
     subscriber.on("message", (_channel: string, message: string) => this.#onMessage(message));
     for (const client of [redis, subscriber]) {
@@ -440,6 +465,11 @@ export class RedisRendezvous implements Rendezvous {
     return `${this.#options.prefix}:ack:${claim}`;
   }
 
+  /** Where `confirm` keeps a claimer's payload for a retry whose reply was lost. */
+  #keptKey(claim: string): string {
+    return `${this.#options.prefix}:kept:${claim}`;
+  }
+
   #channel(instance: string): string {
     return `${this.#options.prefix}:instance:${instance}`;
   }
@@ -454,6 +484,7 @@ export class RedisRendezvous implements Rendezvous {
     } catch (error) {
       const message = (error as Error).message;
       if (/isn't writeable|enableOfflineQueue/.test(message)) throw new NotSent(message);
+      if (/timed out/i.test(message)) this.#timeouts.note();
       throw error;
     }
   }
@@ -792,7 +823,16 @@ export class RedisRendezvous implements Rendezvous {
         await delay(RETRY_MS);
         continue;
       }
-      const [result, payload, has] = reply;
+      let [result, payload, has] = reply;
+      const kept = reply[2];
+      if (result === "stale" && payload === "delivered" && kept) {
+        // Our earlier confirm delivered, its reply was lost: the payload was kept for this.
+        [result, payload, has] = ["ok", kept.slice(1), kept[0]];
+        log.info("Recovered the confirmation of a pair whose reply was lost");
+      } else if (result === "ok" && (payload?.length ?? 0) > KEPT_DELETE_ABOVE) {
+        // Kept for nothing: free a large payload now rather than at its TTL.
+        this.#command(() => this.#redis.unlink(this.#keptKey(claim))).catch(() => 0);
+      }
       if (result === "ok") {
         const waitedMs = performance.now() - party.since;
         if (
@@ -811,7 +851,10 @@ export class RedisRendezvous implements Rendezvous {
       if (payload === "delivered" || (uncertain && payload !== "abandoned")) {
         // Our earlier confirm may have delivered (or did) but its reply, with the claimer's
         // payload, was lost: never pair this party with anyone else.
-        log.warn("Lost the confirmation of a pair; answering its first party 503");
+        log.warn(
+          "Lost the confirmation of a pair (its reply and the kept payload); answering its " +
+            "first party 503",
+        );
         this.#settle(party, unavailable(party));
         return;
       }
@@ -835,12 +878,14 @@ export class RedisRendezvous implements Rendezvous {
       this.#redis.confirm(
         this.#key(id),
         this.#ackKey(claim),
+        this.#keptKey(claim),
         waiter,
         claim,
         verdict,
         ACK_TTL_MS,
         this.#channel(claimer),
         JSON.stringify(ack),
+        this.#keptMs,
       )
     );
   }
@@ -1015,6 +1060,28 @@ export class RedisRendezvous implements Rendezvous {
 
 /** Deletes in flight at once when an instance closes. */
 const CLOSE_BATCH = 512;
+
+/**
+ * Warns that Redis commands time out while connected (Redis slow, or this process starved):
+ * the first at once, then at most one line a minute with the count since the last line.
+ */
+class TimeoutWarnings {
+  #count = 0;
+  #last = -Infinity;
+
+  note(): void {
+    this.#count++;
+    const now = performance.now();
+    if (now - this.#last < 60_000) return;
+    log.warn(
+      "Redis commands are timing out ({count} since the last warning): the parties concerned " +
+        "get 503 backend_unavailable; check Redis's latency and this instance's CPU",
+      { count: this.#count },
+    );
+    this.#last = now;
+    this.#count = 0;
+  }
+}
 
 function refused(reason: Refusal, started: number): Outcome {
   return { kind: "refused", reason, waitedMs: performance.now() - started };
