@@ -223,3 +223,23 @@ Deno.test("deno task duet runs the same CLI as a process (exact exit codes)", as
   assert.equal(malformed.code, 2);
   assert.doesNotMatch(malformed.stderr, /at .*\.ts:\d+/, "no stack trace");
 });
+
+Deno.test("every server command explains a --host it cannot listen on (exit 2) and a port in use", async () => {
+  for (const command of [["syncpoint"], ["ping", "serve"], ["chat-server"]]) {
+    const name = command.join(" ");
+    const foreign = await duet([...command, "--host", "192.0.2.1", "--port", "0"]);
+    assert.equal(foreign.code, 2, `${name}: ${foreign.err}`);
+    assert.match(
+      foreign.err,
+      /192\.0\.2\.1 is not an address of this machine \(--host 127\.0\.0\.1/,
+    );
+    const unresolved = await duet([...command, "--host", "999.1.1.1", "--port", "0"]);
+    assert.equal(unresolved.code, 2, `${name}: ${unresolved.err}`);
+    assert.match(unresolved.err, /cannot listen on 999\.1\.1\.1: no such host/);
+    using taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = String(taken.addr.port);
+    const busy = await duet([...command, "--host", "127.0.0.1", "--port", port]);
+    assert.equal(busy.code, 1, `${name}: ${busy.err}`);
+    assert.match(busy.err, new RegExp(`127\\.0\\.0\\.1:${port} is already in use; choose another`));
+  }
+});

@@ -594,6 +594,11 @@ function listenError(error: Error & { code?: string }): Error {
     EADDRINUSE: Deno.errors.AddrInUse,
     EACCES: Deno.errors.PermissionDenied,
     EADDRNOTAVAIL: Deno.errors.AddrNotAvailable,
+    // node says EINVAL for an address that is not this machine's (Deno.serve: AddrNotAvailable).
+    EINVAL: Deno.errors.AddrNotAvailable,
+    // A host name that does not resolve (getaddrinfo).
+    ENOTFOUND: Deno.errors.NotFound,
+    EAI_AGAIN: Deno.errors.NotFound,
   };
   const Kind = error.code ? kinds[error.code] : undefined;
   return Kind ? new Kind(error.message) : error;

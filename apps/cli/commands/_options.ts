@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from "commander";
+import { UsageError } from "../io.ts";
 
 /** A commander argument parser for whole numbers in [min, max]. */
 export function integer(min: number, max = Number.MAX_SAFE_INTEGER): (text: string) => number {
@@ -59,8 +60,9 @@ export function url(...protocols: string[]): (text: string) => string {
 }
 
 /**
- * Turns "address in use" into advice naming `option`, the option that sets the port;
- * other errors pass through.
+ * Turns listen errors into advice: "address in use" naming `option`, the option that sets
+ * the port; a host that is not this machine's or does not resolve as a usage error (exit
+ * 2); other errors pass through.
  */
 export function explainListenError(
   error: unknown,
@@ -75,10 +77,19 @@ export function explainListenError(
       } is already in use; choose another ${option} (0 picks a free one)`,
     );
   }
-  if (
-    error instanceof Deno.errors.PermissionDenied || error instanceof Deno.errors.AddrNotAvailable
-  ) {
-    throw new Error(`cannot listen on ${host}:${port}: ${(error as Error).message}`);
+  if (error instanceof Deno.errors.AddrNotAvailable) {
+    throw new UsageError(
+      `cannot listen on ${showHostPort(host, port)}: ${host} is not an address of this ` +
+        "machine (--host 127.0.0.1 for this machine only, 0.0.0.0 or :: for every interface)",
+    );
+  }
+  // Deno.listen and Deno.serve say so in words only.
+  const unresolved = /failed to lookup address/.test((error as Error)?.message ?? "");
+  if (error instanceof Deno.errors.NotFound || unresolved) {
+    throw new UsageError(`cannot listen on ${host}: no such host (give --host an IP address)`);
+  }
+  if (error instanceof Deno.errors.PermissionDenied) {
+    throw new Error(`cannot listen on ${showHostPort(host, port)}: ${(error as Error).message}`);
   }
   throw error;
 }
