@@ -116,14 +116,23 @@ Deno.test("duet syncpoint wait pairs two parties and prints what the other sent"
       "--json",
     ]);
     assert.equal(second.code, 0, second.err);
-    assert.deepEqual(JSON.parse(second.out), {
+    // The server's field names; waited_ms counts from the command's start (a few ms here).
+    const answer = JSON.parse(second.out);
+    assert.ok(Number.isInteger(answer.waited_ms), second.out);
+    assert.ok(answer.waited_ms >= 0 && answer.waited_ms < 5_000, second.out);
+    assert.deepEqual({ ...answer, waited_ms: 0 }, {
+      status: "paired",
+      id: "w1",
       role: "second",
       waited_ms: 0,
       peer_payload: "from 1",
     });
+    assert.equal(second.err, "");
     const firstResult = await first;
     assert.equal(firstResult.code, 0);
-    assert.match(firstResult.out, /^paired as the first party after \d+\.\d\d s\nfrom 2\n$/);
+    // stdout: the payload alone; the status line on stderr.
+    assert.equal(firstResult.out, "from 2\n");
+    assert.match(firstResult.err, /^paired as the first party after \d+\.\d\d s\n$/);
   } finally {
     await server.shutdown();
   }
@@ -147,7 +156,7 @@ Deno.test("duet syncpoint wait: a payload's control characters are shown, not ob
     assert.equal(second.code, 0, second.err);
     const firstResult = await first;
     assert.equal(firstResult.code, 0, firstResult.err);
-    assert.equal(firstResult.out.split("\n")[1], "␛]0;owned␇␛[2Jline␊second␡\\u{9b}");
+    assert.equal(firstResult.out, "␛]0;owned␇␛[2Jline␊second␡\\u{9b}\n");
     // --json: the exact text for a parser, and no raw control character for a terminal.
     const json = inProcess(["syncpoint", "wait", "w4", "--url", server.url.href, "--json"]);
     await waitFor(() => server.rendezvous.waiting === 1, "the first party to wait");
@@ -213,17 +222,17 @@ Deno.test("duet syncpoint wait: timeout exits 1 with a clear message; bad input 
 
 /**
  * A load balancer during a rolling update, on a loopback port: answers the first `refusals`
- * requests 503 shutting_down (Retry-After: 0), then forwards to `backend`. node:http, not
+ * requests 503 shutting_down (Retry-After: `retryAfter` s), then forwards to `backend`. node:http, not
  * Deno.serve: the syncpoint server in this process may have replaced the global Response.
  */
-async function drainingFront(backend: URL, refusals: number) {
+async function drainingFront(backend: URL, refusals: number, retryAfter = "0") {
   let requests = 0;
   const server = createServer(async (request, response) => {
     let body = "";
     request.setEncoding("utf8");
     for await (const chunk of request) body += chunk;
     if (requests++ < refusals) {
-      response.writeHead(503, { "content-type": "application/json", "retry-after": "0" });
+      response.writeHead(503, { "content-type": "application/json", "retry-after": retryAfter });
       response.end(JSON.stringify({
         status: "error",
         code: "shutting_down",
@@ -276,9 +285,10 @@ Deno.test("duet syncpoint wait retries a draining service: one line per retry on
       "20000",
     ]);
     assert.equal(second.code, 0, second.err);
-    assert.equal(second.out, "paired as the second party\nA\n");
+    assert.equal(second.out, "A\n");
     const lines = second.err.trimEnd().split("\n");
-    assert.equal(lines.length, 2, second.err);
+    assert.equal(lines.length, 3, second.err);
+    assert.match(lines.pop()!, /^paired as the second party after \d+\.\d\d s$/);
     for (const line of lines) {
       assert.match(
         line,
@@ -318,6 +328,293 @@ Deno.test("duet syncpoint wait retries a draining service: one line per retry on
     await lb.close();
     await server.shutdown();
   }
+});
+
+Deno.test("duet syncpoint wait: stdout is the payload alone, nothing when the other sent nothing; the status goes to stderr", async () => {
+  const server = await startSyncpoint({ port: 0 });
+  try {
+    const first = inProcess(["syncpoint", "wait", "e1", "--url", server.url.href]);
+    await waitFor(() => server.rendezvous.waiting === 1, "the first party to wait");
+    const second = await inProcess([
+      "syncpoint",
+      "wait",
+      "e1",
+      "--url",
+      server.url.href,
+      "--payload",
+      "the other party sent nothing",
+    ]);
+    assert.equal(second.code, 0, second.err);
+    assert.equal(second.out, "", "the first party sent nothing: nothing on stdout");
+    assert.match(
+      second.err,
+      /^paired as the second party after \d+\.\d\d s; the other party sent nothing\n$/,
+    );
+    const firstResult = await first;
+    assert.equal(firstResult.code, 0, firstResult.err);
+    assert.equal(firstResult.out, "the other party sent nothing\n");
+    assert.match(firstResult.err, /^paired as the first party after \d+\.\d\d s\n$/);
+    // --quiet, before or after the subcommand: no status line.
+    for (const [i, args] of [["-q", "syncpoint", "wait"], ["syncpoint", "wait", "-q"]].entries()) {
+      const waiting = inProcess([...args, `e2-${i}`, "--url", server.url.href]);
+      await waitFor(() => server.rendezvous.waiting === 1, "the first party to wait");
+      const quiet = await inProcess([...args, `e2-${i}`, "--url", server.url.href]);
+      assert.deepEqual([quiet.code, quiet.out, quiet.err], [0, "", ""]);
+      assert.deepEqual(await waiting, { code: 0, out: "", err: "" });
+    }
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("duet syncpoint wait --json: one JSON object on stdout whatever the outcome", async () => {
+  const server = await startSyncpoint({ port: 0 });
+  const refusing = await drainingFront(server.url, 1);
+  try {
+    const lonely = await inProcess([
+      "syncpoint",
+      "wait",
+      "j1",
+      "--url",
+      server.url.href,
+      "--timeout-ms",
+      "50",
+      "--json",
+    ]);
+    assert.equal(lonely.code, 1);
+    assert.deepEqual(JSON.parse(lonely.out), {
+      status: "error",
+      id: "j1",
+      code: "timeout",
+      message: "No second party arrived within 50 ms",
+    });
+    assert.equal(
+      lonely.err,
+      "duet syncpoint wait: No second party arrived within 50 ms (timeout)\n",
+    );
+    const refused = await inProcess([
+      "syncpoint",
+      "wait",
+      "j2",
+      "--url",
+      refusing.url,
+      "--no-retry",
+      "--json",
+    ]);
+    assert.equal(refused.code, 1);
+    assert.deepEqual(JSON.parse(refused.out), {
+      status: "error",
+      id: "j2",
+      code: "shutting_down",
+      message: "The service is shutting down",
+    });
+  } finally {
+    await refusing.close();
+    await server.shutdown();
+  }
+  const unreachable = await inProcess([
+    "syncpoint",
+    "wait",
+    "j3",
+    "--url",
+    server.url.href,
+    "--timeout-ms",
+    "200",
+    "--json",
+  ]);
+  assert.equal(unreachable.code, 1);
+  assert.equal(unreachable.out.split("\n").length, 2, unreachable.out); // one line
+  const answer = JSON.parse(unreachable.out);
+  assert.deepEqual(Object.keys(answer), ["status", "id", "code", "message"]);
+  assert.equal(answer.status, "error");
+  assert.equal(answer.id, "j3");
+  assert.equal(answer.code, "unreachable");
+  assert.match(answer.message, /^cannot reach the syncpoint at http:\/\/127\.0\.0\.1:\d+\/: .+/);
+});
+
+Deno.test("duet syncpoint wait: --url with a path, or a --payload over 64 KiB, is a usage error before connecting", async () => {
+  const server = await startSyncpoint({ port: 0 });
+  const front = await drainingFront(server.url, 0);
+  const hint =
+    "--url is the service's base URL, e.g. http://127.0.0.1:8080 (the id is the argument)";
+  try {
+    for (
+      const bad of [
+        `${front.url}/wait-for-second-party/ok`,
+        `${front.url}/prefix`,
+        `${front.url}/?id=ok`,
+      ]
+    ) {
+      for (const quiet of [[], ["-q"]]) {
+        const { code, out, err } = await inProcess([
+          ...quiet,
+          "syncpoint",
+          "wait",
+          "ok",
+          "--url",
+          bad,
+          "--json",
+        ]);
+        assert.equal(code, 2, bad);
+        assert.equal(out, "");
+        assert.equal(err, `duet syncpoint wait: ${hint} (see --help)\n`, bad);
+      }
+    }
+    for (const payload of ["x".repeat(65_537), "é".repeat(32_769)]) {
+      const { code, out, err } = await inProcess([
+        "syncpoint",
+        "wait",
+        "ok",
+        "--url",
+        front.url,
+        "--payload",
+        payload,
+      ]);
+      assert.equal(code, 2);
+      assert.equal(out, "");
+      assert.equal(
+        err,
+        `duet syncpoint wait: --payload is ${
+          new TextEncoder().encode(payload).byteLength
+        } bytes; the service accepts at most 65536 (64 KiB) (see --help)\n`,
+      );
+    }
+    assert.equal(front.requests(), 0, "nothing was sent");
+    // 64 KiB exactly is sent (and waits, here in vain); a base URL with or without "/" is fine.
+    for (const base of [front.url, `${front.url}/`]) {
+      const { code, err } = await inProcess([
+        "syncpoint",
+        "wait",
+        "ok",
+        "--url",
+        base,
+        "--payload",
+        "é".repeat(32_768),
+        "--timeout-ms",
+        "50",
+      ]);
+      assert.equal(code, 1, err);
+      assert.equal(err, "duet syncpoint wait: No second party arrived within 50 ms (timeout)\n");
+    }
+    assert.equal(front.requests(), 2);
+  } finally {
+    await front.close();
+    await server.shutdown();
+  }
+});
+
+Deno.test("duet syncpoint wait: the time reported counts from the command's start, retries included", async () => {
+  const server = await startSyncpoint({ port: 0 });
+  // Retry-After: 1 s, so the retry's delay is at least 1 s.
+  const jsonFront = await drainingFront(server.url, 1, "1");
+  const textFront = await drainingFront(server.url, 1, "1");
+  try {
+    for (const [front, json] of [[jsonFront, true], [textFront, false]] as const) {
+      const first = inProcess([
+        "syncpoint",
+        "wait",
+        `t-${json}`,
+        "--url",
+        front.url,
+        "--timeout-ms",
+        "20000",
+        ...(json ? ["--json"] : []),
+      ]);
+      await waitFor(() => server.rendezvous.waiting === 1, "the first party to wait", 10_000);
+      const second = await inProcess([
+        "syncpoint",
+        "wait",
+        `t-${json}`,
+        "--url",
+        server.url.href,
+        "--payload",
+        "B",
+      ]);
+      assert.equal(second.code, 0, second.err);
+      const { code, out, err } = await first;
+      assert.equal(code, 0, err);
+      const lines = err.trimEnd().split("\n");
+      assert.match(
+        lines[0]!,
+        /^duet syncpoint wait: service unavailable \(shutting_down\); retrying in 1\.[01] s$/,
+      );
+      if (json) {
+        const answer = JSON.parse(out);
+        assert.equal(answer.role, "first");
+        assert.ok(answer.waited_ms >= 1_000, out);
+      } else {
+        assert.equal(out, "B\n");
+        const seconds = Number(
+          /^paired as the first party after (\d+\.\d\d) s$/.exec(lines[1]!)?.[1],
+        );
+        assert.ok(seconds >= 1, err);
+      }
+    }
+  } finally {
+    await jsonFront.close();
+    await textFront.close();
+    await server.shutdown();
+  }
+});
+
+Deno.test("duet syncpoint wait: a timeout shorter than asked says the service caps waits", async () => {
+  const server = await startSyncpoint({ port: 0, defaultTimeoutMs: 100, maxTimeoutMs: 200 });
+  try {
+    const capped = await inProcess([
+      "syncpoint",
+      "wait",
+      "c1",
+      "--url",
+      server.url.href,
+      "--timeout-ms",
+      "3000",
+    ]);
+    assert.equal(capped.code, 1);
+    assert.equal(
+      capped.err,
+      "duet syncpoint wait: No second party arrived within 200 ms (timeout); " +
+        "the service caps waits below the 3000 ms asked\n",
+    );
+    // Within the cap: no such note.
+    const lonely = await inProcess([
+      "syncpoint",
+      "wait",
+      "c2",
+      "--url",
+      server.url.href,
+      "--timeout-ms",
+      "150",
+    ]);
+    assert.equal(
+      lonely.err,
+      "duet syncpoint wait: No second party arrived within 150 ms (timeout)\n",
+    );
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test('duet syncpoint wait: errors are prefixed "duet syncpoint wait:" also with -q before the subcommand', async () => {
+  const server = await startSyncpoint({ port: 0 });
+  await server.shutdown();
+  const unreachable = await inProcess([
+    "-q",
+    "syncpoint",
+    "wait",
+    "x",
+    "--url",
+    server.url.href,
+    "--timeout-ms",
+    "200",
+  ]);
+  assert.equal(unreachable.code, 1);
+  assert.match(
+    unreachable.err,
+    /^duet syncpoint wait: cannot reach the syncpoint at http:\/\/127\.0\.0\.1:\d+\/: [^\n]+\n$/,
+  );
+  const badId = await inProcess(["-q", "syncpoint", "wait", "a b"]);
+  assert.equal(badId.code, 2);
+  assert.match(badId.err, /^duet syncpoint wait: Invalid id "a b": .+ \(see --help\)\n$/);
 });
 
 Deno.test("duet syncpoint refuses bad settings with exit 2", async () => {

@@ -63,6 +63,32 @@ function retryReason(error: Error): string {
   return `${what[error.status] ?? `HTTP ${error.status}`} (${error.code})`;
 }
 
+/** How the errors of `duet syncpoint wait` begin, however the command line was written. */
+const WAIT_PREFIX = "duet syncpoint wait";
+
+/**
+ * A usage error of `wait`, printed here (exit 2): the CLI's own handler would name the
+ * command after the words before it, "duet" when a global option such as -q comes first.
+ */
+function waitUsage(io: CliIo, message: string): never {
+  io.err(`${WAIT_PREFIX}: ${message} (see --help)\n`);
+  throw new ExitStatus(2);
+}
+
+const BASE_URL_HINT =
+  `--url is the service's base URL, e.g. http://127.0.0.1:${DEFAULTS.port} (the id is the argument)`;
+
+/**
+ * A 408 this long before the --timeout-ms asked means the service granted less: without a
+ * cap the last attempt asks for all that remains, and the answer comes no earlier.
+ */
+const CAP_MARGIN_MS = 50;
+
+/** `ms` as "12.41 s". */
+function seconds(ms: number): string {
+  return `${(ms / 1000).toFixed(2)} s`;
+}
+
 /** The `syncpoint` command. */
 export function syncpointCommand(io: CliIo): Command {
   const command = new Command("syncpoint")
@@ -154,7 +180,8 @@ Out of file descriptors: new connections are refused while the held ones are ser
 the listener restarts by itself, /healthz answers 503 meanwhile.
 
 Stops on SIGINT/SIGTERM: /healthz answers 503 at once, parties are served for --drain-ms
-more, then it stops accepting and answers waiting parties 503 (clients retry elsewhere).`,
+more, then it stops accepting and answers waiting parties 503 (clients retry elsewhere).
+A second signal exits at once, without answering them.`,
     )
     .action(async (options: ServeOptions) => {
       if (options.maxTimeoutMs < options.timeoutMs) {
@@ -187,15 +214,21 @@ more, then it stops accepting and answers waiting parties 503 (clients retry els
 
   command
     .command("wait")
-    .description("wait at a syncpoint for the other party of ID; prints what it sent")
+    .description(
+      "wait at a syncpoint for the other party of ID; prints what it sent, and nothing else, " +
+        "on stdout",
+    )
     .argument("<id>", `the rendezvous id, ${ID_RULE}`)
     .option(
       "--url <url>",
-      "the service's base URL",
+      "the service's base URL, without a path",
       url("http:", "https:"),
       `http://127.0.0.1:${DEFAULTS.port}`,
     )
-    .option("--payload <text>", "text to hand to the other party (at most 64 KiB)")
+    .option(
+      "--payload <text>",
+      `text to hand to the other party (at most ${DEFAULTS.maxPayloadBytes} bytes of UTF-8, 64 KiB)`,
+    )
     .option(
       "--timeout-ms <ms>",
       "how long to wait in all, retries included (the server caps each request; default: " +
@@ -208,12 +241,23 @@ more, then it stops accepting and answers waiting parties 503 (clients retry els
     )
     .option(
       "--json",
-      "print the answer as JSON (the payload exactly; without --json its control characters " +
-        "are shown as stand-ins such as ␛)",
+      "print the outcome as one JSON object on stdout, also when the wait fails (the " +
+        "payload exactly; without --json its control characters are shown as stand-ins such " +
+        "as ␛)",
     )
     .addHelpText(
       "after",
       `
+Output: stdout carries only the other party's payload, on one line (a newline shows as ␊),
+and nothing at all if it sent none; "paired as the first party after 1.23 s" goes to
+stderr, unless --quiet. The time counts from the command's start, retries included.
+With --json, stdout carries one object whatever the outcome:
+  {"status":"paired","id":ID,"role":"first"|"second","waited_ms":N,"peer_payload":TEXT|null}
+  {"status":"error","id":ID,"code":"timeout"|...|"unreachable","message":TEXT}
+waited_ms counts from the command's start too. Errors go to stderr as well.
+Exit status: 0 paired, 1 not (timeout, refusal, unreachable), 2 a usage error (no JSON),
+130 interrupted.
+
 Retries, within the one --timeout-ms: 503 (an instance draining in a rolling update,
 capacity, Redis away) and 429 after their Retry-After; 409 and lost connections after a
 backoff (0.1 s doubling to 2 s); one line on stderr each, unless --quiet. Not 408
@@ -222,12 +266,33 @@ the server paired this party cannot be made whole: the partner got the payload, 
 retry waits anew (see apps/syncpoint/README.md#library).`,
     )
     .action(async (id: string, options: WaitCliOptions, command: Command) => {
-      if (!ID_PATTERN.test(id)) {
-        throw new UsageError(`Invalid id "${id}": use ${ID_RULE}`);
+      const started = performance.now();
+      if (!ID_PATTERN.test(id)) waitUsage(io, `Invalid id "${id}": use ${ID_RULE}`);
+      const base = new URL(options.url); // a valid http(s) URL: the option's parser said so
+      if (base.pathname !== "/" || base.search !== "" || base.hash !== "") {
+        waitUsage(io, BASE_URL_HINT);
+      }
+      if (options.payload !== undefined) {
+        const bytes = new TextEncoder().encode(options.payload).byteLength;
+        if (bytes > DEFAULTS.maxPayloadBytes) {
+          waitUsage(
+            io,
+            `--payload is ${bytes} bytes; the service accepts at most ` +
+              `${DEFAULTS.maxPayloadBytes} (64 KiB)`,
+          );
+        }
       }
       const quiet = command.optsWithGlobals()["quiet"] === true;
+      /** A failed wait: one line on stderr, and with --json one object on stdout. */
+      function fail(code: string, message: string, line = `${message} (${code})`): never {
+        // The service's words, shown, not obeyed (a proxy's page could hold anything).
+        io.err(`${WAIT_PREFIX}: ${printable(line)}\n`);
+        if (options.json) io.out(jsonLine({ status: "error", id, code, message }) + "\n");
+        throw new ExitStatus(1);
+      }
+      let result;
       try {
-        const result = await waitForSecondParty(options.url, id, {
+        result = await waitForSecondParty(options.url, id, {
           ...(options.payload === undefined ? {} : { payload: options.payload }),
           ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
           signal: io.shutdownSignal,
@@ -235,44 +300,62 @@ retry waits anew (see apps/syncpoint/README.md#library).`,
             onRetry: ({ error, delayMs }) => {
               if (quiet) return;
               io.err(
-                `duet syncpoint wait: ${printable(retryReason(error))}; retrying in ` +
+                `${WAIT_PREFIX}: ${printable(retryReason(error))}; retrying in ` +
                   `${(delayMs / 1000).toFixed(1)} s\n`,
               );
             },
           },
         });
-        if (options.json) {
-          io.out(
-            jsonLine({
-              role: result.role,
-              waited_ms: result.waitedMs,
-              peer_payload: result.peerPayload,
-            }) + "\n",
-          );
-        } else {
-          const waited = result.role === "first"
-            ? ` after ${(result.waitedMs / 1000).toFixed(2)} s`
-            : "";
-          io.out(`paired as the ${result.role} party${waited}\n`);
-          io.out(
-            result.peerPayload === null
-              ? "the other party sent nothing\n"
-              // The other party's text, shown, not obeyed: control characters as
-              // stand-ins (--json gives it exactly).
-              : `${printable(result.peerPayload)}\n`,
-          );
-        }
       } catch (error) {
         if (error instanceof SyncpointError) {
-          // The service's words, shown, not obeyed (a proxy's page could hold anything).
-          io.err(`duet syncpoint wait: ${printable(`${error.message} (${error.code})`)}\n`);
-          throw new ExitStatus(1);
+          const elapsedMs = performance.now() - started;
+          // A 408 well before the --timeout-ms asked: the service granted less (its cap).
+          const capped = error.code === "timeout" && options.timeoutMs !== undefined &&
+            elapsedMs < options.timeoutMs - CAP_MARGIN_MS;
+          fail(
+            error.code,
+            error.message,
+            `${error.message} (${error.code})` +
+              (capped ? `; the service caps waits below the ${options.timeoutMs} ms asked` : ""),
+          );
         }
-        if (io.shutdownSignal.aborted) throw new ExitStatus(130);
-        throw new Error(
+        if (io.shutdownSignal.aborted) {
+          if (options.json) {
+            io.out(
+              jsonLine({ status: "error", id, code: "interrupted", message: "Interrupted" }) +
+                "\n",
+            );
+          }
+          throw new ExitStatus(130);
+        }
+        fail(
+          "unreachable",
           `cannot reach the syncpoint at ${options.url}: ${networkDetail(error as Error)}`,
         );
       }
+      // From the command's start: the retries' time too, not only the attempt that paired.
+      const waitedMs = Math.round(performance.now() - started);
+      if (options.json) {
+        io.out(
+          jsonLine({
+            status: "paired",
+            id,
+            role: result.role,
+            waited_ms: waitedMs,
+            peer_payload: result.peerPayload,
+          }) + "\n",
+        );
+        return;
+      }
+      if (!quiet) {
+        io.err(
+          `paired as the ${result.role} party after ${seconds(waitedMs)}` +
+            (result.peerPayload === null ? "; the other party sent nothing" : "") + "\n",
+        );
+      }
+      // The other party's text alone, shown, not obeyed: control characters as stand-ins,
+      // so it is one line (--json gives it exactly). Nothing if it sent nothing.
+      if (result.peerPayload !== null) io.out(`${printable(result.peerPayload)}\n`);
     });
   return command;
 }
