@@ -3,7 +3,7 @@
 // two instances over Redis. (Deno.serve missed every leave after a request of more than
 // 512 bytes: packages/net/testdata/deno_serve_hangup.ts.)
 import assert from "node:assert/strict";
-import { findRedis, testWith, waitFor } from "@duet/testkit";
+import { findRedis, python, testWith, waitFor } from "@duet/testkit";
 import { type RunningSyncpoint, startSyncpoint } from "./server.ts";
 
 const SIZES = [0, 100, 300, 460, 1_000, 8_000, 65_000];
@@ -227,6 +227,57 @@ async function lateResetIsDeparture(server: RunningSyncpoint) {
   await waitFor(() => server.rendezvous.waiting === 0, "the late reset's departure", 10_000);
 }
 
+/**
+ * The first party half-closed, so the next one's arrival waits for its probe (~250 ms);
+ * the next party hangs up meanwhile (reset, or close: a FIN, which is probed too): it is
+ * not paired, the first waits on and pairs with a third. Over Redis only the reset is
+ * tested: a FIN there races the waiter's probe (apps/syncpoint/README.md, Departures).
+ */
+async function claimerLeavesDuringProbe(
+  first: RunningSyncpoint,
+  second: RunningSyncpoint,
+  how: "reset" | "close",
+) {
+  const id = `claimer-${how}-${crypto.randomUUID().slice(0, 8)}`;
+  const { conn, payload } = await sendFirst(first, id, 100, "length");
+  await waitFor(() => first.rendezvous.waiting === 1, "the first party to wait");
+  await conn.closeWrite();
+  await new Promise((resolve) => setTimeout(resolve, 600)); // kept by its FIN's probe
+  if (how === "reset") {
+    // A reset 50 ms after the request: SO_LINGER 0, which Deno's sockets cannot set.
+    const script = `import socket, struct, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(sys.argv[2].encode())
+time.sleep(0.05)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+s.close()`;
+    const request = `POST /wait-for-second-party/${id}?timeout_ms=30000 HTTP/1.1\r\n` +
+      "Host: test\r\nContent-Length: 4\r\n\r\nleft";
+    const { success } = await new Deno.Command(python, {
+      args: ["-c", script, second.url.port, request],
+    }).output();
+    assert.ok(success, "the resetting client ran");
+  } else {
+    const { conn: leaving } = await sendFirst(second, id, 100, "length");
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await leaving.closeWrite(); // its FIN: probed (a reset answers), so not paired
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    leaving.close();
+  }
+  // After the probe (a third party meanwhile would get 409 conflict, the pair in progress).
+  await new Promise((resolve) => setTimeout(resolve, 700));
+  const thirdBody = await (await post(second, id, "third")).json();
+  assert.equal(thirdBody.peer_payload, payload, `${how}: the third party pairs with the first`);
+  const answer = await readAll(conn);
+  conn.close();
+  const body = JSON.parse(answer.slice(answer.indexOf("\r\n\r\n{") + 4));
+  assert.equal(
+    body.peer_payload,
+    "third",
+    `${how}: the first party never gets the leaver's payload`,
+  );
+}
+
 async function withServer(fn: (server: RunningSyncpoint) => Promise<void>) {
   const server = await startSyncpoint({ port: 0 });
   try {
@@ -270,6 +321,12 @@ Deno.test("departure: pipelined parties that leave are never paired, the queued 
 Deno.test("departure: pipelined half-closed parties are kept, confirmed while queued, answered in order", () =>
   withServer((server) => pipelinedHalfClosedKept(server, server)));
 
+Deno.test("departure: a second party that leaves while the half-closed first is probed is never paired", () =>
+  withServer(async (server) => {
+    await claimerLeavesDuringProbe(server, server, "reset");
+    await claimerLeavesDuringProbe(server, server, "close");
+  }));
+
 const redis = await findRedis();
 
 async function withRedisPair(fn: (a: RunningSyncpoint, b: RunningSyncpoint) => Promise<void>) {
@@ -296,4 +353,10 @@ testWith(redis, {
 testWith(redis, {
   name: "departure over Redis: pipelined parties that leave are never paired across instances",
   fn: () => withRedisPair((a, b) => pipelinedDeparture(a, b)),
+});
+
+testWith(redis, {
+  name:
+    "departure over Redis: a claimer that hangs up while the half-closed waiter is probed is never paired",
+  fn: () => withRedisPair((a, b) => claimerLeavesDuringProbe(a, b, "reset")),
 });

@@ -569,7 +569,12 @@ export class RedisRendezvous implements Rendezvous {
       case "claimed": {
         if (party) this.#drop(party);
         const [, waiter, instance, storedPayload, has] = reply as string[];
-        const verdict = await this.#claim(id, token, waiter!, instance!);
+        const verdict = await this.#claim(id, token, waiter!, instance!, arrival.signal);
+        if (arrival.signal?.aborted && verdict !== "delivered") {
+          // Hung up while its claim was answered: abandoned, the waiter waits on.
+          this.#events.departed?.();
+          return { kind: "departed", waitedMs: performance.now() - started };
+        }
         switch (verdict) {
           case "delivered":
             return {
@@ -598,7 +603,14 @@ export class RedisRendezvous implements Rendezvous {
    * ack, or (none in time) from `abandon`. "unknown" when Redis could not tell in time; the
    * claim is then abandoned at the next reconciliation.
    */
-  async #claim(id: string, claim: string, waiter: string, instance: string): Promise<Verdict> {
+  async #claim(
+    id: string,
+    claim: string,
+    waiter: string,
+    instance: string,
+    signal: AbortSignal | undefined,
+  ): Promise<Verdict> {
+    let leave = () => {};
     const ack = new Promise<Verdict | undefined>((resolve) => {
       const timer = setTimeout(() => {
         this.#acks.delete(claim);
@@ -609,7 +621,16 @@ export class RedisRendezvous implements Rendezvous {
         this.#acks.delete(claim);
         resolve(verdict);
       });
+      // The claimer hangs up before the answer: abandon at once (the waiter is then told
+      // `lost` and waits on), unless the waiter's confirm came first.
+      leave = () => {
+        clearTimeout(timer);
+        this.#acks.delete(claim);
+        resolve(undefined);
+      };
     });
+    signal?.addEventListener("abort", leave, { once: true });
+    if (signal?.aborted) leave();
     const wake: Wake = { type: "wake", id, waiter, claim, replyTo: this.#instance };
     try {
       await this.#command(() => this.#redis.publish(this.#channel(instance), JSON.stringify(wake)));
@@ -618,10 +639,11 @@ export class RedisRendezvous implements Rendezvous {
       if (error instanceof NotSent) this.#acks.get(claim)?.("abandoned");
     }
     const answer = await ack;
+    signal?.removeEventListener("abort", leave);
     if (answer === "closing" || this.#closing) return "closing";
     if (answer === "delivered" || answer === "gone") return answer;
     const verdict = await this.#abandon(id, claim, this.#options.ackTimeoutMs);
-    if (verdict === "abandoned" && answer === undefined) {
+    if (verdict === "abandoned" && answer === undefined && !signal?.aborted) {
       log.warn("No answer from instance {instance} for a claim; starting over", { instance });
     }
     return verdict;
@@ -931,7 +953,7 @@ export class RedisRendezvous implements Rendezvous {
           // Another party waits on this id: pair with it, this party as the second.
           party.registered = false;
           const [, waiter, instance, storedPayload, has] = reply as string[];
-          const verdict = await this.#claim(id, claim, waiter!, instance!);
+          const verdict = await this.#claim(id, claim, waiter!, instance!, party.arrival.signal);
           if (verdict === "delivered") {
             const waitedMs = performance.now() - party.since;
             this.#settle(party, {

@@ -211,15 +211,26 @@ export class LocalRendezvous implements Rendezvous {
 
   /**
    * The first party's connection is in doubt (half-closed): confirm it is there before
-   * pairing; if it left, it departs and this arrival starts over (as the first party).
+   * pairing; if it left, it departs and this arrival starts over (as the first party). If
+   * this arrival left meanwhile (or half-closed and a probe finds it gone), it is the one
+   * that departs (starting over finds it aborted) and the first party waits on.
    */
   async #claimInDoubt(arrival: Arrival, first: WaitingParty): Promise<Outcome> {
     first.claimed = true;
     const present = await first.presence!.confirm();
+    // This arrival may have closed its side meanwhile: it is probed as well before pairing.
+    const here = present && arrival.presence?.inDoubt
+      ? await arrival.presence.confirm()
+      : !arrival.signal?.aborted;
     first.claimed = false;
     const stillHeld = this.#waiting.get(arrival.id) === first;
-    if (stillHeld && present && !this.#closing) return this.#pair(first, arrival.payload);
+    if (stillHeld && present && here && !this.#closing) return this.#pair(first, arrival.payload);
     if (stillHeld && !present) first.depart();
+    if (present && !here) {
+      // Gone while the first was confirmed (its signal may abort only after this).
+      this.#events.departed?.();
+      return { kind: "departed", waitedMs: 0 };
+    }
     return this.arrive(arrival);
   }
 

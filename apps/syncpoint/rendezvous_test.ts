@@ -305,6 +305,7 @@ Deno.test("LocalRendezvous property: a party whose connection is in doubt is pai
         hangUp: AbortController;
         doubt: "none" | "present" | "gone";
         goneAt?: number;
+        leftAt?: number;
         settledAt?: number;
         outcome?: Outcome;
       }[] = [];
@@ -341,7 +342,9 @@ Deno.test("LocalRendezvous property: a party whose connection is in doubt is pai
             }),
           );
         } else if (e.kind === "leave" && parties.length > 0) {
-          parties[e.index % parties.length]!.hangUp.abort();
+          const party = parties[e.index % parties.length]!;
+          party.leftAt ??= step;
+          party.hangUp.abort();
         } else if (e.kind === "halfClose" && parties.length > 0) {
           const party = parties[e.index % parties.length]!;
           if (party.doubt === "none") {
@@ -362,6 +365,11 @@ Deno.test("LocalRendezvous property: a party whose connection is in doubt is pai
         if (outcome.kind !== "paired") return;
         // Never paired after closing for good: only an answer that came before it counts.
         if (party.goneAt !== undefined) assert.ok(party.settledAt! < party.goneAt, `p${index}`);
+        // A party that hung up (first or second, during a probe of its peer too) is paired
+        // only if that came before.
+        if (party.leftAt !== undefined) {
+          assert.ok(party.settledAt! < party.leftAt, `p${index} left`);
+        }
         // Mutual: the party whose payload it got got its own.
         const peer = Number(outcome.peerPayload!.slice(1));
         const back = settled[peer]!;
@@ -415,4 +423,30 @@ Deno.test("LocalRendezvous: a first party in doubt that is still there is paired
   confirmed.resolve(true);
   assert.equal(((await second) as { peerPayload: string }).peerPayload, "half-closed");
   assert.equal(((await first) as { peerPayload: string }).peerPayload, "second");
+});
+
+Deno.test("LocalRendezvous: a second party that leaves while its peer's presence is being confirmed is not paired; the first waits on", async () => {
+  const { rendezvous, counts } = local();
+  const confirmed = Promise.withResolvers<boolean>();
+  const first = rendezvous.arrive({
+    id: "a",
+    payload: "half-closed",
+    timeoutMs: long,
+    presence: { inDoubt: true, confirm: () => confirmed.promise },
+  });
+  const leaving = new AbortController();
+  const second = rendezvous.arrive({
+    id: "a",
+    payload: "left during the probe",
+    timeoutMs: long,
+    signal: leaving.signal,
+  });
+  leaving.abort(); // it hangs up while the first party is probed
+  confirmed.resolve(true);
+  assert.equal((await second).kind, "departed");
+  assert.equal(counts.departed, 1);
+  assert.equal(rendezvous.waiting, 1, "the first party still waits");
+  const third = await rendezvous.arrive({ id: "a", payload: "third", timeoutMs: long });
+  assert.equal(third.kind === "paired" && third.peerPayload, "half-closed");
+  assert.equal(((await first) as { peerPayload: string }).peerPayload, "third");
 });
