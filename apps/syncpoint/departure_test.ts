@@ -278,6 +278,47 @@ s.close()`;
   );
 }
 
+/**
+ * A request that ends (FIN) before its body is complete can never complete: the client,
+ * which can still read, gets 400 bad_request, and nobody waits for it.
+ */
+async function finMidBody(server: RunningSyncpoint) {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(server.url.port) });
+  await conn.write(encoder.encode(
+    "POST /wait-for-second-party/cut HTTP/1.1\r\nHost: test\r\nContent-Length: 6\r\n\r\nabc",
+  ));
+  await conn.closeWrite();
+  const answer = await readAll(conn);
+  conn.close();
+  assert.match(answer, /HTTP\/1\.1 400 Bad Request\r\n/);
+  assert.equal(JSON.parse(answer.slice(answer.indexOf("\r\n\r\n{") + 4)).code, "bad_request");
+  assert.equal(server.rendezvous.waiting, 0);
+}
+
+/**
+ * An HTTP/1.1 wait, then an HTTP/1.0 one pipelined behind it, then a half-close: the
+ * HTTP/1.1 party is kept (probed through its own answer) and paired.
+ */
+async function http10BehindHalfClosed(server: RunningSyncpoint) {
+  const tag = crypto.randomUUID().slice(0, 8);
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(server.url.port) });
+  await conn.write(encoder.encode(
+    `POST /wait-for-second-party/v11-${tag}?timeout_ms=10000 HTTP/1.1\r\nHost: test\r\n` +
+      "Content-Length: 3\r\n\r\none" +
+      `POST /wait-for-second-party/v10-${tag}?timeout_ms=10000 HTTP/1.0\r\n` +
+      "Connection: keep-alive\r\nContent-Length: 3\r\n\r\ntwo",
+  ));
+  await waitFor(() => server.rendezvous.waiting === 2, "both to wait");
+  await conn.closeWrite();
+  await new Promise((resolve) => setTimeout(resolve, 800));
+  const partner = await post(server, `v11-${tag}`, "for one");
+  assert.equal(partner.status, 200, "the HTTP/1.1 party is still there");
+  assert.equal((await partner.json()).peer_payload, "one");
+  const answer = await readAll(conn);
+  conn.close();
+  assert.match(answer, /HTTP\/1\.1 200 OK\r\n/);
+}
+
 async function withServer(fn: (server: RunningSyncpoint) => Promise<void>) {
   const server = await startSyncpoint({ port: 0 });
   try {
@@ -326,6 +367,12 @@ Deno.test("departure: a second party that leaves while the half-closed first is 
     await claimerLeavesDuringProbe(server, server, "reset");
     await claimerLeavesDuringProbe(server, server, "close");
   }));
+
+Deno.test("departure: a FIN before the body is complete gets 400 bad_request, and holds nothing", () =>
+  withServer(finMidBody));
+
+Deno.test("departure: an HTTP/1.0 request pipelined behind a half-closed HTTP/1.1 party does not drop it", () =>
+  withServer(http10BehindHalfClosed));
 
 const redis = await findRedis();
 

@@ -373,20 +373,31 @@ function invalidId(): ApiError {
   return new ApiError(400, "invalid_id", `The id must be ${ID_RULE}`);
 }
 
+/** The error code of each status the listener answers itself (packages/net/http1.ts). */
+const LISTENER_CODES: Record<number, string> = {
+  400: "bad_request",
+  405: "method_not_allowed",
+  408: "request_timeout",
+  417: "expectation_failed",
+  431: "headers_too_large",
+  501: "not_implemented",
+};
+
 /**
  * The answer to a request the listener could not take, counted like every error answer:
- * 400 `bad_request` (an invalid Host, a target that is not a path), 501 `not_implemented`
- * (a transfer coding other than chunked).
+ * 400 `bad_request` (an invalid or missing Host, a target that is not a path, a request
+ * that cannot be parsed or ended before its body), 405 `method_not_allowed` (CONNECT), 408
+ * `request_timeout` (not whole in time), 417 `expectation_failed`, 431 `headers_too_large`,
+ * 501 `not_implemented` (a transfer coding other than chunked).
  */
 export function badRequestAnswer(
-  status: 400 | 501,
+  status: number,
   reason: string,
   metrics: SyncpointMetrics,
 ): Answer {
-  const error = status === 501
-    ? new ApiError(501, "not_implemented", `Not implemented: ${reason}`)
-    : new ApiError(400, "bad_request", `Bad request: ${reason}`);
-  return errorAnswer(error, metrics);
+  const code = LISTENER_CODES[status] ?? "bad_request";
+  const sentence = reason.charAt(0).toUpperCase() + reason.slice(1);
+  return errorAnswer(new ApiError(status, code, sentence), metrics);
 }
 
 /** The one mapping of errors to answers (ApiError as itself, anything else 500 internal). */

@@ -243,7 +243,7 @@ function directArrival(exchange: DirectExchange) {
     id,
     timeoutQuery,
     contentLength: exchange.header("content-length") ?? null,
-    body: exchange.body,
+    body: (max: number) => exchange.body(max),
     address: exchange.remoteAddr.hostname,
     signal: exchange.signal,
     presence: exchange.presence,
@@ -256,8 +256,15 @@ function respond(exchange: DirectExchange, answer: Answer): void {
   else {
     exchange.respond(
       answer.status,
-      { ...answer.headers, "content-type": "application/json" },
+      isEmpty(answer.headers) ? JSON_HEADERS : { ...answer.headers, ...JSON_HEADERS },
       JSON.stringify(answer.body),
     );
   }
+}
+
+const JSON_HEADERS: Record<string, string> = { "content-type": "application/json" };
+
+function isEmpty(headers: Record<string, string>): boolean {
+  for (const _ in headers) return false;
+  return true;
 }

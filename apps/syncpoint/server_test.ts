@@ -312,9 +312,40 @@ Deno.test("syncpoint server: malformed requests get 400 bad_request, counted, ne
       assert.equal(status, "HTTP/1.1 400 Bad Request", JSON.stringify(request));
       assert.equal(JSON.parse(body).code, "bad_request", JSON.stringify(request));
     }
+    // What node would answer with an empty body (or not at all) gets the API's JSON too.
+    const others: [string, string, string][] = [
+      ["GET /healthz HTTP/1.1\r\n\r\n", "HTTP/1.1 400 Bad Request", "bad_request"],
+      [
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nExpect: foo\r\n\r\n",
+        "HTTP/1.1 417 Expectation Failed",
+        "expectation_failed",
+      ],
+      [
+        `GET /healthz HTTP/1.1\r\nHost: x\r\nX: ${"a".repeat(20_000)}\r\n\r\n`,
+        "HTTP/1.1 431 Request Header Fields Too Large",
+        "headers_too_large",
+      ],
+      [
+        "CONNECT 127.0.0.1:1 HTTP/1.1\r\nHost: x\r\n\r\n",
+        "HTTP/1.1 405 Method Not Allowed",
+        "method_not_allowed",
+      ],
+    ];
+    for (const [request, line, code] of others) {
+      const [status, body] = await raw(server, request);
+      assert.equal(status, line, request.slice(0, 40));
+      assert.equal(JSON.parse(body).code, code, request.slice(0, 40));
+    }
+    // A request node cannot parse gets the same answer.
+    const [unparsed, unparsedBody] = await raw(
+      server,
+      "POST /wait-for-second-party/x HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+    );
+    assert.equal(unparsed, "HTTP/1.1 400 Bad Request");
+    assert.equal(JSON.parse(unparsedBody).code, "bad_request");
     assert.equal(
       await metric(server, 'syncpoint_rejections_total{code="bad_request"}'),
-      bad.length,
+      bad.length + 2, // and the missing Host among the others
     );
     assert.equal(await metric(server, 'syncpoint_rejections_total{code="internal"}'), NaN);
     // What HAProxy's default `option httpchk` sends: HTTP/1.0, no Host.

@@ -133,6 +133,26 @@ export type DirectHandler = (exchange: DirectExchange) => boolean;
 /** A request handler: the Web `Request` (its `signal` aborts when the client leaves). */
 export type Http1Handler = (request: Request, info: Http1Info) => Response | Promise<Response>;
 
+/**
+ * Why a request cannot be taken: 400 an invalid, missing (HTTP/1.1) or repeated `Host` (RFC
+ * 9112 section 3.2), a target that is neither a path nor an absolute URL (such as `*`), a
+ * request that cannot be parsed, or one that ended (FIN) before its body was complete; 405
+ * `CONNECT`; 408 a request not whole in time; 417 an `Expect` other than `100-continue`;
+ * 431 a head too large; 501 a transfer coding other than `chunked` alone (RFC 9112 section
+ * 6.1).
+ */
+export type BadRequestStatus = 400 | 405 | 408 | 417 | 431 | 501;
+
+/** The reason phrases of {@link BadRequestStatus}. */
+const REASONS: Record<BadRequestStatus, string> = {
+  400: "Bad Request",
+  405: "Method Not Allowed",
+  408: "Request Timeout",
+  417: "Expectation Failed",
+  431: "Request Header Fields Too Large",
+  501: "Not Implemented",
+};
+
 /** Options of {@link serveHttp1}. */
 export interface Http1Options {
   /** Interface to listen on. */
@@ -142,13 +162,11 @@ export interface Http1Options {
   /** Answers a handler that threw; a bare 500 by default. */
   onError?: (error: unknown) => Response | Promise<Response>;
   /**
-   * The answer to a request that cannot be taken, sent with `status` and the connection
-   * closed; `reason` is a short English phrase. 400: an invalid or repeated `Host` (RFC 9112
-   * section 3.2), a target that is neither a path nor an absolute URL (such as `*`). 501: a
-   * transfer coding other than `chunked` alone (RFC 9112 section 6.1). By default no body.
+   * The body of an answer to a request that cannot be taken, sent with `status` and the
+   * connection closed; `reason` is a short English phrase. By default no body.
    */
   onBadRequest?: (
-    status: 400 | 501,
+    status: BadRequestStatus,
     reason: string,
   ) => { headers: Record<string, string>; text: string };
   /** See {@link REQUEST_TIMEOUT_MS}, the default. */
@@ -240,34 +258,64 @@ export async function serveHttp1(
       overrideGlobalObjects: false,
     },
   );
-  const badRequest = (status: 400 | 501, reason: string) =>
+  const badRequest = (status: BadRequestStatus, reason: string) =>
     options.onBadRequest?.(status, reason) ?? { headers: {}, text: "" };
+  /** The whole answer of a request that cannot be taken, as bytes for the socket. */
+  const badRaw = (status: BadRequestStatus, reason: string) => {
+    const bad = badRequest(status, reason);
+    return rawAnswer(`${status} ${REASONS[status]}`, bad.text, bad.headers);
+  };
+  const onClosed = () => {
+    if (--inFlight === 0) drained?.();
+  };
   const listener = (incoming: IncomingMessage, outgoing: ServerResponse) => {
     inFlight++;
-    let closed = false;
-    const unwatch = onSocket(incoming.socket, "close", () => {
+    const socket = incoming.socket as Socket & { _httpMessage?: ServerResponse | null };
+    if (socket._httpMessage === outgoing && !socket.destroyed) {
+      // The response holds the open socket: node closes it when the connection closes.
+      outgoing.once("close", onClosed);
+    } else {
       // A pipelined request's response still queued behind another's when the connection
       // closes never closes by itself (node emits it only for the response holding the
       // socket): close it, so its handler's signal aborts and it is not counted in flight.
-      if (!closed) outgoing.destroy().emit("close");
-    });
-    outgoing.once("close", () => {
-      closed = true;
-      unwatch();
-      if (--inFlight === 0) drained?.();
-    });
+      let closed = false;
+      const unwatch = onSocket(socket, "close", () => {
+        if (!closed) outgoing.destroy().emit("close");
+      });
+      outgoing.once("close", () => {
+        closed = true;
+        unwatch();
+        onClosed();
+      });
+    }
     const invalid = invalidRequest(incoming);
     if (invalid) {
       const answer = badRequest(invalid.status, invalid.reason);
       writeWhole(outgoing, invalid.status, { ...answer.headers, connection: "close" }, answer.text);
       return;
     }
-    if (options.direct?.(directExchange(incoming, outgoing, probeGapMs))) return;
-    adapter(incoming, outgoing);
+    let direct = false;
+    if (!incoming.complete) {
+      // A FIN before the request is complete: it never will be (half-open connections are
+      // allowed, so node would wait). On the direct path: answered 400, as the client can
+      // still read, then closed; its body read fails. Through the adapter, which must not
+      // be written around: the connection is closed (a departure).
+      const unwatch = onSocket(socket, "end", () => {
+        if (incoming.complete || outgoing.headersSent) return;
+        if (!direct) return void socket.destroy();
+        const answer = badRequest(400, "the request ended before its body was complete");
+        writeWhole(outgoing, 400, { ...answer.headers, connection: "close" }, answer.text);
+      });
+      outgoing.once("close", unwatch);
+    }
+    direct = options.direct?.(new NodeExchange(incoming, outgoing, probeGapMs)) ?? false;
+    if (!direct) adapter(incoming, outgoing);
   };
 
   const start = (): Promise<void> => {
     const server = createServer({
+      // A missing Host on HTTP/1.1 is answered by invalidRequest, with onBadRequest's body.
+      requireHostHeader: false,
       requestTimeout: requestTimeoutMs,
       headersTimeout: Math.min(HEADERS_TIMEOUT_MS, requestTimeoutMs),
       // How often node looks for requests past those timeouts (30 s by default).
@@ -284,20 +332,33 @@ export async function serveHttp1(
       socket.once("close", () => sockets.delete(socket));
     });
     server.on("clientError", (error: Error & { code?: string }, socket: Socket) => {
-      // What node does without this listener, with the answer of onBadRequest for a request
-      // it could not parse: a status line when nothing was answered yet, then close.
+      // What node does without this listener, with onBadRequest's body: an answer when it
+      // is this request's to give, then close. Not in place of the answer of an earlier
+      // request still pending on the connection (a pipelined request behind a held one):
+      // the connection is closed then, which that request sees as its client leaving.
       const code = error.code ?? "";
       let answer: string | undefined;
-      if (code === "ERR_HTTP_REQUEST_TIMEOUT") answer = rawAnswer("408 Request Timeout", "");
-      else if (code === "HPE_HEADER_OVERFLOW") {
-        answer = rawAnswer("431 Request Header Fields Too Large", "");
-      } else if (code.startsWith("HPE_")) {
-        const bad = badRequest(400, "the request could not be parsed");
-        answer = rawAnswer("400 Bad Request", bad.text, bad.headers);
-      }
-      const held = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
-      if (answer && socket.writable && !held?.headersSent) socket.write(answer);
+      if (code === "ERR_HTTP_REQUEST_TIMEOUT") {
+        answer = badRaw(408, "the request was not whole in time");
+      } else if (code === "HPE_HEADER_OVERFLOW") {
+        answer = badRaw(431, "the request head is too large");
+      } else if (code.startsWith("HPE_")) answer = badRaw(400, "the request could not be parsed");
+      const held =
+        (socket as Socket & { _httpMessage?: ServerResponse & { req?: IncomingMessage } | null })
+          ._httpMessage;
+      // The held response is the failing request's own when its request is not complete.
+      const ours = !held || (!held.headersSent && held.req?.complete === false);
+      if (answer && socket.writable && ours) socket.write(answer);
       socket.destroy();
+    });
+    // An Expect other than 100-continue (node answers 417 with no body).
+    server.on("checkExpectation", (_incoming: IncomingMessage, outgoing: ServerResponse) => {
+      const bad = badRequest(417, "the only expectation supported is 100-continue");
+      writeWhole(outgoing, 417, { ...bad.headers, connection: "close" }, bad.text);
+    });
+    // CONNECT is not served (node closes without a word).
+    server.on("connect", (_incoming: IncomingMessage, socket: Socket) => {
+      socket.end(badRaw(405, "CONNECT is not served here"));
     });
     return new Promise<void>((resolve, reject) => {
       server.once("error", reject);
@@ -468,10 +529,8 @@ function watchPresence(
   const socket = incoming.socket;
   const onEnd = () => {
     if (outgoing.writableFinished) return;
-    if (incoming.httpVersionMajor === 1 && incoming.httpVersionMinor === 0) {
-      socket.destroy(); // no 1xx for HTTP/1.0: a FIN is a departure
-      return;
-    }
+    // No 1xx can be sent to an HTTP/1.0 request: its FIN is a departure, unless an HTTP/1.1
+    // request ahead of it on the connection can carry the probe (writeProbe decides).
     // Probe now, and again every REPROBE_MS while the answer is pending: a client that
     // resets later sends nothing a socket that has read its FIN would notice.
     const probe = async () => {
@@ -549,6 +608,11 @@ function writeProbe(socket: Socket): Promise<boolean> {
         const next = () => (holder.off("finish", next).off("close", next), attempt());
         return void holder.once("finish", next).once("close", next);
       }
+      const request = (holder as ServerResponse & { req?: IncomingMessage }).req;
+      if (request?.httpVersion === "1.0") {
+        // No 1xx for HTTP/1.0: the connection cannot be probed, its FIN is a departure.
+        return resolve(false);
+      }
       holder.writeContinue(((error?: Error | null) => resolve(!error)) as () => void);
     };
     attempt();
@@ -617,50 +681,59 @@ function remoteAddrOf(incoming: IncomingMessage): Deno.NetAddr {
   return { transport: "tcp", hostname: socket.remoteAddress ?? "", port: socket.remotePort ?? 0 };
 }
 
-/** The {@link DirectExchange} of one node request. */
-function directExchange(
-  incoming: IncomingMessage,
-  outgoing: ServerResponse,
-  probeGapMs: number,
-): DirectExchange {
-  let controller: AbortController | undefined;
-  let presence: Presence | undefined;
-  let unread = false;
-  return {
-    method: incoming.method ?? "GET",
-    target: incoming.url ?? "/",
-    header: (name) => {
-      const value = incoming.headers[name];
-      return Array.isArray(value) ? value[0] : value;
-    },
-    get remoteAddr() {
-      return remoteAddrOf(incoming);
-    },
-    get presence() {
-      return presence ??= watchPresence(incoming, outgoing, probeGapMs);
-    },
-    get signal() {
-      if (!controller) {
-        const abort = new AbortController();
-        controller = abort;
-        if (outgoing.destroyed) abort.abort();
-        else {
-          outgoing.once("close", () => {
-            if (!outgoing.writableFinished) abort.abort();
-          });
-        }
+/** The {@link DirectExchange} of one node request (a class: no closures per request). */
+class NodeExchange implements DirectExchange {
+  readonly method: string;
+  readonly target: string;
+  #controller: AbortController | undefined;
+  #presence: Presence | undefined;
+  #unread = false;
+  constructor(
+    readonly incoming: IncomingMessage,
+    readonly outgoing: ServerResponse,
+    readonly probeGapMs: number,
+  ) {
+    this.method = incoming.method ?? "GET";
+    this.target = incoming.url ?? "/";
+  }
+  header(name: string): string | undefined {
+    const value = this.incoming.headers[name];
+    return Array.isArray(value) ? value[0] : value;
+  }
+  get remoteAddr(): Deno.NetAddr {
+    return remoteAddrOf(this.incoming);
+  }
+  get presence(): Presence {
+    return this.#presence ??= watchPresence(this.incoming, this.outgoing, this.probeGapMs);
+  }
+  get signal(): AbortSignal {
+    if (!this.#controller) {
+      const abort = new AbortController();
+      this.#controller = abort;
+      const outgoing = this.outgoing;
+      if (outgoing.destroyed) abort.abort();
+      else {
+        outgoing.once("close", () => {
+          if (!outgoing.writableFinished) abort.abort();
+        });
       }
-      return controller.signal;
-    },
-    body: async (max) => {
-      const body = await readBody(incoming, max);
-      unread = body === "too_large";
-      return body;
-    },
-    respond: (status, headers, text) =>
-      // A body left unread is not worth reading to keep the connection: close it.
-      writeWhole(outgoing, status, unread ? { ...headers, connection: "close" } : headers, text),
-  };
+    }
+    return this.#controller.signal;
+  }
+  async body(max: number): Promise<Uint8Array | "too_large"> {
+    const body = await readBody(this.incoming, max);
+    this.#unread = body === "too_large";
+    return body;
+  }
+  respond(status: number, headers: Record<string, string>, text: string): void {
+    // A body left unread is not worth reading to keep the connection: close it.
+    writeWhole(
+      this.outgoing,
+      status,
+      this.#unread ? { ...headers, connection: "close" } : headers,
+      text,
+    );
+  }
 }
 
 /** A whole answer as bytes on the wire, for a connection node gave up on (clientError). */
@@ -677,9 +750,12 @@ function writeWhole(
   headers: Record<string, string>,
   text: string,
 ): void {
-  if (outgoing.destroyed) return;
-  // A string body goes out with the head in one write.
-  outgoing.writeHead(status, { ...headers, "content-length": Buffer.byteLength(text) });
+  if (outgoing.destroyed || outgoing.headersSent || outgoing.writableEnded) return;
+  // The head is left to end(): with no head stored yet, Deno's node:http writes head and body
+  // as one string, straight to the socket (no cork, no writev of buffered chunks), and it
+  // adds Content-Length itself (the byte length of `text`), on that path or its fallback.
+  outgoing.statusCode = status;
+  for (const name in headers) outgoing.setHeader(name, headers[name]!);
   outgoing.end(text);
 }
 
@@ -688,6 +764,9 @@ function writeWhole(
  * registered name (unreserved, sub-delims, percent escapes), and an optional port.
  */
 const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::(\d{1,5}))?$/;
+
+/** The last `Host` value found valid (clients send the same one again and again). */
+let validHost: string | undefined;
 
 /**
  * Why the request cannot be taken, or undefined. 400 for a repeated or invalid `Host` (RFC
@@ -698,16 +777,23 @@ const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::(\d{1,5}))
  */
 function invalidRequest(
   incoming: IncomingMessage,
-): { status: 400 | 501; reason: string } | undefined {
+): { status: BadRequestStatus; reason: string } | undefined {
   const codings = incoming.headers["transfer-encoding"];
   if (codings !== undefined && codings.trim().toLowerCase() !== "chunked") {
     return { status: 501, reason: `transfer coding not implemented: ${codings}` };
   }
   const host = incoming.headers.host;
-  if (host === undefined) return undefined;
-  const match = HOST.exec(host);
-  if (!match || (match[1] !== undefined && Number(match[1]) > 65_535)) {
-    return { status: 400, reason: "invalid Host header" };
+  if (host === undefined) {
+    return incoming.httpVersion === "1.0"
+      ? undefined
+      : { status: 400, reason: "an HTTP/1.1 request needs a Host header" };
+  }
+  if (host !== validHost) {
+    const match = HOST.exec(host);
+    if (!match || (match[1] !== undefined && Number(match[1]) > 65_535)) {
+      return { status: 400, reason: "invalid Host header" };
+    }
+    validHost = host;
   }
   const raw = incoming.rawHeaders;
   let hosts = 0;
@@ -720,7 +806,23 @@ function invalidRequest(
 }
 
 /** See {@link DirectExchange.body}. */
-function readBody(incoming: IncomingMessage, max: number): Promise<Uint8Array | "too_large"> {
+async function readBody(incoming: IncomingMessage, max: number): Promise<Uint8Array | "too_large"> {
+  // A body that came in the packet of the head is parsed right after the request event, in
+  // the same task: one microtask later it is complete and buffered, and taken without the
+  // listeners (and their removal) that reading a body still arriving needs.
+  if (!incoming.complete) await undefined;
+  if (incoming.complete && !incoming.readableEnded && incoming.readableLength <= max) {
+    // Not flowing: read() hands over everything buffered, in one piece.
+    const bytes = (incoming.read() as Buffer | null) ?? EMPTY;
+    return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+  return readStreamed(incoming, max);
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/** Reads a body as it arrives (see {@link DirectExchange.body}). */
+function readStreamed(incoming: IncomingMessage, max: number): Promise<Uint8Array | "too_large"> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -757,6 +859,7 @@ function readBody(incoming: IncomingMessage, max: number): Promise<Uint8Array | 
     incoming.on("data", onData).on("end", onEnd).on("error", onFail).on("close", onClose);
     if (incoming.complete && incoming.readableEnded) onEnd();
     else if (socket.readableEnded) onSocketEnd();
+    else if (incoming.destroyed && !incoming.complete) onClose();
     else unwatch = onSocket(socket, "end", onSocketEnd);
   });
 }

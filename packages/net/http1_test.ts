@@ -86,3 +86,33 @@ Deno.test("serveHttp1: a request that does not arrive whole in time is answered 
     await server.shutdown();
   }
 });
+
+Deno.test("serveHttp1: a pipelined request that times out behind a held one closes the connection; no 408 takes the held answer's place", async () => {
+  let aborted = false;
+  const server = await serveHttp1(
+    { hostname: "127.0.0.1", port: 0, requestTimeoutMs: 500 },
+    async (request) => {
+      await new Promise<void>((resolve) => {
+        request.signal.addEventListener("abort", () => (aborted = true, resolve()));
+        setTimeout(resolve, 3_000);
+      });
+      return new Response("held");
+    },
+  );
+  try {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+    await conn.write(new TextEncoder().encode(
+      "GET /held HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHo",
+    ));
+    const buffer = new Uint8Array(4_096);
+    const received: string[] = [];
+    for (let n; (n = await conn.read(buffer).catch(() => null)) !== null;) {
+      received.push(new TextDecoder().decode(buffer.subarray(0, n)));
+    }
+    conn.close();
+    assert.equal(received.join(""), "", "nothing written in the held answer's place");
+    assert.equal(aborted, true, "the held request sees its client go");
+  } finally {
+    await server.shutdown();
+  }
+});
