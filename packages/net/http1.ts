@@ -294,22 +294,18 @@ export async function serveHttp1(
       writeWhole(outgoing, invalid.status, { ...answer.headers, connection: "close" }, answer.text);
       return;
     }
-    let direct = false;
+    // A FIN before the request is complete: it never will be (half-open connections are
+    // allowed, so node would wait). On the direct path the body read sees it and answers
+    // 400 (the client can still read). Through the adapter, which must not be written
+    // around: the connection is closed (a departure).
+    if (options.direct?.(new NodeExchange(incoming, outgoing, probeGapMs, badRequest))) return;
     if (!incoming.complete) {
-      // A FIN before the request is complete: it never will be (half-open connections are
-      // allowed, so node would wait). On the direct path: answered 400, as the client can
-      // still read, then closed; its body read fails. Through the adapter, which must not
-      // be written around: the connection is closed (a departure).
       const unwatch = onSocket(socket, "end", () => {
-        if (incoming.complete || outgoing.headersSent) return;
-        if (!direct) return void socket.destroy();
-        const answer = badRequest(400, "the request ended before its body was complete");
-        writeWhole(outgoing, 400, { ...answer.headers, connection: "close" }, answer.text);
+        if (!incoming.complete && !outgoing.headersSent) socket.destroy();
       });
       outgoing.once("close", unwatch);
     }
-    direct = options.direct?.(new NodeExchange(incoming, outgoing, probeGapMs)) ?? false;
-    if (!direct) adapter(incoming, outgoing);
+    adapter(incoming, outgoing);
   };
 
   const start = (): Promise<void> => {
@@ -692,6 +688,10 @@ class NodeExchange implements DirectExchange {
     readonly incoming: IncomingMessage,
     readonly outgoing: ServerResponse,
     readonly probeGapMs: number,
+    readonly badRequest: (
+      status: BadRequestStatus,
+      reason: string,
+    ) => { headers: Record<string, string>; text: string },
   ) {
     this.method = incoming.method ?? "GET";
     this.target = incoming.url ?? "/";
@@ -721,7 +721,17 @@ class NodeExchange implements DirectExchange {
     return this.#controller.signal;
   }
   async body(max: number): Promise<Uint8Array | "too_large"> {
-    const body = await readBody(this.incoming, max);
+    let body: Uint8Array | "too_large";
+    try {
+      body = await readBody(this.incoming, max);
+    } catch (error) {
+      if (error instanceof IncompleteRequest) {
+        // The client can still read: tell it, and close.
+        const answer = this.badRequest(400, "the request ended before its body was complete");
+        writeWhole(this.outgoing, 400, { ...answer.headers, connection: "close" }, answer.text);
+      }
+      throw error;
+    }
     this.#unread = body === "too_large";
     return body;
   }
@@ -805,6 +815,11 @@ function invalidRequest(
   return undefined;
 }
 
+/** A FIN came before the request's body was complete. */
+class IncompleteRequest extends Error {
+  override name = "IncompleteRequest";
+}
+
 /** See {@link DirectExchange.body}. */
 async function readBody(incoming: IncomingMessage, max: number): Promise<Uint8Array | "too_large"> {
   // A body that came in the packet of the head is parsed right after the request event, in
@@ -854,7 +869,7 @@ function readStreamed(incoming: IncomingMessage, max: number): Promise<Uint8Arra
     const onSocketEnd = () => {
       // The whole request may be parsed already, its end event still to come: that is a
       // half-close after a complete request, which keeps the party.
-      if (!incoming.complete) onFail(new Error("the client closed its side mid-body"));
+      if (!incoming.complete) onFail(new IncompleteRequest("the client closed its side mid-body"));
     };
     incoming.on("data", onData).on("end", onEnd).on("error", onFail).on("close", onClose);
     if (incoming.complete && incoming.readableEnded) onEnd();
