@@ -181,9 +181,10 @@ function redisBytes(text: string): number {
  */
 const MODEL = {
   instance: {
-    idle: 120 * MiB, // RSS idle, warmed up
-    perParty: 27_100, // bytes per waiting party, empty body
-    perPayloadByte: 4.82, // (342.3 KB - 26.3 KB) / 64 KiB: a held 64 KiB UTF-16 payload
+    // node:http (packages/net/http1.ts), apps/syncpoint/tools/measure_memory.ts, medians of 3:
+    idle: 136 * MiB, // RSS idle, warmed up (135.2-136.0 MiB)
+    perParty: 16_700, // bytes per waiting party, empty body
+    perPayloadByte: 2.77, // (198.4 KB - 16.7 KB) / 64 KiB: a held 64 KiB UTF-16 payload
     margin: 1.25, // the pod limit covers the worst case x this
   },
   redis: {
@@ -192,8 +193,14 @@ const MODEL = {
     buffers: 64 * MiB, // base, client query/output buffers, claims in flight
     rssOverUsed: 1.5, // container limit >= maxmemory x this (fragmentation, base RSS)
   },
-  /** Round trip of one conditional DEL in a cluster, for the drain (59 us on loopback). */
+  /**
+   * The drain deletes an instance's keys in pipelines of 512 (CLOSE_BATCH in
+   * apps/syncpoint/redis_rendezvous.ts): a round trip per pipeline (1 ms in a cluster) and
+   * the work per key (34 us measured on loopback, 16,000 keys in 549 ms; 0.05 kept).
+   */
   drainRoundTripMs: 1,
+  drainPipeline: 512,
+  drainPerPartyMs: 0.05,
 };
 
 /** Worst-case RSS of one instance holding `parties` and `payloadBytes` of payloads. */
@@ -256,7 +263,9 @@ function checkSizing(documents: Record<string, unknown>[]): void {
   const pod = syncpoint.spec!.template.spec!;
   const preStop = service.lifecycle?.preStop?.sleep?.seconds ?? 0;
   const drainMs = args.includes("--drain-ms") ? Number(argument(args, "--drain-ms")) : 0;
-  const drain = preStop + drainMs / 1000 + (maxWaiting * MODEL.drainRoundTripMs) / 1000 + 3;
+  const deletes = maxWaiting * MODEL.drainPerPartyMs +
+    Math.ceil(maxWaiting / MODEL.drainPipeline) * MODEL.drainRoundTripMs;
+  const drain = preStop + drainMs / 1000 + deletes / 1000 + 3;
   assert.ok(
     (pod.terminationGracePeriodSeconds ?? 30) >= drain,
     `terminationGracePeriodSeconds < ${drain} s, the drain of ${maxWaiting} parties`,
