@@ -32,6 +32,14 @@
  * connections already held keep being served. One outage is logged once when it starts and
  * once when it ends. No library does this, hence the hand-written supervisor.
  *
+ * Requests it cannot take are answered here, with the body `onBadRequest` gives (JSON for
+ * syncpoint), never a 500: an invalid, missing or repeated Host, a target that is not a
+ * path, an unparsable request, a FIN before the body is complete (400); CONNECT (405); a
+ * head not in within {@link HEADERS_TIMEOUT_MS} or a request not whole within
+ * {@link REQUEST_TIMEOUT_MS} (408); an unknown Expect (417); a head too large (431); a
+ * transfer coding other than chunked (501). Pipelined requests are served in order; one
+ * still queued when its connection closes is closed with it (its signal aborts).
+ *
  * @module
  */
 import { Buffer } from "node:buffer";
@@ -300,10 +308,11 @@ export async function serveHttp1(
     // around: the connection is closed (a departure).
     if (options.direct?.(new NodeExchange(incoming, outgoing, probeGapMs, badRequest))) return;
     if (!incoming.complete) {
-      const unwatch = onSocket(socket, "end", () => {
+      const cut = () => {
         if (!incoming.complete && !outgoing.headersSent) socket.destroy();
-      });
-      outgoing.once("close", unwatch);
+      };
+      if (socket.readableEnded) cut();
+      else outgoing.once("close", onSocket(socket, "end", cut));
     }
     adapter(incoming, outgoing);
   };
