@@ -366,3 +366,17 @@ Deno.test("syncpoint server: malformed requests get 400 bad_request, counted, ne
     }
   });
 });
+
+Deno.test("syncpoint server: a CONNECT whose client resets at once does not end the process", async () => {
+  await withServer(async (server) => {
+    for (let i = 0; i < 5; i++) {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(server.url.port) });
+      await conn.write(new TextEncoder().encode("CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n"));
+      conn.close(); // the 405 arrives unread: a reset
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const health = await fetch(new URL("/healthz", server.url));
+    assert.equal(health.status, 200);
+    await health.body?.cancel();
+  });
+});

@@ -363,7 +363,13 @@ export async function serveHttp1(
     });
     // CONNECT is not served (node closes without a word).
     server.on("connect", (_incoming: IncomingMessage, socket: Socket) => {
-      socket.end(badRaw(405, "CONNECT is not served here"));
+      // node hands the socket over with no error listener: a reset would be uncaught and end
+      // the process (found by an attacker). With an answer of an earlier request still
+      // pending, nothing may be written ahead of it: the connection is closed.
+      socket.on("error", () => socket.destroy());
+      const held = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+      if (held && !held.writableFinished) socket.destroy();
+      else socket.end(badRaw(405, "CONNECT is not served here"));
     });
     return new Promise<void>((resolve, reject) => {
       server.once("error", reject);
