@@ -1,8 +1,8 @@
 // Several instances sharing one rendezvous space through a real Redis server.
 import assert from "node:assert/strict";
 import { Redis } from "ioredis";
-import { configure, type LogRecord, reset } from "@logtape/logtape";
-import { findRedis, PrivateRedis, testWith, waitFor } from "@duet/testkit";
+import type { LogRecord } from "@logtape/logtape";
+import { findRedis, PrivateRedis, testWith, waitFor, withLogRecords } from "@duet/testkit";
 import { type RunningSyncpoint, startSyncpoint } from "./server.ts";
 import { RedisRendezvous, REGISTER_OR_CLAIM } from "./redis_rendezvous.ts";
 
@@ -494,66 +494,57 @@ testWith(privateRedis, {
   name:
     "RedisRendezvous: a confirmation whose reply is lost (it ran, the client timed out) still " +
     "pairs the first party with the claimer's payload",
-  fn: async () => {
-    const server = new PrivateRedis();
-    await server.start();
-    const raw = new Redis(server.url);
-    const prefix = `duet-test:${crypto.randomUUID()}`;
-    const records: LogRecord[] = [];
-    await configure({
-      sinks: { keep: (record) => records.push(record) },
-      loggers: [
-        { category: ["duet"], sinks: ["keep"], lowestLevel: "info" },
-        { category: ["logtape", "meta"], sinks: [], lowestLevel: "warning" },
-      ],
-      reset: true,
-    });
-    const a = await RedisRendezvous.connect(server.url, {
-      maxWaiting: 10,
-      prefix,
-      commandTimeoutMs: 100,
-    });
-    try {
-      const key = `${prefix}:wait:lost-reply`;
-      const first = a.arrive({ id: "lost-reply", payload: "from A", timeoutMs: 10_000 });
-      await waitFor(async () => (await raw.hget(key, "state")) === "waiting", "A's key");
-      // A claimer played with the real script; its wake-up goes out together with a pause of
-      // every write for 400 ms, so A's confirm runs only after its client gave up on the
-      // reply (100 ms): the confirmation happens, its reply is lost, A retries.
-      const claim = await raw.eval(
-        REGISTER_OR_CLAIM,
-        1,
-        key,
-        "t-claimer",
-        "instance-of-the-test",
-        "from the claimer",
-        "1",
-        10_000,
-        5_000,
-      ) as string[];
-      assert.equal(claim[0], "claimed");
-      const [, waiter, instance] = claim;
-      const wake = { type: "wake", id: "lost-reply", waiter, claim: "t-claimer", replyTo: "x" };
-      await raw.pipeline()
-        .publish(`${prefix}:instance:${instance}`, JSON.stringify(wake))
-        .call("CLIENT", "PAUSE", "400", "WRITE")
-        .exec();
-      const outcome = await first;
-      assert.equal(outcome.kind, "paired", JSON.stringify(outcome));
-      assert.equal(outcome.kind === "paired" && outcome.peerPayload, "from the claimer");
-      assert.equal(await raw.get(`${prefix}:ack:t-claimer`), "delivered");
-      // The timeouts are said at warning level, once, not left to the debug log.
-      const text = (r: LogRecord) => r.message.map(String).join("");
-      const warnings = records.filter((r) => r.level === "warning").map(text);
-      assert.equal(warnings.filter((w) => /commands are timing out/.test(w)).length, 1);
-      assert.ok(records.some((r) => /Recovered the confirmation/.test(text(r))));
-    } finally {
-      await a.close();
-      raw.disconnect();
-      await server.stop();
-      await reset();
-    }
-  },
+  fn: () =>
+    withLogRecords(["duet"], "info", async (records) => {
+      const server = new PrivateRedis();
+      await server.start();
+      const raw = new Redis(server.url);
+      const prefix = `duet-test:${crypto.randomUUID()}`;
+      const a = await RedisRendezvous.connect(server.url, {
+        maxWaiting: 10,
+        prefix,
+        commandTimeoutMs: 100,
+      });
+      try {
+        const key = `${prefix}:wait:lost-reply`;
+        const first = a.arrive({ id: "lost-reply", payload: "from A", timeoutMs: 10_000 });
+        await waitFor(async () => (await raw.hget(key, "state")) === "waiting", "A's key");
+        // A claimer played with the real script; its wake-up goes out together with a pause of
+        // every write for 400 ms, so A's confirm runs only after its client gave up on the
+        // reply (100 ms): the confirmation happens, its reply is lost, A retries.
+        const claim = await raw.eval(
+          REGISTER_OR_CLAIM,
+          1,
+          key,
+          "t-claimer",
+          "instance-of-the-test",
+          "from the claimer",
+          "1",
+          10_000,
+          5_000,
+        ) as string[];
+        assert.equal(claim[0], "claimed");
+        const [, waiter, instance] = claim;
+        const wake = { type: "wake", id: "lost-reply", waiter, claim: "t-claimer", replyTo: "x" };
+        await raw.pipeline()
+          .publish(`${prefix}:instance:${instance}`, JSON.stringify(wake))
+          .call("CLIENT", "PAUSE", "400", "WRITE")
+          .exec();
+        const outcome = await first;
+        assert.equal(outcome.kind, "paired", JSON.stringify(outcome));
+        assert.equal(outcome.kind === "paired" && outcome.peerPayload, "from the claimer");
+        assert.equal(await raw.get(`${prefix}:ack:t-claimer`), "delivered");
+        // The timeouts are said at warning level, once, not left to the debug log.
+        const text = (r: LogRecord) => r.message.map(String).join("");
+        const warnings = records.filter((r) => r.level === "warning").map(text);
+        assert.equal(warnings.filter((w) => /commands are timing out/.test(w)).length, 1);
+        assert.ok(records.some((r) => /Recovered the confirmation/.test(text(r))));
+      } finally {
+        await a.close();
+        raw.disconnect();
+        await server.stop();
+      }
+    }),
 });
 
 /** Whether a party with this payload waits (registered, unclaimed) on `id`. */

@@ -1,24 +1,11 @@
 // AcceptOutage through a real LogTape logger writing to a sink that keeps its records.
 import assert from "node:assert/strict";
-import { configure, getLogger, type LogRecord, reset } from "@logtape/logtape";
+import { getLogger, type LogRecord } from "@logtape/logtape";
+import { withLogRecords } from "@duet/testkit";
 import { AcceptOutage } from "./outage.ts";
 
-async function withRecords(fn: (records: LogRecord[]) => void | Promise<void>) {
-  const records: LogRecord[] = [];
-  await configure({
-    sinks: { keep: (record) => records.push(record) },
-    loggers: [
-      { category: ["test-outage"], sinks: ["keep"], lowestLevel: "debug" },
-      { category: ["logtape", "meta"], sinks: [], lowestLevel: "warning" },
-    ],
-    reset: true,
-  });
-  try {
-    await fn(records);
-  } finally {
-    await reset();
-  }
-}
+const withRecords = (fn: (records: LogRecord[]) => void | Promise<void>) =>
+  withLogRecords(["test-outage"], "debug", fn);
 
 const text = (record: LogRecord) =>
   record.message.map((part) => typeof part === "string" ? part : String(part)).join("");

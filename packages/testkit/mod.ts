@@ -393,3 +393,29 @@ export function spawnLineParty(
 }
 
 export { findPrivatePostgres, PrivatePostgres } from "./postgres.ts";
+
+/**
+ * Runs `fn` with LogTape configured to keep every record of `category` at `lowestLevel` or
+ * above in the array it is given (a real logger and sink, no mock); resets LogTape after.
+ */
+export async function withLogRecords(
+  category: string[],
+  lowestLevel: import("@logtape/logtape").LogLevel,
+  fn: (records: import("@logtape/logtape").LogRecord[]) => void | Promise<void>,
+): Promise<void> {
+  const { configure, reset } = await import("@logtape/logtape");
+  const records: import("@logtape/logtape").LogRecord[] = [];
+  await configure({
+    sinks: { keep: (record) => records.push(record) },
+    loggers: [
+      { category, sinks: ["keep"], lowestLevel },
+      { category: ["logtape", "meta"], sinks: [], lowestLevel: "warning" },
+    ],
+    reset: true,
+  });
+  try {
+    await fn(records);
+  } finally {
+    await reset();
+  }
+}
