@@ -54,6 +54,20 @@ export function readCapsule(
   };
 }
 
+/**
+ * `reason` cut to at most `maxBytes` bytes of UTF-8 on a character boundary, as the W3C
+ * API's close() does (a character is never split; lone surrogates count as U+FFFD, 3 bytes,
+ * as they are sent). Returned unchanged when it fits.
+ */
+export function truncateReason(reason: string, maxBytes = MAX_CLOSE_REASON_BYTES): string {
+  const bytes = new TextEncoder().encode(reason);
+  if (bytes.length <= maxBytes) return reason;
+  let end = maxBytes;
+  // Continuation bytes are 0b10xxxxxx: step back to the first byte of the character.
+  while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--;
+  return new TextDecoder().decode(bytes.subarray(0, end));
+}
+
 /** CLOSE_WEBTRANSPORT_SESSION: a 32-bit application error code and a UTF-8 reason. */
 export function encodeCloseSession(code: number, reason: string): Uint8Array {
   if (!Number.isInteger(code) || code < 0 || code > 0xffffffff) {

@@ -8,7 +8,9 @@ import {
   encodeCapsule,
   encodeCloseSession,
   encodeDatagram,
+  MAX_CLOSE_REASON_BYTES,
   readCapsule,
+  truncateReason,
 } from "./capsule.ts";
 import { H3, H3Error } from "./errors.ts";
 
@@ -73,4 +75,48 @@ test("property: datagrams round-trip for any session and payload", () => {
     assert.equal(decoded.sessionId, quarter * 4);
     assert.deepEqual(decoded.payload, payload);
   }));
+});
+
+const utf8 = (text: string) => new TextEncoder().encode(text).length;
+
+test("truncateReason() keeps 1,023 and 1,024 bytes, cuts 1,025 to 1,024", () => {
+  for (const n of [0, 1, 1023, 1024]) assert.equal(truncateReason("x".repeat(n)), "x".repeat(n));
+  assert.equal(truncateReason("x".repeat(1025)), "x".repeat(1024));
+  assert.equal(truncateReason("x".repeat(5000)), "x".repeat(1024));
+});
+
+test("truncateReason() never splits a character across the 1,024-byte boundary", () => {
+  // 1,023 ASCII bytes then a 2-, 3- or 4-byte character: it would end at byte 1,025-1,027.
+  for (const wide of ["é", "€", "😀"]) {
+    assert.equal(truncateReason("x".repeat(1023) + wide), "x".repeat(1023));
+    assert.equal(
+      truncateReason("x".repeat(1024 - utf8(wide)) + wide + "y"),
+      "x".repeat(1024 - utf8(wide)) + wide,
+    );
+  }
+  // 1,024 bytes exactly of 4-byte characters; one more character is cut whole.
+  assert.equal(truncateReason("😀".repeat(256)), "😀".repeat(256));
+  assert.equal(truncateReason("😀".repeat(257)), "😀".repeat(256));
+  // A lone surrogate is sent as U+FFFD, three bytes, and counted so.
+  assert.equal(utf8(truncateReason("x".repeat(1022) + "\ud800")), 1022);
+});
+
+test("property: a truncated reason is the longest whole-character prefix that fits and encodes", () => {
+  fc.assert(
+    fc.property(fc.string({ unit: "grapheme", maxLength: 700 }), fc.nat(40), (text, pad) => {
+      const reason = "x".repeat(pad) + text + text;
+      const cut = truncateReason(reason);
+      assert.ok(utf8(cut) <= MAX_CLOSE_REASON_BYTES);
+      const whole = new TextDecoder().decode(new TextEncoder().encode(reason));
+      assert.ok(whole.startsWith(cut));
+      if (cut.length < whole.length) {
+        const next = String.fromCodePoint(whole.codePointAt(cut.length)!);
+        assert.ok(utf8(cut) + utf8(next) > MAX_CLOSE_REASON_BYTES);
+      }
+      assert.deepEqual(decodeCloseSession(readCapsule(encodeCloseSession(7, cut))!.capsule.value), {
+        code: 7,
+        reason: cut,
+      });
+    }),
+  );
 });

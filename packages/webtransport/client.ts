@@ -8,6 +8,22 @@
 import { encodeFrame, FrameReader, FrameType } from "./frames.ts";
 import { decodeFieldSection, encodeFieldSection, type Field } from "./qpack.ts";
 import { H3Connection, readFrame, remainderStream, WebTransportSession } from "./server.ts";
+import {
+  type Dialect,
+  DIALECTS,
+  negotiate,
+  peerDialects,
+  requestFields,
+  upgradeToken,
+} from "./dialect.ts";
+import {
+  AVAILABLE_PROTOCOLS,
+  encodeAvailableProtocols,
+  parseProtocol,
+  PROTOCOL,
+  validateProtocols,
+} from "./protocols.ts";
+import { H3 } from "./errors.ts";
 
 /** A certificate hash to pin, as in the W3C API's `serverCertificateHashes`. */
 export interface CertificateHash {
@@ -34,6 +50,45 @@ export interface ConnectOptions {
   origin?: string;
   /** More request header fields (lowercase names). */
   headers?: Field[];
+  /**
+   * The dialects to offer, any order (default: all four, see dialect.ts). The newest the
+   * server also announces is spoken.
+   */
+  dialects?: readonly Dialect[];
+  /**
+   * Application protocols to offer, most preferred first (the W3C `protocols` option, sent
+   * as `WT-Available-Protocols`). The server's choice is the session's `protocol`.
+   */
+  protocols?: readonly string[];
+}
+
+/** The server's SETTINGS announce no WebTransport dialect this client offers. */
+export class WebTransportUnsupportedError extends Error {
+  override name = "WebTransportUnsupportedError";
+  /** The dialects the server announced (possibly none). */
+  readonly offered: Dialect[];
+  constructor(offered: Dialect[], wanted: readonly Dialect[]) {
+    super(
+      offered.length
+        ? `The server speaks WebTransport ${offered.join(", ")}; this client offered ${
+          wanted.join(", ")
+        }`
+        : "The server does not offer WebTransport (its HTTP/3 SETTINGS announce no dialect)",
+    );
+    this.offered = offered;
+  }
+}
+
+/** The server chose an application protocol the client did not offer (WT_ALPN_ERROR). */
+export class WebTransportProtocolError extends Error {
+  override name = "WebTransportProtocolError";
+  constructor(chosen: string, offered: readonly string[]) {
+    super(
+      `The server chose protocol ${JSON.stringify(chosen)}, not one of ${
+        offered.map((p) => JSON.stringify(p)).join(", ")
+      }`,
+    );
+  }
 }
 
 /** The server answered the CONNECT with something other than 200. */
@@ -84,6 +139,10 @@ export async function connectWebTransport(
     }
   }
   if (hashes?.length === 0) throw new TypeError("serverCertificateHashes is empty");
+  const dialects = options.dialects ?? DIALECTS;
+  if (dialects.length === 0) throw new TypeError("dialects is empty");
+  const protocols = options.protocols ?? [];
+  validateProtocols(protocols);
   const hostname = url.hostname.replace(/^\[|\]$/g, "");
   const conn = await Deno.connectQuic({
     ...options.transport,
@@ -96,17 +155,32 @@ export async function connectWebTransport(
     // the handshake then checks the hash (and expiry) instead of the chain (measured).
     ...(hashes ? { serverCertificateHashes: hashes } : {}),
   } as Deno.ConnectQuicOptions<false>);
-  const h3 = new H3Connection(conn);
+  const h3 = new H3Connection(conn, undefined, { role: "client", dialects });
   h3.run().catch(() => {});
+  let closeCode: number = H3.REQUEST_CANCELLED;
   try {
+    // The dialect is known from the server's SETTINGS, which a client must wait for before
+    // its CONNECT (every draft). They come in the server's first flight.
+    const offered = peerDialects("server", await h3.peerSettings());
+    const dialect = negotiate(dialects, offered);
+    if (!dialect) {
+      closeCode = H3.WT_REQUIREMENTS_NOT_MET;
+      throw new WebTransportUnsupportedError(offered, dialects);
+    }
     const stream = await conn.createBidirectionalStream();
+    const id = Number(stream.writable.id);
+    // Streams and datagrams the server sends right behind its 200 may overtake it.
+    h3.expectSession(id);
     const request: Field[] = [
       [":method", "CONNECT"],
-      [":protocol", "webtransport"],
+      [":protocol", upgradeToken(dialect)],
       [":scheme", "https"],
       [":authority", url.host],
       [":path", `${url.pathname}${url.search}`],
-      ["sec-webtransport-http3-draft02", "1"],
+      ...requestFields(dialect),
+      ...(protocols.length
+        ? [[AVAILABLE_PROTOCOLS, encodeAvailableProtocols(protocols)] as Field]
+        : []),
       ...(options.origin ? [["origin", options.origin] as Field] : []),
       ...(options.headers ?? []),
     ];
@@ -120,17 +194,28 @@ export async function connectWebTransport(
     const response = new Map(decodeFieldSection(frame.payload));
     const status = Number(response.get(":status"));
     if (frame.type !== FrameType.HEADERS || status !== 200) {
+      h3.endRequest(id);
       throw new WebTransportRejectedError(status);
     }
+    // A WT-Protocol that is malformed or absent means none was chosen; one the client did
+    // not offer is an error (WT_ALPN_ERROR).
+    const protocol = protocols.length ? parseProtocol(response.get(PROTOCOL)) ?? "" : "";
+    if (protocol && !protocols.includes(protocol)) {
+      h3.endRequest(id);
+      closeCode = H3.WT_ALPN_ERROR;
+      throw new WebTransportProtocolError(protocol, protocols);
+    }
     const rest = remainderStream(source, frames.takeRemainder()).getReader();
-    const session = new WebTransportSession(
-      Number(stream.writable.id),
+    const session = new WebTransportSession({
+      id,
       conn,
-      stream,
+      connect: stream,
       url,
-      new Map(request),
-      rest,
-    );
+      headers: new Map(request),
+      connectRest: rest,
+      dialect,
+      protocol,
+    });
     h3.addSession(session);
     // One connection per client session: when the session ends, the connection goes too,
     // but only once the server's FIN has answered (or 200 ms passed): closing a QUIC
@@ -151,7 +236,9 @@ export async function connectWebTransport(
     session.closed.then(() => session._afterClose?.());
     return session;
   } catch (error) {
-    conn.close({ closeCode: 0x10c, reason: "" }); // H3_REQUEST_CANCELLED
+    try {
+      conn.close({ closeCode, reason: "" });
+    } catch { /* closed already */ }
     throw error;
   }
 }

@@ -27,6 +27,14 @@ export const H3 = {
   QPACK_ENCODER_STREAM_ERROR: 0x201,
   QPACK_DECODER_STREAM_ERROR: 0x202,
   DATAGRAM_ERROR: 0x33,
+  /** WebTransport (draft-ietf-webtrans-http3): a stream for a session that is not there. */
+  WT_BUFFERED_STREAM_REJECTED: 0x3994bd84,
+  WT_SESSION_GONE: 0x170d7b68,
+  WT_FLOW_CONTROL_ERROR: 0x045d4487,
+  /** The server's WT-Protocol is not one the client offered. */
+  WT_ALPN_ERROR: 0x0817b3dd,
+  /** The peer's SETTINGS announce no WebTransport dialect we speak. */
+  WT_REQUIREMENTS_NOT_MET: 0x212c0d48,
 } as const;
 
 /**

@@ -31,9 +31,10 @@ export const StreamType = {
 
 /**
  * Setting identifiers. RFC 9114 7.2.4.1, RFC 9204 5, RFC 9220 (extended CONNECT), RFC 9297
- * (datagrams), and draft-ietf-webtrans-http3 (ENABLE_WEBTRANSPORT is the draft-02
- * identifier; later drafts announce a maximum number of sessions instead). Which ones
- * Chromium 156 sends is to be checked against a capture.
+ * (datagrams), and draft-ietf-webtrans-http3, whose drafts announce WebTransport under a
+ * new identifier each time the wire format changes (see dialect.ts): ENABLE_WEBTRANSPORT
+ * (drafts 02–06), WEBTRANSPORT_MAX_SESSIONS (07–12), WT_MAX_SESSIONS (13–14), WT_ENABLED
+ * (15–16). The WT_INITIAL_* settings are the flow-control limits of drafts 12–16.
  */
 export const Setting = {
   QPACK_MAX_TABLE_CAPACITY: 0x01,
@@ -45,6 +46,11 @@ export const Setting = {
   H3_DATAGRAM_DRAFT04: 0xffd277,
   ENABLE_WEBTRANSPORT: 0x2b603742,
   WEBTRANSPORT_MAX_SESSIONS: 0xc671706a,
+  WT_MAX_SESSIONS: 0x14e9cd29,
+  WT_ENABLED: 0x2c7cf000,
+  WT_INITIAL_MAX_DATA: 0x2b61,
+  WT_INITIAL_MAX_STREAMS_UNI: 0x2b64,
+  WT_INITIAL_MAX_STREAMS_BIDI: 0x2b65,
 } as const;
 
 /** A complete frame. */

@@ -38,7 +38,27 @@ export {
   encodeDatagram,
   MAX_CLOSE_REASON_BYTES,
   readCapsule,
+  truncateReason,
 } from "./capsule.ts";
+export {
+  type Dialect,
+  DIALECTS,
+  localSettings,
+  negotiate,
+  peerDialects,
+  requestDialect,
+  type Role,
+  upgradeToken,
+} from "./dialect.ts";
+export {
+  chooseProtocol,
+  encodeAvailableProtocols,
+  encodeProtocol,
+  parseAvailableProtocols,
+  parseProtocol,
+  validateProtocols,
+} from "./protocols.ts";
+export { EARLY_LIMITS, type EarlyLimits } from "./early.ts";
 export {
   type CertificateAuthority,
   type CertificateOptions,
@@ -64,5 +84,7 @@ export {
   type CertificateHash,
   type ConnectOptions,
   connectWebTransport,
+  WebTransportProtocolError,
   WebTransportRejectedError,
+  WebTransportUnsupportedError,
 } from "./client.ts";

@@ -1,8 +1,8 @@
 /**
- * A WebTransport-over-HTTP/3 server on Deno's raw QUIC API (draft-ietf-webtrans-http3 at
- * draft-02, what Chromium 156 speaks). It replaces Deno's WebTransport wrapper: streams
- * are taken straight from the QUIC connection, so closing one sends a real FIN and stream
- * credit is returned as soon as a stream ends.
+ * A WebTransport-over-HTTP/3 server on Deno's raw QUIC API, speaking every deployed dialect
+ * of draft-ietf-webtrans-http3 (02, 07, 14 and 16; see dialect.ts). It replaces Deno's
+ * WebTransport wrapper: streams are taken straight from the QUIC connection, so closing
+ * one sends a real FIN and stream credit is returned as soon as a stream ends.
  *
  * @module
  */
@@ -15,7 +15,6 @@ import {
   type Frame,
   FrameReader,
   FrameType,
-  Setting,
   StreamType,
 } from "./frames.ts";
 import {
@@ -26,8 +25,26 @@ import {
   encodeCloseSession,
   encodeDatagram,
   readCapsule,
+  truncateReason,
 } from "./capsule.ts";
 import { encodeVarint, readVarint } from "./varint.ts";
+import {
+  type Dialect,
+  DIALECTS,
+  localSettings,
+  peerDialects,
+  requestDialect,
+  responseFields,
+  type Role,
+  sessionsPerConnection,
+} from "./dialect.ts";
+import { EarlyData, type EarlyLimits } from "./early.ts";
+import {
+  AVAILABLE_PROTOCOLS,
+  encodeProtocol,
+  parseAvailableProtocols,
+  PROTOCOL,
+} from "./protocols.ts";
 
 /** A bidirectional stream, as in the W3C WebTransport API. */
 export interface BidirectionalStream {
@@ -51,19 +68,27 @@ export interface SessionRequest {
   origin: string | null;
   /** The client's UDP address. */
   remoteAddr: Deno.NetAddr;
-  /** Accepts: answers 200 and returns the session. */
-  accept(): Promise<WebTransportSession>;
-  /** Refuses with an HTTP status (404 by default). */
+  /** The dialect of WebTransport this request speaks (see dialect.ts). */
+  dialect: Dialect;
+  /**
+   * The application protocols the client offers (`WT-Available-Protocols`, the W3C
+   * `protocols` option), most preferred first; empty when it offers none.
+   */
+  protocols: string[];
+  /**
+   * Accepts: answers 200 and returns the session. `protocol` is the application protocol
+   * chosen from {@link protocols}, sent as `WT-Protocol`.
+   *
+   * @throws {RangeError} `protocol` is not one the client offered.
+   */
+  accept(options?: { protocol?: string }): Promise<WebTransportSession>;
+  /**
+   * Refuses with an HTTP status (404 by default).
+   *
+   * @throws {RangeError} `status` is not an integer from 300 to 599 (nothing is sent).
+   */
   reject(status?: number): Promise<void>;
 }
-
-const SERVER_SETTINGS = new Map([
-  [Setting.QPACK_MAX_TABLE_CAPACITY, 0],
-  [Setting.QPACK_BLOCKED_STREAMS, 0],
-  [Setting.ENABLE_CONNECT_PROTOCOL, 1],
-  [Setting.H3_DATAGRAM, 1],
-  [Setting.ENABLE_WEBTRANSPORT, 1],
-]);
 
 const DATAGRAM_QUEUE = 1024;
 
@@ -162,6 +187,10 @@ export class WebTransportSession {
 
   /** The session's id: its CONNECT stream's QUIC stream id. */
   readonly id: number;
+  /** The dialect of WebTransport the session speaks (see dialect.ts). */
+  readonly dialect: Dialect;
+  /** The application protocol both sides agreed (`WT-Protocol`), or "" if none. */
+  readonly protocol: string;
   readonly #conn: Deno.QuicConn;
   readonly #connect: BidirectionalStream;
   readonly #onClosed: (info: CloseInfo) => void;
@@ -177,18 +206,26 @@ export class WebTransportSession {
   droppedDatagrams = 0;
 
   constructor(
-    id: number,
-    conn: Deno.QuicConn,
-    connect: BidirectionalStream,
-    url: URL,
-    headers: Map<string, string>,
-    connectRest: ReadableStreamDefaultReader<Uint8Array>,
+    { id, conn, connect, url, headers, connectRest, dialect, protocol }: {
+      id: number;
+      conn: Deno.QuicConn;
+      /** The CONNECT stream. */
+      connect: BidirectionalStream;
+      url: URL;
+      headers: Map<string, string>;
+      /** The CONNECT stream's bytes after the HEADERS: capsules in DATA frames. */
+      connectRest: ReadableStreamDefaultReader<Uint8Array>;
+      dialect: Dialect;
+      protocol: string;
+    },
   ) {
     this.id = id;
     this.#conn = conn;
     this.#connect = connect;
     this.url = url;
     this.headers = headers;
+    this.dialect = dialect;
+    this.protocol = protocol;
     const closed = Promise.withResolvers<CloseInfo>();
     this.closed = closed.promise;
     this.#onClosed = closed.resolve;
@@ -231,18 +268,26 @@ export class WebTransportSession {
     return stream;
   }
 
-  /** Ends the session with a close capsule (then FIN), as the W3C API's close(). */
+  /**
+   * Ends the session with a close capsule (then FIN), as the W3C API's close(). A reason
+   * over 1,024 bytes of UTF-8 is cut on a character boundary, as the W3C API does.
+   *
+   * @throws {RangeError} `closeCode` is not a 32-bit unsigned integer (nothing is sent).
+   */
   async close(info: Partial<CloseInfo> = {}): Promise<void> {
     if (this.#ended) return;
-    const closeInfo = { closeCode: info.closeCode ?? 0, reason: info.reason ?? "" };
+    const closeInfo = { closeCode: info.closeCode ?? 0, reason: truncateReason(info.reason ?? "") };
+    // Encoded before the try: a bad code is the caller's error, not a peer that is gone.
+    const capsule = encodeFrame(
+      FrameType.DATA,
+      encodeCloseSession(closeInfo.closeCode, closeInfo.reason),
+    );
     const writer = this.#connect.writable.getWriter();
     try {
-      await writer.write(
-        encodeFrame(FrameType.DATA, encodeCloseSession(closeInfo.closeCode, closeInfo.reason)),
-      );
+      await writer.write(capsule);
       await writer.close();
     } catch {
-      // the peer is gone already
+      // the peer is gone already: the session ends all the same
     }
     this.#end(closeInfo);
     await this._afterClose?.();
@@ -356,6 +401,14 @@ export interface ServeOptions {
    * may have open at once per connection (default 256 of each kind; Deno's otherwise).
    */
   transport?: Deno.QuicTransportOptions;
+  /** The dialects to announce and serve (default: all four, see dialect.ts). */
+  dialects?: readonly Dialect[];
+  /**
+   * Bounds of the streams and datagrams a connection keeps for sessions whose CONNECT has
+   * not arrived or not been accepted yet (default `EARLY_LIMITS` of early.ts: 32 streams, 64
+   * datagrams, 64 KiB).
+   */
+  earlyLimits?: EarlyLimits;
 }
 
 /** A listening server. */
@@ -409,7 +462,7 @@ export function serveWebTransport(options: ServeOptions): WebTransportServer {
             } catch {
               request.reject(503).catch(() => {}); // shutting down
             }
-          });
+          }, { role: "server", dialects: options.dialects, earlyLimits: options.earlyLimits });
           connections.add(h3);
           // run() fails when the peer is gone before our control stream opens: that is the
           // peer's problem, never a reason for the server to stop.
@@ -458,6 +511,21 @@ export function serveWebTransport(options: ServeOptions): WebTransportServer {
   };
 }
 
+/** A stream that arrived before its session; kept by {@link EarlyData}. */
+type EarlyStream =
+  | { kind: "bidi"; stream: BidirectionalStream }
+  | { kind: "uni"; stream: ReadableStream<Uint8Array> };
+
+/** Options of an {@link H3Connection}. */
+export interface H3ConnectionOptions {
+  /** Which end we are. */
+  role: Role;
+  /** The dialects we announce (default: all, see dialect.ts). */
+  dialects?: readonly Dialect[];
+  /** Bounds of streams and datagrams kept for sessions not there yet (see early.ts). */
+  earlyLimits?: EarlyLimits;
+}
+
 /** The HTTP/3 side of one QUIC connection. */
 export class H3Connection {
   readonly #sessions = new Map<number, WebTransportSession>();
@@ -469,12 +537,38 @@ export class H3Connection {
   #control?: WritableStreamDefaultWriter<Uint8Array>;
   #goingAway = false;
   #highestRequest = -4;
+  /**
+   * Sessions asked for and not yet decided: on a server, CONNECT requests the application
+   * has not answered; on a client, CONNECTs sent and not yet answered. Their early streams
+   * and datagrams are kept.
+   */
+  readonly #pending = new Set<number>();
+  readonly #early: EarlyData<EarlyStream>;
+  readonly #peerSettings = Promise.withResolvers<Map<number, number>>();
+  readonly role: Role;
+  /** The dialects we announce. */
+  readonly dialects: readonly Dialect[];
 
   constructor(
     readonly conn: Deno.QuicConn,
     /** Server: where session requests go. A client has none. */
     readonly onRequest?: (request: SessionRequest) => void,
-  ) {}
+    options: H3ConnectionOptions = { role: onRequest ? "server" : "client" },
+  ) {
+    this.role = options.role;
+    this.dialects = options.dialects ?? DIALECTS;
+    this.#early = new EarlyData(options.earlyLimits);
+    this.#peerSettings.promise.catch(() => {}); // awaited only by those who need it
+  }
+
+  /**
+   * The peer's SETTINGS, once its control stream delivers them.
+   *
+   * @throws {Error} the connection closed first.
+   */
+  peerSettings(): Promise<Map<number, number>> {
+    return this.#peerSettings.promise;
+  }
 
   /**
    * Sends GOAWAY: no new requests on this connection. Returns its open sessions, which the
@@ -489,10 +583,31 @@ export class H3Connection {
     return [...this.#sessions.values()];
   }
 
-  /** Registers a session a client opened on this connection. */
+  /**
+   * A client's CONNECT for session `id` is on its way: streams and datagrams the server
+   * sends for it before its response are kept until {@link addSession} or {@link endRequest}.
+   */
+  expectSession(id: number): void {
+    this.#pending.add(id);
+  }
+
+  /** Registers an established session and hands it what arrived for it early. */
   addSession(session: WebTransportSession): void {
+    this.#pending.delete(session.id);
     this.#sessions.set(session.id, session);
     session.closed.then(() => this.#sessions.delete(session.id));
+    const early = this.#early.take(session.id);
+    for (const item of early.streams) {
+      if (item.kind === "bidi") session._addBidirectional(item.stream);
+      else session._addUnidirectional(item.stream);
+    }
+    for (const datagram of early.datagrams) session._datagram(datagram);
+  }
+
+  /** A requested session will not exist (refused, or its request failed): drop its early data. */
+  endRequest(id: number): void {
+    this.#pending.delete(id);
+    for (const item of this.#early.take(id).streams) refuse(item);
   }
 
   async run(): Promise<void> {
@@ -503,12 +618,14 @@ export class H3Connection {
     await control.write(
       new Uint8Array([
         ...encodeVarint(StreamType.CONTROL),
-        ...encodeFrame(FrameType.SETTINGS, encodeSettings(SERVER_SETTINGS)),
+        ...encodeFrame(FrameType.SETTINGS, encodeSettings(localSettings(this.role, this.dialects))),
       ]),
     );
     // Not released: the writer keeps the control stream open for the connection's life.
     await this.conn.closed.catch(() => {});
+    this.#peerSettings.reject(new Error("The connection closed before the peer's SETTINGS"));
     for (const session of this.#sessions.values()) session._connectionLost();
+    for (const item of this.#early.takeAll().streams) refuse(item);
     await Promise.allSettled(tasks);
   }
 
@@ -520,6 +637,33 @@ export class H3Connection {
         reason: error instanceof Error ? error.message.slice(0, 100) : "",
       });
     } catch { /* closed */ }
+  }
+
+  /**
+   * Whether a session `id` may still come to exist here, so that data for it is kept: one
+   * awaiting its answer, or (on a server) one whose CONNECT has not arrived yet. Anything
+   * else belongs to a session that ended or was refused.
+   */
+  #mayArrive(id: number): boolean {
+    return this.#pending.has(id) || (this.role === "server" && id > this.#highestRequest);
+  }
+
+  /** Hands a WebTransport stream to its session, keeps it until the session exists, or refuses it. */
+  #deliver(id: number, item: EarlyStream): void {
+    if (id % 4 !== 0) {
+      refuse(item);
+      throw new H3Error(
+        H3.ID_ERROR,
+        `Session id ${id} is not a client-initiated bidirectional stream`,
+      );
+    }
+    const session = this.#sessions.get(id);
+    if (session) {
+      if (item.kind === "bidi") session._addBidirectional(item.stream);
+      else session._addUnidirectional(item.stream);
+      return;
+    }
+    if (!this.#mayArrive(id) || !this.#early.addStream(id, item)) refuse(item);
   }
 
   async #acceptUni(): Promise<void> {
@@ -537,9 +681,10 @@ export class H3Connection {
     if (type.value === StreamType.WEBTRANSPORT) {
       const id = await readLeadingVarint(source, afterType);
       if (!id) return;
-      const session = this.#sessions.get(id.value);
-      if (!session) return void source.cancel();
-      return session._addUnidirectional(remainderStream(source, id.bytes.subarray(id.length)));
+      return this.#deliver(id.value, {
+        kind: "uni",
+        stream: remainderStream(source, id.bytes.subarray(id.length)),
+      });
     }
     if (type.value === StreamType.CONTROL) {
       const frames = new FrameReader();
@@ -552,7 +697,9 @@ export class H3Connection {
           }
           if (frame.type === FrameType.SETTINGS) {
             if (!first) throw new H3Error(H3.FRAME_UNEXPECTED, "Second SETTINGS frame");
-            decodeSettings(frame.payload);
+            const settings = decodeSettings(frame.payload);
+            peerDialects(this.role === "server" ? "client" : "server", settings); // validates
+            this.#peerSettings.resolve(settings);
           }
           if (frame.type === FrameType.GOAWAY) {
             for (const session of this.#sessions.values()) session._draining();
@@ -581,22 +728,42 @@ export class H3Connection {
     if (signal.value === FrameType.WEBTRANSPORT_STREAM) {
       const id = await readLeadingVarint(source, signal.bytes.subarray(signal.length));
       if (!id) return;
-      const session = this.#sessions.get(id.value);
-      if (!session) return void source.cancel();
-      return session._addBidirectional({
-        readable: remainderStream(source, id.bytes.subarray(id.length)),
-        writable: stream.writable,
+      return this.#deliver(id.value, {
+        kind: "bidi",
+        stream: {
+          readable: remainderStream(source, id.bytes.subarray(id.length)),
+          writable: stream.writable,
+        },
       });
     }
     // An HTTP request stream: HEADERS with the extended CONNECT. Servers never open one.
     if (!this.onRequest) {
       throw new H3Error(H3.STREAM_CREATION_ERROR, "A server opened a request stream");
     }
-    const onRequest = this.onRequest;
+    // A session is named by its CONNECT stream's QUIC stream id. Known from here on, so
+    // that streams and datagrams for it are kept while the request is read and decided.
+    const id = Number((stream.readable as Deno.QuicReceiveStream).id);
+    this.#highestRequest = Math.max(this.#highestRequest, id);
+    this.#pending.add(id);
+    try {
+      await this.#handleRequest(id, stream, source, signal.bytes, this.onRequest);
+    } catch (error) {
+      this.endRequest(id);
+      throw error;
+    }
+  }
+
+  async #handleRequest(
+    id: number,
+    stream: BidirectionalStream,
+    source: ReadableStreamDefaultReader<Uint8Array>,
+    firstBytes: Uint8Array,
+    onRequest: (request: SessionRequest) => void,
+  ): Promise<void> {
     const frames = new FrameReader();
-    frames.push(signal.bytes); // the varint read was the first frame's type
+    frames.push(firstBytes); // the varint read was the first frame's type
     const frame = await readFrame(frames, source);
-    if (!frame) return;
+    if (!frame) return this.endRequest(id);
     if (frame.type !== FrameType.HEADERS) {
       throw new H3Error(H3.FRAME_UNEXPECTED, "Request must start with HEADERS");
     }
@@ -609,41 +776,89 @@ export class H3Connection {
       );
       writer.releaseLock();
     };
+    const refuseRequest = async (status: number) => {
+      this.endRequest(id);
+      await respond(status).catch(() => {});
+      await stream.writable.close().catch(() => {});
+    };
+    // The dialect of a request depends on the client's SETTINGS, which travel on another
+    // stream and may come later: drafts 13-16 say not to process a request before them.
+    let clientSettings: Map<number, number>;
+    try {
+      clientSettings = await this.peerSettings();
+    } catch {
+      return this.endRequest(id); // the connection closed
+    }
     const url =
       headers.get(":scheme") === "https" && headers.get(":authority") && headers.get(":path")
         ? new URL(`https://${headers.get(":authority")}${headers.get(":path")}`)
         : undefined;
-    if (
-      headers.get(":method") !== "CONNECT" || headers.get(":protocol") !== "webtransport" || !url
-    ) {
-      await respond(400);
-      await stream.writable.close();
-      return;
-    }
-    // A session is named by its CONNECT stream's QUIC stream id.
-    const id = Number((stream.readable as Deno.QuicReceiveStream).id);
-    this.#highestRequest = Math.max(this.#highestRequest, id);
+    const dialect = requestDialect(
+      headers.get(":protocol"),
+      this.dialects,
+      peerDialects("client", clientSettings),
+    );
+    if (headers.get(":method") !== "CONNECT" || !dialect || !url) return refuseRequest(400);
     if (this.#goingAway) {
       // After our GOAWAY: refused unprocessed, so the client may retry elsewhere.
-      await respond(503);
-      await stream.writable.close().catch(() => {});
-      return;
+      return refuseRequest(503);
     }
+    // Sessions at once on this connection: the established ones and those being decided
+    // (this one among them). Over the dialect's limit: 429. The drafts ask for a reset
+    // with H3_REQUEST_REJECTED, which Deno cannot send (its resets carry code 0).
+    if (this.#sessions.size + this.#pending.size > sessionsPerConnection(dialect)) {
+      source.cancel().catch(() => {});
+      return refuseRequest(429);
+    }
+    const protocols = parseAvailableProtocols(headers.get(AVAILABLE_PROTOCOLS)) ?? [];
     const connectRest = remainderStream(source, frames.takeRemainder()).getReader();
+    let decided = false;
     onRequest({
       url,
       headers,
       origin: headers.get("origin") ?? null,
       remoteAddr: this.conn.remoteAddr,
-      accept: async () => {
-        await respond(200, [["sec-webtransport-http3-draft", "draft02"]]);
-        const session = new WebTransportSession(id, this.conn, stream, url, headers, connectRest);
+      dialect,
+      protocols,
+      accept: async ({ protocol } = {}) => {
+        if (protocol !== undefined && !protocols.includes(protocol)) {
+          throw new RangeError(
+            `Protocol ${JSON.stringify(protocol)} is not one the client offered (${
+              protocols.map((p) => JSON.stringify(p)).join(", ") || "none"
+            })`,
+          );
+        }
+        if (decided) throw new Error("This session request was already answered");
+        decided = true;
+        const extra = responseFields(dialect);
+        if (protocol !== undefined) extra.push([PROTOCOL, encodeProtocol(protocol)]);
+        try {
+          await respond(200, extra);
+        } catch (error) {
+          this.endRequest(id);
+          throw error;
+        }
+        const session = new WebTransportSession({
+          id,
+          conn: this.conn,
+          connect: stream,
+          url,
+          headers,
+          connectRest,
+          dialect,
+          protocol: protocol ?? "",
+        });
         this.addSession(session);
         return session;
       },
       reject: async (status = 404) => {
-        await respond(status);
-        await stream.writable.close().catch(() => {});
+        // Checked before anything is sent: a 2xx here would tell the client it has a session.
+        if (!Number.isInteger(status) || status < 300 || status > 599) {
+          throw new RangeError(`A refusal needs a 3xx, 4xx or 5xx status, got ${status}`);
+        }
+        if (decided) throw new Error("This session request was already answered");
+        decided = true;
+        await refuseRequest(status);
       },
     });
   }
@@ -652,10 +867,26 @@ export class H3Connection {
     try {
       for (;;) {
         const { sessionId, payload } = decodeDatagram(await this.conn.readDatagram());
-        this.#sessions.get(sessionId)?._datagram(payload);
+        const session = this.#sessions.get(sessionId);
+        if (session) session._datagram(payload);
+        else if (this.#mayArrive(sessionId)) this.#early.addDatagram(sessionId, payload);
       }
     } catch (error) {
       if (error instanceof H3Error) this.#fail(error);
     }
+  }
+}
+
+/**
+ * Refuses a stream that has no session: STOP_SENDING on what it reads, FIN on what it
+ * writes. The draft asks for WT_BUFFERED_STREAM_REJECTED; Deno sends code 0 and cannot
+ * reset a send stream (see the README).
+ */
+function refuse(item: EarlyStream): void {
+  if (item.kind === "bidi") {
+    item.stream.readable.cancel().catch(() => {});
+    item.stream.writable.close().catch(() => {});
+  } else {
+    item.stream.cancel().catch(() => {});
   }
 }
