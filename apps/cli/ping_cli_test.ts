@@ -183,6 +183,136 @@ Deno.test({
   },
 });
 
+/** The port `duet ping serve --port 0` found, from its "page" line. */
+const servedPort = (server: SpawnedDuet) =>
+  Number(server.lines.stdout.find((l) => l.startsWith("page "))!.match(/:(\d+)\//)![1]);
+
+Deno.test({
+  name: "duet ping with two --url: the first is used; SIGKILLed mid-run, the client switches " +
+    "to the second once, says so, and the replies go on",
+  ...options,
+  async fn() {
+    const first = await startServer(0);
+    const second = await startServer(0);
+    const [a, b] = [first, second].map((s) => `https://127.0.0.1:${servedPort(s)}/ping`);
+    const client = spawnDuet(
+      ["ping", "--url", a!, "--url", b!, "--interval", "50", "--timeout-ms", "500", "--json"],
+      { direct: true },
+    );
+    try {
+      const events = () => client.lines.stdout.map((l) => JSON.parse(l));
+      await waitFor(
+        () => events().filter((e) => e.type === "reply").length >= 5,
+        "replies from the first server",
+        20_000,
+      );
+      assert.deepEqual(events()[0], { type: "connected", url: a, attempt: 0 });
+      await stop(first, "SIGKILL"); // no GOAWAY, no close: the path just goes dead
+      await waitFor(
+        () => events().some((e) => e.type === "connected" && e.url === b),
+        "the client to switch to the second server",
+        20_000,
+      );
+      const switchedAt = events().length;
+      await waitFor(
+        () => events().slice(switchedAt).filter((e) => e.type === "reply").length >= 5,
+        "replies from the second server",
+      );
+      client.child.kill("SIGINT");
+      const status = await client.child.status;
+      await client.done;
+      assert.equal(status.code, 0, client.lines.stderr.join("\n"));
+      const all = events();
+      const switches = all.filter((e) => e.type === "switching");
+      assert.equal(switches.length, 1, JSON.stringify(switches));
+      assert.equal(switches[0].url, b);
+      assert.equal(switches[0].from, a);
+      assert.match(
+        switches[0].reason,
+        new RegExp(
+          `^127\\.0\\.0\\.1:${
+            servedPort(first)
+          } lost \\((no answer for \\d+ ms|connection closed)\\)$`,
+        ),
+      );
+      assert.deepEqual(all.filter((e) => e.type === "connected").map((e) => e.url), [a, b]);
+      const summary = all.at(-1);
+      assert.equal(summary.type, "summary");
+      assert.deepEqual(summary.urls, [a, b]);
+      assert.equal(
+        summary.received + summary.timeouts + summary.lostNoConnection + summary.errors,
+        summary.transmitted,
+        "every ping is a reply, a timeout, lost while disconnected, or an error",
+      );
+      assert.equal(summary.outages.length, 1);
+      assert.ok(summary.received >= 10);
+    } finally {
+      await stop(client).catch(() => {});
+      await stop(first, "SIGKILL");
+      await stop(second);
+    }
+  },
+});
+
+Deno.test({
+  name: "duet ping with two --url: tried in the order given, the text says which server it " +
+    "switches to and why; none reachable is one line naming each",
+  ...options,
+  async fn() {
+    const server = await startServer(0);
+    const live = `https://127.0.0.1:${servedPort(server)}/ping`;
+    const deadPort = freePort(); // nothing listens there
+    const dead = `https://127.0.0.1:${deadPort}/ping`;
+    try {
+      const run = await inProcess([
+        "ping",
+        "--url",
+        dead,
+        "--url",
+        live,
+        "--count",
+        "3",
+        "--interval",
+        "20",
+      ]);
+      assert.equal(run.code, 0, run.err);
+      const lines = run.out.trim().split("\n");
+      assert.equal(lines[0], `PING ${dead} (then ${live}) over one stream, 16 bytes of padding`);
+      assert.match(
+        lines[1]!,
+        new RegExp(
+          `^switching to ${live.replaceAll(".", "\\.")}: 127\\.0\\.0\\.1:${deadPort} failed ` +
+            `\\(cannot learn the server's certificate over a trusted channel .*connection refused`,
+        ),
+      );
+      assert.match(lines[2]!, /^connected again after \d+\.\d\d s$/);
+      for (const seq of [1, 2, 3]) {
+        assert.match(
+          lines[2 + seq]!,
+          new RegExp(`^pong from 127\\.0\\.0\\.1:${servedPort(server)}: seq=${seq} bytes=23 `),
+        );
+      }
+      assert.equal(lines.filter((l) => l.startsWith("switching")).length, 1, run.out);
+      assert.ok(lines.includes(`--- ${dead}, ${live} ping statistics ---`), run.out);
+      assert.match(run.out, /3 transmitted, 3 received/);
+
+      const deadToo = `https://127.0.0.1:${freePort()}/ping`;
+      const none = await inProcess(["ping", "--url", dead, "--url", deadToo, "--count", "1"]);
+      assert.equal(none.code, 1);
+      assert.equal(none.err.trim().split("\n").length, 1, none.err);
+      assert.match(
+        none.err,
+        new RegExp(
+          `^duet ping: ${dead.replaceAll(".", "\\.")}: cannot learn .*; ` +
+            `${deadToo.replaceAll(".", "\\.")}: cannot learn .*pass --cert-hash or --ca\n$`,
+        ),
+      );
+    } finally {
+      await stop(server);
+    }
+  },
+});
+
 Deno.test("duet ping: what the server says (error replies, close reasons) is shown, never obeyed", () => {
   const target = new URL("https://127.0.0.1:4433/ping");
   const hostile = "\x1b]52;c;aGk=\x07\x1b[2J\nseq=9: forged";

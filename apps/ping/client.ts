@@ -6,6 +6,11 @@
  * keeps counting every ping (those due while down are lost), and gives up when an
  * outage outlasts its budget.
  *
+ * Given several servers it fails over: when the one in use fails (a connection attempt
+ * fails or the connection is lost) it moves straight to the next in the list, and the
+ * backoff comes only after a whole pass over the list has failed; it keeps cycling until
+ * the outage budget is spent.
+ *
  * @module
  */
 import {
@@ -35,10 +40,16 @@ export interface PingTrust {
 
 /** Client settings. */
 export interface PingOptions {
-  /** The WebTransport URL, https://HOST:PORT/ping. */
-  url: URL;
-  /** Trust, or how to get it before each connection attempt (hashes fetched anew). */
-  trust: PingTrust | (() => Promise<PingTrust>);
+  /**
+   * The WebTransport URL, https://HOST:PORT/ping, or several (at least one): tried first
+   * to last, the next one whenever the one in use fails, round and round.
+   */
+  url: URL | readonly URL[];
+  /**
+   * Trust, or how to get it for a server before each connection attempt to it (hashes
+   * fetched anew); a rejection counts as that attempt failing.
+   */
+  trust: PingTrust | ((url: URL) => Promise<PingTrust>);
   /** Sent as `Authorization: Bearer`. */
   token?: string;
   /** Pings to send; 0 sends until stopped. */
@@ -78,6 +89,8 @@ export const CLIENT_DEFAULTS = {
 /** What happens during a run, in order. */
 export type PingEvent =
   | { type: "connected"; url: string; attempt: number; afterOutageMs?: number }
+  /** Moving to another server (only with several): `url` the next, `from` the one left. */
+  | { type: "switching"; url: string; from: string; reason: string }
   | { type: "reply"; seq: number; rttMs: number; bytes: number }
   | { type: "timeout"; seq: number }
   | { type: "lost"; seq: number; reason: string }
@@ -89,7 +102,10 @@ export type PingEvent =
 
 /** The account of a run: every ping sent is a reply, a timeout, lost or an error reply. */
 export interface PingSummary {
+  /** The first server given. */
   url: string;
+  /** Every server given, in order (`url` first). */
+  urls: string[];
   mode: PingMode;
   transmitted: number;
   received: number;
@@ -124,7 +140,14 @@ interface Link {
   close(): Promise<void>;
 }
 
-/** Runs pings until `count` are accounted for, the signal aborts, or the budget is spent. */
+/**
+ * Runs pings until `count` are accounted for, the signal aborts, or the budget is spent,
+ * failing over along `options.url` when it lists several servers; `onEvent` hears every
+ * step (times in milliseconds).
+ *
+ * @returns The summary, also when stopped by the signal.
+ * @throws TypeError when `options.url` is an empty list.
+ */
 export async function runPing(
   options: PingOptions,
   onEvent: (event: PingEvent) => void = () => {},
@@ -139,6 +162,10 @@ export async function runPing(
   let lastHeard = 0, lastSent = 0, heartbeats = 0;
   let gaveUp = false;
   let refusedStatus: number | undefined;
+  const targets: readonly URL[] = options.url instanceof URL ? [options.url] : options.url;
+  if (!targets.length) throw new TypeError("runPing: no URL given");
+  /** The server in use, or being tried. */
+  let index = 0;
   const started = performance.now();
   const finished = Promise.withResolvers<void>();
   const stop = () => finished.resolve();
@@ -210,11 +237,29 @@ export async function runPing(
     budget.begin(reason, performance.now());
     onEvent({ type: "outage", reason });
     // Pings in flight on the dead link will never be answered: they time out as usual.
-    connecting ??= reconnect().finally(() => (connecting = undefined));
+    connecting ??= reconnect(reason).finally(() => (connecting = undefined));
   };
 
-  const reconnect = async (): Promise<void> => {
-    for (let attempt = 0; !finishedFlag; attempt++) {
+  /** Moves to the next server in the list, saying so once (nothing with one server). */
+  const switchTarget = (reason: string) => {
+    const from = targets[index]!;
+    index = (index + 1) % targets.length;
+    const to = targets[index]!;
+    if (to.href !== from.href) {
+      onEvent({ type: "switching", url: to.href, from: from.href, reason });
+    }
+  };
+
+  /**
+   * Connects to the server at `index`, failing over along the list: straight to the next
+   * server after each failure, the backoff only after a whole pass (as many failures in a
+   * row as there are servers). `lostReason`: the server in use was lost, so start with
+   * the next one.
+   */
+  const reconnect = async (lostReason?: string): Promise<void> => {
+    if (lostReason !== undefined) switchTarget(`${targets[index]!.host} lost (${lostReason})`);
+    let refusals: { status: number; reason: string }[] = [];
+    for (let attempt = 0, pass = 0; !finishedFlag; attempt++) {
       const now = performance.now();
       if (budget.current && budget.exhausted(now)) {
         gaveUp = true;
@@ -222,36 +267,52 @@ export async function runPing(
         stop();
         return;
       }
+      const target = targets[index]!;
       try {
-        const fresh = await openLink(options, onLine);
+        const fresh = await openLink(options, target, onLine);
         if (finishedFlag) return fresh.close();
         link = fresh;
         lastHeard = lastSent = performance.now();
         const afterOutageMs = budget.end(performance.now());
         onEvent({
           type: "connected",
-          url: options.url.href,
+          url: target.href,
           attempt,
           ...(afterOutageMs === undefined ? {} : { afterOutageMs }),
         });
         fresh.down.then((reason) => link === fresh && lose(reason));
         return;
       } catch (error) {
+        if (finishedFlag) return;
+        const reason = describeError(error);
         if (error instanceof WebTransportRejectedError && FINAL_STATUSES[error.status]) {
-          refusedStatus = error.status;
-          onEvent({ type: "refused", status: error.status, reason: FINAL_STATUSES[error.status]! });
-          stop();
-          return;
+          refusals.push({ status: error.status, reason: FINAL_STATUSES[error.status]! });
+          if (refusals.length === targets.length) {
+            // Every server of this pass refused in a way retrying cannot cure: the run
+            // ends at once.
+            const last = refusals.at(-1)!;
+            refusedStatus = last.status;
+            onEvent({ type: "refused", ...last });
+            stop();
+            return;
+          }
         }
-        if (!budget.current) budget.begin(describeError(error), performance.now());
-        const delayMs = backoffDelay(options.backoff, attempt, random);
-        onEvent({
-          type: "reconnecting",
-          attempt: attempt + 1,
-          delayMs,
-          error: describeError(error),
-        });
+        if (!budget.current) budget.begin(reason, performance.now());
+        if ((attempt + 1) % targets.length !== 0) {
+          // More servers to try in this pass: the next one at once.
+          switchTarget(`${target.host} failed (${reason})`);
+          continue;
+        }
+        // A whole pass failed: back off, then go round again.
+        const delayMs = backoffDelay(options.backoff, pass++, random);
+        onEvent({ type: "reconnecting", attempt: pass, delayMs, error: reason });
+        refusals = [];
         await sleep(delayMs, finished.promise);
+        if (finishedFlag) return;
+        // No switch to announce when the next turn of the loop gives up instead.
+        if (!budget.exhausted(performance.now())) {
+          switchTarget(`all ${targets.length} servers failed; going round again`);
+        }
       }
     }
   };
@@ -280,7 +341,8 @@ export async function runPing(
   budget.end(end);
   const received = stats.count;
   return {
-    url: options.url.href,
+    url: targets[0]!.href,
+    urls: targets.map((target) => target.href),
     mode: options.mode,
     transmitted,
     received,
@@ -310,9 +372,13 @@ function sleep(ms: number, interrupt: Promise<void>): Promise<void> {
 }
 
 /** Connects and sets up the chosen way of sending pings. */
-async function openLink(options: PingOptions, onLine: (line: string) => void): Promise<Link> {
-  const trust = typeof options.trust === "function" ? await options.trust() : options.trust;
-  const connecting = connectWebTransport(options.url, {
+async function openLink(
+  options: PingOptions,
+  url: URL,
+  onLine: (line: string) => void,
+): Promise<Link> {
+  const trust = typeof options.trust === "function" ? await options.trust(url) : options.trust;
+  const connecting = connectWebTransport(url, {
     ...trust,
     ...(options.token ? { headers: [["authorization", `Bearer ${options.token}`]] } : {}),
     transport: {

@@ -25,7 +25,11 @@ const log = getLogger(["duet", "ping", "discovery"]);
 
 /** A server found, and how. */
 export interface Discovered {
+  /** The WebTransport URL to try first. */
   url: URL;
+  /** Every server found, in the order to try them (`url` first); absent when only `url`. */
+  urls?: URL[];
+  /** How it was found, for people: "mDNS (INSTANCE)" or "DNS SRV NAME". */
   via: string;
 }
 
@@ -207,8 +211,84 @@ export function fromResponse(response: dnsPacket.Packet): Discovered | null {
   return null;
 }
 
-/** Looks up `_duet-ping._udp.DOMAIN` SRV and picks by priority, then weight. */
-export async function lookupSrv(domain: string, nameserver?: string): Promise<Discovered | null> {
+/** What {@link orderSrv} needs of an SRV record: RFC 2782's two numbers. */
+export interface SrvRank {
+  /** 0 to 65535; lower is tried first. */
+  priority: number;
+  /** 0 to 65535; within one priority, the share of first picks. */
+  weight: number;
+}
+
+/**
+ * Orders SRV records the way RFC 2782 tells a client to try them: by ascending priority,
+ * and within one priority by repeated weighted random selection. For each pick the records
+ * not yet ordered are arranged weight-0 first (otherwise in their given order), their
+ * running sums of weights taken, a whole number N uniform in [0, sum] drawn, and the first
+ * record whose running sum is at least N picked. So a record of weight W is picked first
+ * in W of the sum + 1 equally likely draws, and the one arranged first gets one more: a
+ * weight-0 record has that small chance only (none, with several of weight 0, but the
+ * first), and when every weight is 0 the given order stands.
+ *
+ * Pure: the randomness is a parameter. One draw is made per pick while more than one
+ * record of that priority is left (a group of K records uses K - 1 draws), groups in
+ * ascending priority.
+ *
+ * @param records The SRV records (or anything with `priority` and `weight`); not changed.
+ * @param random Uniform in [0, 1) (default `Math.random`); a value outside is clamped.
+ * @returns A new array holding every record once, in the order to try them.
+ */
+export function orderSrv<T extends SrvRank>(
+  records: readonly T[],
+  random: () => number = Math.random,
+): T[] {
+  const byPriority = new Map<number, T[]>();
+  for (const record of records) {
+    const group = byPriority.get(record.priority);
+    if (group) group.push(record);
+    else byPriority.set(record.priority, [record]);
+  }
+  const ordered: T[] = [];
+  for (const priority of [...byPriority.keys()].sort((a, b) => a - b)) {
+    const group = byPriority.get(priority)!;
+    // Weight 0 first, then the rest, each in its given order.
+    const left = [...group.filter((r) => r.weight === 0), ...group.filter((r) => r.weight !== 0)];
+    while (left.length > 1) {
+      const sum = left.reduce((total, r) => total + r.weight, 0);
+      const draw = random();
+      const n = Math.min(sum, Math.floor((draw >= 0 ? draw : 0) * (sum + 1)));
+      let running = 0;
+      let picked = left.length - 1;
+      for (const [i, record] of left.entries()) {
+        running += record.weight;
+        if (running >= n) {
+          picked = i;
+          break;
+        }
+      }
+      ordered.push(...left.splice(picked, 1));
+    }
+    ordered.push(...left);
+  }
+  return ordered;
+}
+
+/**
+ * Looks up `_duet-ping._udp.DOMAIN` SRV and orders what it finds with {@link orderSrv}
+ * (RFC 2782: priority, then weighted random). Targets of "." (RFC 2782: the service is
+ * decidedly not offered there) are dropped; none left, or no such name, is null.
+ *
+ * @param domain The domain under which to look, e.g. "example.com" (a trailing dot is fine).
+ * @param nameserver The DNS server, HOST:PORT (an IPv6 host in brackets); the system's when absent.
+ * @param random Uniform in [0, 1), for the weighted selection (default `Math.random`).
+ * @returns `url` the first to try, `urls` all of them in order (`url` first), `via` the name
+ *   looked up; null when there is no such record.
+ * @throws Deno's DNS errors other than NotFound (a server that does not answer, say).
+ */
+export async function lookupSrv(
+  domain: string,
+  nameserver?: string,
+  random: () => number = Math.random,
+): Promise<Discovered | null> {
   const name = `${SERVICE_TYPE}.${domain.replace(/\.$/, "")}`;
   const options = nameserver
     ? {
@@ -225,12 +305,12 @@ export async function lookupSrv(domain: string, nameserver?: string): Promise<Di
     if (error instanceof Deno.errors.NotFound) return null;
     throw error;
   }
+  records = records.filter((r) => r.target !== "." && r.target !== "");
   if (!records.length) return null;
-  const best = records.reduce((a, b) =>
-    a.priority < b.priority || (a.priority === b.priority && a.weight >= b.weight) ? a : b
+  const urls = orderSrv(records, random).map((r) =>
+    new URL(`https://${r.target.replace(/\.$/, "")}:${r.port}/ping`)
   );
-  const target = best.target.replace(/\.$/, "");
-  return { url: new URL(`https://${target}:${best.port}/ping`), via: `DNS SRV ${name}` };
+  return { url: urls[0]!, urls, via: `DNS SRV ${name}` };
 }
 
 /** Discovery options. */
@@ -243,9 +323,16 @@ export interface DiscoverOptions {
   timeoutMs?: number;
   /** Skip mDNS (no multicast query leaves this host). */
   mdns?: boolean;
+  /** Uniform in [0, 1), for the SRV weighted selection (default `Math.random`). */
+  random?: () => number;
 }
 
-/** mDNS first, then SRV; throws a message naming everything that was tried. */
+/**
+ * mDNS first (the first complete answer: one server), then SRV (every target, in RFC 2782
+ * order, in `urls`).
+ *
+ * @throws Error naming everything that was tried, when nothing was found.
+ */
 export async function discoverServer(options: DiscoverOptions = {}): Promise<Discovered> {
   const tried: string[] = [];
   if (options.mdns === false) {
@@ -261,7 +348,7 @@ export async function discoverServer(options: DiscoverOptions = {}): Promise<Dis
   }
   if (options.domain) {
     try {
-      const found = await lookupSrv(options.domain, options.nameserver);
+      const found = await lookupSrv(options.domain, options.nameserver, options.random);
       if (found) return found;
       tried.push(`DNS SRV ${SERVICE_TYPE}.${options.domain}: no record`);
     } catch (error) {

@@ -3,6 +3,7 @@
 // on a real interface: no multicast leaves the test).
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
+import fc from "fast-check";
 // @ts-types="@types/dns-packet"
 import * as dnsPacket from "dns-packet";
 import {
@@ -13,7 +14,7 @@ import {
   testWith,
   waitFor,
 } from "@duet/testkit";
-import { fromResponse, lookupSrv } from "./discovery.ts";
+import { fromResponse, lookupSrv, orderSrv } from "./discovery.ts";
 import { inProcess } from "../cli/testdata/in_process.ts";
 import { startPingServer } from "./mod.ts";
 
@@ -81,8 +82,158 @@ function fakeDns(
   };
 }
 
+// --- orderSrv: RFC 2782's order ---------------------------------------------------------
+
+/** mulberry32: a small seeded source of uniform numbers in [0, 1), for repeatable draws. */
+function seeded(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Returns the given draws in turn and fails the test if more are asked for. */
+function scripted(...draws: number[]): () => number {
+  return () => {
+    const draw = draws.shift();
+    assert.ok(draw !== undefined, "orderSrv drew more numbers than expected");
+    return draw;
+  };
+}
+
+type Rec = { priority: number; weight: number; name: string };
+const rec = (name: string, priority: number, weight: number): Rec => ({ name, priority, weight });
+const names = (records: Rec[]) => records.map((r) => r.name);
+
+Deno.test("orderSrv(): exact orders for fixed draws (priority first; weight 0 arranged first)", () => {
+  // Priority 10 is arranged zero(0), light(5), main(50): running sums 0, 5, 55, so a
+  // draw d picks N = floor(d * 56) and the first record whose running sum is >= N.
+  const records = [
+    rec("backup", 20, 100),
+    rec("light", 10, 5),
+    rec("main", 10, 50),
+    rec("zero", 10, 0),
+  ];
+  const copy = structuredClone(records);
+  // N = 0: the weight-0 record (its one chance); then N = 28 of [light, main]: main.
+  assert.deepEqual(names(orderSrv(records, scripted(0, 0.5))), [
+    "zero",
+    "main",
+    "light",
+    "backup",
+  ]);
+  // N = 55: main; then N = floor(0.99 * 6) = 5 of [zero, light] (sums 0, 5): light.
+  assert.deepEqual(names(orderSrv(records, scripted(0.99, 0.99))), [
+    "main",
+    "light",
+    "zero",
+    "backup",
+  ]);
+  // N = 2: light; then N = 0 of [zero, main]: zero.
+  assert.deepEqual(names(orderSrv(records, scripted(0.05, 0))), [
+    "light",
+    "zero",
+    "main",
+    "backup",
+  ]);
+  // N = 1 of [zero, light, main]: light (0 < 1 <= 5); N = 1 of [zero, main]: main.
+  assert.deepEqual(names(orderSrv(records, scripted(1 / 56, 1 / 51))), [
+    "light",
+    "main",
+    "zero",
+    "backup",
+  ]);
+  assert.deepEqual(records, copy, "the input is not changed");
+  // Every weight 0: N is always 0, so the given order stands.
+  const zeros = [rec("a", 1, 0), rec("b", 1, 0), rec("c", 1, 0)];
+  assert.deepEqual(names(orderSrv(zeros, scripted(0.99, 0.99))), ["a", "b", "c"]);
+  // Lone records of a priority take no draw; nothing in, nothing out.
+  assert.deepEqual(names(orderSrv([rec("b", 2, 9), rec("a", 1, 9)], scripted())), ["a", "b"]);
+  assert.deepEqual(orderSrv([], scripted()), []);
+  // Draws outside [0, 1) are clamped, not trusted.
+  assert.deepEqual(names(orderSrv([rec("x", 0, 1), rec("y", 0, 1)], scripted(1))), ["y", "x"]);
+  assert.deepEqual(names(orderSrv([rec("x", 0, 1), rec("y", 0, 1)], scripted(NaN))), [
+    "x",
+    "y",
+  ]);
+});
+
+const recordsArb = fc.array(
+  fc.record({
+    name: fc.string({ maxLength: 4 }),
+    priority: fc.integer({ min: 0, max: 3 }),
+    weight: fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 65535 })),
+  }),
+  { maxLength: 12 },
+);
+
+Deno.test("orderSrv() property: a permutation of its input, in ascending priority, for any seed", () => {
+  fc.assert(
+    fc.property(recordsArb, fc.integer(), (records, seed) => {
+      const ordered = orderSrv(records, seeded(seed));
+      // The same objects, each once.
+      assert.equal(ordered.length, records.length);
+      assert.equal(new Set(ordered).size, ordered.length);
+      assert.ok(ordered.every((r) => records.includes(r)));
+      for (let i = 1; i < ordered.length; i++) {
+        assert.ok(ordered[i - 1]!.priority <= ordered[i]!.priority, "priorities ascend");
+      }
+      // The randomness is all in the parameter: the same seed, the same order.
+      assert.deepEqual(orderSrv(records, seeded(seed)), ordered);
+    }),
+  );
+});
+
+Deno.test("orderSrv() property: over every equally likely draw, each record is picked first in exactly weight (+1 for the one arranged first) of sum + 1", () => {
+  fc.assert(
+    fc.property(
+      fc.array(fc.integer({ min: 0, max: 30 }), { minLength: 2, maxLength: 6 }),
+      (weights) => {
+        const group = weights.map((weight, i) => rec(`r${i}`, 7, weight));
+        const sum = weights.reduce((a, b) => a + b, 0);
+        const firsts = new Map<string, number>();
+        // Draw n of 0..sum exactly once each: the whole distribution of the first pick.
+        for (let n = 0; n <= sum; n++) {
+          const first = orderSrv(group, scripted((n + 0.5) / (sum + 1), ...Array(10).fill(0)))[0]!;
+          firsts.set(first.name, (firsts.get(first.name) ?? 0) + 1);
+        }
+        // RFC 2782's arrangement: weight 0 first, otherwise in the given order.
+        const arrangedFirst = group.find((r) => r.weight === 0) ?? group[0]!;
+        for (const r of group) {
+          assert.equal(
+            firsts.get(r.name) ?? 0,
+            r.weight + (r === arrangedFirst ? 1 : 0),
+            `${r.name} in ${JSON.stringify(weights)}`,
+          );
+        }
+      },
+    ),
+  );
+});
+
+Deno.test("orderSrv(): with one fixed seed, 20,000 orderings give first picks in RFC 2782's shares", () => {
+  // Seeded, so the counts are the same on every run: no flaky statistics.
+  const group = [rec("none", 0, 0), rec("w10", 0, 10), rec("w30", 0, 30), rec("w60", 0, 60)];
+  const random = seeded(2782);
+  const firsts: Record<string, number> = { none: 0, w10: 0, w30: 0, w60: 0 };
+  const runs = 20_000;
+  for (let i = 0; i < runs; i++) firsts[orderSrv(group, random)[0]!.name]!++;
+  // Expected shares of 101 draws: none 1, w10 10, w30 30, w60 60.
+  for (const [name, share] of [["none", 1], ["w10", 10], ["w30", 30], ["w60", 60]] as const) {
+    assert.ok(
+      Math.abs(firsts[name]! / runs - share / 101) < 0.01,
+      `${name}: ${firsts[name]} of ${runs}, expected about ${Math.round((runs * share) / 101)}`,
+    );
+  }
+});
+
 Deno.test({
-  name: "lookupSrv(): the lowest priority, then the highest weight; no record is null",
+  name: "lookupSrv(): every target, in RFC 2782 order (the lowest priority first, weighted " +
+    'random within one); no record, or only ".", is null',
   sanitizeResources: false,
   sanitizeOps: false,
   async fn() {
@@ -92,13 +243,27 @@ Deno.test({
         { priority: 10, weight: 5, port: 2, target: "light.example.test" },
         { priority: 10, weight: 50, port: 4433, target: "main.example.test" },
       ],
+      "_duet-ping._udp.refused.test": [{ priority: 0, weight: 0, port: 0, target: "." }],
     });
     try {
-      assert.deepEqual(await lookupSrv("example.test", dns.address), {
+      // A draw of 0.5 is N = 28 of sums (5, 55): main first, whatever order DNS gave.
+      assert.deepEqual(await lookupSrv("example.test", dns.address, () => 0.5), {
         url: new URL("https://main.example.test:4433/ping"),
+        urls: [
+          new URL("https://main.example.test:4433/ping"),
+          new URL("https://light.example.test:2/ping"),
+          new URL("https://backup.example.test:1/ping"),
+        ],
         via: "DNS SRV _duet-ping._udp.example.test",
       });
+      // A draw of 0 is N = 0: light, the first with a running sum >= 0, when DNS kept
+      // the order given.
+      assert.deepEqual(
+        (await lookupSrv("example.test", dns.address, () => 0))?.urls?.map((u) => u.host),
+        ["light.example.test:2", "main.example.test:4433", "backup.example.test:1"],
+      );
       assert.equal(await lookupSrv("nothing.test", dns.address), null);
+      assert.equal(await lookupSrv("refused.test", dns.address), null);
     } finally {
       dns.close();
     }

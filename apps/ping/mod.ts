@@ -37,6 +37,8 @@ export {
   type Discovered,
   discoverServer,
   lookupSrv,
+  orderSrv,
   SERVICE_TYPE,
+  type SrvRank,
   startAnnouncer,
 } from "./discovery.ts";

@@ -28,12 +28,14 @@ export function pageResponse(path: string): Response | undefined {
       "content-type": files[path === "/index.html" ? "/" : path]!.type,
       "cache-control": "no-cache",
       "x-content-type-options": "nosniff",
-      // The page talks only to its own origin (fetch, WebSocket) and to WebTransport;
-      // wsping is WebAssembly, which needs 'wasm-unsafe-eval' (not 'unsafe-eval').
+      // The page talks to its own origin (fetch, WebSocket), to WebTransport, and to the
+      // servers named by ?url= (their /.well-known over HTTPS, or plain HTTP on loopback
+      // only, and their /ws); wsping is WebAssembly, which needs 'wasm-unsafe-eval' (not
+      // 'unsafe-eval').
       "content-security-policy":
         "default-src 'self'; script-src 'self' 'unsafe-inline' 'wasm-unsafe-eval'; " +
         "style-src 'unsafe-inline'; " +
-        "connect-src 'self' https: wss: ws:",
+        "connect-src 'self' https: wss: ws: http://127.0.0.1:* http://localhost:*",
     },
   });
 }

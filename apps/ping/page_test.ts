@@ -156,3 +156,74 @@ testWith(chromium, {
     }
   },
 });
+
+testWith(chromium, {
+  name: "page: with two ?url= it uses the first, and when that server is SIGKILLed it " +
+    "switches to the second and pings on (WebTransport and /ws)",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const [portA, portB] = [freePort(), freePort()];
+    const first = await startServer(portA);
+    // The page comes from the first server: the second must allow its origin.
+    const second = await startServer(portB, ["--allow-origin", `http://127.0.0.1:${portA}`]);
+    const [a, b] = [portA, portB].map((port) => `https://127.0.0.1:${port}/ping`);
+    const browser = await launchChromium();
+    try {
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on("pageerror", (error) => errors.push(error.message));
+      await page.goto(
+        `http://127.0.0.1:${portA}/?url=${encodeURIComponent(a!)}&url=${encodeURIComponent(b!)}`,
+      );
+      type State = {
+        wt: string;
+        target: string | null;
+        switches: { to: string; from: string; reason: string }[];
+        counts: Record<"stream" | "datagram" | "ws", { received: number }>;
+      };
+      const state = () =>
+        page.evaluate(() => (globalThis as unknown as { duetPing: State }).duetPing);
+      await waitFor(
+        async () => {
+          const s = await state();
+          return s.wt === "connected" && s.counts.stream.received >= 3 &&
+            s.counts.datagram.received >= 3 && s.counts.ws.received >= 3;
+        },
+        "replies from the first server",
+        20_000,
+      );
+      assert.equal((await state()).target, a);
+      assert.deepEqual((await state()).switches, []);
+      await stopServer(first);
+      const before = await state();
+      await waitFor(
+        async () => {
+          const s = await state();
+          return s.wt === "connected" && s.target === b &&
+            s.counts.stream.received >= before.counts.stream.received + 3 &&
+            s.counts.ws.received >= before.counts.ws.received + 3;
+        },
+        "the page to switch to the second server and ping on",
+        20_000,
+      );
+      const { switches } = await state();
+      assert.equal(switches.length, 1, JSON.stringify(switches));
+      assert.equal(switches[0]!.to, b);
+      assert.equal(switches[0]!.from, a);
+      assert.match(
+        await page.locator("#target").innerText(),
+        new RegExp(`^${b!.replaceAll(".", "\\.")} `),
+      );
+      assert.match(
+        await page.locator("#log").innerText(),
+        new RegExp(`switching to ${b!.replaceAll(".", "\\.")}: 127\\.0\\.0\\.1:${portA} lost`),
+      );
+      assert.deepEqual(errors, [], "no uncaught errors in the page");
+    } finally {
+      await browser.close();
+      await stopServer(first);
+      await stopServer(second);
+    }
+  },
+});

@@ -311,6 +311,134 @@ Deno.test({
   },
 });
 
+// ---- Failover between several servers ----
+
+Deno.test({
+  name: "client failover: two real servers, the first shuts down mid-run; the client " +
+    "switches to the second once, says so, and the replies go on",
+  ...options,
+  async fn() {
+    const first = await startPingServer({ port: 0 });
+    const second = await startPingServer({ port: 0 });
+    const byPort = new Map([[first.port, first], [second.port, second]]);
+    const stopRun = new AbortController();
+    try {
+      const events: PingEvent[] = [];
+      const running = runPing({
+        ...CLIENT_DEFAULTS,
+        url: [first.url, second.url],
+        trust: (url) => Promise.resolve(pinned(byPort.get(Number(url.port))!)),
+        intervalMs: 20,
+        timeoutMs: 500,
+        signal: stopRun.signal,
+      }, (event) => events.push(event));
+      const replies = () => events.filter((e) => e.type === "reply").length;
+      await waitFor(() => replies() >= 5, "replies from the first server");
+      assert.deepEqual(events[0], { type: "connected", url: first.url.href, attempt: 0 });
+      assert.equal(second.sessions, 0, "the second server is not used while the first is up");
+      await first.shutdown(0);
+      await waitFor(
+        () => events.some((e) => e.type === "connected" && e.url === second.url.href),
+        "the client to switch to the second server",
+      );
+      const switchedAt = events.length;
+      await waitFor(
+        () => events.slice(switchedAt).filter((e) => e.type === "reply").length >= 5,
+        "replies from the second server",
+      );
+      assert.equal(second.sessions, 1);
+      stopRun.abort();
+      const summary = await running;
+      const switches = events.filter((e) => e.type === "switching");
+      assert.deepEqual(switches, [{
+        type: "switching",
+        url: second.url.href,
+        from: first.url.href,
+        reason: `${first.url.host} lost (the server is going away)`,
+      }]);
+      assert.deepEqual(
+        events.filter((e) => e.type === "connected").map((e) => e.type === "connected" && e.url),
+        [first.url.href, second.url.href],
+      );
+      assert.ok(!events.some((e) => e.type === "reconnecting"), "no backoff: a server was up");
+      assert.deepEqual(summary.urls, [first.url.href, second.url.href]);
+      assert.equal(summary.outages.length, 1);
+      assert.equal(
+        summary.received + summary.timeouts + summary.lostNoConnection + summary.errors,
+        summary.transmitted,
+      );
+      assert.ok(summary.received >= 10, JSON.stringify(summary));
+    } finally {
+      stopRun.abort();
+      await first.shutdown(0).catch(() => {});
+      await second.shutdown(0);
+    }
+  },
+});
+
+Deno.test({
+  name: "client failover: servers that never answer are tried in order, round and round, " +
+    "with the backoff only between whole rounds, until the budget runs out",
+  ...options,
+  async fn() {
+    // Two UDP sockets that swallow packets: every connection attempt times out.
+    const sinks = [0, 1].map(() =>
+      Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 })
+    );
+    const [a, b] = sinks.map((s) =>
+      new URL(`https://127.0.0.1:${(s.addr as Deno.NetAddr).port}/ping`)
+    );
+    try {
+      const events: PingEvent[] = [];
+      const tried: string[] = [];
+      const summary = await runPing({
+        ...CLIENT_DEFAULTS,
+        url: [a!, b!],
+        trust: (url) => {
+          tried.push(url.href);
+          return Promise.resolve({
+            serverCertificateHashes: [{ algorithm: "sha-256", value: new Uint8Array(32) }],
+          });
+        },
+        count: 1,
+        timeoutMs: 150,
+        deadAfterMs: 150,
+        backoff: { baseMs: 10, maxMs: 20 },
+        giveUpAfterMs: 1000,
+      }, (event) => events.push(event));
+      assert.equal(summary.gaveUp, true);
+      assert.equal(summary.received, 0);
+      assert.equal(events.at(-1)?.type, "gave-up");
+      assert.ok(tried.length >= 4, `at least two rounds: ${tried.length} attempts`);
+      assert.deepEqual(tried, tried.map((_, i) => (i % 2 ? b! : a!).href), "a, b, a, b, ...");
+      // Between attempts: a switch; after each whole round: the backoff, then a switch.
+      const steps = events.filter((e) => e.type === "switching" || e.type === "reconnecting")
+        .map((e) =>
+          e.type === "reconnecting" ? `backoff ${e.attempt}` : `to ${new URL(e.url).port}`
+        );
+      const expected = tried.slice(1).flatMap((href, i) =>
+        i % 2
+          ? [`backoff ${(i + 1) / 2}`, `to ${new URL(href).port}`]
+          : [`to ${new URL(href).port}`]
+      );
+      // The last round's backoff may come before the budget runs out; no switch after it.
+      assert.deepEqual(steps.slice(0, expected.length), expected);
+      assert.ok(
+        steps.length === expected.length ||
+          (steps.length === expected.length + 1 && steps.at(-1)!.startsWith("backoff")),
+        steps.join(", "),
+      );
+      const first = events.find((e) => e.type === "switching");
+      assert.match(
+        first?.type === "switching" ? first.reason : "",
+        new RegExp(`^127\\.0\\.0\\.1:${a!.port} failed \\(connecting timed out after 150 ms\\)$`),
+      );
+    } finally {
+      for (const sink of sinks) sink.close();
+    }
+  },
+});
+
 // ---- The TCP side's hardening: /ws admission, message bounds, the published document ----
 
 const encoder = new TextEncoder();

@@ -41,7 +41,8 @@ interface ServeCliOptions {
 }
 
 interface PingCliOptions {
-  url?: string;
+  /** Every --url, in the order given. */
+  url?: string[];
   count: number;
   interval: number;
   size: number;
@@ -75,11 +76,19 @@ export function pingCommand(io: CliIo): Command {
   const command = new Command("ping")
     .description(
       "ping a duet ping server over WebTransport (like ping: per-reply lines, then a " +
-        "summary); without --url, find the server by mDNS, then DNS SRV",
+        "summary), failing over to the next server given or found when one fails; " +
+        "without --url, find the server by mDNS, then DNS SRV",
     )
     .enablePositionalOptions()
     .addOption(
-      new Option("--url <url>", "the server, https://HOST:PORT/ping").argParser(url("https:")),
+      new Option(
+        "--url <url>",
+        "the server, https://HOST:PORT/ping (repeatable: servers to fail over between, " +
+          "tried in the order given)",
+      ).argParser((value: string, previous: string[] | undefined) => [
+        ...(previous ?? []),
+        url("https:")(value),
+      ]),
     )
     .option("-c, --count <n>", "stop after n pings (0: until Ctrl-C)", integer(0), 0)
     .option(
@@ -138,12 +147,18 @@ export function pingCommand(io: CliIo): Command {
     .addHelpText(
       "after",
       `
+Failover: with several --url, or several SRV targets (in RFC 2782 order: priority,
+then weighted random), a server that cannot be reached or is lost is left for the
+next at once ("switching to URL: reason"); after a whole round has failed the client
+backs off, then goes round again, until --give-up-after-ms.
+
 Trust, never skipped: --cert-hash, --ca, or the hashes the server publishes at
 /.well-known/duet-ping.json, fetched over HTTPS or over plain HTTP on loopback only.
 
 Examples:
   duet ping serve --port 4433
   duet ping --url https://127.0.0.1:4433/ping --count 5
+  duet ping --url https://a.test:4433/ping --url https://b.test:4433/ping  # a, then b
   duet ping --url https://127.0.0.1:4433/ping --datagram --interval 200 --json
   duet ping --count 3                       # discover the server on the local network
   duet ping --domain example.com --ca ca.pem  # discover through _duet-ping._udp.example.com
@@ -169,9 +184,9 @@ Exit status: 0 if any reply came back, 1 if none did or the outage budget ran ou
       const print = options.json
         ? (value: unknown) => io.out(jsonLine(value, micros) + "\n")
         : null;
-      let target: URL;
-      if (options.url) {
-        target = new URL(options.url);
+      let targets: URL[];
+      if (options.url?.length) {
+        targets = options.url.map((text) => new URL(text));
       } else {
         const found = await discoverServer({
           ...(options.domain ? { domain: options.domain } : {}),
@@ -179,9 +194,10 @@ Exit status: 0 if any reply came back, 1 if none did or the outage budget ran ou
           timeoutMs: options.discoveryTimeoutMs,
           mdns: options.mdns,
         });
-        target = found.url;
-        if (print) print({ type: "discovered", url: target.href, via: found.via });
-        else io.out(`found ${target.href} by ${found.via}\n`);
+        targets = found.urls ?? [found.url];
+        const hrefs = targets.map((target) => target.href);
+        if (print) print({ type: "discovered", url: hrefs[0], urls: hrefs, via: found.via });
+        else io.out(`found ${hrefs.join(", ")} by ${found.via}\n`);
       }
       const choice = {
         certHashes: options.certHash,
@@ -189,13 +205,26 @@ Exit status: 0 if any reply came back, 1 if none did or the outage budget ran ou
       };
       // Hashes fetched from the server are fetched again before each reconnection, so a
       // restarted server with a new certificate is trusted again the same way.
-      const trust = () => resolveTrust(target, choice);
-      await trust().catch((error) => {
-        throw new Error((error as Error).message);
-      });
+      const trust = (target: URL) => resolveTrust(target, choice);
+      // Trust is checked before the run for one server at least, the first that gives it:
+      // when none does, the reasons are said in one line rather than as endless retries.
+      const untrusted: string[] = [];
+      for (const target of targets) {
+        const ok = await trust(target).then(() => true, (error) => {
+          untrusted.push(
+            targets.length === 1
+              ? (error as Error).message
+              : `${target.href}: ${(error as Error).message}`,
+          );
+          return false;
+        });
+        if (ok) break;
+      }
+      if (untrusted.length === targets.length) throw new Error(untrusted.join("; "));
       if (!print) {
+        const [first, ...rest] = targets.map((target) => target.href);
         io.out(
-          `PING ${target.href} over ${
+          `PING ${first}${rest.length ? ` (then ${rest.join(", ")})` : ""} over ${
             mode === "stream"
               ? "one stream"
               : mode === "new-stream"
@@ -204,9 +233,10 @@ Exit status: 0 if any reply came back, 1 if none did or the outage budget ran ou
           }, ${options.size} bytes of padding\n`,
         );
       }
+      let current = targets[0]!;
       const summary = await runPing({
         ...CLIENT_DEFAULTS,
-        url: target,
+        url: targets,
         trust,
         ...(options.token ? { token: options.token } : {}),
         count: options.count,
@@ -216,7 +246,12 @@ Exit status: 0 if any reply came back, 1 if none did or the outage budget ran ou
         timeoutMs: options.timeoutMs,
         giveUpAfterMs: options.giveUpAfterMs,
         signal: io.shutdownSignal,
-      }, (event) => print ? print(event) : io.out(describeEvent(event, target)));
+      }, (event) => {
+        // Replies are shown as from the server in use.
+        if (event.type === "connected") current = new URL(event.url);
+        if (print) print(event);
+        else io.out(describeEvent(event, current));
+      });
       if (print) print({ type: "summary", ...summary });
       else io.out(describeSummary(summary));
       if (summary.received === 0 || summary.gaveUp || summary.refusedStatus) {
@@ -364,6 +399,8 @@ export function describeEvent(event: PingEvent, target: URL): string {
       return event.afterOutageMs === undefined
         ? ""
         : `connected again after ${(event.afterOutageMs / 1000).toFixed(2)} s\n`;
+    case "switching":
+      return `switching to ${printable(event.url)}: ${printable(event.reason)}\n`;
     case "reply":
       return `pong from ${target.host}: seq=${event.seq} bytes=${event.bytes} time=${
         ms(event.rttMs)
@@ -391,7 +428,7 @@ export function describeEvent(event: PingEvent, target: URL): string {
 /** The closing summary, like ping's. */
 export function describeSummary(summary: PingSummary): string {
   const lines = [
-    `--- ${summary.url} ping statistics ---`,
+    `--- ${summary.urls.join(", ")} ping statistics ---`,
     `${summary.transmitted} transmitted, ${summary.received} received, ${
       summary.lossPercent.toFixed(1)
     }% loss (${summary.timeouts} timed out, ${summary.lostNoConnection} while disconnected, ${summary.errors} errors), time ${
