@@ -19,7 +19,7 @@ import {
   WebTransportRejectedError,
   type WebTransportSession,
 } from "@duet/webtransport";
-import { encodeLine, LineSplitter } from "./protocol.ts";
+import { encodeLine, LineSplitter, PING_PROTOCOL } from "./protocol.ts";
 import {
   backoffDelay,
   type BackoffPolicy,
@@ -380,6 +380,7 @@ async function openLink(
   const trust = typeof options.trust === "function" ? await options.trust(url) : options.trust;
   const connecting = connectWebTransport(url, {
     ...trust,
+    protocols: [PING_PROTOCOL],
     ...(options.token ? { headers: [["authorization", `Bearer ${options.token}`]] } : {}),
     transport: {
       // QUIC's own liveness: keep-alives, and an idle timeout well above deadAfterMs.

@@ -57,6 +57,7 @@ testWith(chromium, {
             duetPing: {
               wt: string;
               ws: string;
+              protocol: string | null;
               reconnects: number;
               counts: Record<"stream" | "datagram" | "ws", { sent: number; received: number }>;
             };
@@ -73,6 +74,7 @@ testWith(chromium, {
       );
       const before = await state();
       assert.equal(before.wt, "connected");
+      assert.equal(before.protocol, "duet-ping.v1", "the page offers duet-ping.v1 and gets it");
       assert.equal(before.ws, "connected");
       assert.match(
         await page.locator("#card-stream [data-field=last]").innerText(),

@@ -147,6 +147,17 @@ Deno.test({
       const withQuery = new URL(server.url);
       withQuery.searchParams.set("token", "s3cret");
       assert.equal(await status(connectWebTransport(withQuery, trust)), 200);
+      // The application protocol: ours is answered, none offered is fine, only others: 400.
+      const negotiated = await connectWebTransport(withQuery, {
+        ...trust,
+        protocols: ["x", "duet-ping.v1"],
+      });
+      assert.equal(negotiated.protocol, "duet-ping.v1");
+      await negotiated.close();
+      assert.equal(
+        await status(connectWebTransport(withQuery, { ...trust, protocols: ["x"] })),
+        400,
+      );
       const elsewhere = new URL("/other?token=s3cret", server.url);
       assert.equal(await status(connectWebTransport(elsewhere, trust)), 404);
       assert.equal(

@@ -8,7 +8,7 @@
  * @module
  */
 import { createHash, timingSafeEqual } from "node:crypto";
-import { MAX_LINE_BYTES } from "./protocol.ts";
+import { MAX_LINE_BYTES, PING_PROTOCOL } from "./protocol.ts";
 
 /** Who may connect: the same rules for WebTransport sessions and `/ws`. */
 export interface AccessPolicy {
@@ -26,8 +26,11 @@ export interface HeaderLookup {
 
 /** What a refusal says: the HTTP status and a reason for the log (never sent). */
 export interface Refusal {
-  /** 401 token, 403 origin, 404 path, 429 too many from one address. */
-  status: 401 | 403 | 404 | 429;
+  /**
+   * 400 no application protocol in common, 401 token, 403 origin, 404 path, 429 too many
+   * from one address.
+   */
+  status: 400 | 401 | 403 | 404 | 429;
   /** Why, for the server's log. */
   reason: string;
 }
@@ -87,6 +90,17 @@ export function checkAccess(
     return { status: 403, reason: `origin ${request.origin} not allowed` };
   }
   return null;
+}
+
+/**
+ * The application protocol to answer a WebTransport session request with: ours when the
+ * client offers it, none when the client offers none (older clients, tools that do not
+ * negotiate), a 400 refusal when it offers only others.
+ */
+export function choosePingProtocol(offered: readonly string[]): { protocol?: string } | Refusal {
+  if (offered.length === 0) return {};
+  if (offered.includes(PING_PROTOCOL)) return { protocol: PING_PROTOCOL };
+  return { status: 400, reason: `offers ${offered.join(", ")}, not ${PING_PROTOCOL}` };
 }
 
 /** How many seconds' worth of messages a WebSocket may send at once: burst = 2 x rate. */

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import {
   checkAccess,
+  choosePingProtocol,
   messageTooLong,
   originAllowed,
   presentedToken,
@@ -11,7 +12,7 @@ import {
   serviceUrl,
   tokenMatches,
 } from "./policy.ts";
-import { MAX_LINE_BYTES } from "./protocol.ts";
+import { MAX_LINE_BYTES, PING_PROTOCOL } from "./protocol.ts";
 import { validateInfo } from "./trust.ts";
 
 const url = new URL("https://127.0.0.1:4433/ping");
@@ -84,6 +85,18 @@ Deno.test("checkAccess: the token is checked before the origin; 401, 403 or admi
     "no token configured: only the origin is checked",
   );
   assert.equal(checkAccess(request({}), { allowedOrigins: [] }), null);
+});
+
+Deno.test("choosePingProtocol: ours when offered, none when none is offered, 400 otherwise", () => {
+  assert.equal(PING_PROTOCOL, "duet-ping.v1");
+  assert.deepEqual(choosePingProtocol([]), {});
+  assert.deepEqual(choosePingProtocol(["duet-ping.v2", "duet-ping.v1"]), {
+    protocol: "duet-ping.v1",
+  });
+  assert.deepEqual(choosePingProtocol(["chat.v1"]), {
+    status: 400,
+    reason: "offers chat.v1, not duet-ping.v1",
+  });
 });
 
 Deno.test("messageTooLong: UTF-8 bytes of text, bytes of binary, against the line limit", () => {

@@ -8,6 +8,13 @@
  * @module
  */
 
+/**
+ * The protocol's name as a WebTransport application protocol (`WT-Available-Protocols`,
+ * the W3C `protocols` option): a client offers it, the server answers it. The version
+ * changes only if the lines change.
+ */
+export const PING_PROTOCOL = "duet-ping.v1";
+
 /** The longest line either side accepts, newline excluded. */
 export const MAX_LINE_BYTES = 16_384;
 

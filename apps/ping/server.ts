@@ -27,6 +27,7 @@ import { answerDatagram, answerMessage, MAX_LINE_BYTES, serveLines } from "./pro
 import { pageResponse } from "./page.ts";
 import {
   checkAccess,
+  choosePingProtocol,
   messageTooLong,
   type PingServerInfo,
   publishedInfo,
@@ -130,6 +131,7 @@ const decoder = new TextDecoder();
 
 /** The body of a refused HTTP request: the status's name, no detail. */
 const REFUSED_TEXT: Record<Refusal["status"], string> = {
+  400: "bad request\n",
   401: "unauthorized\n",
   403: "forbidden\n",
   404: "not found\n",
@@ -222,6 +224,8 @@ export async function startPingServer(
     }
     const refusal = checkAccess(request, config);
     if (refusal) return refuse(refusal);
+    const chosen = choosePingProtocol(request.protocols);
+    if ("status" in chosen) return refuse(chosen);
     if (!sessionsPerClient.tryAcquire(client)) {
       return refuse({
         status: 429,
@@ -229,7 +233,7 @@ export async function startPingServer(
       });
     }
     try {
-      const session = await request.accept();
+      const session = await request.accept(chosen);
       open.add(session);
       log.debug("Session from {client} opened", { client });
       serveSession(session);
