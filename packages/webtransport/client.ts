@@ -24,6 +24,7 @@ import {
   validateProtocols,
 } from "./protocols.ts";
 import { H3 } from "./errors.ts";
+import type { FlowLimits } from "./flow.ts";
 
 /** A certificate hash to pin, as in the W3C API's `serverCertificateHashes`. */
 export interface CertificateHash {
@@ -55,6 +56,8 @@ export interface ConnectOptions {
    * server also announces is spoken.
    */
   dialects?: readonly Dialect[];
+  /** The session flow-control windows granted to the server in drafts 13–16 (see flow.ts). */
+  flowWindows?: FlowLimits;
   /**
    * Application protocols to offer, most preferred first (the W3C `protocols` option, sent
    * as `WT-Available-Protocols`). The server's choice is the session's `protocol`.
@@ -155,13 +158,18 @@ export async function connectWebTransport(
     // the handshake then checks the hash (and expiry) instead of the chain (measured).
     ...(hashes ? { serverCertificateHashes: hashes } : {}),
   } as Deno.ConnectQuicOptions<false>);
-  const h3 = new H3Connection(conn, undefined, { role: "client", dialects });
+  const h3 = new H3Connection(conn, undefined, {
+    role: "client",
+    dialects,
+    flowWindows: options.flowWindows,
+  });
   h3.run().catch(() => {});
   let closeCode: number = H3.REQUEST_CANCELLED;
   try {
     // The dialect is known from the server's SETTINGS, which a client must wait for before
     // its CONNECT (every draft). They come in the server's first flight.
-    const offered = peerDialects("server", await h3.peerSettings());
+    const serverSettings = await h3.peerSettings();
+    const offered = peerDialects("server", serverSettings);
     const dialect = negotiate(dialects, offered);
     if (!dialect) {
       closeCode = H3.WT_REQUIREMENTS_NOT_MET;
@@ -215,6 +223,7 @@ export async function connectWebTransport(
       connectRest: rest,
       dialect,
       protocol,
+      flow: h3.flowFor(dialect, serverSettings),
     });
     h3.addSession(session);
     // One connection per client session: when the session ends, the connection goes too,

@@ -15,20 +15,22 @@
  * (0x41 and 0x54 plus the session id), datagrams, and the close and drain capsules are the
  * same in all four.
  *
- * **One session per connection, no WebTransport flow control.** Drafts 12–16 require flow
- * control (WT_MAX_DATA, WT_MAX_STREAMS capsules) only where sessions share a connection, and
- * enable it only when both sides ask for it, by a session limit above 1 or a non-zero
- * initial limit. We announce a limit of 1 and no initial limits, so it is never enabled and
- * its capsules are ignored, as the drafts require. The reason: WT_MAX_DATA must count the
- * final size of reset streams, which Deno's QUIC API does not report. Browsers open one
- * connection per session anyway; a second session on a connection in a newer dialect is
- * refused.
+ * **One session per connection in the newer dialects.** Drafts 13–16 allow several only with
+ * session flow control; browsers open one connection per session, and we announce a limit
+ * of 1 (a second session on a connection in those dialects is refused).
+ *
+ * **Flow control in drafts 13–16.** We ask for it (flow.ts): our SETTINGS grant initial
+ * windows, and when the peer asks too, each session counts streams and bytes both ways,
+ * waits for the peer's credit before sending past it, and raises ours as the application
+ * reads. Safari is reported to send nothing without credit. Draft 07–12 peers get none: only
+ * draft 12 had it, under rules that changed.
  *
  * @module
  */
 import { H3, H3Error } from "./errors.ts";
 import type { Field } from "./qpack.ts";
 import { Setting } from "./frames.ts";
+import { DEFAULT_WINDOWS, type FlowLimits, flowSettings } from "./flow.ts";
 
 /** A deployed dialect of WebTransport over HTTP/3, named by its newest draft. */
 export type Dialect = "draft02" | "draft07" | "draft14" | "draft16";
@@ -52,11 +54,17 @@ export type Role = "client" | "server";
 
 /**
  * The SETTINGS we send: QPACK without a dynamic table, HTTP datagrams, extended CONNECT (a
- * server's promise, RFC 9220) and one announcement per dialect in `dialects`.
+ * server's promise, RFC 9220), one announcement per dialect in `dialects`, and, when drafts
+ * 13–16 are among them, our flow-control windows (`windows`), which ask for session flow
+ * control (flow.ts).
  *
  * @throws {RangeError} `dialects` empty or naming an unknown dialect.
  */
-export function localSettings(role: Role, dialects: readonly Dialect[]): Map<number, number> {
+export function localSettings(
+  role: Role,
+  dialects: readonly Dialect[],
+  windows: FlowLimits = DEFAULT_WINDOWS,
+): Map<number, number> {
   if (dialects.length === 0) throw new RangeError("At least one WebTransport dialect is needed");
   const settings = new Map<number, number>([
     [Setting.QPACK_MAX_TABLE_CAPACITY, 0],
@@ -68,6 +76,9 @@ export function localSettings(role: Role, dialects: readonly Dialect[]): Map<num
     const announce = ANNOUNCE[dialect];
     if (!announce) throw new RangeError(`Unknown WebTransport dialect ${String(dialect)}`);
     settings.set(announce.setting, announce.value);
+  }
+  if (dialects.includes("draft14") || dialects.includes("draft16")) {
+    for (const [id, value] of flowSettings(windows)) settings.set(id, value);
   }
   return settings;
 }

@@ -18,29 +18,41 @@ import { H3, H3Error } from "./errors.ts";
 
 const RANK = ["draft02", "draft07", "draft14", "draft16"];
 
-test("a server announces every dialect under its own setting, with a session limit of 1", () => {
-  const settings = localSettings("server", DIALECTS);
-  assert.deepEqual(
-    [...settings],
-    [
-      [Setting.QPACK_MAX_TABLE_CAPACITY, 0],
-      [Setting.QPACK_BLOCKED_STREAMS, 0],
-      [Setting.ENABLE_CONNECT_PROTOCOL, 1],
-      [Setting.H3_DATAGRAM, 1],
-      [0x2c7cf000, 1], // SETTINGS_WT_ENABLED, drafts 15-16
-      [0x14e9cd29, 1], // SETTINGS_WT_MAX_SESSIONS, drafts 13-14
-      [0xc671706a, 1], // SETTINGS_WEBTRANSPORT_MAX_SESSIONS, drafts 07-12
-      [0x2b603742, 1], // SETTINGS_ENABLE_WEBTRANSPORT, draft 02
-    ],
-  );
-  // No flow-control limits: with them, drafts 12-16 would turn on WT_MAX_DATA accounting.
-  for (const id of [0x2b61, 0x2b64, 0x2b65]) assert.equal(settings.has(id), false);
-  const client = localSettings("client", ["draft02"]);
-  assert.equal(client.has(Setting.ENABLE_CONNECT_PROTOCOL), false);
-  assert.equal(client.get(Setting.ENABLE_WEBTRANSPORT), 1);
-  assert.throws(() => localSettings("client", []), RangeError);
-  assert.throws(() => localSettings("client", ["draft99" as Dialect]), RangeError);
-});
+test(
+  "a server announces every dialect under its own setting, with a session limit of 1, " +
+    "and flow-control windows",
+  () => {
+    const settings = localSettings("server", DIALECTS, {
+      maxData: 10,
+      maxStreamsBidi: 20,
+      maxStreamsUni: 30,
+    });
+    assert.deepEqual(
+      [...settings],
+      [
+        [Setting.QPACK_MAX_TABLE_CAPACITY, 0],
+        [Setting.QPACK_BLOCKED_STREAMS, 0],
+        [Setting.ENABLE_CONNECT_PROTOCOL, 1],
+        [Setting.H3_DATAGRAM, 1],
+        [0x2c7cf000, 1], // SETTINGS_WT_ENABLED, drafts 15-16
+        [0x14e9cd29, 1], // SETTINGS_WT_MAX_SESSIONS, drafts 13-14
+        [0xc671706a, 1], // SETTINGS_WEBTRANSPORT_MAX_SESSIONS, drafts 07-12
+        [0x2b603742, 1], // SETTINGS_ENABLE_WEBTRANSPORT, draft 02
+        [0x2b61, 10], // SETTINGS_WT_INITIAL_MAX_DATA
+        [0x2b64, 30], // SETTINGS_WT_INITIAL_MAX_STREAMS_UNI
+        [0x2b65, 20], // SETTINGS_WT_INITIAL_MAX_STREAMS_BIDI
+      ],
+    );
+    // Only drafts 13-16 have flow control to ask for.
+    const old = localSettings("server", ["draft07", "draft02"]);
+    for (const id of [0x2b61, 0x2b64, 0x2b65]) assert.equal(old.has(id), false);
+    const client = localSettings("client", ["draft02"]);
+    assert.equal(client.has(Setting.ENABLE_CONNECT_PROTOCOL), false);
+    assert.equal(client.get(Setting.ENABLE_WEBTRANSPORT), 1);
+    assert.throws(() => localSettings("client", []), RangeError);
+    assert.throws(() => localSettings("client", ["draft99" as Dialect]), RangeError);
+  },
+);
 
 test("peerDialects() reads what Chromium 156 and a draft-16 server send", () => {
   // Chromium 156's SETTINGS, as captured (README): draft-02 only.

@@ -8,6 +8,7 @@ import {
   connectWebTransport,
   type Dialect,
   DIALECTS,
+  encodeCapsule,
   encodeDatagram,
   encodeFieldSection,
   encodeFrame,
@@ -426,3 +427,101 @@ for (
     },
   });
 }
+
+Deno.test({
+  name: "flow control: small windows both ways; senders wait for credit and every stream completes",
+  ...options,
+  async fn() {
+    const served: WebTransportSession[] = [];
+    const small = { maxData: 16, maxStreamsBidi: 2, maxStreamsUni: 1 };
+    await withServer({ flowWindows: small }, async (request) => {
+      const session = await request.accept();
+      served.push(session);
+      echo(session, { prefix: "echo: " });
+    }, async (server, certificate) => {
+      const session = await connectWebTransport(`https://127.0.0.1:${server.addr.port}/`, {
+        serverCertificateHashes: pin(certificate),
+        flowWindows: { maxData: 8, maxStreamsBidi: 1, maxStreamsUni: 1 },
+      });
+      assert.ok(session.flow, "both sides asked: flow control is on");
+      assert.deepEqual(session.flow.state.send, small);
+      for (let i = 0; i < 6; i++) {
+        const stream = await session.createBidirectionalStream();
+        await writeAll(stream.writable, bytes(`${i}`.repeat(40)));
+        assert.equal(await readText(stream.readable), `echo: ${`${i}`.repeat(40)}`);
+      }
+      const uniReplies = session.incomingUnidirectionalStreams.getReader();
+      for (let i = 0; i < 3; i++) {
+        await writeAll(await session.createUnidirectionalStream(), bytes(`uni ${i} `.repeat(10)));
+        assert.equal(
+          await readText((await uniReplies.read()).value!),
+          `uni echo: ${`uni ${i} `.repeat(10)}`,
+        );
+      }
+      // The server raised its limits as the echo read; ours were raised for its replies.
+      const state = session.flow.state;
+      assert.equal(state.opened.bidi, 6);
+      assert.ok(state.send.maxStreamsBidi >= 6, `bidi limit ${state.send.maxStreamsBidi}`);
+      assert.ok(state.send.maxData >= state.sentData && state.sentData === 6 * 40 + 3 * 60);
+      assert.ok(served[0]!.flow!.state.sentData > 8, "the server sent past our first window");
+      await session.close();
+    });
+  },
+});
+
+Deno.test({
+  name: "flow control: a peer past its stream limit, or lowering a limit, ends the session; " +
+    "without flow control the same capsule is ignored",
+  ...options,
+  async fn() {
+    const served: WebTransportSession[] = [];
+    await withServer(
+      { flowWindows: { maxData: 1000, maxStreamsBidi: 10, maxStreamsUni: 1 } },
+      async (request) => {
+        served.push(await request.accept()); // reads nothing: no stream of the peer's ends
+      },
+      async (server, certificate) => {
+        // Two unidirectional streams where one is granted.
+        let { conn } = await rawConnection(server.addr.port, certificate, ["draft16"]);
+        let connect = await sendConnect(conn, "draft16");
+        assert.equal(await connect.status, 200);
+        for (const i of [1, 2]) {
+          await writeAll(
+            await conn.createUnidirectionalStream(),
+            header(StreamType.WEBTRANSPORT, connect.id),
+            bytes(`${i}`),
+          );
+        }
+        const over = await served[0]!.closed;
+        assert.match(over.reason, /^WT_FLOW_CONTROL_ERROR: The peer opened uni stream 2 of 1$/);
+        conn.close({ closeCode: 0, reason: "" });
+
+        // A WT_MAX_DATA that lowers the limit the server granted us.
+        const lower = encodeFrame(FrameType.DATA, encodeCapsule(0x190b4d3d, encodeVarint(5)));
+        ({ conn } = await rawConnection(server.addr.port, certificate, ["draft16"]));
+        connect = await sendConnect(conn, "draft16");
+        assert.equal(await connect.status, 200);
+        await connect.stream.writable.getWriter().write(lower);
+        assert.match(
+          (await served[1]!.closed).reason,
+          /^WT_FLOW_CONTROL_ERROR: WT_MAX_DATA of 5 does not raise/,
+        );
+        conn.close({ closeCode: 0, reason: "" });
+
+        // draft02 has no flow control: the capsule is ignored and the session goes on.
+        ({ conn } = await rawConnection(server.addr.port, certificate, ["draft02"]));
+        connect = await sendConnect(conn, "draft02");
+        assert.equal(await connect.status, 200);
+        await connect.stream.writable.getWriter().write(lower);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        assert.equal(served[2]!.flow, undefined);
+        const still = await Promise.race([
+          served[2]!.closed,
+          new Promise((resolve) => setTimeout(() => resolve("open"), 100)),
+        ]);
+        assert.equal(still, "open");
+        conn.close({ closeCode: 0, reason: "" });
+      },
+    );
+  },
+});

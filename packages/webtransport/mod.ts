@@ -60,6 +60,14 @@ export {
 } from "./protocols.ts";
 export { EARLY_LIMITS, type EarlyLimits } from "./early.ts";
 export {
+  DEFAULT_WINDOWS,
+  FlowCapsule,
+  flowControlEnabled,
+  FlowControlError,
+  type FlowLimits,
+  SessionFlow,
+} from "./flow.ts";
+export {
   type CertificateAuthority,
   type CertificateOptions,
   CertificateRotation,

@@ -40,6 +40,17 @@ import {
 } from "./dialect.ts";
 import { EarlyData, type EarlyLimits } from "./early.ts";
 import {
+  DEFAULT_WINDOWS,
+  FlowCapsule,
+  flowControlEnabled,
+  FlowControlError,
+  type FlowLimits,
+  type FlowSignal,
+  initialLimits,
+  SessionFlow,
+  type StreamKind,
+} from "./flow.ts";
+import {
   AVAILABLE_PROTOCOLS,
   encodeProtocol,
   parseAvailableProtocols,
@@ -191,6 +202,15 @@ export class WebTransportSession {
   readonly dialect: Dialect;
   /** The application protocol both sides agreed (`WT-Protocol`), or "" if none. */
   readonly protocol: string;
+  /**
+   * Session flow control (drafts 13–16, see flow.ts), when both sides asked for it: the
+   * streams and bytes the peer lets us send, and our windows. Undefined when off.
+   */
+  readonly flow?: SessionFlow;
+  /** Wakes senders waiting for flow-control credit when the peer raises a limit. */
+  #credit = Promise.withResolvers<void>();
+  /** Writes on the CONNECT stream (capsules), one at a time. */
+  #connectWrites: Promise<void> = Promise.resolve();
   readonly #conn: Deno.QuicConn;
   readonly #connect: BidirectionalStream;
   readonly #onClosed: (info: CloseInfo) => void;
@@ -206,7 +226,7 @@ export class WebTransportSession {
   droppedDatagrams = 0;
 
   constructor(
-    { id, conn, connect, url, headers, connectRest, dialect, protocol }: {
+    { id, conn, connect, url, headers, connectRest, dialect, protocol, flow }: {
       id: number;
       conn: Deno.QuicConn;
       /** The CONNECT stream. */
@@ -217,9 +237,11 @@ export class WebTransportSession {
       connectRest: ReadableStreamDefaultReader<Uint8Array>;
       dialect: Dialect;
       protocol: string;
+      flow?: SessionFlow;
     },
   ) {
     this.id = id;
+    this.flow = flow;
     this.#conn = conn;
     this.#connect = connect;
     this.url = url;
@@ -245,8 +267,9 @@ export class WebTransportSession {
     this.#watchConnectStream(connectRest);
   }
 
-  /** Opens a bidirectional stream to the client. */
+  /** Opens a bidirectional stream to the peer. */
   async createBidirectionalStream(): Promise<BidirectionalStream> {
+    await this.#streamCredit("bidi");
     // Waits for stream credit, as the W3C API does, instead of failing at the peer's limit.
     const stream = await this.#conn.createBidirectionalStream({ waitUntilAvailable: true });
     const writer = stream.writable.getWriter();
@@ -254,18 +277,132 @@ export class WebTransportSession {
       new Uint8Array([...encodeVarint(FrameType.WEBTRANSPORT_STREAM), ...encodeVarint(this.id)]),
     );
     writer.releaseLock();
-    return stream;
+    if (!this.flow) return stream;
+    return { readable: this.#meterIn(stream.readable), writable: this.#meterOut(stream.writable) };
   }
 
-  /** Opens a unidirectional stream to the client. */
+  /** Opens a unidirectional stream to the peer. */
   async createUnidirectionalStream(): Promise<WritableStream<Uint8Array>> {
+    await this.#streamCredit("uni");
     const stream = await this.#conn.createUnidirectionalStream({ waitUntilAvailable: true });
     const writer = stream.getWriter();
     await writer.write(
       new Uint8Array([...encodeVarint(StreamType.WEBTRANSPORT), ...encodeVarint(this.id)]),
     );
     writer.releaseLock();
-    return stream;
+    return this.flow ? this.#meterOut(stream) : stream;
+  }
+
+  /** Waits until the peer's stream limit lets us open one of `kind` (flow control only). */
+  async #streamCredit(kind: StreamKind): Promise<void> {
+    const flow = this.flow;
+    if (!flow) return;
+    while (!flow.takeStream(kind)) {
+      if (this.#ended) throw new Error("The session is closed");
+      this.#sendCapsule(flow.streamsBlocked(kind));
+      await this.#credit.promise;
+    }
+  }
+
+  /** `writable`, spending the peer's data credit and waiting for more when it runs out. */
+  #meterOut(writable: WritableStream<Uint8Array>): WritableStream<Uint8Array> {
+    const flow = this.flow!;
+    const writer = writable.getWriter();
+    return new WritableStream({
+      write: async (chunk) => {
+        for (let offset = 0; offset < chunk.length;) {
+          const granted = flow.takeData(chunk.length - offset);
+          if (granted === 0) {
+            if (this.#ended) throw new Error("The session is closed");
+            this.#sendCapsule(flow.dataBlocked());
+            await this.#credit.promise;
+            continue;
+          }
+          await writer.write(chunk.subarray(offset, offset + granted));
+          offset += granted;
+        }
+      },
+      close: () => writer.close(),
+      abort: (reason) => writer.abort(reason),
+    });
+  }
+
+  /**
+   * `readable` from a peer's sender, counting what it sends against the window we granted
+   * and raising the window as the application reads; a peer's own stream (`kind`) also
+   * counts, when it ends, toward raising the stream limit.
+   */
+  #meterIn(readable: ReadableStream<Uint8Array>, kind?: StreamKind): ReadableStream<Uint8Array> {
+    const flow = this.flow!;
+    const source = readable.getReader();
+    let ended = false;
+    const end = () => {
+      if (ended || !kind) return;
+      ended = true;
+      this.#sendCapsule(flow.closedStream(kind));
+    };
+    return new ReadableStream({
+      pull: async (controller) => {
+        let read;
+        try {
+          read = await source.read();
+        } catch (error) {
+          end();
+          throw error;
+        }
+        if (read.done) {
+          end();
+          return controller.close();
+        }
+        try {
+          flow.receivedData(read.value.length);
+        } catch (error) {
+          this.#flowError(error as FlowControlError);
+          throw error;
+        }
+        this.#sendCapsule(flow.consumedData(read.value.length));
+        controller.enqueue(read.value);
+      },
+      cancel: (reason) => {
+        end();
+        return source.cancel(reason);
+      },
+    }, { highWaterMark: 0 });
+  }
+
+  /** Sends a flow-control capsule on the CONNECT stream (nothing when `signal` is undefined). */
+  #sendCapsule(signal: FlowSignal | undefined): void {
+    if (!signal || this.#ended) return;
+    this.#writeConnect(
+      encodeFrame(FrameType.DATA, encodeCapsule(signal.type, encodeVarint(signal.value))),
+    )
+      .catch(() => {}); // the peer is gone: the session is ending anyway
+  }
+
+  /** Writes on the CONNECT stream after every earlier write there. */
+  #writeConnect(bytes: Uint8Array, finish = false): Promise<void> {
+    const write = this.#connectWrites.then(async () => {
+      const writer = this.#connect.writable.getWriter();
+      try {
+        if (bytes.length) await writer.write(bytes);
+        if (finish) await writer.close();
+      } finally {
+        writer.releaseLock();
+      }
+    });
+    this.#connectWrites = write.catch(() => {});
+    return write;
+  }
+
+  /**
+   * The peer broke flow control: the session ends. The drafts ask for a reset with
+   * WT_FLOW_CONTROL_ERROR, a code Deno cannot send; we stop reading and send FIN instead,
+   * and report the error as the close reason.
+   */
+  #flowError(error: FlowControlError): void {
+    if (this.#ended) return;
+    this.#writeConnect(new Uint8Array(0), true).catch(() => {});
+    this.#end({ closeCode: 0, reason: `WT_FLOW_CONTROL_ERROR: ${error.message}` });
   }
 
   /**
@@ -282,10 +419,8 @@ export class WebTransportSession {
       FrameType.DATA,
       encodeCloseSession(closeInfo.closeCode, closeInfo.reason),
     );
-    const writer = this.#connect.writable.getWriter();
     try {
-      await writer.write(capsule);
-      await writer.close();
+      await this.#writeConnect(capsule, true);
     } catch {
       // the peer is gone already: the session ends all the same
     }
@@ -300,12 +435,32 @@ export class WebTransportSession {
 
   /** @internal */
   _addBidirectional(stream: BidirectionalStream): void {
-    if (!this.#ended) this.#bidi.enqueue(stream);
+    if (this.#ended || !this.#counted("bidi")) return;
+    this.#bidi.enqueue(
+      this.flow
+        ? {
+          readable: this.#meterIn(stream.readable, "bidi"),
+          writable: this.#meterOut(stream.writable),
+        }
+        : stream,
+    );
   }
 
   /** @internal */
   _addUnidirectional(stream: ReadableStream<Uint8Array>): void {
-    if (!this.#ended) this.#uni.enqueue(stream);
+    if (this.#ended || !this.#counted("uni")) return;
+    this.#uni.enqueue(this.flow ? this.#meterIn(stream, "uni") : stream);
+  }
+
+  /** A peer's stream, counted against the limit we granted; false when it broke it. */
+  #counted(kind: StreamKind): boolean {
+    try {
+      this.flow?.receivedStream(kind);
+      return true;
+    } catch (error) {
+      this.#flowError(error as FlowControlError);
+      return false;
+    }
   }
 
   /** @internal */
@@ -318,9 +473,8 @@ export class WebTransportSession {
   /** Asks the peer to wind the session down (a DRAIN_WEBTRANSPORT_SESSION capsule). */
   async drain(): Promise<void> {
     if (this.#ended) return;
-    const writer = this.#connect.writable.getWriter();
     try {
-      await writer.write(
+      await this.#writeConnect(
         encodeFrame(
           FrameType.DATA,
           encodeCapsule(CapsuleType.DRAIN_WEBTRANSPORT_SESSION, new Uint8Array(0)),
@@ -328,8 +482,6 @@ export class WebTransportSession {
       );
     } catch {
       // the peer is gone already
-    } finally {
-      writer.releaseLock();
     }
   }
 
@@ -346,6 +498,7 @@ export class WebTransportSession {
   #end(info: CloseInfo): void {
     if (this.#ended) return;
     this.#ended = true;
+    this.#credit.resolve(); // senders waiting for credit find the session closed
     for (const controller of [this.#bidi, this.#uni, this.#datagrams]) {
       try {
         controller.close();
@@ -372,11 +525,26 @@ export class WebTransportSession {
           for (let read = readCapsule(capsules); read; read = readCapsule(capsules)) {
             capsules = capsules.subarray(read.length);
             if (read.capsule.type === CapsuleType.DRAIN_WEBTRANSPORT_SESSION) this.#onDraining();
+            if (this.flow && isFlowCapsule(read.capsule.type)) {
+              // Without flow control these are ignored, as the drafts require.
+              const value = readVarint(read.capsule.value)?.value ?? 0;
+              try {
+                if (this.flow.onCapsule(read.capsule.type, value)) {
+                  const waiting = this.#credit;
+                  this.#credit = Promise.withResolvers<void>();
+                  waiting.resolve();
+                }
+              } catch (error) {
+                if (!(error instanceof FlowControlError)) throw error;
+                this.#flowError(error);
+                break;
+              }
+            }
             if (read.capsule.type === CapsuleType.CLOSE_WEBTRANSPORT_SESSION) {
               const { code, reason } = decodeCloseSession(read.capsule.value);
               this.#end({ closeCode: code, reason });
               // Answer the peer's close with our FIN, so it learns the session is over.
-              this.#connect.writable.close().catch(() => {});
+              this.#writeConnect(new Uint8Array(0), true).catch(() => {});
             }
           }
         }
@@ -409,6 +577,11 @@ export interface ServeOptions {
    * datagrams, 64 KiB).
    */
   earlyLimits?: EarlyLimits;
+  /**
+   * The session flow-control windows granted to clients in drafts 13–16 (default: so wide
+   * they never need raising; see flow.ts).
+   */
+  flowWindows?: FlowLimits;
 }
 
 /** A listening server. */
@@ -462,7 +635,12 @@ export function serveWebTransport(options: ServeOptions): WebTransportServer {
             } catch {
               request.reject(503).catch(() => {}); // shutting down
             }
-          }, { role: "server", dialects: options.dialects, earlyLimits: options.earlyLimits });
+          }, {
+            role: "server",
+            dialects: options.dialects,
+            earlyLimits: options.earlyLimits,
+            flowWindows: options.flowWindows,
+          });
           connections.add(h3);
           // run() fails when the peer is gone before our control stream opens: that is the
           // peer's problem, never a reason for the server to stop.
@@ -511,6 +689,13 @@ export function serveWebTransport(options: ServeOptions): WebTransportServer {
   };
 }
 
+const FLOW_CAPSULES = new Set<number>(Object.values(FlowCapsule));
+
+/** Whether a capsule type is one of session flow control's. */
+function isFlowCapsule(type: number): boolean {
+  return FLOW_CAPSULES.has(type);
+}
+
 /** A stream that arrived before its session; kept by {@link EarlyData}. */
 type EarlyStream =
   | { kind: "bidi"; stream: BidirectionalStream }
@@ -524,6 +709,8 @@ export interface H3ConnectionOptions {
   dialects?: readonly Dialect[];
   /** Bounds of streams and datagrams kept for sessions not there yet (see early.ts). */
   earlyLimits?: EarlyLimits;
+  /** The flow-control windows we grant in drafts 13–16 (default: wide open, see flow.ts). */
+  flowWindows?: FlowLimits;
 }
 
 /** The HTTP/3 side of one QUIC connection. */
@@ -548,6 +735,9 @@ export class H3Connection {
   readonly role: Role;
   /** The dialects we announce. */
   readonly dialects: readonly Dialect[];
+  /** The SETTINGS we send. */
+  readonly localSettings: Map<number, number>;
+  readonly #windows: FlowLimits;
 
   constructor(
     readonly conn: Deno.QuicConn,
@@ -557,6 +747,8 @@ export class H3Connection {
   ) {
     this.role = options.role;
     this.dialects = options.dialects ?? DIALECTS;
+    this.#windows = options.flowWindows ?? DEFAULT_WINDOWS;
+    this.localSettings = localSettings(this.role, this.dialects, this.#windows);
     this.#early = new EarlyData(options.earlyLimits);
     this.#peerSettings.promise.catch(() => {}); // awaited only by those who need it
   }
@@ -568,6 +760,16 @@ export class H3Connection {
    */
   peerSettings(): Promise<Map<number, number>> {
     return this.#peerSettings.promise;
+  }
+
+  /**
+   * The flow control of a session in `dialect`, given the peer's SETTINGS: undefined unless
+   * both sides asked for it (flow.ts).
+   */
+  flowFor(dialect: Dialect, peer: ReadonlyMap<number, number>): SessionFlow | undefined {
+    return flowControlEnabled(dialect, this.localSettings, peer)
+      ? new SessionFlow(initialLimits(peer), this.#windows)
+      : undefined;
   }
 
   /**
@@ -618,7 +820,7 @@ export class H3Connection {
     await control.write(
       new Uint8Array([
         ...encodeVarint(StreamType.CONTROL),
-        ...encodeFrame(FrameType.SETTINGS, encodeSettings(localSettings(this.role, this.dialects))),
+        ...encodeFrame(FrameType.SETTINGS, encodeSettings(this.localSettings)),
       ]),
     );
     // Not released: the writer keeps the control stream open for the connection's life.
@@ -847,6 +1049,7 @@ export class H3Connection {
           connectRest,
           dialect,
           protocol: protocol ?? "",
+          flow: this.flowFor(dialect, clientSettings),
         });
         this.addSession(session);
         return session;
