@@ -131,6 +131,21 @@ export class SessionFlow {
     this.#granted = { ...windows };
   }
 
+  /**
+   * Whether bytes we send need counting: false once the peer's data limit is 2^53 - 1 or
+   * more, which no session reaches (counting would cost a stream layer per write for nothing).
+   */
+  get meterSend(): boolean {
+    return this.#send.maxData < Number.MAX_SAFE_INTEGER;
+  }
+
+  /** Whether what the peer sends needs counting: false when all our windows are 2^53 - 1. */
+  get meterReceive(): boolean {
+    return this.#windows.maxData < Number.MAX_SAFE_INTEGER ||
+      this.#windows.maxStreamsBidi < Number.MAX_SAFE_INTEGER ||
+      this.#windows.maxStreamsUni < Number.MAX_SAFE_INTEGER;
+  }
+
   /** Opens a stream of `kind` if the peer's limit allows: true, and counted; else false. */
   takeStream(kind: StreamKind): boolean {
     const limit = kind === "bidi" ? this.#send.maxStreamsBidi : this.#send.maxStreamsUni;

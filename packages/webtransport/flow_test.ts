@@ -168,3 +168,14 @@ test("property: a peer that reads what it is granted is never refused, and keeps
     ),
   );
 });
+
+test("counting is needed only below 2^53 - 1: wide windows both ways cost nothing per write", () => {
+  assert.equal(new SessionFlow(DEFAULT_WINDOWS, DEFAULT_WINDOWS).meterSend, false);
+  assert.equal(new SessionFlow(DEFAULT_WINDOWS, DEFAULT_WINDOWS).meterReceive, false);
+  assert.equal(new SessionFlow(limits(2 ** 62, 1, 1), DEFAULT_WINDOWS).meterSend, false);
+  const bounded = new SessionFlow(limits(100, 1, 1), { ...DEFAULT_WINDOWS, maxStreamsUni: 10 });
+  assert.equal(bounded.meterSend, true);
+  assert.equal(bounded.meterReceive, true);
+  bounded.onCapsule(FlowCapsule.WT_MAX_DATA, Number.MAX_SAFE_INTEGER);
+  assert.equal(bounded.meterSend, false, "raised past any session's reach");
+});

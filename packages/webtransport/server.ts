@@ -277,7 +277,6 @@ export class WebTransportSession {
       new Uint8Array([...encodeVarint(FrameType.WEBTRANSPORT_STREAM), ...encodeVarint(this.id)]),
     );
     writer.releaseLock();
-    if (!this.flow) return stream;
     return { readable: this.#meterIn(stream.readable), writable: this.#meterOut(stream.writable) };
   }
 
@@ -290,7 +289,7 @@ export class WebTransportSession {
       new Uint8Array([...encodeVarint(StreamType.WEBTRANSPORT), ...encodeVarint(this.id)]),
     );
     writer.releaseLock();
-    return this.flow ? this.#meterOut(stream) : stream;
+    return this.#meterOut(stream);
   }
 
   /** Waits until the peer's stream limit lets us open one of `kind` (flow control only). */
@@ -304,9 +303,13 @@ export class WebTransportSession {
     }
   }
 
-  /** `writable`, spending the peer's data credit and waiting for more when it runs out. */
+  /**
+   * `writable`, spending the peer's data credit and waiting for more when it runs out; itself
+   * when there is no credit to count (flow control off, or a limit no session reaches).
+   */
   #meterOut(writable: WritableStream<Uint8Array>): WritableStream<Uint8Array> {
-    const flow = this.flow!;
+    const flow = this.flow;
+    if (!flow?.meterSend) return writable;
     const writer = writable.getWriter();
     return new WritableStream({
       write: async (chunk) => {
@@ -333,7 +336,8 @@ export class WebTransportSession {
    * counts, when it ends, toward raising the stream limit.
    */
   #meterIn(readable: ReadableStream<Uint8Array>, kind?: StreamKind): ReadableStream<Uint8Array> {
-    const flow = this.flow!;
+    const flow = this.flow;
+    if (!flow?.meterReceive) return readable; // windows no session fills: nothing to raise
     const source = readable.getReader();
     let ended = false;
     const end = () => {
@@ -436,20 +440,16 @@ export class WebTransportSession {
   /** @internal */
   _addBidirectional(stream: BidirectionalStream): void {
     if (this.#ended || !this.#counted("bidi")) return;
-    this.#bidi.enqueue(
-      this.flow
-        ? {
-          readable: this.#meterIn(stream.readable, "bidi"),
-          writable: this.#meterOut(stream.writable),
-        }
-        : stream,
-    );
+    this.#bidi.enqueue({
+      readable: this.#meterIn(stream.readable, "bidi"),
+      writable: this.#meterOut(stream.writable),
+    });
   }
 
   /** @internal */
   _addUnidirectional(stream: ReadableStream<Uint8Array>): void {
     if (this.#ended || !this.#counted("uni")) return;
-    this.#uni.enqueue(this.flow ? this.#meterIn(stream, "uni") : stream);
+    this.#uni.enqueue(this.#meterIn(stream, "uni"));
   }
 
   /** A peer's stream, counted against the limit we granted; false when it broke it. */
