@@ -11,6 +11,12 @@
  * backoff comes only after a whole pass over the list has failed; it keeps cycling until
  * the outage budget is spent.
  *
+ * When UDP is blocked (a QUIC handshake gets no answer in time) while the server's TCP
+ * side answers, it pings over the server's WebSocket `/ws` instead, says so once, probes
+ * WebTransport in the background every `probeIntervalMs`, and moves back when a probe
+ * connects. The decisions are `fallback.ts`'s pure state machine; this module only opens,
+ * closes and times things.
+ *
  * @module
  */
 import {
@@ -28,6 +34,14 @@ import {
   RttStats,
   type RttSummary,
 } from "./stats.ts";
+import {
+  type FallbackCommand,
+  type FallbackEvent,
+  INITIAL_FALLBACK_STATE,
+  stepFallback,
+  type Transport,
+  webSocketUrls,
+} from "./fallback.ts";
 
 /** How pings travel. */
 export type PingMode = "stream" | "new-stream" | "datagram";
@@ -71,6 +85,21 @@ export interface PingOptions {
   signal?: AbortSignal;
   /** The jitter's randomness (tests make it predictable). */
   random?: () => number;
+  /**
+   * Ping over the server's WebSocket `/ws` when its QUIC handshake gets no answer in time
+   * (UDP blocked?) but the WebSocket opens; default true. False: WebTransport only.
+   */
+  fallback?: boolean;
+  /**
+   * While on the WebSocket, milliseconds between WebTransport probes (each probe is one
+   * connection attempt, bounded like any other); default 5000.
+   */
+  probeIntervalMs?: number;
+  /**
+   * CA certificates (PEM) to verify a `wss:` fallback with, besides the system's; hashes
+   * pinned for WebTransport cannot be checked on a WebSocket (Deno shows no certificate).
+   */
+  webSocketCaCerts?: string[];
 }
 
 /** Defaults for everything but the URL and trust. */
@@ -84,6 +113,8 @@ export const CLIENT_DEFAULTS = {
   deadAfterMs: 2000,
   backoff: { baseMs: 100, maxMs: 5000 },
   giveUpAfterMs: 60_000,
+  fallback: true,
+  probeIntervalMs: 5000,
 };
 
 /** What happens during a run, in order. */
@@ -91,7 +122,13 @@ export type PingEvent =
   | { type: "connected"; url: string; attempt: number; afterOutageMs?: number }
   /** Moving to another server (only with several): `url` the next, `from` the one left. */
   | { type: "switching"; url: string; from: string; reason: string }
-  | { type: "reply"; seq: number; rttMs: number; bytes: number }
+  /** `transport`: what carried it (the WebSocket only while WebTransport is unreachable). */
+  | { type: "reply"; seq: number; rttMs: number; bytes: number; transport: Transport }
+  /**
+   * Pings move to another transport: to the WebSocket at `url` because WebTransport got no
+   * QUIC answer (`reason`), or back to WebTransport at `url`. Said once per change.
+   */
+  | { type: "transport"; transport: Transport; url: string; reason: string }
   | { type: "timeout"; seq: number }
   | { type: "lost"; seq: number; reason: string }
   | { type: "error-reply"; seq: number; text: string }
@@ -109,6 +146,8 @@ export interface PingSummary {
   mode: PingMode;
   transmitted: number;
   received: number;
+  /** Of `received`, the replies that came over the WebSocket fallback. */
+  receivedOverWebSocket: number;
   timeouts: number;
   /** Due while there was no connection. */
   lostNoConnection: number;
@@ -133,6 +172,9 @@ const FINAL_STATUSES: Record<number, string> = {
 
 /** One connected session and the way pings travel on it. */
 interface Link {
+  /** What it runs on, and where it goes (the WebTransport or WebSocket URL). */
+  transport: Transport;
+  href: string;
   send(line: string): void;
   /** Resolves with a reason when the link fails or the session ends. */
   down: Promise<string>;
@@ -142,8 +184,9 @@ interface Link {
 
 /**
  * Runs pings until `count` are accounted for, the signal aborts, or the budget is spent,
- * failing over along `options.url` when it lists several servers; `onEvent` hears every
- * step (times in milliseconds).
+ * failing over along `options.url` when it lists several servers, and over a server's
+ * WebSocket `/ws` while its QUIC gets no answer (unless `options.fallback` is false);
+ * `onEvent` hears every step (times in milliseconds).
  *
  * @returns The summary, also when stopped by the signal.
  * @throws TypeError when `options.url` is an empty list.
@@ -157,8 +200,10 @@ export async function runPing(
   const budget = new OutageBudget(options.giveUpAfterMs);
   const pending = new Map<number, { sentAt: number; timer: ReturnType<typeof setTimeout> }>();
   const padding = "x".repeat(options.payloadBytes);
-  let transmitted = 0, timeouts = 0, lostNoConnection = 0, errors = 0;
+  let transmitted = 0, timeouts = 0, lostNoConnection = 0, errors = 0, overWebSocket = 0;
   let link: Link | undefined;
+  /** The fallback machine's id of `link`. */
+  let linkId = 0;
   let lastHeard = 0, lastSent = 0, heartbeats = 0;
   let gaveUp = false;
   let refusedStatus: number | undefined;
@@ -171,7 +216,7 @@ export async function runPing(
   const stop = () => finished.resolve();
   options.signal?.addEventListener("abort", stop, { once: true });
 
-  const onLine = (line: string) => {
+  const onLine = (line: string, transport: Transport) => {
     lastHeard = performance.now();
     const [word, key] = line.split(" ", 3);
     if (key?.startsWith("hb")) return; // a heartbeat's answer: the path is alive
@@ -183,7 +228,14 @@ export async function runPing(
     if (word === "pong") {
       const rttMs = lastHeard - entry.sentAt;
       stats.add(rttMs);
-      onEvent({ type: "reply", seq, rttMs, bytes: new TextEncoder().encode(line).length });
+      if (transport === "websocket") overWebSocket++;
+      onEvent({
+        type: "reply",
+        seq,
+        rttMs,
+        bytes: new TextEncoder().encode(line).length,
+        transport,
+      });
     } else {
       errors++;
       onEvent({ type: "error-reply", seq, text: line });
@@ -230,9 +282,163 @@ export async function runPing(
     }
   }, Math.max(10, Math.min(options.heartbeatMs, options.deadAfterMs) / 4));
 
+  // ---- The fallback shell: performs what fallback.ts decides, reports what happened ----
+  const fallbackConfig = {
+    enabled: options.fallback ?? CLIENT_DEFAULTS.fallback,
+    probeIntervalMs: options.probeIntervalMs ?? CLIENT_DEFAULTS.probeIntervalMs,
+  };
+  let machine = INITIAL_FALLBACK_STATE;
+  /** Links that came up and wait for the machine's verdict (use or discard), by id. */
+  const arrived = new Map<number, Link>();
+  /** Replaced links, open a little longer for the replies still in flight on them. */
+  const retiring = new Set<{ link: Link; timer: ReturnType<typeof setTimeout> }>();
+  /** Connections being opened; awaited at the end, so nothing outlives the run. */
+  const opening = new Set<Promise<void>>();
+  let probeTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The connection attempt under way: its WebTransport error, and how it ends. */
+  let attempt:
+    | { target: URL; quicError?: unknown; done: PromiseWithResolvers<[Link, number]> }
+    | undefined;
+
+  const dispatch = (event: FallbackEvent) => {
+    const step = stepFallback(machine, event, fallbackConfig);
+    machine = step.state;
+    for (const command of step.commands) perform(command);
+  };
+
+  const track = (promise: Promise<void>) => {
+    opening.add(promise);
+    promise.finally(() => opening.delete(promise));
+  };
+
+  const perform = (command: FallbackCommand) => {
+    switch (command.type) {
+      case "try-quic": {
+        const { id } = command;
+        const target = attempt?.target ?? targets[index]!;
+        track(
+          openLink(options, target, onLine).then(
+            (fresh) => {
+              arrived.set(id, fresh);
+              dispatch({ type: "quic-up", id });
+            },
+            (error) => {
+              if (!command.probe && attempt) attempt.quicError = error;
+              const reason = error instanceof NoQuicAnswerError
+                ? `no QUIC answer in ${formatSeconds(error.ms)}`
+                : describeError(error);
+              dispatch({
+                type: error instanceof NoQuicAnswerError ? "quic-unreachable" : "quic-failed",
+                id,
+                reason,
+              });
+            },
+          ),
+        );
+        return;
+      }
+      case "try-ws": {
+        const { id } = command;
+        const target = attempt?.target ?? targets[index]!;
+        track(
+          openWebSocketLink(options, target, onLine).then(
+            (fresh) => {
+              arrived.set(id, fresh);
+              dispatch({ type: "ws-up", id });
+            },
+            (error) => dispatch({ type: "ws-failed", id, reason: describeError(error) }),
+          ),
+        );
+        return;
+      }
+      case "use": {
+        const fresh = arrived.get(command.id)!;
+        arrived.delete(command.id);
+        if (command.announce) {
+          onEvent({
+            type: "transport",
+            transport: command.transport,
+            url: fresh.href,
+            reason: command.announce.reason,
+          });
+        }
+        if (command.kind === "connect") {
+          attempt?.done.resolve([fresh, command.id]);
+          attempt = undefined;
+        } else {
+          install(fresh, command.id);
+        }
+        return;
+      }
+      case "retire":
+      case "discard": {
+        const old = command.type === "discard"
+          ? arrived.get(command.id)
+          : link && linkId === command.id
+          ? link
+          : undefined;
+        arrived.delete(command.id);
+        if (!old) return;
+        if (command.type === "discard") {
+          old.close();
+          return;
+        }
+        const entry = {
+          link: old,
+          timer: setTimeout(() => {
+            retiring.delete(entry);
+            old.close();
+          }, options.timeoutMs),
+        };
+        retiring.add(entry);
+        return;
+      }
+      case "failed":
+        attempt?.done.reject(attempt.quicError ?? new Error(command.reason));
+        attempt = undefined;
+        return;
+      case "outage":
+        beginOutage(command.reason);
+        return;
+      case "arm-probe":
+        clearTimeout(probeTimer);
+        probeTimer = setTimeout(() => dispatch({ type: "probe-due" }), command.ms);
+        return;
+      case "disarm-probe":
+        clearTimeout(probeTimer);
+        probeTimer = undefined;
+        return;
+    }
+  };
+
+  /** Sends pings over `fresh` from now on; its failure is an outage. */
+  const install = (fresh: Link, id: number) => {
+    link = fresh;
+    linkId = id;
+    lastHeard = lastSent = performance.now();
+    // Only the link in use can fail the run: a retired one's end is no outage.
+    fresh.down.then((reason) => link === fresh && lose(reason));
+  };
+
+  /**
+   * One connection attempt to `target`: WebTransport, or the WebSocket when QUIC gets no
+   * answer (fallback). Rejects with the WebTransport error when it fails.
+   */
+  const connectOnce = (target: URL): Promise<[Link, number]> => {
+    const done = Promise.withResolvers<[Link, number]>();
+    attempt = { target, done };
+    dispatch({ type: "connect" });
+    return done.promise;
+  };
+
   let connecting: Promise<void> | undefined;
+  /** The link in use failed or went silent. */
   const lose = (reason: string) => {
     if (!link || finishedFlag) return; // our own close at the end is no outage
+    dispatch({ type: "lost", id: linkId, reason });
+  };
+  const beginOutage = (reason: string) => {
+    if (!link || finishedFlag) return;
     link = undefined;
     budget.begin(reason, performance.now());
     onEvent({ type: "outage", reason });
@@ -269,10 +475,9 @@ export async function runPing(
       }
       const target = targets[index]!;
       try {
-        const fresh = await openLink(options, target, onLine);
+        const [fresh, id] = await connectOnce(target);
         if (finishedFlag) return fresh.close();
-        link = fresh;
-        lastHeard = lastSent = performance.now();
+        install(fresh, id);
         const afterOutageMs = budget.end(performance.now());
         onEvent({
           type: "connected",
@@ -280,7 +485,6 @@ export async function runPing(
           attempt,
           ...(afterOutageMs === undefined ? {} : { afterOutageMs }),
         });
-        fresh.down.then((reason) => link === fresh && lose(reason));
         return;
       } catch (error) {
         if (finishedFlag) return;
@@ -318,7 +522,13 @@ export async function runPing(
   };
 
   let finishedFlag = false;
-  finished.promise.then(() => (finishedFlag = true));
+  finished.promise.then(() => {
+    finishedFlag = true;
+    dispatch({ type: "stop" });
+    // A connection attempt still under way ends as failed; what it opens is discarded.
+    attempt?.done.reject(new Error("stopped"));
+    attempt = undefined;
+  });
   // The first connection counts as an outage from the start if it fails.
   connecting = reconnect().finally(() => (connecting = undefined));
   await Promise.race([connecting, finished.promise]);
@@ -330,13 +540,20 @@ export async function runPing(
   await finished.promise;
   clearInterval(interval);
   clearInterval(watchdog);
+  clearTimeout(probeTimer);
   options.signal?.removeEventListener("abort", stop);
   // Pings still in flight when stopped count as lost by timeout.
   for (const { timer } of pending.values()) clearTimeout(timer);
   timeouts += pending.size;
   pending.clear();
   await link?.close();
+  for (const entry of retiring) {
+    clearTimeout(entry.timer);
+    await entry.link.close();
+  }
   await connecting;
+  // Attempts still opening end within their deadlines; what they open is discarded.
+  while (opening.size) await Promise.all(opening);
   const end = performance.now();
   budget.end(end);
   const received = stats.count;
@@ -346,6 +563,7 @@ export async function runPing(
     mode: options.mode,
     transmitted,
     received,
+    receivedOverWebSocket: overWebSocket,
     timeouts,
     lostNoConnection,
     errors,
@@ -357,6 +575,11 @@ export async function runPing(
     ...(refusedStatus === undefined ? {} : { refusedStatus }),
     elapsedMs: end - started,
   };
+}
+
+/** Seconds for a message: "2 s", "1.5 s". */
+function formatSeconds(ms: number): string {
+  return `${Number((ms / 1000).toFixed(1))} s`;
 }
 
 function describeError(error: unknown): string {
@@ -371,12 +594,32 @@ function sleep(ms: number, interrupt: Promise<void>): Promise<void> {
   ]).finally(() => clearTimeout(timer));
 }
 
-/** Connects and sets up the chosen way of sending pings. */
+/**
+ * A QUIC handshake got no answer within `ms` milliseconds: UDP blocked on the way, or
+ * nothing listening on the server's UDP port. The message keeps its older wording.
+ */
+export class NoQuicAnswerError extends Error {
+  /** How long the handshake waited, in milliseconds. */
+  readonly ms: number;
+  constructor(ms: number) {
+    super(`connecting timed out after ${ms} ms`);
+    this.name = "NoQuicAnswerError";
+    this.ms = ms;
+  }
+}
+
+/**
+ * Connects over WebTransport and sets up the chosen way of sending pings.
+ *
+ * @throws NoQuicAnswerError when the session is not up within max(timeoutMs, deadAfterMs);
+ *   WebTransportRejectedError when the server refuses it; whatever trust throws.
+ */
 async function openLink(
   options: PingOptions,
   url: URL,
-  onLine: (line: string) => void,
+  onLineFrom: (line: string, transport: Transport) => void,
 ): Promise<Link> {
+  const onLine = (line: string) => onLineFrom(line, "webtransport");
   const trust = typeof options.trust === "function" ? await options.trust(url) : options.trust;
   const connecting = connectWebTransport(url, {
     ...trust,
@@ -389,7 +632,11 @@ async function openLink(
     },
   });
   const deadlineMs = Math.max(options.timeoutMs, options.deadAfterMs);
-  const session = await withDeadline(connecting, deadlineMs, "connecting").catch((error) => {
+  const session = await withDeadline(
+    connecting,
+    deadlineMs,
+    () => new NoQuicAnswerError(deadlineMs),
+  ).catch((error) => {
     // A session that arrives after we gave up on it is closed, not leaked.
     connecting.then((late) => late.close()).catch(() => {});
     throw error;
@@ -405,14 +652,93 @@ async function openLink(
   session.draining.then(() => down.resolve("the server is going away"));
   const close = () => session.close({ closeCode: 0, reason: "" }).catch(() => {});
   const fail = (error: unknown) => down.resolve(describeError(error));
+  const common = { transport: "webtransport" as const, href: url.href, down: down.promise, close };
   switch (options.mode) {
     case "stream":
-      return { ...await streamLink(session, onLine, fail), down: down.promise, close };
+      return { ...await streamLink(session, onLine, fail), ...common };
     case "new-stream":
-      return { send: (line) => newStreamPing(session, line, onLine), down: down.promise, close };
+      return { send: (line) => newStreamPing(session, line, onLine), ...common };
     case "datagram":
-      return { ...datagramLink(session, onLine, fail), down: down.promise, close };
+      return { ...datagramLink(session, onLine, fail), ...common };
   }
+}
+
+/**
+ * Opens the server's WebSocket `/ws` (see {@link webSocketUrls}: `wss:`, then `ws:` on
+ * loopback only), each try bounded by max(timeoutMs, deadAfterMs). Every ping is one text
+ * message, answered as a datagram is, whatever `options.mode` says. The token goes in the
+ * Authorization header, as on WebTransport.
+ *
+ * @throws Error naming each URL tried and why it did not open (HTTP 401 included).
+ */
+async function openWebSocketLink(
+  options: PingOptions,
+  target: URL,
+  onLineFrom: (line: string, transport: Transport) => void,
+): Promise<Link> {
+  const deadlineMs = Math.max(options.timeoutMs, options.deadAfterMs);
+  const tried: string[] = [];
+  for (const url of webSocketUrls(target)) {
+    const client = url.protocol === "wss:" && options.webSocketCaCerts?.length
+      ? Deno.createHttpClient({ caCerts: options.webSocketCaCerts })
+      : undefined;
+    try {
+      const socket = await openWebSocket(url, {
+        ...(options.token ? { headers: { authorization: `Bearer ${options.token}` } } : {}),
+        ...(client ? { client } : {}),
+      }, deadlineMs);
+      const down = Promise.withResolvers<string>();
+      socket.onmessage = (event: MessageEvent<unknown>) => {
+        if (typeof event.data === "string") onLineFrom(event.data, "websocket");
+      };
+      socket.onclose = (event) => {
+        client?.close();
+        down.resolve(
+          `WebSocket closed${
+            event.code ? ` (${event.code}${event.reason ? `: ${event.reason}` : ""})` : ""
+          }`,
+        );
+      };
+      const closed = Promise.withResolvers<void>();
+      socket.addEventListener("close", () => closed.resolve());
+      return {
+        transport: "websocket",
+        href: url.href,
+        send: (line) => {
+          if (socket.readyState === WebSocket.OPEN) socket.send(line);
+        },
+        down: down.promise,
+        close: async () => {
+          if (socket.readyState === WebSocket.CLOSED) return;
+          socket.close(1000);
+          // Bounded: a peer that never answers the close frame does not hold the run.
+          await withDeadline(closed.promise, 1000, () => new Error("close")).catch(() => {});
+        },
+      };
+    } catch (error) {
+      client?.close();
+      tried.push(`${url.href}: ${describeError(error)}`);
+    }
+  }
+  throw new Error(`no WebSocket (${tried.join("; ")})`);
+}
+
+/** Resolves with the socket once open; rejects with why it did not, or after `ms`. */
+function openWebSocket(url: URL, init: WebSocketOptions, ms: number): Promise<WebSocket> {
+  const socket = new WebSocket(url, init);
+  const opened = new Promise<WebSocket>((resolve, reject) => {
+    socket.onopen = () => resolve(socket);
+    socket.onerror = (event) =>
+      reject(new Error((event as ErrorEvent).message || "the WebSocket failed"));
+    socket.onclose = (event) => reject(new Error(`closed (${event.code})`));
+  });
+  return withDeadline(opened, ms, () => new Error(`no answer in ${ms} ms`)).catch((error) => {
+    // A socket that opens after we gave up on it is closed, not leaked.
+    try {
+      socket.close();
+    } catch { /* never opened */ }
+    throw error;
+  });
 }
 
 async function streamLink(
@@ -467,12 +793,11 @@ async function readLines(
   }
 }
 
-function withDeadline<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+/** `promise`, or a rejection with `error()` after `ms` milliseconds, whichever comes first. */
+function withDeadline<T>(promise: Promise<T>, ms: number, error: () => Error): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   return Promise.race([
     promise,
-    new Promise<T>((_, reject) =>
-      timer = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms)
-    ),
+    new Promise<T>((_, reject) => timer = setTimeout(() => reject(error()), ms)),
   ]).finally(() => clearTimeout(timer));
 }

@@ -16,6 +16,7 @@ export {
 export * from "./policy.ts";
 export {
   CLIENT_DEFAULTS,
+  NoQuicAnswerError,
   type PingEvent,
   type PingMode,
   type PingOptions,
@@ -23,6 +24,7 @@ export {
   type PingTrust,
   runPing,
 } from "./client.ts";
+export * from "./fallback.ts";
 export * from "./stats.ts";
 export {
   fetchServerInfo,

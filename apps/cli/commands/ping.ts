@@ -9,6 +9,7 @@ import { bytesToHex } from "@noble/hashes/utils.js";
 import {
   CLIENT_DEFAULTS,
   DEFAULTS,
+  describeTransportChange,
   discoverServer,
   parseCertHash,
   type PingEvent,
@@ -58,6 +59,9 @@ interface PingCliOptions {
   giveUpAfterMs: number;
   discoveryTimeoutMs: number;
   mdns: boolean;
+  /** False with --no-fallback: WebTransport only. */
+  fallback: boolean;
+  probeIntervalMs: number;
 }
 
 const collect = (value: string, previous: string[]) => [...previous, value];
@@ -76,8 +80,9 @@ export function pingCommand(io: CliIo): Command {
   const command = new Command("ping")
     .description(
       "ping a duet ping server over WebTransport (like ping: per-reply lines, then a " +
-        "summary), failing over to the next server given or found when one fails; " +
-        "without --url, find the server by mDNS, then DNS SRV",
+        "summary), over its WebSocket while UDP is blocked, failing over to the next " +
+        "server given or found when one fails; without --url, find the server by mDNS, " +
+        "then DNS SRV",
     )
     .enablePositionalOptions()
     .addOption(
@@ -144,6 +149,16 @@ export function pingCommand(io: CliIo): Command {
       integer(1, 86_400_000),
       CLIENT_DEFAULTS.giveUpAfterMs,
     )
+    .option(
+      "--no-fallback",
+      "WebTransport only: never ping over the server's WebSocket when QUIC gets no answer",
+    )
+    .option(
+      "--probe-interval-ms <ms>",
+      "while on the WebSocket, try WebTransport again this often",
+      integer(100, 3_600_000),
+      CLIENT_DEFAULTS.probeIntervalMs,
+    )
     .addHelpText(
       "after",
       `
@@ -151,6 +166,14 @@ Failover: with several --url, or several SRV targets (in RFC 2782 order: priorit
 then weighted random), a server that cannot be reached or is lost is left for the
 next at once ("switching to URL: reason"); after a whole round has failed the client
 backs off, then goes round again, until --give-up-after-ms.
+
+UDP blocked: when a server's QUIC handshake gets no answer in time (max of
+--timeout-ms and 2 s) but its WebSocket opens, pings go over that WebSocket, on the
+TCP side of the same host and port: wss://HOST:PORT/ws, or ws://HOST:PORT/ws on
+loopback only. One line says so and why, replies read "pong from HOST via
+WebSocket", WebTransport is tried again every --probe-interval-ms, and one line
+says when pings are back on it. A wss: WebSocket is verified with the system's CAs
+and --ca; a pinned --cert-hash cannot be checked on it. --no-fallback turns this off.
 
 Trust, never skipped: --cert-hash, --ca, or the hashes the server publishes at
 /.well-known/duet-ping.json, fetched over HTTPS or over plain HTTP on loopback only.
@@ -160,6 +183,7 @@ Examples:
   duet ping --url https://127.0.0.1:4433/ping --count 5
   duet ping --url https://a.test:4433/ping --url https://b.test:4433/ping  # a, then b
   duet ping --url https://127.0.0.1:4433/ping --datagram --interval 200 --json
+  duet ping --url https://127.0.0.1:4433/ping --no-fallback  # WebTransport or nothing
   duet ping --count 3                       # discover the server on the local network
   duet ping --domain example.com --ca ca.pem  # discover through _duet-ping._udp.example.com
 
@@ -245,6 +269,9 @@ Exit status: 0 if any reply came back, 1 if none did or the outage budget ran ou
         mode,
         timeoutMs: options.timeoutMs,
         giveUpAfterMs: options.giveUpAfterMs,
+        fallback: options.fallback,
+        probeIntervalMs: options.probeIntervalMs,
+        ...(choice.caPem ? { webSocketCaCerts: [choice.caPem] } : {}),
         signal: io.shutdownSignal,
       }, (event) => {
         // Replies are shown as from the server in use.
@@ -402,9 +429,12 @@ export function describeEvent(event: PingEvent, target: URL): string {
     case "switching":
       return `switching to ${printable(event.url)}: ${printable(event.reason)}\n`;
     case "reply":
-      return `pong from ${target.host}: seq=${event.seq} bytes=${event.bytes} time=${
-        ms(event.rttMs)
-      } ms\n`;
+      // Over WebTransport as ever; the WebSocket fallback is named on every reply.
+      return `pong from ${target.host}${
+        event.transport === "websocket" ? " via WebSocket" : ""
+      }: seq=${event.seq} bytes=${event.bytes} time=${ms(event.rttMs)} ms\n`;
+    case "transport":
+      return `${printable(describeTransportChange(event))}\n`;
     case "timeout":
       return `seq=${event.seq}: no reply in time\n`;
     case "lost":
@@ -435,6 +465,13 @@ export function describeSummary(summary: PingSummary): string {
       Math.round(summary.elapsedMs)
     } ms`,
   ];
+  if (summary.receivedOverWebSocket) {
+    lines.push(
+      `${
+        summary.received - summary.receivedOverWebSocket
+      } replies over WebTransport, ${summary.receivedOverWebSocket} over WebSocket (UDP blocked)`,
+    );
+  }
   if (summary.outages.length) {
     lines.push(
       `${summary.outages.length} outage${summary.outages.length === 1 ? "" : "s"}, ${
