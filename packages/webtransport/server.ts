@@ -103,6 +103,9 @@ export interface SessionRequest {
 
 const DATAGRAM_QUEUE = 1024;
 
+/** How long a closed connection's CONNECT streams are read for close capsules, in ms. */
+const CLOSE_READ_MS = 100;
+
 /**
  * Streams a client may have open at once per connection. QUIC's usual 100 counts the
  * CONNECT stream too, so a page with 100 streams open would find its 100th refused
@@ -826,7 +829,18 @@ export class H3Connection {
     // Not released: the writer keeps the control stream open for the connection's life.
     await this.conn.closed.catch(() => {});
     this.#peerSettings.reject(new Error("The connection closed before the peer's SETTINGS"));
-    for (const session of this.#sessions.values()) session._connectionLost();
+    // What arrived before the close is still there to read: a close capsule sent in the same
+    // flight as the connection close (Firefox does this) must decide how the session ended,
+    // so each CONNECT stream is read to its end first (bounded: a read that neither returns
+    // nor fails does not hold the teardown).
+    const sessions = [...this.#sessions.values()];
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      Promise.all(sessions.map((session) => session._peerDone())),
+      new Promise((resolve) => (timer = setTimeout(resolve, CLOSE_READ_MS))),
+    ]);
+    clearTimeout(timer);
+    for (const session of sessions) session._connectionLost();
     for (const item of this.#early.takeAll().streams) refuse(item);
     await Promise.allSettled(tasks);
   }
