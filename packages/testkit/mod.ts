@@ -1,6 +1,6 @@
 /**
  * Test helpers shared by duet's Deno test suites: tests that need an outside component
- * (PostgreSQL, Redis, Chromium, Python) skip loudly when it is missing, and fail instead
+ * (PostgreSQL, Redis, Chromium, Firefox, Python) skip loudly when it is missing, and fail instead
  * when `DUET_REQUIRE_ALL=1` (set by .ci/run), so CI never passes by skipping.
  *
  * @module
@@ -294,6 +294,87 @@ export async function withChromiumPage(
   } finally {
     await browser.close();
     await server.shutdown();
+  }
+}
+
+/** Debian's Firefox ESR (`DUET_FIREFOX` overrides). */
+export const firefoxPath: string = Deno.env.get("DUET_FIREFOX") || "/usr/bin/firefox-esr";
+
+/** Whether Firefox runs here (apt-get install firefox-esr). */
+export function findFirefox(): Promise<Requirement> {
+  return findCommand("Firefox", firefoxPath, ["--version"]);
+}
+
+/**
+ * Headless Firefox through puppeteer-core over WebDriver BiDi, with a profile in
+ * `profileDir` (the caller removes it). Playwright cannot drive Debian's Firefox: it needs
+ * its own patched build. Close it in a `finally`.
+ */
+export async function launchFirefox(
+  profileDir: string,
+): Promise<import("puppeteer-core").Browser> {
+  const { default: puppeteer } = await import("puppeteer-core");
+  return await puppeteer.launch({
+    browser: "firefox",
+    executablePath: firefoxPath,
+    protocol: "webDriverBiDi",
+    headless: true,
+    userDataDir: profileDir,
+    // No preferences of our own. Firefox 153 ships WebTransport on
+    // (network.webtransport.enabled defaults to true), datagrams have no preference any more
+    // (153 knows only network.webtransport.enabled and .redirect.enabled), and
+    // serverCertificateHashes to 127.0.0.1 from an http://127.0.0.1 page works with the
+    // defaults: all checked against our server. Staying offline is taken care of by
+    // puppeteer's test profile (updates, telemetry, remote settings) and by Firefox's own
+    // preferences for automation (captive-portal and connectivity probes off).
+    // The test runner owns the process: no signal handlers of puppeteer's own.
+    handleSIGINT: false,
+    handleSIGTERM: false,
+    handleSIGHUP: false,
+  });
+}
+
+/**
+ * Runs `fn` with a Firefox page open on a blank page served from a fresh loopback origin
+ * (http://127.0.0.1 is a secure context), as {@link withChromiumPage} does for Chromium; then
+ * closes the browser, kills its process by pid if it outlived the close, and removes its
+ * profile directory and the server.
+ */
+export async function withFirefoxPage(
+  fn: (page: import("puppeteer-core").Page, origin: string) => Promise<void>,
+  options: { crossOriginIsolated?: boolean } = {},
+): Promise<void> {
+  const isolation: Record<string, string> = options.crossOriginIsolated
+    ? {
+      "cross-origin-opener-policy": "same-origin",
+      "cross-origin-embedder-policy": "require-corp",
+    }
+    : {};
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    () =>
+      new Response("<!doctype html><title>duet test</title>", {
+        headers: { "content-type": "text/html", ...isolation },
+      }),
+  );
+  const origin = `http://127.0.0.1:${server.addr.port}`;
+  const profileDir = await Deno.makeTempDir({ prefix: "duet-firefox-" });
+  let browser: import("puppeteer-core").Browser | undefined;
+  try {
+    browser = await launchFirefox(profileDir);
+    const page = await browser.newPage();
+    await page.goto(`${origin}/`);
+    await fn(page, origin);
+  } finally {
+    const child = browser?.process();
+    await browser?.close().catch(() => {});
+    if (child && child.exitCode === null && child.pid !== undefined) {
+      try {
+        Deno.kill(child.pid, "SIGKILL");
+      } catch { /* exited meanwhile */ }
+    }
+    await server.shutdown();
+    await Deno.remove(profileDir, { recursive: true }).catch(() => {});
   }
 }
 
