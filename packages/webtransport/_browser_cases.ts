@@ -13,9 +13,11 @@
 import assert from "node:assert/strict";
 import { withChromiumPage, withFirefoxPage } from "@duet/testkit";
 import {
+  chooseProtocol,
   type CloseInfo,
   decodeFieldSection,
   decodeSettings,
+  type Dialect,
   encodeFieldSection,
   encodeFrame,
   encodeSettings,
@@ -155,7 +157,66 @@ async function withAbortServer(
   }
 }
 
+/**
+ * Runs `fn` with a server that answers the application protocol `duet-test.v1` when offered,
+ * records each request's dialect and offered protocols, and on /long-close closes at once
+ * with a reason of 2,000 bytes (1,000 two-byte characters).
+ */
+async function withNegotiatingServer(
+  withPage: WithPage,
+  fn: (
+    evaluate: Evaluate,
+    target: Target,
+    seen: { dialect: Dialect; protocols: string[]; closed: Promise<CloseInfo> }[],
+  ) => Promise<void>,
+): Promise<void> {
+  const certificate = await generateCertificate();
+  const server = serveWebTransport({ cert: certificate.certPem, key: certificate.keyPem });
+  const seen: { dialect: Dialect; protocols: string[]; closed: Promise<CloseInfo> }[] = [];
+  (async () => {
+    for await (const request of server.requests) {
+      const protocol = chooseProtocol(request.protocols, ["duet-test.v1"]);
+      const session = await request.accept(protocol ? { protocol } : {});
+      seen.push({ dialect: request.dialect, protocols: request.protocols, closed: session.closed });
+      if (request.url.pathname === "/long-close") {
+        await session.close({ closeCode: 9, reason: "é".repeat(1000) });
+      }
+    }
+  })();
+  try {
+    await withPage((evaluate) =>
+      fn(evaluate, { port: server.addr.port, hash: [...certificate.sha256] }, seen)
+    );
+  } finally {
+    server.close();
+  }
+}
+
 // ---- page scripts ----
+
+/**
+ * Offers two application protocols and reports the one chosen; closes with a reason of
+ * 2,000 bytes; then opens /long-close and reports the server's close as it arrives.
+ */
+async function negotiateAndCloseLong({ port, hash }: Target) {
+  const serverCertificateHashes = [{ algorithm: "sha-256", value: new Uint8Array(hash) }];
+  const wt = new WebTransport(`https://127.0.0.1:${port}/echo`, {
+    serverCertificateHashes,
+    protocols: ["duet-test.v2", "duet-test.v1"],
+  } as WebTransportOptions);
+  await wt.ready;
+  const protocol = (wt as unknown as { protocol?: string }).protocol ?? "(no protocol attribute)";
+  wt.close({ closeCode: 3, reason: "x".repeat(2000) });
+  await wt.closed;
+  const other = new WebTransport(`https://127.0.0.1:${port}/long-close`, {
+    serverCertificateHashes,
+  } as WebTransportOptions);
+  const closed = await other.closed.then(
+    (info) => ({ closeCode: info.closeCode, reason: info.reason }),
+    (error) => ({ closeCode: -1, reason: String(error) }),
+  );
+  return { protocol, closeCode: closed.closeCode, reason: closed.reason };
+}
 
 /** Bidi echo (FIN ends it), uni out and a uni reply back, a datagram out and back. */
 async function echoStreamsAndDatagrams({ port, hash }: Target) {
@@ -319,10 +380,23 @@ export interface InteropCases {
   abort: Deno.TestDefinition;
   /** cancel() on a browser's readable stops the server's writes (STOP_SENDING). */
   cancel: Deno.TestDefinition;
+  /**
+   * The dialect the browser speaks with a server announcing all four, the application
+   * protocol it is answered, and close reasons over 1,024 bytes both ways.
+   */
+  dialectProtocolAndReasons: Deno.TestDefinition;
 }
 
 /** The interop cases for `browser`, whose pages `withPage` opens. */
-export function interopCases(browser: string, withPage: WithPage): InteropCases {
+export function interopCases(
+  browser: string,
+  withPage: WithPage,
+  /**
+   * Whether the browser implements the W3C `protocols` option and `protocol` attribute
+   * (Chromium 156 does, Firefox 153 does not): the protocol case asserts either way.
+   */
+  { protocols = true }: { protocols?: boolean } = {},
+): InteropCases {
   return {
     streamsAndDatagrams: {
       name: `server: ${browser} streams both kinds and datagrams echo; FIN ends each stream`,
@@ -354,6 +428,25 @@ export function interopCases(browser: string, withPage: WithPage): InteropCases 
             { closeCode: 7, reason: "bye" },
             "the browser's close code and reason arrive",
           );
+        }),
+    },
+
+    dialectProtocolAndReasons: {
+      name: `server: ${browser} speaks draft02 beside the newer dialects, ${
+        protocols ? "gets the protocol it offered" : "offers no protocol"
+      }, and long close reasons arrive cut to 1,024 bytes both ways`,
+      ...options,
+      fn: () =>
+        withNegotiatingServer(withPage, async (evaluate, target, seen) => {
+          const page = await evaluate(negotiateAndCloseLong, target);
+          assert.deepEqual(page, {
+            protocol: protocols ? "duet-test.v1" : "(no protocol attribute)",
+            closeCode: 9,
+            reason: "é".repeat(512),
+          });
+          assert.equal(seen[0]!.dialect, "draft02");
+          assert.deepEqual(seen[0]!.protocols, protocols ? ["duet-test.v2", "duet-test.v1"] : []);
+          assert.deepEqual(await seen[0]!.closed, { closeCode: 3, reason: "x".repeat(1024) });
         }),
     },
 

@@ -18,3 +18,4 @@ testWith(chromium, cases.pinnedHashes);
 testWith(chromium, cases.rejected);
 testWith(chromium, cases.abort);
 testWith(chromium, cases.cancel);
+testWith(chromium, cases.dialectProtocolAndReasons);
