@@ -4,7 +4,6 @@
 // look at (DUET_SCREENSHOT_DIR, default a temporary directory).
 import assert from "node:assert/strict";
 import {
-  chromiumPath,
   findChromium,
   freePort,
   launchChromium,
@@ -119,16 +118,8 @@ testWith(chromium, {
     // The name resolves to loopback in this browser only; a page from a name over plain
     // HTTP is not a secure context (no WebTransport) unless the browser is told to treat
     // it as one, which a real deployment gets from HTTPS.
-    const { chromium: playwright } = await import("playwright-core");
-    const browser = await playwright.launch({
-      executablePath: chromiumPath,
+    const browser = await launchChromium({
       args: [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
         "--host-resolver-rules=MAP ping.test 127.0.0.1",
         `--unsafely-treat-insecure-origin-as-secure=http://ping.test:${port}`,
       ],

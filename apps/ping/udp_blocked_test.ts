@@ -8,6 +8,7 @@ import {
   chromiumPath,
   findChromium,
   findCommand,
+  launchChromium,
   type Requirement,
   run,
   spawnDuet,
@@ -223,18 +224,7 @@ testWith(blocking.missing ? blocking : chromium, {
         `#!/bin/sh\nexec ip netns exec ${name} ${chromiumPath} "$@"\n`,
       );
       await Deno.chmod(wrapper, 0o755);
-      const { chromium: playwright } = await import("playwright-core");
-      const browser = await playwright.launch({
-        executablePath: wrapper,
-        args: [
-          "--no-sandbox",
-          "--disable-gpu",
-          "--no-first-run",
-          "--disable-background-networking",
-          "--disable-component-update",
-          "--disable-sync",
-        ],
-      });
+      const browser = await launchChromium({ executablePath: wrapper });
       try {
         const page = await browser.newPage();
         const errors: string[] = [];

@@ -246,10 +246,17 @@ export function findChromium(): Promise<Requirement> {
  * sandbox (tests run as root), no background networking (the network is closed), and no
  * --disable-quic, so WebTransport works. Close it in a `finally`.
  */
-export async function launchChromium(): Promise<import("playwright-core").Browser> {
+export async function launchChromium(
+  options: {
+    /** Another executable to start (a wrapper script, say); {@link chromiumPath} by default. */
+    executablePath?: string;
+    /** More command-line flags, after these. */
+    args?: string[];
+  } = {},
+): Promise<import("playwright-core").Browser> {
   const { chromium } = await import("playwright-core");
   return await chromium.launch({
-    executablePath: chromiumPath,
+    executablePath: options.executablePath ?? chromiumPath,
     args: [
       "--no-sandbox",
       "--disable-gpu",
@@ -257,6 +264,7 @@ export async function launchChromium(): Promise<import("playwright-core").Browse
       "--disable-background-networking",
       "--disable-component-update",
       "--disable-sync",
+      ...(options.args ?? []),
     ],
   });
 }
