@@ -1,5 +1,5 @@
 /**
- * The chat's crypto (DESIGN.md, "chat: crypto and storage"), shared by server and client:
+ * The chat's crypto (docs/chat-protocol.md, "Key exchange"), shared by server and client:
  *
  * - A key offer is a secp256k1 public key with a dlog proof of possession of its secret,
  *   bound to the room (sid) and the party's index (pid). The server and the peer verify it.

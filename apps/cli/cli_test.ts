@@ -11,7 +11,7 @@ const x = 0xffn;
 const y = G.multiply(x);
 const yHex = encodePoint(y);
 
-Deno.test("duet dlog prove prints y and a proof that verifies, in DESIGN.md's form", async () => {
+Deno.test("duet dlog prove prints y and a proof that verifies, in the README's form", async () => {
   const { code, out, err } = await duet([
     "dlog",
     "prove",

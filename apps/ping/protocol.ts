@@ -1,5 +1,5 @@
 /**
- * Ping wire protocol v1 (see docs/DESIGN and the README): one UTF-8 line per message,
+ * Ping wire protocol v1 (README.md, "Protocol (v1)"): one UTF-8 line per message,
  * ending in `\n` on a stream, without it in a datagram. `ping[ PAYLOAD]` is answered with
  * `pong[ PAYLOAD]`; anything else with `error REASON`.
  *

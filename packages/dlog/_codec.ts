@@ -1,4 +1,4 @@
-// Strict text codecs for DLOG-SECP256K1-SHA256/v1 (../shared/DESIGN.md, "dlog: the encoding").
+// Strict text codecs for DLOG-SECP256K1-SHA256/v1 (README.md, "Encoding").
 // noble parses hex leniently (either case) and reports failures with its own wording; the
 // encoding is stricter than that and callers need messages that name the field, so the
 // checks that come before noble are written out here.

@@ -1,6 +1,6 @@
 /**
  * `duet dlog prove` and `duet dlog verify`: the dlog proof library on the command line,
- * in the exact forms of DESIGN.md.
+ * in the exact forms the top README lists ("The `duet` command").
  *
  * @module
  */
@@ -75,7 +75,7 @@ export function dlogCommand(io: CliIo): Command {
       const base = parseBase(options.base);
       const y = base.multiply(x);
       const proof = DLogProof.prove(options.sid, pid, x, y, base).toDict();
-      // The spacing of DESIGN.md's form (and of Python's json.dumps).
+      // The README's form, with the spacing of Python's json.dumps.
       io.out(
         `{"y": "${encodePoint(y)}", "proof": {"t": "${proof.t}", "s": "${proof.s}"}}\n`,
       );
