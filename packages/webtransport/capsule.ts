@@ -6,7 +6,7 @@
  */
 import { H3, H3Error } from "./errors.ts";
 import { encodeFrame } from "./frames.ts";
-import { readVarint, varintLength, writeVarint } from "./varint.ts";
+import { readVarint, readVarintExact, varintLength, writeVarint } from "./varint.ts";
 
 /** Capsule types. */
 export const CapsuleType = {
@@ -113,5 +113,10 @@ export function encodeDatagram(sessionId: number, payload: Uint8Array): Uint8Arr
 export function decodeDatagram(datagram: Uint8Array): { sessionId: number; payload: Uint8Array } {
   const quarter = readVarint(datagram, 0);
   if (!quarter) throw new H3Error(H3.DATAGRAM_ERROR, "Datagram without a quarter stream id");
+  // RFC 9297 2.1: a quarter stream id of 2^60 or more cannot name a stream. Checked on the
+  // exact value: as a number it is rounded there.
+  if (quarter.value >= 2 ** 53 && readVarintExact(datagram)! >= 2n ** 60n) {
+    throw new H3Error(H3.DATAGRAM_ERROR, "Quarter stream id of 2^60 or more");
+  }
   return { sessionId: quarter.value * 4, payload: datagram.subarray(quarter.length) };
 }

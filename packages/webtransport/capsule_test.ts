@@ -120,3 +120,19 @@ test("property: a truncated reason is the longest whole-character prefix that fi
     }),
   );
 });
+
+test("decodeDatagram() refuses a quarter stream id of 2^60 or more, exactly (RFC 9297 2.1)", () => {
+  const quarter = (bytes: number[]) => new Uint8Array([...bytes, 9]);
+  assert.throws(
+    () => decodeDatagram(quarter([0xd0, 0, 0, 0, 0, 0, 0, 0])),
+    code(H3.DATAGRAM_ERROR),
+  );
+  assert.throws(
+    () => decodeDatagram(quarter([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff])),
+    code(H3.DATAGRAM_ERROR),
+  );
+  // 2^60 - 1 is allowed, although as a number it rounds to 2^60.
+  assert.doesNotThrow(() =>
+    decodeDatagram(quarter([0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]))
+  );
+});

@@ -12,12 +12,14 @@ import {
   encodeDatagram,
   encodeFieldSection,
   encodeFrame,
+  encodeSettings,
   encodeVarint,
   type Field,
   FrameReader,
   FrameType,
   generateCertificate,
   type GeneratedCertificate,
+  localSettings,
   type ServeOptions,
   serveWebTransport,
   type SessionRequest,
@@ -96,7 +98,9 @@ async function sendConnect(conn: Deno.QuicConn, dialect: Dialect, path = "/echo"
   await writer.write(encodeFrame(FrameType.HEADERS, encodeFieldSection(request)));
   writer.releaseLock();
   const status = (async () => {
-    const frame = await readFrame(new FrameReader(), stream.readable.getReader());
+    const reader = stream.readable.getReader();
+    const frame = await readFrame(new FrameReader(), reader).catch(() => undefined);
+    reader.releaseLock(); // the tests that read on have nothing else coming before the FIN
     return frame ? Number(new Map(decodeFieldSection(frame.payload)).get(":status")) : 0;
   })();
   return { id: Number(stream.writable.id), stream, status };
@@ -523,5 +527,158 @@ Deno.test({
         conn.close({ closeCode: 0, reason: "" });
       },
     );
+  },
+});
+
+/** A QUIC connection that has sent no HTTP/3 SETTINGS yet; `settle()` sends them. */
+async function bareConnection(port: number, certificate: GeneratedCertificate) {
+  const conn = await Deno.connectQuic({
+    hostname: "127.0.0.1",
+    port,
+    alpnProtocols: ["h3"],
+    serverCertificateHashes: pin(certificate),
+  } as Deno.ConnectQuicOptions<false>);
+  const settle = async (dialects: Dialect[]) => {
+    const control = (await conn.createUnidirectionalStream()).getWriter();
+    await control.write(
+      new Uint8Array([
+        ...encodeVarint(StreamType.CONTROL),
+        ...encodeFrame(FrameType.SETTINGS, encodeSettings(localSettings("client", dialects))),
+      ]),
+    );
+    return control; // held: closing a control stream is an error
+  };
+  return { conn, settle };
+}
+
+const BAD_TARGETS: [authority: string, path: string][] = [
+  ["a b", "/x"],
+  ["127.0.0.1", "nopath"],
+  ["evil@127.0.0.1", "/x"],
+];
+
+Deno.test({
+  name: "robustness: a bad authority or path, or userinfo, is 400 and the connection goes on",
+  ...options,
+  async fn() {
+    await withServer(
+      {},
+      async (request) => void await request.accept(),
+      async (server, certificate) => {
+        const { conn } = await rawConnection(server.addr.port, certificate, ["draft02"]);
+        for (const [authority, path] of BAD_TARGETS) {
+          const stream = await conn.createBidirectionalStream();
+          const writer = stream.writable.getWriter();
+          await writer.write(encodeFrame(
+            FrameType.HEADERS,
+            encodeFieldSection([
+              [":method", "CONNECT"],
+              [":protocol", "webtransport"],
+              [":scheme", "https"],
+              [":authority", authority],
+              [":path", path],
+            ]),
+          ));
+          const frame = await readFrame(new FrameReader(), stream.readable.getReader());
+          const status = new Map(decodeFieldSection(frame!.payload)).get(":status");
+          assert.equal(status, "400", `${authority} ${path}`);
+        }
+        assert.equal(
+          await (await sendConnect(conn, "draft02")).status,
+          200,
+          "the connection serves on",
+        );
+        conn.close({ closeCode: 0, reason: "" });
+      },
+    );
+  },
+});
+
+Deno.test({
+  name: "robustness: CONNECTs before SETTINGS wait, at most 8, answered in order; no SETTINGS " +
+    "within the timeout closes the connection with H3_MISSING_SETTINGS",
+  ...options,
+  async fn() {
+    const accept = async (request: SessionRequest) => void await request.accept();
+    await withServer({ settingsTimeoutMs: 500 }, accept, async (server, certificate) => {
+      const { conn, settle } = await bareConnection(server.addr.port, certificate);
+      const connects = [];
+      for (let i = 0; i < 10; i++) connects.push(await sendConnect(conn, "draft16"));
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const control = await settle(["draft16"]);
+      const statuses = await Promise.all(connects.map((c) => c.status));
+      // The first waited and is the session; the next seven waited and are past the limit of
+      // one session; the last two found eight waiting and were refused at once.
+      assert.deepEqual(statuses, [200, 429, 429, 429, 429, 429, 429, 429, 429, 429]);
+      conn.close({ closeCode: 0, reason: "" });
+      control.releaseLock();
+
+      const silent = await bareConnection(server.addr.port, certificate);
+      const waiting = await sendConnect(silent.conn, "draft16");
+      const closed = await silent.conn.closed;
+      assert.equal(closed.closeCode, 0x10a); // H3_MISSING_SETTINGS
+      assert.match(closed.reason, /No SETTINGS within 500 ms/);
+      assert.equal(await waiting.status, 0, "no answer: the connection is gone");
+    });
+  },
+});
+
+Deno.test({
+  name: "robustness: however the peer ends a session (FIN only, a malformed close capsule), " +
+    "the server ends its side of the CONNECT stream too",
+  ...options,
+  async fn() {
+    const served: WebTransportSession[] = [];
+    const accept = async (request: SessionRequest) => void served.push(await request.accept());
+    await withServer({}, accept, async (server, certificate) => {
+      const { conn } = await rawConnection(server.addr.port, certificate, ["draft02"]);
+      // A close capsule of two bytes: shorter than its 32-bit code.
+      const badClose = encodeFrame(FrameType.DATA, encodeCapsule(0x2843, new Uint8Array([0, 0])));
+      const endings: Uint8Array[][] = [[], [badClose]];
+      for (const ending of endings) {
+        const connect = await sendConnect(conn, "draft02");
+        assert.equal(await connect.status, 200);
+        await writeAll(connect.stream.writable, ...ending);
+        // What follows the 200 on the CONNECT stream: our FIN, and nothing else.
+        assert.equal(await readText(connect.stream.readable), "");
+        assert.deepEqual(await served.at(-1)!.closed, { closeCode: 0, reason: "" });
+      }
+      conn.close({ closeCode: 0, reason: "" });
+    });
+  },
+});
+
+Deno.test({
+  name: "robustness: ids beyond what a number holds exactly are errors, not rounded " +
+    "(a stream's session id, a datagram's quarter id, a stream limit above 2^60)",
+  ...options,
+  async fn() {
+    const served: WebTransportSession[] = [];
+    const accept = async (request: SessionRequest) => void served.push(await request.accept());
+    await withServer({}, accept, async (server, certificate) => {
+      // 2^62 - 1 as a varint: odd, and a multiple of 4 once rounded to a number.
+      const huge = new Uint8Array([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+      let { conn } = await rawConnection(server.addr.port, certificate, ["draft02"]);
+      const uni = (await conn.createUnidirectionalStream()).getWriter();
+      await uni.write(new Uint8Array([...encodeVarint(StreamType.WEBTRANSPORT), ...huge]));
+      assert.equal((await conn.closed).closeCode, 0x108); // H3_ID_ERROR
+
+      ({ conn } = await rawConnection(server.addr.port, certificate, ["draft02"]));
+      await conn.sendDatagram(new Uint8Array([...huge, 1, 2, 3]));
+      assert.equal((await conn.closed).closeCode, 0x33); // H3_DATAGRAM_ERROR
+
+      ({ conn } = await rawConnection(server.addr.port, certificate, ["draft16"]));
+      const connect = await sendConnect(conn, "draft16");
+      assert.equal(await connect.status, 200);
+      // WT_MAX_STREAMS (bidirectional) of 2^60 + 1: as a number it would be 2^60, allowed.
+      const above = new Uint8Array([0xd0, 0, 0, 0, 0, 0, 0, 1]);
+      const writer = connect.stream.writable.getWriter();
+      await writer.write(encodeFrame(FrameType.DATA, encodeCapsule(0x190b4d3f, above)));
+      assert.match(
+        (await served.at(-1)!.closed).reason,
+        /^WT_FLOW_CONTROL_ERROR: WT_MAX_STREAMS of Infinity is above 2\^60$/,
+      );
+      conn.close({ closeCode: 0, reason: "" });
+    });
   },
 });

@@ -27,7 +27,7 @@ import {
   readCapsule,
   truncateReason,
 } from "./capsule.ts";
-import { encodeVarint, readVarint } from "./varint.ts";
+import { encodeVarint, readVarint, readVarintExact } from "./varint.ts";
 import {
   type Dialect,
   DIALECTS,
@@ -102,6 +102,28 @@ export interface SessionRequest {
 }
 
 const DATAGRAM_QUEUE = 1024;
+
+/** How long a peer has to send its SETTINGS, in ms from the connection's start. */
+export const SETTINGS_TIMEOUT_MS = 5_000;
+
+/** Requests that may wait for the client's SETTINGS on one connection; more are refused. */
+const MAX_UNSETTLED_REQUESTS = 8;
+
+/**
+ * The URL of an extended CONNECT: https, with an authority and a path that make a URL, and
+ * no userinfo (RFC 9110 4.2.4 forbids it in an https authority). Undefined otherwise.
+ */
+function requestUrl(headers: Map<string, string>): URL | undefined {
+  const authority = headers.get(":authority");
+  const path = headers.get(":path");
+  if (headers.get(":scheme") !== "https" || !authority || !path) return undefined;
+  if (authority.includes("@") || !path.startsWith("/")) return undefined;
+  try {
+    return new URL(`https://${authority}${path}`);
+  } catch {
+    return undefined;
+  }
+}
 
 /** How long a closed connection's CONNECT streams are read for close capsules, in ms. */
 const CLOSE_READ_MS = 100;
@@ -530,7 +552,7 @@ export class WebTransportSession {
             if (read.capsule.type === CapsuleType.DRAIN_WEBTRANSPORT_SESSION) this.#onDraining();
             if (this.flow && isFlowCapsule(read.capsule.type)) {
               // Without flow control these are ignored, as the drafts require.
-              const value = readVarint(read.capsule.value)?.value ?? 0;
+              const value = flowCapsuleValue(read.capsule.type, read.capsule.value);
               try {
                 if (this.flow.onCapsule(read.capsule.type, value)) {
                   const waiting = this.#credit;
@@ -553,11 +575,33 @@ export class WebTransportSession {
         }
       }
     } catch {
-      // reset or malformed: the session is over either way
+      // Reset, or malformed (a capsule past its limit, a bad close capsule): the session is
+      // over either way. Stop reading; the drafts ask for a reset with H3_MESSAGE_ERROR, a
+      // code Deno cannot send.
+      source.cancel().catch(() => {});
     }
     this.#peerDone.resolve();
     this.#end({ closeCode: 0, reason: "" });
+    // However the peer ended it, our side of the CONNECT stream ends too, so the peer learns
+    // the session is over and the stream's slot is freed (a no-op after our own close()).
+    this.#writeConnect(new Uint8Array(0), true).catch(() => {});
   }
+}
+
+/**
+ * A flow-control capsule's value. Varints above 2^53 - 1 are not exact as numbers, so the
+ * check that matters is made on the exact value: a stream count above 2^60 becomes
+ * Infinity (refused by {@link SessionFlow.onCapsule}), any other huge value 2^53 - 1 (a
+ * limit no session reaches). A value that is not a varint is 0 (a limit that never rises).
+ */
+function flowCapsuleValue(type: number, value: Uint8Array): number {
+  const exact = readVarintExact(value);
+  if (exact === undefined) return 0;
+  if (exact <= BigInt(Number.MAX_SAFE_INTEGER)) return Number(exact);
+  const streams = type === FlowCapsule.WT_MAX_STREAMS_BIDI ||
+    type === FlowCapsule.WT_MAX_STREAMS_UNI || type === FlowCapsule.WT_STREAMS_BLOCKED_BIDI ||
+    type === FlowCapsule.WT_STREAMS_BLOCKED_UNI;
+  return streams && exact > 2n ** 60n ? Infinity : Number.MAX_SAFE_INTEGER;
 }
 
 /** Options of {@link serveWebTransport}. */
@@ -585,6 +629,11 @@ export interface ServeOptions {
    * they never need raising; see flow.ts).
    */
   flowWindows?: FlowLimits;
+  /**
+   * How long a client has to send its HTTP/3 SETTINGS, in ms (default 5,000); one that has
+   * not is closed with H3_MISSING_SETTINGS, and its requests with it.
+   */
+  settingsTimeoutMs?: number;
 }
 
 /** A listening server. */
@@ -643,6 +692,7 @@ export function serveWebTransport(options: ServeOptions): WebTransportServer {
             dialects: options.dialects,
             earlyLimits: options.earlyLimits,
             flowWindows: options.flowWindows,
+            settingsTimeoutMs: options.settingsTimeoutMs,
           });
           connections.add(h3);
           // run() fails when the peer is gone before our control stream opens: that is the
@@ -714,6 +764,8 @@ export interface H3ConnectionOptions {
   earlyLimits?: EarlyLimits;
   /** The flow-control windows we grant in drafts 13–16 (default: wide open, see flow.ts). */
   flowWindows?: FlowLimits;
+  /** How long the peer has to send its SETTINGS, in ms (default {@link SETTINGS_TIMEOUT_MS}). */
+  settingsTimeoutMs?: number;
 }
 
 /** The HTTP/3 side of one QUIC connection. */
@@ -733,6 +785,13 @@ export class H3Connection {
    * and datagrams are kept.
    */
   readonly #pending = new Set<number>();
+  /** Requests handed to the application and not answered yet (they count as sessions). */
+  readonly #deciding = new Set<number>();
+  /** Requests waiting for the client's SETTINGS. */
+  #unsettled = 0;
+  /** Whether the peer's SETTINGS have come. */
+  #settled = false;
+  readonly #settingsTimeoutMs: number;
   readonly #early: EarlyData<EarlyStream>;
   readonly #peerSettings = Promise.withResolvers<Map<number, number>>();
   readonly role: Role;
@@ -751,6 +810,7 @@ export class H3Connection {
     this.role = options.role;
     this.dialects = options.dialects ?? DIALECTS;
     this.#windows = options.flowWindows ?? DEFAULT_WINDOWS;
+    this.#settingsTimeoutMs = options.settingsTimeoutMs ?? SETTINGS_TIMEOUT_MS;
     this.localSettings = localSettings(this.role, this.dialects, this.#windows);
     this.#early = new EarlyData(options.earlyLimits);
     this.#peerSettings.promise.catch(() => {}); // awaited only by those who need it
@@ -799,6 +859,7 @@ export class H3Connection {
   /** Registers an established session and hands it what arrived for it early. */
   addSession(session: WebTransportSession): void {
     this.#pending.delete(session.id);
+    this.#deciding.delete(session.id);
     this.#sessions.set(session.id, session);
     session.closed.then(() => this.#sessions.delete(session.id));
     const early = this.#early.take(session.id);
@@ -812,6 +873,7 @@ export class H3Connection {
   /** A requested session will not exist (refused, or its request failed): drop its early data. */
   endRequest(id: number): void {
     this.#pending.delete(id);
+    this.#deciding.delete(id);
     for (const item of this.#early.take(id).streams) refuse(item);
   }
 
@@ -827,7 +889,17 @@ export class H3Connection {
       ]),
     );
     // Not released: the writer keeps the control stream open for the connection's life.
+    // A peer must send SETTINGS first thing on its control stream (RFC 9114 6.2.1); one that
+    // has not within the timeout is closed with H3_MISSING_SETTINGS.
+    const settingsTimer = setTimeout(() => {
+      if (!this.#settled) {
+        this.#fail(
+          new H3Error(H3.MISSING_SETTINGS, `No SETTINGS within ${this.#settingsTimeoutMs} ms`),
+        );
+      }
+    }, this.#settingsTimeoutMs);
     await this.conn.closed.catch(() => {});
+    clearTimeout(settingsTimer);
     this.#peerSettings.reject(new Error("The connection closed before the peer's SETTINGS"));
     // What arrived before the close is still there to read: a close capsule sent in the same
     // flight as the connection close (Firefox does this) must decide how the session ended,
@@ -866,7 +938,9 @@ export class H3Connection {
 
   /** Hands a WebTransport stream to its session, keeps it until the session exists, or refuses it. */
   #deliver(id: number, item: EarlyStream): void {
-    if (id % 4 !== 0) {
+    // Above 2^53 - 1 a varint is no longer exact as a number, so `% 4` cannot be trusted;
+    // no connection opens that many streams, so such an id is an error too.
+    if (id % 4 !== 0 || id > Number.MAX_SAFE_INTEGER) {
       refuse(item);
       throw new H3Error(
         H3.ID_ERROR,
@@ -915,6 +989,7 @@ export class H3Connection {
             if (!first) throw new H3Error(H3.FRAME_UNEXPECTED, "Second SETTINGS frame");
             const settings = decodeSettings(frame.payload);
             peerDialects(this.role === "server" ? "client" : "server", settings); // validates
+            this.#settled = true;
             this.#peerSettings.resolve(settings);
           }
           if (frame.type === FrameType.GOAWAY) {
@@ -999,16 +1074,23 @@ export class H3Connection {
     };
     // The dialect of a request depends on the client's SETTINGS, which travel on another
     // stream and may come later: drafts 13-16 say not to process a request before them.
+    // Bounded: a few requests may wait for them (more are refused at once), and the SETTINGS
+    // must come within SETTINGS_TIMEOUT_MS of the connection's start (run() closes it
+    // otherwise), so a client cannot park requests without end.
     let clientSettings: Map<number, number>;
+    if (!this.#settled && this.#unsettled >= MAX_UNSETTLED_REQUESTS) {
+      source.cancel().catch(() => {});
+      return refuseRequest(429);
+    }
+    this.#unsettled++;
     try {
       clientSettings = await this.peerSettings();
     } catch {
       return this.endRequest(id); // the connection closed
+    } finally {
+      this.#unsettled--;
     }
-    const url =
-      headers.get(":scheme") === "https" && headers.get(":authority") && headers.get(":path")
-        ? new URL(`https://${headers.get(":authority")}${headers.get(":path")}`)
-        : undefined;
+    const url = requestUrl(headers);
     const dialect = requestDialect(
       headers.get(":protocol"),
       this.dialects,
@@ -1019,13 +1101,14 @@ export class H3Connection {
       // After our GOAWAY: refused unprocessed, so the client may retry elsewhere.
       return refuseRequest(503);
     }
-    // Sessions at once on this connection: the established ones and those being decided
-    // (this one among them). Over the dialect's limit: 429. The drafts ask for a reset
-    // with H3_REQUEST_REJECTED, which Deno cannot send (its resets carry code 0).
-    if (this.#sessions.size + this.#pending.size > sessionsPerConnection(dialect)) {
+    // Sessions at once on this connection: the established ones and those the application
+    // is deciding. Over the dialect's limit: 429. The drafts ask for a reset with
+    // H3_REQUEST_REJECTED, which Deno cannot send (its resets carry code 0).
+    if (this.#sessions.size + this.#deciding.size >= sessionsPerConnection(dialect)) {
       source.cancel().catch(() => {});
       return refuseRequest(429);
     }
+    this.#deciding.add(id);
     const protocols = parseAvailableProtocols(headers.get(AVAILABLE_PROTOCOLS)) ?? [];
     const connectRest = remainderStream(source, frames.takeRemainder()).getReader();
     let decided = false;

@@ -59,6 +59,16 @@ export interface Varint {
   length: number;
 }
 
+/** Reads a varint at `offset` exactly, as a bigint; undefined when the input ends first. */
+export function readVarintExact(source: Uint8Array, offset = 0): bigint | undefined {
+  if (offset >= source.length) return undefined;
+  const length = 1 << (source[offset]! >> 6);
+  if (offset + length > source.length) return undefined;
+  let value = BigInt(source[offset]! & 0x3f);
+  for (let i = 1; i < length; i++) value = (value << 8n) | BigInt(source[offset + i]!);
+  return value;
+}
+
 /**
  * Reads a varint at `offset`; undefined when the input ends before the varint does (the
  * caller waits for more bytes). Values above 2^53 - 1 are returned rounded: callers use them

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { encodeVarint, readVarint, varintLength, writeVarint } from "./varint.ts";
+import { encodeVarint, readVarint, readVarintExact, varintLength, writeVarint } from "./varint.ts";
 
 const hex = (text: string) => Uint8Array.from(text.match(/../g)!.map((b) => parseInt(b, 16)));
 const toHex = (bytes: Uint8Array) =>
@@ -59,4 +59,13 @@ test("property: readVarint(encodeVarint(n)) is n for every safe n", () => {
     const read = readVarint(bytes);
     return read?.value === n && read.length === bytes.length;
   }));
+});
+
+test("readVarintExact() keeps every bit that readVarint() rounds away", () => {
+  const max = new Uint8Array([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+  assert.equal(readVarintExact(max), 2n ** 62n - 1n);
+  assert.equal(readVarintExact(new Uint8Array([0xd0, 0, 0, 0, 0, 0, 0, 1])), 2n ** 60n + 1n);
+  assert.equal(readVarintExact(new Uint8Array([0x25])), 37n);
+  assert.equal(readVarintExact(new Uint8Array([0x7b, 0xbd])), 15293n); // RFC 9000 A.1
+  assert.equal(readVarintExact(new Uint8Array([0xc0, 0])), undefined, "truncated");
 });
