@@ -33,12 +33,37 @@ function writeAll(stream: { writeSync(p: Uint8Array): number }, text: string): v
   for (let offset = 0; offset < bytes.length;) offset += stream.writeSync(bytes.subarray(offset));
 }
 
+/**
+ * How long after a stop signal another one counts as the same request, in ms. One Ctrl-C
+ * under `deno task` arrives twice: the terminal signals the whole process group, and the
+ * task runner forwards the signal it got to its child (measured: 0.04 s from ^C to exit 130
+ * when the second was taken for a second press). A person pressing again takes longer.
+ */
+export const SAME_SIGNAL_MS = 500;
+
+/**
+ * What a stop signal (SIGINT, SIGTERM) asks for, given when the first one came (undefined:
+ * none yet) and now, in ms: "stop" gracefully, "ignore" (the same request delivered twice),
+ * or "exit" at once (asked again: a second Ctrl-C does not wait).
+ */
+export function stopSignalAction(
+  first: number | undefined,
+  now: number,
+): "stop" | "ignore" | "exit" {
+  if (first === undefined) return "stop";
+  return now - first < SAME_SIGNAL_MS ? "ignore" : "exit";
+}
+
 /** The process's own standard streams and signals. */
 export function processIo(): CliIo {
   const controller = new AbortController();
+  let first: number | undefined;
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
     Deno.addSignalListener(signal, () => {
-      if (controller.signal.aborted) Deno.exit(130); // a second Ctrl-C does not wait
+      const action = stopSignalAction(first, performance.now());
+      if (action === "exit") Deno.exit(130);
+      if (action === "ignore") return;
+      first = performance.now();
       controller.abort(new Error(signal));
     });
   }

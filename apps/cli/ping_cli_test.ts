@@ -496,3 +496,35 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "duet ping under deno task: one Ctrl-C (the whole process group signalled, and the " +
+    "task runner forwarding it) stops gracefully with the statistics, exit 0",
+  ...options,
+  async fn() {
+    const port = freePort();
+    const server = await startServer(port);
+    try {
+      // setsid: the task runner and duet get a process group of their own, as a terminal
+      // gives a foreground job, so a Ctrl-C can be sent the way a terminal sends it.
+      const client = spawnDuet(["ping", "--url", `https://127.0.0.1:${port}/ping`, "-i", "100"], {
+        prefix: ["setsid"],
+      });
+      await waitFor(
+        () => client.lines.stdout.filter((l) => l.startsWith("pong")).length >= 2,
+        "replies",
+        20_000,
+      );
+      Deno.kill(-client.child.pid, "SIGINT");
+      const { code } = await client.child.status;
+      await client.done;
+      assert.equal(code, 0, client.lines.stderr.join("\n"));
+      assert.ok(
+        client.lines.stdout.some((l) => /ping statistics ---$/.test(l)),
+        client.lines.stdout.join("\n"),
+      );
+    } finally {
+      await stop(server);
+    }
+  },
+});
