@@ -119,7 +119,11 @@ export const CLIENT_DEFAULTS = {
 
 /** What happens during a run, in order. */
 export type PingEvent =
-  | { type: "connected"; url: string; attempt: number; afterOutageMs?: number }
+  /**
+   * A connection is up. `first`: the run's first (after failed attempts, if
+   * `afterOutageMs` is there); otherwise a reconnection.
+   */
+  | { type: "connected"; url: string; attempt: number; first: boolean; afterOutageMs?: number }
   /** Moving to another server (only with several): `url` the next, `from` the one left. */
   | { type: "switching"; url: string; from: string; reason: string }
   /** `transport`: what carried it (the WebSocket only while WebTransport is unreachable). */
@@ -143,6 +147,8 @@ export interface PingSummary {
   url: string;
   /** Every server given, in order (`url` first). */
   urls: string[];
+  /** The servers that had a connection during the run, in the order first used. */
+  servers: string[];
   mode: PingMode;
   transmitted: number;
   received: number;
@@ -201,6 +207,8 @@ export async function runPing(
   const pending = new Map<number, { sentAt: number; timer: ReturnType<typeof setTimeout> }>();
   const padding = "x".repeat(options.payloadBytes);
   let transmitted = 0, timeouts = 0, lostNoConnection = 0, errors = 0, overWebSocket = 0;
+  /** The servers a connection was made to, in the order first used. */
+  const servers: string[] = [];
   let link: Link | undefined;
   /** The fallback machine's id of `link`. */
   let linkId = 0;
@@ -479,10 +487,13 @@ export async function runPing(
         if (finishedFlag) return fresh.close();
         install(fresh, id);
         const afterOutageMs = budget.end(performance.now());
+        const first = !servers.length;
+        if (!servers.includes(target.href)) servers.push(target.href);
         onEvent({
           type: "connected",
           url: target.href,
           attempt,
+          first,
           ...(afterOutageMs === undefined ? {} : { afterOutageMs }),
         });
         return;
@@ -560,6 +571,7 @@ export async function runPing(
   return {
     url: targets[0]!.href,
     urls: targets.map((target) => target.href),
+    servers,
     mode: options.mode,
     transmitted,
     received,

@@ -345,12 +345,21 @@ Deno.test({
       }, (event) => events.push(event));
       const replies = () => events.filter((e) => e.type === "reply").length;
       await waitFor(() => replies() >= 5, "replies from the first server");
-      assert.deepEqual(events[0], { type: "connected", url: first.url.href, attempt: 0 });
+      assert.deepEqual(events[0], {
+        type: "connected",
+        url: first.url.href,
+        attempt: 0,
+        first: true,
+      });
       assert.equal(second.sessions, 0, "the second server is not used while the first is up");
       await first.shutdown(0);
       await waitFor(
         () => events.some((e) => e.type === "connected" && e.url === second.url.href),
         "the client to switch to the second server",
+      );
+      assert.ok(
+        events.some((e) => e.type === "connected" && e.url === second.url.href && !e.first),
+        "a reconnection, not the run's first connection",
       );
       const switchedAt = events.length;
       await waitFor(
@@ -373,6 +382,7 @@ Deno.test({
       );
       assert.ok(!events.some((e) => e.type === "reconnecting"), "no backoff: a server was up");
       assert.deepEqual(summary.urls, [first.url.href, second.url.href]);
+      assert.deepEqual(summary.servers, [first.url.href, second.url.href], "both were used");
       assert.equal(summary.outages.length, 1);
       assert.equal(
         summary.received + summary.timeouts + summary.lostNoConnection + summary.errors,

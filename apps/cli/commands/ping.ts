@@ -423,8 +423,11 @@ const ms = (value: number) => value < 10 ? value.toFixed(3) : value.toFixed(1);
 export function describeEvent(event: PingEvent, target: URL): string {
   switch (event.type) {
     case "connected":
-      return event.afterOutageMs === undefined
-        ? ""
+      if (event.afterOutageMs === undefined) return "";
+      return event.first
+        ? `connected to ${printable(event.url)} after ${
+          (event.afterOutageMs / 1000).toFixed(2)
+        } s\n`
         : `connected again after ${(event.afterOutageMs / 1000).toFixed(2)} s\n`;
     case "switching":
       return `switching to ${printable(event.url)}: ${printable(event.reason)}\n`;
