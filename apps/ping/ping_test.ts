@@ -9,7 +9,7 @@ import {
   type WebTransportSession,
 } from "@duet/webtransport";
 import { wsPing } from "@duet/wsping";
-import { waitFor } from "@duet/testkit";
+import { waitFor, withLogRecords } from "@duet/testkit";
 import {
   CLIENT_DEFAULTS,
   MAX_LINE_BYTES,
@@ -760,4 +760,23 @@ Deno.test({
       assert.equal(await wsStatus(port), 101, "the address's one slot is free");
       await waitFor(() => server.webSockets === 0, "the last raw socket to be let go");
     }, { maxWebSocketsPerClient: 1 }),
+});
+
+Deno.test({
+  name: "server: what a refused client offered goes into the log cut to 200 characters",
+  ...options,
+  fn: () =>
+    withLogRecords(["duet", "ping"], "info", (records) =>
+      withServer(async (server) => {
+        const protocols = Array.from({ length: 1000 }, (_, i) => `protocol-${i}`);
+        await assert.rejects(
+          connectWebTransport(server.url, { ...pinned(server), protocols }),
+          (error) => error instanceof WebTransportRejectedError && error.status === 400,
+        );
+        const refused = records.find((r) => String(r.message).includes("Refused a session"));
+        assert.ok(refused, "the refusal is logged");
+        const why = String(refused.properties["why"]);
+        assert.ok(why.length < 260, `${why.length} characters`);
+        assert.match(why, /^offers protocol-0, protocol-1, .*… \(\d+ more characters\)$/);
+      })),
 });

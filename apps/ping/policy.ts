@@ -92,6 +92,19 @@ export function checkAccess(
   return null;
 }
 
+/** The longest text from a client that goes into a log line, in characters. */
+export const LOGGED_TEXT_MAX = 200;
+
+/**
+ * Text a client chose (a path, an offered protocol list, an error quoting them) as it goes
+ * into a log: at most {@link LOGGED_TEXT_MAX} characters, the rest counted, so that one
+ * request cannot write without limit into the server's log.
+ */
+export function forLog(text: string): string {
+  if (text.length <= LOGGED_TEXT_MAX) return text;
+  return `${text.slice(0, LOGGED_TEXT_MAX)}… (${text.length - LOGGED_TEXT_MAX} more characters)`;
+}
+
 /**
  * The application protocol to answer a WebTransport session request with: ours when the
  * client offers it, none when the client offers none (older clients, tools that do not

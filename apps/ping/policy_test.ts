@@ -5,6 +5,7 @@ import fc from "fast-check";
 import {
   checkAccess,
   choosePingProtocol,
+  forLog,
   messageTooLong,
   originAllowed,
   presentedToken,
@@ -85,6 +86,12 @@ Deno.test("checkAccess: the token is checked before the origin; 401, 403 or admi
     "no token configured: only the origin is checked",
   );
   assert.equal(checkAccess(request({}), { allowedOrigins: [] }), null);
+});
+
+Deno.test("forLog: a client's text goes into a log line cut to 200 characters, the rest counted", () => {
+  assert.equal(forLog("/ping"), "/ping");
+  assert.equal(forLog("x".repeat(200)), "x".repeat(200));
+  assert.equal(forLog("x".repeat(1200)), `${"x".repeat(200)}… (1000 more characters)`);
 });
 
 Deno.test("choosePingProtocol: ours when offered, none when none is offered, 400 otherwise", () => {

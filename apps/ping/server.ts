@@ -28,6 +28,7 @@ import { pageResponse } from "./page.ts";
 import {
   checkAccess,
   choosePingProtocol,
+  forLog,
   messageTooLong,
   type PingServerInfo,
   publishedInfo,
@@ -208,7 +209,7 @@ export async function startPingServer(
   const accepting = (async () => {
     for await (const request of transport.requests) {
       handleRequest(request).catch((error) =>
-        log.warn("Session request failed: {error}", { error: String(error) })
+        log.warn("Session request failed: {error}", { error: forLog(String(error)) })
       );
     }
   })();
@@ -216,7 +217,7 @@ export async function startPingServer(
   async function handleRequest(request: SessionRequest): Promise<void> {
     const client = request.remoteAddr.hostname;
     const refuse = async ({ status, reason }: Refusal) => {
-      log.info("Refused a session from {client}: {why}", { client, why: reason });
+      log.info("Refused a session from {client}: {why}", { client, why: forLog(reason) });
       await request.reject(status);
     };
     if (request.url.pathname !== PING_PATH) {
@@ -350,7 +351,7 @@ export async function startPingServer(
    */
   function upgradeWebSocket(request: Request, requestUrl: URL, client: string): Response {
     const refused = ({ status, reason }: Refusal) => {
-      log.info("Refused a WebSocket from {client}: {why}", { client, why: reason });
+      log.info("Refused a WebSocket from {client}: {why}", { client, why: forLog(reason) });
       return new Response(REFUSED_TEXT[status], { status });
     };
     const refusal = checkAccess(
@@ -371,7 +372,10 @@ export async function startPingServer(
       });
     } catch (error) {
       socketsPerClient.release(client);
-      log.info("Bad WebSocket request from {client}: {error}", { client, error: String(error) });
+      log.info("Bad WebSocket request from {client}: {error}", {
+        client,
+        error: forLog(String(error)),
+      });
       return new Response("bad WebSocket request\n", { status: 400 });
     }
     const { socket, response } = upgraded;
