@@ -286,6 +286,10 @@ export async function startPingServer(
           maxConcurrentBidirectionalStreams: config.maxStreamsPerConnection,
           maxConcurrentUnidirectionalStreams: config.maxStreamsPerConnection,
         },
+        // A session needs one connection; twice the session cap leaves room for reconnects
+        // while old connections wind down, and keeps one address from holding connections
+        // (each may park requests until its SETTINGS) without end.
+        maxConnectionsPerAddress: config.maxSessionsPerClient * 2,
       });
       const port = transport.addr.port;
       try {

@@ -168,7 +168,17 @@ export async function connectWebTransport(
   try {
     // The dialect is known from the server's SETTINGS, which a client must wait for before
     // its CONNECT (every draft). They come in the server's first flight.
-    const serverSettings = await h3.peerSettings();
+    const serverSettings = await h3.peerSettings().catch(async () => {
+      // Closed before its SETTINGS: say how the server closed it (a cap per address, say).
+      const info = await conn.closed.catch(() => undefined);
+      throw new Error(
+        `The server closed the connection before its HTTP/3 SETTINGS${
+          info
+            ? ` (code 0x${info.closeCode.toString(16)}${info.reason ? `: ${info.reason}` : ""})`
+            : ""
+        }`,
+      );
+    });
     const offered = peerDialects("server", serverSettings);
     const dialect = negotiate(dialects, offered);
     if (!dialect) {

@@ -682,3 +682,30 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name: "robustness: connections per address are capped when asked (closed as the handshake " +
+    "ends, with the reason), and a closed one frees its place",
+  ...options,
+  async fn() {
+    const accept = async (request: SessionRequest) => void await request.accept();
+    await withServer({ maxConnectionsPerAddress: 2 }, accept, async (server, certificate) => {
+      const url = `https://127.0.0.1:${server.addr.port}/`;
+      const trust = { serverCertificateHashes: pin(certificate) };
+      const held = [await connectWebTransport(url, trust), await connectWebTransport(url, trust)];
+      await assert.rejects(
+        connectWebTransport(url, trust),
+        /closed the connection before its HTTP\/3 SETTINGS \(code 0x107: too many connections from this address\)/,
+      );
+      await held[0]!.close();
+      // The server sees the connection end shortly after the session's.
+      let again: WebTransportSession | undefined;
+      await waitFor(async () => {
+        again = await connectWebTransport(url, trust).catch(() => undefined);
+        return again !== undefined;
+      }, "a place again");
+      await again!.close();
+      await held[1]!.close();
+    });
+  },
+});

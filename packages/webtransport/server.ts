@@ -634,6 +634,12 @@ export interface ServeOptions {
    * not is closed with H3_MISSING_SETTINGS, and its requests with it.
    */
   settingsTimeoutMs?: number;
+  /**
+   * QUIC connections one client address may hold at once (0 or absent: no cap); more are
+   * closed as soon as their handshake ends, with H3_EXCESSIVE_LOAD. Behind a proxy or NAT
+   * that gives many clients one address, a cap per address caps them all.
+   */
+  maxConnectionsPerAddress?: number;
 }
 
 /** A listening server. */
@@ -665,6 +671,8 @@ export function serveWebTransport(options: ServeOptions): WebTransportServer {
   });
   let requests!: ReadableStreamDefaultController<SessionRequest>;
   const connections = new Set<H3Connection>();
+  /** Connections open (or being accepted) per client address. */
+  const perAddress = new Map<string, number>();
   let listener: Deno.QuicListener | undefined;
   const listen = (cert: string, key: string) => {
     listener?.stop();
@@ -681,6 +689,24 @@ export function serveWebTransport(options: ServeOptions): WebTransportServer {
     (async () => {
       for await (const incoming of current) {
         Promise.resolve(incoming.accept()).then((conn: Deno.QuicConn) => {
+          // Connections per address. Counted after the handshake: reading the address of a
+          // QuicIncoming makes Deno drop it (accept() then fails with BadResource; repro in
+          // testdata/deno_incoming_remote_addr.ts), so the refusal cannot come before.
+          const address = conn.remoteAddr.hostname;
+          const held = perAddress.get(address) ?? 0;
+          if (options.maxConnectionsPerAddress && held >= options.maxConnectionsPerAddress) {
+            conn.close({
+              closeCode: H3.EXCESSIVE_LOAD,
+              reason: "too many connections from this address",
+            });
+            return;
+          }
+          perAddress.set(address, held + 1);
+          const release = () => {
+            const left = (perAddress.get(address) ?? 1) - 1;
+            if (left > 0) perAddress.set(address, left);
+            else perAddress.delete(address);
+          };
           const h3 = new H3Connection(conn, (request) => {
             try {
               requests.enqueue(request);
@@ -697,7 +723,10 @@ export function serveWebTransport(options: ServeOptions): WebTransportServer {
           connections.add(h3);
           // run() fails when the peer is gone before our control stream opens: that is the
           // peer's problem, never a reason for the server to stop.
-          h3.run().catch(() => {}).finally(() => connections.delete(h3));
+          h3.run().catch(() => {}).finally(() => {
+            connections.delete(h3);
+            release();
+          });
         }).catch(() => {});
       }
     })().catch(() => {});
