@@ -1,0 +1,101 @@
+// deno-lint-ignore-file no-console -- a benchmark server: it prints its port
+/**
+ * The listener alone, for issue #14's throughput question: the same in-memory pairing
+ * (first POST waits, second gets the first's body and the first the second's) behind
+ * three HTTP/1.1 listeners, so that a load generator measures what each listener costs per
+ * pair. Not a server to use: the `raw` one parses only what the load generator sends
+ * (Content-Length bodies, no chunked, no limits, no timeouts).
+ *
+ *   deno run -A bench/syncpoint/listeners.ts serve|node|raw PORT
+ *   loadgen pairs -url http://127.0.0.1:PORT/wait-for-second-party -concurrency 100
+ *
+ * `serve` is Deno.serve, `node` is node:http (what syncpoint uses since #14: it sees a party
+ * leave after its body), `raw` a minimal parser on Deno.listen, which would see departures
+ * too, since it owns the socket.
+ *
+ * @module
+ */
+import http from "node:http";
+const mode = Deno.args[0];
+const port = Number(Deno.args[1] ?? 0);
+const waiting = new Map<string, (body: string) => void>();
+function pair(id: string, body: string): Promise<string> | string {
+  const first = waiting.get(id);
+  if (first) {
+    waiting.delete(id);
+    first(body);
+    return body === "" ? "" : body;
+  }
+  return new Promise<string>((resolve) => waiting.set(id, (other) => resolve(other)));
+}
+const idOf = (path: string) => path.slice("/wait-for-second-party/".length);
+if (mode === "serve") {
+  Deno.serve(
+    { port, hostname: "127.0.0.1", onListen: ({ port }) => console.log(port) },
+    async (req) => {
+      const body = await req.text();
+      const other = await pair(idOf(new URL(req.url).pathname), body);
+      return new Response(other);
+    },
+  );
+} else if (mode === "node") {
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", async () => {
+      const other = await pair(idOf(req.url!), Buffer.concat(chunks).toString());
+      res.statusCode = 200;
+      res.setHeader("content-length", Buffer.byteLength(other));
+      res.end(other);
+    });
+  });
+  server.listen(port, "127.0.0.1", () => console.log((server.address() as { port: number }).port));
+} else {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port });
+  console.log(listener.addr.port);
+  const enc = new TextEncoder();
+  const dec = new TextDecoder();
+  for await (const conn of listener) {
+    conn.setNoDelay(true);
+    (async () => {
+      const buf = new Uint8Array(65536);
+      let have = 0;
+      for (;;) {
+        const n = await conn.read(buf.subarray(have));
+        if (n === null) break;
+        have += n;
+        for (;;) {
+          // find \r\n\r\n
+          let end = -1;
+          for (let i = 3; i < have; i++) {
+            if (buf[i] === 10 && buf[i - 1] === 13 && buf[i - 2] === 10 && buf[i - 3] === 13) {
+              end = i + 1;
+              break;
+            }
+          }
+          if (end < 0) break;
+          const head = dec.decode(buf.subarray(0, end));
+          const path = head.slice(head.indexOf(" ") + 1, head.indexOf(" ", head.indexOf(" ") + 1));
+          const m = /\r\ncontent-length:\s*(\d+)/i.exec(head);
+          const len = m ? Number(m[1]) : 0;
+          if (have < end + len) break;
+          const body = dec.decode(buf.subarray(end, end + len));
+          buf.copyWithin(0, end + len, have);
+          have -= end + len;
+          const other = await pair(idOf(path), body);
+          const out = enc.encode(other);
+          const headBytes = enc.encode(
+            `HTTP/1.1 200 OK\r\ncontent-length: ${out.length}\r\ncontent-type: text/plain\r\n\r\n`,
+          );
+          const whole = new Uint8Array(headBytes.length + out.length);
+          whole.set(headBytes);
+          whole.set(out, headBytes.length);
+          for (let off = 0; off < whole.length;) off += await conn.write(whole.subarray(off));
+        }
+      }
+      try {
+        conn.close();
+      } catch { /* closed */ }
+    })().catch(() => {});
+  }
+}
