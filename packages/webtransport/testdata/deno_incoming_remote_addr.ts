@@ -19,6 +19,7 @@ for (const readAddress of [false, true]) {
       if (readAddress) void incoming.remoteAddr.hostname;
       return await Promise.resolve(incoming.accept()).then(() => "accepted", (e) => String(e));
     }
+    return "no connection came";
   })();
   const client = Deno.connectQuic({
     hostname: "127.0.0.1",
