@@ -69,14 +69,35 @@ async function withServer(
   }
 }
 
-/** A raw HTTP/3 client connection that has the server's SETTINGS. */
-async function rawConnection(port: number, certificate: GeneratedCertificate, dialects: Dialect[]) {
-  const conn = await Deno.connectQuic({
+/** A QUIC connection to our server on loopback, pinning its certificate. */
+function quicConnection(port: number, certificate: GeneratedCertificate): Promise<Deno.QuicConn> {
+  return Deno.connectQuic({
     hostname: "127.0.0.1",
     port,
     alpnProtocols: ["h3"],
     serverCertificateHashes: pin(certificate),
   } as Deno.ConnectQuicOptions<false>);
+}
+
+/** A QUIC connection that has sent no HTTP/3 SETTINGS yet; `settle()` sends them. */
+async function bareConnection(port: number, certificate: GeneratedCertificate) {
+  const conn = await quicConnection(port, certificate);
+  const settle = async (dialects: Dialect[]) => {
+    const control = (await conn.createUnidirectionalStream()).getWriter();
+    await control.write(
+      new Uint8Array([
+        ...encodeVarint(StreamType.CONTROL),
+        ...encodeFrame(FrameType.SETTINGS, encodeSettings(localSettings("client", dialects))),
+      ]),
+    );
+    return control; // held: closing a control stream is an error
+  };
+  return { conn, settle };
+}
+
+/** A raw HTTP/3 client connection that has the server's SETTINGS. */
+async function rawConnection(port: number, certificate: GeneratedCertificate, dialects: Dialect[]) {
+  const conn = await quicConnection(port, certificate);
   const h3 = new H3Connection(conn, undefined, { role: "client", dialects });
   h3.run().catch(() => {});
   await h3.peerSettings();
@@ -529,27 +550,6 @@ Deno.test({
     );
   },
 });
-
-/** A QUIC connection that has sent no HTTP/3 SETTINGS yet; `settle()` sends them. */
-async function bareConnection(port: number, certificate: GeneratedCertificate) {
-  const conn = await Deno.connectQuic({
-    hostname: "127.0.0.1",
-    port,
-    alpnProtocols: ["h3"],
-    serverCertificateHashes: pin(certificate),
-  } as Deno.ConnectQuicOptions<false>);
-  const settle = async (dialects: Dialect[]) => {
-    const control = (await conn.createUnidirectionalStream()).getWriter();
-    await control.write(
-      new Uint8Array([
-        ...encodeVarint(StreamType.CONTROL),
-        ...encodeFrame(FrameType.SETTINGS, encodeSettings(localSettings("client", dialects))),
-      ]),
-    );
-    return control; // held: closing a control stream is an error
-  };
-  return { conn, settle };
-}
 
 const BAD_TARGETS: [authority: string, path: string][] = [
   ["a b", "/x"],
