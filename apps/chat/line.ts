@@ -12,7 +12,7 @@
  */
 import { ChatClient, type ClientEvent } from "./client.ts";
 import type { KeyStore } from "./keystore.ts";
-import { printable } from "./display.ts";
+import { printable } from "@duet/core/printable";
 import { readTypedLine, unknownCommandText } from "./commands.ts";
 
 /** What line mode needs. */

@@ -4,5 +4,4 @@ export * from "./crypto.ts";
 export * from "./server.ts";
 export * from "./keystore.ts";
 export * from "./client.ts";
-export * from "./display.ts";
 export * from "./line.ts";

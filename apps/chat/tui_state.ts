@@ -7,7 +7,7 @@
 import stringWidth from "string-width";
 import wrapAnsi from "wrap-ansi";
 import type { ClientEvent, ConnectionState, MessageView } from "./client.ts";
-import { printable } from "./display.ts";
+import { printable } from "@duet/core/printable";
 
 /** A line in the history pane: a message, or a note from the interface itself. */
 export type Row =

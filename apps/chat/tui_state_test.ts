@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import stringWidth from "string-width";
 import type { MessageView } from "./client.ts";
-import { printable } from "./display.ts";
+import { printable } from "@duet/core/printable";
 import {
   backspace,
   clock,

@@ -20,7 +20,8 @@ import {
   startAnnouncer,
   startPingServer,
 } from "@duet/ping";
-import { jsonLine, printable } from "@duet/chat/display";
+import { jsonLine } from "@duet/core/json-line";
+import { printable } from "@duet/core/printable";
 import { type CliIo, ExitStatus, UsageError } from "../io.ts";
 import { explainListenError, hostPort, integer, untilAborted, url } from "./_options.ts";
 

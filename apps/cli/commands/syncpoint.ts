@@ -12,7 +12,8 @@ import {
   SyncpointError,
   waitForSecondParty,
 } from "@duet/syncpoint";
-import { jsonLine, printable } from "@duet/chat/display";
+import { jsonLine } from "@duet/core/json-line";
+import { printable } from "@duet/core/printable";
 import { type CliIo, ExitStatus, UsageError } from "../io.ts";
 import { explainListenError, integer, untilAborted, url } from "./_options.ts";
 

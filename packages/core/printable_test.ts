@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { jsonLine, printable } from "./display.ts";
+import { printable } from "./printable.ts";
 
 Deno.test("printable(): escape sequences, newlines and C1 controls become visible, the rest stays", () => {
   assert.equal(printable("\x1b[2J\x1b]52;c;aGk=\x07"), "␛[2J␛]52;c;aGk=␇");
@@ -18,18 +18,6 @@ Deno.test("printable(): no control character survives, and text without any is u
       assert.ok(!/[\u0000-\u001f\u007f-\u009f]/.test(shown));
       // deno-lint-ignore no-control-regex
       if (!/[\u0000-\u001f\u007f-\u009f]/.test(text)) assert.equal(shown, text);
-    }),
-  );
-});
-
-Deno.test("jsonLine(): the same value for a parser, no raw control character for a terminal", () => {
-  assert.equal(jsonLine({ s: "a\x7f\x9bb" }), '{"s":"a\\u007f\\u009bb"}');
-  fc.assert(
-    fc.property(fc.jsonValue(), (value) => {
-      const line = jsonLine(value);
-      assert.deepEqual(JSON.parse(line), JSON.parse(JSON.stringify(value)));
-      // deno-lint-ignore no-control-regex
-      assert.ok(!/[\u0000-\u001f\u007f-\u009f]/.test(line));
     }),
   );
 });

@@ -10,21 +10,6 @@
  */
 
 /**
- * JSON for one output line, with DEL and the C1 controls written as \u escapes too
- * (JSON.stringify escapes only U+0000-U+001F): the same value for a parser, nothing a
- * terminal would act on.
- */
-export function jsonLine(
-  value: unknown,
-  replacer?: (key: string, value: unknown) => unknown,
-): string {
-  return JSON.stringify(value, replacer as never).replace(
-    /[\u007f-\u009f]/g,
-    (c) => `\\u00${c.charCodeAt(0).toString(16)}`,
-  );
-}
-
-/**
  * Replaces every control character with a visible stand-in: C0 controls and DEL with
  * their Unicode control pictures (a newline shows as ␊, ESC as ␛), C1 controls as
  * `\u{85}` and the like. Everything else, bidirectional marks included, is kept.
