@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { MAX_TIMEOUT_MS } from "@duet/core/long-timeout";
 import {
   base64,
   claimFor,
@@ -152,7 +153,21 @@ export class ChatClient {
   /** Messages only an unaccepted key decrypts, by that key's public key, in arrival order. */
   readonly #held = new Map<string, { stored: StoredMessage; fromHistory: boolean }[]>();
 
+  /**
+   * @throws {RangeError} naming the option when `heartbeatMs` or a `backoff` bound is not
+   *   in [1, 2^31 − 1] ms: timers fire almost at once past that.
+   */
   constructor(options: ChatClientOptions) {
+    const durations = {
+      heartbeatMs: options.heartbeatMs,
+      "backoff.baseMs": options.backoff?.baseMs,
+      "backoff.maxMs": options.backoff?.maxMs,
+    };
+    for (const [name, ms] of Object.entries(durations)) {
+      if (ms !== undefined && !(ms >= 1 && ms <= MAX_TIMEOUT_MS)) {
+        throw new RangeError(`${name} must be from 1 to ${MAX_TIMEOUT_MS} ms, got ${ms}`);
+      }
+    }
     this.#options = options;
     this.#resetPending = options.resetKey ?? false;
     this.#at = {

@@ -211,3 +211,27 @@ Deno.test({
     }
   },
 });
+
+Deno.test("ChatClient: a heartbeat or backoff past a timer's range (2^31 − 1 ms) is refused, naming it", async () => {
+  const dir = await Deno.makeTempDir();
+  const keyStore = await KeyStore.open(`${dir}/alice.sqlite`);
+  try {
+    const base = {
+      server: "127.0.0.1:1",
+      name: "alice",
+      room: "tea",
+      keyStore,
+      onEvent: () => {},
+    };
+    assert.throws(() => new ChatClient({ ...base, heartbeatMs: 2 ** 31 }), /heartbeatMs/);
+    assert.throws(
+      () => new ChatClient({ ...base, backoff: { baseMs: 100, maxMs: 2_592_000_000 } }),
+      /backoff\.maxMs/,
+    );
+    assert.throws(() => new ChatClient({ ...base, backoff: { baseMs: 0, maxMs: 100 } }), /baseMs/);
+    await new ChatClient({ ...base, heartbeatMs: 2 ** 31 - 1 }).stop();
+  } finally {
+    keyStore.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -7,6 +7,8 @@
  *
  * @module
  */
+import type { RunningService } from "@duet/core/service";
+import { MAX_TIMEOUT_MS } from "@duet/core/long-timeout";
 import { getLogger } from "@logtape/logtape";
 import { bytesToHex } from "@noble/hashes/utils.js";
 import {
@@ -113,9 +115,10 @@ export const DEFAULTS: Omit<ChatServerConfig, "store"> = {
   outputBudgetBytes: 1024 * 1024,
 };
 
-/** A started server. */
-export interface RunningChatServer {
-  addr: Deno.NetAddr;
+/** A started server: {@link RunningService} plus the chat's own counters. */
+export interface RunningChatServer extends RunningService {
+  /** Where it listens (TCP). */
+  readonly addr: Deno.NetAddr;
   /** Connections open now. */
   readonly connections: number;
   /**
@@ -145,7 +148,7 @@ export interface RunningChatServer {
    * @throws {StoreUnavailable} when the database is away (the periodic sweep logs it).
    */
   sweepRooms(): Promise<number>;
-  /** Says bye to everyone, stops listening, closes the store. */
+  /** Says bye to everyone, stops listening, closes the store. Idempotent. */
   shutdown(): Promise<void>;
 }
 
@@ -175,11 +178,36 @@ interface Connection {
   state: State;
 }
 
-/** Starts the server; resolves once it listens and its listener is subscribed. */
+/**
+ * The settings that become timers must fit one: `setTimeout` and `setInterval` fire almost
+ * at once past 2^31 − 1 ms (about 24.8 days). `roomIdleMs` is compared in SQL, not timed.
+ *
+ * @throws {RangeError} naming the setting, when one is not a number in [1, MAX_TIMEOUT_MS].
+ */
+export function checkTimerDurations(
+  config: Pick<ChatServerConfig, "idleTimeoutMs" | "handshakeTimeoutMs" | "roomSweepIntervalMs">,
+): void {
+  for (const name of ["idleTimeoutMs", "handshakeTimeoutMs", "roomSweepIntervalMs"] as const) {
+    const ms = config[name];
+    if (!(ms >= 1 && ms <= MAX_TIMEOUT_MS)) {
+      throw new RangeError(
+        `${name} must be from 1 to ${MAX_TIMEOUT_MS} ms (about 24.8 days), got ${ms}`,
+      );
+    }
+  }
+}
+
+/**
+ * Starts the server; resolves once it listens and its listener is subscribed.
+ *
+ * @throws {RangeError} from {@link checkTimerDurations}; what listening throws
+ *   (`Deno.errors.AddrInUse`, ...); what migrating the store throws.
+ */
 export async function startChatServer(
   overrides: Partial<ChatServerConfig> & { store: ChatStore },
 ): Promise<RunningChatServer> {
   const config: ChatServerConfig = { ...DEFAULTS, ...overrides };
+  checkTimerDurations(config);
   const { store } = config;
   await store.migrate();
   const service = store.serviceId;
@@ -294,6 +322,17 @@ export async function startChatServer(
       serve(conn);
     }
   })();
+  let stopped: Promise<void> | undefined;
+  const finished = new Promise<void>((resolve, reject) => {
+    // The accept loop ends only when stopping; should it fail otherwise, the server is done.
+    serving.then(
+      () => stopped?.then(resolve, reject),
+      (error) => {
+        log.error("The chat server stopped accepting: {error}", { error: String(error) });
+        reject(error);
+      },
+    );
+  });
   const addr = listener.addr as Deno.NetAddr;
   log.info("Chat server listening on {host}:{port} (at most {max} connections)", {
     host: addr.hostname,
@@ -775,28 +814,32 @@ export async function startChatServer(
       return unwrittenTotal;
     },
     sweepRooms,
-    async shutdown() {
-      stopping = true;
-      clearTimeout(firstSweep);
-      clearInterval(sweeps);
-      listener.close();
-      await serving;
-      reserve?.close();
-      reserve = undefined;
-      await sweeping?.catch(() => {});
-      for (const connection of connections) connection.dispatch({ type: "shutdown" });
-      // Give the byes a moment to be written before the sockets go.
-      await new Promise((resolve) => setTimeout(resolve, 20));
-      for (const conn of open) {
-        try {
-          conn.close();
-        } catch { /* closed */ }
-      }
-      await channel.catch(() => {});
-      await store.close();
-      log.info("Chat server stopped");
-    },
+    finished,
+    shutdown: () => stopped ??= stop(),
   };
+
+  /** The body of `shutdown()`, run once. */
+  async function stop(): Promise<void> {
+    stopping = true;
+    clearTimeout(firstSweep);
+    clearInterval(sweeps);
+    listener.close();
+    await serving;
+    reserve?.close();
+    reserve = undefined;
+    await sweeping?.catch(() => {});
+    for (const connection of connections) connection.dispatch({ type: "shutdown" });
+    // Give the byes a moment to be written before the sockets go.
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    for (const conn of open) {
+      try {
+        conn.close();
+      } catch { /* closed */ }
+    }
+    await channel.catch(() => {});
+    await store.close();
+    log.info("Chat server stopped");
+  }
 }
 
 /** Whether an accept failed for want of file descriptors (EMFILE, ENFILE). */

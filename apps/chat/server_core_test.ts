@@ -5,6 +5,7 @@
 // failed reads - a connection is pushed each of its peer's messages once, in id order.
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import { checkTimerDurations } from "./server.ts";
 import {
   type Effect,
   type Event,
@@ -805,4 +806,20 @@ Deno.test("server core: until the key is proved, no frame, push or key offer of 
     }),
     { numRuns: 300 },
   );
+});
+
+Deno.test("checkTimerDurations(): timer settings up to 2^31 − 1 ms pass, past it (or below 1) name the setting", () => {
+  const ok = { idleTimeoutMs: 60_000, handshakeTimeoutMs: 10_000, roomSweepIntervalMs: 3_600_000 };
+  checkTimerDurations(ok);
+  checkTimerDurations({ ...ok, roomSweepIntervalMs: 2 ** 31 - 1 });
+  assert.throws(
+    () => checkTimerDurations({ ...ok, roomSweepIntervalMs: 2 ** 31 }),
+    (error: unknown) => error instanceof RangeError && /roomSweepIntervalMs/.test(error.message),
+  );
+  assert.throws(
+    () => checkTimerDurations({ ...ok, idleTimeoutMs: 2_592_000_000 }),
+    /idleTimeoutMs/,
+  );
+  assert.throws(() => checkTimerDurations({ ...ok, handshakeTimeoutMs: 0 }), /handshakeTimeoutMs/);
+  assert.throws(() => checkTimerDurations({ ...ok, idleTimeoutMs: NaN }), /idleTimeoutMs/);
 });

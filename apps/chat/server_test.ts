@@ -712,3 +712,23 @@ for (const engine of engines) {
       }),
   });
 }
+
+Deno.test({
+  name:
+    "chat server: the RunningService shape: finished settles after shutdown, which is idempotent",
+  ...options,
+  fn: async () => {
+    const server = await startChatServer({ store: await pgliteStore(), port: 0 });
+    let settled = false;
+    const finished = server.finished.then(() => settled = true);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.equal(settled, false);
+    const first = server.shutdown();
+    assert.equal(server.shutdown(), first);
+    await first;
+    await finished;
+    assert.equal(settled, true);
+    // Closed: a new connection is refused.
+    await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: server.addr.port }));
+  },
+});

@@ -5,14 +5,77 @@
  * @module
  */
 import { Command, CommanderError, Option } from "commander";
-import { getLogger } from "@logtape/logtape";
 import { type CliIo, ExitStatus, UsageError } from "./io.ts";
-import { setupLogging } from "./logging.ts";
-import { dlogCommand } from "./commands/dlog.ts";
-import { chatCommand, chatServerCommand } from "./commands/chat.ts";
-import { pingCommand } from "./commands/ping.ts";
-import { serveCommand } from "./commands/serve.ts";
-import { syncpointCommand } from "./commands/syncpoint.ts";
+import type { LoggingOptions } from "./logging.ts";
+
+/**
+ * The commands, each loaded only when it runs: `duet --help` and `duet dlog prove` do not
+ * load the chat's database, the ping server or React. A command's summary lives here, the
+ * one place both the top-level help (which lists every command without loading it) and the
+ * loaded command read it from.
+ */
+const COMMANDS: readonly {
+  name: string;
+  summary: string;
+  /**
+   * False for a command that writes no log record (dlog): logging is then set up only if
+   * it fails unexpectedly, which spares it loading LogTape.
+   */
+  logs?: false;
+  load(): Promise<(io: CliIo) => Command>;
+}[] = [
+  {
+    name: "dlog",
+    summary: "prove and verify knowledge of a discrete log (Schnorr, secp256k1)",
+    logs: false,
+    load: async () => (await import("./commands/dlog.ts")).dlogCommand,
+  },
+  {
+    name: "syncpoint",
+    summary: "run the rendezvous service: POST /wait-for-second-party/:id holds the first " +
+      "party until the second arrives (both get 200) or the timeout passes (408)",
+    load: async () => (await import("./commands/syncpoint.ts")).syncpointCommand,
+  },
+  {
+    name: "ping",
+    summary: "ping a duet ping server over WebTransport (like ping: per-reply lines, then a " +
+      "summary), over its WebSocket while UDP is blocked, failing over to the next " +
+      "server given or found when one fails; without --url, find the server by mDNS, " +
+      "then DNS SRV",
+    load: async () => (await import("./commands/ping.ts")).pingCommand,
+  },
+  {
+    name: "chat-server",
+    summary: "run the chat server: pairs two parties per room for their key exchange, stores " +
+      "only ciphertext (PostgreSQL, or embedded PGlite), pushes messages in real time",
+    load: async () => (await import("./commands/chat.ts")).chatServerCommand,
+  },
+  {
+    name: "chat",
+    summary: "talk end to end encrypted with one other party in a room: the key is agreed " +
+      "through the server, which sees only ciphertext",
+    load: async () => (await import("./commands/chat.ts")).chatCommand,
+  },
+  {
+    name: "serve",
+    summary: "start every duet service with embedded defaults, printing each URL",
+    load: async () => (await import("./commands/serve.ts")).serveCommand,
+  },
+];
+
+/** Program options that take a value: what `commandNameIn` skips over. */
+const VALUE_OPTIONS = new Set(["--log-level", "--log-format"]);
+
+/** The command `argv` names (its first word that is not a program option), if any. */
+export function commandNameIn(argv: readonly string[]): string | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    const word = argv[i]!;
+    if (word === "--") return argv[i + 1];
+    if (VALUE_OPTIONS.has(word)) i++;
+    else if (!word.startsWith("-")) return word;
+  }
+  return undefined;
+}
 
 /** The version printed by `duet --version`. */
 export const VERSION = "0.1.0";
@@ -58,8 +121,12 @@ function prefixFor(command: Command): string {
   return names.join(" ");
 }
 
-/** Builds the program; exported for tests that inspect the command tree. */
-export function buildProgram(io: CliIo): Command {
+/**
+ * Builds the program with the command `load` names loaded (all of them for `"all"`), the
+ * others as stubs that carry only their name and summary (enough for `duet --help`).
+ * Exported for tests that inspect the command tree.
+ */
+export async function buildProgram(io: CliIo, load: string | "all" | undefined): Promise<Command> {
   const program = new Command("duet")
     .description(
       "duet: find each other, prove things to each other and talk securely.\n" +
@@ -67,21 +134,44 @@ export function buildProgram(io: CliIo): Command {
     )
     .version(VERSION, "-V, --version", "print the version")
     .showHelpAfterError(false);
-  program.hook("preAction", (_root, action) => {
+  program.hook("preAction", async (_root, action) => {
     const options = action.optsWithGlobals();
-    setupLogging(
+    loggingOptions.set(
+      program,
       { level: options["logLevel"], quiet: options["quiet"], format: options["logFormat"] },
-      io.err,
-      Deno.stderr.isTerminal(),
     );
+    const name = topCommandOf(action).name();
+    if (COMMANDS.find((entry) => entry.name === name)?.logs !== false) {
+      await configureLogging(program, io);
+    }
   });
-  program.addCommand(dlogCommand(io));
-  program.addCommand(syncpointCommand(io));
-  program.addCommand(pingCommand(io));
-  program.addCommand(chatServerCommand(io));
-  program.addCommand(chatCommand(io));
-  program.addCommand(serveCommand(io));
+  for (const entry of COMMANDS) {
+    const command = load === "all" || load === entry.name
+      ? (await entry.load())(io)
+      : new Command(entry.name);
+    program.addCommand(command.description(entry.summary));
+  }
   return conventions(program, io);
+}
+
+/** The logging options each program was run with, once its command's action is about to run. */
+const loggingOptions = new WeakMap<Command, LoggingOptions>();
+const loggingConfigured = new WeakSet<Command>();
+
+/** Sets up logging (LogTape, loaded now) for `program`'s run, once; nothing before parsing. */
+async function configureLogging(program: Command, io: CliIo): Promise<void> {
+  const options = loggingOptions.get(program);
+  if (!options || loggingConfigured.has(program)) return;
+  loggingConfigured.add(program);
+  const { setupLogging } = await import("./logging.ts");
+  setupLogging(options, io.err, Deno.stderr.isTerminal());
+}
+
+/** The command right under the program that `command` belongs to ("ping" for ping serve). */
+function topCommandOf(command: Command): Command {
+  let top = command;
+  while (top.parent?.parent) top = top.parent;
+  return top;
 }
 
 /**
@@ -89,7 +179,7 @@ export function buildProgram(io: CliIo): Command {
  * line on stderr; unexpected failures are one line too, with the stack at --log-level debug.
  */
 export async function runCli(argv: string[], io: CliIo): Promise<number> {
-  const program = buildProgram(io);
+  const program = await buildProgram(io, commandNameIn(argv));
   try {
     await program.parseAsync(argv, { from: "user" });
     return 0;
@@ -105,6 +195,8 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       return 2;
     }
     io.err(`${prefix}: ${error instanceof Error ? error.message : String(error)}\n`);
+    await configureLogging(program, io);
+    const { getLogger } = await import("@logtape/logtape");
     getLogger(["duet", "cli"]).debug("{stack}", { stack: (error as Error)?.stack });
     return 1;
   }

@@ -26,7 +26,9 @@ export interface RunningService {
 
 /** One service to start: its name (for messages) and how to start it. */
 export interface ServiceStarter<T extends RunningService = RunningService> {
+  /** What it is called in messages ("syncpoint", "chat"). */
   name: string;
+  /** Starts it; resolves once it listens. */
   start(): Promise<T>;
 }
 

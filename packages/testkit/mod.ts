@@ -188,8 +188,14 @@ export function freePort(): number {
 
 /** A private redis-server a test can stop and start (never the machine's shared one). */
 export class PrivateRedis {
+  /** Its TCP port on 127.0.0.1. */
   readonly port: number;
   #process: Deno.ChildProcess | undefined;
+  /**
+   * Chooses where it will listen; nothing starts yet.
+   *
+   * @param port TCP port on 127.0.0.1, a free one by default.
+   */
   constructor(port = freePort()) {
     this.port = port;
   }
@@ -400,7 +406,9 @@ export interface SpawnOptions {
 
 /** A started duet process whose output is collected line by line. */
 export interface SpawnedDuet {
+  /** The process. */
   child: Deno.ChildProcess;
+  /** Its output so far, one entry per line, without line breaks. */
   lines: { stdout: string[]; stderr: string[] };
   /** Resolves when both outputs have ended. */
   done: Promise<unknown>;
@@ -446,6 +454,7 @@ export function spawnDuet(args: string[], options: SpawnOptions = {}): SpawnedDu
 
 /** A `duet` process fed line by line on its standard input (`duet chat --line`, say). */
 export interface LineParty {
+  /** The running `duet` process. */
   process: SpawnedDuet;
   /** Writes `text` as it is (add the line break yourself). */
   say(text: string): Promise<void>;

@@ -383,6 +383,7 @@ export class PrivatePostgres {
     return this.#closing ??= this.#close();
   }
 
+  /** `await using` support: {@link close}. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }

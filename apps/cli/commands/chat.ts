@@ -6,6 +6,7 @@
  */
 import { Command, Option } from "commander";
 import { getLogger } from "@logtape/logtape";
+import { delay } from "@duet/core/delay";
 import {
   ChatClient,
   ChatStore,
@@ -22,7 +23,6 @@ import {
   runLineMode,
   startChatServer,
 } from "@duet/chat";
-import { runTui } from "@duet/chat/tui";
 import { type CliIo, ExitStatus, UsageError } from "../io.ts";
 import {
   explainListenError,
@@ -70,13 +70,23 @@ export async function openStore(databaseUrl?: string, dataDir?: string): Promise
   return { store: new ChatStore(await openPglite(dir)), description: `PGlite in ${dir}` };
 }
 
+/** The help after `duet chat-server`'s options. */
+const CHAT_SERVER_HELP = `
+The protocol is in docs/chat-protocol.md; the server never holds a key or a plaintext.
+Limits (what each protects, and what happens past it): apps/chat/README.md, "Limits".
+
+Examples:
+  duet chat-server                                  # 127.0.0.1:7070, PGlite in the data dir
+  duet chat-server --database-url postgres://chat@db:5432/chat --host 0.0.0.0
+  duet chat-server --data-dir ./chat-data --quiet
+
+A database that is not reachable yet (starting, restarting) is waited for, with a log line
+saying so; a database that refuses us (no such database, bad password) ends the command.
+Stops on SIGINT/SIGTERM: says bye to every client, closes the database.`;
+
 /** The `chat-server` command. */
 export function chatServerCommand(io: CliIo): Command {
   return new Command("chat-server")
-    .description(
-      "run the chat server: pairs two parties per room for their key exchange, stores only " +
-        "ciphertext (PostgreSQL, or embedded PGlite), pushes messages in real time",
-    )
     .option("--host <host>", "interface to listen on", DEFAULTS.hostname)
     .option("--port <port>", "TCP port (0 picks a free one)", integer(0, 65535), DEFAULTS.port)
     .addOption(
@@ -127,63 +137,52 @@ export function chatServerCommand(io: CliIo): Command {
       integer(0, 36_500),
       DEFAULTS.roomIdleMs / 86_400_000,
     )
-    .addHelpText(
-      "after",
-      `
-The protocol is in docs/chat-protocol.md; the server never holds a key or a plaintext.
-Limits (what each protects, and what happens past it): apps/chat/README.md, "Limits".
+    .addHelpText("after", CHAT_SERVER_HELP)
+    .action((options: ChatServerCliOptions) => runChatServer(options, io));
+}
 
-Examples:
-  duet chat-server                                  # 127.0.0.1:7070, PGlite in the data dir
-  duet chat-server --database-url postgres://chat@db:5432/chat --host 0.0.0.0
-  duet chat-server --data-dir ./chat-data --quiet
-
-A database that is not reachable yet (starting, restarting) is waited for, with a log line
-saying so; a database that refuses us (no such database, bad password) ends the command.
-Stops on SIGINT/SIGTERM: says bye to every client, closes the database.`,
-    )
-    .action(async (options: ChatServerCliOptions) => {
-      if (options.databaseUrl && options.dataDir) {
-        throw new UsageError("choose one of --database-url and --data-dir");
-      }
-      const { store, description } = await openStore(options.databaseUrl, options.dataDir)
-        .catch((error) => {
-          throw new Error(`cannot open the database: ${(error as Error).message}`);
-        });
-      // Here rather than inside startChatServer (which migrates too, finding nothing to do)
-      // so that an unreachable database is reported as such, naming it, and waited for.
-      const ready = await waitForDatabase(store, description, io.shutdownSignal).catch(
-        async (error) => {
-          await store.close().catch(() => {});
-          throw new Error(
-            `cannot use the database (${description}): ${(error as Error).message}`,
-          );
-        },
-      );
-      if (!ready) {
-        await store.close().catch(() => {});
-        return;
-      }
-      const server = await startChatServer({
-        store,
-        hostname: options.host,
-        port: options.port,
-        messagesPerSecond: options.messagesPerSecond,
-        maxConnectionsPerAddress: options.maxConnectionsPerAddress,
-        idleTimeoutMs: options.idleTimeoutMs,
-        maxConnections: options.maxConnections,
-        roomsPerMinute: options.roomsPerMinute,
-        roomIdleMs: options.roomExpiryDays * 86_400_000,
-      }).catch(async (error) => {
-        await store.close().catch(() => {});
-        return explainListenError(error, options.host, options.port);
-      });
-      io.out(
-        `chat  ${showHostPort(server.addr.hostname, server.addr.port)}   (${description})\n`,
-      );
-      await untilAborted(io.shutdownSignal);
-      await server.shutdown();
+/** `duet chat-server`: opens the database, waits for it, serves until a stop signal. */
+async function runChatServer(options: ChatServerCliOptions, io: CliIo): Promise<void> {
+  if (options.databaseUrl && options.dataDir) {
+    throw new UsageError("choose one of --database-url and --data-dir");
+  }
+  const { store, description } = await openStore(options.databaseUrl, options.dataDir)
+    .catch((error) => {
+      throw new Error(`cannot open the database: ${(error as Error).message}`);
     });
+  // Here rather than inside startChatServer (which migrates too, finding nothing to do)
+  // so that an unreachable database is reported as such, naming it, and waited for.
+  const ready = await waitForDatabase(store, description, io.shutdownSignal).catch(
+    async (error) => {
+      await store.close().catch(() => {});
+      throw new Error(
+        `cannot use the database (${description}): ${(error as Error).message}`,
+      );
+    },
+  );
+  if (!ready) {
+    await store.close().catch(() => {});
+    return;
+  }
+  const server = await startChatServer({
+    store,
+    hostname: options.host,
+    port: options.port,
+    messagesPerSecond: options.messagesPerSecond,
+    maxConnectionsPerAddress: options.maxConnectionsPerAddress,
+    idleTimeoutMs: options.idleTimeoutMs,
+    maxConnections: options.maxConnections,
+    roomsPerMinute: options.roomsPerMinute,
+    roomIdleMs: options.roomExpiryDays * 86_400_000,
+  }).catch(async (error) => {
+    await store.close().catch(() => {});
+    return explainListenError(error, options.host, options.port);
+  });
+  io.out(
+    `chat  ${showHostPort(server.addr.hostname, server.addr.port)}   (${description})\n`,
+  );
+  await untilAborted(io.shutdownSignal);
+  await server.shutdown();
 }
 
 /** How long the server waits between attempts to reach a database that is not there yet. */
@@ -214,15 +213,7 @@ export async function waitForDatabase(
         told = reason;
       }
     }
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(done, DATABASE_RETRY_MS);
-      signal.addEventListener("abort", done, { once: true });
-      function done() {
-        clearTimeout(timer);
-        signal.removeEventListener("abort", done);
-        resolve();
-      }
-    });
+    await delay(DATABASE_RETRY_MS, { signal }).catch(() => {}); // aborted: checked above
   }
 }
 
@@ -236,13 +227,23 @@ interface ChatCliOptions {
   resetKey?: boolean;
 }
 
+/** The help after `duet chat`'s options. */
+const CHAT_HELP = `
+Commands (typed as a line): /key shows the key's SHA-256 (both of you must see the same
+value; if not, someone is in the middle), /accept-key [FINGERPRINT] trusts a changed peer
+key (messages under a key you have not accepted are held back, never shown as the peer's),
+/help, /quit.
+
+Your name in a room belongs to the key you first used there (kept in --key-store): another
+key cannot take it, unless it is started with --reset-key, which your peer is told of.
+
+Examples:
+  duet chat --server 127.0.0.1:7070 --name alice --room tea --line
+  printf 'hello\\n/key\\n' | duet chat --server 127.0.0.1:7070 --name bob --room tea --line`;
+
 /** The `chat` command (the client). */
 export function chatCommand(io: CliIo): Command {
   return new Command("chat")
-    .description(
-      "talk end to end encrypted with one other party in a room: the key is agreed through " +
-        "the server, which sees only ciphertext",
-    )
     .requiredOption("--server <host:port>", "the chat server", hostPort)
     .requiredOption(
       "--name <name>",
@@ -268,79 +269,74 @@ export function chatCommand(io: CliIo): Command {
       integer(0, 600_000),
       10_000,
     )
-    .addHelpText(
-      "after",
-      `
-Commands (typed as a line): /key shows the key's SHA-256 (both of you must see the same
-value; if not, someone is in the middle), /accept-key [FINGERPRINT] trusts a changed peer
-key (messages under a key you have not accepted are held back, never shown as the peer's),
-/help, /quit.
-
-Your name in a room belongs to the key you first used there (kept in --key-store): another
-key cannot take it, unless it is started with --reset-key, which your peer is told of.
-
-Examples:
-  duet chat --server 127.0.0.1:7070 --name alice --room tea --line
-  printf 'hello\\n/key\\n' | duet chat --server 127.0.0.1:7070 --name bob --room tea --line`,
-    )
+    .addHelpText("after", CHAT_HELP)
     .action(async (options: ChatCliOptions) => {
       const keyStore = await KeyStore.open(options.keyStore).catch((error) => {
         throw new Error(
           `cannot open the key store ${options.keyStore}: ${(error as Error).message}`,
         );
       });
-      if (!options.line) {
-        if (!Deno.stdin.isTerminal() || !Deno.stdout.isTerminal()) {
-          keyStore.close();
-          throw new UsageError(
-            "the interface needs a terminal for input and output; use --line for scripts",
-          );
-        }
-        // Events that come before the interface is drawn wait for it.
-        const early: ClientEvent[] = [];
-        let listener: ((event: ClientEvent) => void) | undefined;
-        const client = new ChatClient({
-          server: options.server,
-          name: options.name,
-          room: options.room,
-          keyStore,
-          onEvent: (event) => listener ? listener(event) : early.push(event),
-          resetKey: options.resetKey ?? false,
-        });
-        await client.start();
-        await runTui(client, options.room, options.name, (fn) => {
-          listener = fn;
-          for (const event of early.splice(0)) fn(event);
-        });
-        await client.stop();
-        keyStore.close();
-        return;
-      }
-      const result = await runLineMode({
-        server: options.server,
-        name: options.name,
-        room: options.room,
-        keyStore,
-        input: Deno.stdin.readable,
-        out: io.out,
-        err: io.err,
-        signal: io.shutdownSignal,
-        lingerMs: options.lingerMs,
-        resetKey: options.resetKey ?? false,
-      }).finally(() => keyStore.close());
-      if (result.unsent) {
-        io.err(
-          `duet chat: ${plural(result.unsent, "message")} not yet stored; ` +
-            `${result.unsent === 1 ? "it stays" : "they stay"} in the outbox ` +
-            `(${options.keyStore}) and ${result.unsent === 1 ? "goes" : "go"} out on the ` +
-            `next start with this --server, --name and --room\n`,
-        );
-      }
-      if (result.refused) {
-        io.err(`duet chat: ${plural(result.refused, "line")} not sent (said above)\n`);
-      }
-      if (result.fatal || result.unsent || result.refused) throw new ExitStatus(1);
+      if (options.line) await runLine(options, keyStore, io);
+      else await runScreen(options, keyStore);
     });
+}
+
+/** `duet chat` on the terminal's screen (ink). */
+async function runScreen(options: ChatCliOptions, keyStore: KeyStore): Promise<void> {
+  if (!Deno.stdin.isTerminal() || !Deno.stdout.isTerminal()) {
+    keyStore.close();
+    throw new UsageError(
+      "the interface needs a terminal for input and output; use --line for scripts",
+    );
+  }
+  // Events that come before the interface is drawn wait for it.
+  const early: ClientEvent[] = [];
+  let listener: ((event: ClientEvent) => void) | undefined;
+  const client = new ChatClient({
+    server: options.server,
+    name: options.name,
+    room: options.room,
+    keyStore,
+    onEvent: (event) => listener ? listener(event) : early.push(event),
+    resetKey: options.resetKey ?? false,
+  });
+  await client.start();
+  // The screen (ink, React) is loaded only for the screen: line mode does without.
+  const { runTui } = await import("@duet/chat/tui");
+  await runTui(client, options.room, options.name, (fn) => {
+    listener = fn;
+    for (const event of early.splice(0)) fn(event);
+  });
+  await client.stop();
+  keyStore.close();
+}
+
+/** `duet chat --line`: stdin lines out, `NAME: TEXT` lines in. */
+async function runLine(options: ChatCliOptions, keyStore: KeyStore, io: CliIo): Promise<void> {
+  const result = await runLineMode({
+    server: options.server,
+    name: options.name,
+    room: options.room,
+    keyStore,
+    input: Deno.stdin.readable,
+    out: io.out,
+    err: io.err,
+    signal: io.shutdownSignal,
+    lingerMs: options.lingerMs,
+    resetKey: options.resetKey ?? false,
+  }).finally(() => keyStore.close());
+  if (result.unsent) {
+    io.err(
+      `duet chat: ${plural(result.unsent, "message")} not yet stored; ` +
+        `${result.unsent === 1 ? "it stays" : "they stay"} in the outbox ` +
+        `(${options.keyStore}) and ${result.unsent === 1 ? "goes" : "go"} out on the ` +
+        `next start with this --server, --name and --room\n`,
+    );
+  }
+  if (result.refused) {
+    io.err(`duet chat: ${plural(result.refused, "line")} not sent (said above)\n`);
+  }
+  if (result.fatal || result.unsent || result.refused) throw new ExitStatus(1);
 }
 
 const plural = (n: number, what: string) => `${n} ${what}${n === 1 ? "" : "s"}`;

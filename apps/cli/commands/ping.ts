@@ -79,12 +79,6 @@ async function readFileOrExplain(path: string, what: string): Promise<string> {
 /** The `ping` command and its `serve` subcommand. */
 export function pingCommand(io: CliIo): Command {
   const command = new Command("ping")
-    .description(
-      "ping a duet ping server over WebTransport (like ping: per-reply lines, then a " +
-        "summary), over its WebSocket while UDP is blocked, failing over to the next " +
-        "server given or found when one fails; without --url, find the server by mDNS, " +
-        "then DNS SRV",
-    )
     .enablePositionalOptions()
     .addOption(
       new Option(

@@ -90,15 +90,59 @@ function seconds(ms: number): string {
   return `${(ms / 1000).toFixed(2)} s`;
 }
 
-/** The `syncpoint` command. */
+/** The help after `duet syncpoint`'s options. */
+const SERVICE_HELP = `
+Examples:
+  duet syncpoint --port 8080
+  curl -X POST localhost:8080/wait-for-second-party/demo -d 'hello'   # terminal 1
+  curl -X POST localhost:8080/wait-for-second-party/demo -d 'hi'      # terminal 2
+  duet syncpoint --redis-url redis://127.0.0.1:6379                   # scaled out
+
+Per-address limits (--max-waiting-per-address, --arrivals-per-second) count by the
+client's TCP address. Behind a proxy or load balancer that hides client addresses, every
+client shares one address: set them to 0 there, or limit in the proxy. Loopback clients
+are exempt unless --limit-loopback. Limits in full: apps/syncpoint/README.md#limits.
+
+Out of file descriptors: new connections are refused while the held ones are served,
+the listener restarts by itself, /healthz answers 503 meanwhile.
+
+Stops on SIGINT/SIGTERM: /healthz answers 503 at once, parties are served for --drain-ms
+more, then it stops accepting and answers waiting parties 503 (clients retry elsewhere).
+A second signal exits at once, without answering them.`;
+
+/** The help after `duet syncpoint wait`'s options. */
+const WAIT_HELP = `
+Output: stdout carries only the other party's payload, on one line (a newline shows as ␊),
+and nothing at all if it sent none; "paired as the first party after 1.23 s" goes to
+stderr, unless --quiet. The time counts from the command's start, retries included.
+With --json, stdout carries one object whatever the outcome:
+  {"status":"paired","id":ID,"role":"first"|"second","waited_ms":N,"peer_payload":TEXT|null}
+  {"status":"error","id":ID,"code":"timeout"|...|"unreachable","message":TEXT}
+waited_ms counts from the command's start too. Errors go to stderr as well.
+Exit status: 0 paired, 1 not (timeout, refusal, unreachable), 2 a usage error (no JSON),
+130 interrupted.
+
+Retries, within the one --timeout-ms: 503 (an instance draining in a rolling update,
+capacity, Redis away) and 429 after their Retry-After; 409 and lost connections after a
+backoff (0.1 s doubling to 2 s); one line on stderr each, unless --quiet. Not 408
+(nobody came in the time granted), nor 400, 404, 405, 413. A connection lost just after
+the server paired this party cannot be made whole: the partner got the payload, and the
+retry waits anew (see apps/syncpoint/README.md#library).`;
+
+/** The `syncpoint` command (the service) with its `wait` subcommand (the client). */
 export function syncpointCommand(io: CliIo): Command {
   const command = new Command("syncpoint")
-    .description(
-      "run the rendezvous service: POST /wait-for-second-party/:id holds the first party " +
-        "until the second arrives (both get 200) or the timeout passes (408)",
-    )
     // `wait` has options of the same names (--timeout-ms): each command parses its own.
-    .enablePositionalOptions()
+    .enablePositionalOptions();
+  return serviceOptions(command)
+    .addHelpText("after", SERVICE_HELP)
+    .action((options: ServeOptions) => runService(options, io))
+    .addCommand(waitCommand(io));
+}
+
+/** The service's options, on `command`. */
+function serviceOptions(command: Command): Command {
+  return command
     .option("--host <host>", "interface to listen on", DEFAULTS.hostname)
     .option("--port <port>", "TCP port (0 picks a free one)", integer(0, 65535), DEFAULTS.port)
     .option(
@@ -162,59 +206,42 @@ export function syncpointCommand(io: CliIo): Command {
         "are answered 503 (a load balancer's time to stop sending parties here)",
       integer(0, 600_000),
       DEFAULTS.drainMs,
-    )
-    .addHelpText(
-      "after",
-      `
-Examples:
-  duet syncpoint --port 8080
-  curl -X POST localhost:8080/wait-for-second-party/demo -d 'hello'   # terminal 1
-  curl -X POST localhost:8080/wait-for-second-party/demo -d 'hi'      # terminal 2
-  duet syncpoint --redis-url redis://127.0.0.1:6379                   # scaled out
+    );
+}
 
-Per-address limits (--max-waiting-per-address, --arrivals-per-second) count by the
-client's TCP address. Behind a proxy or load balancer that hides client addresses, every
-client shares one address: set them to 0 there, or limit in the proxy. Loopback clients
-are exempt unless --limit-loopback. Limits in full: apps/syncpoint/README.md#limits.
+/** `duet syncpoint`: runs the service until a stop signal. */
+async function runService(options: ServeOptions, io: CliIo): Promise<void> {
+  if (options.maxTimeoutMs < options.timeoutMs) {
+    throw new UsageError("--max-timeout-ms must be at least --timeout-ms");
+  }
+  if (options.maxWaitingBytes !== 0 && options.maxWaitingBytes < DEFAULTS.maxPayloadBytes) {
+    throw new UsageError(
+      `--max-waiting-bytes must be 0 (no limit) or at least ${DEFAULTS.maxPayloadBytes}, ` +
+        "the largest payload",
+    );
+  }
+  const server = await startSyncpoint({
+    hostname: options.host,
+    port: options.port,
+    defaultTimeoutMs: options.timeoutMs,
+    maxTimeoutMs: options.maxTimeoutMs,
+    maxWaiting: options.maxWaiting,
+    maxWaitingBytes: options.maxWaitingBytes,
+    maxWaitingPerAddress: options.maxWaitingPerAddress,
+    arrivalsPerSecond: options.arrivalsPerSecond,
+    arrivalBurst: options.arrivalBurst,
+    limitLoopback: options.limitLoopback ?? false,
+    ...(options.redisUrl ? { redisUrl: options.redisUrl } : {}),
+    ...(options.redisPrefix ? { redisPrefix: options.redisPrefix } : {}),
+    drainMs: options.drainMs,
+  }).catch((error) => explainListenError(error, options.host, options.port));
+  await untilAborted(io.shutdownSignal);
+  await server.shutdown();
+}
 
-Out of file descriptors: new connections are refused while the held ones are served,
-the listener restarts by itself, /healthz answers 503 meanwhile.
-
-Stops on SIGINT/SIGTERM: /healthz answers 503 at once, parties are served for --drain-ms
-more, then it stops accepting and answers waiting parties 503 (clients retry elsewhere).
-A second signal exits at once, without answering them.`,
-    )
-    .action(async (options: ServeOptions) => {
-      if (options.maxTimeoutMs < options.timeoutMs) {
-        throw new UsageError("--max-timeout-ms must be at least --timeout-ms");
-      }
-      if (options.maxWaitingBytes !== 0 && options.maxWaitingBytes < DEFAULTS.maxPayloadBytes) {
-        throw new UsageError(
-          `--max-waiting-bytes must be 0 (no limit) or at least ${DEFAULTS.maxPayloadBytes}, ` +
-            "the largest payload",
-        );
-      }
-      const server = await startSyncpoint({
-        hostname: options.host,
-        port: options.port,
-        defaultTimeoutMs: options.timeoutMs,
-        maxTimeoutMs: options.maxTimeoutMs,
-        maxWaiting: options.maxWaiting,
-        maxWaitingBytes: options.maxWaitingBytes,
-        maxWaitingPerAddress: options.maxWaitingPerAddress,
-        arrivalsPerSecond: options.arrivalsPerSecond,
-        arrivalBurst: options.arrivalBurst,
-        limitLoopback: options.limitLoopback ?? false,
-        ...(options.redisUrl ? { redisUrl: options.redisUrl } : {}),
-        ...(options.redisPrefix ? { redisPrefix: options.redisPrefix } : {}),
-        drainMs: options.drainMs,
-      }).catch((error) => explainListenError(error, options.host, options.port));
-      await untilAborted(io.shutdownSignal);
-      await server.shutdown();
-    });
-
-  command
-    .command("wait")
+/** `duet syncpoint wait ID`. */
+function waitCommand(io: CliIo): Command {
+  return new Command("wait")
     .description(
       "wait at a syncpoint for the other party of ID; prints what it sent, and nothing else, " +
         "on stdout",
@@ -246,117 +273,106 @@ A second signal exits at once, without answering them.`,
         "payload exactly; without --json its control characters are shown as stand-ins such " +
         "as ␛)",
     )
-    .addHelpText(
-      "after",
-      `
-Output: stdout carries only the other party's payload, on one line (a newline shows as ␊),
-and nothing at all if it sent none; "paired as the first party after 1.23 s" goes to
-stderr, unless --quiet. The time counts from the command's start, retries included.
-With --json, stdout carries one object whatever the outcome:
-  {"status":"paired","id":ID,"role":"first"|"second","waited_ms":N,"peer_payload":TEXT|null}
-  {"status":"error","id":ID,"code":"timeout"|...|"unreachable","message":TEXT}
-waited_ms counts from the command's start too. Errors go to stderr as well.
-Exit status: 0 paired, 1 not (timeout, refusal, unreachable), 2 a usage error (no JSON),
-130 interrupted.
+    .addHelpText("after", WAIT_HELP)
+    .action((id: string, options: WaitCliOptions, command: Command) =>
+      runWait(id, options, command.optsWithGlobals()["quiet"] === true, io)
+    );
+}
 
-Retries, within the one --timeout-ms: 503 (an instance draining in a rolling update,
-capacity, Redis away) and 429 after their Retry-After; 409 and lost connections after a
-backoff (0.1 s doubling to 2 s); one line on stderr each, unless --quiet. Not 408
-(nobody came in the time granted), nor 400, 404, 405, 413. A connection lost just after
-the server paired this party cannot be made whole: the partner got the payload, and the
-retry waits anew (see apps/syncpoint/README.md#library).`,
-    )
-    .action(async (id: string, options: WaitCliOptions, command: Command) => {
-      const started = performance.now();
-      if (!ID_PATTERN.test(id)) waitUsage(io, `Invalid id "${id}": use ${ID_RULE}`);
-      const base = new URL(options.url); // a valid http(s) URL: the option's parser said so
-      if (base.pathname !== "/" || base.search !== "" || base.hash !== "") {
-        waitUsage(io, BASE_URL_HINT);
-      }
-      if (options.payload !== undefined) {
-        const bytes = new TextEncoder().encode(options.payload).byteLength;
-        if (bytes > DEFAULTS.maxPayloadBytes) {
-          waitUsage(
-            io,
-            `--payload is ${bytes} bytes; the service accepts at most ` +
-              `${DEFAULTS.maxPayloadBytes} (64 KiB)`,
+/** `duet syncpoint wait ID`: one rendezvous, its outcome on stdout and stderr. */
+async function runWait(
+  id: string,
+  options: WaitCliOptions,
+  quiet: boolean,
+  io: CliIo,
+): Promise<void> {
+  const started = performance.now();
+  if (!ID_PATTERN.test(id)) waitUsage(io, `Invalid id "${id}": use ${ID_RULE}`);
+  const base = new URL(options.url); // a valid http(s) URL: the option's parser said so
+  if (base.pathname !== "/" || base.search !== "" || base.hash !== "") {
+    waitUsage(io, BASE_URL_HINT);
+  }
+  if (options.payload !== undefined) {
+    const bytes = new TextEncoder().encode(options.payload).byteLength;
+    if (bytes > DEFAULTS.maxPayloadBytes) {
+      waitUsage(
+        io,
+        `--payload is ${bytes} bytes; the service accepts at most ` +
+          `${DEFAULTS.maxPayloadBytes} (64 KiB)`,
+      );
+    }
+  }
+  /** A failed wait: one line on stderr, and with --json one object on stdout. */
+  function fail(code: string, message: string, line = `${message} (${code})`): never {
+    // The service's words, shown, not obeyed (a proxy's page could hold anything).
+    io.err(`${WAIT_PREFIX}: ${printable(line)}\n`);
+    if (options.json) io.out(jsonLine({ status: "error", id, code, message }) + "\n");
+    throw new ExitStatus(1);
+  }
+  let result;
+  try {
+    result = await waitForSecondParty(options.url, id, {
+      ...(options.payload === undefined ? {} : { payload: options.payload }),
+      ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
+      signal: io.shutdownSignal,
+      retry: options.retry && {
+        onRetry: ({ error, delayMs }) => {
+          if (quiet) return;
+          io.err(
+            `${WAIT_PREFIX}: ${printable(retryReason(error))}; retrying in ` +
+              `${(delayMs / 1000).toFixed(1)} s\n`,
           );
-        }
-      }
-      const quiet = command.optsWithGlobals()["quiet"] === true;
-      /** A failed wait: one line on stderr, and with --json one object on stdout. */
-      function fail(code: string, message: string, line = `${message} (${code})`): never {
-        // The service's words, shown, not obeyed (a proxy's page could hold anything).
-        io.err(`${WAIT_PREFIX}: ${printable(line)}\n`);
-        if (options.json) io.out(jsonLine({ status: "error", id, code, message }) + "\n");
-        throw new ExitStatus(1);
-      }
-      let result;
-      try {
-        result = await waitForSecondParty(options.url, id, {
-          ...(options.payload === undefined ? {} : { payload: options.payload }),
-          ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
-          signal: io.shutdownSignal,
-          retry: options.retry && {
-            onRetry: ({ error, delayMs }) => {
-              if (quiet) return;
-              io.err(
-                `${WAIT_PREFIX}: ${printable(retryReason(error))}; retrying in ` +
-                  `${(delayMs / 1000).toFixed(1)} s\n`,
-              );
-            },
-          },
-        });
-      } catch (error) {
-        if (error instanceof SyncpointError) {
-          const elapsedMs = performance.now() - started;
-          // A 408 well before the --timeout-ms asked: the service granted less (its cap).
-          const capped = error.code === "timeout" && options.timeoutMs !== undefined &&
-            elapsedMs < options.timeoutMs - CAP_MARGIN_MS;
-          fail(
-            error.code,
-            error.message,
-            `${error.message} (${error.code})` +
-              (capped ? `; the service caps waits below the ${options.timeoutMs} ms asked` : ""),
-          );
-        }
-        if (io.shutdownSignal.aborted) {
-          if (options.json) {
-            io.out(
-              jsonLine({ status: "error", id, code: "interrupted", message: "Interrupted" }) +
-                "\n",
-            );
-          }
-          throw new ExitStatus(130);
-        }
-        fail(
-          "unreachable",
-          `cannot reach the syncpoint at ${options.url}: ${networkDetail(error as Error)}`,
-        );
-      }
-      // From the command's start: the retries' time too, not only the attempt that paired.
-      const waitedMs = Math.round(performance.now() - started);
+        },
+      },
+    });
+  } catch (error) {
+    if (error instanceof SyncpointError) {
+      const elapsedMs = performance.now() - started;
+      // A 408 well before the --timeout-ms asked: the service granted less (its cap).
+      const capped = error.code === "timeout" && options.timeoutMs !== undefined &&
+        elapsedMs < options.timeoutMs - CAP_MARGIN_MS;
+      fail(
+        error.code,
+        error.message,
+        `${error.message} (${error.code})` +
+          (capped ? `; the service caps waits below the ${options.timeoutMs} ms asked` : ""),
+      );
+    }
+    if (io.shutdownSignal.aborted) {
       if (options.json) {
         io.out(
-          jsonLine({
-            status: "paired",
-            id,
-            role: result.role,
-            waited_ms: waitedMs,
-            peer_payload: result.peerPayload,
-          }) + "\n",
-        );
-        return;
-      }
-      if (!quiet) {
-        io.err(
-          `paired as the ${result.role} party after ${seconds(waitedMs)}` +
-            (result.peerPayload === null ? "; the other party sent nothing" : "") + "\n",
+          jsonLine({ status: "error", id, code: "interrupted", message: "Interrupted" }) +
+            "\n",
         );
       }
-      // The other party's text alone, shown, not obeyed: control characters as stand-ins,
-      // so it is one line (--json gives it exactly). Nothing if it sent nothing.
-      if (result.peerPayload !== null) io.out(`${printable(result.peerPayload)}\n`);
-    });
-  return command;
+      throw new ExitStatus(130);
+    }
+    fail(
+      "unreachable",
+      `cannot reach the syncpoint at ${options.url}: ${networkDetail(error as Error)}`,
+    );
+  }
+  // From the command's start: the retries' time too, not only the attempt that paired.
+  const waitedMs = Math.round(performance.now() - started);
+  if (options.json) {
+    io.out(
+      jsonLine({
+        status: "paired",
+        id,
+        role: result.role,
+        waited_ms: waitedMs,
+        peer_payload: result.peerPayload,
+      }) + "\n",
+    );
+    return;
+  }
+  if (!quiet) {
+    io.err(
+      `paired as the ${result.role} party after ${seconds(waitedMs)}` +
+        (result.peerPayload === null ? "; the other party sent nothing" : "") + "\n",
+    );
+  }
+  // The other party's text alone, shown, not obeyed: control characters as stand-ins,
+  // so it is one line (--json gives it exactly). Nothing if it sent nothing.
+  if (result.peerPayload !== null) io.out(`${printable(result.peerPayload)}\n`);
 }
