@@ -10,7 +10,7 @@
 import { parseArgs } from "node:util";
 import { wsPing } from "../../packages/wsping/mod.ts";
 import { machineBytes } from "../../packages/wsping/machine.ts";
-import { plainPing } from "./plain_ping.ts";
+import { plainPing } from "../../packages/wsping/testdata/plain_ping.ts";
 
 const { values } = parseArgs({
   args: Deno.args,

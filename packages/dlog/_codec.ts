@@ -3,14 +3,22 @@
 // encoding is stricter than that and callers need messages that name the field, so the
 // checks that come before noble are written out here.
 import { secp256k1 } from "@noble/curves/secp256k1.js";
-import type { WeierstrassPoint } from "@noble/curves/abstract/weierstrass.js";
-import { bytesToNumberBE, hexToBytes, numberToHexUnpadded } from "@noble/curves/utils.js";
+import type { WeierstrassPoint, WeierstrassPointCons } from "@noble/curves/abstract/weierstrass.js";
+import { bytesToNumberBE, numberToBytesBE } from "@noble/curves/utils.js";
+import { bytesToHex, hexToBytes } from "@noble/hashes/utils.js";
 
-/** A point on secp256k1, as @noble/curves represents it. */
+/**
+ * A point on secp256k1, as @noble/curves represents it (projective coordinates over the
+ * field of {@link FIELD_PRIME}); immutable.
+ */
 export type Point = WeierstrassPoint<bigint>;
 
-/** The curve's point constructor. */
-export const Secp256k1Point = secp256k1.Point;
+/**
+ * The curve's point constructor (@noble/curves' `secp256k1.Point`): `BASE` is G, `ZERO`
+ * the point at infinity, `fromHex`/`fromBytes` parse SEC1, `Fn` is arithmetic mod
+ * {@link CURVE_ORDER}.
+ */
+export const Secp256k1Point: WeierstrassPointCons<bigint> = secp256k1.Point;
 /** Order q of the secp256k1 group (all scalars live in [0, q)). */
 export const CURVE_ORDER: bigint = secp256k1.Point.Fn.ORDER;
 /** Prime p of the secp256k1 base field (all coordinates live in [0, p)). */
@@ -48,7 +56,7 @@ export function decodePoint(value: unknown, what: string): Point {
   if (prefix !== 0x02 && prefix !== 0x03) {
     throw new SyntaxError(
       `Cannot decode ${what}: prefix 0x${
-        numberToHexUnpadded(prefix ?? 0).padStart(2, "0")
+        bytesToHex(bytes.subarray(0, 1))
       } is not 02 or 03 (SEC1 compressed)`,
     );
   }
@@ -78,9 +86,16 @@ export function decodeScalar(value: unknown, what: string): bigint {
   return scalar;
 }
 
-/** Encodes a scalar as 64 lowercase hex characters. */
+/**
+ * Encodes a scalar as 64 lowercase hex characters (32 bytes, big-endian, zero-padded).
+ *
+ * @throws {RangeError} when `scalar` is negative or not below 2^256.
+ */
 export function encodeScalar(scalar: bigint): string {
-  return numberToHexUnpadded(scalar).padStart(64, "0");
+  if (typeof scalar !== "bigint" || scalar < 0n || scalar >= 1n << 256n) {
+    throw new RangeError("Cannot encode scalar: expected a bigint in [0, 2^256)");
+  }
+  return bytesToHex(numberToBytesBE(scalar, 32));
 }
 
 /** Accepts a party id as a non-negative safe integer or a bigint below 2^256. */

@@ -36,3 +36,14 @@ export {
   type Point,
   Secp256k1Point,
 } from "./_codec.ts";
+// The @noble/curves types that Point and Secp256k1Point are made of, type-only (no code):
+// `deno doc --lint` on Deno 2.9.6 counts a type from another package as private unless it
+// is exported here too (denoland/deno#27364), so the whole chain is.
+export type { AffinePoint, CurvePoint, CurvePointCons, P_F } from "@noble/curves/abstract/curve.js";
+export type { IField } from "@noble/curves/abstract/modular.js";
+export type {
+  WeierstrassOpts,
+  WeierstrassPoint,
+  WeierstrassPointCons,
+} from "@noble/curves/abstract/weierstrass.js";
+export type { TArg, TRet, TypedArg, TypedRet } from "@noble/curves/utils.js";

@@ -5,7 +5,7 @@
  * @module
  */
 import { sha256 } from "@noble/hashes/sha2.js";
-import { utf8ToBytes } from "@noble/hashes/utils.js";
+import { concatBytes, utf8ToBytes } from "@noble/hashes/utils.js";
 import { bytesToNumberBE, numberToBytesBE, randomBytes } from "@noble/curves/utils.js";
 import {
   assertPoint,
@@ -32,7 +32,6 @@ export interface DLogProofDict {
 }
 
 const Fn = Secp256k1Point.Fn;
-const POINT_BYTES = 33;
 const G_BYTES = G.toBytes(true);
 
 /**
@@ -52,23 +51,15 @@ const G_BYTES = G.toBytes(true);
  */
 export function challenge(sid: string, pid: bigint, base: Point, y: Point, t: Point): bigint {
   assertSid(sid);
-  const sidBytes = utf8ToBytes(sid);
   // One buffer and one hash call: measurably cheaper than streaming five updates, and the
   // challenge is most of what prove adds to its one scalar multiplication.
-  const input = new Uint8Array(sidBytes.length + 32 + 3 * POINT_BYTES);
-  let offset = 0;
-  for (
-    const part of [
-      sidBytes,
-      numberToBytesBE(pid, 32),
-      base === G ? G_BYTES : base.toBytes(true),
-      y.toBytes(true),
-      t.toBytes(true),
-    ]
-  ) {
-    input.set(part, offset);
-    offset += part.length;
-  }
+  const input = concatBytes(
+    utf8ToBytes(sid),
+    numberToBytesBE(pid, 32),
+    base === G ? G_BYTES : base.toBytes(true),
+    y.toBytes(true),
+    t.toBytes(true),
+  );
   return Fn.create(bytesToNumberBE(sha256(input)));
 }
 
@@ -119,9 +110,30 @@ export class DLogProof {
    * The nonce is fresh and uniform; the secret multiplication is constant-time (noble's
    * `multiply`). BigInt arithmetic for `s` is not constant-time in any JS engine.
    *
+   * The proof is verified before it is returned (as @noble/curves does for signatures), on
+   * a different code path (variable-time public arithmetic): a proof spoilt by a fault in
+   * the computation (a glitched multiplication, corrupted memory) is never handed out, as
+   * a faulty proof can leak information about `x`. This costs about one verification.
+   *
+   * @param sid The session id: any well-formed Unicode string.
+   * @param pid The party id: a bigint or safe integer in [0, 2^256).
+   * @param x The secret: a bigint in [1, q-1] (q = {@link CURVE_ORDER}).
+   * @param y The public point `x*base`.
+   * @param base The base point B; G by default.
+   * @returns A proof that verifies for `(sid, pid, y, base)`.
    * @throws {RangeError} x outside [1, q-1], pid outside [0, 2^256), sid not well-formed
-   * Unicode (a lone surrogate), y or base at infinity.
+   * Unicode (a lone surrogate), y or base at infinity, or `y` is not `x*base` (found when
+   * the proof does not verify).
    * @throws {TypeError} arguments of the wrong type.
+   * @throws {Error} the proof just made does not verify although `y = x*base`: a fault in
+   * the computation; nothing is returned.
+   *
+   * @example
+   * ```ts
+   * import { DLogProof, G } from "./mod.ts";
+   * const proof = DLogProof.prove("sid", 1n, 5n, G.multiply(5n));
+   * if (!proof.verify("sid", 1n, G.multiply(5n))) throw new Error("unreachable");
+   * ```
    */
   static prove(
     sid: string,
@@ -130,7 +142,16 @@ export class DLogProof {
     y: Point,
     base: Point = G,
   ): DLogProof {
-    return proveWithNonce(sid, pid, x, y, base, randomNonce());
+    const proof = proveWithNonce(sid, pid, x, y, base, randomNonce());
+    if (proof.verify(sid, pid, y, base)) return proof;
+    // Only on failure: tell a caller's mismatched x and y from a fault (one more product).
+    if (!base.multiply(x).equals(y)) {
+      throw new RangeError("Cannot prove: y is not x*base (the proof made does not verify)");
+    }
+    throw new Error(
+      "Cannot prove: the proof just made does not verify (a fault in the computation); " +
+        "it was discarded",
+    );
   }
 
   /**

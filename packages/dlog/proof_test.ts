@@ -2,6 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import { bytesToHex, hexToBytes } from "@noble/hashes/utils.js";
 import {
   CURVE_ORDER,
   DLogProof,
@@ -103,6 +104,49 @@ test("DLogProof.prove() rejects bad arguments with RangeError or TypeError", () 
   assert.throws(() => DLogProof.prove("sid", 1n, x, y, Secp256k1Point.ZERO), RangeError);
   assert.throws(() => DLogProof.prove("sid", 1n, x, "02ab" as unknown as Point), TypeError);
   assert.throws(() => DLogProof.prove(7 as unknown as string, 1n, x, y), TypeError);
+});
+
+// Fault injection for prove's self-check, with no hook in the library: a base point that
+// is G in every respect but whose constant-time `multiply` (the one prove uses, verify does
+// not) glitches, as a hardware fault or corrupted memory would.
+function glitchingBase(base: Point, glitches: number): Point {
+  let left = glitches;
+  // noble freezes its points: the override is an own property shadowing the prototype's.
+  return Object.create(base, {
+    multiply: {
+      value: (k: bigint) => {
+        const product = base.multiply(k);
+        return left-- > 0 ? product.add(G) : product;
+      },
+    },
+  }) as Point;
+}
+
+test("DLogProof.prove() verifies its proof and throws rather than return a faulty one", () => {
+  for (const base of [G, otherBase]) {
+    const yB = base.multiply(x);
+    // One transient glitch (T = r*B + G): the proof made is wrong, the check catches it.
+    assert.throws(
+      () => DLogProof.prove("sid", 1n, x, yB, glitchingBase(base, 1)),
+      (error: unknown) => {
+        assert.ok(error instanceof Error && !(error instanceof RangeError), String(error));
+        assert.match((error as Error).message, /does not verify \(a fault/);
+        return true;
+      },
+    );
+    // Without a glitch the same base proves fine: the injection alone is not what throws.
+    const proof = DLogProof.prove("sid", 1n, x, yB, glitchingBase(base, 0));
+    assert.equal(proof.verify("sid", 1n, yB, base), true);
+  }
+});
+
+test("DLogProof.prove() throws RangeError when y is not x*base (its proof would not verify)", () => {
+  assert.throws(() => DLogProof.prove("sid", 1n, x, G.multiply(x + 1n)), (error: unknown) => {
+    assert.ok(error instanceof RangeError, String(error));
+    assert.match((error as Error).message, /y is not x\*base/);
+    return true;
+  });
+  assert.throws(() => DLogProof.prove("sid", 1n, x, y, otherBase), RangeError);
 });
 
 test("new DLogProof() rejects s outside [0, q) and t at infinity", () => {
@@ -237,9 +281,9 @@ test("property: flipping any single bit of t or s makes the proof fail", () => {
   const proof = DLogProof.prove("sid", 3n, x, y);
   const dict = proof.toDict();
   const flip = (hex: string, bit: number): string => {
-    const bytes = Uint8Array.from(hex.match(/../g)!.map((b) => parseInt(b, 16)));
+    const bytes = hexToBytes(hex);
     bytes[bit >> 3]! ^= 1 << (bit & 7);
-    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+    return bytesToHex(bytes);
   };
   fc.assert(
     fc.property(fc.constantFrom("t", "s"), fc.nat(263), (field, bitIndex) => {

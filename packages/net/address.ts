@@ -19,6 +19,16 @@ export class AddressCounter {
    * A counter with its cap.
    *
    * @param cap The most one address may hold at once; 0 for no cap.
+   *
+   * @example At most 2 sessions per address
+   * ```ts
+   * import { AddressCounter } from "./address.ts";
+   * const sessions = new AddressCounter(2);
+   * sessions.tryAcquire("198.51.100.4"); // true
+   * sessions.tryAcquire("198.51.100.4"); // true
+   * if (sessions.tryAcquire("198.51.100.4")) throw new Error("a third is refused");
+   * sessions.release("198.51.100.4");
+   * ```
    */
   constructor(cap: number) {
     this.#cap = cap;

@@ -11,6 +11,15 @@ export const ACCEPT_BACKOFF_MS = { first: 5, max: 1_000 } as const;
 /**
  * How long to wait before retry number `attempt` (1, 2, ...) of one outage, in ms: 5, 10,
  * 20, ... ms, at most 1,000 ms (below 1 counts as 1).
+ *
+ * @param attempt The retry's number in this outage, from 1.
+ * @returns Milliseconds, in [5, 1000].
+ *
+ * @example
+ * ```ts
+ * import { acceptBackoffMs } from "./backoff.ts";
+ * if (acceptBackoffMs(1) !== 5 || acceptBackoffMs(20) !== 1_000) throw new Error("unreachable");
+ * ```
  */
 export function acceptBackoffMs(attempt: number): number {
   const doubled = ACCEPT_BACKOFF_MS.first * 2 ** Math.max(0, Math.min(attempt - 1, 30));

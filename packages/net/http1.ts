@@ -47,6 +47,9 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { connect, Server as NetServer, type Socket } from "node:net";
 import { getRequestListener, type HttpBindings } from "@hono/node-server";
 import { getLogger } from "@logtape/logtape";
+import { delay } from "@duet/core/delay";
+import { setLongTimeout } from "@duet/core/long-timeout";
+import { durationOption } from "./_duration.ts";
 import { AcceptOutage } from "./outage.ts";
 
 /** Milliseconds between the two writes of a presence probe (250 ms). */
@@ -177,15 +180,28 @@ export interface Http1Options {
     status: BadRequestStatus,
     reason: string,
   ) => { headers: Record<string, string>; text: string };
-  /** See {@link REQUEST_TIMEOUT_MS}, the default. */
+  /**
+   * Milliseconds a request has to arrive whole, a finite number > 0 (also past
+   * `setTimeout`'s 2^31 − 1 ms: node:http compares timestamps); {@link REQUEST_TIMEOUT_MS}
+   * by default.
+   */
   requestTimeoutMs?: number;
   /** Offered every exchange first; what it takes never reaches the handler. */
   direct?: DirectHandler;
-  /** Milliseconds between the two writes of a probe; {@link PROBE_GAP_MS}. */
+  /**
+   * Milliseconds between the two writes of a probe, a finite number ≥ 0 (any size: long
+   * waits are chained); {@link PROBE_GAP_MS} by default.
+   */
   probeGapMs?: number;
-  /** Milliseconds between accept checks; {@link WATCHDOG_MS}. */
+  /**
+   * Milliseconds between accept checks, a finite number > 0 (any size: long waits are
+   * chained); {@link WATCHDOG_MS} by default.
+   */
   watchdogMs?: number;
-  /** Milliseconds of accepting that end an outage; {@link RECOVERED_AFTER_MS}. */
+  /**
+   * Milliseconds of accepting that end an outage, a finite number ≥ 0;
+   * {@link RECOVERED_AFTER_MS} by default.
+   */
   recoveredAfterMs?: number;
 }
 
@@ -213,17 +229,41 @@ const log = getLogger(["duet", "net"]);
 /**
  * Starts the server; resolves once it listens.
  *
- * @throws what listening throws at the first start (EADDRINUSE, EACCES) as an Error with
- *   its `code`.
+ * @param options Where to listen, timings (milliseconds, checked), bad-request bodies, the
+ *   direct path.
+ * @param handler Answers each request taken (not the direct path's).
+ * @returns The running server, once it listens.
+ * @throws {RangeError} (as a rejection) when a duration option is not a finite number of
+ *   milliseconds in its range (`requestTimeoutMs` and `watchdogMs` > 0, `probeGapMs` and
+ *   `recoveredAfterMs` ≥ 0); the message names the option.
+ * @throws what listening throws at the first start, as the `Deno.errors` class
+ *   `Deno.serve` would throw (`AddrInUse`, `PermissionDenied`, ...).
+ *
+ * @example A long poll that notices its client leaving
+ * ```ts ignore
+ * import { serveHttp1 } from "@duet/net/http1";
+ * const server = await serveHttp1({ hostname: "127.0.0.1", port: 0 }, async (request) => {
+ *   await new Promise((resolve) => request.signal.addEventListener("abort", resolve));
+ *   return new Response("too late: nobody reads this");
+ * });
+ * await server.shutdown();
+ * ```
  */
 export async function serveHttp1(
   options: Http1Options,
   handler: Http1Handler,
 ): Promise<Http1Server> {
-  const probeGapMs = options.probeGapMs ?? PROBE_GAP_MS;
-  const watchdogMs = options.watchdogMs ?? WATCHDOG_MS;
-  const recoveredAfterMs = options.recoveredAfterMs ?? RECOVERED_AFTER_MS;
-  const requestTimeoutMs = options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
+  const probeGapMs = durationOption("probeGapMs", options.probeGapMs, PROBE_GAP_MS);
+  const watchdogMs = durationOption("watchdogMs", options.watchdogMs, WATCHDOG_MS, true);
+  const recoveredAfterMs = durationOption(
+    "recoveredAfterMs",
+    options.recoveredAfterMs,
+    RECOVERED_AFTER_MS,
+  );
+  // node:http wants whole milliseconds.
+  const requestTimeoutMs = Math.ceil(
+    durationOption("requestTimeoutMs", options.requestTimeoutMs, REQUEST_TIMEOUT_MS, true),
+  );
   const servers = new Set<Server>();
   const sockets = new Set<Socket>();
   let inFlight = 0;
@@ -414,11 +454,11 @@ export async function serveHttp1(
     return new Promise((resolve) => {
       const socket = connect(port, host);
       const done = (result: { kind: "unopened" | "unaccepted"; reason: string } | undefined) => {
-        clearTimeout(timer);
+        cancelTimer();
         socket.destroy();
         resolve(result);
       };
-      const timer = setTimeout(
+      const cancelTimer = setLongTimeout(
         () =>
           done(
             accepted !== before ? undefined : {
@@ -443,7 +483,7 @@ export async function serveHttp1(
     });
   };
 
-  let watchdog: ReturnType<typeof setTimeout> | undefined;
+  let cancelWatchdog = () => {};
   const tick = async () => {
     if (stopped) return;
     if (!listening) {
@@ -483,7 +523,7 @@ export async function serveHttp1(
     schedule(watchdogMs);
   };
   const schedule = (ms: number) => {
-    if (!stopped) watchdog = setTimeout(tick, ms);
+    if (!stopped) cancelWatchdog = setLongTimeout(tick, ms);
   };
 
   await start().catch((error: Error & { code?: string }) => {
@@ -510,7 +550,7 @@ export async function serveHttp1(
       stopping ??= (async () => {
         stopped = true;
         listening = false;
-        clearTimeout(watchdog);
+        cancelWatchdog();
         for (const server of servers) stopListening(server);
         servers.clear();
         // Idle keep-alive connections go now; busy ones once their response is out.
@@ -580,16 +620,23 @@ function probeConnection(socket: Socket, gapMs: number): Promise<boolean> {
   let probe = probes.get(socket);
   if (!probe) {
     probe = (async () => {
-      let timer: ReturnType<typeof setTimeout> | undefined;
+      // Long timers (setLongTimeout, delay): a gap given past 2^31 − 1 ms must not fire at once.
+      // A connection that closes ends the probe at once: with a long gap, nothing may wait on.
+      let cancelDeadline = () => {};
+      let unwatchClose = () => {};
       const deadline = new Promise<false>((resolve) => {
-        timer = setTimeout(() => resolve(false), 2 * gapMs + PROBE_DEADLINE_MS);
+        cancelDeadline = setLongTimeout(() => resolve(false), 2 * gapMs + PROBE_DEADLINE_MS);
+        unwatchClose = onSocket(socket, "close", () => resolve(false));
       });
+      const gapOver = new AbortController(); // no gap timer outlives the probe
       const probing = (async () =>
         await writeProbe(socket) &&
-        await new Promise((resolve) => setTimeout(resolve, gapMs)) === undefined &&
+        await delay(gapMs, { signal: gapOver.signal }).then(() => true, () => false) &&
         await writeProbe(socket) && !socket.destroyed)();
       const present = await Promise.race([probing, deadline]);
-      clearTimeout(timer);
+      cancelDeadline();
+      unwatchClose();
+      gapOver.abort();
       // A reset seen by the second write: the client is gone; close so the signals abort.
       if (!present) socket.destroy();
       probes.delete(socket);

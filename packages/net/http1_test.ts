@@ -1,6 +1,7 @@
 // The node:http server over real sockets on 127.0.0.1 (its presence probes and direct path
 // are exercised by apps/syncpoint/departure_test.ts and server_test.ts).
 import assert from "node:assert/strict";
+import process from "node:process";
 import { serveHttp1 } from "./http1.ts";
 
 Deno.test("serveHttp1: serves Web handlers, keeps idle connections, shuts down with requests in flight answered", async () => {
@@ -114,5 +115,130 @@ Deno.test("serveHttp1: a pipelined request that times out behind a held one clos
     assert.equal(aborted, true, "the held request sees its client go");
   } finally {
     await server.shutdown();
+  }
+});
+
+const BOUNDS = [2 ** 31 - 1, 2 ** 31, 2_592_000_000]; // 2^31-1 ms, 2^31 ms, 30 days
+
+Deno.test("serveHttp1: a duration option out of range is a RangeError naming it", async () => {
+  const bad: [string, unknown][] = [
+    ["requestTimeoutMs", 0],
+    ["requestTimeoutMs", -1],
+    ["requestTimeoutMs", Infinity],
+    ["watchdogMs", 0],
+    ["watchdogMs", Number.NaN],
+    ["probeGapMs", -1],
+    ["probeGapMs", Infinity],
+    ["recoveredAfterMs", -0.5],
+    ["recoveredAfterMs", "5"],
+  ];
+  for (const [name, value] of bad) {
+    await assert.rejects(
+      serveHttp1({ hostname: "127.0.0.1", port: 0, [name]: value }, () => new Response()),
+      (error: unknown) => error instanceof RangeError && error.message.startsWith(name),
+      `${name}: ${String(value)}`,
+    );
+  }
+});
+
+Deno.test("serveHttp1: watchdogMs of 2^31-1, 2^31 and 30 days does not fire early", async () => {
+  // setTimeout overflows past 2^31-1 ms and fires at once (Deno warns through node:process,
+  // TimeoutOverflowWarning): the watchdog's probes would run back to back, and a probe
+  // could time out before being accepted and start an outage.
+  const warnings: string[] = [];
+  const onWarning = (warning: Error) => warnings.push(`${warning.name}: ${warning.message}`);
+  process.on("warning", onWarning);
+  const servers = await Promise.all(
+    BOUNDS.map((watchdogMs) =>
+      serveHttp1({ hostname: "127.0.0.1", port: 0, watchdogMs }, () => new Response("ok"))
+    ),
+  );
+  try {
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    for (const [i, server] of servers.entries()) {
+      assert.equal(server.acceptFailures, 0, `watchdogMs ${BOUNDS[i]}`);
+      assert.equal(server.outage, false, `watchdogMs ${BOUNDS[i]}`);
+      const response = await fetch(`http://127.0.0.1:${server.addr.port}/`);
+      assert.equal(await response.text(), "ok");
+    }
+    assert.deepEqual(warnings.filter((w) => w.startsWith("TimeoutOverflowWarning")), []);
+  } finally {
+    process.off("warning", onWarning);
+    await Promise.all(servers.map((server) => server.shutdown()));
+  }
+});
+
+Deno.test("serveHttp1: requestTimeoutMs of 2^31-1, 2^31 and 30 days does not time a request out early", async () => {
+  const servers = await Promise.all(
+    BOUNDS.map((requestTimeoutMs) =>
+      serveHttp1(
+        { hostname: "127.0.0.1", port: 0, requestTimeoutMs },
+        async (request) => new Response(await request.text()),
+      )
+    ),
+  );
+  const conns: Deno.TcpConn[] = [];
+  try {
+    for (const server of servers) {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+      conns.push(conn);
+      await conn.write(
+        new TextEncoder().encode("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\npart"),
+      );
+    }
+    // node:http looks for late requests every second (connectionsCheckingInterval).
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    for (const [i, conn] of conns.entries()) {
+      await conn.write(new TextEncoder().encode("-rest"));
+      const buffer = new Uint8Array(4_096);
+      const n = await conn.read(buffer);
+      const text = new TextDecoder().decode(buffer.subarray(0, n ?? 0));
+      assert.match(text, /^HTTP\/1\.1 200 OK\r\n[^]*part-rest$/, `requestTimeoutMs ${BOUNDS[i]}`);
+    }
+  } finally {
+    for (const conn of conns) conn.close();
+    await Promise.all(servers.map((server) => server.shutdown()));
+  }
+});
+
+Deno.test("serveHttp1: probeGapMs of 2^31-1, 2^31 and 30 days waits its gap, and ends with the connection", async () => {
+  // A half-closed client's presence is confirmed by two writes a gap apart: an overflowing
+  // gap would make the second write follow the first at once.
+  for (const probeGapMs of BOUNDS) {
+    const release = Promise.withResolvers<void>();
+    let confirmed: string | undefined;
+    const server = await serveHttp1(
+      { hostname: "127.0.0.1", port: 0, probeGapMs },
+      async (_request, info) => {
+        while (!info.presence.inDoubt) await new Promise((resolve) => setTimeout(resolve, 5));
+        const confirm = info.presence.confirm().then((present) => `settled ${present}`);
+        confirmed = await Promise.race([
+          confirm,
+          new Promise<string>((resolve) => setTimeout(() => resolve("pending"), 400)),
+        ]);
+        await release.promise;
+        return new Response("held");
+      },
+    );
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+    try {
+      await conn.write(new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+      await conn.closeWrite(); // the FIN that puts the client in doubt
+      while (confirmed === undefined) await new Promise((resolve) => setTimeout(resolve, 10));
+      assert.equal(confirmed, "pending", `probeGapMs ${probeGapMs}: still in its gap`);
+      release.resolve();
+      const chunks: Uint8Array[] = [];
+      const buffer = new Uint8Array(4_096);
+      for (let n; (n = await conn.read(buffer).catch(() => null)) !== null;) {
+        chunks.push(buffer.slice(0, n));
+      }
+      const text = new TextDecoder().decode(new Uint8Array(chunks.flatMap((c) => [...c])));
+      assert.match(text, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 OK\r\n[^]*held$/);
+    } finally {
+      conn.close();
+      // Shutting down leaves no timer behind (the sanitizer checks): the probe ended with
+      // its connection, not 24 days later.
+      await server.shutdown();
+    }
   }
 });

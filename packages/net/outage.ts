@@ -9,13 +9,27 @@
  *
  * @module
  */
-import type { Logger } from "@logtape/logtape";
+
+/**
+ * Where the lines go: the three levels of a LogTape `Logger` this module writes at, each
+ * with a message template and its properties (`getLogger(...)` from @logtape/logtape fits).
+ * Declared here rather than as LogTape's `Logger`, which `deno doc` on Deno 2.9.6 cannot
+ * document from another package (denoland/deno#27364), and so a test can pass a recorder.
+ */
+export interface OutageLog {
+  /** An outage starts, or the port is taken. */
+  error(message: string, properties: Record<string, unknown>): void;
+  /** An outage ends. */
+  info(message: string, properties: Record<string, unknown>): void;
+  /** Failures within an outage. */
+  debug(message: string, properties: Record<string, unknown>): void;
+}
 import { acceptBackoffMs } from "./backoff.ts";
 
 /** Options of {@link AcceptOutage}. */
 export interface AcceptOutageOptions {
   /** Where the lines go. */
-  log: Logger;
+  log: OutageLog;
   /** The port accepted on, for the lines (read when a line is written). */
   port: () => number;
   /** What the loop does while out, ending the first line; the listeners' wording by default. */
@@ -26,13 +40,28 @@ export interface AcceptOutageOptions {
 
 /** Tracks accept outages; see the module documentation. */
 export class AcceptOutage {
-  readonly #log: Logger;
+  readonly #log: OutageLog;
   readonly #port: () => number;
   readonly #meanwhile: string;
   readonly #now: () => number;
   #current: { since: number; failures: number; attempts: number; portTaken: boolean } | undefined;
   #total = 0;
 
+  /**
+   * Starts with no outage.
+   *
+   * @param options Where the lines go, the port, the wording, the clock.
+   *
+   * @example
+   * ```ts
+   * import { getLogger } from "@logtape/logtape";
+   * import { AcceptOutage } from "./outage.ts";
+   * const outage = new AcceptOutage({ log: getLogger(["duet", "net"]), port: () => 8080 });
+   * outage.failed("EMFILE"); // one error line
+   * const waitMs = outage.nextAttemptMs(); // 5, then 10, 20, ... up to 1,000
+   * outage.recovered(); // one info line
+   * ```
+   */
   constructor(options: AcceptOutageOptions) {
     this.#log = options.log;
     this.#port = options.port;

@@ -15,7 +15,9 @@
 
 /** A refill: `perSecond` tokens a second (> 0), holding at most `burst` (>= 1). */
 export interface Rate {
+  /** Tokens added per second, a number > 0 (fractions allowed). */
   perSecond: number;
+  /** The most tokens the bucket holds, a number >= 1: how many can be taken at once. */
   burst: number;
 }
 
@@ -24,7 +26,9 @@ export interface Rate {
  * bucket never used (full). Credit below zero, after {@link pace}, is time to wait out.
  */
 export interface Bucket {
+  /** Credit in thousandths of a token; below zero after {@link pace} took more than it held. */
   readonly credit: number;
+  /** When `credit` was counted, in ms on the caller's monotonic clock; null: never used. */
   readonly at: number | null;
 }
 
@@ -116,12 +120,27 @@ export function isFull(bucket: Bucket, rate: Rate, now: number): boolean {
  * forgotten, since a missing bucket is a full one.
  */
 export class KeyedBuckets {
+  /** The refill every key's bucket follows (checked by the constructor). */
   readonly rate: Rate;
   readonly #buckets = new Map<string, Bucket>();
   readonly #sweepEveryMs: number;
   #sweptAt = -Infinity;
 
-  /** @throws RangeError unless `rate.perSecond` > 0 and `rate.burst` >= 1. */
+  /**
+   * Buckets for many keys, all with the same `rate`.
+   *
+   * @param rate The refill, checked by {@link checkRate}.
+   * @throws {RangeError} unless `rate.perSecond` > 0 and `rate.burst` >= 1.
+   *
+   * @example Allow 2 requests a second per client, bursts of 5
+   * ```ts
+   * import { KeyedBuckets } from "./rate.ts";
+   * const limits = new KeyedBuckets({ perSecond: 2, burst: 5 });
+   * const now = performance.now();
+   * const { ok, retryAfterMs } = limits.tryTake("203.0.113.7", now);
+   * if (!ok) console.log(`come back in ${retryAfterMs} ms`);
+   * ```
+   */
   constructor(rate: Rate) {
     this.rate = checkRate(rate);
     // A bucket left alone this long is full again.

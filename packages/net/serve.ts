@@ -14,6 +14,8 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
+import { setLongTimeout } from "@duet/core/long-timeout";
+import { durationOption } from "./_duration.ts";
 import { AcceptOutage } from "./outage.ts";
 
 /** Options of {@link serveResilient}: those of `Deno.serve` over TCP, and one of its own. */
@@ -23,7 +25,8 @@ export type ResilientServeOptions =
   & {
     /**
      * An outage (which starts at an accept failure) ends once listening has lasted this many
-     * milliseconds without another failure; {@link RECOVERED_AFTER_MS} by default.
+     * milliseconds without another failure; {@link RECOVERED_AFTER_MS} by default. Any
+     * finite number ≥ 0, also past `setTimeout`'s 2^31 − 1 ms (about 24.8 days).
      */
     recoveredAfterMs?: number;
   };
@@ -60,13 +63,28 @@ export const RECOVERED_AFTER_MS = 5_000;
  * @param options `Deno.serve`'s TCP options (hostname, port, cert/key, onError), and
  *   `recoveredAfterMs`.
  * @param handler The request handler.
+ * @returns The running server, once it listens.
+ * @throws {RangeError} (as a rejection) when `recoveredAfterMs` is not a finite number ≥ 0.
  * @throws what `Deno.serve` throws at the first start (address in use, permission).
+ *
+ * @example
+ * ```ts ignore
+ * import { serveResilient } from "@duet/net/serve";
+ * const server = await serveResilient({ hostname: "127.0.0.1", port: 0 }, () => new Response("hi"));
+ * console.log(`listening on ${server.addr.port}; outage: ${server.outage}`);
+ * await server.shutdown();
+ * ```
  */
 export async function serveResilient(
   options: ResilientServeOptions,
   handler: Deno.ServeHandler<Deno.NetAddr>,
 ): Promise<ResilientServer> {
-  const { recoveredAfterMs = RECOVERED_AFTER_MS, ...serveOptions } = options;
+  const { recoveredAfterMs: givenRecoveredAfterMs, ...serveOptions } = options;
+  const recoveredAfterMs = durationOption(
+    "recoveredAfterMs",
+    givenRecoveredAfterMs,
+    RECOVERED_AFTER_MS,
+  );
   // Listeners that failed stay here: they still serve the connections they hold, and
   // shutdown() waits for those.
   const servers = new Set<Deno.HttpServer<Deno.NetAddr>>();
@@ -77,7 +95,8 @@ export async function serveResilient(
   // Attempts to listen again in one outage each wait backoff.ts's time (a listener that
   // starts and fails again at the next accept counts as one).
   const outage = new AcceptOutage({ log, port: () => port });
-  let recovery: ReturnType<typeof setTimeout> | undefined;
+  /** Cancels the pending end of the outage (a no-op when none is pending). */
+  let cancelRecovery = () => {};
   let wake: (() => void) | undefined;
 
   const start = (): Promise<Deno.NetAddr> => {
@@ -89,7 +108,9 @@ export async function serveResilient(
     const server = Deno.serve({ ...serveOptions, port, onListen }, handler);
     servers.add(server);
     listening = true;
-    if (outage.active) recovery = setTimeout(() => stopped || outage.recovered(), recoveredAfterMs);
+    if (outage.active) {
+      cancelRecovery = setLongTimeout(() => stopped || outage.recovered(), recoveredAfterMs);
+    }
     server.finished.then(() => servers.delete(server), (error) => failed(error));
     return ready.promise;
   };
@@ -97,7 +118,7 @@ export async function serveResilient(
   const failed = (error: unknown) => {
     listening = false;
     if (stopped) return;
-    clearTimeout(recovery);
+    cancelRecovery();
     outage.failed(String(error));
     supervise();
   };
@@ -135,7 +156,7 @@ export async function serveResilient(
       stopped = true;
       listening = false; // Deno's shutdown() closes the listeners at once
       wake?.();
-      clearTimeout(recovery);
+      cancelRecovery();
       await Promise.all([...servers].map((server) => server.shutdown().catch(() => {})));
     },
   };

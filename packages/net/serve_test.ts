@@ -1,8 +1,8 @@
 // serveResilient over real sockets: in this process, and in a child process whose open-file
 // limit is lowered (ulimit -n) so that the test can exhaust its descriptors with loopback
 // connections, then release them.
-import assert from "node:assert/strict";
 import { waitFor } from "@duet/testkit";
+import assert from "node:assert/strict";
 import { serveResilient } from "./serve.ts";
 
 const encoder = new TextEncoder();
@@ -53,7 +53,7 @@ Deno.test("serveResilient: serves, keeps the port it picked, reports its state, 
 
 // The child: serveResilient with JSON log lines on stderr. GET /hold answers once GET
 // /release came; GET /state tells the server's state. SIGTERM shuts it down and exits 0.
-const child = (serveUrl: string) => `
+const child = (serveUrl: string, recoveredAfterMs: number) => `
 import { configureSync } from "@logtape/logtape";
 import { serveResilient } from ${JSON.stringify(serveUrl)};
 configureSync({
@@ -64,7 +64,7 @@ configureSync({
   ],
 });
 const held = Promise.withResolvers();
-const server = await serveResilient({ hostname: "127.0.0.1", port: 0, recoveredAfterMs: 300 }, async (request) => {
+const server = await serveResilient({ hostname: "127.0.0.1", port: 0, recoveredAfterMs: ${recoveredAfterMs} }, async (request) => {
   const path = new URL(request.url).pathname;
   if (path === "/hold") return new Response(await held.promise);
   if (path === "/release") return (held.resolve("released"), new Response("ok"));
@@ -87,7 +87,11 @@ interface LogLine {
   message: string;
 }
 
-Deno.test("serveResilient out of file descriptors: held connections served, new ones refused, one error line per outage, back on the same port", async () => {
+/**
+ * The child under `ulimit -n 64`, its stdout lines, its JSON log lines, and how to exhaust
+ * its descriptors (loopback connections until outage number `n` is logged).
+ */
+function startChild(recoveredAfterMs: number) {
   const repo = new URL("../../", import.meta.url).pathname;
   const process = new Deno.Command("bash", {
     // 64 descriptors: the runtime takes ~21, so ~40 loopback connections exhaust them.
@@ -95,17 +99,15 @@ Deno.test("serveResilient out of file descriptors: held connections served, new 
       "-c",
       'ulimit -n 64 && exec "$0" eval "$1"',
       Deno.execPath(),
-      child(
-        new URL("./serve.ts", import.meta.url).href,
-      ),
+      child(new URL("./serve.ts", import.meta.url).href, recoveredAfterMs),
     ],
     cwd: repo,
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  let exited = false;
-  const status = process.status.then((s) => (exited = true, s));
+  const state = { exited: false };
+  const status = process.status.then((s) => (state.exited = true, s));
   const out: string[] = [];
   const logs: LogLine[] = [];
   const pump = async (stream: ReadableStream<Uint8Array>, into: (line: string) => void) => {
@@ -118,14 +120,52 @@ Deno.test("serveResilient out of file descriptors: held connections served, new 
   };
   const pumped = Promise.all([
     pump(process.stdout, (line) => out.push(line)),
-    pump(process.stderr, (line) => logs.push(JSON.parse(line))),
+    // Not every stderr line is a log line: a runtime warning is kept as it is.
+    pump(process.stderr, (line) => {
+      try {
+        logs.push(JSON.parse(line));
+      } catch {
+        logs.push({ level: "stderr", message: line });
+      }
+    }),
   ]);
   const flood: Deno.TcpConn[] = [];
+  const errors = () => logs.filter((l) => l.level === "error" || l.level === "fatal");
+  const port = async () => {
+    await waitFor(() => out.length > 0, "the child to listen", 20_000);
+    return (JSON.parse(out[0]!) as { port: number }).port;
+  };
+  /** Opens loopback connections until the child stops accepting (bounded). */
+  const exhaust = async (outageNumber: number) => {
+    const at = await port();
+    for (let i = 0; i < 300 && errors().length < outageNumber; i++) {
+      try {
+        flood.push(await Deno.connect({ hostname: "127.0.0.1", port: at }));
+      } catch {
+        // Refused or reset: the child stopped listening in the meantime.
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    }
+    await waitFor(() => errors().length === outageNumber, "the outage's error line");
+  };
+  /** Stops the child (SIGTERM) and checks it exited 0. */
+  const stop = async () => {
+    for (const conn of flood.splice(0)) conn.close();
+    if (!state.exited) process.kill("SIGTERM");
+    const { code } = await status;
+    await pumped;
+    assert.equal(code, 0, logs.map((l) => l.message).join("\n"));
+  };
+  return { state, logs, flood, errors, port, exhaust, stop };
+}
+
+Deno.test("serveResilient out of file descriptors: held connections served, new ones refused, one error line per outage, back on the same port", async () => {
+  const { state: childState, logs, flood, errors, exhaust, stop, ...started } = startChild(
+    300,
+  );
   const control: Deno.TcpConn[] = [];
   try {
-    await waitFor(() => out.length > 0, "the child to listen", 20_000);
-    const { port } = JSON.parse(out[0]!) as { port: number };
-    const errors = () => logs.filter((l) => l.level === "error" || l.level === "fatal");
+    const port = await started.port();
     const noPool = Deno.createHttpClient({ poolMaxIdlePerHost: 0 });
     /** A request on a new connection: its status, or "refused". */
     const fresh = (path: string) =>
@@ -143,22 +183,9 @@ Deno.test("serveResilient out of file descriptors: held connections served, new 
     const readState = async () => JSON.parse((await exchange(state, "GET", "/state")).body);
     const heldAnswer = exchange(holder, "GET", "/hold");
 
-    /** Opens loopback connections until the child stops accepting (bounded). */
-    const exhaust = async (outageNumber: number) => {
-      for (let i = 0; i < 300 && errors().length < outageNumber; i++) {
-        try {
-          flood.push(await Deno.connect({ hostname: "127.0.0.1", port }));
-        } catch {
-          // Refused or reset: the child stopped listening in the meantime.
-          await new Promise((resolve) => setTimeout(resolve, 20));
-        }
-      }
-      await waitFor(() => errors().length === outageNumber, "the outage's error line");
-    };
-
     await exhaust(1);
     assert.match(errors()[0]!.message, /Stopped accepting connections.*Too many open files/);
-    assert.equal(exited, false, "the process survives");
+    assert.equal(childState.exited, false, "the process survives");
     const during = await readState();
     assert.equal(during.outage, true, "a held connection is still served, and says outage");
     assert.equal(during.port, port);
@@ -188,13 +215,50 @@ Deno.test("serveResilient out of file descriptors: held connections served, new 
     for (const conn of flood.splice(0)) conn.close();
     await waitFor(async () => (await fresh("/")) === 200, "new connections after the second");
     assert.equal(errors().length, 2);
-    assert.equal(exited, false);
+    assert.equal(childState.exited, false);
     noPool.close();
   } finally {
-    for (const conn of [...flood, ...control]) conn.close();
-    if (!exited) process.kill("SIGTERM");
-    const { code } = await status;
-    await pumped;
-    assert.equal(code, 0, logs.map((l) => l.message).join("\n"));
+    for (const conn of control) conn.close();
+    await stop();
+  }
+});
+
+Deno.test("serveResilient: recoveredAfterMs past 2^31-1 ms does not end an outage early", async () => {
+  // setTimeout overflows past 2^31-1 ms and fires at once: the outage would end at once.
+  const child = startChild(2 ** 31);
+  const noPool = Deno.createHttpClient({ poolMaxIdlePerHost: 0 });
+  try {
+    const port = await child.port();
+    const state = await Deno.connect({ hostname: "127.0.0.1", port });
+    try {
+      assert.equal((await exchange(state, "GET", "/state")).status, 200);
+      await child.exhaust(1);
+      for (const conn of child.flood.splice(0)) conn.close();
+      const fresh = () =>
+        fetch(`http://127.0.0.1:${port}/`, { client: noPool }).then(
+          async (r) => (await r.body?.cancel(), r.status),
+          () => "refused" as const,
+        );
+      await waitFor(async () => (await fresh()) === 200, "new connections to be served again");
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      const after = JSON.parse((await exchange(state, "GET", "/state")).body);
+      assert.equal(after.listening, true);
+      assert.equal(after.outage, true, "2^31 ms of listening have not passed");
+    } finally {
+      state.close();
+    }
+  } finally {
+    noPool.close();
+    await child.stop();
+  }
+});
+
+Deno.test("serveResilient: recoveredAfterMs that is not a finite number >= 0 is a RangeError naming it", async () => {
+  for (const recoveredAfterMs of [-1, Number.NaN, Infinity, "5" as unknown as number]) {
+    await assert.rejects(
+      serveResilient({ hostname: "127.0.0.1", port: 0, recoveredAfterMs }, () => new Response()),
+      (error: unknown) => error instanceof RangeError && /recoveredAfterMs/.test(error.message),
+      String(recoveredAfterMs),
+    );
   }
 });

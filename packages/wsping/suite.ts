@@ -129,7 +129,7 @@ export const cases: Case[] = [
   {
     name: "wsPing() rejects a bad timeoutMs with invalid_timeout",
     run: async (ctx) => {
-      for (const timeoutMs of [0, -1, Number.NaN, Infinity]) {
+      for (const timeoutMs of [0, -1, Number.NaN, Infinity, -Infinity, "100" as unknown]) {
         await rejectsWith(
           ctx,
           ctx.wsPing(`${ctx.ws}/echo`, "x", options(ctx, { timeoutMs })),
@@ -203,6 +203,115 @@ export const cases: Case[] = [
         "aborted",
       );
       equal((await stats(ctx)).total, before, "sockets accepted");
+    },
+  },
+  {
+    name: "wsPing() honours an abort issued synchronously after the call, opening no socket",
+    run: async (ctx) => {
+      const before = (await stats(ctx)).total;
+      const controller = new AbortController();
+      const reason = new Error("changed my mind");
+      const pending = ctx.wsPing(
+        `${ctx.ws}/echo`,
+        "x",
+        options(ctx, { signal: controller.signal }),
+      );
+      controller.abort(reason);
+      const error = await rejectsWith(ctx, pending, "aborted");
+      equal((error as Error & { cause?: unknown }).cause, reason, "cause");
+      equal((await stats(ctx)).total, before, "sockets accepted");
+    },
+  },
+  {
+    name: "wsPing() honours an abort after any number of microtasks (module loading included)",
+    run: async (ctx) => {
+      // Every await point before the socket's listeners are in place: 0 to 40 microtasks
+      // after the call covers loading the module (cached or not) and the steps after it.
+      // The echo would need the event loop, so any missed abort shows as a reply.
+      for (let ticks = 0; ticks <= 40; ticks++) {
+        const controller = new AbortController();
+        const pending = ctx.wsPing(
+          `${ctx.ws}/echo`,
+          "x",
+          options(ctx, { signal: controller.signal }),
+        );
+        for (let i = 0; i < ticks; i++) await Promise.resolve();
+        controller.abort(ticks);
+        const error = await rejectsWith(ctx, pending, "aborted");
+        equal((error as Error & { cause?: unknown }).cause, ticks, `cause after ${ticks} ticks`);
+      }
+      await serverSocketsClosed(ctx);
+    },
+  },
+  {
+    name: "wsPing() honours an abort fired once the module loaded, while the socket is made",
+    run: async (ctx) => {
+      const Base = ctx.WebSocket ??
+        (globalThis as unknown as { WebSocket: WebSocketConstructor }).WebSocket;
+      const controller = new AbortController();
+      // The constructor is the first thing wsPing calls after loading the module.
+      const Aborting = function (url: string) {
+        controller.abort("while constructing");
+        return new Base(url);
+      } as unknown as WebSocketConstructor;
+      const error = await rejectsWith(
+        ctx,
+        ctx.wsPing(`${ctx.ws}/echo`, "x", { WebSocket: Aborting, signal: controller.signal }),
+        "aborted",
+      );
+      equal((error as Error & { cause?: unknown }).cause, "while constructing", "cause");
+      await serverSocketsClosed(ctx);
+    },
+  },
+  {
+    name: "wsPing() honours an abort while connecting (a slow handshake)",
+    run: async (ctx) => {
+      const controller = new AbortController();
+      const started = Date.now();
+      const pending = ctx.wsPing(
+        `${ctx.ws}/hold?ms=3000`,
+        "x",
+        options(ctx, { signal: controller.signal }),
+      );
+      setTimeout(() => controller.abort("connect took too long"), 50);
+      const error = await rejectsWith(ctx, pending, "aborted");
+      equal((error as Error & { cause?: unknown }).cause, "connect took too long", "cause");
+      check(Date.now() - started < 2000, `rejected at the abort, not later`);
+    },
+  },
+  {
+    name: "wsPing() timeoutMs of 2^31-1, 2^31 and 30 days does not fire early",
+    run: async (ctx) => {
+      // setTimeout overflows past 2^31-1 ms and fires at once: 30 days timed out in 29 ms.
+      for (const timeoutMs of [2 ** 31 - 1, 2 ** 31, 2_592_000_000, Number.MAX_SAFE_INTEGER]) {
+        const controller = new AbortController();
+        const pending = ctx.wsPing(
+          `${ctx.ws}/silent`,
+          "x",
+          options(ctx, { timeoutMs, signal: controller.signal }),
+        );
+        setTimeout(() => controller.abort("done waiting"), 150);
+        await rejectsWith(ctx, pending, "aborted");
+        equal(
+          await ctx.wsPing(`${ctx.ws}/echo`, "long", options(ctx, { timeoutMs })),
+          "long",
+          `reply with timeoutMs ${timeoutMs}`,
+        );
+      }
+      await serverSocketsClosed(ctx);
+    },
+  },
+  {
+    name: "wsPing() still times out at a short timeoutMs counted from the call",
+    run: async (ctx) => {
+      const started = Date.now();
+      await rejectsWith(
+        ctx,
+        ctx.wsPing(`${ctx.ws}/hold?ms=3000`, "x", options(ctx, { timeoutMs: 100 })),
+        "timeout",
+      );
+      const took = Date.now() - started;
+      check(took >= 95 && took < 2000, `timed out after ${took} ms`);
     },
   },
   {

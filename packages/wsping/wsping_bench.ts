@@ -4,7 +4,7 @@
 // server runs in its own process so it does not share this event loop.
 import { wsPing } from "./mod.ts";
 import { machineBytes } from "./machine.ts";
-import { plainPing } from "../../bench/wsping/plain_ping.ts";
+import { plainPing } from "./testdata/plain_ping.ts";
 
 const server = new Deno.Command(Deno.execPath(), {
   args: ["run", "-A", new URL("./testdata/echo_server.ts", import.meta.url).pathname],

@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { wsPing, WsPingError } from "./mod.ts";
 import { Action, Event, loadMachine, machineBytes } from "./machine.ts";
+import { MAX_TIMER_MS, setDeadline } from "./_deadline.ts";
 import { cases } from "./suite.ts";
 import { startEchoServer } from "./testdata/echo_server.ts";
 
@@ -149,4 +150,46 @@ Deno.test("the embedded module is under 16 KB and imports nothing", () => {
     WebAssembly.Module.exports(module).map((e) => e.name).sort(),
     ["create", "dispatch", "liveCount", "memory", "release", "state"],
   );
+});
+
+Deno.test("setDeadline: a delay longer than one step fires at its deadline, not before", async () => {
+  // The same chaining as a delay past 2^31-1 ms, with a 20 ms step instead of 24.8 days.
+  assert.equal(MAX_TIMER_MS, 2 ** 31 - 1);
+  const started = performance.now();
+  const fired = await new Promise<number>((resolve) => {
+    setDeadline(() => resolve(performance.now() - started), 110, 20);
+  });
+  assert.ok(fired >= 109, `fired after ${fired.toFixed(1)} ms`);
+  assert.ok(fired < 1000, `fired after ${fired.toFixed(1)} ms`);
+});
+
+Deno.test("setDeadline: cancelling between steps stops it; cancelling twice is harmless", async () => {
+  let calls = 0;
+  const cancel = setDeadline(() => calls++, 100, 20);
+  await new Promise((resolve) => setTimeout(resolve, 50)); // two steps in
+  cancel();
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  cancel();
+  assert.equal(calls, 0);
+});
+
+Deno.test("setDeadline: at the bound one timer is armed; past it the first step is the bound", () => {
+  const delays: number[] = [];
+  const realSetTimeout = globalThis.setTimeout;
+  globalThis.setTimeout = ((fn: () => void, ms: number) => {
+    delays.push(ms);
+    return realSetTimeout(fn, 0);
+  }) as typeof setTimeout;
+  const cancels: (() => void)[] = [];
+  try {
+    for (const ms of [MAX_TIMER_MS, 2 ** 31, 2_592_000_000]) {
+      cancels.push(setDeadline(() => {}, ms));
+    }
+  } finally {
+    globalThis.setTimeout = realSetTimeout;
+    for (const cancel of cancels) cancel();
+  }
+  assert.ok(delays.every((ms) => ms <= MAX_TIMER_MS), `no overflowing delay: ${delays}`);
+  assert.ok(delays[0]! > MAX_TIMER_MS - 5, `2^31-1 is armed as is: ${delays[0]}`);
+  assert.deepEqual(delays.slice(1), [MAX_TIMER_MS, MAX_TIMER_MS], "longer ones step at the bound");
 });

@@ -9,6 +9,7 @@
  *   /silent   accepts and never answers
  *   /reject   refuses the upgrade with HTTP 403
  *   /delay?ms=N  echoes after N ms
+ *   /hold?ms=N   answers the upgrade only after N ms (a slow connect), then echoes
  *   GET /stats       {"open": sockets open now, "total": sockets accepted}
  *   GET /, /page     the demo page; /dist/..., /tests/... static files for browsers
  *
@@ -56,12 +57,20 @@ export async function startEchoServer(port = 0, extraFiles: Record<string, [URL,
       return new Response("not found", { status: 404 });
     }
     if (url.pathname === "/reject") return new Response("no", { status: 403 });
+    if (url.pathname === "/hold") {
+      // Hold the handshake; a client that leaves meanwhile ends the wait (no timer left over).
+      const held = Promise.withResolvers<void>();
+      const timer = setTimeout(held.resolve, Number(url.searchParams.get("ms") ?? 0));
+      request.signal.addEventListener("abort", () => (clearTimeout(timer), held.resolve()));
+      await held.promise;
+      if (request.signal.aborted) return new Response("gone", { status: 499 });
+    }
     const { socket, response } = Deno.upgradeWebSocket(request);
     total++;
     sockets.add(socket);
     socket.addEventListener("close", () => sockets.delete(socket));
     socket.addEventListener("error", () => sockets.delete(socket));
-    const delay = Number(url.searchParams.get("ms") ?? 0);
+    const delay = url.pathname === "/delay" ? Number(url.searchParams.get("ms") ?? 0) : 0;
     switch (url.pathname) {
       case "/close":
         socket.addEventListener("open", () => socket.close(1000, "bye"));

@@ -1,5 +1,5 @@
-// The benchmark anchor for wsPing: the same ping (timeout timer, listener clean-up,
-// close) written in plain TypeScript, with no WebAssembly.
+// The benchmark anchor for wsPing (packages/wsping/wsping_bench.ts, bench/wsping/run.ts): the
+// same ping (timeout timer, listener clean-up, close) in plain TypeScript, no WebAssembly.
 
 /** The anchor: the same ping in plain TypeScript. */
 export function plainPing(url: string, message: string, timeoutMs = 10_000): Promise<string> {
