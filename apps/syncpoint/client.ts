@@ -4,6 +4,8 @@
  *
  * @module
  */
+import { z } from "zod";
+import { delay } from "@duet/core/delay";
 
 /** A completed rendezvous, as one party sees it. */
 export interface PairResult {
@@ -20,11 +22,18 @@ export interface PairResult {
  * inside the one deadline of {@link WaitOptions.timeoutMs}.
  */
 export interface RetryPolicy {
-  /** The first backoff delay, in ms (100); it doubles per attempt, with jitter. */
+  /**
+   * The first backoff delay, in ms (100); it doubles per attempt, with jitter. A finite
+   * number ≥ 0, else {@link waitForSecondParty} rejects with a `RangeError` naming it.
+   */
   initialDelayMs?: number;
-  /** The largest backoff delay, in ms (2,000). `Retry-After` may ask for longer. */
+  /**
+   * The largest backoff delay, in ms (2,000). `Retry-After` may ask for longer. A number ≥ 0
+   * (`Infinity` allowed: the deadline caps every delay, and delays past `setTimeout`'s
+   * 24.8 days are waited in full), else a `RangeError` naming it.
+   */
   maxDelayMs?: number;
-  /** Most attempts in all, the first included (no limit: the deadline bounds them). */
+  /** Most attempts in all, the first included, ≥ 1 (no limit: the deadline bounds them). */
   maxAttempts?: number;
   /**
    * Called once per retry, before its delay: to report it (the CLI prints a line). An
@@ -54,10 +63,16 @@ export interface WaitOptions {
    * request asks the server for all of it (the server caps it, 60 s by default), each
    * retry for what remains. Without it the first request asks nothing (the server's
    * default applies, 10 s by default) and retries stay within {@link DEFAULT_DEADLINE_MS}
-   * of the start.
+   * of the start. A finite number ≥ 0, any size (a delay past `setTimeout`'s 24.8 days is
+   * waited in full); else the wait rejects with a `RangeError` naming `timeoutMs`.
    */
   timeoutMs?: number;
-  /** Gives up at once, also during a retry's delay; the promise rejects with the reason. */
+  /**
+   * Gives up at once, whenever it aborts: before the call, right after it, during the
+   * request, while the answer's body is read, or during a retry's delay; the promise
+   * rejects with `signal.reason` (even with a custom {@link WaitOptions.fetch} that ignores
+   * it).
+   */
   signal?: AbortSignal;
   /** The fetch to use (for tests or custom agents). */
   fetch?: typeof fetch;
@@ -94,6 +109,7 @@ export const LAST_ATTEMPT_MS = 50;
  * (JSON without a code).
  */
 export class SyncpointError extends Error {
+  /** "SyncpointError". */
   override name = "SyncpointError";
   /** The HTTP status. */
   readonly status: number;
@@ -101,6 +117,14 @@ export class SyncpointError extends Error {
   readonly code: string;
   /** The answer's `Retry-After`, in ms, if it had a valid one. */
   readonly retryAfterMs: number | undefined;
+  /**
+   * An error answer of the service, or the client's verdict on an answer.
+   *
+   * @param status The HTTP status.
+   * @param code The stable error code.
+   * @param message The service's sentence for people (or the client's own).
+   * @param retryAfterMs The answer's `Retry-After`, in ms.
+   */
   constructor(status: number, code: string, message: string, retryAfterMs?: number) {
     super(message);
     this.status = status;
@@ -236,6 +260,7 @@ export async function waitForSecondParty(
 ): Promise<PairResult> {
   const url = new URL(`wait-for-second-party/${encodeURIComponent(id)}`, withSlash(baseUrl));
   const { signal } = options;
+  checkDurations(options);
   signal?.throwIfAborted();
   const policy = options.retry === false ? undefined : options.retry ?? {};
   const deadline = performance.now() + (options.timeoutMs ?? DEFAULT_DEADLINE_MS);
@@ -262,10 +287,54 @@ export async function waitForSecondParty(
         delayMs: decision.delayMs,
         remainingMs,
       });
-      await sleep(decision.delayMs, signal);
+      // Any length (a Retry-After of days within a deadline of months), and at once when
+      // the signal aborted meanwhile (in onRetry, say).
+      await delay(decision.delayMs, signal ? { signal } : {});
     }
   }
 }
+
+/**
+ * The durations of `options`, checked before anything is sent: each a number of ms ≥ 0
+ * (`timeoutMs` and `initialDelayMs` finite too), `maxAttempts` ≥ 1.
+ *
+ * @throws {RangeError} naming the option.
+ */
+function checkDurations(options: WaitOptions): void {
+  const { timeoutMs } = options;
+  if (timeoutMs !== undefined && !(Number.isFinite(timeoutMs) && timeoutMs >= 0)) {
+    throw new RangeError(`timeoutMs must be a finite number of ms ≥ 0, got ${timeoutMs}`);
+  }
+  if (!options.retry) return;
+  const { initialDelayMs, maxDelayMs, maxAttempts } = options.retry;
+  if (initialDelayMs !== undefined && !(Number.isFinite(initialDelayMs) && initialDelayMs >= 0)) {
+    throw new RangeError(
+      `retry.initialDelayMs must be a finite number of ms ≥ 0, got ${initialDelayMs}`,
+    );
+  }
+  if (maxDelayMs !== undefined && !(maxDelayMs >= 0)) {
+    throw new RangeError(`retry.maxDelayMs must be a number of ms ≥ 0, got ${maxDelayMs}`);
+  }
+  if (maxAttempts !== undefined && !(maxAttempts >= 1)) {
+    throw new RangeError(`retry.maxAttempts must be at least 1, got ${maxAttempts}`);
+  }
+}
+
+/** A paired answer (200) of the service; other fields are ignored. */
+const PairedAnswer = z.object({
+  role: z.enum(["first", "second"]),
+  waited_ms: z.number().nonnegative(),
+  peer_payload: z.string().nullable(),
+});
+
+/**
+ * An error answer of the service: `code` and `message` when they are strings (a proxy's
+ * JSON may have neither, or other types: the client then says `unknown` and the status).
+ */
+const ErrorAnswer = z.object({
+  code: z.string().optional().catch(undefined),
+  message: z.string().optional().catch(undefined),
+});
 
 /** One request: the pair, or a SyncpointError, or what fetch (or reading the body) threw. */
 async function attemptOnce(
@@ -273,46 +342,92 @@ async function attemptOnce(
   timeoutMs: number | undefined,
   options: WaitOptions,
 ): Promise<PairResult> {
+  const { signal } = options;
   const url = new URL(base);
   if (timeoutMs !== undefined) {
-    // Never more than asked (the deadline), never less than the server's 1 ms.
-    url.searchParams.set("timeout_ms", String(Math.max(1, Math.floor(timeoutMs))));
+    // Never more than asked (the deadline), never less than the server's 1 ms; in digits
+    // (a huge deadline would otherwise be written as 1e+21, which the server refuses).
+    const ask = Math.min(Number.MAX_SAFE_INTEGER, Math.max(1, Math.floor(timeoutMs)));
+    url.searchParams.set("timeout_ms", String(ask));
   }
-  const response = await (options.fetch ?? fetch)(url, {
-    method: "POST",
-    ...(options.payload === undefined ? {} : {
-      body: options.payload,
-      headers: { "content-type": "text/plain; charset=utf-8" },
+  const response = await abortable(
+    (options.fetch ?? fetch)(url, {
+      method: "POST",
+      ...(options.payload === undefined ? {} : {
+        body: options.payload,
+        headers: { "content-type": "text/plain; charset=utf-8" },
+      }),
+      ...(signal ? { signal } : {}),
     }),
-    ...(options.signal ? { signal: options.signal } : {}),
-  });
-  const text = await response.text();
+    signal,
+  );
+  const text = await abortable(response.text(), signal);
+  signal?.throwIfAborted();
+  return pairOf(response, text);
+}
+
+/** The pair in an answer, or the {@link SyncpointError} it says (or that it is not one). */
+function pairOf(response: Response, text: string): PairResult {
   const retryAfterMs = parseRetryAfter(response.headers.get("retry-after"));
-  let body: Record<string, unknown>;
-  try {
-    body = JSON.parse(text);
-    if (typeof body !== "object" || body === null) throw new TypeError("not an object");
-  } catch {
-    throw new SyncpointError(
-      response.status,
+  const status = response.status;
+  const notOurs = (why: string) =>
+    new SyncpointError(
+      status,
       "bad_response",
-      `Not a syncpoint answer (HTTP ${response.status}): ${text.slice(0, 80)}`,
+      `Not a syncpoint answer (HTTP ${status}${why}): ${text.slice(0, 80)}`,
       retryAfterMs,
     );
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw notOurs("");
   }
-  if (response.status !== 200) {
-    throw new SyncpointError(
-      response.status,
-      typeof body["code"] === "string" ? body["code"] : "unknown",
-      typeof body["message"] === "string" ? body["message"] : `HTTP ${response.status}`,
-      retryAfterMs,
-    );
+  if (status !== 200) {
+    const body = ErrorAnswer.safeParse(json);
+    if (!body.success) throw notOurs("");
+    const { code, message } = body.data;
+    throw new SyncpointError(status, code ?? "unknown", message ?? `HTTP ${status}`, retryAfterMs);
   }
+  const body = PairedAnswer.safeParse(json);
+  if (!body.success) throw notOurs(`, ${issueOf(body.error)}`);
   return {
-    role: body["role"] === "first" ? "first" : "second",
-    waitedMs: Number(body["waited_ms"] ?? 0),
-    peerPayload: typeof body["peer_payload"] === "string" ? body["peer_payload"] : null,
+    role: body.data.role,
+    waitedMs: body.data.waited_ms,
+    peerPayload: body.data.peer_payload,
   };
+}
+
+/** The first problem zod found, in a few words: "role: expected first or second". */
+function issueOf(error: z.ZodError): string {
+  const issue = error.issues[0];
+  if (!issue) return "malformed";
+  const where = issue.path.length > 0 ? issue.path.join(".") : "the body";
+  if (issue.code === "invalid_value") {
+    return `${where}: expected ${issue.values.map(String).join(" or ")}`;
+  }
+  if (issue.code === "invalid_type") {
+    return `${where}: expected ${issue.expected}`;
+  }
+  if (issue.code === "too_small") return `${where}: negative`;
+  return `${where}: malformed`;
+}
+
+/**
+ * `promise`, or a rejection with `signal.reason` as soon as the signal aborts (at once if it
+ * has): for a custom fetch, or a body, that does not honour the signal itself.
+ */
+function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return promise;
+  if (signal.aborted) {
+    promise.catch(() => {}); // settled later, and nobody waits for it any more
+    return Promise.reject(signal.reason);
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
 }
 
 /** A SyncpointError is an answer; anything else fetch or the body read threw, no answer. */
@@ -320,22 +435,6 @@ function failureOf(error: unknown): AttemptFailure {
   return error instanceof SyncpointError
     ? { kind: "answer", status: error.status, code: error.code, retryAfterMs: error.retryAfterMs }
     : { kind: "network" };
-}
-
-/** Resolves after `ms`; rejects with the signal's reason as soon as it aborts. */
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal!.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
 }
 
 function withSlash(base: string | URL): URL {

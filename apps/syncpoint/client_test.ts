@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { waitFor } from "@duet/testkit";
+import { concatBytes } from "@noble/hashes/utils.js";
 import {
   type AttemptFailure,
   DEFAULT_RETRY,
@@ -14,6 +15,7 @@ import {
   type RetryEvent,
   SyncpointError,
   waitForSecondParty,
+  type WaitOptions,
 } from "./client.ts";
 import { startSyncpoint } from "./server.ts";
 
@@ -238,7 +240,7 @@ function front(script: (n: number, seen: Seen) => Step) {
       const head = `HTTP/1.1 ${status} X\r\n` +
         Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join("") +
         `content-length: ${bytes.byteLength}\r\nconnection: close\r\n\r\n`;
-      await writeAll(conn, new Uint8Array([...encoder.encode(head), ...bytes]));
+      await writeAll(conn, concatBytes(encoder.encode(head), bytes));
     } catch {
       // The client left; nothing to answer.
     } finally {
@@ -285,7 +287,7 @@ async function readRequest(
     }
     const read = await conn.read(buffer);
     if (read === null) return undefined;
-    bytes = new Uint8Array([...bytes, ...buffer.subarray(0, read)]);
+    bytes = concatBytes(bytes, buffer.subarray(0, read));
   }
 }
 
@@ -505,4 +507,229 @@ Deno.test("an unreachable service: retried until the deadline, then what fetch t
   assert.ok(events.length >= 2, `${events.length} retries`);
   assert.ok(events.every((e) => e.error instanceof TypeError));
   assert.equal(DEFAULT_RETRY.initialDelayMs, 100);
+});
+
+/** A fetch that records its calls and answers each with `answer(n)` (0-based). */
+function scriptedFetch(answer: (n: number, init?: RequestInit) => Promise<Response>) {
+  const calls: RequestInit[] = [];
+  const fetchFn = ((_url: string | URL | Request, init?: RequestInit) => {
+    calls.push(init ?? {});
+    return answer(calls.length - 1, init);
+  }) as typeof fetch;
+  return { calls, fetch: fetchFn };
+}
+
+/** A promise that never settles: a fetch, or a body, that ignores the signal. */
+const never = <T>() => new Promise<T>(() => {});
+
+Deno.test("the caller's signal is honoured at every await, even by a fetch that ignores it", async () => {
+  const reason = new Error("stop");
+  // Synchronously after the call: the fetch has been called, and never answers.
+  {
+    const { calls, fetch } = scriptedFetch(() => never());
+    const controller = new AbortController();
+    const waiting = waitForSecondParty("http://syncpoint.invalid", "a", {
+      fetch,
+      signal: controller.signal,
+    });
+    controller.abort(reason);
+    await assert.rejects(waiting, (e) => e === reason);
+    assert.equal(calls.length, 1);
+    assert.equal(calls[0]!.signal, controller.signal, "the signal is passed on too");
+  }
+  // During the request.
+  {
+    const { fetch } = scriptedFetch(() => never());
+    const controller = new AbortController();
+    const waiting = waitForSecondParty("http://syncpoint.invalid", "b", {
+      fetch,
+      signal: controller.signal,
+    });
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    controller.abort(reason);
+    await assert.rejects(waiting, (e) => e === reason);
+  }
+  // While the answer's body is read (headers in, the body never ends).
+  {
+    let bodyStarted = false;
+    const { fetch } = scriptedFetch(() =>
+      Promise.resolve(
+        new Response(
+          new ReadableStream({
+            pull: () => {
+              bodyStarted = true;
+              return never();
+            },
+          }),
+          { status: 200 },
+        ),
+      )
+    );
+    const controller = new AbortController();
+    const waiting = waitForSecondParty("http://syncpoint.invalid", "c", {
+      fetch,
+      signal: controller.signal,
+    });
+    await waitFor(() => bodyStarted, "the body read to start");
+    controller.abort(reason);
+    await assert.rejects(waiting, (e) => e === reason);
+  }
+  // In onRetry, synchronously before the retry's delay: no second attempt.
+  {
+    const { calls, fetch } = scriptedFetch(() =>
+      Promise.resolve(new Response(JSON.stringify({ code: "capacity" }), { status: 503 }))
+    );
+    const controller = new AbortController();
+    const waiting = waitForSecondParty("http://syncpoint.invalid", "d", {
+      fetch,
+      signal: controller.signal,
+      timeoutMs: 60_000,
+      retry: { onRetry: () => controller.abort(reason) },
+    });
+    await assert.rejects(waiting, (e) => e === reason);
+    assert.equal(calls.length, 1);
+  }
+  // Just as an answer arrived: the abort wins over the pair.
+  {
+    const controller = new AbortController();
+    const { fetch } = scriptedFetch(() => {
+      queueMicrotask(() => controller.abort(reason));
+      return Promise.resolve(
+        new Response(JSON.stringify({ role: "first", waited_ms: 1, peer_payload: null })),
+      );
+    });
+    await assert.rejects(
+      waitForSecondParty("http://syncpoint.invalid", "e", { fetch, signal: controller.signal }),
+      (e) => e === reason,
+    );
+  }
+});
+
+Deno.test("retry delays past setTimeout's range are waited in full (2^31 − 1, 2^31, 30 days)", async () => {
+  const month = 30 * 24 * 3600_000;
+  for (const retryAfterMs of [2 ** 31 - 1, 2 ** 31, month]) {
+    const { calls, fetch } = scriptedFetch(() =>
+      Promise.resolve(
+        new Response(JSON.stringify({ code: "rate_limited", message: "slow down" }), {
+          status: 429,
+          // Retry-After is in whole seconds: the next whole second at or past the delay.
+          headers: { "retry-after": String(Math.ceil(retryAfterMs / 1000)) },
+        }),
+      )
+    );
+    const controller = new AbortController();
+    const events: RetryEvent[] = [];
+    const waiting = waitForSecondParty("http://syncpoint.invalid", "long", {
+      fetch,
+      signal: controller.signal,
+      timeoutMs: 2 * month,
+      retry: { initialDelayMs: 0, onRetry: (event) => events.push(event) },
+    });
+    await waitFor(() => events.length === 1, "the first retry to be decided");
+    assert.ok(events[0]!.delayMs >= retryAfterMs, `${events[0]!.delayMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(calls.length, 1, `no early retry after a ${retryAfterMs} ms Retry-After`);
+    controller.abort(new Error("done"));
+    await assert.rejects(waiting, /done/);
+  }
+  // A deadline that long is asked for in digits (never 1e+21, which servers refuse).
+  const { calls, fetch } = scriptedFetch(() => never());
+  const asked: string[] = [];
+  const recording = ((url: string | URL | Request, init?: RequestInit) => {
+    asked.push(new URL(String(url)).searchParams.get("timeout_ms") ?? "");
+    return fetch(url, init);
+  }) as typeof fetch;
+  const controller = new AbortController();
+  const waiting = waitForSecondParty("http://syncpoint.invalid", "huge", {
+    fetch: recording,
+    signal: controller.signal,
+    timeoutMs: 1e21,
+  });
+  controller.abort(new Error("done"));
+  await assert.rejects(waiting, /done/);
+  assert.equal(calls.length, 1);
+  assert.match(asked[0]!, /^[0-9]+$/);
+});
+
+Deno.test("invalid durations are refused with a RangeError naming the option, before any request", async () => {
+  const { calls, fetch } = scriptedFetch(() => never());
+  const cases: [WaitOptions, RegExp][] = [
+    [{ timeoutMs: -1 }, /timeoutMs/],
+    [{ timeoutMs: NaN }, /timeoutMs/],
+    [{ timeoutMs: Infinity }, /timeoutMs/],
+    [{ retry: { initialDelayMs: -5 } }, /retry\.initialDelayMs/],
+    [{ retry: { initialDelayMs: Infinity } }, /retry\.initialDelayMs/],
+    [{ retry: { maxDelayMs: NaN } }, /retry\.maxDelayMs/],
+    [{ retry: { maxAttempts: 0 } }, /retry\.maxAttempts/],
+  ];
+  for (const [options, name] of cases) {
+    await assert.rejects(
+      waitForSecondParty("http://syncpoint.invalid", "x", { ...options, fetch }),
+      (e) => e instanceof RangeError && name.test(e.message),
+      JSON.stringify(options),
+    );
+  }
+  assert.equal(calls.length, 0);
+  // At and past setTimeout's bound, durations are accepted (and waited in full, above).
+  for (const ms of [2 ** 31 - 1, 2 ** 31, 30 * 24 * 3600_000]) {
+    const controller = new AbortController();
+    const waiting = waitForSecondParty("http://syncpoint.invalid", "x", {
+      fetch,
+      signal: controller.signal,
+      timeoutMs: ms,
+      retry: { initialDelayMs: ms, maxDelayMs: ms },
+    });
+    controller.abort(new Error("accepted"));
+    await assert.rejects(waiting, /accepted/);
+  }
+});
+
+Deno.test("malformed answers are bad_response with a clear message; valid ones parse as before", async () => {
+  const json = (status: number, body: unknown, raw?: string) =>
+    scriptedFetch(() => Promise.resolve(new Response(raw ?? JSON.stringify(body), { status })))
+      .fetch;
+  const outcome = (fetch: typeof globalThis.fetch) =>
+    waitForSecondParty("http://syncpoint.invalid", "m", { fetch, retry: false }).then(
+      (pair) => pair,
+      (error) => error as SyncpointError,
+    );
+  const cases: [number, unknown, RegExp][] = [
+    [200, "<html>", /^Not a syncpoint answer \(HTTP 200\): <html>/],
+    [200, {}, /^Not a syncpoint answer \(HTTP 200, role: expected first or second\)/],
+    [200, { role: "third", waited_ms: 0, peer_payload: null }, /role: expected first or second/],
+    [200, { role: "first", peer_payload: null }, /waited_ms: expected number/],
+    [200, { role: "first", waited_ms: -3, peer_payload: null }, /waited_ms: negative/],
+    [200, { role: "first", waited_ms: 3, peer_payload: 7 }, /peer_payload: expected string/],
+    [200, [1, 2], /HTTP 200, the body: expected object/],
+    [502, 42, /^Not a syncpoint answer \(HTTP 502\): 42/],
+    [503, ["capacity"], /^Not a syncpoint answer \(HTTP 503\)/],
+  ];
+  for (const [status, body, message] of cases) {
+    const raw = typeof body === "string" ? body : undefined;
+    const error = await outcome(json(status, body, raw));
+    assert.ok(error instanceof SyncpointError, JSON.stringify(body));
+    assert.equal(error.code, "bad_response");
+    assert.equal(error.status, status);
+    assert.match(error.message, message);
+    assert.doesNotMatch(error.message, /ZodError|"code":|\n/, "no raw validation dump");
+  }
+  // An error answer with fields of other types: its status, code unknown, as before.
+  const odd = await outcome(json(503, { code: 5, message: ["x"] }));
+  assert.ok(odd instanceof SyncpointError);
+  assert.deepEqual([odd.status, odd.code, odd.message], [503, "unknown", "HTTP 503"]);
+  const refused = await outcome(json(409, { status: "error", code: "conflict", message: "busy" }));
+  assert.ok(refused instanceof SyncpointError);
+  assert.deepEqual([refused.code, refused.message], ["conflict", "busy"]);
+  // A valid pair, with fields the client does not know.
+  const pair = await outcome(
+    json(200, {
+      status: "paired",
+      id: "m",
+      role: "second",
+      waited_ms: 0,
+      peer_payload: "hi",
+      x: 1,
+    }),
+  );
+  assert.deepEqual(pair, { role: "second", waitedMs: 0, peerPayload: "hi" });
 });

@@ -11,6 +11,7 @@ import type { Outcome, Presence, Refusal, Rendezvous } from "./rendezvous.ts";
 import type { SyncpointMetrics } from "./metrics.ts";
 import { KeyedBuckets, type Rate } from "@duet/net/rate";
 import { isLoopback } from "./limits.ts";
+import { concatBytes } from "@noble/hashes/utils.js";
 
 /**
  * The id of a rendezvous: 1-128 characters of [A-Za-z0-9._~-] (URL-safe, unreserved), other
@@ -36,7 +37,7 @@ export interface HandlerOptions {
   maxPayloadBytes: number;
   /**
    * Arrivals (`POST /wait-for-second-party/:id`) per second per client address, as a token
-   * bucket; past it 429 `rate_limited` with `Retry-After`. Undefined: no limit. Behind a
+   * bucket (`perSecond` refill, `burst` size); past it 429 `rate_limited` with `Retry-After`. Undefined: no limit. Behind a
    * proxy or load balancer that hides client addresses, every client shares one address
    * (turn it off there, or put the limit in the proxy).
    */
@@ -74,12 +75,27 @@ class BodyReadFailed extends Error {
   override name = "BodyReadFailed";
 }
 
-/** An error answer: the status and a stable machine-readable code. */
+/**
+ * An error answer: the status and a stable machine-readable code. Thrown inside the handler,
+ * it becomes `{"status": "error", "code", "message"}` with its status and headers.
+ */
 export class ApiError extends Error {
+  /** "ApiError". */
   override name = "ApiError";
+  /** The HTTP status of the answer. */
   readonly status: number;
+  /** The stable error code, e.g. `invalid_id`. */
   readonly code: string;
+  /** Headers of the answer (lower-case names), e.g. `retry-after`. */
   readonly headers: Record<string, string>;
+  /**
+   * An error answer to throw.
+   *
+   * @param status The HTTP status.
+   * @param code The stable error code.
+   * @param message The sentence for people, the answer's `message`.
+   * @param headers Headers of the answer.
+   */
   constructor(status: number, code: string, message: string, headers = {}) {
     super(message);
     this.status = status;
@@ -194,18 +210,8 @@ function requestBody(request: Request): BodyReader {
     } finally {
       reader.releaseLock();
     }
-    return chunks.length === 1 ? chunks[0]! : concat(chunks, size);
+    return chunks.length === 1 ? chunks[0]! : concatBytes(...chunks);
   };
-}
-
-function concat(chunks: Uint8Array[], size: number): Uint8Array {
-  const bytes = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return bytes;
 }
 
 function pairedBody(id: string, outcome: Extract<Outcome, { kind: "paired" }>) {
@@ -301,12 +307,36 @@ export function createArrivals(
 /** What a departed party is "answered": 499, to nobody. */
 const DEPARTED: Answer = { status: 499, headers: {}, body: null };
 
+/** The API as a handler (a Hono app, seen through the two methods it is used by). */
+export interface SyncpointApp {
+  /**
+   * A server's handler: `env.remoteAddr` gives the client address the per-address limits
+   * count by, `env.presence` the client's presence (packages/net/http1.ts).
+   */
+  fetch(request: Request, env?: unknown): Response | Promise<Response>;
+  /**
+   * Answers a request without a server (for tests); `env` as for
+   * {@link SyncpointApp.fetch} (without it nothing is limited per address).
+   */
+  request(
+    input: string | URL | Request,
+    init?: RequestInit,
+    env?: unknown,
+  ): Response | Promise<Response>;
+}
+
 /**
  * Builds the API: the Hono app whose `fetch(request, info)` is a server's handler
  * (`info.remoteAddr` gives the client address the per-address limits count by; without it,
  * as in `app.request()`, nothing is limited per address).
+ *
+ * @example
+ * ```ts ignore
+ * const app = createApp({ rendezvous, metrics, defaultTimeoutMs: 10_000, maxTimeoutMs: 60_000, maxPayloadBytes: 65_536 });
+ * const response = await app.request("/healthz"); // 200 {"status":"ok","waiting":0}
+ * ```
  */
-export function createApp(options: HandlerOptions): Hono {
+export function createApp(options: HandlerOptions): SyncpointApp {
   const { rendezvous, metrics } = options;
   const arrivals = createArrivals(options);
   const app = new Hono();

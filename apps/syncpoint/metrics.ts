@@ -20,7 +20,7 @@ export interface MetricSources {
 /** The metrics of one syncpoint instance. */
 export class SyncpointMetrics {
   /** The registry /metrics renders. */
-  readonly registry: Registry = new Registry();
+  readonly #registry: Registry = new Registry();
   readonly #pairs: Counter;
   readonly #timeouts: Counter;
   readonly #departures: Counter;
@@ -32,7 +32,7 @@ export class SyncpointMetrics {
    * other gauges (each left out when its source is).
    */
   constructor(waiting: () => number, sources: MetricSources = {}) {
-    const registers = [this.registry];
+    const registers = [this.#registry];
     new Gauge({
       name: "syncpoint_waiting_parties",
       help: "First parties on hold on this instance",
@@ -120,11 +120,11 @@ export class SyncpointMetrics {
 
   /** The Prometheus text exposition. */
   render(): Promise<string> {
-    return this.registry.metrics();
+    return this.#registry.metrics();
   }
 
   /** The content type of {@link render}'s output. */
   get contentType(): string {
-    return this.registry.contentType;
+    return this.#registry.contentType;
   }
 }

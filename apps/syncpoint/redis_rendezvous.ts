@@ -62,6 +62,17 @@ import {
   type RendezvousLimits,
 } from "./rendezvous.ts";
 import type { WaitingLedger } from "./limits.ts";
+import { MAX_TIMEOUT_MS, setLongTimeout } from "@duet/core/long-timeout";
+import { delay } from "@duet/core/delay";
+import {
+  AbandonReply,
+  type Ack,
+  ConfirmReply,
+  parseMessage,
+  RegisterReply,
+  replyOf,
+  type Wake,
+} from "./redis_messages.ts";
 
 /** Options of {@link RedisRendezvous.connect}; the limits apply to this instance. */
 export interface RedisRendezvousOptions extends RendezvousLimits {
@@ -73,10 +84,14 @@ export interface RedisRendezvousOptions extends RendezvousLimits {
   prefix?: string;
   /**
    * How long a claimer waits for the first party's instance to confirm (2,000 ms); keep it
-   * well above a presence probe (up to ~600 ms) plus a command round trip.
+   * well above a presence probe (up to ~600 ms) plus a command round trip. 1 to
+   * {@link MAX_TIMEOUT_MS}, else connect() throws a RangeError.
    */
   ackTimeoutMs?: number;
-  /** Milliseconds a Redis command may take, once sent, before it counts as a failure (1,000 ms). */
+  /**
+   * Milliseconds a Redis command may take, once sent, before it counts as a failure (1,000
+   * ms); 1 to {@link MAX_TIMEOUT_MS}, else connect() throws a RangeError.
+   */
   commandTimeoutMs?: number;
   /**
    * Payload bytes (UTF-16 code units of the payload arguments) on their way to Redis at once
@@ -84,7 +99,10 @@ export interface RedisRendezvousOptions extends RendezvousLimits {
    * commands time out behind this process's own backlog while Redis is healthy.
    */
   windowBytes?: number;
-  /** How long an arrival may queue for the window before it is refused `capacity` (5,000 ms). */
+  /**
+   * How long an arrival may queue for the window before it is refused `capacity` (5,000
+   * ms); 0 to {@link MAX_TIMEOUT_MS}, else connect() throws a RangeError.
+   */
   queueTimeoutMs?: number;
 }
 
@@ -204,27 +222,6 @@ const MAX_ATTEMPTS = 5;
 /** Pause between retries of a command whose outcome must be known. */
 const RETRY_MS = 100;
 
-interface Wake {
-  type: "wake";
-  id: string;
-  waiter: string;
-  claim: string;
-  replyTo: string;
-}
-
-interface Ack {
-  type: "ack";
-  claim: string;
-  delivered: boolean;
-}
-
-/** A claim on `waiter` was abandoned and its key deleted: it registers again. */
-interface Lost {
-  type: "lost";
-  id: string;
-  waiter: string;
-}
-
 /** What a claimer learns: from the ack or `abandon` (delivered, gone, abandoned), or not. */
 type Verdict = "delivered" | "gone" | "abandoned" | "unknown" | "closing";
 
@@ -246,7 +243,8 @@ interface Party {
   /** Pieces of work running; while > 0 a timeout or hang-up waits for them (`deferred`). */
   busy: number;
   deferred?: "timeout" | "departed";
-  timer?: ReturnType<typeof setTimeout>;
+  /** Cancels its timeout (a long timer: a wait may be longer than `setTimeout`'s range). */
+  cancelTimer?: () => void;
   onAbort?: () => void;
   /** Its outcome, once settled. */
   readonly promise: Promise<Outcome>;
@@ -336,7 +334,29 @@ class SendWindow {
 }
 
 const log = getLogger(["duet", "syncpoint", "redis"]);
-const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * The durations of `options`, each a number of ms from its minimum to MAX_TIMEOUT_MS (the
+ * timers that use them, here and in ioredis, are plain `setTimeout`s).
+ *
+ * @throws {RangeError} naming the option.
+ */
+function checkDurations(options: RedisRendezvousOptions): void {
+  for (
+    const [name, min] of [["ackTimeoutMs", 1], ["commandTimeoutMs", 1], [
+      "queueTimeoutMs",
+      0,
+    ]] as const
+  ) {
+    const value = options[name];
+    if (value !== undefined && !(value >= min && value <= MAX_TIMEOUT_MS)) {
+      throw new RangeError(
+        `${name} must be a number of ms from ${min} to ${MAX_TIMEOUT_MS} (about 24.8 days), ` +
+          `got ${value}`,
+      );
+    }
+  }
+}
 
 /** Pairs parties that reached different instances, through one Redis server. */
 export class RedisRendezvous implements Rendezvous {
@@ -396,6 +416,7 @@ export class RedisRendezvous implements Rendezvous {
    * yet, it still returns: arrivals get `backend_unavailable` until Redis answers.
    */
   static async connect(url: string, options: RedisRendezvousOptions): Promise<RedisRendezvous> {
+    checkDurations(options);
     const commandTimeout = options.commandTimeoutMs ?? 1_000;
     const common = {
       lazyConnect: true,
@@ -496,20 +517,25 @@ export class RedisRendezvous implements Rendezvous {
     payload: string | null,
     waitTtlMs: number,
     claim = token,
-  ): Promise<string[]> {
+  ): Promise<RegisterReply> {
     return this.#window.run(
       (payload?.length ?? 0) + 256,
       () =>
-        this.#command(() =>
-          this.#redis.registerOrClaim(
-            this.#key(id),
-            token,
-            this.#instance,
-            payload ?? "",
-            payload === null ? "0" : "1",
-            Math.ceil(waitTtlMs),
-            this.#options.ackTimeoutMs * 2 + 1_000,
-            claim,
+        this.#command(async () =>
+          replyOf(
+            RegisterReply,
+            "register-or-claim",
+            await this.#redis.registerOrClaim(
+              this.#key(id),
+              token,
+              this.#instance,
+              payload ?? "",
+              payload === null ? "0" : "1",
+              // A whole number of ms that Redis takes (an endless wait: as long as it allows).
+              Math.min(Math.ceil(waitTtlMs), Number.MAX_SAFE_INTEGER),
+              this.#options.ackTimeoutMs * 2 + 1_000,
+              claim,
+            ),
           )
         ),
     );
@@ -524,6 +550,11 @@ export class RedisRendezvous implements Rendezvous {
     }
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       if (this.#closing) return refused("shutting_down", started);
+      if (attempt > 0 && arrival.signal?.aborted) {
+        // Hung up while its last attempt ran: not another one.
+        this.#events.departed?.();
+        return { kind: "departed", waitedMs: performance.now() - started };
+      }
       const outcome = await this.#attempt(arrival, started);
       if (outcome !== "again") return outcome;
     }
@@ -537,7 +568,7 @@ export class RedisRendezvous implements Rendezvous {
     const refusal = this.#ledger.admit(arrival.address, bytes);
     // Noted before Redis is asked: the wake-up can arrive before Redis's reply.
     const party = refusal ? undefined : this.#note(token, arrival, bytes);
-    let reply: string[];
+    let reply: RegisterReply;
     try {
       // Outlives its party; cleans up after a crashed instance.
       reply = await this.#registerOrClaim(id, token, payload, arrival.timeoutMs + 5_000);
@@ -568,8 +599,8 @@ export class RedisRendezvous implements Rendezvous {
         return this.#hold(party);
       case "claimed": {
         if (party) this.#drop(party);
-        const [, waiter, instance, storedPayload, has] = reply as string[];
-        const verdict = await this.#claim(id, token, waiter!, instance!, arrival.signal);
+        const [, waiter, instance, storedPayload, has] = reply;
+        const verdict = await this.#claim(id, token, waiter, instance, arrival.signal);
         if (arrival.signal?.aborted && verdict !== "delivered") {
           // Hung up while its claim was answered: abandoned, the waiter waits on.
           this.#events.departed?.();
@@ -581,7 +612,7 @@ export class RedisRendezvous implements Rendezvous {
               kind: "paired",
               role: "second",
               waitedMs: performance.now() - started,
-              peerPayload: has === "1" ? storedPayload! : null,
+              peerPayload: has === "1" ? storedPayload : null,
             };
           case "gone":
           case "abandoned":
@@ -630,13 +661,19 @@ export class RedisRendezvous implements Rendezvous {
       };
     });
     signal?.addEventListener("abort", leave, { once: true });
-    if (signal?.aborted) leave();
-    const wake: Wake = { type: "wake", id, waiter, claim, replyTo: this.#instance };
-    try {
-      await this.#command(() => this.#redis.publish(this.#channel(instance), JSON.stringify(wake)));
-    } catch (error) {
-      // Certainly not published: nobody will answer; settle the claim in Redis now.
-      if (error instanceof NotSent) this.#acks.get(claim)?.("abandoned");
+    if (signal?.aborted) {
+      // Gone while its claim was made: no wake-up, the claim is abandoned at once.
+      leave();
+    } else {
+      const wake: Wake = { type: "wake", id, waiter, claim, replyTo: this.#instance };
+      try {
+        await this.#command(() =>
+          this.#redis.publish(this.#channel(instance), JSON.stringify(wake))
+        );
+      } catch (error) {
+        // Certainly not published: nobody will answer; settle the claim in Redis now.
+        if (error instanceof NotSent) this.#acks.get(claim)?.("abandoned");
+      }
     }
     const answer = await ack;
     signal?.removeEventListener("abort", leave);
@@ -657,18 +694,22 @@ export class RedisRendezvous implements Rendezvous {
     const until = performance.now() + retryMs;
     for (;;) {
       try {
-        const verdict = await this.#command(() =>
-          this.#redis.abandon(
-            this.#key(id),
-            this.#ackKey(claim),
-            claim,
-            ACK_TTL_MS,
-            this.#channel(""),
-            id,
+        const verdict = await this.#command(async () =>
+          replyOf(
+            AbandonReply,
+            "abandon",
+            await this.#redis.abandon(
+              this.#key(id),
+              this.#ackKey(claim),
+              claim,
+              ACK_TTL_MS,
+              this.#channel(""),
+              id,
+            ),
           )
         );
         this.#pendingAbandons.delete(claim);
-        return verdict as Verdict;
+        return verdict;
       } catch {
         if (this.#closing || performance.now() >= until) {
           this.#pendingAbandons.set(claim, id);
@@ -708,7 +749,7 @@ export class RedisRendezvous implements Rendezvous {
     party.settled = true;
     this.#parties.delete(party.token);
     this.#ledger.release(party.arrival.address, party.bytes);
-    clearTimeout(party.timer);
+    party.cancelTimer?.();
     if (party.onAbort) party.arrival.signal?.removeEventListener("abort", party.onAbort);
     party.resolve(outcome);
     return true;
@@ -724,7 +765,7 @@ export class RedisRendezvous implements Rendezvous {
     // Paired already: the wake-up beat Redis's "registered" reply.
     if (party.settled) return party.promise;
     party.held = true;
-    party.timer = setTimeout(
+    party.cancelTimer = setLongTimeout(
       () => this.#leave(party, "timeout"),
       Math.max(0, party.deadline - performance.now()),
     );
@@ -782,12 +823,16 @@ export class RedisRendezvous implements Rendezvous {
   }
 
   #onMessage(text: string): void {
-    let message: Wake | Ack | Lost;
-    try {
-      message = JSON.parse(text);
-    } catch {
+    const parsed = parseMessage(text);
+    if ("problem" in parsed) {
+      // Not from a syncpoint instance of this version: nothing to act on.
+      log.warn("Ignored a malformed message on this instance's channel ({problem}): {text}", {
+        problem: parsed.problem,
+        text: text.slice(0, 120),
+      });
       return;
     }
+    const { message } = parsed;
     if (message.type === "ack") {
       this.#acks.get(message.claim)?.(message.delivered ? "delivered" : "gone");
     } else if (message.type === "wake") {
@@ -833,7 +878,7 @@ export class RedisRendezvous implements Rendezvous {
     }
     let uncertain = false;
     for (;;) {
-      let reply: string[];
+      let reply: ConfirmReply;
       try {
         reply = await this.#confirm(id, waiter, claim, claimer, "delivered");
       } catch (error) {
@@ -845,32 +890,18 @@ export class RedisRendezvous implements Rendezvous {
         await delay(RETRY_MS);
         continue;
       }
-      let [result, payload, has] = reply;
-      const kept = reply[2];
-      if (result === "stale" && payload === "delivered" && kept) {
-        // Our earlier confirm delivered, its reply was lost: the payload was kept for this.
-        [result, payload, has] = ["ok", kept.slice(1), kept[0]];
-        log.info("Recovered the confirmation of a pair whose reply was lost");
-      } else if (result === "ok" && (payload?.length ?? 0) > KEPT_DELETE_ABOVE) {
-        // Kept for nothing: free a large payload now rather than at its TTL.
-        this.#command(() => this.#redis.unlink(this.#keptKey(claim))).catch(() => 0);
-      }
-      if (result === "ok") {
+      const confirmed = this.#confirmed(reply, claim);
+      if ("peerPayload" in confirmed) {
         const waitedMs = performance.now() - party.since;
-        if (
-          this.#settle(party, {
-            kind: "paired",
-            role: "first",
-            waitedMs,
-            peerPayload: has === "1" ? payload! : null,
-          })
-        ) {
+        const { peerPayload } = confirmed;
+        if (this.#settle(party, { kind: "paired", role: "first", waitedMs, peerPayload })) {
           this.#events.paired?.(waitedMs);
         }
         return;
       }
-      // Stale: `payload` is the recorded verdict, if any.
-      if (payload === "delivered" || (uncertain && payload !== "abandoned")) {
+      // Stale, with the recorded verdict, if any.
+      const { verdict } = confirmed;
+      if (verdict === "delivered" || (uncertain && verdict !== "abandoned")) {
         // Our earlier confirm may have delivered (or did) but its reply, with the claimer's
         // payload, was lost: never pair this party with anyone else.
         log.warn(
@@ -887,6 +918,32 @@ export class RedisRendezvous implements Rendezvous {
     }
   }
 
+  /**
+   * What a `confirm` reply says: the claimer's payload when it delivered (now, or earlier
+   * with its reply lost and the payload kept for this), else the claim's recorded verdict
+   * ("" when none).
+   */
+  #confirmed(
+    reply: ConfirmReply,
+    claim: string,
+  ): { peerPayload: string | null } | { verdict: "" | "delivered" | "gone" | "abandoned" } {
+    if (reply[0] === "ok") {
+      const [, payload, has] = reply;
+      if (payload.length > KEPT_DELETE_ABOVE) {
+        // Kept for nothing: free a large payload now rather than at its TTL.
+        this.#command(() => this.#redis.unlink(this.#keptKey(claim))).catch(() => 0);
+      }
+      return { peerPayload: has === "1" ? payload : null };
+    }
+    const [, verdict, kept] = reply;
+    if (verdict === "delivered" && kept) {
+      // Our earlier confirm delivered, its reply was lost: the payload was kept for this.
+      log.info("Recovered the confirmation of a pair whose reply was lost");
+      return { peerPayload: kept[0] === "1" ? kept.slice(1) : null };
+    }
+    return { verdict };
+  }
+
   /** Runs `confirm` for a claim made by instance `claimer` (where the ack goes). */
   #confirm(
     id: string,
@@ -894,20 +951,24 @@ export class RedisRendezvous implements Rendezvous {
     claim: string,
     claimer: string,
     verdict: "delivered" | "gone",
-  ): Promise<string[]> {
+  ): Promise<ConfirmReply> {
     const ack: Ack = { type: "ack", claim, delivered: verdict === "delivered" };
-    return this.#command(() =>
-      this.#redis.confirm(
-        this.#key(id),
-        this.#ackKey(claim),
-        this.#keptKey(claim),
-        waiter,
-        claim,
-        verdict,
-        ACK_TTL_MS,
-        this.#channel(claimer),
-        JSON.stringify(ack),
-        this.#keptMs,
+    return this.#command(async () =>
+      replyOf(
+        ConfirmReply,
+        "confirm",
+        await this.#redis.confirm(
+          this.#key(id),
+          this.#ackKey(claim),
+          this.#keptKey(claim),
+          waiter,
+          claim,
+          verdict,
+          ACK_TTL_MS,
+          this.#channel(claimer),
+          JSON.stringify(ack),
+          this.#keptMs,
+        ),
       )
     );
   }
@@ -921,7 +982,7 @@ export class RedisRendezvous implements Rendezvous {
     const { id, payload } = party.arrival;
     while (!party.settled && !party.deferred && !this.#closing) {
       const claim = crypto.randomUUID();
-      let reply: string[];
+      let reply: RegisterReply;
       try {
         reply = await this.#registerOrClaim(
           id,
@@ -945,22 +1006,22 @@ export class RedisRendezvous implements Rendezvous {
         case "pending": {
           // Claimed while we were away: its wake may be lost; answer it now.
           party.registered = true;
-          const [, pending, claimer] = reply as string[];
-          await this.#answerClaim(party, id, party.token, pending!, claimer!);
+          const [, pending, claimer] = reply;
+          await this.#answerClaim(party, id, party.token, pending, claimer);
           return;
         }
         case "claimed": {
           // Another party waits on this id: pair with it, this party as the second.
           party.registered = false;
-          const [, waiter, instance, storedPayload, has] = reply as string[];
-          const verdict = await this.#claim(id, claim, waiter!, instance!, party.arrival.signal);
+          const [, waiter, instance, storedPayload, has] = reply;
+          const verdict = await this.#claim(id, claim, waiter, instance, party.arrival.signal);
           if (verdict === "delivered") {
             const waitedMs = performance.now() - party.since;
             this.#settle(party, {
               kind: "paired",
               role: "second",
               waitedMs,
-              peerPayload: has === "1" ? storedPayload! : null,
+              peerPayload: has === "1" ? storedPayload : null,
             });
             return;
           }

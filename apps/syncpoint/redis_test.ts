@@ -647,3 +647,132 @@ testWith(redis, {
     }
   },
 });
+
+testWith(redis, {
+  name:
+    "RedisRendezvous: durations past setTimeout's range are refused by name; waits past it last",
+  fn: async () => {
+    const prefix = `duet-test:${crypto.randomUUID()}`;
+    for (const name of ["ackTimeoutMs", "commandTimeoutMs", "queueTimeoutMs"] as const) {
+      for (const ms of [2 ** 31, 30 * 24 * 3600_000, -1, NaN]) {
+        await assert.rejects(
+          RedisRendezvous.connect(redis.url, { maxWaiting: 10, prefix, [name]: ms }),
+          (e) => e instanceof RangeError && e.message.startsWith(`${name} must be`),
+          `${name} ${ms}`,
+        );
+      }
+    }
+    const bound = 2 ** 31 - 1;
+    const rendezvous = await RedisRendezvous.connect(redis.url, {
+      maxWaiting: 10,
+      prefix,
+      ackTimeoutMs: bound,
+      commandTimeoutMs: bound,
+      queueTimeoutMs: bound,
+    });
+    try {
+      const waits = [bound, 2 ** 31, 30 * 24 * 3600_000, Infinity];
+      const outcomes = waits.map((timeoutMs, i) =>
+        rendezvous.arrive({ id: `long-${i}`, payload: null, timeoutMs })
+      );
+      await waitFor(() => rendezvous.waiting === waits.length, "every party to wait");
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.equal(rendezvous.waiting, waits.length, "none timed out early");
+      await rendezvous.close();
+      for (const outcome of await Promise.all(outcomes)) {
+        assert.equal(outcome.kind === "refused" && outcome.reason, "shutting_down");
+      }
+    } finally {
+      await rendezvous.close();
+    }
+  },
+});
+
+testWith(redis, {
+  name: "RedisRendezvous: malformed messages on an instance's channel are ignored with a warning",
+  fn: () =>
+    withLogRecords(["duet"], "warning", async (records) => {
+      const prefix = `duet-test:${crypto.randomUUID()}`;
+      const a = await RedisRendezvous.connect(redis.url, { maxWaiting: 10, prefix });
+      const b = await RedisRendezvous.connect(redis.url, { maxWaiting: 10, prefix });
+      const raw = new Redis(redis.url);
+      try {
+        const waiting = a.arrive({ id: "m", payload: "from a", timeoutMs: 10_000 });
+        await waitFor(() => a.waiting === 1, "the first party to wait");
+        const channels = await raw.pubsub("CHANNELS", `${prefix}:instance:*`) as string[];
+        assert.equal(channels.length, 2);
+        const garbage = [
+          "not json",
+          "42",
+          JSON.stringify({ type: "wake", id: "m" }),
+          JSON.stringify({ type: "ack", claim: "c", delivered: "yes" }),
+          JSON.stringify({ type: "lost", id: 1, waiter: "w" }),
+          JSON.stringify({ type: "bogus" }),
+        ];
+        for (const channel of channels) {
+          for (const message of garbage) await raw.publish(channel, message);
+        }
+        const warnings = () =>
+          records.filter((r) => String(r.message.join("")).includes("Ignored a malformed"));
+        await waitFor(() => warnings().length === garbage.length * 2, "every message ignored");
+        for (const record of warnings()) {
+          assert.doesNotMatch(String(record.properties["problem"]), /ZodError|\n|\[/);
+        }
+        assert.equal(a.waiting, 1, "the waiting party is untouched");
+        // The instances still pair.
+        const second = await b.arrive({ id: "m", payload: "from b", timeoutMs: 10_000 });
+        assert.deepEqual(second, {
+          kind: "paired",
+          role: "second",
+          waitedMs: (second as { waitedMs: number }).waitedMs,
+          peerPayload: "from a",
+        });
+        const first = await waiting;
+        assert.equal(first.kind === "paired" && first.peerPayload, "from b");
+      } finally {
+        raw.disconnect();
+        await Promise.all([a.close(), b.close()]);
+      }
+    }),
+});
+
+testWith(redis, {
+  name: "RedisRendezvous: an abort right after arrive() is honoured, as first or as second party",
+  fn: async () => {
+    const prefix = `duet-test:${crypto.randomUUID()}`;
+    const a = await RedisRendezvous.connect(redis.url, { maxWaiting: 10, prefix });
+    const b = await RedisRendezvous.connect(redis.url, { maxWaiting: 10, prefix });
+    try {
+      // A first party that leaves while its registration is on its way to Redis.
+      const leaving = new AbortController();
+      const gone = a.arrive({
+        id: "x",
+        payload: "gone",
+        timeoutMs: 10_000,
+        signal: leaving.signal,
+      });
+      leaving.abort();
+      assert.equal((await gone).kind, "departed");
+      assert.equal(await keyExists(prefix, "x"), false, "its key is deleted");
+      // A second party that leaves while its claim is on its way: the first waits on.
+      const waiting = a.arrive({ id: "y", payload: "first", timeoutMs: 10_000 });
+      await waitFor(() => a.waiting === 1, "the first party to wait");
+      const claimer = new AbortController();
+      const left = b.arrive({
+        id: "y",
+        payload: "left",
+        timeoutMs: 10_000,
+        signal: claimer.signal,
+      });
+      claimer.abort();
+      assert.equal((await left).kind, "departed");
+      assert.equal(a.waiting, 1, "the first party waits on");
+      const third = await b.arrive({ id: "y", payload: "third", timeoutMs: 10_000 });
+      assert.equal(third.kind === "paired" && third.peerPayload, "first");
+      const first = await waiting;
+      assert.equal(first.kind === "paired" && first.peerPayload, "third", "never the one who left");
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  },
+});

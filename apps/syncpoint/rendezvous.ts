@@ -5,6 +5,7 @@
  * @module
  */
 import { type HoldLimits, WaitingLedger } from "./limits.ts";
+import { setLongTimeout } from "@duet/core/long-timeout";
 
 /** Why a party is not paired: each kind becomes one HTTP status and error code. */
 export type Refusal =
@@ -35,7 +36,11 @@ export interface Arrival {
   payloadBytes?: number;
   /** The client's address, for the per-address limit; undefined: not limited per address. */
   address?: string;
-  /** How long a first party waits for the second. */
+  /**
+   * How long a first party waits for the second, in ms: any number ≥ 0, also past
+   * `setTimeout`'s 2^31 − 1 ms (waited in full); `Infinity` waits until a pair, a hang-up
+   * or close().
+   */
   timeoutMs: number;
   /**
    * Aborts when the party hangs up. Already aborted on arrival: the party is departed (it is
@@ -246,7 +251,7 @@ export class LocalRendezvous implements Rendezvous {
         this.#events.departed?.();
         party.settle({ kind: "departed", waitedMs: this.#now() - since });
       };
-      const timer = setTimeout(() => {
+      const cancelTimer = setLongTimeout(() => {
         if (this.#waiting.get(id) !== party) return;
         this.#waiting.delete(id);
         this.#events.timedOut?.();
@@ -261,7 +266,7 @@ export class LocalRendezvous implements Rendezvous {
         depart: onAbort,
         settle: (outcome) => {
           this.#ledger.release(address, bytes);
-          clearTimeout(timer);
+          cancelTimer();
           signal?.removeEventListener("abort", onAbort);
           resolve(outcome);
         },

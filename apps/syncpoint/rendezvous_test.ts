@@ -450,3 +450,36 @@ Deno.test("LocalRendezvous: a second party that leaves while its peer's presence
   assert.equal(third.kind === "paired" && third.peerPayload, "half-closed");
   assert.equal(((await first) as { peerPayload: string }).peerPayload, "third");
 });
+
+Deno.test("LocalRendezvous: waits past setTimeout's range do not end early (2^31 − 1, 2^31, 30 days, Infinity)", async () => {
+  const { rendezvous, counts } = local();
+  const waits = [2 ** 31 - 1, 2 ** 31, 30 * 24 * 3600_000, Infinity];
+  const outcomes = waits.map((timeoutMs, i) =>
+    rendezvous.arrive({ id: `long-${i}`, payload: null, timeoutMs })
+  );
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  assert.equal(rendezvous.waiting, waits.length, "all still waiting");
+  assert.equal(counts.timedOut, 0);
+  await rendezvous.close();
+  for (const outcome of await Promise.all(outcomes)) {
+    assert.equal(outcome.kind === "refused" && outcome.reason, "shutting_down");
+  }
+});
+
+Deno.test("LocalRendezvous: an abort right after arrive() is honoured (a departure, never paired)", async () => {
+  const { rendezvous, counts } = local();
+  const controller = new AbortController();
+  const first = rendezvous.arrive({
+    id: "a",
+    payload: "left",
+    timeoutMs: long,
+    signal: controller.signal,
+  });
+  controller.abort();
+  assert.equal((await first).kind, "departed");
+  assert.equal(counts.departed, 1);
+  const next = rendezvous.arrive({ id: "a", payload: "next", timeoutMs: long });
+  assert.equal(rendezvous.waiting, 1, "the next party waits: nobody was left to pair with");
+  await rendezvous.close();
+  await next;
+});

@@ -19,6 +19,9 @@ import {
 import type { DirectExchange } from "@duet/net/http1";
 import { SyncpointMetrics } from "./metrics.ts";
 import { LocalRendezvous, type Rendezvous } from "./rendezvous.ts";
+import type { RunningService } from "@duet/core/service";
+import { delay } from "@duet/core/delay";
+import { MAX_TIMEOUT_MS } from "@duet/core/long-timeout";
 
 /** Service settings; every field has a default in {@link DEFAULTS}. */
 export interface SyncpointConfig {
@@ -26,9 +29,12 @@ export interface SyncpointConfig {
   hostname: string;
   /** TCP port; 0 picks a free one. */
   port: number;
-  /** How long a first party waits by default. */
+  /**
+   * How long a first party waits by default, in ms: 1 to {@link MAX_TIMEOUT_MS} (about
+   * 24.8 days, `setTimeout`'s range), else startSyncpoint throws a RangeError.
+   */
   defaultTimeoutMs: number;
-  /** Cap on `?timeout_ms=`. */
+  /** Cap on `?timeout_ms=`, in ms: 1 to {@link MAX_TIMEOUT_MS}, as `defaultTimeoutMs`. */
   maxTimeoutMs: number;
   /** Most first parties waiting at once on this instance. */
   maxWaiting: number;
@@ -63,7 +69,7 @@ export interface SyncpointConfig {
    * Milliseconds between the start of a drain (shutdown) and the end of serving: /healthz
    * answers 503 `draining` at once so load balancers stop sending parties, while parties
    * keep being served and paired; then waiting parties are answered 503 `shutting_down`.
-   * 0: no delay.
+   * 0: no delay. At most {@link MAX_TIMEOUT_MS} (about 24.8 days), else a RangeError.
    */
   drainMs: number;
 }
@@ -84,17 +90,26 @@ export const DEFAULTS: SyncpointConfig = {
   drainMs: 0,
 };
 
-/** A started service. */
-export interface RunningSyncpoint {
+/**
+ * A started service: the shape of every duet server ({@link RunningService}: `addr`,
+ * `shutdown()`, `finished`) and syncpoint's own fields.
+ */
+export interface RunningSyncpoint extends RunningService {
   /** Base URL, e.g. http://127.0.0.1:8080 */
-  url: URL;
+  readonly url: URL;
   /** The rendezvous the service pairs through. */
-  rendezvous: Rendezvous;
+  readonly rendezvous: Rendezvous;
   /**
    * Drains: readiness false at once, serving for `drainMs`, then stops accepting, answers
    * waiting parties with 503 and resolves when all is done. Idempotent.
    */
   shutdown(): Promise<void>;
+  /**
+   * Resolves once a {@link RunningSyncpoint.shutdown} has finished (rejects with its error
+   * if it failed). The service never stops by itself: an accept outage (out of file
+   * descriptors) or a Redis outage is waited out, not fatal.
+   */
+  readonly finished: Promise<void>;
   /** True from the start of shutdown(). */
   readonly draining: boolean;
 }
@@ -102,40 +117,59 @@ export interface RunningSyncpoint {
 const log = getLogger(["duet", "syncpoint"]);
 
 /**
+ * The durations of `config` that timers use, each a number of ms from its minimum up to
+ * {@link MAX_TIMEOUT_MS} (about 24.8 days).
+ *
+ * @throws {RangeError} naming the setting.
+ */
+function checkDurations(config: SyncpointConfig): void {
+  const check = (name: keyof SyncpointConfig, min: number) => {
+    const value = config[name] as number;
+    if (!(typeof value === "number" && value >= min && value <= MAX_TIMEOUT_MS)) {
+      throw new RangeError(
+        `${name} must be a number of ms from ${min} to ${MAX_TIMEOUT_MS} (about 24.8 days), ` +
+          `got ${value}`,
+      );
+    }
+  };
+  check("defaultTimeoutMs", 1);
+  check("maxTimeoutMs", 1);
+  check("drainMs", 0);
+}
+
+/**
  * Starts the service and resolves once it listens.
  *
  * @param overrides Settings that differ from {@link DEFAULTS}.
+ * @returns The running service; stop it with `shutdown()`.
  * @throws what listening throws (`Deno.errors.AddrInUse`, `PermissionDenied`), and
- *   RangeError on invalid limits (maxWaiting < 1, a negative limit, arrivalBurst < 1).
+ *   RangeError on invalid limits (maxWaiting < 1, a negative limit, arrivalBurst < 1) or
+ *   durations (`defaultTimeoutMs`, `maxTimeoutMs` outside 1 to {@link MAX_TIMEOUT_MS},
+ *   `drainMs` outside 0 to {@link MAX_TIMEOUT_MS}), before it connects or listens.
+ *
+ * @example
+ * ```ts ignore
+ * const syncpoint = await startSyncpoint({ port: 0, defaultTimeoutMs: 30_000 });
+ * console.log(`listening on ${syncpoint.url}`);
+ * await syncpoint.shutdown(); // waiting parties get 503 shutting_down
+ * await syncpoint.finished;
+ * ```
  */
 export async function startSyncpoint(
   overrides: Partial<SyncpointConfig> = {},
 ): Promise<RunningSyncpoint> {
   const config = { ...DEFAULTS, ...overrides };
-  let rendezvous: Rendezvous;
+  checkDurations(config);
   let server: Http1Server | undefined;
-  let draining = false;
+  const state = { draining: false };
+  // Read at a scrape, once the rendezvous exists.
   const metrics = new SyncpointMetrics(() => rendezvous.waiting, {
     waitingBytes: () => rendezvous.waitingBytes,
     listener: () => server,
   });
-  const limits = {
-    maxWaiting: config.maxWaiting,
-    maxWaitingBytes: config.maxWaitingBytes,
-    maxWaitingPerAddress: config.maxWaitingPerAddress,
-  };
-  if (config.redisUrl) {
-    const { RedisRendezvous } = await import("./redis_rendezvous.ts");
-    rendezvous = await RedisRendezvous.connect(config.redisUrl, {
-      ...limits,
-      events: metrics.events,
-      ...(config.redisPrefix ? { prefix: config.redisPrefix } : {}),
-    });
-  } else {
-    rendezvous = new LocalRendezvous({ ...limits, events: metrics.events });
-  }
+  const rendezvous = await openRendezvous(config, metrics);
   try {
-    const handlerOptions: HandlerOptions = {
+    server = await listen(config, {
       ...config,
       rendezvous,
       metrics,
@@ -147,43 +181,76 @@ export async function startSyncpoint(
           return server?.outage ?? false;
         },
         get draining() {
-          return draining;
+          return state.draining;
         },
       },
-    };
-    const app = createApp(handlerOptions);
-    const arrivals = createArrivals(handlerOptions);
-    server = await serveHttp1({
-      hostname: config.hostname,
-      port: config.port,
-      onError: (error) => {
-        log.error("Unhandled error: {error}", { error });
-        return new Response(null, { status: 500 });
-      },
-      onBadRequest: (status, reason) => {
-        const answer = badRequestAnswer(status, reason, metrics);
-        return {
-          headers: { ...answer.headers, "content-type": "application/json" },
-          text: JSON.stringify(answer.body),
-        };
-      },
-      // The wait endpoint, the hot path, without Web Request and Response objects; the
-      // same arrival function as the Hono route (handler.ts). Everything else goes to Hono.
-      direct: (exchange) => {
-        const arrival = directArrival(exchange);
-        if (!arrival) return false;
-        arrivals(arrival).then((answer) => respond(exchange, answer), (error) => {
-          log.error("Unhandled error: {error}", { error });
-          exchange.respond(500, {}, "");
-        });
-        return true;
-      },
-    }, app.fetch);
+    });
   } catch (error) {
     await rendezvous.close(); // so that a Redis connection does not outlive the failure
     throw error;
   }
-  const running = server;
+  return running(config, server, rendezvous, state);
+}
+
+/** The rendezvous of `config`: shared through Redis, or in memory. */
+async function openRendezvous(
+  config: SyncpointConfig,
+  metrics: SyncpointMetrics,
+): Promise<Rendezvous> {
+  const limits = {
+    maxWaiting: config.maxWaiting,
+    maxWaitingBytes: config.maxWaitingBytes,
+    maxWaitingPerAddress: config.maxWaitingPerAddress,
+  };
+  if (!config.redisUrl) return new LocalRendezvous({ ...limits, events: metrics.events });
+  const { RedisRendezvous } = await import("./redis_rendezvous.ts");
+  return await RedisRendezvous.connect(config.redisUrl, {
+    ...limits,
+    events: metrics.events,
+    ...(config.redisPrefix ? { prefix: config.redisPrefix } : {}),
+  });
+}
+
+/** Listens with the handler of `handlerOptions`: the wait endpoint direct, the rest Hono. */
+function listen(config: SyncpointConfig, handlerOptions: HandlerOptions): Promise<Http1Server> {
+  const { metrics } = handlerOptions;
+  const app = createApp(handlerOptions);
+  const arrivals = createArrivals(handlerOptions);
+  return serveHttp1({
+    hostname: config.hostname,
+    port: config.port,
+    onError: (error) => {
+      log.error("Unhandled error: {error}", { error });
+      return new Response(null, { status: 500 });
+    },
+    onBadRequest: (status, reason) => {
+      const answer = badRequestAnswer(status, reason, metrics);
+      return {
+        headers: { ...answer.headers, "content-type": "application/json" },
+        text: JSON.stringify(answer.body),
+      };
+    },
+    // The wait endpoint, the hot path, without Web Request and Response objects; the
+    // same arrival function as the Hono route (handler.ts). Everything else goes to Hono.
+    direct: (exchange) => {
+      const arrival = directArrival(exchange);
+      if (!arrival) return false;
+      arrivals(arrival).then((answer) => respond(exchange, answer), (error) => {
+        log.error("Unhandled error: {error}", { error });
+        exchange.respond(500, {}, "");
+      });
+      return true;
+    },
+  }, app.fetch);
+}
+
+/** The started service around its listener and rendezvous: its URL, drain and shutdown. */
+function running(
+  config: SyncpointConfig,
+  server: Http1Server,
+  rendezvous: Rendezvous,
+  state: { draining: boolean },
+): RunningSyncpoint {
   const addr = server.addr;
   const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
   const url = new URL(`http://${host}:${addr.port}`);
@@ -191,28 +258,36 @@ export async function startSyncpoint(
     url: url.href,
     store: config.redisUrl ? "shared through Redis" : "in memory",
   });
+  const finished = Promise.withResolvers<void>();
+  finished.promise.catch(() => {}); // a failed shutdown is its caller's to report
   let stopping: Promise<void> | undefined;
+  const stop = async () => {
+    state.draining = true;
+    if (config.drainMs > 0) {
+      log.info("Draining: /healthz answers 503; serving for {ms} ms more", {
+        ms: config.drainMs,
+      });
+      await delay(config.drainMs);
+    }
+    const waiting = rendezvous.waiting;
+    const drained = server.shutdown(); // stop accepting; wait for in-flight responses
+    await rendezvous.close(); // which answers the waiting parties with 503
+    await drained;
+    log.info("Syncpoint stopped; {waiting} waiting parties were answered 503", { waiting });
+  };
   return {
     url,
+    addr,
     rendezvous,
+    finished: finished.promise,
     get draining() {
-      return draining;
+      return state.draining;
     },
     shutdown() {
-      stopping ??= (async () => {
-        draining = true;
-        if (config.drainMs > 0) {
-          log.info("Draining: /healthz answers 503; serving for {ms} ms more", {
-            ms: config.drainMs,
-          });
-          await new Promise((resolve) => setTimeout(resolve, config.drainMs));
-        }
-        const waiting = rendezvous.waiting;
-        const drained = running.shutdown(); // stop accepting; wait for in-flight responses
-        await rendezvous.close(); // which answers the waiting parties with 503
-        await drained;
-        log.info("Syncpoint stopped; {waiting} waiting parties were answered 503", { waiting });
-      })();
+      stopping ??= stop().then(finished.resolve, (error) => {
+        finished.reject(error);
+        throw error;
+      });
       return stopping;
     },
   };

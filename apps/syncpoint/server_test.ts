@@ -1,6 +1,7 @@
 // The service over real sockets on 127.0.0.1, port 0.
 import assert from "node:assert/strict";
 import { waitFor } from "@duet/testkit";
+import type { RunningService } from "@duet/core/service";
 import { type RunningSyncpoint, startSyncpoint } from "./server.ts";
 
 async function withServer(
@@ -379,4 +380,46 @@ Deno.test("syncpoint server: a CONNECT whose client resets at once does not end 
     assert.equal(health.status, 200);
     await health.body?.cancel();
   });
+});
+
+Deno.test("syncpoint server: the shape of every duet server (addr, finished after shutdown)", async () => {
+  const server = await startSyncpoint({ port: 0 });
+  const service: RunningService = server;
+  assert.equal(service.addr.transport, "tcp");
+  assert.equal(service.addr.port, Number(server.url.port));
+  assert.equal(service.addr.hostname, server.url.hostname);
+  let finished = false;
+  service.finished.then(() => (finished = true));
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.equal(finished, false, "running until shut down");
+  const waiting = post(server, "shape");
+  await waitFor(() => server.rendezvous.waiting === 1, "the party to wait");
+  await Promise.all([service.shutdown(), service.shutdown()]);
+  await service.finished;
+  assert.equal(server.draining, true);
+  assert.equal((await waiting).status, 503);
+});
+
+Deno.test("syncpoint server: durations are checked at setTimeout's bound (2^31 − 1 ok; 2^31, 30 days refused)", async () => {
+  const bound = 2 ** 31 - 1;
+  for (const name of ["defaultTimeoutMs", "maxTimeoutMs", "drainMs"] as const) {
+    for (const ms of [2 ** 31, 30 * 24 * 3600_000, -1, NaN]) {
+      await assert.rejects(
+        startSyncpoint({ port: 0, [name]: ms }),
+        (e) => e instanceof RangeError && e.message.startsWith(`${name} must be`),
+        `${name} ${ms}`,
+      );
+    }
+  }
+  // At the bound: a party's wait of 2^31 − 1 ms does not end early.
+  await withServer(async (server) => {
+    const waiting = post(server, "bound");
+    await waitFor(() => server.rendezvous.waiting === 1, "the party to wait");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(server.rendezvous.waiting, 1, "still waiting");
+    const second = await post(server, "bound", "hi");
+    assert.equal(second.status, 200);
+    await second.body?.cancel();
+    assert.equal((await (await waiting).json()).peer_payload, "hi");
+  }, { defaultTimeoutMs: bound, maxTimeoutMs: bound });
 });
