@@ -387,6 +387,153 @@ export interface InteropCases {
   dialectProtocolAndReasons: Deno.TestDefinition;
 }
 
+/** What each interop case is built from. */
+interface CaseContext {
+  browser: string;
+  withPage: WithPage;
+  protocols: boolean;
+}
+
+/** Each interop case, given the browser it runs against. */
+const CASES: { [K in keyof InteropCases]: (context: CaseContext) => Deno.TestDefinition } = {
+  streamsAndDatagrams: ({ browser, withPage }) => ({
+    name: `server: ${browser} streams both kinds and datagrams echo; FIN ends each stream`,
+    ...options,
+    fn: () =>
+      withEchoServer(withPage, async (evaluate, target) => {
+        assert.deepEqual(await evaluate(echoStreamsAndDatagrams, target), {
+          bidiReply: "echo: ping 1\n",
+          uniReply: "uni echo: привет",
+          datagram: "dgram",
+        });
+      }),
+  }),
+
+  browserCloses: ({ browser, withPage }) => ({
+    name: `server: ${browser}'s close code and reason reach the server`,
+    ...options,
+    fn: () =>
+      withEchoServer(withPage, async (evaluate, target, sessions) => {
+        const local = await evaluate(closeWithCodeAndReason, {
+          ...target,
+          closeCode: 7,
+          reason: "bye",
+        });
+        assert.deepEqual(local, { closeCode: 7, reason: "bye" });
+        const closed: CloseInfo = await sessions[0]!.closed;
+        assert.deepEqual(
+          closed,
+          { closeCode: 7, reason: "bye" },
+          "the browser's close code and reason arrive",
+        );
+      }),
+  }),
+
+  dialectProtocolAndReasons: ({ browser, withPage, protocols }) => ({
+    name: `server: ${browser} speaks draft02 beside the newer dialects, ${
+      protocols ? "gets the protocol it offered" : "offers no protocol"
+    }, and long close reasons arrive cut to 1,024 bytes both ways`,
+    ...options,
+    fn: () =>
+      withNegotiatingServer(withPage, async (evaluate, target, seen) => {
+        const page = await evaluate(negotiateAndCloseLong, target);
+        assert.deepEqual(page, {
+          protocol: protocols ? "duet-test.v1" : "(no protocol attribute)",
+          closeCode: 9,
+          reason: "é".repeat(512),
+        });
+        assert.equal(seen[0]!.dialect, "draft02");
+        assert.deepEqual(seen[0]!.protocols, protocols ? ["duet-test.v2", "duet-test.v1"] : []);
+        assert.deepEqual(await seen[0]!.closed, { closeCode: 3, reason: "x".repeat(1024) });
+      }),
+  }),
+
+  serverOpensAndCloses: ({ browser, withPage }) => ({
+    name: `server: a server-opened stream reaches ${browser}, and the server's close code ` +
+      "and reason too",
+    ...options,
+    fn: () =>
+      withEchoServer(withPage, async (evaluate, target, sessions) => {
+        const opened = evaluate(readServerStreamAndClose, target);
+        for (let i = 0; i < 500 && sessions.length === 0; i++) {
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        const session = sessions[0]!;
+        const stream = await session.createBidirectionalStream();
+        const writer = stream.writable.getWriter();
+        await writer.write(bytes("hello from the server"));
+        await writer.close();
+        await new Promise((r) => setTimeout(r, 100));
+        await session.close({ closeCode: 42, reason: "done" });
+        assert.deepEqual(await opened, {
+          got: "hello from the server",
+          closeCode: 42,
+          reason: "done",
+        });
+      }),
+  }),
+
+  sequentialStreams: ({ browser, withPage }) => ({
+    name: `server: 10,000 sequential streams in one ${browser} session all complete`,
+    ...options,
+    fn: () =>
+      withEchoServer(withPage, async (evaluate, target) => {
+        assert.equal(await evaluate(sequentialStreams, { ...target, count: 10_000 }), 10_000);
+      }),
+  }),
+
+  pinnedHashes: ({ browser, withPage }) => ({
+    name: `server: ${browser} accepts the server's pinned hash among others and refuses a ` +
+      "wrong hash",
+    ...options,
+    fn: () =>
+      withEchoServer(withPage, async (evaluate, { port, hash }, sessions) => {
+        const other = [...(await generateCertificate()).sha256];
+        const wrong = await evaluate(tryConnect, { port, path: "/echo", hashes: [other] });
+        assert.match(wrong, /^refused: /);
+        assert.equal(sessions.length, 0, "no session request gets through the handshake");
+        const pinned = await evaluate(tryConnect, {
+          port,
+          path: "/echo",
+          hashes: [other, hash],
+        });
+        assert.equal(pinned, "ready");
+        assert.equal(sessions.length, 1);
+      }),
+  }),
+
+  rejected: ({ browser, withPage }) => ({
+    name: `server: a rejected request fails ${browser}'s session with no data`,
+    ...options,
+    fn: () =>
+      withEchoServer(withPage, async (evaluate, { port, hash }) => {
+        const result = await evaluate(tryConnect, { port, path: "/nope", hashes: [hash] });
+        assert.match(result, /^refused: /);
+      }),
+  }),
+
+  abort: ({ browser, withPage }) => ({
+    name: `server: ${browser}'s abort() (RESET_STREAM) reaches the server as an error, ` +
+      "not as a clean end",
+    ...options,
+    fn: () =>
+      withAbortServer(withPage, "abort", async (evaluate, target, seen) => {
+        await evaluate(abortOrCancel, { ...target, kind: "abort" });
+        assert.equal(await seen(), "reset");
+      }),
+  }),
+
+  cancel: ({ browser, withPage }) => ({
+    name: `server: ${browser}'s cancel() (STOP_SENDING) stops the server's writes`,
+    ...options,
+    fn: () =>
+      withAbortServer(withPage, "cancel", async (evaluate, target, seen) => {
+        await evaluate(abortOrCancel, { ...target, kind: "cancel" });
+        assert.equal(await seen(), "stopped");
+      }),
+  }),
+};
+
 /** The interop cases for `browser`, whose pages `withPage` opens. */
 export function interopCases(
   browser: string,
@@ -397,144 +544,10 @@ export function interopCases(
    */
   { protocols = true }: { protocols?: boolean } = {},
 ): InteropCases {
-  return {
-    streamsAndDatagrams: {
-      name: `server: ${browser} streams both kinds and datagrams echo; FIN ends each stream`,
-      ...options,
-      fn: () =>
-        withEchoServer(withPage, async (evaluate, target) => {
-          assert.deepEqual(await evaluate(echoStreamsAndDatagrams, target), {
-            bidiReply: "echo: ping 1\n",
-            uniReply: "uni echo: привет",
-            datagram: "dgram",
-          });
-        }),
-    },
-
-    browserCloses: {
-      name: `server: ${browser}'s close code and reason reach the server`,
-      ...options,
-      fn: () =>
-        withEchoServer(withPage, async (evaluate, target, sessions) => {
-          const local = await evaluate(closeWithCodeAndReason, {
-            ...target,
-            closeCode: 7,
-            reason: "bye",
-          });
-          assert.deepEqual(local, { closeCode: 7, reason: "bye" });
-          const closed: CloseInfo = await sessions[0]!.closed;
-          assert.deepEqual(
-            closed,
-            { closeCode: 7, reason: "bye" },
-            "the browser's close code and reason arrive",
-          );
-        }),
-    },
-
-    dialectProtocolAndReasons: {
-      name: `server: ${browser} speaks draft02 beside the newer dialects, ${
-        protocols ? "gets the protocol it offered" : "offers no protocol"
-      }, and long close reasons arrive cut to 1,024 bytes both ways`,
-      ...options,
-      fn: () =>
-        withNegotiatingServer(withPage, async (evaluate, target, seen) => {
-          const page = await evaluate(negotiateAndCloseLong, target);
-          assert.deepEqual(page, {
-            protocol: protocols ? "duet-test.v1" : "(no protocol attribute)",
-            closeCode: 9,
-            reason: "é".repeat(512),
-          });
-          assert.equal(seen[0]!.dialect, "draft02");
-          assert.deepEqual(seen[0]!.protocols, protocols ? ["duet-test.v2", "duet-test.v1"] : []);
-          assert.deepEqual(await seen[0]!.closed, { closeCode: 3, reason: "x".repeat(1024) });
-        }),
-    },
-
-    serverOpensAndCloses: {
-      name: `server: a server-opened stream reaches ${browser}, and the server's close code ` +
-        "and reason too",
-      ...options,
-      fn: () =>
-        withEchoServer(withPage, async (evaluate, target, sessions) => {
-          const opened = evaluate(readServerStreamAndClose, target);
-          for (let i = 0; i < 500 && sessions.length === 0; i++) {
-            await new Promise((r) => setTimeout(r, 10));
-          }
-          const session = sessions[0]!;
-          const stream = await session.createBidirectionalStream();
-          const writer = stream.writable.getWriter();
-          await writer.write(bytes("hello from the server"));
-          await writer.close();
-          await new Promise((r) => setTimeout(r, 100));
-          await session.close({ closeCode: 42, reason: "done" });
-          assert.deepEqual(await opened, {
-            got: "hello from the server",
-            closeCode: 42,
-            reason: "done",
-          });
-        }),
-    },
-
-    sequentialStreams: {
-      name: `server: 10,000 sequential streams in one ${browser} session all complete`,
-      ...options,
-      fn: () =>
-        withEchoServer(withPage, async (evaluate, target) => {
-          assert.equal(await evaluate(sequentialStreams, { ...target, count: 10_000 }), 10_000);
-        }),
-    },
-
-    pinnedHashes: {
-      name: `server: ${browser} accepts the server's pinned hash among others and refuses a ` +
-        "wrong hash",
-      ...options,
-      fn: () =>
-        withEchoServer(withPage, async (evaluate, { port, hash }, sessions) => {
-          const other = [...(await generateCertificate()).sha256];
-          const wrong = await evaluate(tryConnect, { port, path: "/echo", hashes: [other] });
-          assert.match(wrong, /^refused: /);
-          assert.equal(sessions.length, 0, "no session request gets through the handshake");
-          const pinned = await evaluate(tryConnect, {
-            port,
-            path: "/echo",
-            hashes: [other, hash],
-          });
-          assert.equal(pinned, "ready");
-          assert.equal(sessions.length, 1);
-        }),
-    },
-
-    rejected: {
-      name: `server: a rejected request fails ${browser}'s session with no data`,
-      ...options,
-      fn: () =>
-        withEchoServer(withPage, async (evaluate, { port, hash }) => {
-          const result = await evaluate(tryConnect, { port, path: "/nope", hashes: [hash] });
-          assert.match(result, /^refused: /);
-        }),
-    },
-
-    abort: {
-      name: `server: ${browser}'s abort() (RESET_STREAM) reaches the server as an error, ` +
-        "not as a clean end",
-      ...options,
-      fn: () =>
-        withAbortServer(withPage, "abort", async (evaluate, target, seen) => {
-          await evaluate(abortOrCancel, { ...target, kind: "abort" });
-          assert.equal(await seen(), "reset");
-        }),
-    },
-
-    cancel: {
-      name: `server: ${browser}'s cancel() (STOP_SENDING) stops the server's writes`,
-      ...options,
-      fn: () =>
-        withAbortServer(withPage, "cancel", async (evaluate, target, seen) => {
-          await evaluate(abortOrCancel, { ...target, kind: "cancel" });
-          assert.equal(await seen(), "stopped");
-        }),
-    },
-  };
+  const context = { browser, withPage, protocols };
+  return Object.fromEntries(
+    Object.entries(CASES).map(([name, make]) => [name, make(context)]),
+  ) as unknown as InteropCases;
 }
 
 // ---- the smallest server a browser accepts, built from the codecs ----

@@ -17,7 +17,9 @@ export const CapsuleType = {
 
 /** A capsule. */
 export interface Capsule {
+  /** The capsule type (see {@link CapsuleType}; unknown types are passed on too). */
   type: number;
+  /** The capsule's value, without its type and length. */
   value: Uint8Array;
 }
 

@@ -9,6 +9,8 @@
  */
 import "reflect-metadata";
 import * as x509 from "@peculiar/x509";
+import { bytesToHex } from "@noble/hashes/utils.js";
+import { setLongTimeout } from "@duet/core/long-timeout";
 
 /** The longest validity browsers accept for hash-pinned certificates. */
 export const MAX_VALIDITY_DAYS = 14;
@@ -21,8 +23,9 @@ export interface GeneratedCertificate {
   keyPem: string;
   /** SHA-256 of the certificate's DER: the value for `serverCertificateHashes`. */
   sha256: Uint8Array;
-  /** Start and end of validity. */
+  /** Start of validity. */
   notBefore: Date;
+  /** End of validity. */
   notAfter: Date;
 }
 
@@ -40,13 +43,11 @@ export interface CertificateOptions {
 
 const ALGORITHM = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" } as const;
 
+/** A random 128-bit serial number, hex: positive, with no leading zero byte. */
 function randomSerial(): string {
-  const serial = Array.from(
-    crypto.getRandomValues(new Uint8Array(16)),
-    (b) => b.toString(16).padStart(2, "0"),
-  );
-  serial[0] = "01"; // positive, no leading zero byte
-  return serial.join("");
+  const serial = crypto.getRandomValues(new Uint8Array(16));
+  serial[0] = 0x01;
+  return bytesToHex(serial);
 }
 
 function validity(
@@ -87,17 +88,24 @@ async function finish(
   };
 }
 
+/** DER as PEM under `label`, 64 columns, ending with a newline. */
 function pem(label: string, der: ArrayBuffer): string {
-  const base64 = btoa(String.fromCharCode(...new Uint8Array(der)));
-  return `-----BEGIN ${label}-----\n${
-    base64.match(/.{1,64}/g)!.join("\n")
-  }\n-----END ${label}-----\n`;
+  return `${x509.PemConverter.encode(der, label)}\n`;
 }
 
 /**
  * Generates a self-signed ECDSA P-256 certificate.
  *
  * @throws {RangeError} validityDays outside (0, 14].
+ *
+ * @example Serve with a fresh certificate; clients pin its hash
+ * ```ts ignore
+ * import { generateCertificate, serveWebTransport } from "@duet/webtransport";
+ *
+ * const certificate = await generateCertificate({ hostnames: ["localhost"], validityDays: 10 });
+ * const server = serveWebTransport({ cert: certificate.certPem, key: certificate.keyPem });
+ * const pin = { algorithm: "sha-256", value: certificate.sha256 } as const;
+ * ```
  */
 export async function generateCertificate(
   options: CertificateOptions = {},
@@ -176,7 +184,11 @@ export async function generateCertificateAuthority(
 
 /** Options of {@link CertificateRotation.start}. */
 export interface RotationOptions extends Omit<CertificateOptions, "now"> {
-  /** Time between rotations (default: a third of the validity). */
+  /**
+   * Time between rotations, in ms (default: a third of the validity): more than 0 and at
+   * most half the validity (so at most 7 days, well inside `setTimeout`'s range; the timer
+   * is a long timeout all the same).
+   */
   rotateEveryMs?: number;
 }
 
@@ -193,7 +205,8 @@ export class CertificateRotation {
   #next: GeneratedCertificate;
   readonly #options: RotationOptions;
   readonly #listeners = new Set<(current: GeneratedCertificate) => void>();
-  #timer?: ReturnType<typeof setTimeout>;
+  /** Cancels the pending rotation; undefined once stopped. */
+  #cancel?: () => void;
 
   private constructor(
     current: GeneratedCertificate,
@@ -205,7 +218,23 @@ export class CertificateRotation {
     this.#options = options;
   }
 
-  /** Generates the first two certificates and starts the rotation timer. */
+  /**
+   * Generates the first two certificates and starts the rotation timer.
+   *
+   * @throws {RangeError} `rotateEveryMs` is not in (0, validity / 2], or `validityDays` is
+   *   not in (0, 14].
+   *
+   * @example Present the current certificate, follow rotations, publish both hashes
+   * ```ts ignore
+   * import { CertificateRotation, serveWebTransport } from "@duet/webtransport";
+   *
+   * const rotation = await CertificateRotation.start({ validityDays: 10 });
+   * const { certPem, keyPem } = rotation.current;
+   * const server = serveWebTransport({ cert: certPem, key: keyPem });
+   * rotation.onRotate((current) => server.setCertificate(current.certPem, current.keyPem));
+   * const published = rotation.hashes(); // current and next, for serverCertificateHashes
+   * ```
+   */
   static async start(options: RotationOptions = {}): Promise<CertificateRotation> {
     const validityMs = (options.validityDays ?? 10) * 86_400_000;
     const every = options.rotateEveryMs ?? validityMs / 3;
@@ -218,9 +247,9 @@ export class CertificateRotation {
       options,
     );
     const tick = () => {
-      rotation.#timer = setTimeout(() => {
+      rotation.#cancel = setLongTimeout(() => {
         rotation.rotate().catch(() => {}).finally(() => {
-          if (rotation.#timer !== undefined) tick();
+          if (rotation.#cancel !== undefined) tick();
         });
       }, every);
     };
@@ -259,15 +288,18 @@ export class CertificateRotation {
 
   /** Stops the timer. */
   stop(): void {
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
+    this.#cancel?.();
+    this.#cancel = undefined;
   }
 }
 
 /** What a certificate offers for hash pinning, and why a browser would refuse it. */
 export interface PinningCheck {
+  /** SHA-256 of the certificate's DER: the value to publish for `serverCertificateHashes`. */
   sha256: Uint8Array;
+  /** Start of validity. */
   notBefore: Date;
+  /** End of validity. */
   notAfter: Date;
   /** Empty when browsers accept the certificate for `serverCertificateHashes`. */
   problems: string[];

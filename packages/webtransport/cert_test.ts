@@ -83,6 +83,51 @@ test("CertificateRotation refuses a period that would let current expire", async
   );
 });
 
+test("CertificateRotation: periods of 2^31 - 1 ms, 2^31 ms and 30 days are refused (RangeError naming rotateEveryMs), never fired early", async () => {
+  for (const rotateEveryMs of [2 ** 31 - 1, 2 ** 31, 30 * 86_400_000, 0, -1, NaN]) {
+    await assert.rejects(
+      CertificateRotation.start({ validityDays: 14, rotateEveryMs }),
+      (e) => e instanceof RangeError && /rotateEveryMs/.test(e.message),
+    );
+  }
+  // The longest period allowed (half of 14 days) does not fire early either.
+  const rotation = await CertificateRotation.start({
+    validityDays: 14,
+    rotateEveryMs: 7 * 86_400_000,
+  });
+  try {
+    let rotated = false;
+    rotation.onRotate(() => (rotated = true));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(rotated, false);
+  } finally {
+    rotation.stop();
+  }
+});
+
+test("PEM: certificates and keys are base64 in 64 columns between BEGIN and END lines, ending with a newline, and round-trip", async () => {
+  const generated = await generateCertificate();
+  for (
+    const [text, label] of [[generated.certPem, "CERTIFICATE"], [generated.keyPem, "PRIVATE KEY"]]
+  ) {
+    const lines = text!.split("\n");
+    assert.equal(lines[0], `-----BEGIN ${label}-----`);
+    assert.equal(lines.at(-2), `-----END ${label}-----`);
+    assert.equal(lines.at(-1), "", "ends with a newline");
+    for (const line of lines.slice(1, -2)) assert.match(line, /^[A-Za-z0-9+/=]{1,64}$/);
+  }
+  const der = new x509.X509Certificate(generated.certPem).rawData;
+  assert.equal(x509.PemConverter.encode(der, "CERTIFICATE") + "\n", generated.certPem);
+  const key = await crypto.subtle.importKey(
+    "pkcs8",
+    x509.PemConverter.decodeFirst(generated.keyPem),
+    { name: "ECDSA", namedCurve: "P-256" },
+    false,
+    ["sign"],
+  );
+  assert.equal(key.type, "private");
+});
+
 async function selfSigned(
   algorithm: EcKeyGenParams | RsaHashedKeyGenParams,
   notBefore: Date,

@@ -163,3 +163,156 @@ Deno.test({
       await honest.close();
     }),
 });
+
+// ---- an abort signal is honoured at every await of a connect ----
+
+/** Rejects within 1 s of the abort, with the signal's own reason. */
+async function assertAbortedWith(connecting: Promise<unknown>, reason: unknown, abortedAt: number) {
+  await assert.rejects(connecting, (error) => error === reason);
+  const late = performance.now() - abortedAt;
+  assert.ok(late < 1_000, `rejected ${late.toFixed(0)} ms after the abort`);
+}
+
+Deno.test({
+  name: "client: a signal aborted before the call rejects with its reason",
+  ...options,
+  async fn() {
+    const controller = new AbortController();
+    const reason = new Error("not wanted");
+    controller.abort(reason);
+    await assertAbortedWith(
+      connectWebTransport("https://127.0.0.1:9/echo", { signal: controller.signal }),
+      reason,
+      performance.now(),
+    );
+  },
+});
+
+Deno.test({
+  name: "client: an abort synchronously after the call, or after a microtask, is honoured",
+  ...options,
+  fn: () =>
+    withServer(async (url, ca) => {
+      for (
+        const wait of [
+          () => {},
+          () => Promise.resolve(),
+          () => new Promise((r) => setTimeout(r, 0)),
+        ]
+      ) {
+        const controller = new AbortController();
+        const reason = new DOMException("changed my mind", "AbortError");
+        const connecting = connectWebTransport(`${url}/echo`, {
+          caCerts: [ca],
+          signal: controller.signal,
+        });
+        await wait();
+        controller.abort(reason);
+        await assertAbortedWith(connecting, reason, performance.now());
+      }
+    }),
+});
+
+Deno.test({
+  name:
+    "client: an abort during the QUIC handshake (a server that never answers) is honoured at once",
+  ...options,
+  async fn() {
+    const blackHole = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+    try {
+      const { port } = blackHole.addr as Deno.NetAddr;
+      const controller = new AbortController();
+      const connecting = connectWebTransport(`https://127.0.0.1:${port}/echo`, {
+        signal: controller.signal,
+        transport: { maxIdleTimeout: 3_000 },
+      });
+      await blackHole.receive(); // the client's first flight has gone out
+      const reason = new Error("handshake abandoned");
+      controller.abort(reason);
+      await assertAbortedWith(connecting, reason, performance.now());
+    } finally {
+      blackHole.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "client: an abort while waiting for the server's SETTINGS is honoured and closes the connection",
+  ...options,
+  async fn() {
+    authority ??= await generateCertificateAuthority();
+    const leaf = await authority.issue();
+    const endpoint = new Deno.QuicEndpoint({ hostname: "127.0.0.1", port: 0 });
+    const listener = endpoint.listen({
+      cert: leaf.certPem,
+      key: leaf.keyPem,
+      alpnProtocols: ["h3"],
+    });
+    try {
+      const controller = new AbortController();
+      const connecting = connectWebTransport(`https://127.0.0.1:${endpoint.addr.port}/echo`, {
+        caCerts: [authority.certPem],
+        signal: controller.signal,
+      });
+      // A server that completes the handshake and then says nothing: no SETTINGS.
+      const silent = await (await listener[Symbol.asyncIterator]().next()).value!.accept();
+      const reason = new Error("no SETTINGS for me");
+      controller.abort(reason);
+      await assertAbortedWith(connecting, reason, performance.now());
+      const closed = await silent.closed;
+      assert.equal(closed.closeCode, H3.REQUEST_CANCELLED, "the client closed the connection");
+    } finally {
+      endpoint.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "client: an abort while the server decides on the CONNECT is honoured; aborting later does nothing",
+  ...options,
+  async fn() {
+    authority ??= await generateCertificateAuthority();
+    const leaf = await authority.issue();
+    const server = serveWebTransport({ cert: leaf.certPem, key: leaf.keyPem });
+    const requests = server.requests.getReader();
+    const url = `https://127.0.0.1:${server.addr.port}/echo`;
+    try {
+      const controller = new AbortController();
+      const connecting = connectWebTransport(url, {
+        caCerts: [authority.certPem],
+        signal: controller.signal,
+      });
+      const { value: request } = await requests.read(); // the CONNECT is in, unanswered
+      const reason = new Error("took too long");
+      controller.abort(reason);
+      await assertAbortedWith(connecting, reason, performance.now());
+      const accepted = await request!.accept().catch(() => undefined);
+      if (accepted) {
+        assert.deepEqual(
+          await accepted.closed,
+          { closeCode: 0, reason: "" },
+          "the session dies with its connection",
+        );
+      }
+
+      // Once the session is returned, the signal is done with.
+      const later = new AbortController();
+      const connected = connectWebTransport(url, {
+        caCerts: [authority.certPem],
+        signal: later.signal,
+      });
+      const { value: next } = await requests.read();
+      const session = await next!.accept();
+      const client = await connected;
+      later.abort(new Error("too late"));
+      await session.datagrams.writable.getWriter().write(bytes("still here"));
+      const { value } = await client.datagrams.readable.getReader().read();
+      assert.equal(new TextDecoder().decode(value), "still here");
+      await client.close();
+    } finally {
+      server.close();
+    }
+  },
+});

@@ -32,7 +32,8 @@ import {
   WebTransportUnsupportedError,
 } from "./mod.ts";
 import { decodeFieldSection } from "./qpack.ts";
-import { H3Connection, readFrame } from "./server.ts";
+import { H3Connection } from "./connection.ts";
+import { readFrame } from "./streams.ts";
 import { echo } from "./testdata/echo.ts";
 import { waitFor } from "@duet/testkit";
 

@@ -42,9 +42,16 @@ export const H3 = {
  * reset the stream) with; this is the error callers are meant to catch.
  */
 export class H3Error extends Error {
+  /** Always "H3Error". */
   override name = "H3Error";
   /** The HTTP/3 application error code. */
   readonly code: number;
+  /**
+   * An error to close the connection (or stream) with.
+   *
+   * @param code the HTTP/3 application error code (see {@link H3})
+   * @param message what went wrong, for the close reason and logs
+   */
   constructor(code: number, message: string) {
     super(message);
     this.code = code;

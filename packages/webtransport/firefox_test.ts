@@ -14,7 +14,7 @@ const cases = interopCases("Firefox", withFirefox, { protocols: false });
 testWith(firefox, cases.streamsAndDatagrams);
 // Firefox sends its close capsule (in a DATA frame, no FIN) and its QUIC CONNECTION_CLOSE in
 // the same flight. The server lost the code 2 closes in 5 until it read a closed connection's
-// CONNECT streams to their end before ending their sessions (server.ts, H3Connection.run).
+// CONNECT streams to their end before ending their sessions (connection.ts, H3Connection.run).
 testWith(firefox, cases.browserCloses);
 testWith(firefox, cases.serverOpensAndCloses);
 testWith(firefox, cases.sequentialStreams);

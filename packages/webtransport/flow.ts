@@ -34,8 +34,11 @@ export const MAX_STREAM_COUNT = 2 ** 60;
 
 /** Limits one side grants the other: streams of each kind and bytes of stream body. */
 export interface FlowLimits {
+  /** Bytes of stream body, over all the session's streams (both kinds, both ways counted apart). */
   maxData: number;
+  /** Bidirectional streams that may be opened, in all (a count, not streams at once). */
   maxStreamsBidi: number;
+  /** Unidirectional streams that may be opened, in all. */
   maxStreamsUni: number;
 }
 
@@ -91,12 +94,15 @@ export type StreamKind = "bidi" | "uni";
 
 /** A capsule to send: its type and its one varint value. */
 export interface FlowSignal {
+  /** The capsule type (one of {@link FlowCapsule}). */
   type: number;
+  /** Its value: a byte count or a stream count. */
   value: number;
 }
 
 /** The peer broke flow control: the session ends with WT_FLOW_CONTROL_ERROR. */
 export class FlowControlError extends Error {
+  /** Always "FlowControlError". */
   override name = "FlowControlError";
 }
 
@@ -122,6 +128,8 @@ export class SessionFlow {
   readonly #closed = { bidi: 0, uni: 0 };
 
   /**
+   * Flow control at the start of a session, from both sides' SETTINGS.
+   *
    * @param peer the limits the peer's SETTINGS grant us
    * @param windows our windows, which our SETTINGS granted the peer
    */

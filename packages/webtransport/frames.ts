@@ -55,7 +55,9 @@ export const Setting = {
 
 /** A complete frame. */
 export interface Frame {
+  /** The frame type (see {@link FrameType}; unknown types are passed on too). */
   type: number;
+  /** The frame's payload, without its type and length. */
   payload: Uint8Array;
 }
 
@@ -91,6 +93,12 @@ export class FrameReader {
   #buffer: Uint8Array = new Uint8Array(0);
   readonly #maxPayload: number;
 
+  /**
+   * A reader with no bytes yet.
+   *
+   * @param maxPayload the largest payload accepted, in bytes (default 64 KiB); a longer
+   *   frame is an error.
+   */
   constructor(maxPayload = 64 * 1024) {
     this.#maxPayload = maxPayload;
   }

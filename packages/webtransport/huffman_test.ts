@@ -4,8 +4,9 @@ import fc from "fast-check";
 import { huffmanDecode, huffmanEncode } from "./huffman.ts";
 import { HUFFMAN_CODES } from "./_huffman_table.ts";
 import { H3, H3Error } from "./errors.ts";
+import { hexToBytes } from "@noble/hashes/utils.js";
 
-const hex = (text: string) => Uint8Array.from(text.match(/../g)!.map((b) => parseInt(b, 16)));
+const hex = hexToBytes;
 const text = (s: string) => new TextEncoder().encode(s);
 
 test("HUFFMAN_CODES is a complete prefix code over 256 symbols and EOS", () => {

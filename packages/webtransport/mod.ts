@@ -5,6 +5,33 @@
  * them: QUIC varints, HTTP/3 frames and SETTINGS, static-table QPACK with Huffman strings,
  * capsules and HTTP datagrams.
  *
+ * Durations are milliseconds; any past `setTimeout`'s 2^31 − 1 ms (24.8 days) is honoured,
+ * not fired early, and a bad one is a `RangeError` naming the option.
+ *
+ * @example A server and a client pinning its certificate
+ * ```ts ignore
+ * import {
+ *   connectWebTransport,
+ *   generateCertificate,
+ *   serveWebTransport,
+ * } from "@duet/webtransport";
+ *
+ * const certificate = await generateCertificate();
+ * const server = serveWebTransport({ cert: certificate.certPem, key: certificate.keyPem });
+ * (async () => {
+ *   for await (const request of server.requests) {
+ *     const session = await request.accept();
+ *     session.datagrams.readable.pipeTo(session.datagrams.writable).catch(() => {});
+ *   }
+ * })();
+ * const session = await connectWebTransport(`https://127.0.0.1:${server.addr.port}/`, {
+ *   serverCertificateHashes: [{ algorithm: "sha-256", value: certificate.sha256 }],
+ *   signal: AbortSignal.timeout(5_000),
+ * });
+ * await session.close();
+ * await server.shutdown({ graceMs: 1_000 });
+ * ```
+ *
  * @module
  */
 export { H3, H3Error } from "./errors.ts";
@@ -65,7 +92,9 @@ export {
   flowControlEnabled,
   FlowControlError,
   type FlowLimits,
+  type FlowSignal,
   SessionFlow,
+  type StreamKind,
 } from "./flow.ts";
 export {
   type CertificateAuthority,
@@ -79,14 +108,15 @@ export {
   type PinningCheck,
   type RotationOptions,
 } from "./cert.ts";
+export { type BidirectionalStream } from "./streams.ts";
+export { type CloseInfo, DATAGRAM_QUEUE, WebTransportSession } from "./session.ts";
+export { type SessionRequest, SETTINGS_TIMEOUT_MS } from "./connection.ts";
 export {
-  type BidirectionalStream,
-  type CloseInfo,
+  DEFAULT_GRACE_MS,
   type ServeOptions,
   serveWebTransport,
-  type SessionRequest,
+  type ShutdownOptions,
   type WebTransportServer,
-  WebTransportSession,
 } from "./server.ts";
 export {
   type CertificateHash,

@@ -4,9 +4,9 @@ import fc from "fast-check";
 import { decodeFieldSection, encodeFieldSection, type Field } from "./qpack.ts";
 import { STATIC_TABLE } from "./_qpack_static.ts";
 import { H3, H3Error } from "./errors.ts";
+import { hexToBytes } from "@noble/hashes/utils.js";
 
-const hex = (text: string) =>
-  Uint8Array.from((text.replace(/ /g, "").match(/../g) ?? []).map((b) => parseInt(b, 16)));
+const hex = (text: string) => hexToBytes(text.replace(/ /g, ""));
 const failed = (error: unknown) =>
   error instanceof H3Error && error.code === H3.QPACK_DECOMPRESSION_FAILED;
 

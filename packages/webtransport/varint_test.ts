@@ -2,10 +2,10 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { encodeVarint, readVarint, readVarintExact, varintLength, writeVarint } from "./varint.ts";
+import { bytesToHex, hexToBytes } from "@noble/hashes/utils.js";
 
-const hex = (text: string) => Uint8Array.from(text.match(/../g)!.map((b) => parseInt(b, 16)));
-const toHex = (bytes: Uint8Array) =>
-  Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+const hex = hexToBytes;
+const toHex = bytesToHex;
 
 test("readVarint() decodes the examples of RFC 9000 Appendix A.1", () => {
   assert.deepEqual(readVarint(hex("c2197c5eff14e88c")), { value: 151288809941952652, length: 8 });

@@ -4,7 +4,9 @@
  * every datagram with itself. `prefix` goes before stream replies (tests check it);
  * `chunked` echoes chunk by chunk instead of after the peer's FIN (round-trip benchmarks).
  */
-import type { BidirectionalStream, SessionRequest, WebTransportSession } from "../server.ts";
+import type { BidirectionalStream } from "../streams.ts";
+import type { SessionRequest } from "../connection.ts";
+import type { WebTransportSession } from "../session.ts";
 
 /** What the echo needs from a session (ours, or Deno's wrapper's). */
 export interface EchoableSession {
