@@ -376,8 +376,10 @@ Deno.test({
     const held: Deno.Conn[] = [];
     let socket: WebSocket | undefined;
     try {
+      // The last lines it prints are the certificate hashes (current, then next): the
+      // pipe may deliver the page line before them.
       await waitFor(
-        () => server.lines.stdout.some((l) => l.startsWith("page ")),
+        () => server.lines.stdout.some((l) => l.startsWith("certificate sha-256 (next)")),
         "the server",
         20_000,
       );

@@ -1,21 +1,11 @@
 /**
- * The ping client: sends `ping SEQ PADDING` every interval over one long-lived stream, a
- * new stream per ping, or datagrams, and matches `pong SEQ ...` replies. It survives the
- * server going away: heartbeats notice a dead path within `deadAfterMs` (well before
- * QUIC's idle timeout), it reconnects with capped exponential backoff and full jitter,
- * keeps counting every ping (those due while down are lost), and gives up when an
- * outage outlasts its budget.
- *
- * Given several servers it fails over: when the one in use fails (a connection attempt
- * fails or the connection is lost) it moves straight to the next in the list, and the
- * backoff comes only after a whole pass over the list has failed; it keeps cycling until
- * the outage budget is spent.
- *
- * When UDP is blocked (a QUIC handshake gets no answer in time) while the server's TCP
- * side answers, it pings over the server's WebSocket `/ws` instead, says so once, probes
- * WebTransport in the background every `probeIntervalMs`, and moves back when a probe
- * connects. The decisions are `fallback.ts`'s pure state machine; this module only opens,
- * closes and times things.
+ * The ping client's shell: it sends `ping SEQ PADDING` every interval over one long-lived
+ * stream, a new stream per ping, or datagrams, and matches `pong SEQ ...` replies. What to
+ * do is decided by two pure state machines: `client_core.ts` (pings, replies, timeouts,
+ * heartbeats, outages, failover, backoff, the circuit breaker) and, below it,
+ * `fallback.ts` (WebTransport, or the server's WebSocket `/ws` while its QUIC gets no
+ * answer, with probes back). This module only opens and closes connections, arms timers,
+ * reads the clock and feeds what happened back to them.
  *
  * @module
  */
@@ -25,15 +15,9 @@ import {
   WebTransportRejectedError,
   type WebTransportSession,
 } from "@duet/webtransport";
+import { setLongTimeout } from "@duet/core/long-timeout";
 import { encodeLine, LineSplitter, PING_PROTOCOL } from "./protocol.ts";
-import {
-  backoffDelay,
-  type BackoffPolicy,
-  type Outage,
-  OutageBudget,
-  RttStats,
-  type RttSummary,
-} from "./stats.ts";
+import { type BackoffPolicy, type Outage, RttStats, type RttSummary } from "./stats.ts";
 import {
   type FallbackCommand,
   type FallbackEvent,
@@ -42,17 +26,30 @@ import {
   type Transport,
   webSocketUrls,
 } from "./fallback.ts";
+import {
+  INITIAL_PING_STATE,
+  type PingCoreCommand,
+  type PingCoreConfig,
+  type PingCoreEvent,
+  type PingEvent,
+  stepPing,
+  tally,
+} from "./client_core.ts";
+
+export type { PingEvent } from "./client_core.ts";
 
 /** How pings travel. */
 export type PingMode = "stream" | "new-stream" | "datagram";
 
 /** How the client trusts the server's certificate. */
 export interface PingTrust {
+  /** Pinned SHA-256 hashes of the certificate (as browsers' `serverCertificateHashes`). */
   serverCertificateHashes?: CertificateHash[];
+  /** CA certificates (PEM) to verify the server's chain with, besides the system's. */
   caCerts?: string[];
 }
 
-/** Client settings. */
+/** Client settings (durations in milliseconds, any length: timers past 24.8 days are fine). */
 export interface PingOptions {
   /**
    * The WebTransport URL, https://HOST:PORT/ping, or several (at least one): tried first
@@ -66,24 +63,30 @@ export interface PingOptions {
   trust: PingTrust | ((url: URL) => Promise<PingTrust>);
   /** Sent as `Authorization: Bearer`. */
   token?: string;
-  /** Pings to send; 0 sends until stopped. */
+  /** Pings to send (a whole number); 0 sends until stopped. */
   count: number;
+  /** Between pings; more than 0. */
   intervalMs: number;
-  /** Bytes of padding after the sequence number. */
+  /** Bytes of padding after the sequence number (a whole number). */
   payloadBytes: number;
+  /** How pings travel: one stream, a stream per ping, or datagrams. */
   mode: PingMode;
   /** A ping without a reply this long after it was sent is lost. */
   timeoutMs: number;
-  /** A heartbeat goes out when nothing else was sent for this long. */
+  /** A heartbeat goes out when nothing else was sent for this long; more than 0. */
   heartbeatMs: number;
   /** Nothing heard for this long while waiting for replies: the path is dead. */
   deadAfterMs: number;
+  /** The reconnect backoff after a whole pass over the servers failed (full jitter). */
   backoff: BackoffPolicy;
-  /** The circuit breaker: an outage longer than this ends the run. */
+  /** The circuit breaker: an outage longer than this ends the run (Infinity: never). */
   giveUpAfterMs: number;
-  /** Stops the run (Ctrl-C); the summary still comes back. */
+  /**
+   * Stops the run (Ctrl-C); the summary still comes back. Honoured whenever it fires,
+   * already aborted when `runPing` is called included (then nothing is sent).
+   */
   signal?: AbortSignal;
-  /** The jitter's randomness (tests make it predictable). */
+  /** The jitter's randomness, one draw per failed connection attempt (tests make it predictable). */
   random?: () => number;
   /**
    * Ping over the server's WebSocket `/ws` when its QUIC handshake gets no answer in time
@@ -117,30 +120,6 @@ export const CLIENT_DEFAULTS = {
   probeIntervalMs: 5000,
 };
 
-/** What happens during a run, in order. */
-export type PingEvent =
-  /**
-   * A connection is up. `first`: the run's first (after failed attempts, if
-   * `afterOutageMs` is there); otherwise a reconnection.
-   */
-  | { type: "connected"; url: string; attempt: number; first: boolean; afterOutageMs?: number }
-  /** Moving to another server (only with several): `url` the next, `from` the one left. */
-  | { type: "switching"; url: string; from: string; reason: string }
-  /** `transport`: what carried it (the WebSocket only while WebTransport is unreachable). */
-  | { type: "reply"; seq: number; rttMs: number; bytes: number; transport: Transport }
-  /**
-   * Pings move to another transport: to the WebSocket at `url` because WebTransport got no
-   * QUIC answer (`reason`), or back to WebTransport at `url`. Said once per change.
-   */
-  | { type: "transport"; transport: Transport; url: string; reason: string }
-  | { type: "timeout"; seq: number }
-  | { type: "lost"; seq: number; reason: string }
-  | { type: "error-reply"; seq: number; text: string }
-  | { type: "outage"; reason: string }
-  | { type: "reconnecting"; attempt: number; delayMs: number; error?: string }
-  | { type: "gave-up"; outageMs: number }
-  | { type: "refused"; status: number; reason: string };
-
 /** The account of a run: every ping sent is a reply, a timeout, lost or an error reply. */
 export interface PingSummary {
   /** The first server given. */
@@ -149,32 +128,35 @@ export interface PingSummary {
   urls: string[];
   /** The servers that had a connection during the run, in the order first used. */
   servers: string[];
+  /** How pings travelled. */
   mode: PingMode;
+  /** Pings sent (or due: those lost for want of a connection count). */
   transmitted: number;
+  /** `pong` replies. */
   received: number;
   /** Of `received`, the replies that came over the WebSocket fallback. */
   receivedOverWebSocket: number;
+  /** Without a reply in time, including those in flight when the run stopped. */
   timeouts: number;
   /** Due while there was no connection. */
   lostNoConnection: number;
+  /** `error` replies. */
   errors: number;
+  /** 100 × (transmitted − received) / transmitted; 0 when nothing was sent. */
   lossPercent: number;
+  /** Round trips of the replies; null with none. */
   rtt: RttSummary | null;
+  /** Every outage, in order; one under way at the end ends there. */
   outages: Outage[];
+  /** Time spent in outages. */
   outageMs: number;
+  /** The outage budget (`giveUpAfterMs`) ran out. */
   gaveUp: boolean;
   /** The HTTP status of a refusal that ended the run (a wrong token, say). */
   refusedStatus?: number;
+  /** From the start of the run to the end of its cleanup. */
   elapsedMs: number;
 }
-
-/** Refusals that retrying cannot cure. */
-const FINAL_STATUSES: Record<number, string> = {
-  400: "the server did not understand the request",
-  401: "missing or wrong token (--token)",
-  403: "origin not allowed",
-  404: "no ping service at this path",
-};
 
 /** One connected session and the way pings travel on it. */
 interface Link {
@@ -195,398 +177,436 @@ interface Link {
  * `onEvent` hears every step (times in milliseconds).
  *
  * @returns The summary, also when stopped by the signal.
- * @throws TypeError when `options.url` is an empty list.
+ * @throws TypeError when `options.url` is an empty list; RangeError naming the option
+ *   when a count or duration is not a number in its range.
  */
 export async function runPing(
   options: PingOptions,
   onEvent: (event: PingEvent) => void = () => {},
 ): Promise<PingSummary> {
-  const random = options.random ?? Math.random;
-  const stats = new RttStats();
-  const budget = new OutageBudget(options.giveUpAfterMs);
-  const pending = new Map<number, { sentAt: number; timer: ReturnType<typeof setTimeout> }>();
-  const padding = "x".repeat(options.payloadBytes);
-  let transmitted = 0, timeouts = 0, lostNoConnection = 0, errors = 0, overWebSocket = 0;
-  /** The servers a connection was made to, in the order first used. */
-  const servers: string[] = [];
-  let link: Link | undefined;
-  /** The fallback machine's id of `link`. */
-  let linkId = 0;
-  let lastHeard = 0, lastSent = 0, heartbeats = 0;
-  let gaveUp = false;
-  let refusedStatus: number | undefined;
   const targets: readonly URL[] = options.url instanceof URL ? [options.url] : options.url;
   if (!targets.length) throw new TypeError("runPing: no URL given");
-  /** The server in use, or being tried. */
-  let index = 0;
-  const started = performance.now();
-  const finished = Promise.withResolvers<void>();
-  const stop = () => finished.resolve();
-  options.signal?.addEventListener("abort", stop, { once: true });
+  validatePingOptions(options);
+  return await new PingRun(options, targets, onEvent).run();
+}
 
-  const onLine = (line: string, transport: Transport) => {
-    lastHeard = performance.now();
-    const [word, key] = line.split(" ", 3);
-    if (key?.startsWith("hb")) return; // a heartbeat's answer: the path is alive
-    const seq = Number(key);
-    const entry = pending.get(seq);
-    if (!entry) return; // late (already timed out) or not ours
-    clearTimeout(entry.timer);
-    pending.delete(seq);
-    if (word === "pong") {
-      const rttMs = lastHeard - entry.sentAt;
-      stats.add(rttMs);
-      if (transport === "websocket") overWebSocket++;
-      onEvent({
-        type: "reply",
-        seq,
-        rttMs,
-        bytes: new TextEncoder().encode(line).length,
-        transport,
-      });
-    } else {
-      errors++;
-      onEvent({ type: "error-reply", seq, text: line });
-    }
-    settleIfDone();
+/**
+ * Checks the counts and durations of `options`.
+ *
+ * @throws RangeError naming the first option out of its range.
+ */
+export function validatePingOptions(options: PingOptions): void {
+  const check = (name: string, value: number, ok: boolean, rule: string) => {
+    if (!ok) throw new RangeError(`runPing: ${name} must be ${rule}, got ${value}`);
   };
+  const whole = (name: string, value: number) =>
+    check(name, value, Number.isSafeInteger(value) && value >= 0, "a whole number ≥ 0");
+  const positive = (name: string, value: number) =>
+    check(name, value, value > 0 && Number.isFinite(value), "a finite number of ms > 0");
+  const duration = (name: string, value: number, infinite = false) =>
+    check(
+      name,
+      value,
+      value >= 0 && (infinite || Number.isFinite(value)),
+      infinite ? "a number of ms ≥ 0" : "a finite number of ms ≥ 0",
+    );
+  whole("count", options.count);
+  whole("payloadBytes", options.payloadBytes);
+  positive("intervalMs", options.intervalMs);
+  positive("heartbeatMs", options.heartbeatMs);
+  duration("timeoutMs", options.timeoutMs);
+  duration("deadAfterMs", options.deadAfterMs);
+  duration("giveUpAfterMs", options.giveUpAfterMs, true);
+  duration("backoff.baseMs", options.backoff.baseMs);
+  duration("backoff.maxMs", options.backoff.maxMs);
+  if (options.probeIntervalMs !== undefined) duration("probeIntervalMs", options.probeIntervalMs);
+}
 
-  const settleIfDone = () => {
-    if (options.count && transmitted >= options.count && pending.size === 0) stop();
-  };
-
-  const tick = () => {
-    if (options.count && transmitted >= options.count) return;
-    const seq = ++transmitted;
-    if (!link) {
-      lostNoConnection++;
-      onEvent({ type: "lost", seq, reason: "no connection" });
-      settleIfDone();
-      return;
-    }
-    const sentAt = performance.now();
-    const timer = setTimeout(() => {
-      if (!pending.delete(seq)) return;
-      timeouts++;
-      onEvent({ type: "timeout", seq });
-      settleIfDone();
-    }, options.timeoutMs);
-    pending.set(seq, { sentAt, timer });
-    lastSent = sentAt;
-    link.send(`ping ${seq}${padding ? ` ${padding}` : ""}`);
-  };
-
-  // The watchdog: heartbeats while idle, and the dead-path verdict.
-  const watchdog = setInterval(() => {
-    if (!link) return;
-    const now = performance.now();
-    if (now - lastSent >= options.heartbeatMs) {
-      lastSent = now;
-      link.send(`ping hb${++heartbeats}`);
-    }
-    if (now - lastHeard > options.deadAfterMs) {
-      link.close();
-      lose(`no answer for ${Math.round(now - lastHeard)} ms`);
-    }
-  }, Math.max(10, Math.min(options.heartbeatMs, options.deadAfterMs) / 4));
-
-  // ---- The fallback shell: performs what fallback.ts decides, reports what happened ----
-  const fallbackConfig = {
-    enabled: options.fallback ?? CLIENT_DEFAULTS.fallback,
-    probeIntervalMs: options.probeIntervalMs ?? CLIENT_DEFAULTS.probeIntervalMs,
-  };
-  let machine = INITIAL_FALLBACK_STATE;
-  /** Links that came up and wait for the machine's verdict (use or discard), by id. */
-  const arrived = new Map<number, Link>();
-  /** Replaced links, open a little longer for the replies still in flight on them. */
-  const retiring = new Set<{ link: Link; timer: ReturnType<typeof setTimeout> }>();
-  /** Connections being opened; awaited at the end, so nothing outlives the run. */
-  const opening = new Set<Promise<void>>();
-  let probeTimer: ReturnType<typeof setTimeout> | undefined;
-  /** The connection attempt under way: its WebTransport error, and how it ends. */
-  let attempt:
-    | { target: URL; quicError?: unknown; done: PromiseWithResolvers<[Link, number]> }
-    | undefined;
-
-  const dispatch = (event: FallbackEvent) => {
-    const step = stepFallback(machine, event, fallbackConfig);
-    machine = step.state;
-    for (const command of step.commands) perform(command);
-  };
-
-  const track = (promise: Promise<void>) => {
-    opening.add(promise);
-    promise.finally(() => opening.delete(promise));
-  };
-
-  const perform = (command: FallbackCommand) => {
-    switch (command.type) {
-      case "try-quic": {
-        const { id } = command;
-        const target = attempt?.target ?? targets[index]!;
-        track(
-          openLink(options, target, onLine).then(
-            (fresh) => {
-              arrived.set(id, fresh);
-              dispatch({ type: "quic-up", id });
-            },
-            (error) => {
-              if (!command.probe && attempt) attempt.quicError = error;
-              const reason = error instanceof NoQuicAnswerError
-                ? `no QUIC answer in ${formatSeconds(error.ms)}`
-                : describeError(error);
-              dispatch({
-                type: error instanceof NoQuicAnswerError ? "quic-unreachable" : "quic-failed",
-                id,
-                reason,
-              });
-            },
-          ),
-        );
-        return;
-      }
-      case "try-ws": {
-        const { id } = command;
-        const target = attempt?.target ?? targets[index]!;
-        track(
-          openWebSocketLink(options, target, onLine).then(
-            (fresh) => {
-              arrived.set(id, fresh);
-              dispatch({ type: "ws-up", id });
-            },
-            (error) => dispatch({ type: "ws-failed", id, reason: describeError(error) }),
-          ),
-        );
-        return;
-      }
-      case "use": {
-        const fresh = arrived.get(command.id)!;
-        arrived.delete(command.id);
-        if (command.announce) {
-          onEvent({
-            type: "transport",
-            transport: command.transport,
-            url: fresh.href,
-            reason: command.announce.reason,
-          });
-        }
-        if (command.kind === "connect") {
-          attempt?.done.resolve([fresh, command.id]);
-          attempt = undefined;
-        } else {
-          install(fresh, command.id);
-        }
-        return;
-      }
-      case "retire":
-      case "discard": {
-        const old = command.type === "discard"
-          ? arrived.get(command.id)
-          : link && linkId === command.id
-          ? link
-          : undefined;
-        arrived.delete(command.id);
-        if (!old) return;
-        if (command.type === "discard") {
-          old.close();
-          return;
-        }
-        const entry = {
-          link: old,
-          timer: setTimeout(() => {
-            retiring.delete(entry);
-            old.close();
-          }, options.timeoutMs),
-        };
-        retiring.add(entry);
-        return;
-      }
-      case "failed":
-        attempt?.done.reject(attempt.quicError ?? new Error(command.reason));
-        attempt = undefined;
-        return;
-      case "outage":
-        beginOutage(command.reason);
-        return;
-      case "arm-probe":
-        clearTimeout(probeTimer);
-        probeTimer = setTimeout(() => dispatch({ type: "probe-due" }), command.ms);
-        return;
-      case "disarm-probe":
-        clearTimeout(probeTimer);
-        probeTimer = undefined;
-        return;
-    }
-  };
-
-  /** Sends pings over `fresh` from now on; its failure is an outage. */
-  const install = (fresh: Link, id: number) => {
-    link = fresh;
-    linkId = id;
-    lastHeard = lastSent = performance.now();
-    // Only the link in use can fail the run: a retired one's end is no outage.
-    fresh.down.then((reason) => link === fresh && lose(reason));
-  };
-
-  /**
-   * One connection attempt to `target`: WebTransport, or the WebSocket when QUIC gets no
-   * answer (fallback). Rejects with the WebTransport error when it fails.
-   */
-  const connectOnce = (target: URL): Promise<[Link, number]> => {
-    const done = Promise.withResolvers<[Link, number]>();
-    attempt = { target, done };
-    dispatch({ type: "connect" });
-    return done.promise;
-  };
-
-  let connecting: Promise<void> | undefined;
-  /** The link in use failed or went silent. */
-  const lose = (reason: string) => {
-    if (!link || finishedFlag) return; // our own close at the end is no outage
-    dispatch({ type: "lost", id: linkId, reason });
-  };
-  const beginOutage = (reason: string) => {
-    if (!link || finishedFlag) return;
-    link = undefined;
-    budget.begin(reason, performance.now());
-    onEvent({ type: "outage", reason });
-    // Pings in flight on the dead link will never be answered: they time out as usual.
-    connecting ??= reconnect(reason).finally(() => (connecting = undefined));
-  };
-
-  /** Moves to the next server in the list, saying so once (nothing with one server). */
-  const switchTarget = (reason: string) => {
-    const from = targets[index]!;
-    index = (index + 1) % targets.length;
-    const to = targets[index]!;
-    if (to.href !== from.href) {
-      onEvent({ type: "switching", url: to.href, from: from.href, reason });
-    }
-  };
-
-  /**
-   * Connects to the server at `index`, failing over along the list: straight to the next
-   * server after each failure, the backoff only after a whole pass (as many failures in a
-   * row as there are servers). `lostReason`: the server in use was lost, so start with
-   * the next one.
-   */
-  const reconnect = async (lostReason?: string): Promise<void> => {
-    if (lostReason !== undefined) switchTarget(`${targets[index]!.host} lost (${lostReason})`);
-    let refusals: { status: number; reason: string }[] = [];
-    for (let attempt = 0, pass = 0; !finishedFlag; attempt++) {
+/** Calls `fn` every `ms` milliseconds (any `ms`, no drift) until the returned function is called. */
+function every(ms: number, fn: () => void): () => void {
+  let due = performance.now() + ms;
+  let cancel = () => {};
+  const arm = () => {
+    cancel = setLongTimeout(() => {
       const now = performance.now();
-      if (budget.current && budget.exhausted(now)) {
-        gaveUp = true;
-        onEvent({ type: "gave-up", outageMs: now - budget.current.startedAt });
-        stop();
-        return;
+      due = Math.max(due + ms, now); // late (a busy loop): no catching up, as setInterval
+      arm();
+      fn();
+    }, Math.max(0, due - performance.now()));
+  };
+  arm();
+  return () => cancel();
+}
+
+/** One run: the shell around the two machines. */
+class PingRun {
+  readonly #options: PingOptions;
+  readonly #targets: readonly URL[];
+  readonly #onEvent: (event: PingEvent) => void;
+  readonly #config: PingCoreConfig;
+  readonly #random: () => number;
+  readonly #stats = new RttStats();
+  readonly #started = now();
+  #state = INITIAL_PING_STATE;
+  readonly #queue: PingCoreEvent[] = [];
+  #draining = false;
+  /** Aborted when the run stops: attempts under way give up, timers are cancelled. */
+  readonly #stopped = new AbortController();
+  readonly #timers = new Set<() => void>();
+  /** The link in use, and the fallback machine's id of it. */
+  #link: Link | undefined;
+  #linkId = 0;
+  readonly #fallback: FallbackShell;
+
+  constructor(options: PingOptions, targets: readonly URL[], onEvent: (event: PingEvent) => void) {
+    this.#options = options;
+    this.#targets = targets;
+    this.#onEvent = onEvent;
+    this.#random = options.random ?? Math.random;
+    this.#config = {
+      targets: targets.map((url) => ({ href: url.href, host: url.host })),
+      count: options.count,
+      intervalMs: options.intervalMs,
+      payloadBytes: options.payloadBytes,
+      timeoutMs: options.timeoutMs,
+      heartbeatMs: options.heartbeatMs,
+      deadAfterMs: options.deadAfterMs,
+      backoff: options.backoff,
+      giveUpAfterMs: options.giveUpAfterMs,
+    };
+    this.#fallback = new FallbackShell(options, this.#stopped.signal, {
+      onLine: (line, transport) => this.#feed({ type: "reply", now: now(), line, transport }),
+      install: (link, id) => this.#install(link, id),
+      current: () => (this.#link ? { link: this.#link, id: this.#linkId } : undefined),
+      feed: (event) => this.#feed(event),
+      report: (event) => this.#onEvent(event),
+      random: this.#random,
+    });
+  }
+
+  async run(): Promise<PingSummary> {
+    const { signal } = this.#options;
+    const abort = () => this.#feed({ type: "abort", now: now() });
+    // Honoured whenever it fires: already (nothing is sent), or at any later point.
+    if (signal?.aborted) abort();
+    else signal?.addEventListener("abort", abort, { once: true });
+    const watchdogMs = Math.max(
+      10,
+      Math.min(this.#options.heartbeatMs, this.#options.deadAfterMs) / 4,
+    );
+    this.#timers.add(every(watchdogMs, () => this.#feed({ type: "watchdog", now: now() })));
+    this.#feed({ type: "start", now: now() });
+    await new Promise<void>((resolve) => {
+      if (this.#stopped.signal.aborted) resolve();
+      else this.#stopped.signal.addEventListener("abort", () => resolve(), { once: true });
+    });
+    signal?.removeEventListener("abort", abort);
+    return await this.#finish();
+  }
+
+  /** Feeds the core one event; events fed while commands run wait their turn (FIFO). */
+  #feed(event: PingCoreEvent): void {
+    this.#queue.push(event);
+    if (this.#draining) return;
+    this.#draining = true;
+    try {
+      for (let next; (next = this.#queue.shift());) {
+        const step = stepPing(this.#state, next, this.#config);
+        this.#state = step.state;
+        for (const command of step.commands) this.#perform(command);
       }
-      const target = targets[index]!;
-      try {
-        const [fresh, id] = await connectOnce(target);
-        if (finishedFlag) return fresh.close();
-        install(fresh, id);
-        const afterOutageMs = budget.end(performance.now());
-        const first = !servers.length;
-        if (!servers.includes(target.href)) servers.push(target.href);
-        onEvent({
-          type: "connected",
-          url: target.href,
-          attempt,
-          first,
-          ...(afterOutageMs === undefined ? {} : { afterOutageMs }),
+    } finally {
+      this.#draining = false;
+    }
+  }
+
+  #perform(command: PingCoreCommand): void {
+    switch (command.type) {
+      case "connect":
+        this.#fallback.connect(new URL(command.url));
+        return;
+      case "send":
+        this.#link?.send(command.line);
+        return;
+      case "arm-timeout":
+        this.#after(
+          command.ms,
+          () => this.#feed({ type: "timeout", now: now(), seq: command.seq }),
+        );
+        return;
+      case "start-ticking":
+        this.#timers.add(every(command.ms, () => this.#feed({ type: "tick", now: now() })));
+        return;
+      case "reconnect-after":
+        this.#after(command.ms, () => this.#feed({ type: "retry", now: now() }));
+        return;
+      case "drop-link":
+        this.#link?.close();
+        this.#link = undefined;
+        this.#fallback.lost(command.linkId, command.reason);
+        return;
+      case "report":
+        if (command.event.type === "reply") this.#stats.add(command.event.rttMs);
+        this.#onEvent(command.event);
+        return;
+      case "stop":
+        this.#fallback.stop();
+        this.#stopped.abort();
+        return;
+    }
+  }
+
+  /** A one-shot timer, cancelled if the run stops first. */
+  #after(ms: number, fn: () => void): void {
+    const cancel = setLongTimeout(() => {
+      this.#timers.delete(cancel);
+      fn();
+    }, ms);
+    this.#timers.add(cancel);
+  }
+
+  /** Pings go over `link` from now on; its failure is reported as the loss of `id`. */
+  #install(link: Link, id: number): void {
+    this.#link = link;
+    this.#linkId = id;
+    // Only the link in use can fail the run: a retired one's end is no outage.
+    link.down.then((reason) => {
+      if (this.#link === link) this.#fallback.lost(id, reason);
+    });
+  }
+
+  async #finish(): Promise<PingSummary> {
+    for (const cancel of this.#timers) cancel();
+    this.#timers.clear();
+    const link = this.#link;
+    this.#link = undefined;
+    await link?.close();
+    await this.#fallback.close();
+    const end = now();
+    const state = this.#state;
+    return {
+      url: this.#targets[0]!.href,
+      urls: this.#targets.map((target) => target.href),
+      servers: [...state.servers],
+      mode: this.#options.mode,
+      ...tally(state, end),
+      rtt: this.#stats.summary(),
+      elapsedMs: end - this.#started,
+    };
+  }
+}
+
+const now = () => performance.now();
+
+/** What the fallback shell needs of the run. */
+interface FallbackHooks {
+  onLine(line: string, transport: Transport): void;
+  /** Pings go over `link` (machine id `id`) from now on. */
+  install(link: Link, id: number): void;
+  /** The link in use and its id, if any. */
+  current(): { link: Link; id: number } | undefined;
+  /** Tells the core what became of a connection attempt or of the link in use. */
+  feed(event: PingCoreEvent): void;
+  report(event: PingEvent): void;
+  random(): number;
+}
+
+/**
+ * The fallback machine's shell: performs what `fallback.ts` decides (open a WebTransport
+ * session or a WebSocket, use, retire or discard a link, arm the probe timer) and tells the
+ * core how each connection attempt ended.
+ */
+class FallbackShell {
+  readonly #options: PingOptions;
+  readonly #stopped: AbortSignal;
+  readonly #hooks: FallbackHooks;
+  readonly #config: { enabled: boolean; probeIntervalMs: number };
+  #machine = INITIAL_FALLBACK_STATE;
+  /** Links that came up and wait for the machine's verdict (use or discard), by id. */
+  readonly #arrived = new Map<number, Link>();
+  /** Replaced links, open a little longer for the replies still in flight on them. */
+  readonly #retiring = new Map<Link, () => void>();
+  /** Connections being opened; awaited at the end, so nothing outlives the run. */
+  readonly #opening = new Set<Promise<void>>();
+  /** Links replaced by a probe's, by id, until the machine retires them. */
+  readonly #replaced = new Map<number, Link>();
+  /** The server of the last connection attempt: probes go there. */
+  #server: URL | undefined;
+  #cancelProbe = () => {};
+  /** The connection attempt under way: its server and its WebTransport error. */
+  #attempt: { target: URL; quicError?: unknown } | undefined;
+
+  constructor(options: PingOptions, stopped: AbortSignal, hooks: FallbackHooks) {
+    this.#options = options;
+    this.#stopped = stopped;
+    this.#hooks = hooks;
+    this.#config = {
+      enabled: options.fallback ?? CLIENT_DEFAULTS.fallback,
+      probeIntervalMs: options.probeIntervalMs ?? CLIENT_DEFAULTS.probeIntervalMs,
+    };
+  }
+
+  /** One connection attempt to `target`; its end comes to the core as an event. */
+  connect(target: URL): void {
+    this.#attempt = { target };
+    this.#server = target;
+    this.#dispatch({ type: "connect" });
+  }
+
+  /** Link `id` failed or was declared dead. */
+  lost(id: number, reason: string): void {
+    this.#dispatch({ type: "lost", id, reason });
+  }
+
+  stop(): void {
+    this.#dispatch({ type: "stop" });
+    this.#attempt = undefined;
+  }
+
+  /** Closes retiring links and waits for attempts still opening (they give up on stop). */
+  async close(): Promise<void> {
+    for (const [link, cancel] of this.#retiring) {
+      cancel();
+      await link.close();
+    }
+    this.#retiring.clear();
+    for (const link of this.#replaced.values()) await link.close();
+    this.#replaced.clear();
+    while (this.#opening.size) await Promise.all(this.#opening);
+  }
+
+  #dispatch(event: FallbackEvent): void {
+    const lostId = this.#machine.linkId;
+    const step = stepFallback(this.#machine, event, this.#config);
+    this.#machine = step.state;
+    for (const command of step.commands) this.#perform(command, lostId);
+  }
+
+  #perform(command: FallbackCommand, lostId: number | null): void {
+    switch (command.type) {
+      case "try-quic":
+        return this.#tryQuic(command.id, command.probe);
+      case "try-ws":
+        return this.#tryWebSocket(command.id);
+      case "use":
+        return this.#use(command);
+      case "retire":
+        return this.#retire(command.id);
+      case "discard":
+        this.#arrived.get(command.id)?.close();
+        this.#arrived.delete(command.id);
+        return;
+      case "failed":
+        return this.#failed(command.reason);
+      case "outage":
+        this.#hooks.feed({
+          type: "connection-lost",
+          now: now(),
+          linkId: lostId ?? -1,
+          reason: command.reason,
         });
         return;
-      } catch (error) {
-        if (finishedFlag) return;
-        const reason = describeError(error);
-        if (error instanceof WebTransportRejectedError && FINAL_STATUSES[error.status]) {
-          refusals.push({ status: error.status, reason: FINAL_STATUSES[error.status]! });
-          if (refusals.length === targets.length) {
-            // Every server of this pass refused in a way retrying cannot cure: the run
-            // ends at once.
-            const last = refusals.at(-1)!;
-            refusedStatus = last.status;
-            onEvent({ type: "refused", ...last });
-            stop();
-            return;
-          }
-        }
-        if (!budget.current) budget.begin(reason, performance.now());
-        if ((attempt + 1) % targets.length !== 0) {
-          // More servers to try in this pass: the next one at once.
-          switchTarget(`${target.host} failed (${reason})`);
-          continue;
-        }
-        // A whole pass failed: back off, then go round again.
-        const delayMs = backoffDelay(options.backoff, pass++, random);
-        onEvent({ type: "reconnecting", attempt: pass, delayMs, error: reason });
-        refusals = [];
-        await sleep(delayMs, finished.promise);
-        if (finishedFlag) return;
-        // No switch to announce when the next turn of the loop gives up instead.
-        if (!budget.exhausted(performance.now())) {
-          switchTarget(`all ${targets.length} servers failed; going round again`);
-        }
-      }
+      case "arm-probe":
+        this.#cancelProbe();
+        this.#cancelProbe = setLongTimeout(
+          () => this.#dispatch({ type: "probe-due" }),
+          command.ms,
+        );
+        return;
+      case "disarm-probe":
+        this.#cancelProbe();
+        return;
     }
-  };
+  }
 
-  let finishedFlag = false;
-  finished.promise.then(() => {
-    finishedFlag = true;
-    dispatch({ type: "stop" });
-    // A connection attempt still under way ends as failed; what it opens is discarded.
-    attempt?.done.reject(new Error("stopped"));
-    attempt = undefined;
-  });
-  // The first connection counts as an outage from the start if it fails.
-  connecting = reconnect().finally(() => (connecting = undefined));
-  await Promise.race([connecting, finished.promise]);
-  let interval: ReturnType<typeof setInterval> | undefined;
-  if (!finishedFlag) {
-    tick();
-    interval = setInterval(tick, options.intervalMs);
+  #track(promise: Promise<void>): void {
+    this.#opening.add(promise);
+    promise.finally(() => this.#opening.delete(promise));
   }
-  await finished.promise;
-  clearInterval(interval);
-  clearInterval(watchdog);
-  clearTimeout(probeTimer);
-  options.signal?.removeEventListener("abort", stop);
-  // Pings still in flight when stopped count as lost by timeout.
-  for (const { timer } of pending.values()) clearTimeout(timer);
-  timeouts += pending.size;
-  pending.clear();
-  await link?.close();
-  for (const entry of retiring) {
-    clearTimeout(entry.timer);
-    await entry.link.close();
+
+  #tryQuic(id: number, probe: boolean): void {
+    const target = this.#attempt?.target ?? this.#server;
+    if (!target) return;
+    this.#track(
+      openLink(this.#options, target, this.#hooks.onLine, this.#stopped).then(
+        (fresh) => {
+          this.#arrived.set(id, fresh);
+          this.#dispatch({ type: "quic-up", id });
+        },
+        (error) => {
+          if (!probe && this.#attempt) this.#attempt.quicError = error;
+          const unreachable = error instanceof NoQuicAnswerError;
+          this.#dispatch({
+            type: unreachable ? "quic-unreachable" : "quic-failed",
+            id,
+            reason: unreachable
+              ? `no QUIC answer in ${formatSeconds(error.ms)}`
+              : describeError(error),
+          });
+        },
+      ),
+    );
   }
-  await connecting;
-  // Attempts still opening end within their deadlines; what they open is discarded.
-  while (opening.size) await Promise.all(opening);
-  const end = performance.now();
-  budget.end(end);
-  const received = stats.count;
-  return {
-    url: targets[0]!.href,
-    urls: targets.map((target) => target.href),
-    servers,
-    mode: options.mode,
-    transmitted,
-    received,
-    receivedOverWebSocket: overWebSocket,
-    timeouts,
-    lostNoConnection,
-    errors,
-    lossPercent: transmitted ? (100 * (transmitted - received)) / transmitted : 0,
-    rtt: stats.summary(),
-    outages: budget.outages,
-    outageMs: budget.totalMs(end),
-    gaveUp,
-    ...(refusedStatus === undefined ? {} : { refusedStatus }),
-    elapsedMs: end - started,
-  };
+
+  #tryWebSocket(id: number): void {
+    const target = this.#attempt?.target;
+    if (!target) return;
+    this.#track(
+      openWebSocketLink(this.#options, target, this.#hooks.onLine, this.#stopped).then(
+        (fresh) => {
+          this.#arrived.set(id, fresh);
+          this.#dispatch({ type: "ws-up", id });
+        },
+        (error) => this.#dispatch({ type: "ws-failed", id, reason: describeError(error) }),
+      ),
+    );
+  }
+
+  #use(command: Extract<FallbackCommand, { type: "use" }>): void {
+    const fresh = this.#arrived.get(command.id)!;
+    this.#arrived.delete(command.id);
+    if (command.announce) {
+      this.#hooks.report({
+        type: "transport",
+        transport: command.transport,
+        url: fresh.href,
+        reason: command.announce.reason,
+      });
+    }
+    const previous = this.#hooks.current();
+    if (command.kind === "probe" && previous) this.#replaced.set(previous.id, previous.link);
+    this.#hooks.install(fresh, command.id);
+    if (command.kind === "connect") {
+      this.#attempt = undefined;
+      this.#hooks.feed({ type: "connected", now: now(), linkId: command.id });
+    } else {
+      this.#hooks.feed({ type: "link-replaced", now: now(), linkId: command.id });
+    }
+  }
+
+  /** The replaced link stays open for the replies in flight on it, then closes. */
+  #retire(id: number): void {
+    const link = this.#replaced.get(id);
+    this.#replaced.delete(id);
+    if (!link) return;
+    const cancel = setLongTimeout(() => {
+      this.#retiring.delete(link);
+      link.close();
+    }, this.#options.timeoutMs);
+    this.#retiring.set(link, cancel);
+  }
+
+  #failed(reason: string): void {
+    const error = this.#attempt?.quicError;
+    this.#attempt = undefined;
+    this.#hooks.feed({
+      type: "connect-failed",
+      now: now(),
+      reason: error === undefined ? reason : describeError(error),
+      ...(error instanceof WebTransportRejectedError ? { status: error.status } : {}),
+      jitter: this.#hooks.random(),
+    });
+  }
 }
 
 /** Seconds for a message: "2 s", "1.5 s". */
@@ -598,14 +618,6 @@ function describeError(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-function sleep(ms: number, interrupt: Promise<void>): Promise<void> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  return Promise.race([
-    new Promise<void>((resolve) => (timer = setTimeout(resolve, ms))),
-    interrupt,
-  ]).finally(() => clearTimeout(timer));
-}
-
 /**
  * A QUIC handshake got no answer within `ms` milliseconds: UDP blocked on the way, or
  * nothing listening on the server's UDP port. The message keeps its older wording.
@@ -613,6 +625,11 @@ function sleep(ms: number, interrupt: Promise<void>): Promise<void> {
 export class NoQuicAnswerError extends Error {
   /** How long the handshake waited, in milliseconds. */
   readonly ms: number;
+  /**
+   * The error for one handshake.
+   *
+   * @param ms How long the handshake waited, in milliseconds.
+   */
   constructor(ms: number) {
     super(`connecting timed out after ${ms} ms`);
     this.name = "NoQuicAnswerError";
@@ -624,15 +641,19 @@ export class NoQuicAnswerError extends Error {
  * Connects over WebTransport and sets up the chosen way of sending pings.
  *
  * @throws NoQuicAnswerError when the session is not up within max(timeoutMs, deadAfterMs);
- *   WebTransportRejectedError when the server refuses it; whatever trust throws.
+ *   WebTransportRejectedError when the server refuses it; whatever trust throws;
+ *   `signal.reason` when the signal aborts first (a session that comes later is closed).
  */
 async function openLink(
   options: PingOptions,
   url: URL,
   onLineFrom: (line: string, transport: Transport) => void,
+  signal: AbortSignal,
 ): Promise<Link> {
   const onLine = (line: string) => onLineFrom(line, "webtransport");
-  const trust = typeof options.trust === "function" ? await options.trust(url) : options.trust;
+  const trust = typeof options.trust === "function"
+    ? await abortable(options.trust(url), signal)
+    : options.trust;
   const connecting = connectWebTransport(url, {
     ...trust,
     protocols: [PING_PROTOCOL],
@@ -648,6 +669,7 @@ async function openLink(
     connecting,
     deadlineMs,
     () => new NoQuicAnswerError(deadlineMs),
+    signal,
   ).catch((error) => {
     // A session that arrives after we gave up on it is closed, not leaked.
     connecting.then((late) => late.close()).catch(() => {});
@@ -681,12 +703,14 @@ async function openLink(
  * message, answered as a datagram is, whatever `options.mode` says. The token goes in the
  * Authorization header, as on WebTransport.
  *
- * @throws Error naming each URL tried and why it did not open (HTTP 401 included).
+ * @throws Error naming each URL tried and why it did not open (HTTP 401 included);
+ *   `signal.reason` when the signal aborts first.
  */
 async function openWebSocketLink(
   options: PingOptions,
   target: URL,
   onLineFrom: (line: string, transport: Transport) => void,
+  signal: AbortSignal,
 ): Promise<Link> {
   const deadlineMs = Math.max(options.timeoutMs, options.deadAfterMs);
   const tried: string[] = [];
@@ -695,10 +719,15 @@ async function openWebSocketLink(
       ? Deno.createHttpClient({ caCerts: options.webSocketCaCerts })
       : undefined;
     try {
-      const socket = await openWebSocket(url, {
-        ...(options.token ? { headers: { authorization: `Bearer ${options.token}` } } : {}),
-        ...(client ? { client } : {}),
-      }, deadlineMs);
+      const socket = await openWebSocket(
+        url,
+        {
+          ...(options.token ? { headers: { authorization: `Bearer ${options.token}` } } : {}),
+          ...(client ? { client } : {}),
+        },
+        deadlineMs,
+        signal,
+      );
       const down = Promise.withResolvers<string>();
       socket.onmessage = (event: MessageEvent<unknown>) => {
         if (typeof event.data === "string") onLineFrom(event.data, "websocket");
@@ -729,14 +758,23 @@ async function openWebSocketLink(
       };
     } catch (error) {
       client?.close();
+      if (signal.aborted) throw signal.reason;
       tried.push(`${url.href}: ${describeError(error)}`);
     }
   }
   throw new Error(`no WebSocket (${tried.join("; ")})`);
 }
 
-/** Resolves with the socket once open; rejects with why it did not, or after `ms`. */
-function openWebSocket(url: URL, init: WebSocketOptions, ms: number): Promise<WebSocket> {
+/**
+ * Resolves with the socket once open; rejects with why it did not, after `ms`, or when
+ * `signal` aborts.
+ */
+function openWebSocket(
+  url: URL,
+  init: WebSocketOptions,
+  ms: number,
+  signal: AbortSignal,
+): Promise<WebSocket> {
   const socket = new WebSocket(url, init);
   const opened = new Promise<WebSocket>((resolve, reject) => {
     socket.onopen = () => resolve(socket);
@@ -744,13 +782,15 @@ function openWebSocket(url: URL, init: WebSocketOptions, ms: number): Promise<We
       reject(new Error((event as ErrorEvent).message || "the WebSocket failed"));
     socket.onclose = (event) => reject(new Error(`closed (${event.code})`));
   });
-  return withDeadline(opened, ms, () => new Error(`no answer in ${ms} ms`)).catch((error) => {
-    // A socket that opens after we gave up on it is closed, not leaked.
-    try {
-      socket.close();
-    } catch { /* never opened */ }
-    throw error;
-  });
+  return withDeadline(opened, ms, () => new Error(`no answer in ${ms} ms`), signal).catch(
+    (error) => {
+      // A socket that opens after we gave up on it is closed, not leaked.
+      try {
+        socket.close();
+      } catch { /* never opened */ }
+      throw error;
+    },
+  );
 }
 
 async function streamLink(
@@ -805,11 +845,34 @@ async function readLines(
   }
 }
 
-/** `promise`, or a rejection with `error()` after `ms` milliseconds, whichever comes first. */
-function withDeadline<T>(promise: Promise<T>, ms: number, error: () => Error): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
+/**
+ * `promise`, or a rejection with `error()` after `ms` milliseconds (any `ms`, past
+ * `setTimeout`'s 24.8 days included), or with `signal.reason` when it aborts (already
+ * aborted: at once), whichever comes first.
+ */
+function withDeadline<T>(
+  promise: Promise<T>,
+  ms: number,
+  error: () => Error,
+  signal?: AbortSignal,
+): Promise<T> {
+  let cancel = () => {};
+  return Promise.race([
+    abortable(promise, signal),
+    new Promise<T>((_, reject) => cancel = setLongTimeout(() => reject(error()), ms)),
+  ]).finally(() => cancel());
+}
+
+/** `promise`, or a rejection with `signal.reason` once it aborts, whichever comes first. */
+function abortable<T>(promise: Promise<T>, signal?: AbortSignal): Promise<T> {
+  if (!signal) return promise;
+  if (signal.aborted) return Promise.reject(signal.reason);
+  let onAbort = () => {};
   return Promise.race([
     promise,
-    new Promise<T>((_, reject) => timer = setTimeout(() => reject(error()), ms)),
-  ]).finally(() => clearTimeout(timer));
+    new Promise<T>((_, reject) => {
+      onAbort = () => reject(signal.reason);
+      signal.addEventListener("abort", onAbort, { once: true });
+    }),
+  ]).finally(() => signal.removeEventListener("abort", onAbort));
 }

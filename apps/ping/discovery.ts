@@ -15,6 +15,7 @@ import { Buffer } from "node:buffer";
 // @ts-types="@types/dns-packet"
 import * as dnsPacket from "dns-packet";
 import { getLogger } from "@logtape/logtape";
+import { setLongTimeout } from "@duet/core/long-timeout";
 
 /** The DNS-SD service type. */
 export const SERVICE_TYPE = "_duet-ping._udp";
@@ -160,8 +161,14 @@ export async function startAnnouncer(options: AnnounceOptions): Promise<Announce
   };
 }
 
-/** Browses for the service over mDNS; resolves with the first complete answer, or null. */
+/**
+ * Browses for the service over mDNS; resolves with the first complete answer, or null
+ * after `timeoutMs`.
+ *
+ * @throws RangeError naming `timeoutMs` when it is not a number ≥ 0.
+ */
 export async function browseMdns(timeoutMs: number): Promise<Discovered | null> {
+  checkTimeout("browseMdns", timeoutMs);
   const socket = mdnsSocket();
   try {
     await socket.joinMulticastV4(MDNS_GROUP, "0.0.0.0");
@@ -169,10 +176,11 @@ export async function browseMdns(timeoutMs: number): Promise<Discovered | null> 
       dnsPacket.encode({ type: "query", id: 0, questions: [{ name: SERVICE, type: "PTR" }] }),
       { transport: "udp", hostname: MDNS_GROUP, port: MDNS_PORT },
     );
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<null>((
-      resolve,
-    ) => (timer = setTimeout(() => resolve(null), timeoutMs)));
+    let cancel = () => {};
+    // Any timeoutMs: setTimeout fires almost at once past 2^31 - 1 ms.
+    const timeout = new Promise<null>((resolve) => {
+      cancel = setLongTimeout(() => resolve(null), timeoutMs);
+    });
     const listen = (async (): Promise<Discovered | null> => {
       for (;;) {
         const [packet] = await socket.receive();
@@ -187,7 +195,7 @@ export async function browseMdns(timeoutMs: number): Promise<Discovered | null> 
       }
     })();
     const result = await Promise.race([listen, timeout]);
-    clearTimeout(timer);
+    cancel();
     return result;
   } finally {
     socket.close();
@@ -331,9 +339,11 @@ export interface DiscoverOptions {
  * mDNS first (the first complete answer: one server), then SRV (every target, in RFC 2782
  * order, in `urls`).
  *
- * @throws Error naming everything that was tried, when nothing was found.
+ * @throws Error naming everything that was tried, when nothing was found; RangeError
+ *   naming `timeoutMs` when it is not a number ≥ 0.
  */
 export async function discoverServer(options: DiscoverOptions = {}): Promise<Discovered> {
+  if (options.timeoutMs !== undefined) checkTimeout("discoverServer", options.timeoutMs);
   const tried: string[] = [];
   if (options.mdns === false) {
     tried.push("mDNS: skipped (--no-mdns)");
@@ -358,4 +368,11 @@ export async function discoverServer(options: DiscoverOptions = {}): Promise<Dis
     tried.push("DNS SRV: skipped, no --domain given");
   }
   throw new Error(`no ping server found (tried ${tried.join("; ")}); pass --url`);
+}
+
+/** @throws RangeError naming `timeoutMs` when it is not a number ≥ 0. */
+function checkTimeout(where: string, timeoutMs: number): void {
+  if (!(timeoutMs >= 0)) {
+    throw new RangeError(`${where}: timeoutMs must be a number of ms ≥ 0, got ${timeoutMs}`);
+  }
 }

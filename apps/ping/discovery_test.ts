@@ -15,8 +15,16 @@ import {
   waitFor,
 } from "@duet/testkit";
 import { fromResponse, lookupSrv, orderSrv } from "./discovery.ts";
-import { inProcess } from "../cli/testdata/in_process.ts";
 import { startPingServer } from "./mod.ts";
+
+/** Runs `duet ARGS` as a process (apps never import another app, the CLI included). */
+async function duet(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const spawned = spawnDuet(args, { direct: true });
+  const { code } = await spawned.child.status;
+  await spawned.done;
+  const text = (lines: string[]) => lines.map((line) => `${line}\n`).join("");
+  return { code, out: text(spawned.lines.stdout), err: text(spawned.lines.stderr) };
+}
 
 const SERVICE = "_duet-ping._udp.local";
 const INSTANCE = `box.${SERVICE}`;
@@ -296,20 +304,20 @@ Deno.test({
         "--interval",
         "20",
       ];
-      const found = await inProcess([...args, "--domain", "example.test"]);
+      const found = await duet([...args, "--domain", "example.test"]);
       assert.equal(found.code, 0, found.err);
       assert.match(
         found.out,
         /^found https:\/\/localhost:\d+\/ping by DNS SRV _duet-ping\._udp\.example\.test$/m,
       );
       assert.match(found.out, /2 transmitted, 2 received/);
-      const missing = await inProcess([...args, "--domain", "nothing.test"]);
+      const missing = await duet([...args, "--domain", "nothing.test"]);
       assert.equal(missing.code, 1);
       assert.match(
         missing.err,
         /no ping server found \(tried mDNS: skipped \(--no-mdns\); DNS SRV _duet-ping\._udp\.nothing\.test: no record\); pass --url/,
       );
-      const nowhere = await inProcess(["ping", "--no-mdns", "--count", "1"]);
+      const nowhere = await duet(["ping", "--no-mdns", "--count", "1"]);
       assert.equal(nowhere.code, 1);
       assert.match(nowhere.err, /DNS SRV: skipped, no --domain given/);
     } finally {

@@ -120,7 +120,9 @@ export type FallbackCommand =
 
 /** One step's result: the new state and the commands to perform, in order. */
 export interface FallbackStep {
+  /** The state after the event. */
   state: FallbackState;
+  /** What the shell must do, in order. */
   commands: FallbackCommand[];
 }
 
@@ -134,146 +136,189 @@ export function stepFallback(
   event: FallbackEvent,
   config: FallbackConfig,
 ): FallbackStep {
-  const commands: FallbackCommand[] = [];
-  const next = (patch: Partial<FallbackState>): FallbackStep => ({
-    state: { ...state, ...patch },
-    commands,
-  });
-  const disarm = () => {
-    if (state.probeArmed) commands.push({ type: "disarm-probe" });
-  };
   switch (event.type) {
-    case "connect": {
-      if (state.phase !== "idle") return { state, commands };
-      const id = state.nextId;
-      commands.push({ type: "try-quic", id, probe: false });
-      return next({ phase: "connecting-quic", quicAttempt: id, unreachable: null, nextId: id + 1 });
-    }
-    case "quic-up": {
-      if (event.id !== state.quicAttempt) {
-        commands.push({ type: "discard", id: event.id });
-        return { state, commands };
-      }
-      if (state.phase === "connecting-quic") {
-        commands.push({
-          type: "use",
-          id: event.id,
-          transport: "webtransport",
-          kind: "connect",
-          ...(state.shown === "websocket"
-            ? { announce: { reason: "WebTransport answers again" } }
-            : {}),
-        });
-        return next({
-          phase: "up",
-          using: "webtransport",
-          linkId: event.id,
-          quicAttempt: null,
-          shown: "webtransport",
-        });
-      }
-      // A probe connected while on the WebSocket: back to WebTransport.
-      commands.push({
-        type: "use",
-        id: event.id,
-        transport: "webtransport",
-        kind: "probe",
-        announce: { reason: "WebTransport answers again" },
-      });
-      if (state.linkId !== null) commands.push({ type: "retire", id: state.linkId });
-      disarm();
-      return next({
-        using: "webtransport",
-        linkId: event.id,
-        quicAttempt: null,
-        probeArmed: false,
-        shown: "webtransport",
-      });
-    }
+    case "connect":
+      return onConnect(state);
+    case "quic-up":
+      return onQuicUp(state, event.id);
     case "quic-unreachable":
-    case "quic-failed": {
-      if (event.id !== state.quicAttempt) return { state, commands };
-      if (state.phase === "connecting-quic") {
-        if (event.type === "quic-unreachable" && config.enabled) {
-          const id = state.nextId;
-          commands.push({ type: "try-ws", id });
-          return next({
-            phase: "connecting-ws",
-            quicAttempt: null,
-            wsAttempt: id,
-            unreachable: event.reason,
-            nextId: id + 1,
-          });
-        }
-        commands.push({ type: "failed", reason: event.reason });
-        return next({ phase: "idle", quicAttempt: null });
-      }
-      // A probe failed: still on the WebSocket; probe again later.
-      commands.push({ type: "arm-probe", ms: config.probeIntervalMs });
-      return next({ quicAttempt: null, probeArmed: true });
+    case "quic-failed":
+      return onQuicFailed(state, event, config);
+    case "ws-up":
+      return onWebSocketUp(state, event.id, config);
+    case "ws-failed": {
+      if (event.id !== state.wsAttempt) return { state, commands: [] };
+      // The WebTransport failure is the one to report: the WebSocket was only a fallback.
+      return {
+        state: { ...state, phase: "idle", wsAttempt: null },
+        commands: [{ type: "failed", reason: state.unreachable ?? event.reason }],
+      };
     }
-    case "ws-up": {
-      if (event.id !== state.wsAttempt) {
-        commands.push({ type: "discard", id: event.id });
-        return { state, commands };
-      }
-      commands.push({
+    case "lost":
+      return onLost(state, event.id, event.reason);
+    case "probe-due":
+      return onProbeDue(state);
+    case "stop":
+      return {
+        state: {
+          ...state,
+          phase: "stopped",
+          quicAttempt: null,
+          wsAttempt: null,
+          probeArmed: false,
+        },
+        commands: disarm(state),
+      };
+  }
+}
+
+/** A disarm command if the probe timer is armed. */
+function disarm(state: FallbackState): FallbackCommand[] {
+  return state.probeArmed ? [{ type: "disarm-probe" }] : [];
+}
+
+function onConnect(state: FallbackState): FallbackStep {
+  if (state.phase !== "idle") return { state, commands: [] };
+  const id = state.nextId;
+  return {
+    state: {
+      ...state,
+      phase: "connecting-quic",
+      quicAttempt: id,
+      unreachable: null,
+      nextId: id + 1,
+    },
+    commands: [{ type: "try-quic", id, probe: false }],
+  };
+}
+
+const AGAIN = { reason: "WebTransport answers again" };
+
+function onQuicUp(state: FallbackState, id: number): FallbackStep {
+  if (id !== state.quicAttempt) return { state, commands: [{ type: "discard", id }] };
+  if (state.phase === "connecting-quic") {
+    return {
+      state: {
+        ...state,
+        phase: "up",
+        using: "webtransport",
+        linkId: id,
+        quicAttempt: null,
+        shown: "webtransport",
+      },
+      commands: [{
         type: "use",
-        id: event.id,
+        id,
+        transport: "webtransport",
+        kind: "connect",
+        ...(state.shown === "websocket" ? { announce: AGAIN } : {}),
+      }],
+    };
+  }
+  // A probe connected while on the WebSocket: back to WebTransport.
+  return {
+    state: {
+      ...state,
+      using: "webtransport",
+      linkId: id,
+      quicAttempt: null,
+      probeArmed: false,
+      shown: "webtransport",
+    },
+    commands: [
+      { type: "use", id, transport: "webtransport", kind: "probe", announce: AGAIN },
+      ...(state.linkId !== null ? [{ type: "retire" as const, id: state.linkId }] : []),
+      ...disarm(state),
+    ],
+  };
+}
+
+function onQuicFailed(
+  state: FallbackState,
+  event: Extract<FallbackEvent, { type: "quic-unreachable" | "quic-failed" }>,
+  config: FallbackConfig,
+): FallbackStep {
+  if (event.id !== state.quicAttempt) return { state, commands: [] };
+  if (state.phase !== "connecting-quic") {
+    // A probe failed: still on the WebSocket; probe again later.
+    return {
+      state: { ...state, quicAttempt: null, probeArmed: true },
+      commands: [{ type: "arm-probe", ms: config.probeIntervalMs }],
+    };
+  }
+  if (event.type === "quic-unreachable" && config.enabled) {
+    const id = state.nextId;
+    return {
+      state: {
+        ...state,
+        phase: "connecting-ws",
+        quicAttempt: null,
+        wsAttempt: id,
+        unreachable: event.reason,
+        nextId: id + 1,
+      },
+      commands: [{ type: "try-ws", id }],
+    };
+  }
+  return {
+    state: { ...state, phase: "idle", quicAttempt: null },
+    commands: [{ type: "failed", reason: event.reason }],
+  };
+}
+
+function onWebSocketUp(state: FallbackState, id: number, config: FallbackConfig): FallbackStep {
+  if (id !== state.wsAttempt) return { state, commands: [{ type: "discard", id }] };
+  return {
+    state: {
+      ...state,
+      phase: "up",
+      using: "websocket",
+      linkId: id,
+      wsAttempt: null,
+      probeArmed: true,
+      shown: "websocket",
+    },
+    commands: [
+      {
+        type: "use",
+        id,
         transport: "websocket",
         kind: "connect",
         ...(state.shown === "websocket"
           ? {}
           : { announce: { reason: state.unreachable ?? "no QUIC answer" } }),
-      });
-      commands.push({ type: "arm-probe", ms: config.probeIntervalMs });
-      return next({
-        phase: "up",
-        using: "websocket",
-        linkId: event.id,
-        wsAttempt: null,
-        probeArmed: true,
-        shown: "websocket",
-      });
-    }
-    case "ws-failed": {
-      if (event.id !== state.wsAttempt) return { state, commands };
-      // The WebTransport failure is the one to report: the WebSocket was only a fallback.
-      commands.push({ type: "failed", reason: state.unreachable ?? event.reason });
-      return next({ phase: "idle", wsAttempt: null });
-    }
-    case "lost": {
-      if (state.phase !== "up" || event.id !== state.linkId) return { state, commands };
-      disarm();
-      commands.push({ type: "outage", reason: event.reason });
-      // A probe still in flight is abandoned: its link, if it comes, is discarded.
-      return next({
-        phase: "idle",
-        using: null,
-        linkId: null,
-        quicAttempt: null,
-        probeArmed: false,
-      });
-    }
-    case "probe-due": {
-      if (!state.probeArmed) return { state, commands };
-      if (state.phase !== "up" || state.using !== "websocket" || state.quicAttempt !== null) {
-        return next({ probeArmed: false });
-      }
-      const id = state.nextId;
-      commands.push({ type: "try-quic", id, probe: true });
-      return next({ probeArmed: false, quicAttempt: id, nextId: id + 1 });
-    }
-    case "stop": {
-      disarm();
-      return next({
-        phase: "stopped",
-        quicAttempt: null,
-        wsAttempt: null,
-        probeArmed: false,
-      });
-    }
+      },
+      { type: "arm-probe", ms: config.probeIntervalMs },
+    ],
+  };
+}
+
+function onLost(state: FallbackState, id: number, reason: string): FallbackStep {
+  if (state.phase !== "up" || id !== state.linkId) return { state, commands: [] };
+  // A probe still in flight is abandoned: its link, if it comes, is discarded.
+  return {
+    state: {
+      ...state,
+      phase: "idle",
+      using: null,
+      linkId: null,
+      quicAttempt: null,
+      probeArmed: false,
+    },
+    commands: [...disarm(state), { type: "outage", reason }],
+  };
+}
+
+function onProbeDue(state: FallbackState): FallbackStep {
+  if (!state.probeArmed) return { state, commands: [] };
+  if (state.phase !== "up" || state.using !== "websocket" || state.quicAttempt !== null) {
+    return { state: { ...state, probeArmed: false }, commands: [] };
   }
+  const id = state.nextId;
+  return {
+    state: { ...state, probeArmed: false, quicAttempt: id, nextId: id + 1 },
+    commands: [{ type: "try-quic", id, probe: true }],
+  };
 }
 
 /**

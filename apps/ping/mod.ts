@@ -5,28 +5,79 @@
  *
  * @module
  */
-export * from "./protocol.ts";
+export {
+  answer,
+  answerDatagram,
+  answerMessage,
+  encodeLine,
+  LineSplitter,
+  MAX_LINE_BYTES,
+  parseReply,
+  PING_PROTOCOL,
+  pingLine,
+  serveLines,
+  violationReply,
+} from "./protocol.ts";
+export type { LineEvent } from "./protocol.ts";
 export {
   DEFAULTS,
   type PingServerConfig,
+  type PingServerInfo,
   type RunningPingServer,
   startPingServer,
-  WS_MAX_BACKLOG_BYTES,
 } from "./server.ts";
-export * from "./policy.ts";
+export { WS_MAX_BACKLOG_BYTES } from "./ws_echo.ts";
+export type { RunningService } from "@duet/core/service";
+export type { CertificateHash } from "@duet/webtransport";
+export {
+  type AccessPolicy,
+  checkAccess,
+  choosePingProtocol,
+  forLog,
+  type HeaderLookup,
+  LOGGED_TEXT_MAX,
+  messageTooLong,
+  originAllowed,
+  presentedToken,
+  publishedInfo,
+  type Refusal,
+  serviceUrl,
+  tokenMatches,
+  WS_BURST_SECONDS,
+} from "./policy.ts";
 export {
   CLIENT_DEFAULTS,
   NoQuicAnswerError,
-  type PingEvent,
   type PingMode,
   type PingOptions,
   type PingSummary,
   type PingTrust,
   runPing,
+  validatePingOptions,
 } from "./client.ts";
-export * from "./fallback.ts";
-export * from "./stats.ts";
+export { FINAL_STATUSES, type PingEvent } from "./client_core.ts";
 export {
+  describeTransportChange,
+  type FallbackCommand,
+  type FallbackConfig,
+  type FallbackEvent,
+  type FallbackState,
+  type FallbackStep,
+  INITIAL_FALLBACK_STATE,
+  stepFallback,
+  type Transport,
+  webSocketUrls,
+} from "./fallback.ts";
+export {
+  backoffDelay,
+  type BackoffPolicy,
+  type Outage,
+  OutageBudget,
+  RttStats,
+  type RttSummary,
+} from "./stats.ts";
+export {
+  type FetchedInfo,
   fetchServerInfo,
   isLoopback,
   parseCertHash,
@@ -35,8 +86,10 @@ export {
   validateInfo,
 } from "./trust.ts";
 export {
+  type AnnounceOptions,
   type Announcer,
   type Discovered,
+  type DiscoverOptions,
   discoverServer,
   lookupSrv,
   orderSrv,

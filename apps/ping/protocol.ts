@@ -48,6 +48,23 @@ export function answerMessage(line: string): string {
   return answer(line);
 }
 
+/**
+ * A client's ping line (without the newline): `ping KEY`, then a space and `payloadBytes`
+ * bytes of padding (`x`) when there are any. The server echoes KEY and the padding back.
+ */
+export function pingLine(key: string, payloadBytes = 0): string {
+  return payloadBytes > 0 ? `ping ${key} ${"x".repeat(payloadBytes)}` : `ping ${key}`;
+}
+
+/**
+ * A reply line as a client reads it: its first word (`pong` or `error`) and the key that
+ * follows (what the client put after `ping`), undefined when there is none.
+ */
+export function parseReply(line: string): { word: string; key: string | undefined } {
+  const [word, key] = line.split(" ", 2);
+  return { word: word!, key };
+}
+
 /** A short, printable description of a bad line for error replies. */
 function describe(line: string): string {
   const shown = line.length > 32 ? `${line.slice(0, 32)}...` : line;
@@ -70,6 +87,11 @@ export class LineSplitter {
   #pendingBytes = 0;
   readonly #max: number;
 
+  /**
+   * A splitter for one stream.
+   *
+   * @param maxLineBytes The longest line accepted, newline excluded.
+   */
   constructor(maxLineBytes = MAX_LINE_BYTES) {
     this.#max = maxLineBytes;
   }

@@ -7,10 +7,15 @@
 
 /** Round-trip figures in milliseconds. */
 export interface RttSummary {
+  /** The shortest. */
   min: number;
+  /** The mean. */
   avg: number;
+  /** The longest. */
   max: number;
+  /** The median (nearest rank). */
   p50: number;
+  /** The 99th percentile (nearest rank). */
   p99: number;
 }
 
@@ -19,11 +24,13 @@ export class RttStats {
   readonly #samples: number[] = [];
   #sum = 0;
 
+  /** Adds one round trip, in milliseconds. */
   add(ms: number): void {
     this.#samples.push(ms);
     this.#sum += ms;
   }
 
+  /** How many round trips were added. */
   get count(): number {
     return this.#samples.length;
   }
@@ -64,8 +71,11 @@ export function backoffDelay(policy: BackoffPolicy, attempt: number, random: () 
 
 /** An outage: when the connection was lost and, once over, how long it lasted. */
 export interface Outage {
+  /** Why the connection was lost (or the first attempt failed). */
   reason: string;
+  /** When, on the monotonic clock (milliseconds). */
   startedAt: number;
+  /** How long it lasted; absent while under way. */
   durationMs?: number;
 }
 
@@ -73,9 +83,15 @@ export interface Outage {
  * The circuit breaker: an outage longer than the budget opens it, and the client stops.
  */
 export class OutageBudget {
+  /** Every outage, in order; the last is under way while it has no `durationMs`. */
   readonly outages: Outage[] = [];
   readonly #budgetMs: number;
 
+  /**
+   * A breaker with no outage yet.
+   *
+   * @param budgetMs How long an outage may last before the client stops.
+   */
   constructor(budgetMs: number) {
     this.#budgetMs = budgetMs;
   }

@@ -11,6 +11,9 @@ import type { CertificateHash } from "@duet/webtransport";
 import type { PingServerInfo } from "./policy.ts";
 import type { PingTrust } from "./client.ts";
 import { hexToBytes } from "@noble/hashes/utils.js";
+import { z } from "zod";
+import { timeoutSignal } from "@duet/core/timeout-signal";
+import { isLoopback } from "./loopback.ts";
 
 /** Parses a SHA-256 given as 64 hex digits (colons and case are ignored). */
 export function parseCertHash(text: string): CertificateHash {
@@ -24,21 +27,23 @@ export function parseCertHash(text: string): CertificateHash {
   };
 }
 
-/** True for addresses whose traffic never leaves this machine. */
-export function isLoopback(hostname: string): boolean {
-  const host = hostname.replace(/^\[|\]$/g, "");
-  return host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host);
-}
+export { isLoopback };
 
 /** The server's published info and the channel it came over. */
 export interface FetchedInfo {
+  /** The document, checked. */
   info: PingServerInfo;
+  /** The URL it was fetched from. */
   from: string;
 }
 
 /**
  * Fetches `/.well-known/duet-ping.json` from the TCP side of `host:port`: HTTPS first
- * (verified with the system roots and `caCerts`), then plain HTTP only for loopback.
+ * (verified with the system roots and `caCerts`), then plain HTTP only for loopback, each
+ * given `timeoutMs` (any length: past 2^31 - 1 ms too).
+ *
+ * @throws RangeError naming `timeoutMs` when it is not a number ≥ 0; Error naming each URL
+ *   tried and why it failed.
  */
 export async function fetchServerInfo(
   host: string,
@@ -46,6 +51,9 @@ export async function fetchServerInfo(
   caCerts?: string[],
   timeoutMs = 3000,
 ): Promise<FetchedInfo> {
+  if (!(timeoutMs >= 0)) {
+    throw new RangeError(`fetchServerInfo: timeoutMs must be a number of ms ≥ 0, got ${timeoutMs}`);
+  }
   const shown = host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
   const tried: [url: string, why: string][] = [];
   const schemes = isLoopback(host) ? ["https", "http"] : ["https"];
@@ -54,7 +62,8 @@ export async function fetchServerInfo(
     const client = caCerts?.length ? Deno.createHttpClient({ caCerts }) : undefined;
     try {
       const response = await fetch(url, {
-        signal: AbortSignal.timeout(timeoutMs),
+        // Any timeoutMs: AbortSignal.timeout fires almost at once past 2^31 - 1 ms.
+        signal: timeoutSignal(timeoutMs),
         ...(client ? { client } : {}),
       });
       if (!response.ok) {
@@ -94,30 +103,58 @@ function whyFetchFailed(error: unknown): string {
 }
 
 /**
- * Checks the shape of a fetched document: the hashes always; `url` (only when the server
- * has a public URL configured), `port` and `path` when present. A server before `port` and
- * `path` published only `url`, which is still accepted.
+ * The shape of `/.well-known/duet-ping.json` as a reader accepts it: the hashes always;
+ * `url` (only when the server has a public URL configured), `port` and `path` when
+ * present, and either `url` or both `port` and `path` (a server before `port` and `path`
+ * published only `url`, which is still accepted). Unknown fields are dropped.
+ */
+export const PingServerInfoSchema = z.object({
+  url: z.string({ error: "expected a string" }).optional(),
+  port: z.int({ error: "expected a whole number" })
+    .min(1, { error: "expected a port from 1 to 65535" })
+    .max(65535, { error: "expected a port from 1 to 65535" })
+    .optional(),
+  path: z.string({ error: "expected a string" })
+    .startsWith("/", { error: 'expected a path starting with "/"' })
+    .optional(),
+  certificateHashes: z.array(
+    z.object({
+      algorithm: z.literal("sha-256", { error: 'expected "sha-256"' }),
+      value: z.string({ error: "expected a string of hex digits" }),
+    }, { error: "expected an object" }),
+    { error: "expected an array" },
+  ),
+}, { error: "expected a JSON object" }).refine(
+  (info) => info.url !== undefined || (info.port !== undefined && info.path !== undefined),
+  { error: "expected url, or port and path" },
+);
+
+/**
+ * Checks the shape of a fetched document ({@link PingServerInfoSchema}).
+ *
+ * @throws Error "the server's /.well-known/duet-ping.json is not what duet ping serves
+ *   (WHERE: WHAT)", naming the first problem found.
  */
 export function validateInfo(value: unknown): PingServerInfo {
-  const info = value as Partial<PingServerInfo> | null;
-  const port = info?.port;
-  if (
-    typeof info !== "object" || info === null ||
-    (info.url !== undefined && typeof info.url !== "string") ||
-    (port !== undefined && !(Number.isInteger(port) && port >= 1 && port <= 65535)) ||
-    (info.path !== undefined && !(typeof info.path === "string" && info.path.startsWith("/"))) ||
-    (info.url === undefined && (port === undefined || info.path === undefined)) ||
-    !Array.isArray(info.certificateHashes) ||
-    !info.certificateHashes.every((h) => h?.algorithm === "sha-256" && typeof h.value === "string")
-  ) {
-    throw new Error("the server's /.well-known/duet-ping.json is not what duet ping serves");
+  const parsed = PingServerInfoSchema.safeParse(value);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const where = issue?.path.length ? issue.path.join(".") : "the document";
+    throw new Error(
+      `the server's /.well-known/duet-ping.json is not what duet ping serves (${where}: ${
+        issue?.message ?? "malformed"
+      })`,
+    );
   }
-  return info as PingServerInfo;
+  // The older url-only form has no port and path: readers look at url first (serviceUrl).
+  return parsed.data as PingServerInfo;
 }
 
 /** What the user gave on the command line about trust. */
 export interface TrustChoice {
+  /** `--cert-hash`: SHA-256 hashes to pin, 64 hex digits each. */
   certHashes?: string[];
+  /** `--ca`: a CA certificate (PEM) to verify the server with. */
   caPem?: string;
 }
 
