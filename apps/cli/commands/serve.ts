@@ -9,7 +9,8 @@ import { DEFAULTS as PING, startPingServer } from "@duet/ping";
 import { DEFAULTS as CHAT, startChatServer } from "@duet/chat";
 import { defaultDataDir, openStore } from "./chat.ts";
 import type { CliIo } from "../io.ts";
-import { explainListenError, integer, showHostPort, untilAborted } from "./_options.ts";
+import { explainListenError, integer, showHostPort } from "./_options.ts";
+import { startServices, superviseServices } from "@duet/core/service";
 
 interface ServeOptions {
   host: string;
@@ -22,7 +23,6 @@ interface ServeOptions {
 /** The `serve` command. */
 export function serveCommand(io: CliIo): Command {
   return new Command("serve")
-    .description("start every duet service with embedded defaults, printing each URL")
     .option("--host <host>", "interface every service listens on", "127.0.0.1")
     .option("--syncpoint-port <port>", "syncpoint's TCP port", integer(0, 65535), SYNCPOINT.port)
     .option(
@@ -37,42 +37,51 @@ export function serveCommand(io: CliIo): Command {
       `the chat server's embedded database (default ${defaultDataDir()})`,
     )
     .action(async (options: ServeOptions) => {
-      const syncpoint = await startSyncpoint({
-        hostname: options.host,
-        port: options.syncpointPort,
-      })
-        .catch((error) =>
-          explainListenError(error, options.host, options.syncpointPort, "--syncpoint-port")
-        );
-      io.out(
-        `syncpoint  ${new URL(
-          "/wait-for-second-party/",
-          syncpoint.url,
-        )}ID   (POST; GET /healthz, /metrics)\n`,
-      );
-      const ping = await startPingServer({ hostname: options.host, port: options.pingPort })
-        .catch(async (error) => {
-          await syncpoint.shutdown();
-          return explainListenError(error, options.host, options.pingPort, "--ping-port");
-        });
-      io.out(`ping       ${ping.url.href}   (WebTransport; duet ping --url ${ping.url.href})\n`);
-      io.out(`ping page  ${ping.httpUrl.href}   (open in a browser)\n`);
-      const { store, description } = await openStore(undefined, options.chatDataDir);
-      const chat = await startChatServer({
-        store,
-        hostname: options.host,
-        port: options.chatPort,
-      }).catch(async (error) => {
-        await Promise.all([syncpoint.shutdown(), ping.shutdown(), store.close()]);
-        return explainListenError(error, options.host, options.chatPort, "--chat-port");
-      });
-      const chatAt = showHostPort(chat.addr.hostname, chat.addr.port);
-      io.out(
-        `chat       ${chatAt}   (${description}; ` +
-          `duet chat --server ${chatAt} --name NAME --room ROOM)\n`,
-      );
+      const { host } = options;
+      const services = await startServices([
+        {
+          name: "syncpoint",
+          start: async () => {
+            const syncpoint = await startSyncpoint({ hostname: host, port: options.syncpointPort })
+              .catch((error) =>
+                explainListenError(error, host, options.syncpointPort, "--syncpoint-port")
+              );
+            const waitUrl = new URL("/wait-for-second-party/", syncpoint.url);
+            io.out(`syncpoint  ${waitUrl}ID   (POST; GET /healthz, /metrics)\n`);
+            return syncpoint;
+          },
+        },
+        {
+          name: "ping",
+          start: async () => {
+            const ping = await startPingServer({ hostname: host, port: options.pingPort })
+              .catch((error) => explainListenError(error, host, options.pingPort, "--ping-port"));
+            io.out(
+              `ping       ${ping.url.href}   (WebTransport; duet ping --url ${ping.url.href})\n`,
+            );
+            io.out(`ping page  ${ping.httpUrl.href}   (open in a browser)\n`);
+            return ping;
+          },
+        },
+        {
+          name: "chat",
+          start: async () => {
+            const { store, description } = await openStore(undefined, options.chatDataDir);
+            const chat = await startChatServer({ store, hostname: host, port: options.chatPort })
+              .catch(async (error) => {
+                await store.close();
+                return explainListenError(error, host, options.chatPort, "--chat-port");
+              });
+            const chatAt = showHostPort(chat.addr.hostname, chat.addr.port);
+            io.out(
+              `chat       ${chatAt}   (${description}; ` +
+                `duet chat --server ${chatAt} --name NAME --room ROOM)\n`,
+            );
+            return chat;
+          },
+        },
+      ]);
       io.out("duet is running; Ctrl-C stops it.\n");
-      await untilAborted(io.shutdownSignal);
-      await Promise.all([syncpoint.shutdown(), ping.shutdown(), chat.shutdown()]);
+      await superviseServices(services, io.shutdownSignal);
     });
 }
