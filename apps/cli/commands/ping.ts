@@ -76,10 +76,60 @@ async function readFileOrExplain(path: string, what: string): Promise<string> {
   }
 }
 
+/** The help after `duet ping`'s options. */
+const CLIENT_HELP = `
+Failover: with several --url, or several SRV targets (in RFC 2782 order: priority,
+then weighted random), a server that cannot be reached or is lost is left for the
+next at once ("switching to URL: reason"); after a whole round has failed the client
+backs off, then goes round again, until --give-up-after-ms.
+
+UDP blocked: when a server's QUIC handshake gets no answer in time (max of
+--timeout-ms and 2 s) but its WebSocket opens, pings go over that WebSocket, on the
+TCP side of the same host and port: wss://HOST:PORT/ws, or ws://HOST:PORT/ws on
+loopback only. One line says so and why, replies read "pong from HOST via
+WebSocket", WebTransport is tried again every --probe-interval-ms, and one line
+says when pings are back on it. A wss: WebSocket is verified with the system's CAs
+and --ca; a pinned --cert-hash cannot be checked on it. --no-fallback turns this off.
+
+Trust, never skipped: --cert-hash, --ca, or the hashes the server publishes at
+/.well-known/duet-ping.json, fetched over HTTPS or over plain HTTP on loopback only.
+
+Examples:
+  duet ping serve --port 4433
+  duet ping --url https://127.0.0.1:4433/ping --count 5
+  duet ping --url https://a.test:4433/ping --url https://b.test:4433/ping  # a, then b
+  duet ping --url https://127.0.0.1:4433/ping --datagram --interval 200 --json
+  duet ping --url https://127.0.0.1:4433/ping --no-fallback  # WebTransport or nothing
+  duet ping --count 3                       # discover the server on the local network
+  duet ping --domain example.com --ca ca.pem  # discover through _duet-ping._udp.example.com
+
+Exit status: 0 if any reply came back, 1 if none did or the outage budget ran out,
+2 for usage errors.`;
+
+/** The help after `duet ping serve`'s options. */
+const SERVE_HELP = `
+Examples:
+  duet ping serve                                # 127.0.0.1:4433, generated certificate
+  duet ping serve --host 0.0.0.0 --cert-name ping.example.com --token s3cret --announce
+  duet ping serve --cert cert.pem --key key.pem  # HTTPS on the TCP side too
+
+Stops on SIGINT/SIGTERM: GOAWAY to every session, two seconds of grace, then closes.`;
+
+/** Prints one JSON line (with --json). */
+type Print = (value: unknown) => void;
+
 /** The `ping` command and its `serve` subcommand. */
 export function pingCommand(io: CliIo): Command {
-  const command = new Command("ping")
-    .enablePositionalOptions()
+  const command = new Command("ping").enablePositionalOptions();
+  return clientOptions(command)
+    .addHelpText("after", CLIENT_HELP)
+    .action((options: PingCliOptions) => runClient(options, io))
+    .addCommand(serveCommand(io));
+}
+
+/** The client's options, on `command`. */
+function clientOptions(command: Command): Command {
+  return command
     .addOption(
       new Option(
         "--url <url>",
@@ -153,140 +203,129 @@ export function pingCommand(io: CliIo): Command {
       "while on the WebSocket, try WebTransport again this often",
       integer(100, 3_600_000),
       CLIENT_DEFAULTS.probeIntervalMs,
-    )
-    .addHelpText(
-      "after",
-      `
-Failover: with several --url, or several SRV targets (in RFC 2782 order: priority,
-then weighted random), a server that cannot be reached or is lost is left for the
-next at once ("switching to URL: reason"); after a whole round has failed the client
-backs off, then goes round again, until --give-up-after-ms.
+    );
+}
 
-UDP blocked: when a server's QUIC handshake gets no answer in time (max of
---timeout-ms and 2 s) but its WebSocket opens, pings go over that WebSocket, on the
-TCP side of the same host and port: wss://HOST:PORT/ws, or ws://HOST:PORT/ws on
-loopback only. One line says so and why, replies read "pong from HOST via
-WebSocket", WebTransport is tried again every --probe-interval-ms, and one line
-says when pings are back on it. A wss: WebSocket is verified with the system's CAs
-and --ca; a pinned --cert-hash cannot be checked on it. --no-fallback turns this off.
+/** `duet ping`: finds the servers, checks trust, pings, prints each event and the summary. */
+async function runClient(options: PingCliOptions, io: CliIo): Promise<void> {
+  if (options.datagram && options.newStream) {
+    throw new UsageError("choose one of --datagram and --new-stream");
+  }
+  const mode: PingMode = options.datagram
+    ? "datagram"
+    : options.newStream
+    ? "new-stream"
+    : "stream";
+  // Times are in milliseconds to the microsecond: the clock's noise beyond that
+  // (1.7923270000000002) says nothing and makes the lines hard to read.
+  const micros = (_key: string, value: unknown) =>
+    typeof value === "number" && !Number.isInteger(value) ? Math.round(value * 1000) / 1000 : value;
+  const print: Print | null = options.json
+    ? (value: unknown) => io.out(jsonLine(value, micros) + "\n")
+    : null;
+  const targets = await findTargets(options, print, io);
+  const choice = {
+    certHashes: options.certHash,
+    ...(options.ca ? { caPem: await readFileOrExplain(options.ca, "CA file") } : {}),
+  };
+  // Hashes fetched from the server are fetched again before each reconnection, so a
+  // restarted server with a new certificate is trusted again the same way.
+  const trust = (target: URL) => resolveTrust(target, choice);
+  await checkTrust(targets, trust);
+  if (!print) {
+    const [first, ...rest] = targets.map((target) => target.href);
+    io.out(
+      `PING ${first}${rest.length ? ` (then ${rest.join(", ")})` : ""} over ${
+        mode === "stream" ? "one stream" : mode === "new-stream" ? "a stream per ping" : "datagrams"
+      }, ${options.size} bytes of padding\n`,
+    );
+  }
+  let current = targets[0]!;
+  const summary = await runPing({
+    ...CLIENT_DEFAULTS,
+    url: targets,
+    trust,
+    ...(options.token ? { token: options.token } : {}),
+    count: options.count,
+    intervalMs: options.interval,
+    payloadBytes: options.size,
+    mode,
+    timeoutMs: options.timeoutMs,
+    giveUpAfterMs: options.giveUpAfterMs,
+    fallback: options.fallback,
+    probeIntervalMs: options.probeIntervalMs,
+    ...(choice.caPem ? { webSocketCaCerts: [choice.caPem] } : {}),
+    signal: io.shutdownSignal,
+  }, (event) => {
+    // Replies are shown as from the server in use.
+    if (event.type === "connected") current = new URL(event.url);
+    if (print) print(event);
+    else io.out(describeEvent(event, current));
+  });
+  if (print) print({ type: "summary", ...summary });
+  else io.out(describeSummary(summary));
+  if (summary.received === 0 || summary.gaveUp || summary.refusedStatus) {
+    throw new ExitStatus(1);
+  }
+}
 
-Trust, never skipped: --cert-hash, --ca, or the hashes the server publishes at
-/.well-known/duet-ping.json, fetched over HTTPS or over plain HTTP on loopback only.
+/** The servers to ping: every --url, else those discovery finds (and says so). */
+async function findTargets(
+  options: PingCliOptions,
+  print: Print | null,
+  io: CliIo,
+): Promise<URL[]> {
+  if (options.url?.length) return options.url.map((text) => new URL(text));
+  const found = await discoverServer({
+    ...(options.domain ? { domain: options.domain } : {}),
+    ...(options.nameserver ? { nameserver: options.nameserver } : {}),
+    timeoutMs: options.discoveryTimeoutMs,
+    mdns: options.mdns,
+  });
+  const targets = found.urls ?? [found.url];
+  const hrefs = targets.map((target) => target.href);
+  if (print) print({ type: "discovered", url: hrefs[0], urls: hrefs, via: found.via });
+  else io.out(`found ${hrefs.join(", ")} by ${found.via}\n`);
+  return targets;
+}
 
-Examples:
-  duet ping serve --port 4433
-  duet ping --url https://127.0.0.1:4433/ping --count 5
-  duet ping --url https://a.test:4433/ping --url https://b.test:4433/ping  # a, then b
-  duet ping --url https://127.0.0.1:4433/ping --datagram --interval 200 --json
-  duet ping --url https://127.0.0.1:4433/ping --no-fallback  # WebTransport or nothing
-  duet ping --count 3                       # discover the server on the local network
-  duet ping --domain example.com --ca ca.pem  # discover through _duet-ping._udp.example.com
-
-Exit status: 0 if any reply came back, 1 if none did or the outage budget ran out,
-2 for usage errors.`,
-    )
-    .action(async (options: PingCliOptions) => {
-      if (options.datagram && options.newStream) {
-        throw new UsageError("choose one of --datagram and --new-stream");
-      }
-      const mode: PingMode = options.datagram
-        ? "datagram"
-        : options.newStream
-        ? "new-stream"
-        : "stream";
-      // Times are in milliseconds to the microsecond: the clock's noise beyond that
-      // (1.7923270000000002) says nothing and makes the lines hard to read.
-      const micros = (_key: string, value: unknown) =>
-        typeof value === "number" && !Number.isInteger(value)
-          ? Math.round(value * 1000) / 1000
-          : value;
-      const print = options.json
-        ? (value: unknown) => io.out(jsonLine(value, micros) + "\n")
-        : null;
-      let targets: URL[];
-      if (options.url?.length) {
-        targets = options.url.map((text) => new URL(text));
-      } else {
-        const found = await discoverServer({
-          ...(options.domain ? { domain: options.domain } : {}),
-          ...(options.nameserver ? { nameserver: options.nameserver } : {}),
-          timeoutMs: options.discoveryTimeoutMs,
-          mdns: options.mdns,
-        });
-        targets = found.urls ?? [found.url];
-        const hrefs = targets.map((target) => target.href);
-        if (print) print({ type: "discovered", url: hrefs[0], urls: hrefs, via: found.via });
-        else io.out(`found ${hrefs.join(", ")} by ${found.via}\n`);
-      }
-      const choice = {
-        certHashes: options.certHash,
-        ...(options.ca ? { caPem: await readFileOrExplain(options.ca, "CA file") } : {}),
-      };
-      // Hashes fetched from the server are fetched again before each reconnection, so a
-      // restarted server with a new certificate is trusted again the same way.
-      const trust = (target: URL) => resolveTrust(target, choice);
-      // Trust is checked before the run for one server at least, the first that gives it:
-      // when none does, the reasons are said in one line rather than as endless retries.
-      const untrusted: string[] = [];
-      for (const target of targets) {
-        const ok = await trust(target).then(() => true, (error) => {
-          untrusted.push(
-            targets.length === 1
-              ? (error as Error).message
-              : `${target.href}: ${(error as Error).message}`,
-          );
-          return false;
-        });
-        if (ok) break;
-      }
-      if (untrusted.length === targets.length) throw new Error(untrusted.join("; "));
-      if (!print) {
-        const [first, ...rest] = targets.map((target) => target.href);
-        io.out(
-          `PING ${first}${rest.length ? ` (then ${rest.join(", ")})` : ""} over ${
-            mode === "stream"
-              ? "one stream"
-              : mode === "new-stream"
-              ? "a stream per ping"
-              : "datagrams"
-          }, ${options.size} bytes of padding\n`,
-        );
-      }
-      let current = targets[0]!;
-      const summary = await runPing({
-        ...CLIENT_DEFAULTS,
-        url: targets,
-        trust,
-        ...(options.token ? { token: options.token } : {}),
-        count: options.count,
-        intervalMs: options.interval,
-        payloadBytes: options.size,
-        mode,
-        timeoutMs: options.timeoutMs,
-        giveUpAfterMs: options.giveUpAfterMs,
-        fallback: options.fallback,
-        probeIntervalMs: options.probeIntervalMs,
-        ...(choice.caPem ? { webSocketCaCerts: [choice.caPem] } : {}),
-        signal: io.shutdownSignal,
-      }, (event) => {
-        // Replies are shown as from the server in use.
-        if (event.type === "connected") current = new URL(event.url);
-        if (print) print(event);
-        else io.out(describeEvent(event, current));
-      });
-      if (print) print({ type: "summary", ...summary });
-      else io.out(describeSummary(summary));
-      if (summary.received === 0 || summary.gaveUp || summary.refusedStatus) {
-        throw new ExitStatus(1);
-      }
+/**
+ * Trust is checked before the run for one server at least, the first that gives it: when
+ * none does, the reasons are said in one line rather than as endless retries.
+ *
+ * @throws {Error} naming each server's reason when none can be trusted.
+ */
+async function checkTrust(targets: URL[], trust: (target: URL) => Promise<unknown>): Promise<void> {
+  const untrusted: string[] = [];
+  for (const target of targets) {
+    const ok = await trust(target).then(() => true, (error) => {
+      untrusted.push(
+        targets.length === 1
+          ? (error as Error).message
+          : `${target.href}: ${(error as Error).message}`,
+      );
+      return false;
     });
+    if (ok) return;
+  }
+  throw new Error(untrusted.join("; "));
+}
 
-  command
-    .command("serve")
+/** `duet ping serve`. */
+function serveCommand(io: CliIo): Command {
+  const command = new Command("serve")
     .description(
       "answer pings over WebTransport on UDP PORT; serve the browser page, /healthz, " +
         "/.well-known/duet-ping.json and the WebSocket echo /ws on TCP PORT",
-    )
+    );
+  return serveOptions(command)
+    .addHelpText("after", SERVE_HELP)
+    .action((options: ServeCliOptions) => runServer(options, io));
+}
+
+/** The server's options, on `command`. */
+function serveOptions(command: Command): Command {
+  return command
     .option("--host <host>", "interface to listen on", DEFAULTS.hostname)
     .option(
       "--port <port>",
@@ -355,61 +394,52 @@ Exit status: 0 if any reply came back, 1 if none did or the outage budget ran ou
       "--announce [interfaces]",
       "announce the server over mDNS (_duet-ping._udp), on the comma-separated interface " +
         "addresses given or on all; off by default",
-    )
-    .addHelpText(
-      "after",
-      `
-Examples:
-  duet ping serve                                # 127.0.0.1:4433, generated certificate
-  duet ping serve --host 0.0.0.0 --cert-name ping.example.com --token s3cret --announce
-  duet ping serve --cert cert.pem --key key.pem  # HTTPS on the TCP side too
+    );
+}
 
-Stops on SIGINT/SIGTERM: GOAWAY to every session, two seconds of grace, then closes.`,
-    )
-    .action(async (options: ServeCliOptions) => {
-      if (Boolean(options.cert) !== Boolean(options.key)) {
-        throw new UsageError("--cert and --key go together");
-      }
-      const cert = options.cert && options.key
-        ? {
-          certPem: await readFileOrExplain(options.cert, "certificate"),
-          keyPem: await readFileOrExplain(options.key, "key"),
-        }
-        : undefined;
-      const server = await startPingServer({
-        hostname: options.host,
-        port: options.port,
-        ...(cert ? { cert } : {}),
-        certificateNames: options.certName,
-        ...(options.token ? { token: options.token } : {}),
-        allowedOrigins: options.allowOrigin,
-        maxSessionsPerClient: options.maxSessionsPerClient,
-        maxWebSocketsPerClient: options.maxWsPerClient,
-        wsMessageRate: options.wsMessageRate,
-        maxStreamsPerConnection: options.maxStreams,
-        idleTimeoutMs: options.idleTimeoutMs,
-        ...(options.publicUrl ? { publicUrl: options.publicUrl } : {}),
-      }).catch((error) => explainListenError(error, options.host, options.port));
-      const hashes = server.certificateHashes().map(bytesToHex);
-      io.out(`ping  ${server.url.href}   (WebTransport, UDP ${server.port})\n`);
-      io.out(`page  ${server.httpUrl.href}   (/healthz, /.well-known/duet-ping.json, /ws)\n`);
-      for (const [i, hash] of hashes.entries()) {
-        io.out(`certificate sha-256 (${i === 0 ? "current" : "next"}): ${hash}\n`);
-      }
-      log.info("Listening on {url}", { url: server.url.href, port: server.port });
-      const announcer = options.announce
-        ? await startAnnouncer({
-          port: server.port,
-          ...(typeof options.announce === "string"
-            ? { interfaces: options.announce.split(",").map((s) => s.trim()).filter(Boolean) }
-            : {}),
-        })
-        : undefined;
-      await untilAborted(io.shutdownSignal);
-      await announcer?.stop();
-      await server.shutdown();
-    });
-  return command;
+/** `duet ping serve`: serves until a stop signal, announcing over mDNS if asked. */
+async function runServer(options: ServeCliOptions, io: CliIo): Promise<void> {
+  if (Boolean(options.cert) !== Boolean(options.key)) {
+    throw new UsageError("--cert and --key go together");
+  }
+  const cert = options.cert && options.key
+    ? {
+      certPem: await readFileOrExplain(options.cert, "certificate"),
+      keyPem: await readFileOrExplain(options.key, "key"),
+    }
+    : undefined;
+  const server = await startPingServer({
+    hostname: options.host,
+    port: options.port,
+    ...(cert ? { cert } : {}),
+    certificateNames: options.certName,
+    ...(options.token ? { token: options.token } : {}),
+    allowedOrigins: options.allowOrigin,
+    maxSessionsPerClient: options.maxSessionsPerClient,
+    maxWebSocketsPerClient: options.maxWsPerClient,
+    wsMessageRate: options.wsMessageRate,
+    maxStreamsPerConnection: options.maxStreams,
+    idleTimeoutMs: options.idleTimeoutMs,
+    ...(options.publicUrl ? { publicUrl: options.publicUrl } : {}),
+  }).catch((error) => explainListenError(error, options.host, options.port));
+  const hashes = server.certificateHashes().map(bytesToHex);
+  io.out(`ping  ${server.url.href}   (WebTransport, UDP ${server.port})\n`);
+  io.out(`page  ${server.httpUrl.href}   (/healthz, /.well-known/duet-ping.json, /ws)\n`);
+  for (const [i, hash] of hashes.entries()) {
+    io.out(`certificate sha-256 (${i === 0 ? "current" : "next"}): ${hash}\n`);
+  }
+  log.info("Listening on {url}", { url: server.url.href, port: server.port });
+  const announcer = options.announce
+    ? await startAnnouncer({
+      port: server.port,
+      ...(typeof options.announce === "string"
+        ? { interfaces: options.announce.split(",").map((s) => s.trim()).filter(Boolean) }
+        : {}),
+    })
+    : undefined;
+  await untilAborted(io.shutdownSignal);
+  await announcer?.stop();
+  await server.shutdown();
 }
 
 const ms = (value: number) => value < 10 ? value.toFixed(3) : value.toFixed(1);
