@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { checkDuration } from "@duet/core/duration";
 import { MAX_TIMEOUT_MS } from "@duet/core/long-timeout";
 import {
   base64,
@@ -46,11 +47,15 @@ import { bytesToHex } from "@noble/hashes/utils.js";
 export interface MessageView {
   /** The server's id once stored. */
   id?: number;
+  /** The sender's id for the message (a UUID): the same on every retry and in history. */
   clientMsgId: string;
+  /** Who wrote it, by name in the room. */
   sender: string;
   /** The plaintext, or null when it cannot be decrypted. */
   text: string | null;
+  /** When the server stored it; own messages not yet stored: when this view was made. */
   createdAt: Date;
+  /** Written by this client's name. */
   own: boolean;
   /** Own messages: where they are. */
   status: "waiting for key" | "sending" | "stored" | "failed";
@@ -60,6 +65,11 @@ export interface MessageView {
   fromHistory: boolean;
 }
 
+/**
+ * Where the connection is: the first attempt (`connecting`), welcomed by the server
+ * (`connected`), waiting to try again or trying (`reconnecting`), given up for good after
+ * {@link ChatClient.stop} or a fatal refusal (`stopped`).
+ */
 export type ConnectionState = "connecting" | "connected" | "reconnecting" | "stopped";
 
 /** What happens, for the interface. */
@@ -94,15 +104,26 @@ export type ClientEvent =
   | { type: "notice"; text: string }
   | { type: "fatal"; text: string };
 
+/** What a {@link ChatClient} needs. */
 export interface ChatClientOptions {
-  /** HOST:PORT as typed; the conversation is keyed by the service it reaches. */
+  /** HOST:PORT as typed (`[::1]:7070` for IPv6); the conversation is keyed by the service it reaches. */
   server: string;
+  /** This party's name in the room (protocol.ts, NAME: 1 to 32 of `A-Za-z0-9._-`). */
   name: string;
+  /** The room's id (protocol.ts, ROOM: 1 to 64 of `A-Za-z0-9._~-`). */
   room: string;
+  /** Where the secret key, the peer keys and the outbox are kept; the caller closes it. */
   keyStore: KeyStore;
+  /** Told everything the interface shows, synchronously, in order. */
   onEvent: (event: ClientEvent) => void;
+  /**
+   * Reconnection: the n-th attempt in a row waits a random time below
+   * min(maxMs, baseMs × 2^n) ms. Default 200 ms doubling up to 10,000 ms.
+   */
   backoff?: { baseMs: number; maxMs: number };
+  /** A heartbeat frame is sent this often while connected (ms; default 20,000). */
   heartbeatMs?: number;
+  /** Random numbers in [0, 1) for the backoff and its jitter (default Math.random; tests fix it). */
   random?: () => number;
   /**
    * Take the name over with this client's key although the room binds it to another (a
@@ -128,6 +149,32 @@ const toItem = (entry: OutboxEntry): OutboxItem => ({
   ready: entry.peerPublicKey !== "",
 });
 
+/**
+ * One party of a two-party room: connects (and reconnects) to the server, agrees the key
+ * with the peer, encrypts what is sent and decrypts what comes, keeps unsent messages in
+ * the key store's outbox until the server has stored them, and tells the interface all of
+ * it through `onEvent` ({@link ClientEvent}).
+ *
+ * @example
+ * ```ts ignore
+ * import { ChatClient, KeyStore } from "@duet/chat";
+ *
+ * const keyStore = await KeyStore.open("/tmp/alice-keys.sqlite");
+ * const client = new ChatClient({
+ *   server: "127.0.0.1:7070",
+ *   name: "alice",
+ *   room: "tea",
+ *   keyStore,
+ *   onEvent: (event) => {
+ *     if (event.type === "message") console.log(`${event.message.sender}: ${event.message.text}`);
+ *   },
+ * });
+ * await client.start();
+ * await client.send("hello"); // in the outbox now; sent once the key is agreed
+ * await client.stop(); // what is unsent stays for the next start
+ * keyStore.close();
+ * ```
+ */
 export class ChatClient {
   readonly #options: ChatClientOptions;
   #at: Conversation;
@@ -154,8 +201,11 @@ export class ChatClient {
   readonly #held = new Map<string, { stored: StoredMessage; fromHistory: boolean }[]>();
 
   /**
+   * A client for `options`; nothing is connected before {@link ChatClient.start}. Reads
+   * (or makes) this conversation's secret key in the key store.
+   *
    * @throws {RangeError} naming the option when `heartbeatMs` or a `backoff` bound is not
-   *   in [1, 2^31 − 1] ms: timers fire almost at once past that.
+   *   in (0, 2^31 − 1] ms: timers fire almost at once past that.
    */
   constructor(options: ChatClientOptions) {
     const durations = {
@@ -164,9 +214,7 @@ export class ChatClient {
       "backoff.maxMs": options.backoff?.maxMs,
     };
     for (const [name, ms] of Object.entries(durations)) {
-      if (ms !== undefined && !(ms >= 1 && ms <= MAX_TIMEOUT_MS)) {
-        throw new RangeError(`${name} must be from 1 to ${MAX_TIMEOUT_MS} ms, got ${ms}`);
-      }
+      if (ms !== undefined) checkDuration(name, ms, { zero: false, max: MAX_TIMEOUT_MS });
     }
     this.#options = options;
     this.#resetPending = options.resetKey ?? false;
@@ -359,8 +407,44 @@ export class ChatClient {
     return this.#enqueue(() => this.#dispatchNow(event));
   }
 
+  /** Carries out one command of the reducer, in the order it decided. */
   async #execute(command: ClientCommand): Promise<void> {
-    const store = this.#options.keyStore;
+    switch (command.type) {
+      case "send_hello":
+      case "send_key_offer":
+      case "send_history":
+      case "transmit":
+        return this.#sendCommand(command);
+      case "stored":
+      case "dropped":
+      case "renumber":
+      case "note_stored_seq":
+        return this.#outboxCommand(command);
+      case "show":
+        return await this.#show(command.message, command.fromHistory);
+      case "peer_key":
+        return await this.#peerKey(command.message);
+      case "notice":
+        return this.#emit({ type: "notice", text: command.text });
+      case "fatal":
+        this.#stopped = true;
+        this.#emit({ type: "fatal", text: command.text });
+        try {
+          this.#conn?.close();
+        } catch { /* closed */ }
+        return;
+      case "schedule":
+        return this.#schedule(command.timer, command.ms);
+    }
+  }
+
+  /** The commands that send a frame. */
+  #sendCommand(
+    command: Extract<
+      ClientCommand,
+      { type: "send_hello" | "send_key_offer" | "send_history" | "transmit" }
+    >,
+  ): void {
     switch (command.type) {
       case "send_hello":
         return this.#sendFrame({
@@ -386,7 +470,7 @@ export class ChatClient {
       case "send_history":
         return this.#sendFrame({ type: "history", after: command.after, limit: MAX_HISTORY_LIMIT });
       case "transmit": {
-        const entry = store.outboxEntry(this.#at, command.clientMsgId);
+        const entry = this.#options.keyStore.outboxEntry(this.#at, command.clientMsgId);
         if (!entry) return;
         return this.#sendFrame({
           type: "send",
@@ -396,6 +480,18 @@ export class ChatClient {
           ciphertext: base64.encode(entry.ciphertext),
         });
       }
+    }
+  }
+
+  /** The commands that change the key store's outbox (and show what became of a message). */
+  #outboxCommand(
+    command: Extract<
+      ClientCommand,
+      { type: "stored" | "dropped" | "renumber" | "note_stored_seq" }
+    >,
+  ): void {
+    const store = this.#options.keyStore;
+    switch (command.type) {
       case "stored": {
         const entry = store.outboxEntry(this.#at, command.clientMsgId);
         store.removeFromOutbox(this.#at, command.clientMsgId);
@@ -427,21 +523,6 @@ export class ChatClient {
       case "note_stored_seq":
         store.noteStoredSeq(this.#at, command.seq);
         return;
-      case "show":
-        return await this.#show(command.message, command.fromHistory);
-      case "peer_key":
-        return await this.#peerKey(command.message);
-      case "notice":
-        return this.#emit({ type: "notice", text: command.text });
-      case "fatal":
-        this.#stopped = true;
-        this.#emit({ type: "fatal", text: command.text });
-        try {
-          this.#conn?.close();
-        } catch { /* closed */ }
-        return;
-      case "schedule":
-        return this.#schedule(command.timer, command.ms);
     }
   }
 

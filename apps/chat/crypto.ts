@@ -267,16 +267,17 @@ export async function keyFingerprint(key: CryptoKey): Promise<string> {
   return bytesToHex(sha256(raw));
 }
 
-/** Base64 both ways (the protocol carries bytes as base64). */
+/**
+ * Base64 both ways (the protocol carries bytes as base64): the standard alphabet with `=`
+ * padding (RFC 4648, section 4), by the runtime's `Uint8Array.prototype.toBase64` and
+ * `Uint8Array.fromBase64`.
+ *
+ * `decode` takes what `atob` took: ASCII whitespace is skipped and padding may be left
+ * out, bits past the last whole byte are ignored; it throws a `SyntaxError` on anything
+ * else (a character outside the alphabet, the URL-safe `-` and `_` included, a lone
+ * trailing character, misplaced or excess padding).
+ */
 export const base64 = {
-  encode: (bytes: Uint8Array): string => {
-    // In slices: a spread of a whole 32 KiB ciphertext is near the engines' argument limits.
-    let text = "";
-    for (let i = 0; i < bytes.length; i += 0x8000) {
-      text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-    }
-    return btoa(text);
-  },
-  decode: (text: string): Uint8Array<ArrayBuffer> =>
-    Uint8Array.from(atob(text), (c) => c.charCodeAt(0)),
+  encode: (bytes: Uint8Array): string => bytes.toBase64(),
+  decode: (text: string): Uint8Array<ArrayBuffer> => Uint8Array.fromBase64(text),
 };

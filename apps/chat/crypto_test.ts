@@ -2,6 +2,7 @@ import { Buffer } from "node:buffer";
 import assert from "node:assert/strict";
 import { createDecipheriv, createECDH, hkdfSync } from "node:crypto";
 import {
+  base64,
   decryptMessage,
   deriveSharedKey,
   encryptMessage,
@@ -14,9 +15,7 @@ import {
   verifyKeyOffer,
 } from "./crypto.ts";
 import { MAX_CIPHERTEXT_BYTES } from "./protocol.ts";
-
-const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
-const unhex = (s: string) => Uint8Array.from(s.match(/../g)!, (p) => parseInt(p, 16));
+import { bytesToHex as hex, hexToBytes as unhex } from "@noble/hashes/utils.js";
 
 Deno.test("key offers: verified for their room and party, refused for any other", () => {
   const { offer } = makeKeyOffer("room-1", 1);
@@ -111,4 +110,43 @@ Deno.test("fixed secrets: the key and a message agree with OpenSSL (node:crypto)
   decipher.setAuthTag(ciphertext.subarray(-16));
   const plain = Buffer.concat([decipher.update(ciphertext.subarray(0, -16)), decipher.final()]);
   assert.equal(plain.toString("utf8"), "hello");
+});
+
+Deno.test("base64: the standard alphabet with padding, as btoa wrote it; malformed input is refused", () => {
+  const latin1 = (bytes: Uint8Array) => String.fromCharCode(...bytes);
+  for (const n of [0, 1, 2, 3, 4, 5, 31, 32, 33, 255]) {
+    const bytes = crypto.getRandomValues(new Uint8Array(n));
+    const text = base64.encode(bytes);
+    assert.equal(text, btoa(latin1(bytes)), `${n} bytes`);
+    assert.deepEqual(base64.decode(text), bytes, `${n} bytes back`);
+  }
+  // Every byte value, and the two characters where the alphabets differ.
+  const all = Uint8Array.from({ length: 256 }, (_, i) => i);
+  assert.equal(base64.encode(all), btoa(latin1(all)));
+  assert.equal(base64.encode(new Uint8Array([0xfb, 0xff])), "+/8=");
+  // A 32 KiB ciphertext, in one piece (btoa needed it in slices).
+  const big = crypto.getRandomValues(new Uint8Array(MAX_CIPHERTEXT_BYTES));
+  assert.deepEqual(base64.decode(base64.encode(big)), big);
+  // What atob took, decode takes: no padding, ASCII whitespace, stray bits past the end.
+  assert.deepEqual(base64.decode("QQ"), Uint8Array.of(65));
+  assert.deepEqual(base64.decode(" QU JD\n"), Uint8Array.of(65, 66, 67));
+  assert.deepEqual(base64.decode("QR=="), Uint8Array.of(65));
+  const malformed = [
+    "A", // a lone trailing character
+    "QUJDR", // the same after whole groups
+    "AB=", // padding short of a group
+    "A===",
+    "====",
+    "QUJD=", // padding after a whole group
+    "AB==CD", // data after padding
+    "AB=C",
+    "-_8=", // the URL-safe alphabet
+    "QUJD!", // outside any alphabet
+    "QUJ\u00e9", // not ASCII
+    "QU\u00a0JD", // whitespace that is not ASCII
+  ];
+  for (const text of malformed) {
+    assert.throws(() => atob(text), `atob refuses ${JSON.stringify(text)} too`);
+    assert.throws(() => base64.decode(text), SyntaxError, JSON.stringify(text));
+  }
 });

@@ -19,16 +19,23 @@ import { DatabaseSync } from "node:sqlite";
  * {@link KeyStore.bind}), the room and our name in it.
  */
 export interface Conversation {
+  /** The service key: `service:` and the server's id, or the address as typed until then. */
   service: string;
+  /** The room's id. */
   room: string;
+  /** Our name in the room. */
   name: string;
 }
 
 /** A peer key and the key shared under it. */
 export interface PeerKey {
+  /** The peer's compressed secp256k1 public key, 66 hex. */
   peerPublicKey: string;
+  /** The AES-256-GCM key agreed with it, raw (32 bytes). */
   sharedKey: Uint8Array;
+  /** Trusted: first seen, signed by the key trusted before, or accepted by the user. */
   accepted: boolean;
+  /** When it was first seen (ISO 8601). */
   createdAt: string;
 }
 
@@ -38,18 +45,27 @@ export interface PeerKey {
  * sender's sequence number: 1, 2, 3... per conversation in the order typed.
  */
 export interface OutboxEntry {
+  /** The message's id (a UUID), the same on every retry. */
   clientMsgId: string;
+  /** The sender's sequence number. */
   seq: number;
+  /** The plaintext, for showing it (it never leaves the machine unencrypted). */
   text: string;
+  /** The AES-GCM nonce, 12 bytes (empty while waiting for a key). */
   nonce: Uint8Array;
+  /** The ciphertext with its tag (empty while waiting for a key). */
   ciphertext: Uint8Array;
+  /** The peer key it was encrypted for, 66 hex ("" while waiting for a key). */
   peerPublicKey: string;
 }
 
 /** What sealing fills into an entry that waited for a key. */
 export interface Sealed {
+  /** The AES-GCM nonce, 12 bytes. */
   nonce: Uint8Array;
+  /** The ciphertext with its 16-byte tag. */
   ciphertext: Uint8Array;
+  /** The peer key it was encrypted for, 66 hex. */
   peerPublicKey: string;
 }
 
@@ -174,9 +190,22 @@ export function defaultKeyStorePath(): string {
   return `${duetDataDir()}/chat-keys.sqlite`;
 }
 
-/** The key store; see the module documentation. Methods are synchronous. */
+/**
+ * The key store; see the module documentation. Methods are synchronous.
+ *
+ * @example
+ * ```ts ignore
+ * import { defaultKeyStorePath, KeyStore } from "@duet/chat";
+ *
+ * const keyStore = await KeyStore.open(defaultKeyStorePath()); // mode 0600
+ * const at = { service: keyStore.serviceKey("127.0.0.1:7070"), room: "tea", name: "alice" };
+ * console.log(`${keyStore.outboxSize(at)} messages wait to be sent`);
+ * keyStore.close();
+ * ```
+ */
 export class KeyStore {
   readonly #db: DatabaseSync;
+  /** The file, as given to {@link KeyStore.open}. */
   readonly path: string;
 
   private constructor(db: DatabaseSync, path: string) {
@@ -413,6 +442,7 @@ export class KeyStore {
     });
   }
 
+  /** Marks a peer key (66 hex) trusted: the user accepted it. No such key: nothing changes. */
   acceptPeerKey(at: Conversation, peerPublicKey: string): void {
     this.#db.prepare(`UPDATE peer_keys SET accepted = 1 WHERE ${AT} AND peer_public_key = ?`)
       .run(...key(at), peerPublicKey);
@@ -523,11 +553,13 @@ export class KeyStore {
       .run(seq + 1, ...key(at));
   }
 
+  /** Removes a message from the outbox (stored, or refused for good); none: nothing changes. */
   removeFromOutbox(at: Conversation, clientMsgId: string): void {
     this.#db.prepare(`DELETE FROM outbox WHERE ${AT} AND client_msg_id = ?`)
       .run(...key(at), clientMsgId);
   }
 
+  /** Closes the file; the store is not used after. */
   close(): void {
     this.#db.close();
   }

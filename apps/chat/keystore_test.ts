@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { type Conversation, KeyStore } from "./keystore.ts";
+import { bytesToHex } from "@noble/hashes/utils.js";
 
 const at: Conversation = { service: "127.0.0.1:7070", room: "r", name: "alice" };
 const SERVICE_ID = "6f9c2a4e-0d1b-4c55-9e1a-2b3c4d5e6f70";
@@ -590,7 +591,7 @@ Deno.test("key store: four processes writing one file at once all succeed", asyn
     const shared = { service, room: "shared", name: "all" };
     const sharedSecret = store.identity(shared, () => new Uint8Array(32));
     assert.equal(
-      Array.from(sharedSecret.secret, (b) => b.toString(16).padStart(2, "0")).join(""),
+      bytesToHex(sharedSecret.secret),
       printed[0],
     );
     const all = store.outbox(shared);

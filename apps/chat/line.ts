@@ -17,9 +17,13 @@ import { readTypedLine, unknownCommandText } from "./commands.ts";
 
 /** What line mode needs. */
 export interface LineModeOptions {
+  /** HOST:PORT of the server (ChatClientOptions.server). */
   server: string;
+  /** Our name in the room. */
   name: string;
+  /** The room's id. */
   room: string;
+  /** Keys and outbox; the caller closes it after the session. */
   keyStore: KeyStore;
   /** Lines to send; its end ends the session. */
   input: ReadableStream<Uint8Array>;
@@ -119,7 +123,34 @@ export function describeEvent(
   }
 }
 
-/** Runs a line-mode session to its end. */
+/**
+ * Runs a line-mode session to its end (see the module documentation): at the end of input
+ * once the outbox is empty or made no progress for `lingerMs`, on /quit, on a fatal refusal,
+ * or as soon as `signal` aborts (also when it aborts right after this call).
+ *
+ * @returns How it ended; messages still unsent stay in the key store for the next start.
+ * @throws what the key store throws (a file that is no key store, say).
+ *
+ * @example Send two lines, print what comes
+ * ```ts ignore
+ * import { KeyStore, runLineMode } from "@duet/chat";
+ *
+ * const keyStore = await KeyStore.open("/tmp/bob-keys.sqlite");
+ * const result = await runLineMode({
+ *   server: "127.0.0.1:7070",
+ *   name: "bob",
+ *   room: "tea",
+ *   keyStore,
+ *   input: ReadableStream.from(["hello\n", "/key\n"]).pipeThrough(new TextEncoderStream()),
+ *   out: (text) => Deno.stdout.writeSync(new TextEncoder().encode(text)),
+ *   err: (text) => Deno.stderr.writeSync(new TextEncoder().encode(text)),
+ *   signal: AbortSignal.timeout(30_000),
+ *   lingerMs: 5_000,
+ * });
+ * keyStore.close();
+ * console.log(result); // { unsent: 0, refused: 0 } once all was stored
+ * ```
+ */
 export async function runLineMode(options: LineModeOptions): Promise<LineModeResult> {
   // Attached before the first await, so that a signal that comes during start-up counts.
   const stop = new AbortController();
@@ -194,7 +225,7 @@ export async function runLineMode(options: LineModeOptions): Promise<LineModeRes
     let unsent = client.unsent;
     let deadline = Date.now() + options.lingerMs;
     while (unsent > 0 && Date.now() < deadline && !stop.signal.aborted) {
-      await new Promise((resolve) => setTimeout(resolve, 50));
+      await pause(50, stop.signal);
       const now = client.unsent;
       if (now < unsent) deadline = Date.now() + options.lingerMs;
       unsent = now;
@@ -216,21 +247,42 @@ async function until<T>(
   for (;;) {
     const value = await read();
     if (value !== null || Date.now() >= deadline || signal.aborted) return value;
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await pause(50, signal);
   }
 }
 
-/** `stream` as lines, ending at its end or when `signal` aborts. */
+/** Resolves after `ms`, or as soon as `signal` aborts (at once if it has). */
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+    if (signal.aborted) done();
+  });
+}
+
+/**
+ * `stream` as lines, ending at its end or when `signal` aborts: also when it aborted after
+ * this call and before the first line was asked for (nothing is read then), and while a line
+ * is being read or handled (none after it is given). The stream is cancelled at the end.
+ */
 export async function* readLines(
   stream: ReadableStream<Uint8Array>,
   signal: AbortSignal,
 ): AsyncGenerator<string> {
+  if (signal.aborted) {
+    await stream.cancel().catch(() => {});
+    return;
+  }
   const reader = stream.pipeThrough(new TextDecoderStream()).getReader();
+  let onAbort = () => {};
   const aborted = new Promise<{ done: true; value: undefined }>((resolve) => {
-    if (signal.aborted) resolve({ done: true, value: undefined });
-    signal.addEventListener("abort", () => resolve({ done: true, value: undefined }), {
-      once: true,
-    });
+    onAbort = () => resolve({ done: true, value: undefined });
+    signal.addEventListener("abort", onAbort, { once: true });
   });
   let buffer = "";
   try {
@@ -247,6 +299,7 @@ export async function* readLines(
     }
     if (buffer && !signal.aborted) yield buffer;
   } finally {
+    signal.removeEventListener("abort", onAbort);
     reader.cancel().catch(() => {});
   }
 }

@@ -225,8 +225,34 @@ export class ProtocolError extends Error {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
-/** Encodes one message as a frame. */
-export function encodeFrame(message: ClientMessage | ServerMessage): Uint8Array {
+/**
+ * A message of either direction as {@link encodeFrame} takes it: a JSON object whose `type`
+ * names it. The fields of each type are specified in docs/chat-protocol.md; the receiver
+ * checks them (`parseClientMessage`, `parseServerMessage` here).
+ */
+export interface WireMessage {
+  /** The message's type: `hello`, `send`, `welcome`, `error`, ... */
+  readonly type: string;
+  /** Its other fields, by the protocol's names (`client_msg_id`, `last_id`, ...). */
+  readonly [field: string]: unknown;
+}
+
+/**
+ * Encodes one message as a frame: its JSON in UTF-8 behind a 4-byte big-endian length.
+ *
+ * @param message A client or server message (its fields are not checked here).
+ * @returns The frame, 4 bytes longer than the JSON.
+ * @throws {ProtocolError} `frame_too_large` when the JSON is over MAX_FRAME_BYTES
+ *   (65,536 bytes).
+ *
+ * @example
+ * ```ts
+ * import { encodeFrame, PROTOCOL_VERSION } from "@duet/chat";
+ * const frame = encodeFrame({ type: "hello", version: PROTOCOL_VERSION, name: "alice", room: "tea" });
+ * new DataView(frame.buffer).getUint32(0) === frame.length - 4; // true
+ * ```
+ */
+export function encodeFrame(message: WireMessage): Uint8Array {
   const payload = encoder.encode(JSON.stringify(message));
   if (payload.length > MAX_FRAME_BYTES) {
     throw new ProtocolError("frame_too_large", `frame of ${payload.length} bytes`);

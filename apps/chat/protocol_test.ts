@@ -14,7 +14,7 @@ import {
 import { claimFor } from "./crypto.ts";
 import { secp256k1 } from "@noble/curves/secp256k1.js";
 
-const b64 = (n: number) => btoa(String.fromCharCode(...new Uint8Array(n).fill(7)));
+const b64 = (n: number) => new Uint8Array(n).fill(7).toBase64();
 const samples: ClientMessage[] = [
   { type: "hello", version: 3, name: "alice", room: "room-1" },
   {

@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { testWith, waitFor } from "@duet/testkit";
 import { secp256k1 } from "@noble/curves/secp256k1.js";
+import { bytesToHex } from "@noble/hashes/utils.js";
 import { base64, claimFor, deriveSharedKey, encryptMessage, messageAad } from "./crypto.ts";
 import {
   type ClientMessage,
@@ -461,7 +462,9 @@ for (const engine of engines) {
         assert.ok(!contains(new TextEncoder().encode("0451")), "no plaintext");
         assert.ok(!contains(raw), "no shared key");
         assert.ok(!contains(alice.secret) && !contains(bob.secret), "no secret key");
-        assert.ok(!dump.text.includes(hexOf(raw)) && !dump.text.includes(hexOf(alice.secret)));
+        assert.ok(
+          !dump.text.includes(bytesToHex(raw)) && !dump.text.includes(bytesToHex(alice.secret)),
+        );
         for (const c of [alice, bob]) c.close();
       } finally {
         await server.shutdown();
@@ -469,8 +472,6 @@ for (const engine of engines) {
     },
   });
 }
-
-const hexOf = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
 
 function indexOf(haystack: Uint8Array, needle: Uint8Array): number {
   outer: for (let i = 0; i + needle.length <= haystack.length; i++) {

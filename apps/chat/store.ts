@@ -22,6 +22,7 @@ export interface SqlDriver {
    * the caller can re-read what it may have missed while it was not.
    */
   listen(channel: string, onNotify: (payload: string) => void, onListen: () => void): Promise<void>;
+  /** Closes the connections (and the listener); the driver is not used after. */
   close(): Promise<void>;
 }
 
@@ -233,21 +234,31 @@ export const MIGRATIONS: string[] = [
 export interface MessageRow {
   /** Unique in the database; within a room, ids increase in the order messages were stored. */
   id: number;
+  /** The room's id (protocol.ts, ROOM). */
   room: string;
+  /** The sender's name in the room (protocol.ts, NAME). */
   sender: string;
+  /** The sender's id for the message (a UUID from our client): a retry carries the same. */
   clientMsgId: string;
   /** The sender's sequence number in the room: 1, 2, 3, ... in the order the sender wrote. */
   seq: number;
+  /** The AES-GCM nonce, 12 bytes. */
   nonce: Uint8Array;
+  /** The AES-GCM ciphertext with its 16-byte tag: 16 to MAX_CIPHERTEXT_BYTES bytes. */
   ciphertext: Uint8Array;
+  /** When the database stored it (its clock). */
   createdAt: Date;
 }
 
 /** A party's public key offer, as stored. */
 export interface KeyOffer {
+  /** The party that offered it: 0 joined the room first, 1 second. */
   party: 0 | 1;
+  /** The party's name, which the key is bound to. */
   name: string;
+  /** The compressed secp256k1 public key, 33 bytes. */
   publicKey: Uint8Array;
+  /** Its proof of possession for the room and party (a dlog proof; `t`, `s` as hex). */
   proof: { t: string; s: string };
   /** The change to this key was signed by the key before (its public key and proof). */
   rotation?: KeyChange["rotation"];
@@ -260,7 +271,9 @@ export interface KeyOffer {
  * checked by the caller), or taken over without it (`reset`); neither: it may not.
  */
 export interface KeyChange {
+  /** The old key (66 hex) and its proof of possession bound to the new key. */
   rotation?: { public_key: string; proof: { t: string; s: string } };
+  /** A take-over without the old key (as after a lost key store): the peer is told. */
   reset?: true;
 }
 
@@ -361,7 +374,21 @@ const CONNECTION_CODES = new Set([
   "EAI_AGAIN",
 ]);
 
-/** The chat store. */
+/**
+ * The chat store: rooms, their two parties with the keys their names are bound to, and
+ * their messages, in PostgreSQL (or PGlite) through an {@link SqlDriver}; the NOTIFY channel
+ * announces each message and key offer to every server instance on the database.
+ *
+ * @example
+ * ```ts ignore
+ * import { ChatStore, openPglite } from "@duet/chat";
+ *
+ * const store = new ChatStore(await openPglite(await Deno.makeTempDir()));
+ * await store.migrate();
+ * console.log(store.serviceId); // the id clients key their conversations by
+ * await store.close();
+ * ```
+ */
 export class ChatStore {
   readonly #sql: SqlDriver;
   /** Sends not yet in a batch, per room, in arrival order. */
@@ -373,6 +400,12 @@ export class ChatStore {
   /** The NOTIFY channel; instances that deliver to each other share it. */
   readonly channel: string;
 
+  /**
+   * A store over `driver`, which it owns from now on ({@link ChatStore.close} closes it).
+   * Nothing is read before {@link ChatStore.migrate}.
+   *
+   * @param channel The NOTIFY channel: instances that deliver to each other share it.
+   */
   constructor(driver: SqlDriver, channel = "duet_chat_messages") {
     this.#sql = driver;
     this.channel = channel;
@@ -871,6 +904,7 @@ export class ChatStore {
     await this.#sql.query("SELECT 1");
   }
 
+  /** Closes the driver; the store is not used after. */
   async close(): Promise<void> {
     await this.#sql.close();
   }
@@ -1045,7 +1079,8 @@ export async function connectPostgres(
       // postgres reconnects a dropped listener by itself and calls onListen each time.
       await sql.listen(channel, onNotify, onListen);
     },
-    // `end` can hang after a disconnect (stack-facts): bounded.
+    // postgres.js' `end()` has been seen to hang after the connection dropped: the timeout
+    // (in seconds) bounds it.
     close: () => sql.end({ timeout: 2 }),
   };
   return driver;

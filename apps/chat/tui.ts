@@ -16,6 +16,7 @@ import type { ChatClient, ClientEvent } from "./client.ts";
 import { textProblem } from "./crypto.ts";
 import { type Command, readTypedLine, unknownCommandText } from "./commands.ts";
 import {
+  type Action,
   backspace,
   groupFingerprint,
   initialState,
@@ -23,6 +24,7 @@ import {
   rowLines,
   type RowStyle,
   titleText,
+  type TuiState,
 } from "./tui_state.ts";
 
 const h = React.createElement;
@@ -62,22 +64,50 @@ function App({ client, room, name, subscribe }: AppProps) {
   const size = useTerminalSize();
   useEffect(() => subscribe((event) => dispatch({ type: "client", event })), []);
   const page = Math.max(1, size.rows - 4);
+  const showKey = () => void showKeyNote(client, state.peer, dispatch);
+  const commands = commandActions(client, dispatch, exit, showKey);
+  const submit = (raw: string) => submitLine(raw, { client, dispatch, commands, page });
+  useKeys({ dispatch, page, showKey, submit });
+  // The terminal's own cursor sits at the end of the input line (the line is the last row).
+  // Not an inverse-video block: with NO_COLOR or CI set, styles are dropped and such a
+  // cursor vanishes; the real one also shows where an input method composes.
+  const { setCursorPosition } = useCursor();
+  setCursorPosition({
+    x: Math.min(stringWidth(`> ${state.input}`), size.columns - 1),
+    y: size.rows - 1,
+  });
+  return screen(state, { room, name, size, page });
+}
 
-  const showKey = async () => {
-    const hex = await client.fingerprint();
-    dispatch({
-      type: "note",
-      text: hex
-        ? `Key SHA-256: ${groupFingerprint(hex)}. Read it to ${state.peer ?? "your peer"} by ` +
-          "another channel: the same on both sides means nobody is in the middle."
-        : "No shared key yet: it is agreed when both of you have joined.",
-    });
-  };
+type Dispatch = (action: Action) => void;
 
-  const commands: Record<Command, (argument?: string) => void> = {
+/** Notes the shared key's fingerprint, or that there is none yet. */
+async function showKeyNote(
+  client: ChatClient,
+  peer: string | null,
+  dispatch: Dispatch,
+): Promise<void> {
+  const hex = await client.fingerprint();
+  dispatch({
+    type: "note",
+    text: hex
+      ? `Key SHA-256: ${groupFingerprint(hex)}. Read it to ${peer ?? "your peer"} by ` +
+        "another channel: the same on both sides means nobody is in the middle."
+      : "No shared key yet: it is agreed when both of you have joined.",
+  });
+}
+
+/** What each slash command does. */
+function commandActions(
+  client: ChatClient,
+  dispatch: Dispatch,
+  exit: () => void,
+  showKey: () => void,
+): Record<Command, (argument?: string) => void> {
+  return {
     "/quit": () => exit(),
     "/help": () => dispatch({ type: "note", text: HELP }),
-    "/key": () => void showKey(),
+    "/key": () => showKey(),
     "/accept-key": (argument) => {
       void client.acceptKey(argument || undefined).then((outcome) => {
         if (outcome.accepted) {
@@ -96,32 +126,48 @@ function App({ client, room, name, subscribe }: AppProps) {
       });
     },
   };
+}
 
-  /** Acts on a typed line; false when it stays in the input line to be mended. */
-  const submit = (raw: string): boolean => {
-    const line = readTypedLine(raw);
-    switch (line.kind) {
-      case "empty":
-        return true;
-      case "command":
-        commands[line.command](line.argument);
-        return true;
-      case "unknown":
-        dispatch({ type: "note", text: unknownCommandText(line.word), tone: "warning" });
+/** Acts on a typed line; false when it stays in the input line to be mended. */
+function submitLine(
+  raw: string,
+  { client, dispatch, commands, page }: {
+    client: ChatClient;
+    dispatch: Dispatch;
+    commands: Record<Command, (argument?: string) => void>;
+    page: number;
+  },
+): boolean {
+  const line = readTypedLine(raw);
+  switch (line.kind) {
+    case "empty":
+      return true;
+    case "command":
+      commands[line.command](line.argument);
+      return true;
+    case "unknown":
+      dispatch({ type: "note", text: unknownCommandText(line.word), tone: "warning" });
+      return false;
+    case "text": {
+      const problem = textProblem(line.text);
+      if (problem) {
+        dispatch({ type: "note", text: `Not sent, ${problem}: shorten it or split it.` });
         return false;
-      case "text": {
-        const problem = textProblem(line.text);
-        if (problem) {
-          dispatch({ type: "note", text: `Not sent, ${problem}: shorten it or split it.` });
-          return false;
-        }
-        dispatch({ type: "scroll", by: -Infinity, page });
-        void client.send(line.text);
-        return true;
       }
+      dispatch({ type: "scroll", by: -Infinity, page });
+      void client.send(line.text);
+      return true;
     }
-  };
+  }
+}
 
+/** The keys: scrolling, Ctrl-K, Enter, editing the input line, pasted lines. */
+function useKeys({ dispatch, page, showKey, submit }: {
+  dispatch: Dispatch;
+  page: number;
+  showKey: () => void;
+  submit: (raw: string) => boolean;
+}): void {
   // The line being typed lives in a ref as well: keys that arrive before the next render
   // must build on each other, not on the last rendered state.
   const typed = useRef("");
@@ -129,11 +175,10 @@ function App({ client, room, name, subscribe }: AppProps) {
     typed.current = value;
     dispatch({ type: "input", value });
   };
-
   useInput((input, key) => {
     if (key.pageUp) return dispatch({ type: "scroll", by: page, page });
     if (key.pageDown) return dispatch({ type: "scroll", by: -page, page });
-    if (key.ctrl && input === "k") return void showKey();
+    if (key.ctrl && input === "k") return showKey();
     if (key.return) {
       if (submit(typed.current)) setTyped("");
       return;
@@ -150,16 +195,18 @@ function App({ client, room, name, subscribe }: AppProps) {
     }
     setTyped(typed.current + input);
   });
+}
 
-  // The terminal's own cursor sits at the end of the input line (the line is the last row).
-  // Not an inverse-video block: with NO_COLOR or CI set, styles are dropped and such a
-  // cursor vanishes; the real one also shows where an input method composes.
-  const { setCursorPosition } = useCursor();
-  setCursorPosition({
-    x: Math.min(stringWidth(`> ${state.input}`), size.columns - 1),
-    y: size.rows - 1,
-  });
-
+/** The screen: the title bar, the history pane, the "new below" marker, the input line. */
+function screen(
+  state: TuiState,
+  { room, name, size, page }: {
+    room: string;
+    name: string;
+    size: { columns: number; rows: number };
+    page: number;
+  },
+) {
   const end = state.rows.length - state.scroll;
   const visible = state.rows.slice(Math.max(0, end - page), end);
   return h(

@@ -134,7 +134,7 @@ export function sendFrame(clientMsgId: string, seq: number, fill = 1): ClientMes
     type: "send",
     client_msg_id: clientMsgId,
     seq,
-    nonce: btoa(String.fromCharCode(...new Uint8Array(12).fill(fill))),
-    ciphertext: btoa(String.fromCharCode(...new Uint8Array(32).fill(fill))),
+    nonce: new Uint8Array(12).fill(fill).toBase64(),
+    ciphertext: new Uint8Array(32).fill(fill).toBase64(),
   };
 }
