@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { checkDuration } from "@duet/core/duration";
 import {
   type CertificateHash,
   connectWebTransport,
@@ -196,20 +197,15 @@ export async function runPing(
  * @throws RangeError naming the first option out of its range.
  */
 export function validatePingOptions(options: PingOptions): void {
-  const check = (name: string, value: number, ok: boolean, rule: string) => {
-    if (!ok) throw new RangeError(`runPing: ${name} must be ${rule}, got ${value}`);
+  const whole = (name: string, value: number) => {
+    if (!(Number.isSafeInteger(value) && value >= 0)) {
+      throw new RangeError(`runPing: ${name} must be a whole number ≥ 0, got ${value}`);
+    }
   };
-  const whole = (name: string, value: number) =>
-    check(name, value, Number.isSafeInteger(value) && value >= 0, "a whole number ≥ 0");
   const positive = (name: string, value: number) =>
-    check(name, value, value > 0 && Number.isFinite(value), "a finite number of ms > 0");
+    checkDuration(`runPing: ${name}`, value, { zero: false, infinite: false });
   const duration = (name: string, value: number, infinite = false) =>
-    check(
-      name,
-      value,
-      value >= 0 && (infinite || Number.isFinite(value)),
-      infinite ? "a number of ms ≥ 0" : "a finite number of ms ≥ 0",
-    );
+    checkDuration(`runPing: ${name}`, value, { infinite });
   whole("count", options.count);
   whole("payloadBytes", options.payloadBytes);
   positive("intervalMs", options.intervalMs);

@@ -11,6 +11,7 @@
  *
  * @module
  */
+import { checkDuration } from "@duet/core/duration";
 import { Buffer } from "node:buffer";
 // @ts-types="@types/dns-packet"
 import * as dnsPacket from "dns-packet";
@@ -372,7 +373,5 @@ export async function discoverServer(options: DiscoverOptions = {}): Promise<Dis
 
 /** @throws RangeError naming `timeoutMs` when it is not a number ≥ 0. */
 function checkTimeout(where: string, timeoutMs: number): void {
-  if (!(timeoutMs >= 0)) {
-    throw new RangeError(`${where}: timeoutMs must be a number of ms ≥ 0, got ${timeoutMs}`);
-  }
+  checkDuration(`${where}: timeoutMs`, timeoutMs);
 }

@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { checkDuration } from "@duet/core/duration";
 import { getLogger } from "@logtape/logtape";
 import { AddressCounter } from "@duet/net/address";
 import { bytesToHex } from "@noble/hashes/utils.js";
@@ -167,11 +168,11 @@ export async function startPingServer(
   const shownHost = config.hostname.includes(":") ? `[${config.hostname}]` : config.hostname;
   let shutdown: Promise<void> | undefined;
   const stop = (graceMs = 2000) => {
-    if (!(graceMs >= 0)) {
-      // Checked before the shutdown starts: a bad call leaves the server running.
-      return Promise.reject(
-        new RangeError(`shutdown: graceMs must be a number of ms ≥ 0, got ${graceMs}`),
-      );
+    // Checked before the shutdown starts: a bad call leaves the server running.
+    try {
+      checkDuration("shutdown: graceMs", graceMs);
+    } catch (error) {
+      return Promise.reject(error);
     }
     return shutdown ??= (async () => {
       certificates.stop();

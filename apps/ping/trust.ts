@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { checkDuration } from "@duet/core/duration";
 import type { CertificateHash } from "@duet/webtransport";
 import type { PingServerInfo } from "./policy.ts";
 import type { PingTrust } from "./client.ts";
@@ -51,9 +52,7 @@ export async function fetchServerInfo(
   caCerts?: string[],
   timeoutMs = 3000,
 ): Promise<FetchedInfo> {
-  if (!(timeoutMs >= 0)) {
-    throw new RangeError(`fetchServerInfo: timeoutMs must be a number of ms ≥ 0, got ${timeoutMs}`);
-  }
+  checkDuration("fetchServerInfo: timeoutMs", timeoutMs);
   const shown = host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
   const tried: [url: string, why: string][] = [];
   const schemes = isLoopback(host) ? ["https", "http"] : ["https"];

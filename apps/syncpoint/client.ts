@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { checkDuration } from "@duet/core/duration";
 import { z } from "zod";
 import { delay } from "@duet/core/delay";
 
@@ -302,19 +303,13 @@ export async function waitForSecondParty(
  */
 function checkDurations(options: WaitOptions): void {
   const { timeoutMs } = options;
-  if (timeoutMs !== undefined && !(Number.isFinite(timeoutMs) && timeoutMs >= 0)) {
-    throw new RangeError(`timeoutMs must be a finite number of ms ≥ 0, got ${timeoutMs}`);
-  }
+  if (timeoutMs !== undefined) checkDuration("timeoutMs", timeoutMs, { infinite: false });
   if (!options.retry) return;
   const { initialDelayMs, maxDelayMs, maxAttempts } = options.retry;
-  if (initialDelayMs !== undefined && !(Number.isFinite(initialDelayMs) && initialDelayMs >= 0)) {
-    throw new RangeError(
-      `retry.initialDelayMs must be a finite number of ms ≥ 0, got ${initialDelayMs}`,
-    );
+  if (initialDelayMs !== undefined) {
+    checkDuration("retry.initialDelayMs", initialDelayMs, { infinite: false });
   }
-  if (maxDelayMs !== undefined && !(maxDelayMs >= 0)) {
-    throw new RangeError(`retry.maxDelayMs must be a number of ms ≥ 0, got ${maxDelayMs}`);
-  }
+  if (maxDelayMs !== undefined) checkDuration("retry.maxDelayMs", maxDelayMs);
   if (maxAttempts !== undefined && !(maxAttempts >= 1)) {
     throw new RangeError(`retry.maxAttempts must be at least 1, got ${maxAttempts}`);
   }

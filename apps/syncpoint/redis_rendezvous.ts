@@ -49,6 +49,7 @@
  *
  * @module
  */
+import { checkDuration } from "@duet/core/duration";
 import { Redis } from "ioredis";
 import { getLogger } from "@logtape/logtape";
 import {
@@ -342,20 +343,13 @@ const log = getLogger(["duet", "syncpoint", "redis"]);
  * @throws {RangeError} naming the option.
  */
 function checkDurations(options: RedisRendezvousOptions): void {
-  for (
-    const [name, min] of [["ackTimeoutMs", 1], ["commandTimeoutMs", 1], [
-      "queueTimeoutMs",
-      0,
-    ]] as const
-  ) {
-    const value = options[name];
-    if (value !== undefined && !(value >= min && value <= MAX_TIMEOUT_MS)) {
-      throw new RangeError(
-        `${name} must be a number of ms from ${min} to ${MAX_TIMEOUT_MS} (about 24.8 days), ` +
-          `got ${value}`,
-      );
-    }
+  const max = MAX_TIMEOUT_MS;
+  const { ackTimeoutMs, commandTimeoutMs, queueTimeoutMs } = options;
+  if (ackTimeoutMs !== undefined) checkDuration("ackTimeoutMs", ackTimeoutMs, { zero: false, max });
+  if (commandTimeoutMs !== undefined) {
+    checkDuration("commandTimeoutMs", commandTimeoutMs, { zero: false, max });
   }
+  if (queueTimeoutMs !== undefined) checkDuration("queueTimeoutMs", queueTimeoutMs, { max });
 }
 
 /** Pairs parties that reached different instances, through one Redis server. */

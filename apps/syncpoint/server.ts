@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { checkDuration } from "@duet/core/duration";
 import { getLogger } from "@logtape/logtape";
 import { type Http1Server, serveHttp1 } from "@duet/net/http1";
 import {
@@ -123,18 +124,10 @@ const log = getLogger(["duet", "syncpoint"]);
  * @throws {RangeError} naming the setting.
  */
 function checkDurations(config: SyncpointConfig): void {
-  const check = (name: keyof SyncpointConfig, min: number) => {
-    const value = config[name] as number;
-    if (!(typeof value === "number" && value >= min && value <= MAX_TIMEOUT_MS)) {
-      throw new RangeError(
-        `${name} must be a number of ms from ${min} to ${MAX_TIMEOUT_MS} (about 24.8 days), ` +
-          `got ${value}`,
-      );
-    }
-  };
-  check("defaultTimeoutMs", 1);
-  check("maxTimeoutMs", 1);
-  check("drainMs", 0);
+  const max = MAX_TIMEOUT_MS;
+  checkDuration("defaultTimeoutMs", config.defaultTimeoutMs, { zero: false, max });
+  checkDuration("maxTimeoutMs", config.maxTimeoutMs, { zero: false, max });
+  checkDuration("drainMs", config.drainMs, { max });
 }
 
 /**

@@ -6,42 +6,9 @@
  * @module
  */
 import { setLongTimeout } from "@duet/core/long-timeout";
+import { checkDuration } from "@duet/core/duration";
 
-/** Bounds of {@link checkDuration}. */
-export interface DurationBounds {
-  /** Whether 0 is allowed (default true). */
-  zero?: boolean;
-  /** Whether `Infinity` (never) is allowed (default true). */
-  infinite?: boolean;
-  /** Whether only whole milliseconds are allowed (default false). */
-  integer?: boolean;
-  /** The largest finite value allowed (default: any). */
-  max?: number;
-}
-
-/**
- * Checks the duration option `name`: a number of milliseconds ≥ 0 (or > 0 without
- * `zero`), within `bounds`. Durations past `setTimeout`'s range are allowed: the waits on
- * them use `setLongTimeout`.
- *
- * @returns `ms`, unchanged.
- * @throws {RangeError} naming the option, when `ms` is not such a number.
- */
-export function checkDuration(name: string, ms: number, bounds: DurationBounds = {}): number {
-  const { zero = true, infinite = true, integer = false, max = Infinity } = bounds;
-  const ok = typeof ms === "number" && (zero ? ms >= 0 : ms > 0) &&
-    (Number.isFinite(ms) ? ms <= max && (!integer || Number.isInteger(ms)) : infinite);
-  if (!ok) {
-    const what = [
-      integer ? "a whole number of milliseconds" : "a number of milliseconds",
-      zero ? "≥ 0" : "> 0",
-      Number.isFinite(max) ? `and ≤ ${max}` : "",
-      infinite ? "(or Infinity)" : "",
-    ].filter(Boolean).join(" ");
-    throw new RangeError(`${name} must be ${what}, got ${String(ms)}`);
-  }
-  return ms;
-}
+export { checkDuration, type DurationBounds } from "@duet/core/duration";
 
 /**
  * Waits for `promise` to settle or `ms` milliseconds to pass, whichever comes first, for
