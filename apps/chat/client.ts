@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { backoffMs } from "@duet/core/backoff";
 import { checkDuration } from "@duet/core/duration";
 import { MAX_TIMEOUT_MS } from "@duet/core/long-timeout";
 import {
@@ -617,7 +618,11 @@ export class ChatClient {
         attempt = 0;
         this.#told = undefined;
       }
-      const delay = Math.floor(random() * Math.min(backoff.maxMs, backoff.baseMs * 2 ** attempt));
+      const delay = Math.floor(backoffMs(
+        { initialMs: backoff.baseMs, maxMs: backoff.maxMs, jitter: "full" },
+        attempt + 1,
+        random(),
+      ));
       this.#emit({
         type: "state",
         state: "reconnecting",

@@ -14,6 +14,7 @@
  *
  * @module
  */
+import { backoffMs } from "@duet/core/backoff";
 import { BYE_REPLACED, type ServerMessage, type StoredMessage } from "./protocol.ts";
 
 /** What the reducer knows of an outbox entry (the key store holds the rest). */
@@ -414,7 +415,11 @@ function onSendRefused(
 }
 
 function retryDelay(state: ClientState): number {
-  return Math.min(MAX_RETRY_MS, BASE_RETRY_MS * 2 ** state.failures);
+  return backoffMs(
+    { initialMs: BASE_RETRY_MS, maxMs: MAX_RETRY_MS, jitter: "none" },
+    state.failures + 1,
+    0,
+  );
 }
 
 /** When a halted round has every send answered: renumber if asked, then send again. */

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { backoffMs } from "@duet/core/backoff";
 
 /** Round-trip figures in milliseconds. */
 export interface RttSummary {
@@ -65,8 +66,12 @@ export interface BackoffPolicy {
  * in step.
  */
 export function backoffDelay(policy: BackoffPolicy, attempt: number, random: () => number): number {
-  const ceiling = Math.min(policy.maxMs, policy.baseMs * 2 ** Math.min(attempt, 30));
-  return Math.floor(random() * ceiling);
+  const pause = backoffMs(
+    { initialMs: policy.baseMs, maxMs: policy.maxMs, jitter: "full" },
+    attempt + 1,
+    random(),
+  );
+  return Math.floor(pause);
 }
 
 /** An outage: when the connection was lost and, once over, how long it lasted. */

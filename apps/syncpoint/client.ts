@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { backoffMs } from "@duet/core/backoff";
 import { checkDuration } from "@duet/core/duration";
 import { z } from "zod";
 import { delay } from "@duet/core/delay";
@@ -193,8 +194,7 @@ export function retryDecision(
   if (retryAfter !== undefined) {
     wanted = retryAfter + random * initial;
   } else {
-    const base = Math.min(max, initial * 2 ** Math.min(attempt - 1, 52));
-    wanted = base / 2 + (random * base) / 2;
+    wanted = backoffMs({ initialMs: initial, maxMs: max, jitter: "equal" }, attempt, random);
   }
   return { retry: true, delayMs: Math.max(0, Math.min(Math.round(wanted), Math.floor(room))) };
 }

@@ -25,18 +25,21 @@ export interface BackoffPolicy {
 }
 
 /**
- * The pause before retry number `attempt` (1 for the first retry), in whole ms: the
- * ceiling `min(maxMs, initialMs × 2^(attempt − 1))` with the policy's jitter applied.
+ * The pause before retry number `attempt` (1 for the first retry), in ms: the ceiling
+ * `min(maxMs, initialMs × 2^(attempt − 1))` with the policy's jitter applied. Not rounded:
+ * each loop rounds as its unit needs (timers take fractions).
  *
  * @param attempt 1, 2, ...; values below 1 count as 1, and huge ones do not overflow.
  * @param random A number in [0, 1): `Math.random()` in the shells, a fixed one in tests.
- * @returns A whole number of ms in [0, maxMs].
+ * @returns A number of ms in [0, maxMs]; below the ceiling with "full" jitter and
+ *   `random` < 1.
  *
  * @example
  * ```ts
  * const policy = { initialMs: 100, maxMs: 2_000, jitter: "none" } as const;
  * backoffMs(policy, 1, 0); // 100
  * backoffMs(policy, 6, 0); // 2000 (3,200 capped)
+ * backoffMs({ ...policy, jitter: "full" }, 2, 0.5); // 100 (half of 200)
  * ```
  */
 export function backoffMs(policy: BackoffPolicy, attempt: number, random: number): number {
@@ -47,5 +50,5 @@ export function backoffMs(policy: BackoffPolicy, attempt: number, random: number
     : policy.jitter === "equal"
     ? ceiling / 2 + (random * ceiling) / 2
     : random * ceiling;
-  return Math.floor(delay);
+  return delay;
 }

@@ -92,10 +92,22 @@ var LineSplitter = class {
   }
 };
 
+// packages/core/backoff.ts
+function backoffMs(policy, attempt, random) {
+  const doublings = Math.max(0, Math.min(Math.floor(attempt) - 1, 60)) || 0;
+  const ceiling = Math.min(policy.maxMs, policy.initialMs * 2 ** doublings);
+  const delay = policy.jitter === "none" ? ceiling : policy.jitter === "equal" ? ceiling / 2 + random * ceiling / 2 : random * ceiling;
+  return delay;
+}
+
 // apps/ping/stats.ts
 function backoffDelay(policy, attempt, random) {
-  const ceiling = Math.min(policy.maxMs, policy.baseMs * 2 ** Math.min(attempt, 30));
-  return Math.floor(random() * ceiling);
+  const pause = backoffMs({
+    initialMs: policy.baseMs,
+    maxMs: policy.maxMs,
+    jitter: "full"
+  }, attempt + 1, random());
+  return Math.floor(pause);
 }
 
 // apps/ping/loopback.ts
