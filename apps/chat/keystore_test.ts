@@ -382,43 +382,42 @@ Deno.test("key store: re-binding an address to another service leaves the old on
   });
 });
 
-Deno.test("key store: a file of the first schema is upgraded with everything in it", async () => {
-  await withDir(async (dir) => {
-    const path = `${dir}/old.sqlite`;
-    // Exactly what the first KeyStore created and wrote.
-    const old = new DatabaseSync(path);
-    old.exec(`
-      CREATE TABLE IF NOT EXISTS identities (
-        server TEXT NOT NULL, room TEXT NOT NULL, name TEXT NOT NULL,
-        secret BLOB NOT NULL, party INTEGER,
-        PRIMARY KEY (server, room, name));
-      CREATE TABLE IF NOT EXISTS peer_keys (
-        server TEXT NOT NULL, room TEXT NOT NULL, name TEXT NOT NULL,
-        peer_public_key TEXT NOT NULL, shared_key BLOB NOT NULL, accepted INTEGER NOT NULL,
-        created_at TEXT NOT NULL,
-        PRIMARY KEY (server, room, name, peer_public_key));
-      CREATE TABLE IF NOT EXISTS outbox (
-        server TEXT NOT NULL, room TEXT NOT NULL, name TEXT NOT NULL,
-        client_msg_id TEXT NOT NULL, text TEXT NOT NULL, nonce BLOB NOT NULL,
-        ciphertext BLOB NOT NULL, peer_public_key TEXT NOT NULL, created_at TEXT NOT NULL,
-        PRIMARY KEY (server, room, name, client_msg_id));`);
-    const server = "127.0.0.1:7070";
-    old.prepare("INSERT INTO identities (server, room, name, secret, party) VALUES (?, ?, ?, ?, ?)")
-      .run(server, "r", "alice", new Uint8Array(32).fill(7), 1);
-    old.prepare("INSERT INTO identities (server, room, name, secret) VALUES (?, ?, ?, ?)")
-      .run(server, "r", "bob", new Uint8Array(32).fill(8));
-    old.prepare(
-      `INSERT INTO peer_keys (server, room, name, peer_public_key, shared_key, accepted, created_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?)`,
-    ).run(server, "r", "alice", "02aa", new Uint8Array(32).fill(1), 1, "2024-01-01T00:00:00.000Z");
-    const addOld = old.prepare(
-      `INSERT INTO outbox (server, room, name, client_msg_id, text, nonce, ciphertext, peer_public_key, created_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    );
-    // Inserted out of order, and two in the same millisecond: created_at, then rowid.
-    addOld.run(
-      server,
-      "r",
+/**
+ * Writes `path` exactly as the first KeyStore created and filled it (schema 1): alice and
+ * bob's identities, one peer key, and an outbox written out of order.
+ */
+function writeFirstSchemaFile(path: string, server: string): void {
+  const old = new DatabaseSync(path);
+  old.exec(`
+    CREATE TABLE IF NOT EXISTS identities (
+      server TEXT NOT NULL, room TEXT NOT NULL, name TEXT NOT NULL,
+      secret BLOB NOT NULL, party INTEGER,
+      PRIMARY KEY (server, room, name));
+    CREATE TABLE IF NOT EXISTS peer_keys (
+      server TEXT NOT NULL, room TEXT NOT NULL, name TEXT NOT NULL,
+      peer_public_key TEXT NOT NULL, shared_key BLOB NOT NULL, accepted INTEGER NOT NULL,
+      created_at TEXT NOT NULL,
+      PRIMARY KEY (server, room, name, peer_public_key));
+    CREATE TABLE IF NOT EXISTS outbox (
+      server TEXT NOT NULL, room TEXT NOT NULL, name TEXT NOT NULL,
+      client_msg_id TEXT NOT NULL, text TEXT NOT NULL, nonce BLOB NOT NULL,
+      ciphertext BLOB NOT NULL, peer_public_key TEXT NOT NULL, created_at TEXT NOT NULL,
+      PRIMARY KEY (server, room, name, client_msg_id));`);
+  old.prepare("INSERT INTO identities (server, room, name, secret, party) VALUES (?, ?, ?, ?, ?)")
+    .run(server, "r", "alice", new Uint8Array(32).fill(7), 1);
+  old.prepare("INSERT INTO identities (server, room, name, secret) VALUES (?, ?, ?, ?)")
+    .run(server, "r", "bob", new Uint8Array(32).fill(8));
+  old.prepare(
+    `INSERT INTO peer_keys (server, room, name, peer_public_key, shared_key, accepted, created_at)
+     VALUES (?, ?, ?, ?, ?, ?, ?)`,
+  ).run(server, "r", "alice", "02aa", new Uint8Array(32).fill(1), 1, "2024-01-01T00:00:00.000Z");
+  const addOld = old.prepare(
+    `INSERT INTO outbox (server, room, name, client_msg_id, text, nonce, ciphertext, peer_public_key, created_at)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+  );
+  // Inserted out of order, and two in the same millisecond: created_at, then rowid.
+  const rows: [string, string, string, Uint8Array, Uint8Array, string, string][] = [
+    [
       "alice",
       "third",
       "3",
@@ -426,10 +425,8 @@ Deno.test("key store: a file of the first schema is upgraded with everything in 
       new Uint8Array(20).fill(3),
       "02aa",
       "2024-01-01T00:00:03.000Z",
-    );
-    addOld.run(
-      server,
-      "r",
+    ],
+    [
       "alice",
       "first",
       "1",
@@ -437,10 +434,8 @@ Deno.test("key store: a file of the first schema is upgraded with everything in 
       new Uint8Array(20).fill(1),
       "02aa",
       "2024-01-01T00:00:01.000Z",
-    );
-    addOld.run(
-      server,
-      "r",
+    ],
+    [
       "alice",
       "second",
       "2",
@@ -448,19 +443,18 @@ Deno.test("key store: a file of the first schema is upgraded with everything in 
       new Uint8Array(0),
       "",
       "2024-01-01T00:00:01.000Z",
-    );
-    addOld.run(
-      server,
-      "r",
-      "bob",
-      "b",
-      "b",
-      new Uint8Array(0),
-      new Uint8Array(0),
-      "",
-      "2024-01-01T00:00:05.000Z",
-    );
-    old.close();
+    ],
+    ["bob", "b", "b", new Uint8Array(0), new Uint8Array(0), "", "2024-01-01T00:00:05.000Z"],
+  ];
+  for (const [name, ...row] of rows) addOld.run(server, "r", name, ...row);
+  old.close();
+}
+
+Deno.test("key store: a file of the first schema is upgraded with everything in it", async () => {
+  await withDir(async (dir) => {
+    const path = `${dir}/old.sqlite`;
+    const server = "127.0.0.1:7070";
+    writeFirstSchemaFile(path, server);
 
     const store = await KeyStore.open(path);
     const alice = { service: store.serviceKey(server), room: "r", name: "alice" };

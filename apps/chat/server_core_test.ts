@@ -127,7 +127,20 @@ Deno.test("server core: hello joins; the welcome names the service, last_id, las
   assert.deepEqual(bound.effects, [{ type: "enter", room: "r", name: "alice", party: 0 }]);
 });
 
-Deno.test("server core: every failure is answered with the code that means it", () => {
+/** Steps each case and checks the one reply (its fields) and whether the connection closes. */
+function assertAnswers(cases: [State, Event, Partial<ServerMessage>, boolean][]): void {
+  for (const [state, event, expected, closes] of cases) {
+    const out = step(state, event);
+    const reply = out.replies[0];
+    assert.ok(reply, JSON.stringify(event, (_, v) => (v instanceof Uint8Array ? "bytes" : v)));
+    assert.deepEqual({ ...reply, ...expected }, reply, `${JSON.stringify(expected)}`);
+    assert.equal(out.state.phase === "closed", closes, `closes: ${JSON.stringify(expected)}`);
+    assert.doesNotThrow(() => encodeFrame(reply));
+  }
+}
+
+/** An open connection, and the same with a send the store has yet to answer. */
+function openAndSent(): { open: State; sent: State } {
   const open = opened().state;
   // A send the store has yet to answer, its answer's turn first.
   const sent = step(open, {
@@ -135,7 +148,12 @@ Deno.test("server core: every failure is answered with the code that means it", 
     payload: { type: "send", client_msg_id: "m", seq: 1, nonce: b64(12), ciphertext: b64(16) },
     now: 0,
   }).state;
-  const cases: [State, Event, Partial<ServerMessage>, boolean][] = [
+  return { open, sent };
+}
+
+Deno.test("server core: every failure is answered with the code that means it: the handshake and malformed frames", () => {
+  const { open } = openAndSent();
+  assertAnswers([
     [initialState(limits), { type: "frame", payload: { type: "heartbeat" }, now: 0 }, {
       code: "handshake_required",
     }, true],
@@ -193,6 +211,12 @@ Deno.test("server core: every failure is answered with the code that means it", 
       { code: "message_too_large", client_msg_id: "big" },
       false,
     ],
+  ]);
+});
+
+Deno.test("server core: every failure is answered with the code that means it: the store's failures and refusals", () => {
+  const { open, sent } = openAndSent();
+  assertAnswers([
     [
       sent,
       {
@@ -254,6 +278,11 @@ Deno.test("server core: every failure is answered with the code that means it", 
       { code: "unstorable", client_msg_id: "m", retryable: false },
       false,
     ],
+  ]);
+});
+
+Deno.test("server core: every failure is answered with the code that means it: key offers that do not prove or match", () => {
+  assertAnswers([
     [
       opened().state,
       {
@@ -274,16 +303,10 @@ Deno.test("server core: every failure is answered with the code that means it", 
       { code: "key_mismatch", in_reply_to: "key_offer", retryable: false },
       false,
     ],
-  ];
-  for (const [state, event, expected, closes] of cases) {
-    const out = step(state, event);
-    const reply = out.replies[0];
-    assert.ok(reply, JSON.stringify(event, (_, v) => (v instanceof Uint8Array ? "bytes" : v)));
-    assert.deepEqual({ ...reply, ...expected }, reply, `${JSON.stringify(expected)}`);
-    assert.equal(out.state.phase === "closed", closes, `closes: ${JSON.stringify(expected)}`);
-    assert.doesNotThrow(() => encodeFrame(reply));
-  }
-  // A join that fails (the database) closes: there is no session yet.
+  ]);
+});
+
+Deno.test("server core: a join the database fails, or a full room, closes: there is no session yet", () => {
   const joining = step(initialState(limits), { type: "frame", payload: hello, now: 0 }).state;
   const failed = step(joining, {
     type: "failed",

@@ -32,11 +32,17 @@ const h = React.createElement;
 const HELP = "Enter sends · PgUp/PgDn scroll · Ctrl-K key · /key /accept-key /help /quit · " +
   "// starts a line that begins with / · Ctrl-C quits";
 
+/**
+ * How the screen starts receiving the client's events: called once with the screen's
+ * listener, it hands over the events that came before and every later one.
+ */
+export type Subscribe = (listener: (event: ClientEvent) => void) => void;
+
 interface AppProps {
   client: ChatClient;
   room: string;
   name: string;
-  subscribe: (listener: (event: ClientEvent) => void) => void;
+  subscribe: Subscribe;
 }
 
 /** The parts of Node's tty.WriteStream we use (ink's types name it through @types/node). */
@@ -262,12 +268,18 @@ const colors: RowStyle = {
   note: (text, warning) => (warning ? chalk.red.bold : chalk.gray)(text),
 };
 
-/** Runs the interface until the user quits; resolves then. */
+/**
+ * Runs the interface on the terminal (ink, the alternate screen) until the user quits;
+ * resolves then. The caller has checked that stdin and stdout are terminals.
+ *
+ * @param client A started client for `room` as `name`.
+ * @param subscribe See {@link Subscribe}.
+ */
 export async function runTui(
   client: ChatClient,
   room: string,
   name: string,
-  subscribe: AppProps["subscribe"],
+  subscribe: Subscribe,
 ): Promise<void> {
   const instance = render(h(App, { client, room, name, subscribe }), {
     alternateScreen: true, // otherwise old frames stay in the terminal's scrollback
