@@ -4,15 +4,8 @@
 // peer's escape sequences, over-long messages, a changed peer key; and the commands' usage
 // errors and an unreachable database.
 import assert from "node:assert/strict";
-import {
-  findPostgres,
-  freePort,
-  type LineParty,
-  spawnDuet,
-  spawnLineParty,
-  testWith,
-  waitFor,
-} from "@duet/testkit";
+import { findPostgres, freePort, testWith, waitFor } from "@duet/testkit";
+import { type LineParty, spawnDuet, spawnLineParty } from "./testdata/spawn.ts";
 import {
   ChatClient,
   ChatStore,

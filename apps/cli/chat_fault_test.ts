@@ -4,15 +4,8 @@
 // instances on one database, one killed with SIGKILL mid-burst while the sender moves to
 // the other. Each sender's messages arrive once, in the order typed, at the other party.
 import assert from "node:assert/strict";
-import {
-  findPrivatePostgres,
-  freePort,
-  PrivatePostgres,
-  spawnDuet,
-  type SpawnedDuet,
-  testWith,
-  waitFor,
-} from "@duet/testkit";
+import { findPrivatePostgres, freePort, PrivatePostgres, testWith, waitFor } from "@duet/testkit";
+import { spawnDuet, type SpawnedDuet } from "./testdata/spawn.ts";
 import { ChatClient, type ClientEvent, KeyStore } from "@duet/chat";
 
 const options = { sanitizeOps: false, sanitizeResources: false };

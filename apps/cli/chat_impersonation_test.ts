@@ -5,7 +5,8 @@
 // party comes back with the key that was accepted, the conversation goes on under it, and
 // /accept-key never trusts the impostor's key by default.
 import assert from "node:assert/strict";
-import { findCommand, type LineParty, run, spawnLineParty, testWith, waitFor } from "@duet/testkit";
+import { findCommand, run, testWith, waitFor } from "@duet/testkit";
+import { type LineParty, spawnLineParty } from "./testdata/spawn.ts";
 import { ChatStore, openPglite, type RunningChatServer, startChatServer } from "@duet/chat";
 
 const options = { sanitizeOps: false, sanitizeResources: false };

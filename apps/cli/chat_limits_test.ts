@@ -6,9 +6,10 @@
 // errors. The limits themselves are tested in apps/chat/limits_test.ts (pure rules) and
 // apps/chat/server_limits_test.ts (in process).
 import assert from "node:assert/strict";
-import { freePort, spawnDuet, type SpawnedDuet, waitFor } from "@duet/testkit";
+import { freePort, waitFor } from "@duet/testkit";
+import { spawnDuet, type SpawnedDuet } from "./testdata/spawn.ts";
 import { encodeFrame, FrameDecoder, PROTOCOL_VERSION } from "@duet/chat";
-import { sendFrame, TestClient } from "../chat/testdata/client.ts";
+import { sendFrame, TestClient } from "@duet/chat/testing";
 
 const options = { sanitizeOps: false, sanitizeResources: false };
 

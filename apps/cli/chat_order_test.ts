@@ -3,7 +3,8 @@
 // two clients on the default key store at once; one service reached by two address
 // spellings is one identity; line mode ends on end of input and on SIGTERM.
 import assert from "node:assert/strict";
-import { type LineParty, spawnLineParty, waitFor } from "@duet/testkit";
+import { waitFor } from "@duet/testkit";
+import { type LineParty, spawnLineParty } from "./testdata/spawn.ts";
 import { ChatStore, openPglite, type RunningChatServer, startChatServer } from "@duet/chat";
 
 const options = { sanitizeOps: false, sanitizeResources: false };

@@ -1,7 +1,8 @@
 // `duet ping` and `duet ping serve` as processes: output, usage errors, a refused token,
 // and a server killed and restarted under a running client.
 import assert from "node:assert/strict";
-import { freePort, spawnDuet, type SpawnedDuet, waitFor } from "@duet/testkit";
+import { freePort, waitFor } from "@duet/testkit";
+import { spawnDuet, type SpawnedDuet } from "./testdata/spawn.ts";
 import { CLIENT_DEFAULTS, parseCertHash, runPing } from "@duet/ping";
 import { inProcess } from "./testdata/in_process.ts";
 import { describeEvent } from "./commands/ping.ts";

@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { startSyncpoint } from "@duet/syncpoint";
-import { spawnDuet, waitFor } from "@duet/testkit";
+import { waitFor } from "@duet/testkit";
+import { spawnDuet } from "./testdata/spawn.ts";
 import { inProcess } from "./testdata/in_process.ts";
 
 Deno.test("duet syncpoint serves, pairs, and on SIGTERM answers a waiting party 503 and exits 0", async () => {

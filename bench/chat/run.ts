@@ -15,7 +15,8 @@
  */
 import { parseArgs } from "node:util";
 import { ChatStore, connectPostgres, openPglite } from "@duet/chat";
-import { freePort, spawnDuet, testSchema, waitFor } from "@duet/testkit";
+import { freePort, testSchema, waitFor } from "@duet/testkit";
+import { spawnDuet } from "../../apps/cli/testdata/spawn.ts";
 import { sendFrame, TestClient } from "../../apps/chat/testdata/client.ts";
 
 const { values } = parseArgs({

@@ -17,7 +17,8 @@
 import { parseArgs } from "node:util";
 import { connectWebTransport, type WebTransportSession } from "@duet/webtransport";
 import { CLIENT_DEFAULTS, runPing } from "@duet/ping";
-import { findChromium, freePort, spawnDuet, waitFor, withChromiumPage } from "@duet/testkit";
+import { findChromium, freePort, waitFor, withChromiumPage } from "@duet/testkit";
+import { spawnDuet } from "../../apps/cli/testdata/spawn.ts";
 
 const { values } = parseArgs({
   args: Deno.args,

@@ -387,25 +387,18 @@ export async function withFirefoxPage(
   }
 }
 
-const repoRoot = new URL("../../", import.meta.url).pathname;
-
-/** How {@link spawnDuet} starts the command. */
-export interface SpawnOptions {
-  /**
-   * Run `deno run apps/cli/main.ts` itself instead of `deno task duet`, so that the pid is
-   * the duet process (a SIGKILL then kills duet, not only the task runner above it).
-   */
-  direct?: boolean;
-  /** A command to run it under, e.g. `["ip", "netns", "exec", "ns1"]`. */
-  prefix?: string[];
+/** How {@link spawnLines} starts a command. */
+export interface SpawnLinesOptions {
+  /** The working directory; this process's by default. */
+  cwd?: string;
   /** Pipe standard input (write with `child.stdin`); otherwise it is closed. */
   stdin?: boolean;
   /** Variables to set (or, with "", to clear) on top of this process's environment. */
   env?: Record<string, string>;
 }
 
-/** A started duet process whose output is collected line by line. */
-export interface SpawnedDuet {
+/** A started process whose output is collected line by line. */
+export interface SpawnedLines {
   /** The process. */
   child: Deno.ChildProcess;
   /** Its output so far, one entry per line, without line breaks. */
@@ -423,15 +416,19 @@ function denoDir(): string {
   return Deno.env.get("DENO_DIR") || `${Deno.env.get("XDG_CACHE_HOME") || `${home}/.cache`}/deno`;
 }
 
-/** Starts `duet ARGS` as a process with piped output, from the repository root. */
-export function spawnDuet(args: string[], options: SpawnOptions = {}): SpawnedDuet {
-  const duet = options.direct
-    ? [Deno.execPath(), "run", "--allow-all", "apps/cli/main.ts", ...args]
-    : [Deno.execPath(), "task", "-q", "duet", ...args];
-  const [command, ...rest] = [...(options.prefix ?? []), ...duet];
-  const child = new Deno.Command(command!, {
-    args: rest,
-    cwd: repoRoot,
+/**
+ * Starts `command args` with piped output, collected line by line as it comes. With `env`,
+ * the child also gets this process's Deno cache (`DENO_DIR`), which it would otherwise look
+ * for under a HOME of its own.
+ */
+export function spawnLines(
+  command: string,
+  args: string[],
+  options: SpawnLinesOptions = {},
+): SpawnedLines {
+  const child = new Deno.Command(command, {
+    args,
+    ...(options.cwd ? { cwd: options.cwd } : {}),
     ...(options.env ? { env: { DENO_DIR: denoDir(), ...options.env } } : {}),
     stdin: options.stdin ? "piped" : "null",
     stdout: "piped",
@@ -450,39 +447,6 @@ export function spawnDuet(args: string[], options: SpawnOptions = {}): SpawnedDu
   };
   const done = Promise.all([pump(child.stdout, lines.stdout), pump(child.stderr, lines.stderr)]);
   return { child, lines, done };
-}
-
-/** A `duet` process fed line by line on its standard input (`duet chat --line`, say). */
-export interface LineParty {
-  /** The running `duet` process. */
-  process: SpawnedDuet;
-  /** Writes `text` as it is (add the line break yourself). */
-  say(text: string): Promise<void>;
-  /** Closes its input and resolves with its exit code once it ended; once, however often called. */
-  end(): Promise<number>;
-}
-
-/** Starts `duet ARGS` directly (its pid is duet's), with standard input piped. */
-export function spawnLineParty(
-  args: string[],
-  options: Omit<SpawnOptions, "stdin"> = {},
-): LineParty {
-  const process = spawnDuet(args, { direct: true, ...options, stdin: true });
-  const writer = process.child.stdin.getWriter();
-  const encoder = new TextEncoder();
-  let ended: Promise<number> | undefined;
-  return {
-    process,
-    say: (text) => writer.write(encoder.encode(text)),
-    // Once: a finally block may end a party the test has ended already.
-    end: () =>
-      ended ??= (async () => {
-        await writer.close().catch(() => {});
-        const { code } = await process.child.status;
-        await process.done;
-        return code;
-      })(),
-  };
 }
 
 export { findPrivatePostgres, PrivatePostgres } from "./postgres.ts";

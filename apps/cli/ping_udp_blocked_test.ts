@@ -11,11 +11,10 @@ import {
   launchChromium,
   type Requirement,
   run,
-  spawnDuet,
-  type SpawnedDuet,
   testWith,
   waitFor,
 } from "@duet/testkit";
+import { spawnDuet, type SpawnedDuet } from "./testdata/spawn.ts";
 
 const options = { sanitizeOps: false, sanitizeResources: false };
 let namespaces = 0;

@@ -1,17 +1,10 @@
-// The page the server serves, in headless Chromium: it pings over a stream, datagrams and
-// the WebSocket (through wsping), shows it, and reconnects by itself when the server
-// goes away and comes back with a new certificate. A screenshot is left for people to
-// look at (DUET_SCREENSHOT_DIR, default a temporary directory).
+// The page the server serves (`duet ping serve`, its own process), in headless Chromium: it
+// pings over a stream, datagrams and the WebSocket (through wsping), shows it, and reconnects
+// by itself when the server goes away and comes back with a new certificate. A screenshot is
+// left for people to look at (DUET_SCREENSHOT_DIR, default a temporary directory).
 import assert from "node:assert/strict";
-import {
-  findChromium,
-  freePort,
-  launchChromium,
-  spawnDuet,
-  type SpawnedDuet,
-  testWith,
-  waitFor,
-} from "@duet/testkit";
+import { findChromium, freePort, launchChromium, testWith, waitFor } from "@duet/testkit";
+import { spawnDuet, type SpawnedDuet } from "./testdata/spawn.ts";
 
 const chromium = await findChromium();
 
