@@ -11,6 +11,139 @@ import { ChatStore, openPglite, startChatServer } from "@duet/chat";
 const tmux = await findCommand("tmux", "tmux", ["-V"]);
 const root = new URL("../../", import.meta.url).pathname;
 
+/** Two `duet chat` interfaces in tmux panes ("alice", "bob"), on one tmux server of our own. */
+function tmuxChat(dir: string, port: number) {
+  const socket = `duet-test-${Deno.pid}`;
+  const t = (...args: string[]) => run("tmux", ["-L", socket, ...args]);
+  const pane = async (name: string) => (await t("capture-pane", "-p", "-J", "-t", name)).stdout;
+  const start = (name: string) =>
+    t(
+      "new-session",
+      "-d",
+      "-s",
+      name,
+      "-x",
+      "80",
+      "-y",
+      "20",
+      // As on CI machines: ink, left to itself, draws nothing when CI is set.
+      "-e",
+      "CI=true",
+      `cd ${root} && ${Deno.execPath()} run -A apps/cli/main.ts chat --server 127.0.0.1:${port} ` +
+        `--name ${name} --room tui --key-store ${dir}/${name}.sqlite 2>${dir}/${name}.err; ` +
+        `echo EXIT=$?; sleep 30`,
+    );
+  /** What each party's terminal and stderr showed, for a failure far from here. */
+  const seen = async () => {
+    const parts = [];
+    for (const name of ["alice", "bob"]) {
+      const screen = await pane(name).catch((e) => `(no pane: ${e})`);
+      const err = await Deno.readTextFile(`${dir}/${name}.err`).catch(() => "");
+      parts.push(`--- ${name}'s pane:\n${screen}\n--- ${name}'s stderr:\n${err}`);
+    }
+    return parts.join("\n");
+  };
+  return { t, pane, start, seen };
+}
+
+type TmuxChat = ReturnType<typeof tmuxChat>;
+
+/** Both start and agree a key; the title bar says so. */
+async function startBoth({ pane, start }: TmuxChat): Promise<void> {
+  await start("alice");
+  await start("bob");
+  await waitFor(
+    async () => (await pane("alice")).includes("Key agreed with bob"),
+    "alice's key",
+    30_000,
+  );
+  await waitFor(
+    async () => (await pane("bob")).includes("Key agreed with alice"),
+    "bob's key",
+    30_000,
+  );
+  assert.match(
+    await pane("bob"),
+    /duet chat · tui {2}· {2}with alice {2}· {2}● connected {2}· {2}key [0-9a-f]{8}/,
+  );
+}
+
+/** A message each way, Cyrillic and emoji, edited with Backspace, the cursor in place. */
+async function talkAndEdit({ t, pane }: TmuxChat): Promise<void> {
+  await t("send-keys", "-t", "alice", "hello bob, привет 👋", "Enter");
+  await waitFor(
+    async () => (await pane("bob")).includes("alice: hello bob, привет 👋"),
+    "bob sees it",
+  );
+  await waitFor(
+    async () => (await pane("alice")).includes("you: hello bob, привет 👋 ✓"),
+    "stored mark",
+  );
+
+  // Editing: a Cyrillic letter and an emoji with a skin tone are one Backspace each.
+  await t("send-keys", "-t", "alice", "опечаткаы👍🏽");
+  await waitFor(async () => (await pane("alice")).includes("> опечаткаы👍🏽"), "typed");
+  await t("send-keys", "-t", "alice", "BSpace");
+  await t("send-keys", "-t", "alice", "BSpace");
+  await waitFor(async () => /^> опечатка$/m.test(await pane("alice")), "edited");
+  // The terminal's cursor, shown, right after the text on the bottom row: "> " and
+  // eight letters of one column each.
+  const cursor = async (name: string) =>
+    (await t("display-message", "-p", "-t", name, "#{cursor_flag} #{cursor_x},#{cursor_y}"))
+      .stdout.trim();
+  await waitFor(async () => (await cursor("alice")) === "1 10,19", "the cursor").catch(
+    async (error) => {
+      throw new Error(`${error.message}: ${await cursor("alice")}`);
+    },
+  );
+  await t("send-keys", "-t", "alice", "Enter");
+  await waitFor(async () => (await pane("bob")).includes("alice: опечатка"), "the edited line");
+  assert.ok(!(await pane("bob")).includes("опечаткаы"));
+}
+
+/** /key and Ctrl-K show the same fingerprint on both sides. */
+async function sameKey({ t, pane }: TmuxChat): Promise<void> {
+  await t("send-keys", "-t", "alice", "/key", "Enter");
+  await t("send-keys", "-t", "bob", "C-k");
+  const fingerprint = async (name: string) => {
+    const text = (await pane(name)).replace(/\s+/g, " ");
+    return text.match(/Key SHA-256: ((?:[0-9a-f]{4} ){15}[0-9a-f]{4})/)?.[1];
+  };
+  await waitFor(
+    async () => Boolean((await fingerprint("alice")) && (await fingerprint("bob"))),
+    "both keys shown",
+  );
+  assert.equal(await fingerprint("alice"), await fingerprint("bob"));
+}
+
+/** Scrolling with the "new below" marker, a resize, then Ctrl-C leaving a usable terminal. */
+async function scrollResizeQuit({ t, pane }: TmuxChat): Promise<void> {
+  for (let i = 1; i <= 25; i++) await t("send-keys", "-t", "alice", `line ${i}`, "Enter");
+  await waitFor(async () => (await pane("bob")).includes("alice: line 25"), "25 lines");
+  await t("send-keys", "-t", "bob", "PPage");
+  await waitFor(async () => !(await pane("bob")).includes("alice: line 25"), "scrolled up");
+  await t("send-keys", "-t", "alice", "while you scrolled", "Enter");
+  await waitFor(async () => (await pane("bob")).includes("1 new below (PgDn)"), "the marker");
+  await t("send-keys", "-t", "bob", "NPage");
+  await waitFor(
+    async () => (await pane("bob")).includes("alice: while you scrolled"),
+    "back down",
+  );
+
+  await t("resize-window", "-t", "bob", "-x", "50", "-y", "14");
+  await t("send-keys", "-t", "alice", "after the resize", "Enter");
+  await waitFor(
+    async () => (await pane("bob")).includes("alice: after the resize"),
+    "after resize",
+  );
+  const lines = (await t("capture-pane", "-p", "-t", "bob")).stdout.split("\n");
+  assert.ok(lines.every((l) => [...l].length <= 50), "drawn to the new width");
+
+  await t("send-keys", "-t", "bob", "C-c");
+  await waitFor(async () => (await pane("bob")).includes("EXIT=0"), "a clean exit");
+  assert.ok(!(await pane("bob")).includes("duet chat · tui"), "the alternate screen is gone");
+}
+
 testWith(tmux, {
   name: "duet chat (interface, in tmux): messages both ways, same key, scroll, resize, Ctrl-C",
   sanitizeOps: false,
@@ -21,122 +154,17 @@ testWith(tmux, {
       store: new ChatStore(await openPglite(`${dir}/db`)),
       port: 0,
     });
-    const socket = `duet-test-${Deno.pid}`;
-    const t = (...args: string[]) => run("tmux", ["-L", socket, ...args]);
-    const pane = async (name: string) => (await t("capture-pane", "-p", "-J", "-t", name)).stdout;
-    const start = (name: string) =>
-      t(
-        "new-session",
-        "-d",
-        "-s",
-        name,
-        "-x",
-        "80",
-        "-y",
-        "20",
-        // As on CI machines: ink, left to itself, draws nothing when CI is set.
-        "-e",
-        "CI=true",
-        `cd ${root} && ${Deno.execPath()} run -A apps/cli/main.ts chat --server 127.0.0.1:${server.addr.port} ` +
-          `--name ${name} --room tui --key-store ${dir}/${name}.sqlite 2>${dir}/${name}.err; ` +
-          `echo EXIT=$?; sleep 30`,
-      );
+    const chat = tmuxChat(dir, server.addr.port);
     try {
-      await start("alice");
-      await start("bob");
-      await waitFor(
-        async () => (await pane("alice")).includes("Key agreed with bob"),
-        "alice's key",
-        30_000,
-      );
-      await waitFor(
-        async () => (await pane("bob")).includes("Key agreed with alice"),
-        "bob's key",
-        30_000,
-      );
-      assert.match(
-        await pane("bob"),
-        /duet chat · tui {2}· {2}with alice {2}· {2}● connected {2}· {2}key [0-9a-f]{8}/,
-      );
-
-      await t("send-keys", "-t", "alice", "hello bob, привет 👋", "Enter");
-      await waitFor(
-        async () => (await pane("bob")).includes("alice: hello bob, привет 👋"),
-        "bob sees it",
-      );
-      await waitFor(
-        async () => (await pane("alice")).includes("you: hello bob, привет 👋 ✓"),
-        "stored mark",
-      );
-
-      // Editing: a Cyrillic letter and an emoji with a skin tone are one Backspace each.
-      await t("send-keys", "-t", "alice", "опечаткаы👍🏽");
-      await waitFor(async () => (await pane("alice")).includes("> опечаткаы👍🏽"), "typed");
-      await t("send-keys", "-t", "alice", "BSpace");
-      await t("send-keys", "-t", "alice", "BSpace");
-      await waitFor(async () => /^> опечатка$/m.test(await pane("alice")), "edited");
-      // The terminal's cursor, shown, right after the text on the bottom row: "> " and
-      // eight letters of one column each.
-      const cursor = async (name: string) =>
-        (await t("display-message", "-p", "-t", name, "#{cursor_flag} #{cursor_x},#{cursor_y}"))
-          .stdout.trim();
-      await waitFor(async () => (await cursor("alice")) === "1 10,19", "the cursor").catch(
-        async (error) => {
-          throw new Error(`${error.message}: ${await cursor("alice")}`);
-        },
-      );
-      await t("send-keys", "-t", "alice", "Enter");
-      await waitFor(async () => (await pane("bob")).includes("alice: опечатка"), "the edited line");
-      assert.ok(!(await pane("bob")).includes("опечаткаы"));
-
-      await t("send-keys", "-t", "alice", "/key", "Enter");
-      await t("send-keys", "-t", "bob", "C-k");
-      const fingerprint = async (name: string) => {
-        const text = (await pane(name)).replace(/\s+/g, " ");
-        return text.match(/Key SHA-256: ((?:[0-9a-f]{4} ){15}[0-9a-f]{4})/)?.[1];
-      };
-      await waitFor(
-        async () => Boolean((await fingerprint("alice")) && (await fingerprint("bob"))),
-        "both keys shown",
-      );
-      assert.equal(await fingerprint("alice"), await fingerprint("bob"));
-
-      for (let i = 1; i <= 25; i++) await t("send-keys", "-t", "alice", `line ${i}`, "Enter");
-      await waitFor(async () => (await pane("bob")).includes("alice: line 25"), "25 lines");
-      await t("send-keys", "-t", "bob", "PPage");
-      await waitFor(async () => !(await pane("bob")).includes("alice: line 25"), "scrolled up");
-      await t("send-keys", "-t", "alice", "while you scrolled", "Enter");
-      await waitFor(async () => (await pane("bob")).includes("1 new below (PgDn)"), "the marker");
-      await t("send-keys", "-t", "bob", "NPage");
-      await waitFor(
-        async () => (await pane("bob")).includes("alice: while you scrolled"),
-        "back down",
-      );
-
-      await t("resize-window", "-t", "bob", "-x", "50", "-y", "14");
-      await t("send-keys", "-t", "alice", "after the resize", "Enter");
-      await waitFor(
-        async () => (await pane("bob")).includes("alice: after the resize"),
-        "after resize",
-      );
-      const lines = (await t("capture-pane", "-p", "-t", "bob")).stdout.split("\n");
-      assert.ok(lines.every((l) => [...l].length <= 50), "drawn to the new width");
-
-      await t("send-keys", "-t", "bob", "C-c");
-      await waitFor(async () => (await pane("bob")).includes("EXIT=0"), "a clean exit");
-      assert.ok(!(await pane("bob")).includes("duet chat · tui"), "the alternate screen is gone");
+      await startBoth(chat);
+      await talkAndEdit(chat);
+      await sameKey(chat);
+      await scrollResizeQuit(chat);
     } catch (error) {
-      // What each party's terminal and stderr showed, for a failure far from here.
-      const seen = [];
-      for (const name of ["alice", "bob"]) {
-        const screen = await pane(name).catch((e) => `(no pane: ${e})`);
-        const err = await Deno.readTextFile(`${dir}/${name}.err`).catch(() => "");
-        seen.push(`--- ${name}'s pane:\n${screen}\n--- ${name}'s stderr:\n${err}`);
-      }
-      (error as Error).message += `\n${seen.join("\n")}`;
+      (error as Error).message += `\n${await chat.seen()}`;
       throw error;
     } finally {
-      await t("kill-server");
+      await chat.t("kill-server");
       await server.shutdown();
       await Deno.remove(dir, { recursive: true });
     }

@@ -362,6 +362,54 @@ function echo(socket: WebSocket, message: string): Promise<string> {
   return reply;
 }
 
+/** A WebSocket, once open. */
+async function openWebSocket(url: string): Promise<WebSocket> {
+  const socket = new WebSocket(url);
+  await new Promise((resolve, reject) => {
+    socket.onopen = resolve;
+    socket.onerror = reject;
+  });
+  return socket;
+}
+
+/**
+ * Opens idle connections, which the server holds (one descriptor each), into `held` until
+ * its /healthz (asked on `probe`) is no longer 200; at most 1,000. Returns that answer.
+ */
+async function exhaustDescriptors(port: number, probe: Deno.Conn, held: Deno.Conn[]) {
+  let health = { status: 200, body: "" };
+  for (let tries = 0; health.status === 200; tries += 20) {
+    assert.ok(tries < 1000, `accepting still works after ${tries} connections`);
+    for (let i = 0; i < 20; i++) {
+      await Deno.connect({ hostname: "127.0.0.1", port }).then(
+        (conn) => held.push(conn),
+        () => {}, // refused: the listener is down
+      );
+    }
+    health = await askOnConnection(probe, "/healthz");
+  }
+  return health;
+}
+
+/** Waits (30 s at most) until a new connection's /healthz answers 200; that answer. */
+async function healthyAgain(port: number): Promise<{ status: number; body: string }> {
+  let after = { status: 0, body: "" };
+  await waitFor(
+    async () => {
+      try {
+        const response = await fetch(`http://127.0.0.1:${port}/healthz`);
+        after = { status: response.status, body: await response.text() };
+        return response.status === 200;
+      } catch {
+        return false; // not listening again yet
+      }
+    },
+    "the server to accept and be ready again",
+    30_000,
+  );
+  return after;
+}
+
 Deno.test({
   name: "duet ping serve: out of file descriptors (ulimit -n 200), it stays up: held sockets " +
     "and QUIC keep serving, /healthz says 503 while accepting is out, and new connections " +
@@ -389,11 +437,7 @@ Deno.test({
       const hashes = server.lines.stdout.filter((l) => l.startsWith("certificate sha-256"))
         .map((l) => parseCertHash(l.split(": ")[1]!));
       // Before: a WebSocket and a keep-alive HTTP connection, both held throughout.
-      socket = new WebSocket(`ws://127.0.0.1:${port}/ws`);
-      await new Promise((resolve, reject) => {
-        socket!.onopen = resolve;
-        socket!.onerror = reject;
-      });
+      socket = await openWebSocket(`ws://127.0.0.1:${port}/ws`);
       assert.equal(await echo(socket, "ping before"), "pong before");
       const probe = await Deno.connect({ hostname: "127.0.0.1", port });
       held.push(probe);
@@ -402,19 +446,7 @@ Deno.test({
         body: '{"status":"ok","sessions":0}',
       });
 
-      // Exhaust: idle connections, which the server holds (one descriptor each), until
-      // accepting fails; at most 1,000 tries.
-      let health = { status: 200, body: "" };
-      for (let tries = 0; health.status === 200; tries += 20) {
-        assert.ok(tries < 1000, `accepting still works after ${tries} connections`);
-        for (let i = 0; i < 20; i++) {
-          await Deno.connect({ hostname: "127.0.0.1", port }).then(
-            (conn) => held.push(conn),
-            () => {}, // refused: the listener is down
-          );
-        }
-        health = await askOnConnection(probe, "/healthz");
-      }
+      const health = await exhaustDescriptors(port, probe, held);
       assert.equal(health.status, 503);
       const during = JSON.parse(health.body);
       assert.equal(during.status, "not accepting");
@@ -435,28 +467,11 @@ Deno.test({
 
       // Released: the server listens again by itself and serves new connections.
       for (const conn of held.splice(0)) conn.close();
-      let after: { status: number; body: string } | undefined;
-      await waitFor(
-        async () => {
-          try {
-            const response = await fetch(`http://127.0.0.1:${port}/healthz`);
-            after = { status: response.status, body: await response.text() };
-            return response.status === 200;
-          } catch {
-            return false; // not listening again yet
-          }
-        },
-        "the server to accept and be ready again",
-        30_000,
-      );
-      const ready = JSON.parse(after!.body);
+      const after = await healthyAgain(port);
+      const ready = JSON.parse(after.body);
       assert.equal(ready.status, "ok");
-      assert.ok(ready.acceptFailures >= 1, after!.body);
-      const fresh = new WebSocket(`ws://127.0.0.1:${port}/ws`);
-      await new Promise((resolve, reject) => {
-        fresh.onopen = resolve;
-        fresh.onerror = reject;
-      });
+      assert.ok(ready.acceptFailures >= 1, after.body);
+      const fresh = await openWebSocket(`ws://127.0.0.1:${port}/ws`);
       assert.equal(await echo(fresh, "ping after"), "pong after");
       fresh.close();
       assert.equal(await echo(socket, "ping still"), "pong still");
