@@ -1,9 +1,12 @@
 /**
  * The backoff of every accept loop in duet (packages/net/serve.ts listening again,
- * apps/chat/server.ts accepting): how long to wait before the n-th retry of one outage.
+ * packages/net/http1.ts, apps/chat/server_accept.ts accepting): how long to wait before the
+ * n-th retry of one outage. The numbers are the accept loops'; the policy is duet's one
+ * (`@duet/core/backoff`), without jitter: a listener has no peers to fall in step with.
  *
  * @module
  */
+import { backoffMs } from "@duet/core/backoff";
 
 /** 5 ms before the first retry, doubling to at most 1 s. */
 export const ACCEPT_BACKOFF_MS = { first: 5, max: 1_000 } as const;
@@ -22,6 +25,10 @@ export const ACCEPT_BACKOFF_MS = { first: 5, max: 1_000 } as const;
  * ```
  */
 export function acceptBackoffMs(attempt: number): number {
-  const doubled = ACCEPT_BACKOFF_MS.first * 2 ** Math.max(0, Math.min(attempt - 1, 30));
-  return Math.min(ACCEPT_BACKOFF_MS.max, doubled);
+  const policy = {
+    initialMs: ACCEPT_BACKOFF_MS.first,
+    maxMs: ACCEPT_BACKOFF_MS.max,
+    jitter: "none",
+  } as const;
+  return backoffMs(policy, attempt, 0);
 }

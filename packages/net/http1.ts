@@ -51,6 +51,7 @@ import { delay } from "@duet/core/delay";
 import { setLongTimeout } from "@duet/core/long-timeout";
 import { durationOption } from "./_duration.ts";
 import { AcceptOutage } from "./outage.ts";
+import { type AcceptProbe, type WatchdogCounters, watchdogStep } from "./_watchdog.ts";
 
 /** Milliseconds between the two writes of a presence probe (250 ms). */
 export const PROBE_GAP_MS = 250;
@@ -253,30 +254,396 @@ export async function serveHttp1(
   options: Http1Options,
   handler: Http1Handler,
 ): Promise<Http1Server> {
-  const probeGapMs = durationOption("probeGapMs", options.probeGapMs, PROBE_GAP_MS);
-  const watchdogMs = durationOption("watchdogMs", options.watchdogMs, WATCHDOG_MS, true);
-  const recoveredAfterMs = durationOption(
-    "recoveredAfterMs",
-    options.recoveredAfterMs,
-    RECOVERED_AFTER_MS,
-  );
-  // node:http wants whole milliseconds.
-  const requestTimeoutMs = Math.ceil(
-    durationOption("requestTimeoutMs", options.requestTimeoutMs, REQUEST_TIMEOUT_MS, true),
-  );
-  const servers = new Set<Server>();
-  const sockets = new Set<Socket>();
-  let inFlight = 0;
-  let drained: (() => void) | undefined;
-  let stopped = false;
-  let listening = false;
-  const outage = new AcceptOutage({ log, port: () => port });
-  let healthySince = 0;
-  let accepted = 0;
-  let unaccepted = 0;
-  let port = options.port;
+  const timings: Http1Timings = {
+    probeGapMs: durationOption("probeGapMs", options.probeGapMs, PROBE_GAP_MS),
+    watchdogMs: durationOption("watchdogMs", options.watchdogMs, WATCHDOG_MS, true),
+    recoveredAfterMs: durationOption(
+      "recoveredAfterMs",
+      options.recoveredAfterMs,
+      RECOVERED_AFTER_MS,
+    ),
+    // node:http wants whole milliseconds.
+    requestTimeoutMs: Math.ceil(
+      durationOption("requestTimeoutMs", options.requestTimeoutMs, REQUEST_TIMEOUT_MS, true),
+    ),
+  };
+  const listener = new Http1Listener(options, handler, timings);
+  await listener.start().catch((error: Error & { code?: string }) => {
+    throw listenError(error);
+  });
+  listener.watch();
+  const addr: Deno.NetAddr = { transport: "tcp", hostname: options.hostname, port: listener.port };
+  return {
+    addr,
+    get listening() {
+      return listener.listening;
+    },
+    get outage() {
+      return listener.outage;
+    },
+    get acceptFailures() {
+      return listener.acceptFailures;
+    },
+    get inFlight() {
+      return listener.inFlight;
+    },
+    shutdown: () => listener.shutdown(),
+  };
+}
 
-  const adapter = getRequestListener(
+/** The checked durations of {@link Http1Options}, in milliseconds. */
+interface Http1Timings {
+  probeGapMs: number;
+  watchdogMs: number;
+  recoveredAfterMs: number;
+  /** Whole milliseconds (node:http's). */
+  requestTimeoutMs: number;
+}
+
+/** A socket with the response node's HTTP server has put on it (the first one pending). */
+type HttpSocket = Socket & { _httpMessage?: ServerResponse & { req?: IncomingMessage } | null };
+
+/**
+ * The state of one server of {@link serveHttp1} and its steps: the node:http listener (one
+ * at a time, replaced in an outage) and its event handlers, the connections accepted, the
+ * requests in flight, the accept watchdog (see the module documentation), the shutdown.
+ */
+class Http1Listener {
+  readonly #options: Http1Options;
+  readonly #timings: Http1Timings;
+  readonly #adapter: ReturnType<typeof getRequestListener>;
+  readonly #servers = new Set<Server>();
+  readonly #sockets = new Set<Socket>();
+  readonly #outage: AcceptOutage;
+  #port: number;
+  #inFlight = 0;
+  #drained: (() => void) | undefined;
+  #stopped = false;
+  #listening = false;
+  /** Connections accepted since the start: a watchdog probe looks for one more. */
+  #accepted = 0;
+  #watchdog: WatchdogCounters = { unaccepted: 0, healthySince: 0 };
+  #cancelWatchdog = () => {};
+  #stopping: Promise<void> | undefined;
+
+  constructor(options: Http1Options, handler: Http1Handler, timings: Http1Timings) {
+    this.#options = options;
+    this.#timings = timings;
+    this.#port = options.port;
+    this.#outage = new AcceptOutage({ log, port: () => this.#port });
+    this.#adapter = requestAdapter(handler, options, timings.probeGapMs, this.#badRequest);
+  }
+
+  /** The port listened on (the one picked, once listening, when asked for 0). */
+  get port(): number {
+    return this.#port;
+  }
+  /** See {@link Http1Server.listening}. */
+  get listening(): boolean {
+    return this.#listening;
+  }
+  /** See {@link Http1Server.outage}. */
+  get outage(): boolean {
+    return this.#outage.active;
+  }
+  /** See {@link Http1Server.acceptFailures}. */
+  get acceptFailures(): number {
+    return this.#outage.failures;
+  }
+  /** See {@link Http1Server.inFlight}. */
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  /** The body of an answer to a request that cannot be taken (`onBadRequest`'s). */
+  readonly #badRequest = (status: BadRequestStatus, reason: string) =>
+    this.#options.onBadRequest?.(status, reason) ?? { headers: {}, text: "" };
+
+  /** The whole answer of a request that cannot be taken, as bytes for the socket. */
+  #badRaw(status: BadRequestStatus, reason: string): string {
+    const bad = this.#badRequest(status, reason);
+    return rawAnswer(`${status} ${REASONS[status]}`, bad.text, bad.headers);
+  }
+
+  /** One request, counted in flight until its response closes: refused, direct or handled. */
+  readonly #onRequest = (incoming: IncomingMessage, outgoing: ServerResponse): void => {
+    const socket = incoming.socket;
+    this.#countInFlight(socket, outgoing);
+    const invalid = invalidRequest(incoming);
+    if (invalid) {
+      const answer = this.#badRequest(invalid.status, invalid.reason);
+      writeWhole(outgoing, invalid.status, { ...answer.headers, connection: "close" }, answer.text);
+      return;
+    }
+    // A FIN before the request is complete: it never will be (half-open connections are
+    // allowed, so node would wait). On the direct path the body read sees it and answers
+    // 400 (the client can still read). Through the adapter, which must not be written
+    // around: the connection is closed (a departure).
+    const { direct } = this.#options;
+    const { probeGapMs } = this.#timings;
+    if (direct?.(new NodeExchange(incoming, outgoing, probeGapMs, this.#badRequest))) return;
+    if (!incoming.complete) {
+      const cut = () => {
+        if (!incoming.complete && !outgoing.headersSent) socket.destroy();
+      };
+      if (socket.readableEnded) cut();
+      else outgoing.once("close", onSocket(socket, "end", cut));
+    }
+    this.#adapter(incoming, outgoing);
+  };
+
+  /** Counts a request in flight until its response closes. */
+  #countInFlight(socket: HttpSocket, outgoing: ServerResponse): void {
+    this.#inFlight++;
+    if (socket._httpMessage === outgoing && !socket.destroyed) {
+      // The response holds the open socket: node closes it when the connection closes.
+      outgoing.once("close", this.#onClosed);
+      return;
+    }
+    // A pipelined request's response still queued behind another's when the connection
+    // closes never closes by itself (node emits it only for the response holding the
+    // socket): close it, so its handler's signal aborts and it is not counted in flight.
+    let closed = false;
+    const unwatch = onSocket(socket, "close", () => {
+      if (!closed) outgoing.destroy().emit("close");
+    });
+    outgoing.once("close", () => {
+      closed = true;
+      unwatch();
+      this.#onClosed();
+    });
+  }
+
+  /** A request's response closed. */
+  readonly #onClosed = (): void => {
+    if (--this.#inFlight === 0) this.#drained?.();
+  };
+
+  /** Listens (again, on the port of the first listener); rejects with node's listen error. */
+  start(): Promise<void> {
+    const server = this.#createServer();
+    return new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(this.#port, this.#options.hostname, () => {
+        server.off("error", reject);
+        server.on("error", (error: Error) => log.debug("Listener error: {error}", { error }));
+        this.#port = (server.address() as { port: number }).port;
+        this.#servers.add(server);
+        this.#listening = true;
+        resolve();
+      });
+    });
+  }
+
+  /** A node:http server with this listener's settings and event handlers, not listening. */
+  #createServer(): Server {
+    const requestTimeoutMs = this.#timings.requestTimeoutMs;
+    const server = createServer({
+      // A missing Host on HTTP/1.1 is answered by invalidRequest, with onBadRequest's body.
+      requireHostHeader: false,
+      requestTimeout: requestTimeoutMs,
+      headersTimeout: Math.min(HEADERS_TIMEOUT_MS, requestTimeoutMs),
+      // How often node looks for requests past those timeouts (30 s by default).
+      connectionsCheckingInterval: Math.min(1_000, requestTimeoutMs),
+    }, this.#onRequest);
+    // Keep a half-closed client's request (see the module documentation).
+    (server as Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
+    // node's 5 s default closes idle keep-alive connections, which a proxy or a client
+    // reusing its connection (and the tests) expect to stay usable longer.
+    server.keepAliveTimeout = KEEP_ALIVE_MS;
+    server.on("connection", (socket: Socket) => this.#onConnection(socket));
+    server.on(
+      "clientError",
+      (error: Error & { code?: string }, socket: Socket) => this.#onClientError(error, socket),
+    );
+    server.on(
+      "checkExpectation",
+      (_incoming: IncomingMessage, outgoing: ServerResponse) => this.#onCheckExpectation(outgoing),
+    );
+    server.on("connect", (_incoming: IncomingMessage, socket: Socket) => this.#onConnect(socket));
+    return server;
+  }
+
+  /** A connection accepted: kept until it closes, for the watchdog and the shutdown. */
+  #onConnection(socket: Socket): void {
+    this.#accepted++;
+    this.#sockets.add(socket);
+    socket.once("close", () => this.#sockets.delete(socket));
+  }
+
+  /** A request node could not take (unparsable, too large, not whole in time). */
+  #onClientError(error: Error & { code?: string }, socket: HttpSocket): void {
+    // What node does without this listener, with onBadRequest's body: an answer when it
+    // is this request's to give, then close. Not in place of the answer of an earlier
+    // request still pending on the connection (a pipelined request behind a held one):
+    // the connection is closed then, which that request sees as its client leaving.
+    const code = error.code ?? "";
+    let answer: string | undefined;
+    if (code === "ERR_HTTP_REQUEST_TIMEOUT") {
+      answer = this.#badRaw(408, "the request was not whole in time");
+    } else if (code === "HPE_HEADER_OVERFLOW") {
+      answer = this.#badRaw(431, "the request head is too large");
+    } else if (code.startsWith("HPE_")) {
+      answer = this.#badRaw(400, "the request could not be parsed");
+    }
+    const held = socket._httpMessage;
+    // The held response is the failing request's own when its request is not complete.
+    const ours = !held || (!held.headersSent && held.req?.complete === false);
+    if (answer && socket.writable && ours) socket.write(answer);
+    socket.destroy();
+  }
+
+  /** An Expect other than 100-continue (node answers 417 with no body). */
+  #onCheckExpectation(outgoing: ServerResponse): void {
+    const bad = this.#badRequest(417, "the only expectation supported is 100-continue");
+    writeWhole(outgoing, 417, { ...bad.headers, connection: "close" }, bad.text);
+  }
+
+  /** CONNECT is not served (node closes without a word). */
+  #onConnect(socket: HttpSocket): void {
+    // node hands the socket over with no error listener: a reset would be uncaught and end
+    // the process (found by an attacker). With an answer of an earlier request still
+    // pending, nothing may be written ahead of it: the connection is closed.
+    socket.on("error", () => socket.destroy());
+    const held = socket._httpMessage;
+    if (held && !held.writableFinished) socket.destroy();
+    else socket.end(this.#badRaw(405, "CONNECT is not served here"));
+  }
+
+  /** Starts the accept watchdog. */
+  watch(): void {
+    this.#schedule(this.#timings.watchdogMs);
+  }
+
+  #schedule(ms: number): void {
+    if (!this.#stopped) this.#cancelWatchdog = setLongTimeout(() => this.#tick(), ms);
+  }
+
+  /** One check of the accept watchdog: listen again if out, probe, act on what it found. */
+  async #tick(): Promise<void> {
+    if (this.#stopped) return;
+    if (!this.#listening && !await this.#relisten()) return;
+    const probe = await this.#probeAccept();
+    if (this.#stopped) return;
+    const { watchdogMs, recoveredAfterMs } = this.#timings;
+    const step = watchdogStep(
+      { ...this.#watchdog, probe, outage: this.#outage.active, now: Date.now() },
+      { watchdogMs, recoveredAfterMs, unacceptedProbes: UNACCEPTED_PROBES },
+    );
+    this.#watchdog = { unaccepted: step.unaccepted, healthySince: step.healthySince };
+    if (step.action === "fail") {
+      this.#failed(step.reason);
+      this.#schedule(this.#outage.nextAttemptMs());
+      return;
+    }
+    if (step.recovered) this.#outage.recovered();
+    this.#schedule(step.ms);
+  }
+
+  /** Listens again during an outage: false (the next attempt scheduled) when it cannot. */
+  async #relisten(): Promise<boolean> {
+    try {
+      await this.start();
+      log.debug("Listening again on port {port}", { port: this.#port });
+      return true;
+    } catch (error) {
+      // Still out of descriptors (a listening socket needs one too), or the port taken.
+      this.#outage.relistenFailed(error);
+      this.#schedule(this.#outage.nextAttemptMs());
+      return false;
+    }
+  }
+
+  /** An accept failure: the outage goes on, and the listener is replaced. */
+  #failed(reason: string): void {
+    this.#outage.failed(reason);
+    // Replace the listener: the old one keeps its connections, accepts no more.
+    for (const server of this.#servers) {
+      stopListening(server);
+      // node destroys a connection after its response when its server is not listening
+      // (_http_server.js, resOnFinish); a replaced listener's connections are still served.
+      Object.defineProperty(server, "listening", { get: () => !this.#stopped });
+      this.#servers.delete(server);
+    }
+    this.#listening = false;
+  }
+
+  /**
+   * Connects to the server: undefined when a connection was accepted in time (the probe or
+   * any other), else why not.
+   */
+  #probeAccept(): Promise<AcceptProbe> {
+    const before = this.#accepted;
+    const hostname = this.#options.hostname;
+    const host = hostname === "0.0.0.0" ? "127.0.0.1" : hostname === "::" ? "::1" : hostname;
+    return new Promise((resolve) => {
+      const socket = connect(this.#port, host);
+      const done = (result: AcceptProbe) => {
+        cancelTimer();
+        socket.destroy();
+        resolve(result);
+      };
+      const cancelTimer = setLongTimeout(
+        () =>
+          done(
+            this.#accepted !== before ? undefined : {
+              kind: "unaccepted",
+              reason: "connections were not accepted",
+            },
+          ),
+        this.#timings.watchdogMs,
+      );
+      socket.once(
+        "error",
+        (error: Error & { code?: string }) =>
+          done({ kind: "unopened", reason: error.code ?? error.message }),
+      );
+      socket.once("connect", () => {
+        const check = () => {
+          if (this.#accepted !== before) done(undefined);
+          else if (!socket.destroyed) setTimeout(check, 5);
+        };
+        check();
+      });
+    });
+  }
+
+  /** See {@link Http1Server.shutdown}. */
+  shutdown(): Promise<void> {
+    return this.#stopping ??= this.#stop();
+  }
+
+  async #stop(): Promise<void> {
+    this.#stopped = true;
+    this.#listening = false;
+    this.#cancelWatchdog();
+    for (const server of this.#servers) stopListening(server);
+    this.#servers.clear();
+    // Idle keep-alive connections go now; busy ones once their response is out.
+    for (const socket of this.#sockets) {
+      if (!(socket as HttpSocket)._httpMessage) socket.destroy();
+    }
+    if (this.#inFlight > 0) await new Promise<void>((resolve) => (this.#drained = resolve));
+    for (const socket of this.#sockets) socket.end();
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    for (const socket of this.#sockets) socket.destroy();
+  }
+}
+
+/**
+ * The adapter from a node request to the handler's Web `Request` (@hono/node-server), with
+ * the handler's {@link Http1Info}.
+ */
+function requestAdapter(
+  handler: Http1Handler,
+  options: Http1Options,
+  probeGapMs: number,
+  badRequest: (
+    status: BadRequestStatus,
+    reason: string,
+  ) => { headers: Record<string, string>; text: string },
+): ReturnType<typeof getRequestListener> {
+  return getRequestListener(
     (request: Request, env) => {
       // Only HTTP/1.1 here (createServer from node:http), so the bindings are node:http's.
       const { incoming, outgoing } = env as HttpBindings;
@@ -306,265 +673,6 @@ export async function serveHttp1(
       overrideGlobalObjects: false,
     },
   );
-  const badRequest = (status: BadRequestStatus, reason: string) =>
-    options.onBadRequest?.(status, reason) ?? { headers: {}, text: "" };
-  /** The whole answer of a request that cannot be taken, as bytes for the socket. */
-  const badRaw = (status: BadRequestStatus, reason: string) => {
-    const bad = badRequest(status, reason);
-    return rawAnswer(`${status} ${REASONS[status]}`, bad.text, bad.headers);
-  };
-  const onClosed = () => {
-    if (--inFlight === 0) drained?.();
-  };
-  const listener = (incoming: IncomingMessage, outgoing: ServerResponse) => {
-    inFlight++;
-    const socket = incoming.socket as Socket & { _httpMessage?: ServerResponse | null };
-    if (socket._httpMessage === outgoing && !socket.destroyed) {
-      // The response holds the open socket: node closes it when the connection closes.
-      outgoing.once("close", onClosed);
-    } else {
-      // A pipelined request's response still queued behind another's when the connection
-      // closes never closes by itself (node emits it only for the response holding the
-      // socket): close it, so its handler's signal aborts and it is not counted in flight.
-      let closed = false;
-      const unwatch = onSocket(socket, "close", () => {
-        if (!closed) outgoing.destroy().emit("close");
-      });
-      outgoing.once("close", () => {
-        closed = true;
-        unwatch();
-        onClosed();
-      });
-    }
-    const invalid = invalidRequest(incoming);
-    if (invalid) {
-      const answer = badRequest(invalid.status, invalid.reason);
-      writeWhole(outgoing, invalid.status, { ...answer.headers, connection: "close" }, answer.text);
-      return;
-    }
-    // A FIN before the request is complete: it never will be (half-open connections are
-    // allowed, so node would wait). On the direct path the body read sees it and answers
-    // 400 (the client can still read). Through the adapter, which must not be written
-    // around: the connection is closed (a departure).
-    if (options.direct?.(new NodeExchange(incoming, outgoing, probeGapMs, badRequest))) return;
-    if (!incoming.complete) {
-      const cut = () => {
-        if (!incoming.complete && !outgoing.headersSent) socket.destroy();
-      };
-      if (socket.readableEnded) cut();
-      else outgoing.once("close", onSocket(socket, "end", cut));
-    }
-    adapter(incoming, outgoing);
-  };
-
-  const start = (): Promise<void> => {
-    const server = createServer({
-      // A missing Host on HTTP/1.1 is answered by invalidRequest, with onBadRequest's body.
-      requireHostHeader: false,
-      requestTimeout: requestTimeoutMs,
-      headersTimeout: Math.min(HEADERS_TIMEOUT_MS, requestTimeoutMs),
-      // How often node looks for requests past those timeouts (30 s by default).
-      connectionsCheckingInterval: Math.min(1_000, requestTimeoutMs),
-    }, listener);
-    // Keep a half-closed client's request (see the module documentation).
-    (server as Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
-    // node's 5 s default closes idle keep-alive connections, which a proxy or a client
-    // reusing its connection (and the tests) expect to stay usable longer.
-    server.keepAliveTimeout = KEEP_ALIVE_MS;
-    server.on("connection", (socket: Socket) => {
-      accepted++;
-      sockets.add(socket);
-      socket.once("close", () => sockets.delete(socket));
-    });
-    server.on("clientError", (error: Error & { code?: string }, socket: Socket) => {
-      // What node does without this listener, with onBadRequest's body: an answer when it
-      // is this request's to give, then close. Not in place of the answer of an earlier
-      // request still pending on the connection (a pipelined request behind a held one):
-      // the connection is closed then, which that request sees as its client leaving.
-      const code = error.code ?? "";
-      let answer: string | undefined;
-      if (code === "ERR_HTTP_REQUEST_TIMEOUT") {
-        answer = badRaw(408, "the request was not whole in time");
-      } else if (code === "HPE_HEADER_OVERFLOW") {
-        answer = badRaw(431, "the request head is too large");
-      } else if (code.startsWith("HPE_")) answer = badRaw(400, "the request could not be parsed");
-      const held =
-        (socket as Socket & { _httpMessage?: ServerResponse & { req?: IncomingMessage } | null })
-          ._httpMessage;
-      // The held response is the failing request's own when its request is not complete.
-      const ours = !held || (!held.headersSent && held.req?.complete === false);
-      if (answer && socket.writable && ours) socket.write(answer);
-      socket.destroy();
-    });
-    // An Expect other than 100-continue (node answers 417 with no body).
-    server.on("checkExpectation", (_incoming: IncomingMessage, outgoing: ServerResponse) => {
-      const bad = badRequest(417, "the only expectation supported is 100-continue");
-      writeWhole(outgoing, 417, { ...bad.headers, connection: "close" }, bad.text);
-    });
-    // CONNECT is not served (node closes without a word).
-    server.on("connect", (_incoming: IncomingMessage, socket: Socket) => {
-      // node hands the socket over with no error listener: a reset would be uncaught and end
-      // the process (found by an attacker). With an answer of an earlier request still
-      // pending, nothing may be written ahead of it: the connection is closed.
-      socket.on("error", () => socket.destroy());
-      const held = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
-      if (held && !held.writableFinished) socket.destroy();
-      else socket.end(badRaw(405, "CONNECT is not served here"));
-    });
-    return new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(port, options.hostname, () => {
-        server.off("error", reject);
-        server.on("error", (error: Error) => log.debug("Listener error: {error}", { error }));
-        port = (server.address() as { port: number }).port;
-        servers.add(server);
-        listening = true;
-        resolve();
-      });
-    });
-  };
-
-  const failed = (reason: string) => {
-    healthySince = 0;
-    outage.failed(reason);
-    // Replace the listener: the old one keeps its connections, accepts no more.
-    for (const server of servers) {
-      stopListening(server);
-      // node destroys a connection after its response when its server is not listening
-      // (_http_server.js, resOnFinish); a replaced listener's connections are still served.
-      Object.defineProperty(server, "listening", { get: () => !stopped });
-      servers.delete(server);
-    }
-    listening = false;
-  };
-
-  /**
-   * Connects to the server: undefined when a connection was accepted in time (the probe or
-   * any other), else why not.
-   */
-  const probeAccept = (): Promise<
-    { kind: "unopened" | "unaccepted"; reason: string } | undefined
-  > => {
-    const before = accepted;
-    const host = options.hostname === "0.0.0.0"
-      ? "127.0.0.1"
-      : options.hostname === "::"
-      ? "::1"
-      : options.hostname;
-    return new Promise((resolve) => {
-      const socket = connect(port, host);
-      const done = (result: { kind: "unopened" | "unaccepted"; reason: string } | undefined) => {
-        cancelTimer();
-        socket.destroy();
-        resolve(result);
-      };
-      const cancelTimer = setLongTimeout(
-        () =>
-          done(
-            accepted !== before ? undefined : {
-              kind: "unaccepted",
-              reason: "connections were not accepted",
-            },
-          ),
-        watchdogMs,
-      );
-      socket.once(
-        "error",
-        (error: Error & { code?: string }) =>
-          done({ kind: "unopened", reason: error.code ?? error.message }),
-      );
-      socket.once("connect", () => {
-        const check = () => {
-          if (accepted !== before) done(undefined);
-          else if (!socket.destroyed) setTimeout(check, 5);
-        };
-        check();
-      });
-    });
-  };
-
-  let cancelWatchdog = () => {};
-  const tick = async () => {
-    if (stopped) return;
-    if (!listening) {
-      try {
-        await start();
-        log.debug("Listening again on port {port}", { port });
-      } catch (error) {
-        // Still out of descriptors (a listening socket needs one too), or the port taken.
-        outage.relistenFailed(error);
-        schedule(outage.nextAttemptMs());
-        return;
-      }
-    }
-    const probe = await probeAccept();
-    if (stopped) return;
-    // A probe that connected but was not accepted may only be queued behind a burst: only
-    // UNACCEPTED_PROBES of them in a row, with nothing else accepted meanwhile, stop the
-    // listener (replacing it refuses what waits in its backlog). One that could not even be
-    // opened (this process is out of descriptors) is an outage at once.
-    unaccepted = probe?.kind === "unaccepted" ? unaccepted + 1 : 0;
-    if (probe && (probe.kind === "unopened" || unaccepted >= UNACCEPTED_PROBES)) {
-      unaccepted = 0;
-      failed(probe.reason);
-      schedule(outage.nextAttemptMs());
-      return;
-    }
-    if (probe) {
-      schedule(watchdogMs);
-      return;
-    }
-    if (outage.active) {
-      healthySince ||= Date.now();
-      if (Date.now() - healthySince >= recoveredAfterMs) outage.recovered();
-      schedule(Math.min(watchdogMs, 250));
-      return;
-    }
-    schedule(watchdogMs);
-  };
-  const schedule = (ms: number) => {
-    if (!stopped) cancelWatchdog = setLongTimeout(tick, ms);
-  };
-
-  await start().catch((error: Error & { code?: string }) => {
-    throw listenError(error);
-  });
-  schedule(watchdogMs);
-  const addr: Deno.NetAddr = { transport: "tcp", hostname: options.hostname, port };
-  let stopping: Promise<void> | undefined;
-  return {
-    addr,
-    get listening() {
-      return listening;
-    },
-    get outage() {
-      return outage.active;
-    },
-    get acceptFailures() {
-      return outage.failures;
-    },
-    get inFlight() {
-      return inFlight;
-    },
-    shutdown() {
-      stopping ??= (async () => {
-        stopped = true;
-        listening = false;
-        cancelWatchdog();
-        for (const server of servers) stopListening(server);
-        servers.clear();
-        // Idle keep-alive connections go now; busy ones once their response is out.
-        for (const socket of sockets) {
-          if (!(socket as Socket & { _httpMessage?: unknown })._httpMessage) socket.destroy();
-        }
-        if (inFlight > 0) await new Promise<void>((resolve) => (drained = resolve));
-        for (const socket of sockets) socket.end();
-        await new Promise((resolve) => setTimeout(resolve, 0));
-        for (const socket of sockets) socket.destroy();
-      })();
-      return stopping;
-    },
-  };
 }
 
 /**

@@ -1,6 +1,6 @@
 /**
  * The story of an accept outage, told once, for every accept loop in duet
- * (packages/net/serve.ts, packages/net/http1.ts, apps/chat/server.ts): the first failure of
+ * (packages/net/serve.ts, packages/net/http1.ts, apps/chat/server_accept.ts): the first failure of
  * an outage is logged at error level, later ones at debug, its end once at info level with
  * how long it lasted and how many failures it saw; the wait before each new attempt comes
  * from backoff.ts. Listening again on a port another process has taken meanwhile (it can
