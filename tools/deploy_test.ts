@@ -621,3 +621,15 @@ testWith(postgres, {
     }
   },
 });
+
+Deno.test("each image's deno compile includes the command module it runs (loaded by a computed specifier)", async () => {
+  for (const name of ["chat", "ping", "syncpoint"]) {
+    const dockerfile = `deploy/${name}/Dockerfile`;
+    const text = (await Deno.readTextFile(new URL(dockerfile, root))).replaceAll("\\\n", " ");
+    const compile = text.match(/deno compile ([^\n]*)/)?.[1] ?? "";
+    const included = [...compile.matchAll(/--include (\S+)/g)].map((m) => m[1]);
+    const module = `apps/cli/commands/${name}.ts`;
+    assert.ok(included.includes(module), `${dockerfile} includes ${module}: ${included}`);
+    await Deno.stat(new URL(module, root));
+  }
+});

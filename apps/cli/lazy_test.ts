@@ -1,6 +1,8 @@
-// What each command loads before it runs: the static import graph (imports that are not
-// dynamic `import()`), from `deno info --json`. `duet --help` must load the command line
-// alone, `duet dlog prove` only the dlog package besides; the apps load when their command runs.
+// What each command loads, from `deno info --json`. Deno reads (fetches, parses, resolves)
+// the whole graph of literal specifiers before the program starts, dynamic `import()`s
+// included; evaluation then follows static imports only. `duet --help` must read the command
+// line alone, `duet dlog prove` only the dlog package besides; the apps load when their
+// command runs (apps/cli/cli.ts imports commands by computed specifiers for that reason).
 import assert from "node:assert/strict";
 
 interface InfoModule {
@@ -8,8 +10,12 @@ interface InfoModule {
   dependencies?: { code?: { specifier: string }; isDynamic?: boolean }[];
 }
 
-/** The files and npm packages `entry` loads statically (before any dynamic import runs). */
-async function staticGraph(entry: string): Promise<{ files: string[]; npm: string[] }> {
+/**
+ * The files and npm packages of `entry`'s graph: with `dynamic`, every literal specifier
+ * (what Deno reads before the start); without, static imports only (what evaluating
+ * `entry` runs before any dynamic import).
+ */
+async function graph(entry: string, dynamic: boolean): Promise<{ files: string[]; npm: string[] }> {
   const output = await new Deno.Command(Deno.execPath(), {
     args: ["info", "--json", new URL(entry, import.meta.url).pathname],
     stdout: "piped",
@@ -28,7 +34,7 @@ async function staticGraph(entry: string): Promise<{ files: string[]; npm: strin
     if (!specifier.startsWith("file:") || files.has(specifier)) return;
     files.add(specifier);
     for (const dependency of bySpecifier.get(specifier)?.dependencies ?? []) {
-      if (dependency.code && !dependency.isDynamic) visit(dependency.code.specifier);
+      if (dependency.code && (dynamic || !dependency.isDynamic)) visit(dependency.code.specifier);
     }
   };
   visit(new URL(entry, import.meta.url).href);
@@ -38,24 +44,33 @@ async function staticGraph(entry: string): Promise<{ files: string[]; npm: strin
   };
 }
 
-Deno.test("duet --help loads the command line alone: no app, no library but commander", async () => {
-  const graph = await staticGraph("./main.ts");
-  assert.deepEqual(graph.files, ["apps/cli/cli.ts", "apps/cli/io.ts", "apps/cli/main.ts"]);
-  assert.deepEqual(graph.npm, ["commander"]);
+Deno.test("duet --help reads the command line alone: no app; commander, and LogTape for logging", async () => {
+  const read = await graph("./main.ts", true);
+  assert.deepEqual(read.files, [
+    "apps/cli/cli.ts",
+    "apps/cli/io.ts",
+    "apps/cli/logging.ts",
+    "apps/cli/main.ts",
+  ]);
+  assert.deepEqual(read.npm, ["@logtape/logtape", "commander"]);
+  // And runs less: logging is set up when a command that logs runs.
+  const run = await graph("./main.ts", false);
+  assert.deepEqual(run.files, ["apps/cli/cli.ts", "apps/cli/io.ts", "apps/cli/main.ts"]);
+  assert.deepEqual(run.npm, ["commander"]);
 });
 
-Deno.test("duet dlog loads the dlog package and nothing of the other parts", async () => {
-  const graph = await staticGraph("./commands/dlog.ts");
-  const outside = graph.files.filter((file) =>
+Deno.test("duet dlog reads the dlog package and nothing of the other parts", async () => {
+  const read = await graph("./commands/dlog.ts", true);
+  const outside = read.files.filter((file) =>
     !file.startsWith("apps/cli/") && !file.startsWith("packages/dlog/")
   );
   assert.deepEqual(outside, []);
-  assert.deepEqual(graph.npm.filter((name) => !name.startsWith("@noble/")), ["commander"]);
+  assert.deepEqual(read.npm.filter((name) => !name.startsWith("@noble/")), ["commander"]);
 });
 
 Deno.test("duet chat loads the screen (ink, React) only when it draws one", async () => {
-  const graph = await staticGraph("./commands/chat.ts");
-  assert.ok(graph.files.includes("apps/chat/mod.ts"));
-  assert.deepEqual(graph.files.filter((file) => file === "apps/chat/tui.ts"), []);
-  assert.deepEqual(graph.npm.filter((name) => name === "ink" || name === "react"), []);
+  const run = await graph("./commands/chat.ts", false);
+  assert.ok(run.files.includes("apps/chat/mod.ts"));
+  assert.deepEqual(run.files.filter((file) => file === "apps/chat/tui.ts"), []);
+  assert.deepEqual(run.npm.filter((name) => name === "ink" || name === "react"), []);
 });

@@ -1,0 +1,57 @@
+// deno-lint-ignore-file no-console -- a benchmark: its output is the report
+/**
+ * How long `duet` takes to start: `duet --help` and `duet dlog prove`, beside anchors
+ * measured in the same run (an empty `deno run`, commander alone, the dlog package alone),
+ * with hyperfine (apt-get install hyperfine). Prints a Markdown table of medians and ratios
+ * for docs/benchmarks.md.
+ *
+ * Usage: deno run -A bench/cli/run.ts [--runs 30] [--before DIR]
+ *   --before DIR: also time the same commands in another checkout (e.g. `git archive REV`)
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: { runs: { type: "string", default: "30" }, before: { type: "string" } },
+});
+const root = new URL("../../", import.meta.url).pathname;
+const secret = (12345).toString(16).padStart(64, "0");
+const flags = "--allow-net --allow-read --allow-write --allow-env --allow-sys --allow-run";
+const duet = (dir: string, args: string) =>
+  `bash -c 'cd ${dir} && exec ${Deno.execPath()} run ${flags} apps/cli/main.ts ${args}'`;
+const prove = `dlog prove --sid s --pid 5 --secret ${secret}`;
+const anchor = (file: string) => `${Deno.execPath()} run -A ${root}bench/cli/${file}`;
+
+const commands: [name: string, command: string][] = [
+  ["empty deno run", anchor("empty.ts")],
+  ["commander alone", anchor("commander.ts")],
+  ["dlog package alone (import, y = x*G, prove)", anchor("dlog_alone.ts")],
+  ["duet --help", duet(root, "--help")],
+  ["duet dlog prove", duet(root, prove)],
+];
+if (values.before) {
+  commands.push(["duet --help (before)", duet(values.before, "--help")]);
+  commands.push(["duet dlog prove (before)", duet(values.before, prove)]);
+}
+const out = await Deno.makeTempFile({ suffix: ".json" });
+const args = ["-N", "-w", "3", "-r", values.runs!, "--export-json", out];
+for (const [name, command] of commands) args.push("-n", name, command);
+const { success } = await new Deno.Command("hyperfine", { args, stdout: "null" }).spawn().status;
+if (!success) Deno.exit(1);
+const results: { command: string; median: number }[] = JSON.parse(
+  await Deno.readTextFile(out),
+).results;
+await Deno.remove(out);
+const median = (name: string) => results.find((r) => r.command === name)!.median * 1000;
+console.log("| command | median | / empty deno run | / commander alone | / dlog alone |");
+console.log("| --- | --- | --- | --- | --- |");
+for (const { command } of results) {
+  const ms = median(command);
+  const ratio = (anchorName: string) => (ms / median(anchorName)).toFixed(2);
+  console.log(
+    `| ${command} | ${ms.toFixed(1)} ms | ${ratio("empty deno run")} | ` +
+      `${ratio("commander alone")} | ${ratio("dlog package alone (import, y = x*G, prove)")} |`,
+  );
+}
