@@ -9,8 +9,8 @@
  *   deno task build:wsping --check   rebuild into a temporary directory and fail if the
  *                                    committed files differ (CI runs this)
  */
+import { bytesToHex } from "@noble/hashes/utils.js";
 import asc from "assemblyscript/asc";
-import { encodeBase64 } from "./_base64.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 const pkg = `${root}packages/wsping/`;
@@ -36,7 +36,7 @@ async function compileWasm(): Promise<Uint8Array> {
 
 async function sha256(bytes: Uint8Array): Promise<string> {
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes as BufferSource));
-  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+  return bytesToHex(digest);
 }
 
 function wasmModule(bytes: Uint8Array, hash: string): string {
@@ -46,7 +46,7 @@ function wasmModule(bytes: Uint8Array, hash: string): string {
 
 /** The compiled state machine, base64. */
 export const MACHINE_WASM_BASE64 =
-  "${encodeBase64(bytes)}";
+  "${bytes.toBase64()}";
 `;
 }
 

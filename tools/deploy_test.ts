@@ -3,6 +3,7 @@
 // lines a container would run are run with `deno run` and must serve. kubernetes-models
 // rejects wrong types and missing required fields but not unknown (misspelled) fields, so
 // the fields that matter are also asserted one by one.
+import { bytesToHex } from "@noble/hashes/utils.js";
 import assert from "node:assert/strict";
 import { parseAllDocuments } from "yaml";
 import { Deployment } from "kubernetes-models/apps/v1/Deployment";
@@ -406,8 +407,7 @@ testWith(await PrivateRedis.find(), {
     const documents = await manifests("deploy/syncpoint/k8s.yaml");
     const { service, redisContainer } = syncpointObjects(documents);
     // Redis as the manifest starts it, with a password in the Secret's place.
-    const password = Array.from(crypto.getRandomValues(new Uint8Array(32)))
-      .map((b) => b.toString(16).padStart(2, "0")).join("");
+    const password = bytesToHex(crypto.getRandomValues(new Uint8Array(32)));
     const port = freePort();
     const redisArgs = redisContainer.args!.map((arg) => expand(arg, { REDIS_PASSWORD: password }));
     const server = new Deno.Command(PrivateRedis.binary, {

@@ -1,6 +1,7 @@
 // The ping server and client over real QUIC and TCP on loopback: the three ways of
 // pinging, the protocol's error answers, the server's admission rules, its TCP side, and
 // trust taken from the published hashes.
+import { bytesToHex } from "@noble/hashes/utils.js";
 import assert from "node:assert/strict";
 import {
   connectWebTransport,
@@ -209,14 +210,13 @@ Deno.test({
       assert.deepEqual(health, { status: "ok", sessions: 0 });
       const info = await (await fetch(new URL("/.well-known/duet-ping.json", server.httpUrl)))
         .json();
-      const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
       // No --public-url: the port and path, which clients join to the host they used.
       assert.deepEqual(info, {
         port: server.port,
         path: "/ping",
         certificateHashes: server.certificateHashes().map((h) => ({
           algorithm: "sha-256",
-          value: hex(h),
+          value: bytesToHex(h),
         })),
       });
       assert.equal(serviceUrl(info, server.httpUrl.hostname).href, server.url.href);

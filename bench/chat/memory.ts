@@ -146,7 +146,7 @@ if (url) {
   const s = await server(["--data-dir", dir, "--messages-per-second", "10000"]);
   const hoarders: Deno.TcpConn[] = [];
   try {
-    const ciphertext = btoa(String.fromCharCode(...new Uint8Array(300).fill(1)));
+    const ciphertext = new Uint8Array(300).fill(1).toBase64();
     await Promise.all(Array.from({ length: 16 }, async (_, r) => {
       const [alice] = await TestClient.join(s.port, "alice", `hoard${r}`);
       for (let i = 1; i <= 200; i++) await alice.send({ ...sendFrame(`h${i}`, i), ciphertext });

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { bytesToHex } from "@noble/hashes/utils.js";
 import { generateCertificate } from "@duet/webtransport";
 
 const certificate = await generateCertificate();
@@ -14,7 +15,7 @@ const listener = endpoint.listen({
   key: certificate.keyPem,
   alpnProtocols: ["h3"],
 });
-const hex = Array.from(certificate.sha256, (b) => b.toString(16).padStart(2, "0")).join("");
+const hex = bytesToHex(certificate.sha256);
 await Deno.stdout.write(new TextEncoder().encode(`${endpoint.addr.port} ${hex}\n`));
 for await (const incoming of listener) {
   (async () => {

@@ -14,6 +14,7 @@
  *
  *   deno run -A bench/ping/run.ts [--n 2000] [--chromium-streams 10000]
  */
+import { hexToBytes } from "@noble/hashes/utils.js";
 import { parseArgs } from "node:util";
 import { connectWebTransport, type WebTransportSession } from "@duet/webtransport";
 import { CLIENT_DEFAULTS, runPing } from "@duet/ping";
@@ -212,7 +213,7 @@ async function quicFloor(): Promise<number> {
       alpnProtocols: ["h3"],
       serverCertificateHashes: [{
         algorithm: "sha-256",
-        value: Uint8Array.from(hex!.match(/../g)!, (x) => parseInt(x, 16)),
+        value: hexToBytes(hex!),
       }],
     } as Deno.ConnectQuicOptions<false>);
     const stream = await conn.createBidirectionalStream();
@@ -283,7 +284,7 @@ const hashes = server.lines.stdout.filter((l) => l.startsWith("certificate sha-2
 const trust = {
   serverCertificateHashes: hashes.map((h) => ({
     algorithm: "sha-256" as const,
-    value: Uint8Array.from(h.match(/../g)!, (x) => parseInt(x, 16)),
+    value: hexToBytes(h),
   })),
 };
 const url = new URL(`https://127.0.0.1:${port}/ping`);

@@ -1,3 +1,4 @@
+import { hexToBytes } from "@noble/hashes/utils.js";
 /**
  * The browser page's decisions and figures, pure (no DOM, no sockets, no clock), so they
  * are tested under Deno: which servers to use, what carries pings, the reply statistics
@@ -87,5 +88,5 @@ export function chartScale(rtts: readonly number[]): { top: number; above: numbe
 
 /** Hex digits to bytes (the published certificate hashes). */
 export function hexBytes(hex: string): Uint8Array<ArrayBuffer> {
-  return Uint8Array.from(hex.match(/../g) ?? [], (h) => parseInt(h, 16));
+  return hexToBytes(hex) as Uint8Array<ArrayBuffer>;
 }
