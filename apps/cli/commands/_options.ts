@@ -1,3 +1,4 @@
+import { resolve } from "node:path";
 import { InvalidArgumentError } from "commander";
 import { UsageError } from "../io.ts";
 
@@ -100,4 +101,23 @@ export function untilAborted(signal: AbortSignal): Promise<void> {
     if (signal.aborted) resolve();
     else signal.addEventListener("abort", () => resolve(), { once: true });
   });
+}
+
+/**
+ * The directory the user ran duet from. `deno task` runs its command from the repository
+ * root and passes the directory it was started in as INIT_CWD (as npm does); run directly,
+ * duet's own working directory is the user's.
+ */
+export function userDirectory(): string {
+  return Deno.env.get("INIT_CWD") || Deno.cwd();
+}
+
+/**
+ * A commander argument parser for a file or directory: resolved against the directory the
+ * user ran the command from ({@link userDirectory}), so that `--cert ./cert.pem` means the
+ * file beside them whatever the task runner's working directory is.
+ */
+export function userPath(text: string): string {
+  if (text === "") throw new InvalidArgumentError("expected a path");
+  return resolve(userDirectory(), text);
 }

@@ -32,6 +32,7 @@ import {
   showHostPort,
   untilAborted,
   url,
+  userPath,
 } from "./_options.ts";
 
 interface ChatServerCliOptions {
@@ -95,7 +96,11 @@ export function chatServerCommand(io: CliIo): Command {
         .env("DUET_CHAT_DATABASE_URL")
         .conflicts("dataDir"),
     )
-    .option("--data-dir <dir>", `the embedded database's directory (default: ${defaultDataDir()})`)
+    .option(
+      "--data-dir <dir>",
+      `the embedded database's directory (default: ${defaultDataDir()})`,
+      userPath,
+    )
     .option(
       "--messages-per-second <n>",
       "frames handled per connection per second (bursts of twice that): sends, history " +
@@ -255,7 +260,12 @@ export function chatCommand(io: CliIo): Command {
       "the room (1-64 of A-Z a-z 0-9 . _ ~ -)",
       pattern(ROOM, "1-64 of A-Z a-z 0-9 . _ ~ -"),
     )
-    .option("--key-store <path>", "the local key store (SQLite, mode 0600)", defaultKeyStorePath())
+    .option(
+      "--key-store <path>",
+      "the local key store (SQLite, mode 0600)",
+      userPath,
+      defaultKeyStorePath(),
+    )
     .option("--line", "line mode for scripts: stdin lines are sent, messages print as NAME: TEXT")
     .option(
       "--reset-key",

@@ -23,7 +23,7 @@ import {
 import { jsonLine } from "@duet/core/json-line";
 import { printable } from "@duet/core/printable";
 import { type CliIo, ExitStatus, UsageError } from "../io.ts";
-import { explainListenError, hostPort, integer, untilAborted, url } from "./_options.ts";
+import { explainListenError, hostPort, integer, untilAborted, url, userPath } from "./_options.ts";
 
 interface ServeCliOptions {
   host: string;
@@ -175,7 +175,7 @@ function clientOptions(command: Command): Command {
       },
       [],
     )
-    .option("--ca <file>", "trust server certificates issued by this CA (PEM)")
+    .option("--ca <file>", "trust server certificates issued by this CA (PEM)", userPath)
     .addOption(
       new Option("--token <token>", "bearer token the server asks for").env("DUET_PING_TOKEN"),
     )
@@ -333,8 +333,12 @@ function serveOptions(command: Command): Command {
       integer(0, 65535),
       DEFAULTS.port,
     )
-    .option("--cert <file>", "certificate (PEM); without it one is generated and rotated")
-    .option("--key <file>", "the certificate's private key (PEM)")
+    .option(
+      "--cert <file>",
+      "certificate (PEM); without it one is generated and rotated",
+      userPath,
+    )
+    .option("--key <file>", "the certificate's private key (PEM)", userPath)
     .option(
       "--cert-name <name>",
       "a DNS name for the generated certificate (repeatable)",

@@ -9,7 +9,7 @@ import { DEFAULTS as PING, startPingServer } from "@duet/ping";
 import { DEFAULTS as CHAT, startChatServer } from "@duet/chat";
 import { defaultDataDir, openStore } from "./chat.ts";
 import type { CliIo } from "../io.ts";
-import { explainListenError, integer, showHostPort } from "./_options.ts";
+import { explainListenError, integer, showHostPort, userPath } from "./_options.ts";
 import { startServices, superviseServices } from "@duet/core/service";
 
 interface ServeOptions {
@@ -35,6 +35,7 @@ export function serveCommand(io: CliIo): Command {
     .option(
       "--chat-data-dir <dir>",
       `the chat server's embedded database (default ${defaultDataDir()})`,
+      userPath,
     )
     .action(async (options: ServeOptions) => {
       const { host } = options;
