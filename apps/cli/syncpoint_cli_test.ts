@@ -852,3 +852,20 @@ Deno.test("duet syncpoint out of file descriptors: stays up, held parties answer
     assert.equal(await service.stop(), 0);
   }
 });
+
+Deno.test("duet syncpoint --port 0 -q: the URL on stdout even when quiet, and nothing on stderr", async () => {
+  const { child, lines, done } = spawnDuet(["syncpoint", "--port", "0", "-q"], { direct: true });
+  try {
+    await waitFor(() => lines.stdout.length > 0, "the URL on stdout", 20_000);
+    const url = lines.stdout[0]!.split(/\s+/)[1]!;
+    assert.match(url, /^http:\/\/127\.0\.0\.1:\d+\/wait-for-second-party\/ID$/);
+    const health = await fetch(new URL("/healthz", url));
+    assert.equal(health.status, 200);
+    await health.body?.cancel();
+  } finally {
+    child.kill("SIGTERM");
+    assert.equal((await child.status).code, 0);
+    await done;
+  }
+  assert.deepEqual(lines.stderr, []);
+});

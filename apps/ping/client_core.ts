@@ -344,8 +344,11 @@ function onConnectFailed(
     nextAttempt(draft, event.now);
     return;
   }
-  // A whole pass failed: back off, then go round again.
-  const delayMs = backoffDelay(config.backoff, pass, () => event.jitter);
+  // A whole pass failed: back off, then go round again; never past the give-up deadline,
+  // so that the breaker opens when --give-up-after-ms says, not a backoff later.
+  const outage = currentOutage(draft.state)!;
+  const left = Math.max(0, outage.startedAt + config.giveUpAfterMs - event.now);
+  const delayMs = Math.min(backoffDelay(config.backoff, pass, () => event.jitter), left);
   patch(draft, { phase: "backoff", pass: pass + 1, refusals: [] });
   report(draft, { type: "reconnecting", attempt: pass + 1, delayMs, error: event.reason });
   draft.commands.push({ type: "reconnect-after", ms: delayMs });

@@ -218,6 +218,24 @@ Deno.test("core: every server of a pass refusing (401, 404) ends the run; a 500 
   assert.equal(mixed.state.phase, "backoff");
 });
 
+Deno.test("core: the backoff never waits past the give-up deadline, so the breaker opens on time", () => {
+  const config = { ...CONFIG, giveUpAfterMs: 1000, backoff: { baseMs: 5000, maxMs: 5000 } };
+  const failed = run([
+    { type: "start", now: 0 },
+    { type: "connect-failed", now: 100, reason: "down", jitter: 0.99 },
+  ], config);
+  // The outage began at 100: 1,000 ms of budget leaves 1,000 ms, not the 4,950 drawn.
+  assert.deepEqual(failed.commands.find((c) => c.type === "reconnect-after"), {
+    type: "reconnect-after",
+    ms: 1000,
+  });
+  const { commands } = run([{ type: "retry", now: 1100 }], config, failed.state);
+  assert.deepEqual(commands.slice(-2), [
+    { type: "report", event: { type: "gave-up", outageMs: 1000 } },
+    { type: "stop" },
+  ]);
+});
+
 Deno.test("core: the circuit breaker: an outage past giveUpAfterMs gives up at the next attempt", () => {
   const { state, commands } = run([
     { type: "start", now: 0 },

@@ -179,6 +179,7 @@ export async function startPingServer(
       echo.closeAll();
       await Promise.all([transport.shutdown({ graceMs }), http.shutdown()]);
       await accepting.catch(() => {});
+      log.info("Ping server stopped");
     })();
   };
   const accepting = sessions.serve(transport);

@@ -306,13 +306,34 @@ export interface PinningCheck {
 }
 
 /**
+ * Reads one X.509 certificate in PEM.
+ *
+ * @throws {TypeError} "not a PEM X.509 certificate", with the parser's own words as `cause`,
+ *   when `certPem` is anything else (a key, a DER file, text).
+ */
+export function parseCertificatePem(certPem: string): x509.X509Certificate {
+  if (!/-----BEGIN CERTIFICATE-----/.test(certPem)) {
+    throw new TypeError("not a PEM X.509 certificate (no -----BEGIN CERTIFICATE----- line)");
+  }
+  try {
+    return new x509.X509Certificate(certPem);
+  } catch (error) {
+    throw new TypeError("not a PEM X.509 certificate (its content does not parse)", {
+      cause: error,
+    });
+  }
+}
+
+/**
  * Checks a PEM certificate against the rules browsers apply to `serverCertificateHashes`
  * (ECDSA key, validity at most 14 days, valid now). A client pinning a hash cannot apply
  * them itself: Deno's QUIC client checks the hash and expiry but does not show the
  * certificate, so the server checks the certificates it is given before publishing hashes.
+ *
+ * @throws {TypeError} from {@link parseCertificatePem}.
  */
 export async function checkPinnable(certPem: string, now = new Date()): Promise<PinningCheck> {
-  const certificate = new x509.X509Certificate(certPem);
+  const certificate = parseCertificatePem(certPem);
   const problems: string[] = [];
   if (certificate.publicKey.algorithm.name !== "ECDSA") {
     problems.push(`the key is ${certificate.publicKey.algorithm.name}, not ECDSA`);

@@ -412,6 +412,11 @@ async function runServer(options: ServeCliOptions, io: CliIo): Promise<void> {
       keyPem: await readFileOrExplain(options.key, "key"),
     }
     : undefined;
+  if (cert && !/-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----/.test(cert.keyPem)) {
+    throw new UsageError(
+      `--key ${options.key}: not a PEM private key (no -----BEGIN PRIVATE KEY----- line)`,
+    );
+  }
   const server = await startPingServer({
     hostname: options.host,
     port: options.port,
@@ -425,7 +430,24 @@ async function runServer(options: ServeCliOptions, io: CliIo): Promise<void> {
     maxStreamsPerConnection: options.maxStreams,
     idleTimeoutMs: options.idleTimeoutMs,
     ...(options.publicUrl ? { publicUrl: options.publicUrl } : {}),
-  }).catch((error) => explainListenError(error, options.host, options.port));
+  }).catch((error) => {
+    // The certificate and key are the user's files: say which one is wrong.
+    if (error instanceof TypeError && /PEM X\.509 certificate/.test(error.message)) {
+      throw new UsageError(`--cert ${options.cert}: ${error.message}`);
+    }
+    // The runtime's TLS refusing the pair ("No keys found in key data", a key that is not
+    // the certificate's): ours first, its words after.
+    if (
+      cert && /key/i.test(String((error as Error)?.message)) &&
+      !(error instanceof Deno.errors.AddrInUse)
+    ) {
+      throw new UsageError(
+        `--cert ${options.cert} and --key ${options.key} cannot be used together ` +
+          `(${(error as Error).message})`,
+      );
+    }
+    return explainListenError(error, options.host, options.port);
+  });
   const hashes = server.certificateHashes().map(bytesToHex);
   io.out(`ping  ${server.url.href}   (WebTransport, UDP ${server.port})\n`);
   io.out(`page  ${server.httpUrl.href}   (/healthz, /.well-known/duet-ping.json, /ws)\n`);

@@ -235,6 +235,9 @@ async function runService(options: ServeOptions, io: CliIo): Promise<void> {
     ...(options.redisPrefix ? { redisPrefix: options.redisPrefix } : {}),
     drainMs: options.drainMs,
   }).catch((error) => explainListenError(error, options.host, options.port));
+  // On stdout, quiet or not: with --port 0 it is the only way to learn the port.
+  const waitUrl = new URL("/wait-for-second-party/", server.url);
+  io.out(`syncpoint  ${waitUrl}ID   (POST; GET /healthz, /metrics)\n`);
   await untilAborted(io.shutdownSignal);
   await server.shutdown();
 }

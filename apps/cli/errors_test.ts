@@ -1,0 +1,60 @@
+// What a user sees when a file or value they gave is wrong: one line of ours naming the
+// option (exit 2), never a library's or the runtime's words alone.
+import assert from "node:assert/strict";
+import { generateCertificate } from "@duet/webtransport";
+import { spawnDuet } from "./testdata/spawn.ts";
+
+/** Runs `duet ARGS` to its end: exit code and stderr. */
+async function duet(args: string[]): Promise<{ code: number; err: string }> {
+  const run = spawnDuet(args, { direct: true });
+  const { code } = await run.child.status;
+  await run.done;
+  return { code, err: run.lines.stderr.join("\n") };
+}
+
+Deno.test("duet ping serve: a --cert or --key that is not PEM, or a key the runtime cannot read, is a usage error naming it", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const good = await generateCertificate();
+    await Deno.writeTextFile(`${dir}/cert.pem`, good.certPem);
+    await Deno.writeTextFile(`${dir}/key.pem`, good.keyPem);
+    await Deno.writeTextFile(`${dir}/text`, "hello\n");
+    const notCert = await duet(
+      ["ping", "serve", "--port", "0", "--cert", `${dir}/text`, "--key", `${dir}/key.pem`],
+    );
+    assert.equal(notCert.code, 2, notCert.err);
+    assert.match(notCert.err, /^duet ping serve: --cert \S+\/text: not a PEM X\.509 certificate/);
+    assert.doesNotMatch(notCert.err, /Unsupported format/);
+    const keyAsCert = await duet(
+      ["ping", "serve", "--port", "0", "--cert", `${dir}/key.pem`, "--key", `${dir}/key.pem`],
+    );
+    assert.equal(keyAsCert.code, 2, keyAsCert.err);
+    assert.match(keyAsCert.err, /--cert \S+\/key\.pem: not a PEM X\.509 certificate/);
+    const certAsKey = await duet(
+      ["ping", "serve", "--port", "0", "--cert", `${dir}/cert.pem`, "--key", `${dir}/cert.pem`],
+    );
+    assert.equal(certAsKey.code, 2, certAsKey.err);
+    assert.match(certAsKey.err, /--key \S+\/cert\.pem: not a PEM private key/);
+    const other = await generateCertificate();
+    await Deno.writeTextFile(
+      `${dir}/other-key.pem`,
+      other.keyPem.replace(/[A-Za-z0-9+/]{8}\n/, "AAAAAAAA\n"),
+    );
+    const unreadable = await duet(
+      [
+        "ping",
+        "serve",
+        "--port",
+        "0",
+        "--cert",
+        `${dir}/cert.pem`,
+        "--key",
+        `${dir}/other-key.pem`,
+      ],
+    );
+    assert.equal(unreadable.code, 2, unreadable.err);
+    assert.match(unreadable.err, /--cert \S+ and --key \S+ cannot be used together/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
