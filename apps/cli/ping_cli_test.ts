@@ -547,3 +547,32 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "duet ping --cert-hash that is not the server's: stops at once with one line of advice, not retried",
+  ...options,
+  async fn() {
+    const port = freePort();
+    const server = await startServer(port);
+    try {
+      const wrong = "00".repeat(32);
+      const client = spawnDuet(
+        ["ping", "--url", `https://127.0.0.1:${port}/ping`, "--count", "3", "--cert-hash", wrong],
+        { direct: true },
+      );
+      const { code } = await client.child.status;
+      await client.done;
+      const said = client.lines.stdout.join("\n");
+      assert.equal(code, 1, said);
+      assert.match(
+        said,
+        /stopping: the server's certificate is not one you trust \(.*\); check --cert-hash/,
+      );
+      assert.doesNotMatch(said, /reconnect attempt/);
+      assert.match(said, /3 transmitted, 0 received|0 transmitted, 0 received/);
+    } finally {
+      await stop(server);
+    }
+  },
+});

@@ -155,6 +155,11 @@ export interface PingSummary {
   gaveUp: boolean;
   /** The HTTP status of a refusal that ended the run (a wrong token, say). */
   refusedStatus?: number;
+  /**
+   * Present when the run ended because the handshake refused every server's certificate
+   * and the trust was given as a value (pinned hashes, a CA), which no retry changes.
+   */
+  untrusted?: true;
   /** From the start of the run to the end of its cleanup. */
   elapsedMs: number;
 }
@@ -269,6 +274,8 @@ class PingRun {
       deadAfterMs: options.deadAfterMs,
       backoff: options.backoff,
       giveUpAfterMs: options.giveUpAfterMs,
+      // Trust given as a value is the same on every attempt; a function fetches it anew.
+      fixedTrust: typeof options.trust !== "function",
     };
     this.#fallback = new FallbackShell(options, this.#stopped.signal, {
       onLine: (line, transport) => this.#feed({ type: "reply", now: now(), line, transport }),
@@ -600,6 +607,7 @@ class FallbackShell {
       now: now(),
       reason: error === undefined ? reason : describeError(error),
       ...(error instanceof WebTransportRejectedError ? { status: error.status } : {}),
+      ...(error !== undefined && certificateRefused(error) ? { untrusted: true } : {}),
       jitter: this.#hooks.random(),
     });
   }
@@ -608,6 +616,15 @@ class FallbackShell {
 /** Seconds for a message: "2 s", "1.5 s". */
 function formatSeconds(ms: number): string {
   return `${Number((ms / 1000).toFixed(1))} s`;
+}
+
+/**
+ * Whether a connection failed because the TLS handshake refused the server's certificate
+ * (rustls' words through Deno: "invalid peer certificate: UnknownIssuer", "BadSignature",
+ * "Expired", "NotValidForName"), not because the server was away.
+ */
+export function certificateRefused(error: unknown): boolean {
+  return /invalid peer certificate/i.test(describeError(error));
 }
 
 function describeError(error: unknown): string {

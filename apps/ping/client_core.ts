@@ -45,7 +45,12 @@ export type PingEvent =
   | { type: "outage"; reason: string }
   | { type: "reconnecting"; attempt: number; delayMs: number; error?: string }
   | { type: "gave-up"; outageMs: number }
-  | { type: "refused"; status: number; reason: string };
+  | { type: "refused"; status: number; reason: string }
+  /**
+   * The handshake refused every server's certificate and the trust is the user's own
+   * (`fixedTrust`): retrying would be refused the same way, so the run ends.
+   */
+  | { type: "untrusted"; reason: string };
 
 /** The machine's settings (durations in milliseconds). */
 export interface PingCoreConfig {
@@ -61,6 +66,12 @@ export interface PingCoreConfig {
   deadAfterMs: number;
   backoff: BackoffPolicy;
   giveUpAfterMs: number;
+  /**
+   * The trust does not change between attempts (pinned hashes, a CA given by the user): a
+   * certificate the handshake refuses is refused for good. False when the hashes are
+   * fetched from the server again before each attempt (a rotated certificate heals).
+   */
+  fixedTrust?: boolean;
 }
 
 /** Where the run is; a plain value, never mutated. */
@@ -93,14 +104,16 @@ export interface PingCoreState {
   readonly attempt: number;
   /** Backoffs since the last connection (or loss). */
   readonly pass: number;
-  /** Final refusals (401, ...) in the current pass. */
-  readonly refusals: readonly { status: number; reason: string }[];
+  /** Final refusals (401, ..., or `null`: the certificate untrusted) in the current pass. */
+  readonly refusals: readonly { status: number | null; reason: string }[];
   /** The servers that had a connection, in the order first used. */
   readonly servers: readonly string[];
   /** Every outage; the last has no `durationMs` while under way. */
   readonly outages: readonly Outage[];
   readonly gaveUp: boolean;
   readonly refusedStatus: number | null;
+  /** The run ended because no server's certificate could be trusted (see `fixedTrust`). */
+  readonly untrusted: boolean;
   /** When the run started and, once stopped, when it stopped. */
   readonly startedAt: number;
   readonly stoppedAt: number | null;
@@ -114,9 +127,17 @@ export type PingCoreEvent =
   | { type: "connected"; now: number; linkId: number }
   /**
    * The connection attempt failed: `reason` for people, `status` the HTTP status of a
-   * refusal, `jitter` uniform in [0, 1) for the backoff should this end a pass.
+   * refusal, `untrusted` when the handshake refused the server's certificate, `jitter`
+   * uniform in [0, 1) for the backoff should this end a pass.
    */
-  | { type: "connect-failed"; now: number; reason: string; status?: number; jitter: number }
+  | {
+    type: "connect-failed";
+    now: number;
+    reason: string;
+    status?: number;
+    untrusted?: boolean;
+    jitter: number;
+  }
   /** The delay of a `reconnect-after` command is over. */
   | { type: "retry"; now: number }
   /** Pings move to link `linkId` (the fallback's probe connected); not an outage. */
@@ -192,6 +213,7 @@ export const INITIAL_PING_STATE: PingCoreState = {
   outages: [],
   gaveUp: false,
   refusedStatus: null,
+  untrusted: false,
   startedAt: 0,
   stoppedAt: null,
 };
@@ -319,14 +341,24 @@ function onConnectFailed(
   event: Extract<PingCoreEvent, { type: "connect-failed" }>,
 ): void {
   const { config } = draft;
-  const final = event.status === undefined ? undefined : FINAL_STATUSES[event.status];
+  const final = event.status !== undefined
+    ? FINAL_STATUSES[event.status]
+    : event.untrusted && config.fixedTrust
+    ? `the server's certificate is not one you trust (${event.reason})`
+    : undefined;
   if (final !== undefined) {
-    const refusals = [...draft.state.refusals, { status: event.status!, reason: final }];
+    const refusal = { status: event.status ?? null, reason: final };
+    const refusals = [...draft.state.refusals, refusal];
     patch(draft, { refusals });
     if (refusals.length === config.targets.length) {
       // Every server of this pass refused in a way retrying cannot cure: the run ends.
-      patch(draft, { refusedStatus: event.status! });
-      report(draft, { type: "refused", status: event.status!, reason: final });
+      if (refusal.status === null) {
+        patch(draft, { untrusted: true });
+        report(draft, { type: "untrusted", reason: final });
+      } else {
+        patch(draft, { refusedStatus: refusal.status });
+        report(draft, { type: "refused", status: refusal.status, reason: final });
+      }
       stop(draft, event.now);
       return;
     }
@@ -497,6 +529,8 @@ export interface PingTally {
   outageMs: number;
   gaveUp: boolean;
   refusedStatus?: number;
+  /** Present when the run ended because no server's certificate could be trusted. */
+  untrusted?: true;
 }
 
 /**
@@ -518,5 +552,6 @@ export function tally(state: PingCoreState, end: number): PingTally {
     outageMs: outages.reduce((sum, o) => sum + o.durationMs!, 0),
     gaveUp: state.gaveUp,
     ...(state.refusedStatus === null ? {} : { refusedStatus: state.refusedStatus }),
+    ...(state.untrusted ? { untrusted: true as const } : {}),
   };
 }

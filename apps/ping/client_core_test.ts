@@ -518,3 +518,35 @@ Deno.test("core property: with count > 0, answering every ping in time ends the 
     ),
   );
 });
+
+Deno.test("core: a certificate the handshake refuses ends the run when the trust is fixed, and is retried when it is fetched", () => {
+  const refused = [
+    { type: "start", now: 0 },
+    {
+      type: "connect-failed",
+      now: 5,
+      reason: "invalid peer certificate: UnknownIssuer",
+      untrusted: true,
+      jitter: 0,
+    },
+  ] as const;
+  const fixed = run([...refused], { ...CONFIG, fixedTrust: true });
+  assert.equal(fixed.state.phase, "stopped");
+  assert.equal(fixed.state.untrusted, true);
+  assert.deepEqual(fixed.commands.slice(-2), [
+    {
+      type: "report",
+      event: {
+        type: "untrusted",
+        reason:
+          "the server's certificate is not one you trust (invalid peer certificate: UnknownIssuer)",
+      },
+    },
+    { type: "stop" },
+  ]);
+  assert.equal(tally(fixed.state, 6).untrusted, true);
+  // Hashes fetched from the server before each attempt: a rotation may heal it, so retry.
+  const fetched = run([...refused], CONFIG);
+  assert.equal(fetched.state.phase, "backoff");
+  assert.equal(fetched.state.untrusted, false);
+});

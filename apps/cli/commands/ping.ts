@@ -229,9 +229,13 @@ async function runClient(options: PingCliOptions, io: CliIo): Promise<void> {
     ...(options.ca ? { caPem: await readFileOrExplain(options.ca, "CA file") } : {}),
   };
   // Hashes fetched from the server are fetched again before each reconnection, so a
-  // restarted server with a new certificate is trusted again the same way.
-  const trust = (target: URL) => resolveTrust(target, choice);
-  await checkTrust(targets, trust);
+  // restarted server with a new certificate is trusted again the same way. The user's own
+  // (--cert-hash, --ca) are one value: a certificate they do not match ends the run at once.
+  const pinned = choice.certHashes.length > 0 || choice.caPem !== undefined;
+  const trust = pinned
+    ? await resolveTrust(targets[0]!, choice)
+    : (target: URL) => resolveTrust(target, choice);
+  if (!pinned) await checkTrust(targets, (target) => resolveTrust(target, choice));
   if (!print) {
     const [first, ...rest] = targets.map((target) => target.href);
     io.out(
@@ -264,7 +268,7 @@ async function runClient(options: PingCliOptions, io: CliIo): Promise<void> {
   });
   if (print) print({ type: "summary", ...summary });
   else io.out(describeSummary(summary));
-  if (summary.received === 0 || summary.gaveUp || summary.refusedStatus) {
+  if (summary.received === 0 || summary.gaveUp || summary.refusedStatus || summary.untrusted) {
     throw new ExitStatus(1);
   }
 }
@@ -506,6 +510,9 @@ export function describeEvent(event: PingEvent, target: URL): string {
       return `giving up: no connection for ${(event.outageMs / 1000).toFixed(1)} s\n`;
     case "refused":
       return `the server refused the session with ${event.status}: ${printable(event.reason)}\n`;
+    case "untrusted":
+      return `stopping: ${printable(event.reason)}; check --cert-hash (duet ping serve prints ` +
+        "the hashes to use) or --ca\n";
   }
 }
 
