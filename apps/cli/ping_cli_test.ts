@@ -24,6 +24,15 @@ async function stop(server: SpawnedDuet, signal: Deno.Signal = "SIGTERM") {
   await server.done;
 }
 
+Deno.test("duet ping --help and ping serve --help show no empty default for repeatable options", async () => {
+  for (const args of [["ping", "--help"], ["ping", "serve", "--help"]]) {
+    const { code, out } = await inProcess(args);
+    assert.equal(code, 0);
+    assert.match(out, /\(repeatable\)/);
+    assert.doesNotMatch(out, /default: \[\]/);
+  }
+});
+
 Deno.test("duet ping: usage errors exit 2 with one line", async () => {
   for (
     const [args, message] of [
@@ -35,6 +44,7 @@ Deno.test("duet ping: usage errors exit 2 with one line", async () => {
       [["ping", "serve", "--port", "70000"], /from 0 to 65535/],
       [["ping", "serve", "--ws-message-rate", "-1"], /expected a whole number/],
       [["ping", "serve", "--max-ws-per-client", "x"], /expected a whole number/],
+      [["ping", "--url", "https://127.0.0.1:99999/ping"], /a port from 1 to 65535, not 99999/],
     ] as const
   ) {
     const { code, err } = await inProcess([...args]);

@@ -51,6 +51,12 @@ export function url(...protocols: string[]): (text: string) => string {
     try {
       parsed = new URL(text);
     } catch {
+      // The URL parser says only "invalid"; the usual mistake is a port out of range.
+      const port = /^[a-z][a-z0-9+.-]*:\/\/(?:[^/@]*@)?(?:\[[^\]]*\]|[^/:]*):(\d+)/i.exec(text)
+        ?.[1];
+      if (port !== undefined && Number(port) > 65535) {
+        throw new InvalidArgumentError(`expected a port from 1 to 65535, not ${port}`);
+      }
       throw new InvalidArgumentError("expected an absolute URL");
     }
     if (!protocols.includes(parsed.protocol)) {

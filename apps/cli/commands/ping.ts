@@ -30,9 +30,9 @@ interface ServeCliOptions {
   port: number;
   cert?: string;
   key?: string;
-  certName: string[];
+  certName?: string[];
   token?: string;
-  allowOrigin: string[];
+  allowOrigin?: string[];
   maxSessionsPerClient: number;
   maxWsPerClient: number;
   wsMessageRate: number;
@@ -52,7 +52,7 @@ interface PingCliOptions {
   newStream?: boolean;
   timeoutMs: number;
   json?: boolean;
-  certHash: string[];
+  certHash?: string[];
   ca?: string;
   token?: string;
   domain?: string;
@@ -65,7 +65,8 @@ interface PingCliOptions {
   probeIntervalMs: number;
 }
 
-const collect = (value: string, previous: string[]) => [...previous, value];
+/** A repeatable option's parser: every value given, in order (no default: none given is []). */
+const collect = (value: string, previous: string[] = []) => [...previous, value];
 const log = getLogger(["duet", "ping"]);
 
 async function readFileOrExplain(path: string, what: string): Promise<string> {
@@ -165,7 +166,7 @@ function clientOptions(command: Command): Command {
     .option(
       "--cert-hash <hex>",
       "trust the server certificate with this SHA-256 (repeatable)",
-      (value: string, previous: string[]) => {
+      (value: string, previous: string[] = []) => {
         try {
           parseCertHash(value);
         } catch (error) {
@@ -173,7 +174,6 @@ function clientOptions(command: Command): Command {
         }
         return [...previous, value];
       },
-      [],
     )
     .option("--ca <file>", "trust server certificates issued by this CA (PEM)", userPath)
     .addOption(
@@ -225,7 +225,7 @@ async function runClient(options: PingCliOptions, io: CliIo): Promise<void> {
     : null;
   const targets = await findTargets(options, print, io);
   const choice = {
-    certHashes: options.certHash,
+    certHashes: options.certHash ?? [],
     ...(options.ca ? { caPem: await readFileOrExplain(options.ca, "CA file") } : {}),
   };
   // Hashes fetched from the server are fetched again before each reconnection, so a
@@ -347,7 +347,6 @@ function serveOptions(command: Command): Command {
       "--cert-name <name>",
       "a DNS name for the generated certificate (repeatable)",
       collect,
-      [],
     )
     .addOption(
       new Option("--token <token>", "require this bearer token of clients").env("DUET_PING_TOKEN"),
@@ -356,7 +355,6 @@ function serveOptions(command: Command): Command {
       "--allow-origin <origin>",
       "let pages from this origin connect (repeatable; * for any)",
       collect,
-      [],
     )
     .option(
       "--max-sessions-per-client <n>",
@@ -425,9 +423,9 @@ async function runServer(options: ServeCliOptions, io: CliIo): Promise<void> {
     hostname: options.host,
     port: options.port,
     ...(cert ? { cert } : {}),
-    certificateNames: options.certName,
+    certificateNames: options.certName ?? [],
     ...(options.token ? { token: options.token } : {}),
-    allowedOrigins: options.allowOrigin,
+    allowedOrigins: options.allowOrigin ?? [],
     maxSessionsPerClient: options.maxSessionsPerClient,
     maxWebSocketsPerClient: options.maxWsPerClient,
     wsMessageRate: options.wsMessageRate,
