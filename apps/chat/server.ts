@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { withDefaults } from "@duet/core/defaults";
 import { checkDuration } from "@duet/core/duration";
 import type { RunningService } from "@duet/core/service";
 import { MAX_TIMEOUT_MS } from "@duet/core/long-timeout";
@@ -143,11 +144,16 @@ export interface RunningChatServer extends RunningService {
  * @throws {RangeError} naming the setting, when one is not a number in (0, MAX_TIMEOUT_MS].
  */
 export function checkTimerDurations(
-  config: Pick<ChatServerConfig, "idleTimeoutMs" | "handshakeTimeoutMs" | "roomSweepIntervalMs">,
+  config: Pick<
+    ChatServerConfig,
+    "idleTimeoutMs" | "handshakeTimeoutMs" | "roomSweepIntervalMs" | "roomIdleMs"
+  >,
 ): void {
   for (const name of ["idleTimeoutMs", "handshakeTimeoutMs", "roomSweepIntervalMs"] as const) {
     checkDuration(name, config[name], { zero: false, max: MAX_TIMEOUT_MS });
   }
+  // Compared in SQL, not timed: any finite span, 0 for never.
+  checkDuration("roomIdleMs", config.roomIdleMs, { infinite: false });
 }
 
 /**
@@ -172,7 +178,7 @@ export function checkTimerDurations(
 export async function startChatServer(
   overrides: Partial<ChatServerConfig> & { store: ChatStore },
 ): Promise<RunningChatServer> {
-  const config: ChatServerConfig = { ...DEFAULTS, ...overrides };
+  const config: ChatServerConfig = withDefaults(DEFAULTS, overrides) as ChatServerConfig;
   checkTimerDurations(config);
   const { store } = config;
   await store.migrate();

@@ -832,7 +832,12 @@ Deno.test("server core: until the key is proved, no frame, push or key offer of 
 });
 
 Deno.test("checkTimerDurations(): timer settings up to 2^31 − 1 ms pass, past it (or below 1) name the setting", () => {
-  const ok = { idleTimeoutMs: 60_000, handshakeTimeoutMs: 10_000, roomSweepIntervalMs: 3_600_000 };
+  const ok = {
+    idleTimeoutMs: 60_000,
+    handshakeTimeoutMs: 10_000,
+    roomSweepIntervalMs: 3_600_000,
+    roomIdleMs: 30 * 86_400_000,
+  };
   checkTimerDurations(ok);
   checkTimerDurations({ ...ok, roomSweepIntervalMs: 2 ** 31 - 1 });
   assert.throws(
@@ -845,4 +850,15 @@ Deno.test("checkTimerDurations(): timer settings up to 2^31 − 1 ms pass, past 
   );
   assert.throws(() => checkTimerDurations({ ...ok, handshakeTimeoutMs: 0 }), /handshakeTimeoutMs/);
   assert.throws(() => checkTimerDurations({ ...ok, idleTimeoutMs: NaN }), /idleTimeoutMs/);
+  // Infinity is not "no timeout" for a timer: setTimeout fires it at once.
+  for (const name of ["idleTimeoutMs", "handshakeTimeoutMs", "roomSweepIntervalMs"] as const) {
+    assert.throws(() => checkTimerDurations({ ...ok, [name]: Infinity }), new RegExp(name));
+  }
+  // roomIdleMs is compared in SQL: any finite span, 0 for never; a negative one would
+  // expire every room at the next sweep.
+  checkTimerDurations({ ...ok, roomIdleMs: 0 });
+  checkTimerDurations({ ...ok, roomIdleMs: 400 * 86_400_000 });
+  for (const bad of [-1, NaN, Infinity]) {
+    assert.throws(() => checkTimerDurations({ ...ok, roomIdleMs: bad }), /roomIdleMs/);
+  }
 });

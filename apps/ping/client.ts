@@ -214,9 +214,11 @@ export function validatePingOptions(options: PingOptions): void {
   whole("count", options.count);
   whole("payloadBytes", options.payloadBytes);
   positive("intervalMs", options.intervalMs);
-  positive("heartbeatMs", options.heartbeatMs);
+  // These two become QUIC's keep-alive and idle timeout, which take whole milliseconds.
+  const quic = { infinite: false, integer: true, max: Number.MAX_SAFE_INTEGER };
+  checkDuration("runPing: heartbeatMs", options.heartbeatMs, { ...quic, zero: false });
   duration("timeoutMs", options.timeoutMs);
-  duration("deadAfterMs", options.deadAfterMs);
+  checkDuration("runPing: deadAfterMs", options.deadAfterMs, quic);
   duration("giveUpAfterMs", options.giveUpAfterMs, true);
   duration("backoff.baseMs", options.backoff.baseMs);
   duration("backoff.maxMs", options.backoff.maxMs);

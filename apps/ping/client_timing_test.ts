@@ -46,6 +46,10 @@ Deno.test("runPing: counts and durations out of range are refused with a RangeEr
     [{ giveUpAfterMs: NaN }, /giveUpAfterMs/],
     [{ backoff: { baseMs: -1, maxMs: 10 } }, /backoff\.baseMs/],
     [{ probeIntervalMs: -5 }, /probeIntervalMs/],
+    // QUIC's keep-alive and idle timeout take whole milliseconds.
+    [{ heartbeatMs: 1.5 }, /heartbeatMs/],
+    [{ heartbeatMs: 1e308 }, /heartbeatMs/],
+    [{ deadAfterMs: 5000.5 }, /deadAfterMs/],
   ];
   for (const [bad, name] of cases) {
     await assert.rejects(

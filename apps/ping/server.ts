@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { withDefaults } from "@duet/core/defaults";
 import { checkDuration } from "@duet/core/duration";
 import { getLogger } from "@logtape/logtape";
 import { AddressCounter } from "@duet/net/address";
@@ -132,7 +133,15 @@ const log = getLogger(["duet", "ping"]);
 export async function startPingServer(
   overrides: Partial<PingServerConfig> = {},
 ): Promise<RunningPingServer> {
-  const config: PingServerConfig = { ...DEFAULTS, ...overrides };
+  const config: PingServerConfig = withDefaults(DEFAULTS, overrides);
+  // It becomes QUIC's idle timeout: whole milliseconds; named here rather than as
+  // transport.maxIdleTimeout, which the caller did not set.
+  checkDuration("idleTimeoutMs", config.idleTimeoutMs, {
+    zero: false,
+    infinite: false,
+    integer: true,
+    max: Number.MAX_SAFE_INTEGER,
+  });
   const page = await loadPage();
   const certificates = await prepareCertificates(config);
   const sessions = new SessionGate(config);

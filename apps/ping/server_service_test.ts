@@ -34,3 +34,13 @@ Deno.test({
     await assert.rejects(fetch(new URL("/healthz", server.httpUrl)));
   },
 });
+
+Deno.test("server: idleTimeoutMs that QUIC cannot take is refused under its own name", async () => {
+  for (const bad of [Infinity, Number.NaN, -1, 0.5, 0]) {
+    await assert.rejects(
+      startPingServer({ port: 0, idleTimeoutMs: bad }),
+      (e) => e instanceof RangeError && e.message.startsWith("idleTimeoutMs must be"),
+      String(bad),
+    );
+  }
+});

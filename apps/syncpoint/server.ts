@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { withDefaults } from "@duet/core/defaults";
 import { checkDuration } from "@duet/core/duration";
 import { getLogger } from "@logtape/logtape";
 import { type Http1Server, serveHttp1 } from "@duet/net/http1";
@@ -128,6 +129,12 @@ function checkDurations(config: SyncpointConfig): void {
   checkDuration("defaultTimeoutMs", config.defaultTimeoutMs, { zero: false, max });
   checkDuration("maxTimeoutMs", config.maxTimeoutMs, { zero: false, max });
   checkDuration("drainMs", config.drainMs, { max });
+  if (config.defaultTimeoutMs > config.maxTimeoutMs) {
+    throw new RangeError(
+      `defaultTimeoutMs (${config.defaultTimeoutMs}) must not exceed maxTimeoutMs ` +
+        `(${config.maxTimeoutMs})`,
+    );
+  }
 }
 
 /**
@@ -151,7 +158,7 @@ function checkDurations(config: SyncpointConfig): void {
 export async function startSyncpoint(
   overrides: Partial<SyncpointConfig> = {},
 ): Promise<RunningSyncpoint> {
-  const config = { ...DEFAULTS, ...overrides };
+  const config: SyncpointConfig = withDefaults(DEFAULTS, overrides);
   checkDurations(config);
   let server: Http1Server | undefined;
   const state = { draining: false };

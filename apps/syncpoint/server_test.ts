@@ -403,7 +403,7 @@ Deno.test("syncpoint server: the shape of every duet server (addr, finished afte
 Deno.test("syncpoint server: durations are checked at setTimeout's bound (2^31 − 1 ok; 2^31, 30 days refused)", async () => {
   const bound = 2 ** 31 - 1;
   for (const name of ["defaultTimeoutMs", "maxTimeoutMs", "drainMs"] as const) {
-    for (const ms of [2 ** 31, 30 * 24 * 3600_000, -1, NaN]) {
+    for (const ms of [2 ** 31, 30 * 24 * 3600_000, Infinity, -1, NaN]) {
       await assert.rejects(
         startSyncpoint({ port: 0, [name]: ms }),
         (e) => e instanceof RangeError && e.message.startsWith(`${name} must be`),
@@ -411,6 +411,13 @@ Deno.test("syncpoint server: durations are checked at setTimeout's bound (2^31 �
       );
     }
   }
+  // A default wait longer than the cap is refused; a setting given as undefined is the default.
+  await assert.rejects(
+    startSyncpoint({ port: 0, defaultTimeoutMs: 20_000, maxTimeoutMs: 10_000 }),
+    /defaultTimeoutMs \(20000\) must not exceed maxTimeoutMs \(10000\)/,
+  );
+  const defaulted = await startSyncpoint({ port: 0, drainMs: undefined, maxTimeoutMs: undefined });
+  await defaulted.shutdown();
   // At the bound: a party's wait of 2^31 − 1 ms does not end early.
   await withServer(async (server) => {
     const waiting = post(server, "bound");

@@ -12,7 +12,10 @@ import { MAX_TIMEOUT_MS } from "./long_timeout.ts";
 export interface DurationBounds {
   /** Whether 0 is allowed (default true). */
   zero?: boolean;
-  /** Whether `Infinity` (never) is allowed (default true). */
+  /**
+   * Whether `Infinity` (never) is allowed: by default only without a finite `max` (a
+   * bound on a duration is also a bound on "never").
+   */
   infinite?: boolean;
   /** Whether only whole milliseconds are allowed (default false). */
   integer?: boolean;
@@ -42,7 +45,8 @@ export interface DurationBounds {
  * ```
  */
 export function checkDuration(name: string, ms: number, bounds: DurationBounds = {}): number {
-  const { zero = true, infinite = true, integer = false, max = Infinity } = bounds;
+  const { zero = true, integer = false, max = Infinity } = bounds;
+  const infinite = bounds.infinite ?? max === Infinity;
   const ok = typeof ms === "number" && (zero ? ms >= 0 : ms > 0) &&
     (Number.isFinite(ms) ? ms <= max && (!integer || Number.isInteger(ms)) : infinite);
   if (!ok) {

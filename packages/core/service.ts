@@ -38,15 +38,19 @@ export interface ServiceStarter<T extends RunningService = RunningService> {
  * failure while unwinding is not reported over the start's own).
  *
  * @param onStarted Called after each start, in order (to print its address, say).
- * @returns The services, in the order of `starters`.
+ * @param signal Aborting it (a Ctrl-C during start-up) stops the starting: no service starts
+ *   after it, those started are shut down, and the result is empty.
+ * @returns The services, in the order of `starters`; none when `signal` aborted.
  * @throws whatever the failing `start()` threw, after the unwinding.
  */
 export async function startServices(
   starters: readonly ServiceStarter[],
   onStarted: (name: string, service: RunningService) => void = () => {},
+  signal?: AbortSignal,
 ): Promise<RunningService[]> {
   const started: RunningService[] = [];
   for (const starter of starters) {
+    if (signal?.aborted) break;
     let service: RunningService;
     try {
       service = await starter.start();
@@ -57,6 +61,10 @@ export async function startServices(
     }
     started.push(service);
     onStarted(starter.name, service);
+  }
+  if (signal?.aborted) {
+    await shutdownAll(started);
+    return [];
   }
   return started;
 }

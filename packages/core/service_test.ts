@@ -64,3 +64,25 @@ Deno.test("superviseServices(): an already aborted signal stops at once", async 
   await superviseServices([service("a", log)], AbortSignal.abort());
   assert.deepEqual(log, ["stop a"]);
 });
+
+Deno.test("startServices(): a signal aborted during start-up starts nothing more and unwinds", async () => {
+  const log: string[] = [];
+  const controller = new AbortController();
+  const services = await startServices(
+    [
+      { name: "a", start: () => Promise.resolve(service("a", log)) },
+      {
+        name: "b",
+        start: () => {
+          controller.abort(); // Ctrl-C while b starts
+          return Promise.resolve(service("b", log));
+        },
+      },
+      { name: "c", start: () => assert.fail("started after the abort") },
+    ],
+    (name) => log.push(`started ${name}`),
+    controller.signal,
+  );
+  assert.deepEqual(services, []);
+  assert.deepEqual(log, ["started a", "started b", "stop b", "stop a"]);
+});

@@ -42,6 +42,7 @@
  *
  * @module
  */
+import { checkDuration } from "@duet/core/duration";
 import { Buffer } from "node:buffer";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { connect, Server as NetServer, type Socket } from "node:net";
@@ -262,9 +263,14 @@ export async function serveHttp1(
       options.recoveredAfterMs,
       RECOVERED_AFTER_MS,
     ),
-    // node:http wants whole milliseconds.
+    // node:http wants whole milliseconds, at most 2^53 − 1 (it throws its own RangeError,
+    // naming its own option, past that).
     requestTimeoutMs: Math.ceil(
-      durationOption("requestTimeoutMs", options.requestTimeoutMs, REQUEST_TIMEOUT_MS, true),
+      options.requestTimeoutMs === undefined ? REQUEST_TIMEOUT_MS : checkDuration(
+        "requestTimeoutMs",
+        options.requestTimeoutMs,
+        { zero: false, max: Number.MAX_SAFE_INTEGER },
+      ),
     ),
   };
   const listener = new Http1Listener(options, handler, timings);

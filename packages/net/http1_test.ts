@@ -125,6 +125,7 @@ Deno.test("serveHttp1: a duration option out of range is a RangeError naming it"
     ["requestTimeoutMs", 0],
     ["requestTimeoutMs", -1],
     ["requestTimeoutMs", Infinity],
+    ["requestTimeoutMs", 1e308], // past node:http's own bound (2^53 - 1)
     ["watchdogMs", 0],
     ["watchdogMs", Number.NaN],
     ["probeGapMs", -1],

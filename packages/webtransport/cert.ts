@@ -236,7 +236,14 @@ export class CertificateRotation {
    * ```
    */
   static async start(options: RotationOptions = {}): Promise<CertificateRotation> {
-    const validityMs = (options.validityDays ?? 10) * 86_400_000;
+    const validityDays = options.validityDays ?? 10;
+    // Named here, before rotateEveryMs's check would report it in the wrong words.
+    if (!(validityDays > 0 && validityDays <= MAX_VALIDITY_DAYS)) {
+      throw new RangeError(
+        `validityDays must be in (0, ${MAX_VALIDITY_DAYS}], got ${validityDays}`,
+      );
+    }
+    const validityMs = validityDays * 86_400_000;
     const every = options.rotateEveryMs ?? validityMs / 3;
     if (!(every > 0 && every <= validityMs / 2)) {
       throw new RangeError(`rotateEveryMs must be in (0, validity / 2], got ${every}`);

@@ -171,3 +171,13 @@ test("checkPinnable() passes generated certificates and names what browsers woul
   assert.equal(expired.problems.length, 1);
   assert.match(expired.problems[0] ?? "", /not valid now/);
 });
+
+test("CertificateRotation.start(): a validityDays out of range is named, not reported as rotateEveryMs", async () => {
+  for (const bad of [-1, 0, Number.NaN, 15]) {
+    await assert.rejects(
+      CertificateRotation.start({ validityDays: bad }),
+      (e) => e instanceof RangeError && e.message.startsWith("validityDays must be"),
+      String(bad),
+    );
+  }
+});
