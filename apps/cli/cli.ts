@@ -215,9 +215,16 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
   }
 }
 
+/** The command `argv` ran: its words, skipping options (and a program option's value). */
 function findCommand(program: Command, argv: string[]): Command {
   let command = program;
-  for (const word of argv) {
+  for (let i = 0; i < argv.length; i++) {
+    const word = argv[i]!;
+    if (word === "--") break;
+    if (word.startsWith("-")) {
+      if (VALUE_OPTIONS.has(word)) i++;
+      continue;
+    }
     const sub = command.commands.find((c) => c.name() === word || c.aliases().includes(word));
     if (!sub) break;
     command = sub;

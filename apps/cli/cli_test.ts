@@ -243,3 +243,17 @@ Deno.test("every server command explains a --host it cannot listen on (exit 2) a
     assert.match(busy.err, new RegExp(`127\\.0\\.0\\.1:${port} is already in use; choose another`));
   }
 });
+
+Deno.test("an error names its command even when a program option comes first", async () => {
+  for (
+    const args of [
+      ["--log-level", "debug", "syncpoint", "--port", "0", "--host", "203.0.113.9"],
+      ["-q", "syncpoint", "--port", "0", "--host", "203.0.113.9"],
+      ["syncpoint", "--log-level", "warning", "--port", "0", "--host", "203.0.113.9"],
+    ]
+  ) {
+    const { code, err } = await inProcess(args);
+    assert.equal(code, 2, err);
+    assert.match(err, /^duet syncpoint: cannot listen on 203\.0\.113\.9/, args.join(" "));
+  }
+});

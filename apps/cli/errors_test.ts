@@ -58,3 +58,15 @@ Deno.test("duet ping serve: a --cert or --key that is not PEM, or a key the runt
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("duet ping --ca FILE that is not a PEM certificate is a usage error naming it, before connecting", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/text`, "hello\n");
+    const run = await duet(["ping", "--url", "https://127.0.0.1:1/ping", "--ca", `${dir}/text`]);
+    assert.equal(run.code, 2, run.err);
+    assert.match(run.err, /^duet ping: --ca \S+\/text: not a PEM certificate/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

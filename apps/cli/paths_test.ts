@@ -7,9 +7,14 @@ import { spawnLines, waitFor } from "@duet/testkit";
 
 const config = new URL("../../deno.json", import.meta.url).pathname;
 
-/** `duet ARGS` through `deno task`, started in `cwd`. */
+/**
+ * `duet ARGS` through `deno task`, started in `cwd` as from a shell: without INIT_CWD, which
+ * deno task (like npm) keeps when it is already set, and this test may itself run under a
+ * task (`deno task test` sets it to the repository).
+ */
 function duetIn(cwd: string, args: string[]) {
-  return spawnLines(Deno.execPath(), ["task", "--config", config, "-q", "duet", ...args], { cwd });
+  const task = [Deno.execPath(), "task", "--config", config, "-q", "duet", ...args];
+  return spawnLines("env", ["-u", "INIT_CWD", ...task], { cwd });
 }
 
 Deno.test({

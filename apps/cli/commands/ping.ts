@@ -228,6 +228,11 @@ async function runClient(options: PingCliOptions, io: CliIo): Promise<void> {
     certHashes: options.certHash ?? [],
     ...(options.ca ? { caPem: await readFileOrExplain(options.ca, "CA file") } : {}),
   };
+  if (choice.caPem !== undefined && !/-----BEGIN CERTIFICATE-----/.test(choice.caPem)) {
+    throw new UsageError(
+      `--ca ${options.ca}: not a PEM certificate (no -----BEGIN CERTIFICATE----- line)`,
+    );
+  }
   // Hashes fetched from the server are fetched again before each reconnection, so a
   // restarted server with a new certificate is trusted again the same way. The user's own
   // (--cert-hash, --ca) are one value: a certificate they do not match ends the run at once.

@@ -39,49 +39,57 @@ export function serveCommand(io: CliIo): Command {
     )
     .action(async (options: ServeOptions) => {
       const { host } = options;
-      const services = await startServices([
-        {
-          name: "syncpoint",
-          start: async () => {
-            const syncpoint = await startSyncpoint({ hostname: host, port: options.syncpointPort })
-              .catch((error) =>
-                explainListenError(error, host, options.syncpointPort, "--syncpoint-port")
+      const services = await startServices(
+        [
+          {
+            name: "syncpoint",
+            start: async () => {
+              const syncpoint = await startSyncpoint({
+                hostname: host,
+                port: options.syncpointPort,
+              })
+                .catch((error) =>
+                  explainListenError(error, host, options.syncpointPort, "--syncpoint-port")
+                );
+              const waitUrl = new URL("/wait-for-second-party/", syncpoint.url);
+              io.out(`syncpoint  ${waitUrl}ID   (POST; GET /healthz, /metrics)\n`);
+              return syncpoint;
+            },
+          },
+          {
+            name: "ping",
+            start: async () => {
+              const ping = await startPingServer({ hostname: host, port: options.pingPort })
+                .catch((error) => explainListenError(error, host, options.pingPort, "--ping-port"));
+              io.out(
+                `ping       ${ping.url.href}   (WebTransport; duet ping --url ${ping.url.href})\n`,
               );
-            const waitUrl = new URL("/wait-for-second-party/", syncpoint.url);
-            io.out(`syncpoint  ${waitUrl}ID   (POST; GET /healthz, /metrics)\n`);
-            return syncpoint;
+              io.out(`ping page  ${ping.httpUrl.href}   (open in a browser)\n`);
+              return ping;
+            },
           },
-        },
-        {
-          name: "ping",
-          start: async () => {
-            const ping = await startPingServer({ hostname: host, port: options.pingPort })
-              .catch((error) => explainListenError(error, host, options.pingPort, "--ping-port"));
-            io.out(
-              `ping       ${ping.url.href}   (WebTransport; duet ping --url ${ping.url.href})\n`,
-            );
-            io.out(`ping page  ${ping.httpUrl.href}   (open in a browser)\n`);
-            return ping;
+          {
+            name: "chat",
+            start: async () => {
+              const { store, description } = await openStore(undefined, options.chatDataDir);
+              const chat = await startChatServer({ store, hostname: host, port: options.chatPort })
+                .catch(async (error) => {
+                  await store.close();
+                  return explainListenError(error, host, options.chatPort, "--chat-port");
+                });
+              const chatAt = showHostPort(chat.addr.hostname, chat.addr.port);
+              io.out(
+                `chat       ${chatAt}   (${description}; ` +
+                  `duet chat --server ${chatAt} --name NAME --room ROOM)\n`,
+              );
+              return chat;
+            },
           },
-        },
-        {
-          name: "chat",
-          start: async () => {
-            const { store, description } = await openStore(undefined, options.chatDataDir);
-            const chat = await startChatServer({ store, hostname: host, port: options.chatPort })
-              .catch(async (error) => {
-                await store.close();
-                return explainListenError(error, host, options.chatPort, "--chat-port");
-              });
-            const chatAt = showHostPort(chat.addr.hostname, chat.addr.port);
-            io.out(
-              `chat       ${chatAt}   (${description}; ` +
-                `duet chat --server ${chatAt} --name NAME --room ROOM)\n`,
-            );
-            return chat;
-          },
-        },
-      ]);
+        ],
+        undefined,
+        io.shutdownSignal,
+      );
+      if (!services.length) return; // stopped during start-up, everything undone
       io.out("duet is running; Ctrl-C stops it.\n");
       await superviseServices(services, io.shutdownSignal);
     });
