@@ -32,13 +32,15 @@ for (const member of workspace) {
 const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
   args: ["doc", "--lint", ...entries],
   cwd: root,
+  // Plain text to filter (and what it says is passed on as plain text).
+  env: { NO_COLOR: "1" },
   stdout: "piped",
   stderr: "piped",
 }).output();
 // deno doc warns about every reference it cannot follow inside npm packages' own
 // declarations (@types/node, @types/react: 83 warnings with their context lines); they say
 // nothing about ours. Everything else it says is passed on.
-const text = new TextDecoder().decode(stderr).replace(/\x1b\[[0-9;]*m/g, "");
+const text = new TextDecoder().decode(stderr);
 const said = text.split(/\n(?=\S)/).filter((block) =>
   block.trim() && !/^Warning Failed resolving types\..*\(@types\//s.test(block)
 );
