@@ -18,7 +18,7 @@ import {
 } from "@duet/webtransport";
 import { setLongTimeout } from "@duet/core/long-timeout";
 import { encodeLine, LineSplitter, PING_PROTOCOL } from "./protocol.ts";
-import { type BackoffPolicy, type Outage, RttStats, type RttSummary } from "./stats.ts";
+import { type BackoffPolicy, RttStats, type RttSummary } from "./stats.ts";
 import {
   type FallbackCommand,
   type FallbackEvent,
@@ -33,6 +33,7 @@ import {
   type PingCoreConfig,
   type PingCoreEvent,
   type PingEvent,
+  type PingTally,
   stepPing,
   tally,
 } from "./client_core.ts";
@@ -122,7 +123,7 @@ export const CLIENT_DEFAULTS = {
 };
 
 /** The account of a run: every ping sent is a reply, a timeout, lost or an error reply. */
-export interface PingSummary {
+export interface PingSummary extends PingTally {
   /** The first server given. */
   url: string;
   /** Every server given, in order (`url` first). */
@@ -131,35 +132,8 @@ export interface PingSummary {
   servers: string[];
   /** How pings travelled. */
   mode: PingMode;
-  /** Pings sent (or due: those lost for want of a connection count). */
-  transmitted: number;
-  /** `pong` replies. */
-  received: number;
-  /** Of `received`, the replies that came over the WebSocket fallback. */
-  receivedOverWebSocket: number;
-  /** Without a reply in time, including those in flight when the run stopped. */
-  timeouts: number;
-  /** Due while there was no connection. */
-  lostNoConnection: number;
-  /** `error` replies. */
-  errors: number;
-  /** 100 × (transmitted − received) / transmitted; 0 when nothing was sent. */
-  lossPercent: number;
   /** Round trips of the replies; null with none. */
   rtt: RttSummary | null;
-  /** Every outage, in order; one under way at the end ends there. */
-  outages: Outage[];
-  /** Time spent in outages. */
-  outageMs: number;
-  /** The outage budget (`giveUpAfterMs`) ran out. */
-  gaveUp: boolean;
-  /** The HTTP status of a refusal that ended the run (a wrong token, say). */
-  refusedStatus?: number;
-  /**
-   * Present when the run ended because the handshake refused every server's certificate
-   * and the trust was given as a value (pinned hashes, a CA), which no retry changes.
-   */
-  untrusted?: true;
   /** From the start of the run to the end of its cleanup. */
   elapsedMs: number;
 }

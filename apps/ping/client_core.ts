@@ -518,18 +518,32 @@ function without<K, V>(map: ReadonlyMap<K, V>, key: K): Map<K, V> {
 
 /** The counts and outages of a run's summary (the shell adds the rest). */
 export interface PingTally {
+  /** Pings sent (or due: those lost for want of a connection count). */
   transmitted: number;
+  /** `pong` replies. */
   received: number;
+  /** Of `received`, the replies that came over the WebSocket fallback. */
   receivedOverWebSocket: number;
+  /** Without a reply in time, including those in flight when the run stopped. */
   timeouts: number;
+  /** Due while there was no connection. */
   lostNoConnection: number;
+  /** `error` replies. */
   errors: number;
+  /** 100 × (transmitted − received) / transmitted; 0 when nothing was sent. */
   lossPercent: number;
+  /** Every outage, in order; one under way at the end ends there. */
   outages: Outage[];
+  /** Time spent in outages. */
   outageMs: number;
+  /** The outage budget (`giveUpAfterMs`) ran out. */
   gaveUp: boolean;
+  /** The HTTP status of a refusal that ended the run (a wrong token, say). */
   refusedStatus?: number;
-  /** Present when the run ended because no server's certificate could be trusted. */
+  /**
+   * Present when the run ended because the handshake refused every server's certificate
+   * and the trust was given as a value (pinned hashes, a CA), which no retry changes.
+   */
   untrusted?: true;
 }
 

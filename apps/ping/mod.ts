@@ -55,7 +55,7 @@ export {
   runPing,
   validatePingOptions,
 } from "./client.ts";
-export { FINAL_STATUSES, type PingEvent } from "./client_core.ts";
+export { FINAL_STATUSES, type PingEvent, type PingTally } from "./client_core.ts";
 export {
   describeTransportChange,
   type FallbackCommand,
