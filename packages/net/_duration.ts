@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { checkDuration } from "@duet/core/duration";
 
 /**
  * `value` (milliseconds) or, when undefined, `fallback`.
@@ -15,7 +16,8 @@
  * @param fallback The default.
  * @param positive True when 0 is not allowed either (a period or a timeout that 0 would
  *   turn into a busy loop or "no timeout").
- * @throws {RangeError} unless `value` is a finite number ≥ 0 (> 0 when `positive`).
+ * @throws {RangeError} from `checkDuration` unless `value` is a finite number ≥ 0 (> 0 when
+ *   `positive`).
  */
 export function durationOption(
   name: string,
@@ -24,14 +26,5 @@ export function durationOption(
   positive = false,
 ): number {
   if (value === undefined) return fallback;
-  if (
-    typeof value !== "number" || !Number.isFinite(value) || value < 0 || (positive && value === 0)
-  ) {
-    throw new RangeError(
-      `${name} must be a finite number of milliseconds ${positive ? "> 0" : "≥ 0"}, got ${
-        typeof value === "number" ? value : typeof value
-      }`,
-    );
-  }
-  return value;
+  return checkDuration(name, value, { zero: !positive, infinite: false });
 }
