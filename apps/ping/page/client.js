@@ -119,7 +119,7 @@ function isLoopback(hostname) {
 // apps/ping/page/dom.ts
 var browser = globalThis;
 
-// ../../root/.cache/deno/npm/registry.npmjs.org/@noble/hashes/2.4.0/utils.js
+// npm:@noble/hashes@2.4.0/utils.js
 var hasHexBuiltin = /* @__PURE__ */ (() => (
   // @ts-ignore
   typeof Uint8Array.from([]).toHex === "function" && typeof Uint8Array.fromHex === "function"
