@@ -7,7 +7,8 @@ const ci = await Deno.readTextFile(new URL(".ci/run", root));
 
 Deno.test("README gives the two commands with the Deno version that runs the tests", () => {
   const deno = `npx --yes deno@${Deno.version.deno}`;
-  assert.ok(readme.includes(`${deno} task serve`), `README must give "${deno} task serve"`);
+  const run = `${deno} run -q -P --lock=deno.run.lock apps/cli/main.ts serve`;
+  assert.ok(readme.includes(run), `README must give "${run}"`);
   assert.ok(readme.includes(`${deno} task test`), `README must give "${deno} task test"`);
 });
 

@@ -22,6 +22,17 @@ export interface SqlDriver {
    * the caller can re-read what it may have missed while it was not.
    */
   listen(channel: string, onNotify: (payload: string) => void, onListen: () => void): Promise<void>;
+  /**
+   * Opens (or checks, reopening it if it was lost) a database session of its own that
+   * reports `applicationName` (at most 63 bytes) as its `application_name`, and keeps it
+   * open until {@link SqlDriver.close}: other processes on the database see this one alive
+   * while it is (`pg_stat_activity`), and see it gone as soon as the process dies. Resolves
+   * with the session's backend pid: another pid than the last means the session was lost
+   * meanwhile. Absent where no other process can share the database (PGlite).
+   *
+   * @throws {Error} what the database throws when the session cannot be opened.
+   */
+  session?(applicationName: string): Promise<number>;
   /** Closes the connections (and the listener); the driver is not used after. */
   close(): Promise<void>;
 }
@@ -228,6 +239,18 @@ export const MIGRATIONS: string[] = [
   // that exist already count as active from now.
   `ALTER TABLE rooms ADD COLUMN last_active_at timestamptz NOT NULL DEFAULT now();
    CREATE INDEX rooms_last_active_at ON rooms (last_active_at);`,
+  // Presence across instances (ChatStore.writePresence): a row per (room, name, instance)
+  // while the instance has a connection of the name in the room that proved its key. A row
+  // counts only while its instance's session is alive (ChatStore.presentIn), so the rows of
+  // an instance that died stop counting by themselves; ChatStore.reapPresence deletes them.
+  `CREATE TABLE chat_presence (
+     room text NOT NULL,
+     name text NOT NULL,
+     instance text NOT NULL,
+     since timestamptz NOT NULL DEFAULT now(),
+     PRIMARY KEY (room, name, instance)
+   );
+   CREATE INDEX chat_presence_instance ON chat_presence (instance);`,
 ];
 
 /** A stored message. */
@@ -277,6 +300,15 @@ export interface KeyChange {
   reset?: true;
 }
 
+/** One of an instance's presence rows, as {@link ChatStore.writePresence} is to make it. */
+export interface PresenceRow {
+  room: string;
+  /** The party's name. */
+  name: string;
+  /** True: the row is to exist (a connection of the name proved its key); false: not. */
+  present: boolean;
+}
+
 /** The outcome of {@link ChatStore.bindKey}. */
 export type BindOutcome =
   | { kind: "bound"; changed: boolean }
@@ -288,7 +320,12 @@ export type BindOutcome =
  */
 export type StoreEvent =
   | { kind: "message"; room: string; id: number; message?: MessageRow }
-  | { kind: "key"; room: string; party: 0 | 1 };
+  | { kind: "key"; room: string; party: 0 | 1 }
+  /**
+   * The presence rows of `instance` in `room` changed ({@link ChatStore.writePresence}), or
+   * were deleted because the instance died ({@link ChatStore.reapPresence}).
+   */
+  | { kind: "presence"; room: string; instance: string };
 
 /**
  * The outcome of joining a room. `lastId` is the room's newest message id (0 if none),
@@ -399,6 +436,16 @@ export class ChatStore {
   #serviceId: string | undefined;
   /** The NOTIFY channel; instances that deliver to each other share it. */
   readonly channel: string;
+  /**
+   * This store's name among the instances on its database: its presence rows carry it, and
+   * its database session reports it as `application_name` (SqlDriver.session). Random, made
+   * at construction: `duet-chat-presence ` and 16 hex digits.
+   */
+  readonly instance: string = `duet-chat-presence ${
+    bytesToHex(crypto.getRandomValues(new Uint8Array(8)))
+  }`;
+  /** The backend pid of the instance's session, once opened. */
+  #sessionPid: number | undefined;
 
   /**
    * A store over `driver`, which it owns from now on ({@link ChatStore.close} closes it).
@@ -844,8 +891,134 @@ export class ChatStore {
   }
 
   /**
-   * Calls `onEvent` for every message stored and every key offered, by any instance on
-   * this database; see {@link SqlDriver.listen} for `onListen`.
+   * Opens, or checks and reopens, the session that shows this instance alive to the others
+   * on the database ({@link SqlDriver.session}; on an engine no other process shares, this
+   * process's live stores count instead). Call it before the first
+   * {@link ChatStore.writePresence}, and now and then after.
+   *
+   * @returns true when the session is new (the first call, or it was lost and is back):
+   *   meanwhile, others may have taken this instance for dead and deleted its rows, so
+   *   they are to be written again.
+   * @throws {StoreUnavailable} when the database is away.
+   */
+  async holdSession(): Promise<boolean> {
+    LIVE_HERE.add(this.instance);
+    if (!this.#sql.session) {
+      const first = this.#sessionPid === undefined;
+      this.#sessionPid = 0;
+      return first;
+    }
+    const pid = await this.#sql.session(this.instance).catch((error) => {
+      throw isUnavailable(error) ? new StoreUnavailable(error) : error;
+    });
+    const renewed = pid !== this.#sessionPid;
+    this.#sessionPid = pid;
+    return renewed;
+  }
+
+  /**
+   * Makes this instance's presence rows what `rows` say (a row for each `present: true`,
+   * none for each `false`), in one statement, and announces each room whose rows changed
+   * on the channel (a {@link StoreEvent} of kind `presence`).
+   *
+   * @throws {StoreUnavailable} when the database is away (the rows may or may not be written).
+   */
+  async writePresence(rows: readonly PresenceRow[]): Promise<void> {
+    if (!rows.length) return;
+    await this.#presenceQuery(
+      `WITH wanted AS (
+         SELECT * FROM unnest($3::text[], $4::text[], $5::boolean[]) AS w (room, name, present)
+       ), added AS (
+         INSERT INTO chat_presence (room, name, instance)
+         SELECT room, name, $2::text FROM wanted WHERE present
+         ON CONFLICT DO NOTHING
+         RETURNING room
+       ), removed AS (
+         DELETE FROM chat_presence p USING wanted w
+         WHERE p.instance = $2::text AND p.room = w.room AND p.name = w.name AND NOT w.present
+         RETURNING p.room
+       )
+       SELECT pg_notify($1, json_build_object('room', room, 'presence', $2::text)::text)
+       FROM (SELECT room FROM added UNION SELECT room FROM removed) changed`,
+      [
+        this.channel,
+        this.instance,
+        rows.map((row) => row.room),
+        rows.map((row) => row.name),
+        rows.map((row) => row.present),
+      ],
+    );
+  }
+
+  /**
+   * The names present in `room` on other instances than this one: those with a row of an
+   * instance whose session is alive (a dead instance's rows do not count, reaped or not).
+   *
+   * @throws {StoreUnavailable} when the database is away.
+   */
+  async presentIn(room: string): Promise<string[]> {
+    const rows = await this.#presenceQuery<{ name: string }>(
+      `SELECT DISTINCT p.name FROM chat_presence p
+       WHERE p.room = $1 AND p.instance <> $2 AND ${LIVE_INSTANCE}
+       ORDER BY p.name`,
+      [room, this.instance, ...this.#liveness()],
+    );
+    return rows.map((row) => row.name);
+  }
+
+  /**
+   * Deletes the presence rows of instances whose session is gone (they died, or lost the
+   * database for a while: they write their rows again when back) and announces each room
+   * they were in. Resolves with the number of (room, instance) pairs deleted.
+   *
+   * @throws {StoreUnavailable} when the database is away.
+   */
+  async reapPresence(): Promise<number> {
+    const rows = await this.#presenceQuery(
+      `WITH gone AS (
+         DELETE FROM chat_presence p
+         WHERE p.instance <> $2 AND NOT ${LIVE_INSTANCE}
+         RETURNING p.room, p.instance
+       )
+       SELECT pg_notify($1, json_build_object('room', room, 'presence', instance)::text)
+       FROM (SELECT DISTINCT room, instance FROM gone) dead`,
+      [this.channel, this.instance, ...this.#liveness()],
+    );
+    return rows.length;
+  }
+
+  /**
+   * Deletes every presence row of this instance and announces the rooms (a clean shutdown:
+   * its parties are seen leaving at once, not at the next reap).
+   *
+   * @throws {StoreUnavailable} when the database is away.
+   */
+  async clearPresence(): Promise<void> {
+    await this.#presenceQuery(
+      `WITH gone AS (DELETE FROM chat_presence WHERE instance = $2 RETURNING room)
+       SELECT pg_notify($1, json_build_object('room', room, 'presence', $2::text)::text)
+       FROM (SELECT DISTINCT room FROM gone) rooms`,
+      [this.channel, this.instance],
+    );
+  }
+
+  /** The parameters of {@link LIVE_INSTANCE}: this process's live stores, and whether shared. */
+  #liveness(): [string[], boolean] {
+    return this.#sql.session ? [[], true] : [[...LIVE_HERE], false];
+  }
+
+  async #presenceQuery<T = Record<string, unknown>>(text: string, params: unknown[]): Promise<T[]> {
+    try {
+      return await this.#sql.query<T>(text, params);
+    } catch (error) {
+      throw isUnavailable(error) ? new StoreUnavailable(error) : error;
+    }
+  }
+
+  /**
+   * Calls `onEvent` for every message stored, every key offered and every change of
+   * presence rows, by any instance on this database; see {@link SqlDriver.listen} for
+   * `onListen`.
    */
   async listen(onEvent: (event: StoreEvent) => void, onListen: () => void): Promise<void> {
     await this.#sql.listen(this.channel, (payload) => {
@@ -874,6 +1047,9 @@ export class ChatStore {
               : {}),
           });
         } else if (key === 0 || key === 1) onEvent({ kind: "key", room, party: key });
+        else if (typeof event.presence === "string") {
+          onEvent({ kind: "presence", room, instance: event.presence });
+        }
       } catch {
         // not ours
       }
@@ -904,11 +1080,26 @@ export class ChatStore {
     await this.#sql.query("SELECT 1");
   }
 
-  /** Closes the driver; the store is not used after. */
+  /** Closes the driver (and the instance's session); the store is not used after. */
   async close(): Promise<void> {
+    LIVE_HERE.delete(this.instance);
     await this.#sql.close();
   }
 }
+
+/**
+ * The stores of this process whose instance is live (ChatStore.holdSession to close): on an
+ * engine no other process shares, these are all the live instances there are.
+ */
+const LIVE_HERE = new Set<string>();
+
+/**
+ * Whether the instance of presence row `p` is alive: one of this process's live stores
+ * (`$3`, text[]), or, on a shared database (`$4`), one with a session open.
+ */
+const LIVE_INSTANCE = `(p.instance = ANY($3::text[]) OR ($4::boolean AND EXISTS (
+  SELECT 1 FROM pg_stat_activity a WHERE a.application_name = p.instance
+)))`;
 
 const COLUMNS = "id, room, sender, client_msg_id, sender_seq, nonce, ciphertext, created_at";
 /** Rooms one statement of {@link ChatStore.touchRooms} marks at most. */
@@ -1065,6 +1256,7 @@ export async function connectPostgres(
     backoff: (retries: number) => (0.5 + Math.random() / 2) * Math.min(0.05 * 2 ** retries, 1),
     idle_timeout: 60,
   });
+  const sessions = new Map<string, postgres.Sql>();
   const driver: SqlDriver = {
     query: async <T>(text: string, params: unknown[] = []) =>
       (await sql.unsafe(text, params as postgres.ParameterOrJSON<never>[])) as unknown as T[],
@@ -1079,9 +1271,30 @@ export async function connectPostgres(
       // postgres reconnects a dropped listener by itself and calls onListen each time.
       await sql.listen(channel, onNotify, onListen);
     },
+    session: async (applicationName) => {
+      // One connection that lives as long as the driver (no idle timeout, no recycling):
+      // a query on it reconnects it when it was lost, under a new pid.
+      let session = sessions.get(applicationName);
+      if (!session) {
+        session = postgres(url, {
+          max: 1,
+          connection: { ...connection, application_name: applicationName },
+          onnotice: () => {},
+          connect_timeout: 5,
+          idle_timeout: null,
+          max_lifetime: null,
+          fetch_types: false,
+        });
+        sessions.set(applicationName, session);
+      }
+      const [row] = await session.unsafe("SELECT pg_backend_pid() AS pid");
+      return Number(row!.pid);
+    },
     // postgres.js' `end()` has been seen to hang after the connection dropped: the timeout
     // (in seconds) bounds it.
-    close: () => sql.end({ timeout: 2 }),
+    close: async () => {
+      await Promise.all([sql, ...sessions.values()].map((s) => s.end({ timeout: 2 })));
+    },
   };
   return driver;
 }
@@ -1160,9 +1373,15 @@ async function createPgliteInChild(dataDir: string): Promise<void> {
   const deno = Deno.execPath();
   if (script.protocol !== "file:" || !/(^|[\\/])deno(\.exe)?$/.test(deno)) return;
   if (Deno.permissions.querySync({ name: "run", command: deno }).state !== "granted") return;
+  // The run lockfile (tools/run_lock.ts), where the repository has one: with deno.lock the
+  // child would first download every package the tests and tools use.
+  const runLock = new URL("../../deno.run.lock", script).pathname;
+  const lock = (await exists(runLock)) ? [`--lock=${runLock}`] : [];
   const { code, stderr } = await new Deno.Command(deno, {
     args: [
       "run",
+      "--quiet",
+      ...lock,
       "--allow-read",
       "--allow-write",
       "--allow-env",

@@ -31,7 +31,7 @@ export type SpawnedDuet = SpawnedLines;
 /** Starts `duet ARGS` as a process with piped output, from the repository root. */
 export function spawnDuet(args: string[], options: SpawnOptions = {}): SpawnedDuet {
   const duet = options.direct
-    ? [Deno.execPath(), "run", "--allow-all", "apps/cli/main.ts", ...args]
+    ? [Deno.execPath(), "run", "--lock=deno.run.lock", "--allow-all", "apps/cli/main.ts", ...args]
     : [Deno.execPath(), "task", "-q", "duet", ...args];
   const [command, ...rest] = [...(options.prefix ?? []), ...duet];
   return spawnLines(command!, rest, { cwd: repoRoot, env: options.env, stdin: options.stdin });
