@@ -5,6 +5,7 @@
  * @module
  */
 import { Command, CommanderError, Option } from "commander";
+import { explainError } from "@duet/core/explain-error";
 import { type CliIo, ExitStatus, UsageError } from "./io.ts";
 import type { LoggingOptions } from "./logging.ts";
 
@@ -123,8 +124,35 @@ function conventions(command: Command, io: CliIo): Command {
       new Option("--log-format <format>", "log line format (default: pretty)")
         .choices(["pretty", "json"]),
     );
+  requireAfterParsing(command);
   for (const sub of command.commands) conventions(sub, io);
   return command;
+}
+
+/**
+ * Makes `command`'s required options (`.requiredOption`) say "(required)" in the help and be
+ * checked just before its action, after commander has checked for unknown options: commander
+ * checks required ones first, so `duet dlog prove --bogus` said "required option '--sid
+ * <sid>' not specified" instead of naming --bogus. The message is commander's own.
+ */
+function requireAfterParsing(command: Command): void {
+  const required = command.options.filter((option) => option.mandatory);
+  if (required.length === 0) return;
+  for (const option of required) {
+    option.mandatory = false;
+    option.description = `${option.description} (required)`;
+  }
+  command.hook("preAction", (_command, action) => {
+    if (action !== command) return;
+    for (const option of required) {
+      if (command.getOptionValue(option.attributeName()) === undefined) {
+        command.error(`required option '${option.flags}' not specified`, {
+          code: "commander.missingMandatoryOptionValue",
+          exitCode: 2,
+        });
+      }
+    }
+  });
 }
 
 /** "duet dlog prove" for the prove subcommand: how errors name where they happened. */
@@ -207,10 +235,13 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       io.err(`${prefix}: ${error.message} (see --help)\n`);
       return 2;
     }
-    io.err(`${prefix}: ${error instanceof Error ? error.message : String(error)}\n`);
+    // Runtime errors in our words; the original, causes included, at --log-level debug.
+    io.err(`${prefix}: ${explainError(error)}\n`);
     await configureLogging(program, io);
     const { getLogger } = await import("@logtape/logtape");
-    getLogger(["duet", "cli"]).debug("{stack}", { stack: (error as Error)?.stack });
+    for (let e: unknown = error; e !== undefined; e = (e as Error)?.cause) {
+      getLogger(["duet", "cli"]).debug("{stack}", { stack: (e as Error)?.stack ?? String(e) });
+    }
     return 1;
   }
 }

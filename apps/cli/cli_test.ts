@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { CURVE_ORDER, DLogProof, encodePoint, G } from "@duet/dlog";
 import { run } from "@duet/testkit";
+import type { Command } from "commander";
+import { buildProgram } from "./cli.ts";
 import { inProcess } from "./testdata/in_process.ts";
 
 /** Runs the CLI in-process with captured output. */
@@ -128,13 +130,22 @@ Deno.test("duet dlog rejects malformed input with exit 2 and one line naming the
     ],
     ["pid hex", verify({ "--pid": "0x10" }), /Invalid --pid/],
     ["base too short", verify({ "--base": "02ab" }), /Invalid --base: expected 66 hex/],
-    ["secret short", prove({ "--secret": "ff" }), /Invalid --secret: expected 64 lowercase hex/],
+    [
+      "secret short",
+      prove({ "--secret": "ff" }),
+      /Invalid --secret: expected 64 hex characters, got 2/,
+    ],
     ["secret zero", prove({ "--secret": "0".repeat(64) }), /Invalid --secret: .*\[1, q-1\]/],
     ["secret = q", prove({ "--secret": CURVE_ORDER.toString(16) }), /Invalid --secret/],
     [
       "secret uppercase",
       prove({ "--secret": secretHex.toUpperCase().replace("0", "A") }),
-      /Invalid --secret/,
+      /Invalid --secret: expected lowercase hex digits \[0-9a-f\]; it has uppercase ones/,
+    ],
+    [
+      "secret not hex",
+      prove({ "--secret": "g".repeat(64) }),
+      /Invalid --secret: expected hex digits/,
     ],
   ];
   for (const [label, args, message] of cases) {
@@ -150,6 +161,9 @@ Deno.test("duet reports unknown commands, unknown options and missing options wi
   const cases: [string[], RegExp][] = [
     [["frobnicate"], /^duet: unknown command 'frobnicate'/],
     [["dlog", "prove", "--sid", "s"], /^duet dlog prove: required option '--pid <pid>'/],
+    // An unknown option is named even when required ones are missing too.
+    [["dlog", "prove", "--bogus"], /^duet dlog prove: unknown option '--bogus'/],
+    [["chat", "--bogus"], /^duet chat: unknown option '--bogus'/],
     [
       ["dlog", "verify", "--sid", "s", "--pid", "1", "--y", yHex, "--proof", "{}", "--bogus"],
       /^duet dlog verify: unknown option '--bogus'/,
@@ -169,7 +183,7 @@ Deno.test("duet --help, duet dlog verify --help and --version exit 0 on stdout",
   assert.match(root.out, /Commands:[\s\S]*dlog[\s\S]*serve/);
   const verify = await duet(["dlog", "verify", "--help"]);
   assert.equal(verify.code, 0);
-  assert.match(verify.out, /--proof <json>/);
+  assert.match(verify.out, /--proof <json> [^\n]*\n[^\n]*\(required\)/);
   assert.match(verify.out, /DLOG-SECP256K1-SHA256\/v1/);
   const version = await duet(["--version"]);
   assert.deepEqual([version.code, version.out], [0, "0.1.0\n"]);
@@ -256,4 +270,25 @@ Deno.test("an error names its command even when a program option comes first", a
     assert.equal(code, 2, err);
     assert.match(err, /^duet syncpoint: cannot listen on 203\.0\.113\.9/, args.join(" "));
   }
+});
+
+Deno.test("every command's help: defaults written as commander writes them, required options marked", async () => {
+  const io = {
+    out: () => {},
+    err: () => {},
+    readStdin: () => Promise.resolve(""),
+    shutdownSignal: new AbortController().signal,
+  };
+  const program = await buildProgram(io, "all");
+  const walk = (command: Command): Command[] => [command, ...command.commands.flatMap(walk)];
+  let required = 0;
+  for (const command of walk(program)) {
+    for (const option of command.options) {
+      const where = `${command.name()} ${option.flags}`;
+      assert.doesNotMatch(option.description, /\(default [^:]/, `${where}: "(default: ...)"`);
+      if (option.description.endsWith("(required)")) required++;
+      assert.equal(option.mandatory, false, `${where}: checked after unknown options instead`);
+    }
+  }
+  assert.ok(required >= 10, `${required} options marked (required)`);
 });

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { isPermanentNetworkError } from "@duet/core/explain-error";
 import { backoffMs } from "@duet/core/backoff";
 import { checkDuration } from "@duet/core/duration";
 import { z } from "zod";
@@ -139,8 +140,12 @@ export class SyncpointError extends Error {
 export type AttemptFailure =
   /** The service (or a proxy) answered with this status. */
   | { kind: "answer"; status: number; code: string; retryAfterMs?: number | undefined }
-  /** No answer: connection refused, reset or lost, DNS, a broken body (fetch's TypeError). */
-  | { kind: "network" };
+  /**
+   * No answer: connection refused, reset or lost, DNS, a broken body (fetch's TypeError).
+   * `permanent` when no later attempt can get one: fetch refuses the port by its own rules
+   * (the Fetch standard's bad ports) or the server's certificate is not trusted.
+   */
+  | { kind: "network"; permanent?: boolean };
 
 /** What to do after a failed attempt. */
 export type RetryDecision =
@@ -159,7 +164,7 @@ export type RetryDecision =
  * {@link waitForSecondParty}).
  */
 export function isRetryable(failure: AttemptFailure): boolean {
-  if (failure.kind === "network") return true;
+  if (failure.kind === "network") return !failure.permanent;
   return [409, 429, 502, 503, 504].includes(failure.status);
 }
 
@@ -429,7 +434,7 @@ function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Pro
 function failureOf(error: unknown): AttemptFailure {
   return error instanceof SyncpointError
     ? { kind: "answer", status: error.status, code: error.code, retryAfterMs: error.retryAfterMs }
-    : { kind: "network" };
+    : { kind: "network", permanent: isPermanentNetworkError(error) };
 }
 
 function withSlash(base: string | URL): URL {

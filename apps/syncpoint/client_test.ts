@@ -394,7 +394,7 @@ Deno.test("dropped connections, a proxy's 502 page and a 409 are retried with ba
   }
 });
 
-Deno.test("permanent errors are not retried: 400, 413, 408 after the wait, 404; nor anything with retry: false", async () => {
+Deno.test("permanent errors are not retried: 400, 413, 408 after the wait, 404, a bad port; nor anything with retry: false", async () => {
   const server = await startSyncpoint({ port: 0 });
   const lb = front(() => "pass");
   lb.state.backend = server.url;
@@ -419,6 +419,13 @@ Deno.test("permanent errors are not retried: 400, 413, 408 after the wait, 404; 
     await lb.close();
     await server.shutdown();
   }
+  // A port fetch refuses by its own rules (the Fetch standard's bad ports) never gets better:
+  // rejected at once, with fetch's own error, and no retry.
+  await assert.rejects(
+    waitForSecondParty("http://127.0.0.1:1/", "bad-port", { retry, timeoutMs: 5000 }),
+    (e) => e instanceof TypeError && /port 1/.test(String((e as Error).message)),
+  );
+  assert.deepEqual(events, []);
   // retry: false: one request, its outcome as is.
   const down = front(() => syncpointError(503, "shutting_down", "0"));
   try {

@@ -1,3 +1,4 @@
+import { explainError } from "@duet/core/explain-error";
 import { resolve } from "node:path";
 import { InvalidArgumentError } from "commander";
 import { UsageError } from "../io.ts";
@@ -96,7 +97,14 @@ export function explainListenError(
     throw new UsageError(`cannot listen on ${host}: no such host (give --host an IP address)`);
   }
   if (error instanceof Deno.errors.PermissionDenied) {
-    throw new Error(`cannot listen on ${showHostPort(host, port)}: ${(error as Error).message}`);
+    throw new Error(
+      `cannot listen on ${showHostPort(host, port)}: ` +
+        (port > 0 && port < 1024
+          ? "ports below 1024 need privileges this process lacks; choose a port from 1024 " +
+            "to 65535, or 0 for any free one"
+          : explainError(error)),
+      { cause: error },
+    );
   }
   throw error;
 }

@@ -34,8 +34,15 @@ async function valueOrStdin(value: string, io: CliIo): Promise<string> {
 }
 
 function parseSecret(text: string): bigint {
-  if (!/^[0-9a-f]{64}$/.test(text)) {
-    throw new SyntaxError(`expected 64 lowercase hex characters, got ${text.length} characters`);
+  if (text.length !== 64) {
+    throw new SyntaxError(`expected 64 hex characters, got ${text.length}`);
+  }
+  if (!/^[0-9a-f]*$/.test(text)) {
+    throw new SyntaxError(
+      /^[0-9a-fA-F]*$/.test(text)
+        ? "expected lowercase hex digits [0-9a-f]; it has uppercase ones (write it in lowercase)"
+        : "expected hex digits [0-9a-f] only",
+    );
   }
   const x = BigInt("0x" + text);
   if (x === 0n || x >= CURVE_ORDER) throw new RangeError("the secret must be in [1, q-1]");

@@ -34,7 +34,7 @@ export function serveCommand(io: CliIo): Command {
     .option("--chat-port <port>", "the chat server's TCP port", integer(0, 65535), CHAT.port)
     .option(
       "--chat-data-dir <dir>",
-      `the chat server's embedded database (default ${defaultDataDir()})`,
+      `the chat server's embedded database (default: ${defaultDataDir()})`,
       userPath,
     )
     .action(async (options: ServeOptions) => {

@@ -3,11 +3,14 @@
  *
  * @module
  */
+import { explainError } from "@duet/core/explain-error";
 import { Command, Option } from "commander";
+import { getLogger } from "@logtape/logtape";
 import {
   DEFAULTS,
   ID_PATTERN,
   ID_RULE,
+  type RetryEvent,
   startSyncpoint,
   SyncpointError,
   waitForSecondParty,
@@ -41,19 +44,9 @@ interface WaitCliOptions {
   retry: boolean;
 }
 
-/**
- * The gist of a fetch failure: Deno says "fetch failed" and puts "error sending request
- * ...: client error (Connect): tcp connect error: Connection refused (os error 111)" in
- * the cause; the last part is the news.
- */
-function networkDetail(error: Error): string {
-  const detail = error.cause instanceof Error ? error.cause.message : error.message;
-  return detail.split(": ").at(-1) || error.message;
-}
-
 /** What a retry line says about the failure: "service unavailable (shutting_down)". */
 function retryReason(error: Error): string {
-  if (!(error instanceof SyncpointError)) return `connection failed: ${networkDetail(error)}`;
+  if (!(error instanceof SyncpointError)) return `connection failed: ${explainError(error)}`;
   const what: Record<number, string> = {
     409: "pair in progress",
     429: "too many requests",
@@ -282,6 +275,27 @@ function waitCommand(io: CliIo): Command {
     );
 }
 
+/**
+ * Reports `duet syncpoint wait`'s retries on stderr, once per cause: the same failure again is
+ * the same outage (each attempt is logged at --log-level debug); a different one is news.
+ */
+function retryReporter(io: CliIo, quiet: boolean): (event: RetryEvent) => void {
+  let lastReason: string | undefined;
+  return ({ error, delayMs }) => {
+    const reason = retryReason(error);
+    getLogger(["duet", "syncpoint"]).debug("Retrying in {delayMs} ms: {reason}", {
+      delayMs,
+      reason,
+    });
+    if (quiet || reason === lastReason) return;
+    lastReason = reason;
+    io.err(
+      `${WAIT_PREFIX}: ${printable(reason)}; retrying in ` +
+        `${(delayMs / 1000).toFixed(1)} s, and on until the wait's deadline\n`,
+    );
+  };
+}
+
 /** `duet syncpoint wait ID`: one rendezvous, its outcome on stdout and stderr. */
 async function runWait(
   id: string,
@@ -318,15 +332,7 @@ async function runWait(
       ...(options.payload === undefined ? {} : { payload: options.payload }),
       ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
       signal: io.shutdownSignal,
-      retry: options.retry && {
-        onRetry: ({ error, delayMs }) => {
-          if (quiet) return;
-          io.err(
-            `${WAIT_PREFIX}: ${printable(retryReason(error))}; retrying in ` +
-              `${(delayMs / 1000).toFixed(1)} s\n`,
-          );
-        },
-      },
+      retry: options.retry && { onRetry: retryReporter(io, quiet) },
     });
   } catch (error) {
     if (error instanceof SyncpointError) {
@@ -352,7 +358,7 @@ async function runWait(
     }
     fail(
       "unreachable",
-      `cannot reach the syncpoint at ${options.url}: ${networkDetail(error as Error)}`,
+      `cannot reach the syncpoint at ${options.url}: ${explainError(error)}`,
     );
   }
   // From the command's start: the retries' time too, not only the attempt that paired.
