@@ -51,11 +51,17 @@ Deno.test("duet --help reads the command line alone: no app; commander, and LogT
     "apps/cli/io.ts",
     "apps/cli/logging.ts",
     "apps/cli/main.ts",
+    "packages/core/explain_error.ts", // how an error is worded: no imports of its own
   ]);
   assert.deepEqual(read.npm, ["@logtape/logtape", "commander"]);
   // And runs less: logging is set up when a command that logs runs.
   const run = await graph("./main.ts", false);
-  assert.deepEqual(run.files, ["apps/cli/cli.ts", "apps/cli/io.ts", "apps/cli/main.ts"]);
+  assert.deepEqual(run.files, [
+    "apps/cli/cli.ts",
+    "apps/cli/io.ts",
+    "apps/cli/main.ts",
+    "packages/core/explain_error.ts",
+  ]);
   assert.deepEqual(run.npm, ["commander"]);
 });
 
