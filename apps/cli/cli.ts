@@ -236,9 +236,14 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       return 2;
     }
     // Runtime errors in our words; the original, causes included, at --log-level debug.
-    io.err(`${prefix}: ${explainError(error)}\n`);
     await configureLogging(program, io);
     const { getLogger } = await import("@logtape/logtape");
+    if (loggingOptions.get(program)?.format === "json") {
+      const { logText } = await import("./logging.ts");
+      logText(["duet", "cli"], "error", `${prefix}: ${explainError(error)}`);
+    } else {
+      io.err(`${prefix}: ${explainError(error)}\n`);
+    }
     for (let e: unknown = error; e !== undefined; e = (e as Error)?.cause) {
       getLogger(["duet", "cli"]).debug("{stack}", { stack: (e as Error)?.stack ?? String(e) });
     }

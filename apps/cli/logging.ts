@@ -9,6 +9,7 @@ import {
   configureSync,
   getAnsiColorFormatter,
   getJsonLinesFormatter,
+  getLogger,
   getTextFormatter,
   isLogLevel,
   type LogLevel,
@@ -76,4 +77,22 @@ export function setupLogging(
 /** Removes the configuration (tests configure logging more than once). */
 export function resetLogging(): void {
   resetSync();
+}
+
+/**
+ * Writes `text` (taken literally: braces are not placeholders) as a log record of `level`
+ * under `category`, through the configuration {@link setupLogging} made: for lines about the
+ * run (a retry, the failure that ended it) that are plain text under `--log-format pretty`,
+ * so that under `json` standard error holds nothing but JSON records.
+ */
+export function logText(
+  category: readonly string[],
+  level: "info" | "warning" | "error",
+  text: string,
+): void {
+  const logger = getLogger([...category]);
+  const literal = text.replaceAll("{", "{{").replaceAll("}", "}}");
+  if (level === "info") logger.info(literal);
+  else if (level === "warning") logger.warn(literal);
+  else logger.error(literal);
 }

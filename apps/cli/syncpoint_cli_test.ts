@@ -222,6 +222,26 @@ Deno.test("duet syncpoint wait: timeout exits 1 with a clear message; bad input 
     /^duet syncpoint wait: connection failed: connection refused \(is the server running, and on this port\?\); retrying in \d+\.\d s, and on until the wait's deadline$/,
   );
   assert.doesNotMatch(unreachable.err, /os error|tcp connect|client error/);
+  // Under --log-format json, stderr is JSON records only: the retry, then the failure.
+  const json = await inProcess([
+    "syncpoint",
+    "wait",
+    "x",
+    "--url",
+    server.url.href,
+    "--timeout-ms",
+    "300",
+    "--log-format",
+    "json",
+  ]);
+  assert.equal(json.code, 1);
+  const records = json.err.trimEnd().split("\n").map((line) => JSON.parse(line));
+  assert.deepEqual(records.map((r) => [r.level, r.logger]), [
+    ["WARN", "duet.syncpoint"],
+    ["ERROR", "duet.syncpoint"],
+  ]);
+  assert.match(records[0].message, /^duet syncpoint wait: connection failed: connection refused/);
+  assert.match(records[1].message, /^duet syncpoint wait: cannot reach the syncpoint at /);
   // A port fetch never connects to (the Fetch standard's bad ports) cannot get better: no
   // retry, one line that says so, and --json says it too.
   const badPort = await inProcess([

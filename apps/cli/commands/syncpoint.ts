@@ -6,6 +6,7 @@
 import { explainError } from "@duet/core/explain-error";
 import { Command, Option } from "commander";
 import { getLogger } from "@logtape/logtape";
+import { logText } from "../logging.ts";
 import {
   DEFAULTS,
   ID_PATTERN,
@@ -117,7 +118,8 @@ Exit status: 0 paired, 1 not (timeout, refusal, unreachable), 2 a usage error (n
 
 Retries, within the one --timeout-ms: 503 (an instance draining in a rolling update,
 capacity, Redis away) and 429 after their Retry-After; 409 and lost connections after a
-backoff (0.1 s doubling to 2 s); one line on stderr each, unless --quiet. Not 408
+backoff (0.1 s doubling to 2 s); said on stderr once per cause (a JSON log record under
+--log-format json), unless --quiet. Not 408
 (nobody came in the time granted), nor 400, 404, 405, 413. A connection lost just after
 the server paired this party cannot be made whole: the partner got the payload, and the
 retry waits anew (see apps/syncpoint/README.md#library).`;
@@ -271,15 +273,35 @@ function waitCommand(io: CliIo): Command {
     )
     .addHelpText("after", WAIT_HELP)
     .action((id: string, options: WaitCliOptions, command: Command) =>
-      runWait(id, options, command.optsWithGlobals()["quiet"] === true, io)
+      runWait(id, options, voiceOf(command), io)
     );
+}
+
+/** How `duet syncpoint wait` speaks on stderr: --quiet, and --log-format. */
+interface Voice {
+  quiet: boolean;
+  json: boolean;
+}
+
+function voiceOf(command: Command): Voice {
+  const globals = command.optsWithGlobals();
+  return { quiet: globals["quiet"] === true, json: globals["logFormat"] === "json" };
+}
+
+/**
+ * A line about the wait on stderr: plain text (errors always, the rest unless --quiet), or a
+ * JSON log record under --log-format json (LogTape then applies --quiet and --log-level).
+ */
+function say(io: CliIo, voice: Voice, level: "info" | "warning" | "error", text: string): void {
+  if (voice.json) logText(["duet", "syncpoint"], level, text);
+  else if (level === "error" || !voice.quiet) io.err(`${text}\n`);
 }
 
 /**
  * Reports `duet syncpoint wait`'s retries on stderr, once per cause: the same failure again is
  * the same outage (each attempt is logged at --log-level debug); a different one is news.
  */
-function retryReporter(io: CliIo, quiet: boolean): (event: RetryEvent) => void {
+function retryReporter(io: CliIo, voice: Voice): (event: RetryEvent) => void {
   let lastReason: string | undefined;
   return ({ error, delayMs }) => {
     const reason = retryReason(error);
@@ -287,11 +309,14 @@ function retryReporter(io: CliIo, quiet: boolean): (event: RetryEvent) => void {
       delayMs,
       reason,
     });
-    if (quiet || reason === lastReason) return;
+    if (reason === lastReason) return;
     lastReason = reason;
-    io.err(
+    say(
+      io,
+      voice,
+      "warning",
       `${WAIT_PREFIX}: ${printable(reason)}; retrying in ` +
-        `${(delayMs / 1000).toFixed(1)} s, and on until the wait's deadline\n`,
+        `${(delayMs / 1000).toFixed(1)} s, and on until the wait's deadline`,
     );
   };
 }
@@ -300,7 +325,7 @@ function retryReporter(io: CliIo, quiet: boolean): (event: RetryEvent) => void {
 async function runWait(
   id: string,
   options: WaitCliOptions,
-  quiet: boolean,
+  voice: Voice,
   io: CliIo,
 ): Promise<void> {
   const started = performance.now();
@@ -322,7 +347,7 @@ async function runWait(
   /** A failed wait: one line on stderr, and with --json one object on stdout. */
   function fail(code: string, message: string, line = `${message} (${code})`): never {
     // The service's words, shown, not obeyed (a proxy's page could hold anything).
-    io.err(`${WAIT_PREFIX}: ${printable(line)}\n`);
+    say(io, voice, "error", `${WAIT_PREFIX}: ${printable(line)}`);
     if (options.json) io.out(jsonLine({ status: "error", id, code, message }) + "\n");
     throw new ExitStatus(1);
   }
@@ -332,7 +357,7 @@ async function runWait(
       ...(options.payload === undefined ? {} : { payload: options.payload }),
       ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
       signal: io.shutdownSignal,
-      retry: options.retry && { onRetry: retryReporter(io, quiet) },
+      retry: options.retry && { onRetry: retryReporter(io, voice) },
     });
   } catch (error) {
     if (error instanceof SyncpointError) {
@@ -375,12 +400,13 @@ async function runWait(
     );
     return;
   }
-  if (!quiet) {
-    io.err(
-      `paired as the ${result.role} party after ${seconds(waitedMs)}` +
-        (result.peerPayload === null ? "; the other party sent nothing" : "") + "\n",
-    );
-  }
+  say(
+    io,
+    voice,
+    "info",
+    `paired as the ${result.role} party after ${seconds(waitedMs)}` +
+      (result.peerPayload === null ? "; the other party sent nothing" : ""),
+  );
   // The other party's text alone, shown, not obeyed: control characters as stand-ins,
   // so it is one line (--json gives it exactly). Nothing if it sent nothing.
   if (result.peerPayload !== null) io.out(`${printable(result.peerPayload)}\n`);
