@@ -1,12 +1,22 @@
-// The page the server serves (`duet ping serve`, its own process), in headless Chromium: it
-// pings over a stream, datagrams and the WebSocket (through wsping), shows it, and reconnects
-// by itself when the server goes away and comes back with a new certificate. A screenshot is
-// left for people to look at (DUET_SCREENSHOT_DIR, default a temporary directory).
+// The page the server serves (`duet ping serve`, its own process), in headless Chromium and
+// Firefox: it pings over a stream, datagrams and the WebSocket (through wsping), shows it,
+// shows an outage as one (cards, banner, a gap in the chart) and reconnects by itself when
+// the server goes away and comes back with a new certificate. Screenshots are left for
+// people to look at (DUET_SCREENSHOT_DIR, default a temporary directory).
 import assert from "node:assert/strict";
-import { findChromium, freePort, launchChromium, testWith, waitFor } from "@duet/testkit";
+import {
+  findChromium,
+  findFirefox,
+  freePort,
+  launchChromium,
+  launchFirefox,
+  testWith,
+  waitFor,
+} from "@duet/testkit";
 import { spawnDuet, type SpawnedDuet } from "./testdata/spawn.ts";
 
 const chromium = await findChromium();
+const firefox = await findFirefox();
 
 /**
  * The server runs as its own process, as in real life: Deno keeps a closed QUIC
@@ -70,7 +80,8 @@ testWith(chromium, {
       assert.equal(before.ws, "connected");
       assert.match(
         await page.locator("#card-stream [data-field=last]").innerText(),
-        /^\d+\.\d\d ms$/,
+        /^(\d+\.\d|<0\.1) ms$/,
+        "Chromium's clock steps by 100 µs: one decimal",
       );
       assert.match(await page.locator("#card-ws [data-field=detail]").innerText(), /replies/);
       const dir = Deno.env.get("DUET_SCREENSHOT_DIR") ?? await Deno.makeTempDir();
@@ -210,6 +221,220 @@ testWith(chromium, {
       await browser.close();
       await stopServer(first);
       await stopServer(second);
+    }
+  },
+});
+
+/** What the outage test reads of a page, in Chromium (Playwright) or Firefox (puppeteer). */
+interface BrowserPage {
+  /** Runs `fn` in the page and resolves with its (JSON) result. */
+  evaluate<T>(fn: () => T): Promise<T>;
+  screenshot(options: { path: string }): Promise<unknown>;
+}
+
+/** The page's state and its cards and outage line, as shown. */
+interface Shown {
+  wt: string;
+  ws: string;
+  decimals: number;
+  counts: Record<Kind, { sent: number; received: number }>;
+  figures: { outages: { from: number; to: number | null }[] };
+  chart: { runs: Record<Kind, [number, number][]>; outages: number };
+  cards: Record<Kind, { status: string; last: string; detail: string }>;
+  outage: { hidden: boolean; text: string };
+}
+type Kind = "stream" | "datagram" | "ws";
+const KINDS: Kind[] = ["stream", "datagram", "ws"];
+
+function shown(page: BrowserPage): Promise<Shown> {
+  return page.evaluate(() => {
+    const g = globalThis as unknown as {
+      duetPing: Omit<Shown, "cards" | "outage">;
+      document: {
+        getElementById(id: string): {
+          hidden: boolean;
+          textContent: string | null;
+          dataset: Record<string, string>;
+          querySelector(s: string): { textContent: string | null };
+        };
+      };
+    };
+    const card = (kind: string) => {
+      const el = g.document.getElementById(`card-${kind}`);
+      return {
+        status: el.dataset["status"] ?? "",
+        last: el.querySelector('[data-field="last"]').textContent ?? "",
+        detail: el.querySelector('[data-field="detail"]').textContent ?? "",
+      };
+    };
+    const outage = g.document.getElementById("outage");
+    // A copy through JSON: the page's state is a plain object.
+    return JSON.parse(JSON.stringify({
+      ...g.duetPing,
+      cards: { stream: card("stream"), datagram: card("datagram"), ws: card("ws") },
+      outage: { hidden: outage.hidden, text: outage.textContent ?? "" },
+    }));
+  });
+}
+
+/**
+ * The outage, in one browser: replies on all three (with as many decimals as its clock
+ * has: `decimals`), the server SIGKILLed and kept down (the page tries again and again and
+ * goes on saying it is unreachable, never showing an old round trip as current), then
+ * started again on the same port: the page resumes, and the chart's lines break across
+ * the outage. Screenshots before, during and after.
+ */
+async function outageShownAndOvercome(
+  page: BrowserPage,
+  load: (url: string) => Promise<unknown>,
+  browserName: string,
+  decimals: number,
+): Promise<void> {
+  const port = freePort();
+  let server = await startServer(port);
+  const dir = Deno.env.get("DUET_SCREENSHOT_DIR") ?? await Deno.makeTempDir();
+  const shoot = async (when: string) => {
+    const path = `${dir}/ping-page-${browserName}-${when}.png`;
+    await page.screenshot({ path });
+    // deno-lint-ignore no-console -- where the screenshot is, for the person running the tests
+    console.info(`screenshot: ${path}`);
+  };
+  const figure = decimals
+    ? new RegExp(`^(\\d+\\.\\d{${decimals}}|<0\\.\\d+) ms$`)
+    : /^(\d+|<1) ms$/;
+  try {
+    await load(`http://127.0.0.1:${port}/`);
+    await waitFor(
+      async () => {
+        const s = await shown(page);
+        return KINDS.every((k) => s.cards[k].status === "live" && s.counts[k].received >= 3);
+      },
+      "live figures on all three transports",
+      20_000,
+    );
+    const up = await shown(page);
+    assert.equal(up.decimals, decimals, "the precision the browser's clock has");
+    for (const k of KINDS) assert.match(up.cards[k].last, figure, k);
+    assert.ok(up.outage.hidden);
+    await shoot("1-before");
+
+    await stopServer(server); // killed: no close, the page must notice by itself
+    await waitFor(
+      async () => {
+        const s = await shown(page);
+        return KINDS.every((k) => s.cards[k].status === "down") && s.wt === "reconnecting" &&
+          s.ws === "reconnecting";
+      },
+      "the page to show the outage",
+      20_000,
+    );
+    // Kept down while the page tries again: still shown as an outage, nothing new counted.
+    const down = await shown(page);
+    await waitFor(
+      async () => (await shown(page)).counts.ws.sent >= down.counts.ws.sent + 2,
+      "the page to try the WebSocket twice more",
+      20_000,
+    );
+    const still = await shown(page);
+    await shoot("2-during");
+    for (const k of KINDS) {
+      assert.equal(still.cards[k].status, "down", k);
+      assert.equal(still.cards[k].last, "unreachable", `${k}: no round trip shown as current`);
+      assert.match(still.cards[k].detail, /^reconnecting · last reply \S+ ms, \d+ s ago$/, k);
+      assert.equal(still.counts[k].received, down.counts[k].received, k);
+    }
+    assert.ok(!still.outage.hidden);
+    assert.match(still.outage.text, /^Server unreachable: no reply for \d+ s · reconnecting$/);
+    assert.equal(still.figures.outages.at(-1)?.to, null);
+    assert.equal(still.chart.outages, 1, "the outage is shaded on the chart");
+
+    server = await startServer(port); // a new certificate: the page fetches it
+    await waitFor(
+      async () => {
+        const s = await shown(page);
+        return KINDS.every((k) =>
+          s.cards[k].status === "live" && s.counts[k].received >= still.counts[k].received + 3
+        );
+      },
+      "the page to reconnect and show live figures again",
+      30_000,
+    );
+    const after = await shown(page);
+    await shoot("3-after");
+    assert.ok(after.outage.hidden);
+    const outage = after.figures.outages.at(-1)!;
+    assert.ok(outage.to !== null && outage.to > outage.from, JSON.stringify(outage));
+    for (const k of KINDS) {
+      assert.match(after.cards[k].last, figure, k);
+      const runs = after.chart.runs[k];
+      assert.ok(runs.some(([, to]) => to <= outage.from), `${k}: a line before the outage`);
+      assert.ok(runs.some(([from]) => from >= outage.to!), `${k}: a line after it`);
+      for (const [from, to] of runs) {
+        assert.ok(!(from <= outage.from && to >= outage.to!), `${k}: a line across the outage`);
+      }
+    }
+  } finally {
+    await stopServer(server);
+  }
+}
+
+testWith(chromium, {
+  name: "page (Chromium): an outage is shown as one (cards unreachable, banner, shaded gap in " +
+    "the chart, no old round trip as current), kept while the server stays down, then left",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const browser = await launchChromium();
+    try {
+      const page = await browser.newPage({ viewport: { width: 800, height: 640 } });
+      const errors: string[] = [];
+      page.on("pageerror", (error) => errors.push(error.message));
+      await outageShownAndOvercome(
+        page as unknown as BrowserPage,
+        (url) => page.goto(url),
+        "chromium",
+        1, // Chromium's clock steps by 100 µs on a page that is not cross-origin isolated
+      );
+      assert.deepEqual(errors, [], "no uncaught errors in the page");
+    } finally {
+      await browser.close();
+    }
+  },
+});
+
+testWith(firefox, {
+  name: "page (Firefox): an outage is shown as one, kept while the server stays down, then " +
+    "left; round trips in whole milliseconds, as Firefox's clock has them",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const profileDir = await Deno.makeTempDir({ prefix: "duet-firefox-" });
+    let browser: import("puppeteer-core").Browser | undefined;
+    try {
+      browser = await launchFirefox(profileDir);
+      const page = await browser.newPage();
+      await page.setViewport({ width: 800, height: 640 });
+      const errors: string[] = [];
+      page.on("pageerror", (error) => errors.push(String(error)));
+      await outageShownAndOvercome(
+        page as unknown as BrowserPage,
+        (url) => page.goto(url),
+        "firefox",
+        0, // Firefox's clock steps by 1 ms on a page that is not cross-origin isolated
+      );
+      // Firefox reports each refused WebSocket connection as an error of the page (while
+      // the server is down, wsping's sockets are refused); nothing else may be there.
+      const refused = /can.t establish a connection to the server at ws:\/\/127\.0\.0\.1:\d+\/ws/;
+      assert.deepEqual(errors.filter((e) => !refused.test(e)), [], "no uncaught errors");
+    } finally {
+      const child = browser?.process();
+      await browser?.close().catch(() => {});
+      if (child && child.exitCode === null && child.pid !== undefined) {
+        try {
+          Deno.kill(child.pid, "SIGKILL");
+        } catch { /* exited meanwhile */ }
+      }
+      await Deno.remove(profileDir, { recursive: true }).catch(() => {});
     }
   },
 });

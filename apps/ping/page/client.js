@@ -174,16 +174,187 @@ function pageMode(state2) {
   if (state2.wt === "connected") return "webtransport";
   return state2.unreachable && state2.ws === "connected" ? "websocket-only" : "none";
 }
-function addSample(series, sample) {
-  series.push(sample);
-  while (series.length && sample.at - series[0].at > WINDOW_MS) series.shift();
+var SILENT_MS = 2e3;
+var KINDS = [
+  "stream",
+  "datagram",
+  "ws"
+];
+function initialFigures() {
+  const none = () => ({
+    up: false,
+    connection: 0,
+    changedAt: null,
+    firstSeq: 1,
+    sent: 0,
+    received: 0,
+    samples: [],
+    lastReply: null
+  });
+  return {
+    kinds: {
+      stream: none(),
+      datagram: none(),
+      ws: none()
+    },
+    outages: []
+  };
+}
+function stepFigures(figures, event) {
+  const kinds = {
+    ...figures.kinds
+  };
+  if (event.type === "sent") {
+    const k = kinds[event.kind];
+    kinds[event.kind] = {
+      ...k,
+      sent: k.sent + 1
+    };
+  } else if (event.type === "reply") {
+    const k = kinds[event.kind];
+    if (!k.up || event.seq < k.firstSeq || event.seq > k.sent) return figures;
+    const sample = {
+      at: event.at,
+      rtt: event.rtt,
+      connection: k.connection,
+      seq: event.seq
+    };
+    const samples = [
+      ...k.samples,
+      sample
+    ].filter((s) => event.at - s.at <= WINDOW_MS);
+    kinds[event.kind] = {
+      ...k,
+      received: k.received + 1,
+      samples,
+      lastReply: sample
+    };
+  } else {
+    const up = event.type === "up";
+    for (const kind of new Set(event.kinds)) {
+      const k = kinds[kind];
+      if (k.up === up) continue;
+      kinds[kind] = up ? {
+        ...k,
+        up,
+        changedAt: event.at,
+        connection: k.connection + 1,
+        firstSeq: Math.min(k.sent + 1, Math.max(k.firstSeq, event.firstSeq ?? k.sent + 1))
+      } : {
+        ...k,
+        up,
+        changedAt: event.at,
+        firstSeq: k.sent + 1
+      };
+    }
+  }
+  return {
+    kinds,
+    outages: nextOutages(figures, kinds, event.at)
+  };
+}
+function nextOutages(before, kinds, at) {
+  const wasUp = KINDS.some((k) => before.kinds[k].up);
+  const isUp = KINDS.some((k) => kinds[k].up);
+  let outages = before.outages.filter((o) => o.to === null || at - o.to <= WINDOW_MS);
+  if (wasUp && !isUp) {
+    const replies = KINDS.flatMap((k) => kinds[k].lastReply?.at ?? []);
+    const from = replies.length ? Math.min(at, Math.max(...replies)) : at;
+    outages = [
+      ...outages,
+      {
+        from,
+        to: null
+      }
+    ];
+  }
+  if (!wasUp && isUp && outages.at(-1)?.to === null) {
+    outages = [
+      ...outages.slice(0, -1),
+      {
+        from: outages.at(-1).from,
+        to: at
+      }
+    ];
+  }
+  return outages;
+}
+function chartSegments(samples) {
+  const segments = [];
+  let previous;
+  for (const sample of samples) {
+    const joined = previous && previous.connection === sample.connection && sample.seq === previous.seq + 1;
+    if (joined) segments.at(-1).push(sample);
+    else segments.push([
+      sample
+    ]);
+    previous = sample;
+  }
+  return segments;
+}
+function currentReplies(k) {
+  return k.up ? k.samples.filter((s) => s.connection === k.connection) : [];
 }
 function median(series) {
   const sorted = series.map((s) => s.rtt).sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)] ?? NaN;
 }
-function cardDetail(series, sent, received) {
-  return `p50 ${median(series).toFixed(2)} ms \xB7 ${received} replies \xB7 ${Math.max(0, sent - received)} lost or pending`;
+function clockResolution(readings, crossOriginIsolated) {
+  const steps = readings.slice(1).map((t, i) => t - readings[i]).filter((d) => d > 0);
+  if (!steps.length) return 1;
+  return Math.max(Math.min(...steps), crossOriginIsolated ? 5e-3 : 0.1);
+}
+function rttDecimals(resolution) {
+  return Math.min(3, Math.max(0, Math.floor(-Math.log10(resolution) + 1e-3)));
+}
+function formatRtt(rtt, decimals) {
+  const text = rtt.toFixed(decimals);
+  return Number(text) === 0 ? `<${(10 ** -decimals).toFixed(decimals)} ms` : `${text} ms`;
+}
+function ago(ms) {
+  const s = Math.max(0, Math.round(ms / 1e3));
+  return s < 120 ? `${s} s` : `${Math.round(s / 60)} min`;
+}
+function cardView(k, now, decimals) {
+  const counts = `${k.received} replies \xB7 ${Math.max(0, k.sent - k.received)} lost or pending`;
+  const before = k.lastReply ? `last reply ${formatRtt(k.lastReply.rtt, decimals)}, ${ago(now - k.lastReply.at)} ago` : "no replies yet";
+  if (!k.up) {
+    return k.connection === 0 ? {
+      status: "idle",
+      last: "\u2013",
+      detail: "connecting\u2026"
+    } : {
+      status: "down",
+      last: "unreachable",
+      detail: `reconnecting \xB7 ${before}`
+    };
+  }
+  const current = currentReplies(k);
+  const latest = current.at(-1);
+  if (!latest) {
+    return {
+      status: "waiting",
+      last: "\u2013",
+      detail: `connected, waiting for a reply \xB7 ${counts}`
+    };
+  }
+  if (now - latest.at > SILENT_MS) {
+    return {
+      status: "silent",
+      last: `no reply for ${ago(now - latest.at)}`,
+      detail: before
+    };
+  }
+  return {
+    status: "live",
+    last: formatRtt(latest.rtt, decimals),
+    detail: `p50 ${formatRtt(median(current), decimals)} \xB7 ${counts}`
+  };
+}
+function outageLine(figures, now) {
+  const open = figures.outages.at(-1);
+  if (!open || open.to !== null) return null;
+  return `Server unreachable: no reply for ${ago(now - open.from)} \xB7 reconnecting`;
 }
 function chartScale(rtts) {
   const sorted = [
@@ -212,11 +383,29 @@ var BACKOFF = {
 var WSPING_URL = "/wsping.mjs";
 var UnreachableError = class extends Error {
 };
+function clockReadings() {
+  const readings = [
+    performance.now()
+  ];
+  for (let i = 0; i < 1e7 && readings.length < 12; i++) {
+    if (readings.at(-1) - readings[0] >= 50) break;
+    const t = performance.now();
+    if (t !== readings.at(-1)) readings.push(t);
+  }
+  return readings;
+}
+var resolutionMs = clockResolution(clockReadings(), globalThis.crossOriginIsolated === true);
 var state = {
-  series: {
-    stream: [],
-    datagram: [],
-    ws: []
+  figures: initialFigures(),
+  resolutionMs,
+  decimals: rttDecimals(resolutionMs),
+  chart: {
+    runs: {
+      stream: [],
+      datagram: [],
+      ws: []
+    },
+    outages: 0
   },
   counts: {
     stream: {
@@ -263,8 +452,45 @@ function log(text) {
     ...(el.textContent ?? "").split("\n").filter(Boolean)
   ].slice(0, 6).join("\n");
 }
-function setState(which, loop, text) {
+function apply(event) {
+  state.figures = stepFigures(state.figures, event);
+  for (const [kind, k] of Object.entries(state.figures.kinds)) {
+    state.counts[kind] = {
+      sent: k.sent,
+      received: k.received
+    };
+  }
+}
+function sent(kind) {
+  apply({
+    type: "sent",
+    kind,
+    at: performance.now()
+  });
+  return state.figures.kinds[kind].sent;
+}
+function setState(which, loop, text, firstSeq) {
+  const was = state[which];
   state[which] = loop;
+  if (was === "connected" !== (loop === "connected")) {
+    const kinds = which === "wt" ? [
+      "stream",
+      "datagram"
+    ] : [
+      "ws"
+    ];
+    const at = performance.now();
+    apply(loop === "connected" ? {
+      type: "up",
+      kinds,
+      at,
+      firstSeq
+    } : {
+      type: "down",
+      kinds,
+      at
+    });
+  }
   const el = $(`${which}-state`);
   el.dataset["state"] = loop;
   el.textContent = `${which === "wt" ? "WebTransport" : "WebSocket"}: ${text ?? loop}`;
@@ -285,16 +511,30 @@ function updateMode() {
     log("WebTransport reachable again: back to WebTransport");
   }
 }
-function record(kind, rtt) {
-  const counts = state.counts[kind];
-  counts.received++;
-  addSample(state.series[kind], {
+function record(kind, seq, rtt) {
+  apply({
+    type: "reply",
+    kind,
+    seq,
     at: performance.now(),
     rtt
   });
-  const card = $(`card-${kind}`);
-  card.querySelector('[data-field="last"]').textContent = `${rtt.toFixed(2)} ms`;
-  card.querySelector('[data-field="detail"]').textContent = cardDetail(state.series[kind], counts.sent, counts.received);
+}
+function put(el, text) {
+  if (el.textContent !== text) el.textContent = text;
+}
+function renderFigures(now) {
+  for (const [kind, k] of Object.entries(state.figures.kinds)) {
+    const view = cardView(k, now, state.decimals);
+    const card = $(`card-${kind}`);
+    card.dataset["status"] = view.status;
+    put(card.querySelector('[data-field="last"]'), view.last);
+    put(card.querySelector('[data-field="detail"]'), view.detail);
+  }
+  const outage = outageLine(state.figures, now);
+  const line = $("outage");
+  line.hidden = outage === null;
+  put(line, outage ?? "");
 }
 async function serverInfo(base = location.origin) {
   const where = new URL("/.well-known/duet-ping.json", base);
@@ -370,10 +610,10 @@ async function session(wt) {
   const onLine = (line) => {
     lastHeard = performance.now();
     const { word, key } = parseReply(line);
-    const sentAt = key === void 0 ? void 0 : pending.get(key);
-    if (word !== "pong" || sentAt === void 0) return;
+    const ping = key === void 0 ? void 0 : pending.get(key);
+    if (word !== "pong" || ping === void 0) return;
     pending.delete(key);
-    record(key.startsWith("s") ? "stream" : "datagram", lastHeard - sentAt);
+    record(key.startsWith("s") ? "stream" : "datagram", ping.seq, lastHeard - ping.at);
   };
   const stream = await wt.createBidirectionalStream();
   const writer = stream.writable.getWriter();
@@ -399,17 +639,21 @@ async function session(wt) {
   const ticking = (async () => {
     for (let n = 1; ; n++) {
       const now = performance.now();
-      for (const [key, at] of pending) if (now - at > TIMEOUT_MS) pending.delete(key);
+      for (const [key, ping] of pending) if (now - ping.at > TIMEOUT_MS) pending.delete(key);
       if (now - lastHeard > DEAD_AFTER_MS) {
         throw new Error(`no answer for ${Math.round(now - lastHeard)} ms`);
       }
-      pending.set(`s${n}`, now);
-      state.counts.stream.sent++;
+      pending.set(`s${n}`, {
+        at: now,
+        seq: sent("stream")
+      });
       writer.write(encoder2.encode(`${pingLine(`s${n}`)}
 `)).catch(() => {
       });
-      pending.set(`d${n}`, now);
-      state.counts.datagram.sent++;
+      pending.set(`d${n}`, {
+        at: now,
+        seq: sent("datagram")
+      });
       datagrams.write(encoder2.encode(pingLine(`d${n}`))).catch(() => {
       });
       await sleep(INTERVAL_MS);
@@ -491,7 +735,7 @@ async function webSocketLoop() {
     const url = new URL(wsUrl);
     if (token) url.searchParams.set("token", token);
     const started = performance.now();
-    state.counts.ws.sent++;
+    const seq = sent("ws");
     try {
       const reply = await Promise.race([
         wsPing(url.href, pingLine(`w${n}`)),
@@ -500,8 +744,9 @@ async function webSocketLoop() {
         })
       ]);
       if (reply !== `pong w${n}`) throw new Error(`unexpected reply ${reply}`);
-      record("ws", performance.now() - started);
-      setState("ws", "connected", "answering");
+      const rtt = performance.now() - started;
+      setState("ws", "connected", "answering", seq);
+      record("ws", seq, rtt);
     } catch (error) {
       if (state.ws !== "reconnecting") log(`WebSocket: ${message(error)}`);
       setState("ws", "reconnecting", "not answering, retrying");
@@ -517,35 +762,57 @@ var COLORS = {
 function draw() {
   const canvas = $("chart"), ctx = canvas.getContext("2d");
   const w = canvas.width, h = canvas.height, pad = 48, now = performance.now();
+  const x = (at) => pad + (WINDOW_MS - (now - at)) / WINDOW_MS * (w - pad);
+  renderFigures(now);
   ctx.clearRect(0, 0, w, h);
-  const recent = Object.values(state.series).flat().filter((s) => now - s.at < WINDOW_MS);
+  const kinds = Object.entries(state.figures.kinds);
+  const recent = kinds.flatMap(([, k]) => k.samples).filter((s) => now - s.at < WINDOW_MS);
   const { top, above } = chartScale(recent.map((s) => s.rtt));
+  const y = (rtt) => h - pad / 2 - Math.min(rtt, top) / top * (h - pad);
   ctx.font = "22px system-ui";
+  const outages = state.figures.outages.filter((o) => o.to === null || now - o.to < WINDOW_MS);
+  ctx.fillStyle = "#e4572e22";
+  for (const o of outages) {
+    const from = Math.max(pad, x(o.from));
+    ctx.fillRect(from, 0, x(o.to ?? now) - from, h);
+  }
   ctx.fillStyle = "#888";
   ctx.strokeStyle = "#8883";
   ctx.lineWidth = 1;
   for (let i = 0; i <= 4; i++) {
-    const y = h - pad / 2 - i / 4 * (h - pad);
+    const tick = h - pad / 2 - i / 4 * (h - pad);
     ctx.beginPath();
-    ctx.moveTo(pad, y);
-    ctx.lineTo(w, y);
+    ctx.moveTo(pad, tick);
+    ctx.lineTo(w, tick);
     ctx.stroke();
-    ctx.fillText(`${(i / 4 * top).toFixed(top < 10 ? 1 : 0)}`, 4, y + 7);
+    ctx.fillText(`${(i / 4 * top).toFixed(top < 10 ? 1 : 0)}`, 4, tick + 7);
   }
-  const legend = `ms \xB7 last 60 s${above ? ` \xB7 ${above} above the scale` : ""}`;
+  const legend = `ms \xB7 last 60 s${above ? ` \xB7 ${above} above the scale` : ""}${outages.length ? " \xB7 shaded: server unreachable" : ""}`;
   ctx.fillText(legend, w - 12 - ctx.measureText(legend).width, 26);
-  for (const [kind, points] of Object.entries(state.series)) {
-    ctx.strokeStyle = COLORS[kind];
+  const runs = {
+    stream: [],
+    datagram: [],
+    ws: []
+  };
+  for (const [kind, k] of kinds) {
+    ctx.strokeStyle = ctx.fillStyle = COLORS[kind];
     ctx.lineWidth = 3;
-    ctx.beginPath();
-    points.filter((s) => now - s.at < WINDOW_MS).forEach((s, i) => {
-      const x = pad + (WINDOW_MS - (now - s.at)) / WINDOW_MS * (w - pad);
-      const y = h - pad / 2 - Math.min(s.rtt, top) / top * (h - pad);
-      if (i) ctx.lineTo(x, y);
-      else ctx.moveTo(x, y);
-    });
-    ctx.stroke();
+    const segments = chartSegments(k.samples.filter((s) => now - s.at < WINDOW_MS));
+    for (const segment of segments) {
+      ctx.beginPath();
+      segment.forEach((s, i) => i ? ctx.lineTo(x(s.at), y(s.rtt)) : ctx.moveTo(x(s.at), y(s.rtt)));
+      ctx.stroke();
+      if (segment.length === 1) ctx.fillRect(x(segment[0].at) - 3, y(segment[0].rtt) - 3, 6, 6);
+    }
+    runs[kind] = segments.map((segment) => [
+      segment[0].at,
+      segment.at(-1).at
+    ]);
   }
+  state.chart = {
+    runs,
+    outages: outages.length
+  };
   browser.requestAnimationFrame(draw);
 }
 if (!("WebTransport" in globalThis)) {

@@ -19,16 +19,23 @@ import { backoffDelay } from "../stats.ts";
 import { isLoopback } from "../loopback.ts";
 import { browser, type PageCanvas, type PageElement } from "./dom.ts";
 import {
-  addSample,
-  cardDetail,
+  cardView,
   chartScale,
+  chartSegments,
+  clockResolution,
+  type FigureEvent,
+  type Figures,
   hexBytes,
+  initialFigures,
   type Kind,
+  type KindFigures,
   type LoopState,
+  outageLine,
   type PageMode,
   pageMode,
   parseTargets,
-  type Sample,
+  rttDecimals,
+  stepFigures,
   WINDOW_MS,
 } from "./model.ts";
 
@@ -40,8 +47,18 @@ const WSPING_URL = "/wsping.mjs";
 
 /** What the tests read: the same numbers the page shows. */
 interface PageState {
-  series: Record<Kind, Sample[]>;
+  /** The model's figures: replies per connection, up or down, outages (`model.ts`). */
+  figures: Figures;
+  /** Pings sent and replies taken per kind (the figures' counts, copied). */
   counts: Record<Kind, { sent: number; received: number }>;
+  /** The clock's observed resolution (ms) and the decimals round trips get from it. */
+  resolutionMs: number;
+  decimals: number;
+  /**
+   * What the last frame drew: per kind, each run of the line as the page times (ms) of its
+   * first and last reply; the number of outage bands.
+   */
+  chart: { runs: Record<Kind, [number, number][]>; outages: number };
   wt: LoopState;
   ws: LoopState;
   reconnects: number;
@@ -66,8 +83,32 @@ type PingWebTransportOptions = WebTransportOptions & { protocols?: string[] };
 /** An error that says WebTransport got no QUIC answer. */
 class UnreachableError extends Error {}
 
+/**
+ * Distinct `performance.now()` readings (ms), up to 12, watched for at most 50 ms (a busy
+ * loop, once at start: about 10 ms where the clock steps by 1 ms), for `clockResolution`.
+ */
+function clockReadings(): number[] {
+  const readings = [performance.now()];
+  for (let i = 0; i < 10_000_000 && readings.length < 12; i++) {
+    if (readings.at(-1)! - readings[0]! >= 50) break;
+    const t = performance.now();
+    if (t !== readings.at(-1)) readings.push(t);
+  }
+  return readings;
+}
+
+// Round trips are shown with the precision the page's clock really has, decided from what
+// it is seen to do (see clockResolution in model.ts): Firefox "3 ms", Chromium "3.2 ms".
+const resolutionMs = clockResolution(
+  clockReadings(),
+  (globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated === true,
+);
+
 const state: PageState = {
-  series: { stream: [], datagram: [], ws: [] },
+  figures: initialFigures(),
+  resolutionMs,
+  decimals: rttDecimals(resolutionMs),
+  chart: { runs: { stream: [], datagram: [], ws: [] }, outages: 0 },
   counts: {
     stream: { sent: 0, received: 0 },
     datagram: { sent: 0, received: 0 },
@@ -109,8 +150,33 @@ function log(text: string): void {
     .join("\n");
 }
 
-function setState(which: "wt" | "ws", loop: LoopState, text?: string): void {
+/** Feeds `event` to the figures (`stepFigures`), and copies the counts the tests read. */
+function apply(event: FigureEvent): void {
+  state.figures = stepFigures(state.figures, event);
+  for (const [kind, k] of Object.entries(state.figures.kinds) as [Kind, KindFigures][]) {
+    state.counts[kind] = { sent: k.sent, received: k.received };
+  }
+}
+
+/** Counts a ping of `kind` sent now; returns its number. */
+function sent(kind: Kind): number {
+  apply({ type: "sent", kind, at: performance.now() });
+  return state.figures.kinds[kind].sent;
+}
+
+/**
+ * Sets a loop's state and shows it; a change into or out of "connected" is a connection up
+ * or down for the figures, owning the pings from number `firstSeq` (by default, from the
+ * next one sent).
+ */
+function setState(which: "wt" | "ws", loop: LoopState, text?: string, firstSeq?: number): void {
+  const was = state[which];
   state[which] = loop;
+  if ((was === "connected") !== (loop === "connected")) {
+    const kinds: Kind[] = which === "wt" ? ["stream", "datagram"] : ["ws"];
+    const at = performance.now();
+    apply(loop === "connected" ? { type: "up", kinds, at, firstSeq } : { type: "down", kinds, at });
+  }
   const el = $(`${which}-state`);
   el.dataset["state"] = loop;
   el.textContent = `${which === "wt" ? "WebTransport" : "WebSocket"}: ${text ?? loop}`;
@@ -136,17 +202,29 @@ function updateMode(): void {
   }
 }
 
-function record(kind: Kind, rtt: number): void {
-  const counts = state.counts[kind];
-  counts.received++;
-  addSample(state.series[kind], { at: performance.now(), rtt });
-  const card = $(`card-${kind}`);
-  card.querySelector('[data-field="last"]')!.textContent = `${rtt.toFixed(2)} ms`;
-  card.querySelector('[data-field="detail"]')!.textContent = cardDetail(
-    state.series[kind],
-    counts.sent,
-    counts.received,
-  );
+/** A reply to ping number `seq` of `kind`, `rtt` ms after it was sent. */
+function record(kind: Kind, seq: number, rtt: number): void {
+  apply({ type: "reply", kind, seq, at: performance.now(), rtt });
+}
+
+/** Writes `text` into `el` unless it is there already (the cards are rendered every frame). */
+function put(el: PageElement, text: string): void {
+  if (el.textContent !== text) el.textContent = text;
+}
+
+/** The cards and the outage line, from the figures at `now` (`cardView`, `outageLine`). */
+function renderFigures(now: number): void {
+  for (const [kind, k] of Object.entries(state.figures.kinds) as [Kind, KindFigures][]) {
+    const view = cardView(k, now, state.decimals);
+    const card = $(`card-${kind}`);
+    card.dataset["status"] = view.status;
+    put(card.querySelector('[data-field="last"]')!, view.last);
+    put(card.querySelector('[data-field="detail"]')!, view.detail);
+  }
+  const outage = outageLine(state.figures, now);
+  const line = $("outage");
+  line.hidden = outage === null;
+  put(line, outage ?? "");
 }
 
 async function serverInfo(base: string = location.origin): Promise<PingServerInfo> {
@@ -228,15 +306,15 @@ async function openSession(url: URL, info: PingServerInfo): Promise<PingWebTrans
 
 /** One session: a long-lived stream and datagrams, until it fails or goes quiet. */
 async function session(wt: PingWebTransport): Promise<void> {
-  const pending = new Map<string, number>();
+  const pending = new Map<string, { at: number; seq: number }>();
   let lastHeard = performance.now();
   const onLine = (line: string) => {
     lastHeard = performance.now();
     const { word, key } = parseReply(line);
-    const sentAt = key === undefined ? undefined : pending.get(key);
-    if (word !== "pong" || sentAt === undefined) return;
+    const ping = key === undefined ? undefined : pending.get(key);
+    if (word !== "pong" || ping === undefined) return;
     pending.delete(key!);
-    record(key!.startsWith("s") ? "stream" : "datagram", lastHeard - sentAt);
+    record(key!.startsWith("s") ? "stream" : "datagram", ping.seq, lastHeard - ping.at);
   };
   const stream = await wt.createBidirectionalStream();
   const writer = stream.writable.getWriter();
@@ -262,15 +340,13 @@ async function session(wt: PingWebTransport): Promise<void> {
   const ticking = (async () => {
     for (let n = 1;; n++) {
       const now = performance.now();
-      for (const [key, at] of pending) if (now - at > TIMEOUT_MS) pending.delete(key);
+      for (const [key, ping] of pending) if (now - ping.at > TIMEOUT_MS) pending.delete(key);
       if (now - lastHeard > DEAD_AFTER_MS) {
         throw new Error(`no answer for ${Math.round(now - lastHeard)} ms`);
       }
-      pending.set(`s${n}`, now);
-      state.counts.stream.sent++;
+      pending.set(`s${n}`, { at: now, seq: sent("stream") });
       writer.write(encoder.encode(`${pingLine(`s${n}`)}\n`)).catch(() => {});
-      pending.set(`d${n}`, now);
-      state.counts.datagram.sent++;
+      pending.set(`d${n}`, { at: now, seq: sent("datagram") });
       datagrams.write(encoder.encode(pingLine(`d${n}`))).catch(() => {});
       await sleep(INTERVAL_MS);
     }
@@ -364,7 +440,7 @@ async function webSocketLoop(): Promise<void> {
     const url = new URL(wsUrl);
     if (token) url.searchParams.set("token", token); // /ws asks for it as WebTransport does
     const started = performance.now();
-    state.counts.ws.sent++;
+    const seq = sent("ws");
     try {
       const reply = await Promise.race([
         wsPing(url.href, pingLine(`w${n}`)),
@@ -373,8 +449,10 @@ async function webSocketLoop(): Promise<void> {
         }),
       ]);
       if (reply !== `pong w${n}`) throw new Error(`unexpected reply ${reply}`);
-      record("ws", performance.now() - started);
-      setState("ws", "connected", "answering");
+      const rtt = performance.now() - started;
+      // First: a reply counts on a connection that is up, and this ping found it.
+      setState("ws", "connected", "answering", seq);
+      record("ws", seq, rtt);
     } catch (error) {
       if (state.ws !== "reconnecting") log(`WebSocket: ${message(error)}`);
       setState("ws", "reconnecting", "not answering, retrying");
@@ -385,40 +463,58 @@ async function webSocketLoop(): Promise<void> {
 
 const COLORS: Record<Kind, string> = { stream: "#2f7ed8", datagram: "#e4572e", ws: "#3aa655" };
 
-/** The chart of the last minute's round trips, redrawn every frame. */
+/**
+ * The chart of the last minute's round trips, redrawn every frame with the cards: each
+ * kind's runs of replies (`chartSegments`: never joined across a disconnection or a lost
+ * ping; a run of one is a dot), over shaded bands where the server was unreachable.
+ */
 function draw(): void {
   const canvas = $("chart") as PageCanvas, ctx = canvas.getContext("2d")!;
   const w = canvas.width, h = canvas.height, pad = 48, now = performance.now();
+  const x = (at: number) => pad + ((WINDOW_MS - (now - at)) / WINDOW_MS) * (w - pad);
+  renderFigures(now);
   ctx.clearRect(0, 0, w, h);
-  const recent = Object.values(state.series).flat().filter((s) => now - s.at < WINDOW_MS);
+  const kinds = Object.entries(state.figures.kinds) as [Kind, KindFigures][];
+  const recent = kinds.flatMap(([, k]) => k.samples).filter((s) => now - s.at < WINDOW_MS);
   // Spikes are cut at the top and counted in the legend.
   const { top, above } = chartScale(recent.map((s) => s.rtt));
+  const y = (rtt: number) => h - pad / 2 - (Math.min(rtt, top) / top) * (h - pad);
   ctx.font = "22px system-ui";
+  const outages = state.figures.outages.filter((o) => o.to === null || now - o.to < WINDOW_MS);
+  ctx.fillStyle = "#e4572e22";
+  for (const o of outages) {
+    const from = Math.max(pad, x(o.from));
+    ctx.fillRect(from, 0, x(o.to ?? now) - from, h);
+  }
   ctx.fillStyle = "#888";
   ctx.strokeStyle = "#8883";
   ctx.lineWidth = 1;
   for (let i = 0; i <= 4; i++) {
-    const y = h - pad / 2 - (i / 4) * (h - pad);
+    const tick = h - pad / 2 - (i / 4) * (h - pad);
     ctx.beginPath();
-    ctx.moveTo(pad, y);
-    ctx.lineTo(w, y);
+    ctx.moveTo(pad, tick);
+    ctx.lineTo(w, tick);
     ctx.stroke();
-    ctx.fillText(`${((i / 4) * top).toFixed(top < 10 ? 1 : 0)}`, 4, y + 7);
+    ctx.fillText(`${((i / 4) * top).toFixed(top < 10 ? 1 : 0)}`, 4, tick + 7);
   }
-  const legend = `ms · last 60 s${above ? ` · ${above} above the scale` : ""}`;
+  const legend = `ms · last 60 s${above ? ` · ${above} above the scale` : ""}${
+    outages.length ? " · shaded: server unreachable" : ""
+  }`;
   ctx.fillText(legend, w - 12 - ctx.measureText(legend).width, 26);
-  for (const [kind, points] of Object.entries(state.series) as [Kind, Sample[]][]) {
-    ctx.strokeStyle = COLORS[kind];
+  const runs: Record<Kind, [number, number][]> = { stream: [], datagram: [], ws: [] };
+  for (const [kind, k] of kinds) {
+    ctx.strokeStyle = ctx.fillStyle = COLORS[kind];
     ctx.lineWidth = 3;
-    ctx.beginPath();
-    points.filter((s) => now - s.at < WINDOW_MS).forEach((s, i) => {
-      const x = pad + ((WINDOW_MS - (now - s.at)) / WINDOW_MS) * (w - pad);
-      const y = h - pad / 2 - (Math.min(s.rtt, top) / top) * (h - pad);
-      if (i) ctx.lineTo(x, y);
-      else ctx.moveTo(x, y);
-    });
-    ctx.stroke();
+    const segments = chartSegments(k.samples.filter((s) => now - s.at < WINDOW_MS));
+    for (const segment of segments) {
+      ctx.beginPath();
+      segment.forEach((s, i) => i ? ctx.lineTo(x(s.at), y(s.rtt)) : ctx.moveTo(x(s.at), y(s.rtt)));
+      ctx.stroke();
+      if (segment.length === 1) ctx.fillRect(x(segment[0]!.at) - 3, y(segment[0]!.rtt) - 3, 6, 6);
+    }
+    runs[kind] = segments.map((segment) => [segment[0]!.at, segment.at(-1)!.at]);
   }
+  state.chart = { runs, outages: outages.length };
   browser.requestAnimationFrame(draw);
 }
 

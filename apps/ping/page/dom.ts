@@ -22,6 +22,7 @@ export interface Canvas2D {
   strokeStyle: string;
   lineWidth: number;
   clearRect(x: number, y: number, w: number, h: number): void;
+  fillRect(x: number, y: number, w: number, h: number): void;
   beginPath(): void;
   moveTo(x: number, y: number): void;
   lineTo(x: number, y: number): void;
