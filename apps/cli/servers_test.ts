@@ -1,0 +1,95 @@
+// Every server command, through the real `duet`: on port 0 it prints the ports it got on
+// stdout, quiet or not, and they are the ports it serves; on SIGTERM it says it stopped and
+// exits 0.
+import assert from "node:assert/strict";
+import { waitFor } from "@duet/testkit";
+import { spawnDuet } from "./testdata/spawn.ts";
+
+/** A server command, the services it stops, and the line on stdout that ends its start. */
+interface ServerCase {
+  args: (dir: string) => string[];
+  stopped: RegExp[];
+  lastLine: RegExp;
+}
+
+const CASES: Record<string, ServerCase> = {
+  syncpoint: {
+    args: () => ["syncpoint", "--port", "0"],
+    stopped: [/Syncpoint stopped/],
+    lastLine: /^syncpoint /,
+  },
+  "ping serve": {
+    args: () => ["ping", "serve", "--port", "0"],
+    stopped: [/Ping server stopped/],
+    lastLine: /^certificate sha-256 \(next\)/,
+  },
+  "chat-server": {
+    args: (dir) => ["chat-server", "--port", "0", "--data-dir", dir],
+    stopped: [/Chat server stopped/],
+    lastLine: /^chat /,
+  },
+  serve: {
+    args: (dir) => [
+      "serve",
+      "--syncpoint-port",
+      "0",
+      "--ping-port",
+      "0",
+      "--chat-port",
+      "0",
+      "--chat-data-dir",
+      dir,
+    ],
+    stopped: [/Syncpoint stopped/, /Ping server stopped/, /Chat server stopped/],
+    lastLine: /^duet is running; Ctrl-C stops it\.$/,
+  },
+};
+
+/** Starts `duet ARGS`, waits for its start, checks its ports, stops it with SIGTERM. */
+async function startAndStop(
+  name: string,
+  server: ServerCase,
+  quiet: boolean,
+): Promise<{ stdout: string[]; stderr: string[] }> {
+  const dir = await Deno.makeTempDir({ prefix: "duet-servers-" });
+  const run = spawnDuet([...server.args(dir), ...(quiet ? ["-q"] : [])], { direct: true });
+  try {
+    const output = () => [...run.lines.stdout, ...run.lines.stderr].join("\n");
+    await waitFor(
+      () => run.lines.stdout.some((line) => server.lastLine.test(line)),
+      `${name} to print its addresses:\n${output()}`,
+      60_000,
+    );
+    const ports = [...run.lines.stdout.join("\n").matchAll(/127\.0\.0\.1:(\d+)/g)]
+      .map((match) => Number(match[1]));
+    assert.ok(ports.length > 0, output());
+    for (const port of new Set(ports)) {
+      assert.ok(port > 0 && port <= 65535, `${name}: port ${port}`);
+      // The port printed is the one served: a TCP connection is accepted there.
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      conn.close();
+    }
+    run.child.kill("SIGTERM");
+    const { code } = await run.child.status;
+    await run.done;
+    assert.equal(code, 0, `${name}: exit status\n${output()}`);
+    return run.lines;
+  } finally {
+    try {
+      run.child.kill("SIGKILL");
+    } catch { /* exited */ }
+    await run.done;
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+for (const [name, server] of Object.entries(CASES)) {
+  Deno.test(`duet ${name} on port 0: the ports it got on stdout (also with -q), they serve, and SIGTERM stops it with a line saying so`, async () => {
+    const quiet = await startAndStop(name, server, true);
+    assert.deepEqual(quiet.stderr, [], `${name} -q: nothing on stderr`);
+    const loud = await startAndStop(name, server, false);
+    for (const stopped of server.stopped) {
+      assert.ok(loud.stderr.some((line) => stopped.test(line)), `${name}: ${stopped}`);
+    }
+  });
+}
