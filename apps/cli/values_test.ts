@@ -1,0 +1,73 @@
+// Every number a user gives any command is checked by the field's rules: a port, a count, a
+// size, a duration. A bad one is exit 2 and one line naming the option, before anything runs.
+import assert from "node:assert/strict";
+import type { Command } from "commander";
+import { buildProgram } from "./cli.ts";
+import { inProcess } from "./testdata/in_process.ts";
+
+/** Values no option of these kinds accepts, whatever its range. */
+const BAD: Record<string, string[]> = {
+  port: ["65536", "99999", "-1", "1.5", "80x", "", "0x50"],
+  ms: ["-1", "1.5e400", "soon", "", "NaN", "Infinity"],
+  n: ["-1", "1.5", "many", "", "1e400"],
+  bytes: ["-1", "1.5", "lots", "", "1e400"],
+  days: ["-1", "0.5x", "", "forever"],
+};
+
+/** Every command of the program with its words: [["syncpoint"], ["ping", "serve"], ...]. */
+function commands(command: Command, path: string[] = []): [string[], Command][] {
+  return command.commands.flatMap((
+    sub,
+  ) => [
+    [[...path, sub.name()], sub] as [string[], Command],
+    ...commands(sub, [...path, sub.name()]),
+  ]);
+}
+
+Deno.test("every port, count, size and duration option of every command refuses what its field does not allow: exit 2, one line naming it", async () => {
+  const io = {
+    out: () => {},
+    err: () => {},
+    readStdin: () => Promise.resolve(""),
+    shutdownSignal: new AbortController().signal,
+  };
+  const program = await buildProgram(io, "all");
+  let checked = 0;
+  for (const [path, command] of commands(program)) {
+    for (const option of command.options) {
+      const kind = option.flags.match(/<(port|ms|n|bytes|days)>$/)?.[1];
+      if (!kind || !option.long) continue;
+      for (const value of BAD[kind]!) {
+        const { code, out, err } = await inProcess([...path, option.long, value]);
+        const where: string = `duet ${path.join(" ")} ${option.long} ${JSON.stringify(value)}`;
+        assert.equal(code, 2, `${where}: exit status (${err})`);
+        assert.equal(out, "", where);
+        const lines = err.trimEnd().split("\n");
+        assert.equal(lines.length, 1, `${where}: one line: ${err}`);
+        assert.ok(
+          lines[0]!.startsWith(`duet ${path.join(" ")}: `) && lines[0]!.includes(option.long),
+          `${where}: names the command and the option: ${err}`,
+        );
+        checked++;
+      }
+    }
+  }
+  assert.ok(checked > 150, `${checked} values checked`);
+});
+
+Deno.test("a port inside an address or URL is checked the same way: exit 2, one line naming the option", async () => {
+  const cases: [string[], string][] = [
+    [["chat", "--server", "127.0.0.1:99999", "--name", "a", "--room", "r"], "--server"],
+    [["chat", "--server", "127.0.0.1:0", "--name", "a", "--room", "r"], "--server"],
+    [["ping", "--nameserver", "127.0.0.1:70000"], "--nameserver"],
+    [["ping", "--url", "https://127.0.0.1:99999/ping"], "--url"],
+    [["syncpoint", "wait", "x", "--url", "http://127.0.0.1:99999"], "--url"],
+    [["syncpoint", "--redis-url", "redis://127.0.0.1:99999"], "--redis-url"],
+  ];
+  for (const [args, option] of cases) {
+    const { code, err } = await inProcess(args);
+    assert.equal(code, 2, `${args.join(" ")}: ${err}`);
+    assert.equal(err.trimEnd().split("\n").length, 1, err);
+    assert.ok(err.includes(option), `${args.join(" ")} names ${option}: ${err}`);
+  }
+});
