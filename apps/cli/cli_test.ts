@@ -183,7 +183,7 @@ Deno.test("duet --help, duet dlog verify --help and --version exit 0 on stdout",
   assert.match(root.out, /Commands:[\s\S]*dlog[\s\S]*serve/);
   const verify = await duet(["dlog", "verify", "--help"]);
   assert.equal(verify.code, 0);
-  assert.match(verify.out, /--proof <json> [^\n]*\n[^\n]*\(required\)/);
+  assert.match(verify.out, /--proof <json> [\s\S]*\(required\)\n +--base/);
   assert.match(verify.out, /DLOG-SECP256K1-SHA256\/v1/);
   const version = await duet(["--version"]);
   assert.deepEqual([version.code, version.out], [0, "0.1.0\n"]);
@@ -290,5 +290,36 @@ Deno.test("every command's help: defaults written as commander writes them, requ
       assert.equal(option.mandatory, false, `${where}: checked after unknown options instead`);
     }
   }
-  assert.ok(required >= 10, `${required} options marked (required)`);
+  // chat's --server, --name, --room; dlog prove's and verify's --sid, --pid, --secret/--proof.
+  assert.ok(required >= 9, `${required} options marked (required)`);
+});
+
+Deno.test("duet dlog prove's output feeds duet dlog verify --proof - as it is; a Y in both places must agree", async () => {
+  const proved = await duet(["dlog", "prove", "--sid", "s", "--pid", "4", "--secret", secretHex]);
+  assert.equal(proved.code, 0, proved.err);
+  const verify = (args: string[]) =>
+    inProcess(["dlog", "verify", "--sid", "s", "--pid", "4", "--proof", "-", ...args], proved.out);
+  assert.deepEqual(await verify([]), { code: 0, out: "valid\n", err: "" });
+  assert.deepEqual((await verify(["--y", yHex])).code, 0, "the same Y given twice");
+  const other = encodePoint(G.multiply(2n));
+  const differs = await verify(["--y", other]);
+  assert.equal(differs.code, 2);
+  assert.match(differs.err, /^duet dlog verify: --y differs from the y in --proof/);
+  // The proof alone still needs --y.
+  const alone = JSON.stringify(JSON.parse(proved.out).proof);
+  const noY = await inProcess(["dlog", "verify", "--sid", "s", "--pid", "4", "--proof", alone]);
+  assert.equal(noY.code, 2);
+  assert.match(noY.err, /required option '--y <hex66>' not specified/);
+});
+
+Deno.test("duet whose reader went away (| head) ends quietly with 141, as on SIGPIPE", async () => {
+  const root = new URL("../../", import.meta.url).pathname;
+  const { code, stdout, stderr } = await run("bash", [
+    "-c",
+    `set -o pipefail; ${Deno.execPath()} task -q duet dlog prove --sid s --pid 1 ` +
+    `--secret ${secretHex} | true; echo "status $?"`,
+  ], { cwd: root });
+  assert.equal(code, 0, stderr);
+  assert.equal(stdout, "status 141\n");
+  assert.equal(stderr, "", "no Broken pipe line");
 });

@@ -54,6 +54,9 @@ export function stopSignalAction(
   return now - first < SAME_SIGNAL_MS ? "ignore" : "exit";
 }
 
+/** The exit status when standard output's reader has gone: 128 + SIGPIPE (13), as a shell shows. */
+export const EXIT_BROKEN_PIPE = 141;
+
 /** The process's own standard streams and signals. */
 export function processIo(): CliIo {
   const controller = new AbortController();
@@ -68,7 +71,16 @@ export function processIo(): CliIo {
     });
   }
   return {
-    out: (text) => writeAll(Deno.stdout, text),
+    out: (text) => {
+      try {
+        writeAll(Deno.stdout, text);
+      } catch (error) {
+        // The reader went away (`duet dlog prove | head -c 10`): end as a Unix tool ends on
+        // SIGPIPE, quietly, with 128 + 13, instead of "Broken pipe (os error 32)".
+        if (error instanceof Deno.errors.BrokenPipe) Deno.exit(EXIT_BROKEN_PIPE);
+        throw error;
+      }
+    },
     err: (text) => writeAll(Deno.stderr, text),
     readStdin: () => new Response(Deno.stdin.readable).text(),
     shutdownSignal: controller.signal,

@@ -28,6 +28,38 @@ function parseOption<T>(option: string, parse: () => T): T {
   }
 }
 
+/**
+ * The proof and Y that `duet dlog verify` checks: `--proof` is the proof alone (`{"t", "s"}`,
+ * Y from `--y`) or all of what `duet dlog prove` printed (`{"y", "proof"}`), so that one
+ * command's output feeds the other. A Y in both places must be the same.
+ *
+ * @throws {UsageError} when there is no Y, or two different ones.
+ */
+function proofDocument(text: string, yOption: string | undefined): { y: string; proof: string } {
+  let document: unknown;
+  try {
+    document = JSON.parse(text);
+  } catch {
+    document = undefined; // DLogProof.fromString says what is wrong with it
+  }
+  const whole = typeof document === "object" && document !== null && "proof" in document;
+  const y = whole ? (document as { y?: unknown }).y : undefined;
+  if (whole && typeof y === "string" && yOption !== undefined && y !== yOption) {
+    throw new UsageError("--y differs from the y in --proof; give one of them");
+  }
+  const chosen = yOption ?? (typeof y === "string" ? y : undefined);
+  if (chosen === undefined) {
+    throw new UsageError(
+      "required option '--y <hex66>' not specified (or give duet dlog prove's whole output " +
+        "as --proof)",
+    );
+  }
+  return {
+    y: chosen,
+    proof: whole ? JSON.stringify((document as { proof: unknown }).proof) : text,
+  };
+}
+
 /** `-` means "read it from standard input", which keeps secrets off the process list. */
 async function valueOrStdin(value: string, io: CliIo): Promise<string> {
   return value === "-" ? (await io.readStdin()).trim() : value;
@@ -103,20 +135,25 @@ export function dlogCommand(io: CliIo): Command {
     .description("verify a proof: prints valid (exit 0) or invalid (exit 1); bad input exits 2")
     .requiredOption("--sid <sid>", "session id the proof must be bound to")
     .requiredOption("--pid <pid>", "party id, a decimal integer in [0, 2^256)")
-    .requiredOption("--y <hex66>", "public point Y = x*B, SEC1 compressed")
+    .option(
+      "--y <hex66>",
+      "public point Y = x*B, SEC1 compressed (required unless --proof is duet dlog prove's " +
+        "whole output, which carries it)",
+    )
     .requiredOption(
       "--proof <json>",
-      'the proof as JSON {"t": HEX66, "s": HEX64}, or - to read it from stdin',
+      'the proof as JSON {"t": HEX66, "s": HEX64}, or what duet dlog prove printed ' +
+        '({"y": HEX66, "proof": {...}}), or - to read either from stdin',
     )
     .option("--base <hex66>", "base point B, SEC1 compressed (default: the generator G)")
     .addHelpText("after", statementHelp)
     .action(
-      async (options: { sid: string; pid: string; y: string; proof: string; base?: string }) => {
+      async (options: { sid: string; pid: string; y?: string; proof: string; base?: string }) => {
         const pid = parseOption("--pid", () => parsePid(options.pid));
-        const y = parseOption("--y", () => decodePoint(options.y, "--y"));
         const base = parseBase(options.base);
-        const proofText = await valueOrStdin(options.proof, io);
-        const proof = parseOption("--proof", () => DLogProof.fromString(proofText));
+        const given = proofDocument(await valueOrStdin(options.proof, io), options.y);
+        const y = parseOption("--y", () => decodePoint(given.y, "--y"));
+        const proof = parseOption("--proof", () => DLogProof.fromString(given.proof));
         oneShot();
         const valid = proof.verify(options.sid, pid, y, base);
         io.out(valid ? "valid\n" : "invalid\n");
