@@ -5,9 +5,9 @@
  * Deno downloads every npm package of the lockfile it loads before a program starts (`deno run`
  * and `deno task` alike), whether the program imports it or not. `deno.lock` also holds what
  * only the tests, benchmarks and build tools use (a browser driver, a compiler, property
- * testing, Kubernetes models): about two thirds of the download. The `duet` and `serve` tasks,
- * the embedded database's set-up child (apps/chat/store.ts) and the README's run command load
- * `deno.run.lock` instead, so a first start fetches only what running fetches.
+ * testing, Kubernetes models): about two thirds of the download. The `duet` and `serve` tasks
+ * and the README's run command load `deno.run.lock` instead, so a first start fetches only what
+ * running fetches.
  *
  * The run lockfile is cut from `deno.lock`, never resolved again: the same versions and the
  * same integrity hashes, so the two cannot drift apart.
@@ -51,7 +51,6 @@ export const RUN_ENTRY_POINTS: readonly string[] = [
   "apps/cli/commands/syncpoint.ts",
   "apps/cli/logging.ts",
   "apps/syncpoint/redis_rendezvous.ts",
-  "apps/chat/pglite_init.ts",
 ];
 
 /** A package id's name: `@scope/name@1.0.0_peer@2` → `@scope/name`. */

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { getLogger } from "@logtape/logtape";
 import { backoffMs } from "@duet/core/backoff";
 import { checkDuration } from "@duet/core/duration";
 import { MAX_TIMEOUT_MS } from "@duet/core/long-timeout";
@@ -36,13 +37,18 @@ import {
   type ClientCommand,
   type ClientCoreEvent,
   type ClientState,
+  connectFailureText,
   initialClientState,
   type OutboxItem,
+  type Presence,
   reduceClient,
+  retryText,
   type TimerKind,
 } from "./client_core.ts";
 import { secp256k1 } from "@noble/curves/secp256k1.js";
 import { bytesToHex } from "@noble/hashes/utils.js";
+
+export type { Presence } from "./client_core.ts";
 
 /** A message as the interface shows it. */
 export interface MessageView {
@@ -102,7 +108,14 @@ export type ClientEvent =
    * decrypts: held back, never shown as the peer's, until that key is accepted.
    */
   | { type: "held"; id: number; sender: string; fingerprint: string }
+  /**
+   * The server says whether the peer is connected to the room (protocol version 4): on each
+   * connection once the key is proved (`here`, `away`), and at each change (`came`, `left`).
+   * Unknown again while this client is not connected (`state` events say so).
+   */
+  | { type: "presence"; peer: string; presence: Presence }
   | { type: "notice"; text: string }
+  /** Stopped for good: why, and what to do (a sentence without a final period). */
   | { type: "fatal"; text: string };
 
 /** What a {@link ChatClient} needs. */
@@ -187,12 +200,16 @@ export class ChatClient {
   #writer?: WritableStreamDefaultWriter<Uint8Array>;
   #conn?: Deno.TcpConn;
   #stopped = false;
+  /** Why the client stopped for good, if it did (ClientEvent `fatal`). */
+  #fatal: string | undefined;
   #core: ClientState = initialClientState();
   /** Events and user actions, one at a time: commands run in the order decided. */
   #work: Promise<void> = Promise.resolve();
   readonly #timers = new Set<ReturnType<typeof setTimeout>>();
   #loop?: Promise<void>;
   #wake?: () => void;
+  /** The current (or last) connection got as far as the welcome. */
+  #welcomed = false;
   /** The connection failure told in this outage, if any: the welcome says it is over. */
   #told: string | undefined;
   /** This connection's challenge (the welcome's): the key offer proves possession over it. */
@@ -339,12 +356,16 @@ export class ChatClient {
 
   /**
    * Puts `text` in the outbox, encrypted when there is a key, and sends it when it can.
-   * Messages keep the order they were typed in. Text over MAX_TEXT_BYTES is refused at
-   * once with a RangeError and never reaches the outbox.
+   * Messages keep the order they were typed in. Text over MAX_TEXT_BYTES, or any text once
+   * the client has stopped for good ({@link ChatClient.fatal}), is refused at once with a
+   * RangeError and never reaches the outbox.
    */
   send(text: string): Promise<void> {
     const problem = textProblem(text);
     if (problem) return Promise.reject(new RangeError(`not sent: ${problem}`));
+    if (this.#fatal !== undefined) {
+      return Promise.reject(new RangeError("not sent: the client has stopped (said above why)"));
+    }
     return this.#enqueue(async () => {
       const key = this.#sendingKey;
       const clientMsgId = crypto.randomUUID();
@@ -389,6 +410,11 @@ export class ChatClient {
     return this.#peer;
   }
 
+  /** Why the client stopped for good (the `fatal` event's text), if it did. */
+  get fatal(): string | undefined {
+    return this.#fatal;
+  }
+
   #enqueue(task: () => Promise<void> | void): Promise<void> {
     const next = this.#work.then(task);
     this.#work = next.catch((error) =>
@@ -425,15 +451,18 @@ export class ChatClient {
         return await this.#show(command.message, command.fromHistory);
       case "peer_key":
         return await this.#peerKey(command.message);
+      case "presence":
+        this.#peer = command.name;
+        return this.#emit({ type: "presence", peer: command.name, presence: command.presence });
       case "notice":
+        // About the connection: once per outage (the next attempt would say it again).
+        if (command.outage !== undefined) {
+          if (command.outage === this.#told) return;
+          this.#told = command.outage;
+        }
         return this.#emit({ type: "notice", text: command.text });
       case "fatal":
-        this.#stopped = true;
-        this.#emit({ type: "fatal", text: command.text });
-        try {
-          this.#conn?.close();
-        } catch { /* closed */ }
-        return;
+        return this.#stopForGood(command.text, command.discard ?? false);
       case "schedule":
         return this.#schedule(command.timer, command.ms);
     }
@@ -527,6 +556,31 @@ export class ChatClient {
     }
   }
 
+  /**
+   * Stops after a refusal no retry mends. `discard`: nothing in the outbox can ever go out
+   * (the room is full), so each entry is dropped and shown as not sent.
+   */
+  #stopForGood(text: string, discard: boolean): void {
+    this.#stopped = true;
+    this.#fatal = text;
+    this.#emit({ type: "fatal", text });
+    if (discard) {
+      for (const entry of this.#options.keyStore.outbox(this.#at)) {
+        this.#options.keyStore.removeFromOutbox(this.#at, entry.clientMsgId);
+        this.#emit({
+          type: "message",
+          message: {
+            ...this.#ownView(entry.clientMsgId, entry.text, "failed"),
+            problem: "this room is full (said above)",
+          },
+        });
+      }
+    }
+    try {
+      this.#conn?.close();
+    } catch { /* closed */ }
+  }
+
   #schedule(timer: TimerKind, ms: number): void {
     // Jitter, so that clients of one server do not all come back in the same instant.
     const random = this.#options.random ?? Math.random;
@@ -602,22 +656,16 @@ export class ChatClient {
     // retrying, and a server down for a minute would otherwise fill the history.
     for (let attempt = 0; !this.#stopped; attempt++) {
       this.#emit({ type: "state", state: attempt ? "reconnecting" : "connecting" });
-      let welcomed = false;
+      this.#welcomed = false;
+      let failure: { error: unknown } | undefined;
       try {
-        welcomed = await this.#session();
+        await this.#session();
       } catch (error) {
-        if (this.#stopped) break;
-        const why = connectFailure(error);
-        if (why !== this.#told) {
-          this.#emit({ type: "notice", text: `connection failed: ${why}` });
-        }
-        this.#told = why;
+        failure = { error };
       }
       if (this.#stopped) break;
-      if (welcomed) {
-        attempt = 0;
-        this.#told = undefined;
-      }
+      if (this.#welcomed) attempt = 0;
+      this.#tellEnd(failure);
       const delay = Math.floor(backoffMs(
         { initialMs: backoff.baseMs, maxMs: backoff.maxMs, jitter: "full" },
         attempt + 1,
@@ -626,7 +674,7 @@ export class ChatClient {
       this.#emit({
         type: "state",
         state: "reconnecting",
-        detail: `in ${(delay / 1000).toFixed(1)} s`,
+        detail: retryText(delay),
       });
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, delay);
@@ -639,8 +687,36 @@ export class ChatClient {
     this.#emit({ type: "state", state: "stopped" });
   }
 
-  /** One connection, until it ends; true if it got as far as the welcome. */
-  async #session(): Promise<boolean> {
+  /**
+   * Tells how a connection ended, once per outage: one that was welcomed was lost (unless
+   * the server said why, with its bye or an error); one that was not, failed (`failure`:
+   * what it threw), said in our words (client_core.ts, connectFailureText), the runtime's
+   * own logged at debug level.
+   */
+  #tellEnd(failure: { error: unknown } | undefined): void {
+    if (failure) {
+      log.debug("The connection to {server} failed: {error}", {
+        server: this.#options.server,
+        error: String(failure.error),
+      });
+    }
+    if (this.#welcomed) {
+      if (this.#told !== undefined) return;
+      this.#told = "lost";
+      this.#emit({
+        type: "notice",
+        text: "Lost the connection to the server; the client reconnects by itself.",
+      });
+      return;
+    }
+    if (!failure) return;
+    const why = connectFailureText(failure.error, this.#options.server);
+    if (why !== this.#told) this.#emit({ type: "notice", text: why });
+    this.#told = why;
+  }
+
+  /** One connection, until it ends; {@link #welcomed} says whether it got as far as the welcome. */
+  async #session(): Promise<void> {
     const colon = this.#options.server.lastIndexOf(":");
     const conn = await Deno.connect({
       hostname: this.#options.server.slice(0, colon).replace(/^\[|\]$/g, ""),
@@ -649,14 +725,13 @@ export class ChatClient {
     this.#conn = conn;
     if (this.#stopped) {
       conn.close();
-      return false;
+      return;
     }
     this.#writer = conn.writable.getWriter();
     const heartbeat = setInterval(
       () => this.#sendFrame({ type: "heartbeat" }),
       this.#options.heartbeatMs ?? 20_000,
     );
-    let welcomed = false;
     try {
       await this.#dispatch({ type: "connected" });
       const frames = new FrameDecoder();
@@ -664,7 +739,7 @@ export class ChatClient {
         for (const payload of frames.push(chunk)) {
           const message = parseServerMessage(payload);
           if (message.type === "welcome") {
-            welcomed = true;
+            this.#welcomed = true;
             await this.#enqueue(() => this.#welcome(message));
           } else {
             await this.#dispatch({ type: "frame", message });
@@ -679,7 +754,6 @@ export class ChatClient {
       } catch { /* closed */ }
       await this.#dispatch({ type: "disconnected" }).catch(() => {});
     }
-    return welcomed;
   }
 
   /**
@@ -700,7 +774,7 @@ export class ChatClient {
     store.setParty(this.#at, message.party);
     this.#emit({ type: "state", state: "connected" });
     if (this.#told !== undefined) {
-      this.#emit({ type: "notice", text: "connected again" });
+      this.#emit({ type: "notice", text: "Connected to the server again." });
       this.#told = undefined;
     }
     this.#emit({ type: "welcome", party: message.party, peer: message.peer });
@@ -837,10 +911,4 @@ export class ChatClient {
 /** Messages held back per unaccepted key; more are announced but not kept. */
 const MAX_HELD = 1_000;
 
-/** Why a connection attempt failed, in words for the person at the keyboard. */
-function connectFailure(error: unknown): string {
-  if (error instanceof Deno.errors.ConnectionRefused) {
-    return "connection refused (is the server running?)";
-  }
-  return (error instanceof Error ? error.message : String(error)).replace(/ \(os error \d+\)$/, "");
-}
+const log = getLogger(["duet", "chat"]);

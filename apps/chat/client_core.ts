@@ -15,7 +15,13 @@
  * @module
  */
 import { backoffMs } from "@duet/core/backoff";
-import { BYE_REPLACED, type ServerMessage, type StoredMessage } from "./protocol.ts";
+import {
+  BYE_REPLACED,
+  type ErrorCode,
+  ProtocolError,
+  type ServerMessage,
+  type StoredMessage,
+} from "./protocol.ts";
 
 /** What the reducer knows of an outbox entry (the key store holds the rest). */
 export interface OutboxItem {
@@ -57,7 +63,18 @@ export interface ClientState {
   /** History is being read: pushes wait in `held` so that messages show in id order. */
   readingHistory: boolean;
   held: StoredMessage[];
+  /**
+   * Whether the peer is connected, as the server last said on this connection (null: not
+   * said yet on it, or not connected).
+   */
+  peerPresent: boolean | null;
 }
+
+/**
+ * The peer's presence as the interfaces tell it: `here` / `away` is the state the server
+ * gives on a new connection; `came` / `left` a change while connected.
+ */
+export type Presence = "here" | "away" | "came" | "left";
 
 /** Most sends in flight at once. */
 export const SEND_WINDOW = 256;
@@ -81,6 +98,7 @@ export function initialClientState(outbox: OutboxItem[] = []): ClientState {
     ownAbove: new Set(),
     readingHistory: false,
     held: [],
+    peerPresent: null,
   };
 }
 
@@ -121,8 +139,18 @@ export type ClientCommand =
   /** Decrypt and show (in this order). */
   | { type: "show"; message: StoredMessage; fromHistory: boolean }
   | { type: "peer_key"; message: Extract<ServerMessage, { type: "peer_key" }> }
-  | { type: "notice"; text: string }
-  | { type: "fatal"; text: string }
+  /** The peer (`name`) is connected to the room, is not, came or left ({@link Presence}). */
+  | { type: "presence"; name: string; presence: Presence }
+  /**
+   * Tell the user. With `outage`, the notice is about the connection: the shell tells it once
+   * per outage (the same `outage` again, on the next attempt, is not repeated).
+   */
+  | { type: "notice"; text: string; outage?: string }
+  /**
+   * Stop for good, telling why and what to do. `discard`: this name can never send in this
+   * room (it is full), so the outbox is dropped, each entry shown as not sent.
+   */
+  | { type: "fatal"; text: string; discard?: boolean }
   | { type: "schedule"; timer: TimerKind; ms: number };
 
 /** A reducer step. */
@@ -136,7 +164,7 @@ export function reduceClient(state: ClientState, event: ClientCoreEvent): Client
   switch (event.type) {
     case "connected":
       return {
-        state: { ...state, connection: "greeting", ...newRound() },
+        state: { ...state, connection: "greeting", ...newRound(), peerPresent: null },
         commands: [{ type: "send_hello" }],
       };
     case "disconnected":
@@ -148,6 +176,7 @@ export function reduceClient(state: ClientState, event: ClientCoreEvent): Client
           ...newRound(),
           readingHistory: false,
           held: [],
+          peerPresent: null,
         },
         commands: [],
       };
@@ -205,6 +234,8 @@ function onWelcome(
     ...newRound(),
     readingHistory: true,
     held: [],
+    // Nobody else has joined the room: nobody is there (a peer who joins "came").
+    peerPresent: welcome.peer === null ? false : null,
   };
   // The outbox always starts at the server's next seq. After a gap (one refused for good
   // and dropped while offline) its entries move down; numbered at or below last_seq (an
@@ -268,18 +299,10 @@ function onFrame(
     }
     case "peer_key":
       return { state, commands: [{ type: "peer_key", message }] };
+    case "presence":
+      return onPresence(state, message);
     case "bye":
-      if (message.reason === BYE_REPLACED) {
-        return {
-          state,
-          commands: [{
-            type: "fatal",
-            text: "another client joined this room with your name (two clients with one " +
-              "name would push each other out)",
-          }],
-        };
-      }
-      return { state, commands: [{ type: "notice", text: `server said bye: ${message.reason}` }] };
+      return { state, commands: [byeCommand(message.reason)] };
     case "heartbeat":
       return { state, commands: [] };
   }
@@ -351,36 +374,182 @@ function onError(
   if (error.in_reply_to === "history") {
     return error.retryable
       ? { state, commands: [{ type: "schedule", timer: "history", ms: retryDelay(state) }] }
-      : { state, commands: [{ type: "notice", text: `history: ${error.message}` }] };
+      : {
+        state,
+        commands: [{
+          type: "notice",
+          text: `The server would not read the history (${error.message}, ${error.code}); ` +
+            "what is shown is what this client has.",
+        }],
+      };
   }
-  if (error.code === "key_mismatch") {
+  if (error.in_reply_to === "key_offer" && error.retryable) {
+    return { state, commands: [{ type: "schedule", timer: "key_offer", ms: retryDelay(state) }] };
+  }
+  return { state, commands: [connectionErrorCommand(error)] };
+}
+
+/**
+ * What an error about the connection itself (not one message, not history) tells the user:
+ * what happened, in words, and what to do or what the client does about it; the server's
+ * own words and code follow in parentheses. Every code has its sentence (client_core_test.ts
+ * checks them all): the refusals that no retry mends stop the client (`fatal`), the others
+ * are said once per outage while the client reconnects by itself.
+ */
+export function connectionErrorCommand(
+  error: Pick<Extract<ServerMessage, { type: "error" }>, "code" | "message" | "in_reply_to">,
+): Extract<ClientCommand, { type: "notice" | "fatal" }> {
+  const said = `(server: ${error.message}; ${error.code})`;
+  const fatal = (text: string, discard?: true) =>
+    ({ type: "fatal", text: `${text} ${said}`, ...(discard ? { discard } : {}) }) as const;
+  const notice = (text: string) =>
+    ({ type: "notice", text: `${text} ${said}`, outage: error.code }) as const;
+  const code: ErrorCode = error.code;
+  switch (code) {
+    case "room_full":
+      return fatal(
+        "This room already has its two people, and neither uses your name, so you cannot " +
+          "join it: choose another room with --room (or, if you are one of the two, start " +
+          "with the --name you joined it with). Nothing was sent",
+        true,
+      );
+    case "key_mismatch":
+      return fatal(
+        "This name in this room belongs to another key than this client's. If you lost " +
+          "your key store, start again with --reset-key (your peer is told and must accept " +
+          "your new key); if not, someone else has claimed your name: tell your peer",
+      );
+    case "unsupported_version":
+      return fatal(
+        "The server speaks another version of the chat protocol than this client: run the " +
+          "same version of duet as the server",
+      );
+    case "bad_proof":
+      return fatal(
+        "The server did not accept this client's proof of its key: the key store " +
+          "(--key-store) may be damaged, or the client and the server are different " +
+          "versions of duet",
+      );
+    case "too_many_connections":
+      return notice("The server has no room for another connection now; retrying by itself.");
+    case "too_many_rooms":
+      return notice(
+        "The server refuses new rooms from your address for now; retrying by itself (an " +
+          "existing room can be joined meanwhile).",
+      );
+    case "unavailable":
+      return notice(
+        "The server cannot reach its database; nothing is lost, the client retries by itself.",
+      );
+    case "shutting_down":
+      return notice("The server is shutting down; the client reconnects when it is back.");
+    case "internal":
+      return notice(
+        "The server failed; the client reconnects by itself. If this keeps coming, tell the " +
+          "server's operator.",
+      );
+    case "bad_frame":
+    case "frame_too_large":
+    case "bad_message":
+    case "handshake_required":
+    case "message_too_large":
+    case "bad_text":
+    case "unstorable":
+    case "out_of_order":
+      // Before the key is in, the same offer would be refused again: no retry mends it.
+      return error.in_reply_to === "key_offer"
+        ? fatal(
+          "The server refused this client's key offer, a bug or a server of another duet " +
+            "version",
+        )
+        : notice(
+          "The server refused what this client sent, a bug or a server of another duet " +
+            "version; the client reconnects by itself.",
+        );
+  }
+}
+
+/** The peer's presence: said when it is new on this connection or changed, not repeated. */
+function onPresence(
+  state: ClientState,
+  message: Extract<ServerMessage, { type: "presence" }>,
+): ClientStep {
+  const was = state.peerPresent;
+  const next = { ...state, peerPresent: message.present };
+  if (was === message.present) return { state: next, commands: [] };
+  const presence: Presence = was === null
+    ? (message.present ? "here" : "away")
+    : (message.present ? "came" : "left");
+  return { state: next, commands: [{ type: "presence", name: message.name, presence }] };
+}
+
+/** What a `bye` tells the user, by its reason. */
+function byeCommand(reason: string): Extract<ClientCommand, { type: "notice" | "fatal" }> {
+  if (reason === BYE_REPLACED) {
     return {
-      state,
-      commands: [{
-        type: "fatal",
-        text: "this name in this room belongs to another key than this client's. If you " +
-          "lost your key store, start again with --reset-key (your peer is told and must " +
-          "accept your new key); if not, someone else has claimed your name: tell your peer " +
-          `(${error.code})`,
-      }],
+      type: "fatal",
+      text: "Another client joined this room with your name, so this one stops (two " +
+        "clients with one name would push each other out); your messages go on from there",
     };
   }
-  if (error.in_reply_to === "key_offer" && !error.retryable) {
-    // The server closes a connection whose key offer it refuses before letting it in.
-    return { state, commands: [{ type: "fatal", text: `${error.message} (${error.code})` }] };
-  }
-  if (error.in_reply_to === "key_offer") {
-    return error.retryable
-      ? { state, commands: [{ type: "schedule", timer: "key_offer", ms: retryDelay(state) }] }
-      : { state, commands: [{ type: "notice", text: `key offer refused: ${error.message}` }] };
-  }
-  if (error.code === "room_full" || error.code === "unsupported_version") {
-    return { state, commands: [{ type: "fatal", text: `${error.message} (${error.code})` }] };
+  if (reason === "idle") {
+    return {
+      type: "notice",
+      text: "The server closed the connection as idle; the client reconnects by itself.",
+      outage: "bye",
+    };
   }
   return {
-    state,
-    commands: [{ type: "notice", text: `server: ${error.message} (${error.code})` }],
+    type: "notice",
+    text: `The server closed the connection (${reason}); the client reconnects by itself.`,
+    outage: "bye",
   };
+}
+
+/**
+ * Why a connection attempt (or a connection) to `server` (HOST:PORT as typed) failed, in
+ * words for the person at the keyboard: what happened and what to do, never the runtime's
+ * text alone (the shell logs that at debug level). The client retries by itself, and says
+ * so.
+ */
+export function connectFailureText(error: unknown, server: string): string {
+  const retrying = "The client keeps trying; Ctrl-C stops it.";
+  const host = server.slice(0, server.lastIndexOf(":"));
+  if (error instanceof ProtocolError) {
+    return `${server} does not answer in duet chat's protocol (${error.message}): is it a ` +
+      `duet chat-server? Check --server. ${retrying}`;
+  }
+  if (error instanceof Deno.errors.ConnectionRefused) {
+    return `Nothing answers at ${server}: is the chat server running, and on this port? ` +
+      retrying;
+  }
+  const text = error instanceof Error ? error.message : String(error);
+  if (/failed to lookup address|Name or service not known|nodename nor servname/i.test(text)) {
+    return `The host ${host} is not known (its name does not resolve): check --server. ` +
+      retrying;
+  }
+  if (
+    error instanceof Deno.errors.ConnectionReset ||
+    error instanceof Deno.errors.ConnectionAborted ||
+    error instanceof Deno.errors.BrokenPipe || error instanceof Deno.errors.UnexpectedEof
+  ) {
+    return `The connection to ${server} broke off. ${retrying}`;
+  }
+  if (error instanceof Deno.errors.TimedOut) {
+    return `${server} did not answer in time (a firewall, or the wrong address?). ${retrying}`;
+  }
+  const detail = text.replace(/ \(os error \d+\)$/, "");
+  return `Cannot reach ${server} (${detail}). ${retrying}`;
+}
+
+/**
+ * The wait before a reconnection, in words for a status line: "now" below a tenth of a
+ * second (what one decimal would show as 0.0 s), else "in S.S s" (seconds, one decimal).
+ *
+ * @param ms The delay in milliseconds (>= 0).
+ */
+export function retryText(ms: number): string {
+  return ms < 100 ? "now" : `in ${(Math.round(ms / 100) / 10).toFixed(1)} s`;
 }
 
 function onSendRefused(

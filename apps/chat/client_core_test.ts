@@ -8,18 +8,27 @@ import {
   type ClientCommand,
   type ClientCoreEvent,
   type ClientState,
+  connectFailureText,
+  connectionErrorCommand,
   initialClientState,
   reduceClient,
+  retryText,
   SEND_WINDOW,
 } from "./client_core.ts";
-import type { ServerMessage, StoredMessage } from "./protocol.ts";
+import {
+  ERROR_CODES,
+  type ErrorCode,
+  ProtocolError,
+  type ServerMessage,
+  type StoredMessage,
+} from "./protocol.ts";
 
 const SERVICE = "6f1c2b9e-3a4d-4c5e-8f70-112233445566";
 
 function welcome(lastSeq: number, lastId = 0): Extract<ServerMessage, { type: "welcome" }> {
   return {
     type: "welcome",
-    version: 3,
+    version: 4,
     party: 0,
     peer: "bob",
     last_id: lastId,
@@ -515,4 +524,144 @@ Deno.test("client core: an own message already answered is not shown again when 
   assert.deepEqual(h.shown.map((m) => m.id), [4, 6]);
   assert.equal(h.state.maxId, 6);
   assert.equal(h.state.ownAbove.size, 0, "forgotten once history has passed it");
+});
+
+Deno.test("retryText(): a wait below a tenth of a second is 'now'; any other never prints 0.0 s and is within 50 ms of the wait", () => {
+  assert.equal(retryText(0), "now");
+  assert.equal(retryText(49), "now");
+  assert.equal(retryText(100), "in 0.1 s");
+  assert.equal(retryText(2_449), "in 2.4 s");
+  fc.assert(
+    fc.property(fc.integer({ min: 0, max: 100_000_000 }), (ms) => {
+      const text = retryText(ms);
+      assert.doesNotMatch(text, /\b0\.0 s/);
+      if (ms < 100) return assert.equal(text, "now");
+      const shown = /^in (\d+\.\d) s$/.exec(text);
+      assert.ok(shown, text);
+      assert.ok(Math.abs(Number(shown[1]) * 1000 - ms) <= 50, `${ms} ms shown as ${text}`);
+    }),
+  );
+});
+
+const FATAL: ErrorCode[] = ["room_full", "key_mismatch", "unsupported_version", "bad_proof"];
+
+Deno.test("connectionErrorCommand(): every code the server can send has a sentence of ours saying what happened and what to do; only refusals no retry mends stop the client", () => {
+  for (const code of Object.keys(ERROR_CODES) as ErrorCode[]) {
+    const command = connectionErrorCommand({ code, message: "SERVER WORDS", in_reply_to: "hello" });
+    const [ours, theirs] = command.text.split(" (server: ");
+    assert.match(ours!, /^[A-Z].*[a-z)]\.?$/, `${code}: a sentence: ${command.text}`);
+    assert.doesNotMatch(ours!, /SERVER WORDS|next start|goes out/, code);
+    assert.equal(theirs, `SERVER WORDS; ${code})`, `${code}: the server's words kept after ours`);
+    assert.equal(command.type, FATAL.includes(code) ? "fatal" : "notice", code);
+    if (command.type === "notice") {
+      assert.match(ours!, /by itself|when it is back/, `${code}: says the client retries`);
+      assert.equal(command.outage, code, `${code}: said once per outage`);
+    }
+  }
+  const full = connectionErrorCommand({ code: "room_full", message: "m", in_reply_to: "hello" });
+  assert.equal(full.type === "fatal" && full.discard, true, "a full room: the outbox is dropped");
+  assert.match(full.text, /already has its two people.*choose another room with --room/);
+  assert.match(full.text, /Nothing was sent/);
+  // A key offer refused for a malformed frame cannot be mended by reconnecting.
+  const offer = connectionErrorCommand({
+    code: "bad_message",
+    message: "m",
+    in_reply_to: "key_offer",
+  });
+  assert.equal(offer.type, "fatal");
+  assert.doesNotMatch(offer.text, /reconnects/);
+});
+
+Deno.test("client core: a full room stops the client and drops its outbox; other connection errors reconnect", () => {
+  const h = new Harness();
+  h.connect();
+  const error = (code: ErrorCode, retryable: boolean): ClientCoreEvent => ({
+    type: "frame",
+    message: { type: "error", code, message: "m", retryable, in_reply_to: "hello" },
+  });
+  const full = reduceClient(h.state, error("room_full", false)).commands;
+  assert.deepEqual(full.map((c) => c.type === "fatal" && c.discard), [true]);
+  const down = reduceClient(h.state, error("unavailable", true)).commands;
+  assert.deepEqual(down.map((c) => c.type), ["notice"]);
+});
+
+Deno.test("client core: the peer's presence is said when it is new on a connection (here, away) or changes (came, left), never twice, never across connections (property)", () => {
+  const event = fc.oneof(
+    fc.constant<ClientCoreEvent>({ type: "connected" }),
+    fc.constant<ClientCoreEvent>({ type: "disconnected" }),
+    fc.boolean().map((present): ClientCoreEvent => ({
+      type: "frame",
+      message: { type: "presence", name: "bob", present },
+    })),
+  );
+  fc.assert(
+    fc.property(fc.array(event, { maxLength: 40 }), (events) => {
+      let state = initialClientState();
+      let told: boolean | null = null; // the model: last presence said on this connection
+      for (const e of events) {
+        const { state: next, commands } = reduceClient(state, e);
+        state = next;
+        const said = commands.filter((c) => c.type === "presence");
+        if (e.type !== "frame" || e.message.type !== "presence") {
+          told = null;
+          assert.deepEqual(said, []);
+          continue;
+        }
+        const present = e.message.present;
+        const expected: ClientCommand[] = told === present ? [] : [{
+          type: "presence",
+          name: "bob",
+          presence: told === null ? (present ? "here" : "away") : (present ? "came" : "left"),
+        }];
+        assert.deepEqual(said, expected);
+        told = present;
+      }
+    }),
+  );
+});
+
+Deno.test("connectFailureText(): a failure to connect is told in our words, naming the server and what to check, never the runtime's text alone", () => {
+  const cases: [unknown, RegExp][] = [
+    [
+      new Deno.errors.ConnectionRefused("Connection refused (os error 111)"),
+      /^Nothing answers at h:1: is the chat server running/,
+    ],
+    [
+      new Error("failed to lookup address information: Name or service not known"),
+      /^The host h is not known .*check --server/,
+    ],
+    [
+      new ProtocolError("frame_too_large", "frame of 1213486160 bytes"),
+      /^h:1 does not answer in duet chat's protocol .*is it a duet chat-server\?/,
+    ],
+    [
+      new Deno.errors.ConnectionReset("Connection reset by peer (os error 104)"),
+      /^The connection to h:1 broke off/,
+    ],
+    [new Deno.errors.TimedOut("timed out"), /^h:1 did not answer in time/],
+    [
+      new Error("Network is unreachable (os error 101)"),
+      /^Cannot reach h:1 \(Network is unreachable\)/,
+    ],
+  ];
+  for (const [error, expected] of cases) {
+    const text = connectFailureText(error, "h:1");
+    assert.match(text, expected);
+    assert.match(text, /The client keeps trying; Ctrl-C stops it\.$/);
+    assert.doesNotMatch(text, /os error/);
+  }
+});
+
+Deno.test("client core: alone in a new room (the welcome names no peer), a peer who joins is told as having come", () => {
+  let state = reduceClient(initialClientState(), { type: "connected" }).state;
+  state = reduceClient(state, {
+    type: "welcome",
+    message: { ...welcome(0), peer: null },
+    outbox: [],
+  }).state;
+  const { commands } = reduceClient(state, {
+    type: "frame",
+    message: { type: "presence", name: "bob", present: true },
+  });
+  assert.deepEqual(commands, [{ type: "presence", name: "bob", presence: "came" }]);
 });

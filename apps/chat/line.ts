@@ -10,7 +10,7 @@
  *
  * @module
  */
-import { ChatClient, type ClientEvent } from "./client.ts";
+import { ChatClient, type ClientEvent, type Presence } from "./client.ts";
 import type { KeyStore } from "./keystore.ts";
 import { printable } from "@duet/core/printable";
 import { readTypedLine, unknownCommandText } from "./commands.ts";
@@ -51,6 +51,14 @@ export interface LineModeResult {
   /** Lines not sent: too long, a slash word that is no command, or refused by the server. */
   refused: number;
 }
+
+/** The peer's presence in words (client_core.ts, Presence). */
+const PRESENCE_WORDS: Record<Presence, (peer: string) => string> = {
+  here: (peer) => `${peer} is here`,
+  away: (peer) => `${peer} is not connected`,
+  came: (peer) => `${peer} is here now`,
+  left: (peer) => `${peer} has left`,
+};
 
 /** The text for an event, and where it goes; undefined for events line mode does not show. */
 export function describeEvent(
@@ -116,6 +124,8 @@ export function describeEvent(
           event.peer ? `, with ${event.peer}` : ", alone so far"
         }]`,
       };
+    case "presence":
+      return { stream: "err", text: `[${PRESENCE_WORDS[event.presence](event.peer)}]` };
     case "notice":
       return { stream: "err", text: printable(event.text) };
     case "fatal":

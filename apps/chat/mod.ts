@@ -49,6 +49,7 @@ export {
   type ClientEvent,
   type ConnectionState,
   type MessageView,
+  type Presence,
 } from "./client.ts";
 export {
   type Conversation,

@@ -1,5 +1,5 @@
 /**
- * The chat wire protocol, version 3 (docs/chat-protocol.md): frames of a 4-byte
+ * The chat wire protocol, version 4 (docs/chat-protocol.md): frames of a 4-byte
  * big-endian length and that many bytes of UTF-8 JSON, each an object with a `type`.
  * Pure: framing, parsing and validation only, shared by server and client.
  *
@@ -12,9 +12,17 @@ import { z } from "zod";
  * the service identity and `last_seq` in `welcome`, and named per-request errors. Version 3
  * binds a name in a room to its key: the welcome carries a fresh `challenge`, and a
  * connection proves possession of the name's key over it (`key_offer.possession`) before
- * anything else it sends is handled.
+ * anything else it sends is handled. Version 4 adds `presence`: the server tells a client
+ * when its peer is connected and when it leaves.
  */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
+/**
+ * The oldest version a server still serves: a version-3 client gets a version-3 welcome and
+ * no `presence` frames (it would refuse a frame type it does not know).
+ */
+export const OLDEST_PROTOCOL_VERSION = 3;
+/** The first version whose clients are sent `presence`. */
+export const PRESENCE_VERSION = 4;
 /** The largest frame payload, in bytes. */
 export const MAX_FRAME_BYTES = 65_536;
 /** The largest ciphertext a send may carry, in bytes (before base64). */
@@ -152,7 +160,8 @@ export const BYE_REPLACED = "replaced by a newer connection with your name";
 export const ServerMessage = z.discriminatedUnion("type", [
   z.strictObject({
     type: z.literal("welcome"),
-    version: z.literal(PROTOCOL_VERSION),
+    /** The hello's version, echoed (a server serves versions 3 and 4). */
+    version: z.number().int().min(OLDEST_PROTOCOL_VERSION).max(PROTOCOL_VERSION),
     party: z.union([z.literal(0), z.literal(1)]),
     peer: z.string().regex(NAME).nullable(),
     last_id: z.number().int().min(0),
@@ -201,6 +210,16 @@ export const ServerMessage = z.discriminatedUnion("type", [
     client_msg_id: z.string().optional(),
     /** With `out_of_order`: the `seq` the server stores next from this sender. */
     expected_seq: seq.optional(),
+  }),
+  /**
+   * Version 4: whether the peer (`name`) has a connection in the room that proved its key,
+   * on this server instance. Sent once the client is in (the state then, when a peer is
+   * known), then at each change: `present: false` when the peer's last connection ended.
+   */
+  z.strictObject({
+    type: z.literal("presence"),
+    name: z.string().regex(NAME),
+    present: z.boolean(),
   }),
   z.strictObject({ type: z.literal("heartbeat") }),
   z.strictObject({ type: z.literal("bye"), reason: z.string() }),

@@ -3,7 +3,8 @@
  * per-connection protocol of server_core.ts. Delivery goes through the store's channel
  * (LISTEN/NOTIFY) for every instance alike, this one included, so two servers on one
  * database deliver each other's messages; when the listener comes back after a gap,
- * every connection catches up on what it missed.
+ * every connection catches up on what it missed. Presence is shared the same way, through
+ * the database (server_rooms.ts, server_presence.ts).
  *
  * @module
  */
@@ -13,7 +14,7 @@ import type { RunningService } from "@duet/core/service";
 import { MAX_TIMEOUT_MS } from "@duet/core/long-timeout";
 import { getLogger } from "@logtape/logtape";
 import { KeyedBuckets } from "@duet/net/rate";
-import { AddressCounter } from "@duet/net/address";
+import { AddressCounter, hostPort } from "@duet/net/address";
 import type { ChatStore } from "./store.ts";
 import { defaultMaxConnections, readOpenFileLimit } from "./limits.ts";
 import { AcceptLoop } from "./server_accept.ts";
@@ -72,6 +73,13 @@ export interface ChatServerConfig {
   /** How often the expiry sweep runs (ms); the first runs a minute after the start (or sooner). */
   roomSweepIntervalMs: number;
   /**
+   * How often presence is checked (ms): this instance's database session (its presence rows
+   * are written again if it was lost), and the rows of instances on the database whose
+   * session is gone (dead: their parties are then told to have left). A peer on an instance
+   * that died is seen leaving within about this long.
+   */
+  presenceCheckMs: number;
+  /**
    * Bytes of replies and pushes a connection may have unwritten (handed to its socket, not
    * taken by it) before the server stops reading its frames: it cannot ask for more while
    * it does not read what it got.
@@ -96,6 +104,7 @@ export const DEFAULTS: Omit<ChatServerConfig, "store"> = {
   roomsPerMinute: 10,
   roomIdleMs: 30 * 24 * 60 * 60 * 1000,
   roomSweepIntervalMs: 60 * 60 * 1000,
+  presenceCheckMs: 2_000,
   outputWatermarkBytes: 256 * 1024,
   outputBudgetBytes: 1024 * 1024,
 };
@@ -144,20 +153,26 @@ export interface RunningChatServer extends RunningService {
  * @throws {RangeError} naming the setting, when one is not a number in (0, MAX_TIMEOUT_MS].
  */
 export function checkTimerDurations(
-  config: Pick<
-    ChatServerConfig,
-    "idleTimeoutMs" | "handshakeTimeoutMs" | "roomSweepIntervalMs" | "roomIdleMs"
-  >,
+  config:
+    & Pick<
+      ChatServerConfig,
+      "idleTimeoutMs" | "handshakeTimeoutMs" | "roomSweepIntervalMs" | "roomIdleMs"
+    >
+    & Partial<Pick<ChatServerConfig, "presenceCheckMs">>,
 ): void {
   for (const name of ["idleTimeoutMs", "handshakeTimeoutMs", "roomSweepIntervalMs"] as const) {
     checkDuration(name, config[name], { zero: false, max: MAX_TIMEOUT_MS });
+  }
+  if (config.presenceCheckMs !== undefined) {
+    checkDuration("presenceCheckMs", config.presenceCheckMs, { zero: false, max: MAX_TIMEOUT_MS });
   }
   // Compared in SQL, not timed: any finite span, 0 for never.
   checkDuration("roomIdleMs", config.roomIdleMs, { infinite: false });
 }
 
 /**
- * Starts the server; resolves once it listens and its listener is subscribed.
+ * Starts the server; resolves once it listens, its listener is subscribed and its presence
+ * session is open.
  *
  * @param overrides The store, and any setting to change from {@link DEFAULTS}. The server
  *   owns the store from now on: `shutdown()` closes it.
@@ -185,6 +200,12 @@ export async function startChatServer(
   const rooms = new RoomRegistry(store);
   await rooms.listen();
   const listener = Deno.listen({ hostname: config.hostname, port: config.port });
+  try {
+    await rooms.startPresence(config.presenceCheckMs);
+  } catch (error) {
+    listener.close();
+    throw error;
+  }
   let stopping = false;
   const counters: ServerCounters = {
     refusedConnections: 0,
@@ -219,9 +240,8 @@ export async function startChatServer(
     refused: () => counters.refusedConnections++,
   });
   const addr = listener.addr;
-  log.info("Chat server listening on {host}:{port} (at most {max} connections)", {
-    host: addr.hostname,
-    port: addr.port,
+  log.info("Chat server listening on {address} (at most {max} connections)", {
+    address: hostPort(addr.hostname, addr.port),
     max: config.maxConnections || "unlimited",
   });
   const sweeper = new RoomSweeper(store, rooms, config.roomIdleMs, config.roomSweepIntervalMs);
@@ -235,6 +255,7 @@ export async function startChatServer(
     accepting.releaseReserve();
     await sweeper.settled();
     await closeConnections(rooms, context.open);
+    await rooms.stopPresence();
     await store.close();
     log.info("Chat server stopped");
   };

@@ -29,7 +29,9 @@ import {
   MAX_CIPHERTEXT_BYTES,
   MAX_FRAME_BYTES,
   MAX_HISTORY_LIMIT,
+  OLDEST_PROTOCOL_VERSION,
   parseClientMessage,
+  PRESENCE_VERSION,
   PROTOCOL_VERSION,
   ProtocolError,
   type RequestType,
@@ -149,6 +151,12 @@ export type Event =
   | { type: "push"; row: MessageRow }
   /** A key offer stored in this connection's room. */
   | { type: "peer_key"; offer: KeyOffer }
+  /**
+   * Whether the peer has a connection in the room that proved its key (on this instance):
+   * from server_rooms.ts when this connection is in (`name` null when no peer is there and
+   * the rooms do not know its name) and at each change. Told to version-4 clients only.
+   */
+  | { type: "presence"; name: string | null; present: boolean }
   /** The store's listener is back after a gap: what it announced meanwhile is lost. */
   | { type: "listener_back" }
   /** An effect failed; `error` is what it threw. */
@@ -178,6 +186,10 @@ export interface Member {
   nextSlot: number;
   /** The connection's challenge: a later key offer proves possession over it too. */
   challenge: string;
+  /** The protocol version of the hello (3 or 4): version 4 is told the peer's presence. */
+  version: number;
+  /** The peer's name as the join found it (null: nobody else has joined the room yet). */
+  peer: string | null;
 }
 
 /** A connection's state. */
@@ -188,6 +200,8 @@ export type State =
     rate: Rate;
     name: string;
     room: string;
+    /** The hello's protocol version. */
+    version: number;
     /** Pushes that came while joining; those after welcome's last_id are delivered. */
     held: MessageRow[];
     /** Frames that came before the welcome, handled after it. */
@@ -386,6 +400,8 @@ export function step(state: State, event: Event): Step {
       }
       if (state.phase !== "open" || event.offer.party === state.member.party) return none(state);
       return { state, replies: [peerKeyMessage(event.offer)], effects: [] };
+    case "presence":
+      return onPresence(state, event);
     case "key_bound":
       return onKeyBound(state, event.outcome);
     case "store_outcome": {
@@ -495,12 +511,12 @@ function onHello(state: Extract<State, { phase: "greeting" }>, message: ClientMe
       {},
     );
   }
-  if (message.version !== PROTOCOL_VERSION) {
+  if (message.version < OLDEST_PROTOCOL_VERSION || message.version > PROTOCOL_VERSION) {
     return errorReply(
       state,
       new ProtocolError(
         "unsupported_version",
-        `this server speaks version ${PROTOCOL_VERSION}`,
+        `this server speaks versions ${OLDEST_PROTOCOL_VERSION} to ${PROTOCOL_VERSION}`,
       ),
       { inReplyTo: "hello" },
     );
@@ -511,6 +527,7 @@ function onHello(state: Extract<State, { phase: "greeting" }>, message: ClientMe
       rate: state.rate,
       name: message.name,
       room: message.room,
+      version: message.version,
       held: [],
       early: [],
       earlyBytes: 0,
@@ -702,6 +719,8 @@ function onJoined(state: State, event: Extract<Event, { type: "joined" }>): Step
     answers: [],
     nextSlot: 0,
     challenge,
+    version: state.version,
+    peer: join.peer,
   };
   // Nothing but the welcome until the key offer proves the name's key: the connection
   // replaces no older one, and what it sent meanwhile waits.
@@ -719,7 +738,7 @@ function onJoined(state: State, event: Extract<Event, { type: "joined" }>): Step
     },
     replies: [{
       type: "welcome",
-      version: PROTOCOL_VERSION,
+      version: state.version,
       party: join.party,
       peer: join.peer,
       last_id: join.lastId,
@@ -768,6 +787,22 @@ function onStoreOutcome(state: State, clientMsgId: string, outcome: StoreOutcome
         effects: [],
       };
   }
+}
+
+/**
+ * The peer's presence, told to a version-4 client that is in; a peer without a name (none
+ * there, none known) is not told of. The client's own name is never its peer.
+ */
+function onPresence(state: State, event: Extract<Event, { type: "presence" }>): Step {
+  if (state.phase !== "open" || state.member.version < PRESENCE_VERSION) return none(state);
+  const name = event.name ?? state.member.peer;
+  if (name === null || name === state.member.name) return none(state);
+  const member = name === state.member.peer ? state.member : { ...state.member, peer: name };
+  return {
+    state: { ...state, member },
+    replies: [{ type: "presence", name, present: event.present }],
+    effects: [],
+  };
 }
 
 /** Answers a send that needs no store at once, in its turn. */

@@ -862,3 +862,54 @@ Deno.test("checkTimerDurations(): timer settings up to 2^31 − 1 ms pass, past 
     assert.throws(() => checkTimerDurations({ ...ok, roomIdleMs: bad }), /roomIdleMs/);
   }
 });
+
+Deno.test("server core: a version-4 client in the room is told the peer's presence; a version-3 one is served as before, without it", () => {
+  const presence = (name: string | null, present: boolean): Event => ({
+    type: "presence",
+    name,
+    present,
+  });
+  // Version 4 (this protocol): the state on arrival, then each change; the welcome's peer
+  // names an absent peer the rooms do not know; its own name is never its peer.
+  const v4 = opened().state;
+  assert.deepEqual(step(v4, presence(null, false)).replies, [
+    { type: "presence", name: "bob", present: false },
+  ]);
+  assert.deepEqual(step(v4, presence("bob", true)).replies, [
+    { type: "presence", name: "bob", present: true },
+  ]);
+  assert.deepEqual(step(v4, presence("alice", false)).replies, [], "itself is no peer");
+  // Not yet in: nothing is pushed to a connection that has not proved its key.
+  const authenticating = drive(initialState(limits), [
+    { type: "frame", payload: hello, now: 0 },
+    joinedEvent({ ok: true, party: 0, peer: "bob", lastId: 0, lastSeq: 0 }),
+  ]).state;
+  assert.deepEqual(step(authenticating, presence("bob", true)).replies, []);
+  // Nobody joined yet and nobody there: nothing to say (the welcome said "no peer").
+  const alone = drive(initialState(limits), [
+    { type: "frame", payload: hello, now: 0 },
+    joinedEvent({ ok: true, party: 0, peer: null, lastId: 0, lastSeq: 0 }),
+    ...authenticate,
+  ]).state;
+  assert.deepEqual(step(alone, presence(null, false)).replies, []);
+
+  // Version 3: a version-3 welcome, and no presence frame (it would refuse the type).
+  const v3 = drive(initialState(limits), [
+    { type: "frame", payload: { ...hello, version: 3 }, now: 0 },
+    joinedEvent({ ok: true, party: 0, peer: "bob", lastId: 0, lastSeq: 0 }),
+  ]);
+  assert.equal(v3.replies[0]?.type === "welcome" && v3.replies[0].version, 3);
+  const v3open = drive(v3.state, authenticate).state;
+  assert.equal(v3open.phase, "open");
+  assert.deepEqual(step(v3open, presence("bob", false)).replies, []);
+
+  // Outside 3..4: unsupported_version.
+  for (const version of [2, 5]) {
+    const out = step(initialState(limits), {
+      type: "frame",
+      payload: { ...hello, version },
+      now: 0,
+    });
+    assert.equal(out.replies[0]?.type === "error" && out.replies[0].code, "unsupported_version");
+  }
+});

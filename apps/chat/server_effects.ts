@@ -79,7 +79,7 @@ export class EffectRunner {
         for (const other of this.#context.rooms.inRoom(effect.room)) {
           if (other !== host && other.name === effect.name) other.dispatch({ type: "replaced" });
         }
-        return;
+        return this.#context.rooms.arrive(host);
       case "bind_key":
         return this.#settle(
           effect,

@@ -362,6 +362,48 @@ testWith(postgresRequirement, {
 });
 
 testWith(postgresRequirement, {
+  name: "chat server: two instances on one PostgreSQL tell each other's presence; an instance " +
+    "whose database session is gone (as a dead one's) has its parties told to have left",
+  ...options,
+  async fn() {
+    const storeA = await postgresStore();
+    const storeB = await postgresStore(storeA.schema);
+    const one = await startChatServer({ store: storeA, port: 0, presenceCheckMs: 100 });
+    // Two never checks again: its session, once gone, stays gone, as a dead instance's.
+    const two = await startChatServer({ store: storeB, port: 0, presenceCheckMs: 2 ** 31 - 1 });
+    const admin = await connectPostgres(postgresRequirement.url, {
+      applicationName: "duet-chat-test-admin",
+    });
+    try {
+      const told = (c: TestClient) =>
+        c.next((m) => m.type === "presence").then((m) =>
+          m.type === "presence" && [m.name, m.present]
+        );
+      const [alice] = await TestClient.join(one.addr.port, "alice", "seen");
+      const [bob] = await TestClient.join(two.addr.port, "bob", "seen");
+      assert.deepEqual(await told(alice), ["bob", true], "bob, on the other instance, came");
+      assert.deepEqual(await told(bob), ["alice", true], "alice, on the other instance, is here");
+      bob.close();
+      assert.deepEqual(await told(alice), ["bob", false], "bob left");
+      const [again] = await TestClient.join(two.addr.port, "bob", "seen", { secret: bob.secret });
+      assert.deepEqual(await told(alice), ["bob", true], "bob is back");
+      assert.deepEqual(await told(again), ["alice", true]);
+      await admin.query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+        [storeB.instance],
+      );
+      assert.deepEqual(await told(alice), ["bob", false], "bob's instance is gone");
+      assert.deepEqual(alice.all("presence"), [], "nothing more");
+      for (const c of [alice, again]) c.close();
+    } finally {
+      await admin.close();
+      await one.shutdown();
+      await two.shutdown().catch(() => {}); // its schema went with the first store's close
+    }
+  },
+});
+
+testWith(postgresRequirement, {
   name: "chat server: the database connections drop mid-conversation; sends are refused as " +
     "retryable, never falsely acknowledged, and no acknowledged message is lost",
   ...options,

@@ -8,6 +8,7 @@
  */
 import postgres from "postgres";
 import { PGlite } from "@electric-sql/pglite";
+import { unpackInitialState } from "./pglite_initial.ts";
 import { base64 } from "./crypto.ts";
 import { bytesToHex } from "@noble/hashes/utils.js";
 
@@ -298,15 +299,6 @@ export interface KeyChange {
   rotation?: { public_key: string; proof: { t: string; s: string } };
   /** A take-over without the old key (as after a lost key store): the peer is told. */
   reset?: true;
-}
-
-/** One of an instance's presence rows, as {@link ChatStore.writePresence} is to make it. */
-export interface PresenceRow {
-  room: string;
-  /** The party's name. */
-  name: string;
-  /** True: the row is to exist (a connection of the name proved its key); false: not. */
-  present: boolean;
 }
 
 /** The outcome of {@link ChatStore.bindKey}. */
@@ -917,35 +909,42 @@ export class ChatStore {
   }
 
   /**
-   * Makes this instance's presence rows what `rows` say (a row for each `present: true`,
-   * none for each `false`), in one statement, and announces each room whose rows changed
-   * on the channel (a {@link StoreEvent} of kind `presence`).
+   * Makes this instance's presence rows what `rows` say (a row for each (room, name) with
+   * `present: true`, none for each with `false`), in one statement, and announces each room whose rows changed
+   * on the channel (a {@link StoreEvent} of kind `presence`); with `announceAll`, every room
+   * of a present row too, changed or not.
    *
    * @throws {StoreUnavailable} when the database is away (the rows may or may not be written).
    */
-  async writePresence(rows: readonly PresenceRow[]): Promise<void> {
+  async writePresence(
+    rows: readonly { room: string; name: string; present: boolean }[],
+    announceAll = false,
+  ): Promise<void> {
     if (!rows.length) return;
     await this.#presenceQuery(
-      `WITH wanted AS (
-         SELECT * FROM unnest($3::text[], $4::text[], $5::boolean[]) AS w (room, name, present)
-       ), added AS (
+      `WITH added AS (
          INSERT INTO chat_presence (room, name, instance)
-         SELECT room, name, $2::text FROM wanted WHERE present
+         SELECT room, name, $2::text FROM unnest($3::text[], $4::text[]) AS w (room, name)
          ON CONFLICT DO NOTHING
          RETURNING room
        ), removed AS (
-         DELETE FROM chat_presence p USING wanted w
-         WHERE p.instance = $2::text AND p.room = w.room AND p.name = w.name AND NOT w.present
+         DELETE FROM chat_presence p USING unnest($5::text[], $6::text[]) AS w (room, name)
+         WHERE p.instance = $2::text AND p.room = w.room AND p.name = w.name
          RETURNING p.room
        )
        SELECT pg_notify($1, json_build_object('room', room, 'presence', $2::text)::text)
-       FROM (SELECT room FROM added UNION SELECT room FROM removed) changed`,
+       FROM (
+         SELECT room FROM added UNION SELECT room FROM removed
+         UNION SELECT room FROM unnest($3::text[]) AS w (room) WHERE $7::boolean
+       ) changed`,
       [
         this.channel,
         this.instance,
-        rows.map((row) => row.room),
-        rows.map((row) => row.name),
-        rows.map((row) => row.present),
+        ...[true, false].flatMap((present) => {
+          const these = rows.filter((row) => row.present === present);
+          return [these.map((row) => row.room), these.map((row) => row.name)];
+        }),
+        announceAll,
       ],
     );
   }
@@ -1281,13 +1280,12 @@ export async function connectPostgres(
           connection: { ...connection, application_name: applicationName },
           onnotice: () => {},
           connect_timeout: 5,
-          idle_timeout: null,
-          max_lifetime: null,
+          max_lifetime: null, // never recycled (idle connections are not closed by default)
           fetch_types: false,
         });
         sessions.set(applicationName, session);
       }
-      const [row] = await session.unsafe("SELECT pg_backend_pid() AS pid");
+      const [row] = await session.unsafe<{ pid: number }[]>("SELECT pg_backend_pid() AS pid");
       return Number(row!.pid);
     },
     // postgres.js' `end()` has been seen to hang after the connection dropped: the timeout
@@ -1323,9 +1321,10 @@ export async function openPglite(dataDir: string): Promise<SqlDriver> {
     );
   }
   try {
-    // A new database is made by a child process where possible (pglite_init.ts): what
-    // making one takes is then given back to the system, not kept by this one.
-    if (!(await exists(`${dataDir}/PG_VERSION`))) await createPgliteInChild(dataDir);
+    // A new data directory is filled from the shipped initial state (pglite_initial.ts):
+    // a fraction of initdb's time, none of its memory. Without it (a compiled binary built
+    // without the file) PGlite runs initdb here.
+    if (!(await exists(`${dataDir}/PG_VERSION`))) await unpackInitialState(dataDir);
     const driver = pgliteDriver(
       await PGlite.create(dataDir, { startParams: [...PGLITE_START_PARAMS] }),
     );
@@ -1360,46 +1359,6 @@ export const PGLITE_START_PARAMS: readonly string[] = [
   "-c",
   "max_connections=5",
 ];
-
-/**
- * Creates a PGlite database in `dataDir` in a child process (`deno run pglite_init.ts`),
- * when this process runs on `deno` with permission to run it; otherwise does nothing (the
- * caller's PGlite.create then creates it in this process, as a compiled binary must).
- *
- * @throws {Error} when the child fails, with its last line of stderr.
- */
-async function createPgliteInChild(dataDir: string): Promise<void> {
-  const script = new URL("./pglite_init.ts", import.meta.url);
-  const deno = Deno.execPath();
-  if (script.protocol !== "file:" || !/(^|[\\/])deno(\.exe)?$/.test(deno)) return;
-  if (Deno.permissions.querySync({ name: "run", command: deno }).state !== "granted") return;
-  // The run lockfile (tools/run_lock.ts), where the repository has one: with deno.lock the
-  // child would first download every package the tests and tools use.
-  const runLock = new URL("../../deno.run.lock", script).pathname;
-  const lock = (await exists(runLock)) ? [`--lock=${runLock}`] : [];
-  const { code, stderr } = await new Deno.Command(deno, {
-    args: [
-      "run",
-      "--quiet",
-      ...lock,
-      "--allow-read",
-      "--allow-write",
-      "--allow-env",
-      "--no-prompt",
-      script.pathname,
-      await Deno.realPath(dataDir),
-    ],
-    // Where the workspace's import map is found.
-    cwd: new URL(".", script).pathname,
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  if (code !== 0) {
-    const said = new TextDecoder().decode(stderr).trim().split("\n").at(-1);
-    throw new Error(`creating the embedded database in ${dataDir} failed: ${said}`);
-  }
-}
 
 async function exists(path: string): Promise<boolean> {
   try {

@@ -871,3 +871,77 @@ storeTest(
     assert.deepEqual(again.ok && [again.party, again.lastId, again.created], [0, 0, true]);
   },
 );
+
+storeTest(
+  "presence: an instance's rows count for the others while its session lives, each change " +
+    "is announced once, and a dead instance's rows stop counting and are reaped, announced",
+  async (store, engine) => {
+    const twin = await store.twin();
+    await twin.migrate();
+    try {
+      const heard: StoreEvent[] = [];
+      await store.listen((event) => event.kind === "presence" && heard.push(event), () => {});
+      assert.equal(await store.holdSession(), true, "the first session is new");
+      assert.equal(await twin.holdSession(), true);
+      assert.equal(await twin.holdSession(), false, "the same session");
+      assert.notEqual(store.instance, twin.instance);
+      const bob = (present: boolean) => ({ room: "pr", name: "bob", present });
+      await twin.writePresence([bob(true), { room: "pq", name: "carol", present: true }]);
+      assert.deepEqual(await store.presentIn("pr"), ["bob"]);
+      assert.deepEqual(await twin.presentIn("pr"), [], "its own rows are not others'");
+      await twin.writePresence([bob(true)]); // no change: not announced
+      await store.writePresence([{ room: "pr", name: "alice", present: true }]);
+      assert.deepEqual(await twin.presentIn("pr"), ["alice"]);
+      await twin.writePresence([bob(false)]);
+      assert.deepEqual(await store.presentIn("pr"), []);
+      await twin.writePresence([bob(true)]);
+      const at = (instance: string, ...rooms: string[]) =>
+        rooms.map((room) => ({ kind: "presence", room, instance }));
+      const expected = [
+        ...at(twin.instance, "pq", "pr"),
+        ...at(store.instance, "pr"),
+        ...at(twin.instance, "pr", "pr"),
+      ];
+      await until(() => heard.length >= expected.length, "the announcements");
+      assert.deepEqual(
+        heard.toSorted((a, b) => a.room.localeCompare(b.room)).slice(0, 2),
+        expected.slice(0, 2),
+      );
+      assert.deepEqual(heard.slice(2), expected.slice(2));
+
+      // The twin's instance dies: its session goes (a killed process's connections go).
+      if (engine.name === "PostgreSQL") {
+        const admin = await connectPostgres(postgresRequirement.url);
+        try {
+          await admin.query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            [twin.instance],
+          );
+        } finally {
+          await admin.close();
+        }
+        // pg_terminate_backend asks; the backend is gone a moment later.
+        for (let i = 0; i < 1_000 && (await store.presentIn("pr")).length; i++) await sleep(10);
+      } else await twin.close(); // PGlite: the process's live stores are its live instances
+      assert.deepEqual(await store.presentIn("pr"), [], "a dead instance's rows do not count");
+      assert.deepEqual(await store.presentIn("pq"), []);
+      assert.equal(await store.reapPresence(), 2, "(pr, twin) and (pq, twin)");
+      assert.equal(await store.reapPresence(), 0);
+      await until(() => heard.length >= expected.length + 2, "the reap's announcements");
+      assert.deepEqual(
+        heard.slice(expected.length).toSorted((a, b) => a.room.localeCompare(b.room)),
+        at(twin.instance, "pq", "pr"),
+      );
+      if (engine.name === "PostgreSQL") {
+        assert.equal(await twin.holdSession(), true, "the session is back, a new one");
+        await twin.writePresence([bob(true)]);
+        assert.deepEqual(await store.presentIn("pr"), ["bob"], "written again, counted again");
+      }
+      // A clean stop takes this instance's rows away, announced.
+      await store.clearPresence();
+      assert.deepEqual(await twin.presentIn("pr"), []);
+    } finally {
+      await twin.close();
+    }
+  },
+);

@@ -161,7 +161,10 @@ function submitLine(
         return false;
       }
       dispatch({ type: "scroll", by: -Infinity, page });
-      void client.send(line.text);
+      // Refused at once (the client stopped after a refusal): said, never queued.
+      client.send(line.text).catch((error) =>
+        dispatch({ type: "note", text: `${(error as Error).message}.`, tone: "warning" })
+      );
       return true;
     }
   }

@@ -19,6 +19,12 @@ export interface TuiState {
   connection: ConnectionState;
   connectionDetail: string;
   peer: string | null;
+  /**
+   * Whether the peer is connected, as the server said on this connection: `here`, `away`
+   * (not connected when we came), `left` (was here, is gone); `unknown` while we are not
+   * connected or the server does not say (protocol version 3).
+   */
+  peerPresence: "unknown" | "here" | "away" | "left";
   fingerprint: string | null;
   /** A changed peer key waiting for /accept-key. */
   keyChanged: boolean;
@@ -34,6 +40,7 @@ export const initialState: TuiState = {
   connection: "connecting",
   connectionDetail: "",
   peer: null,
+  peerPresence: "unknown",
   fingerprint: null,
   keyChanged: false,
   scroll: 0,
@@ -110,7 +117,15 @@ function appendRows(state: TuiState, rows: Row[]): TuiState {
 function onClient(state: TuiState, event: ClientEvent): TuiState {
   switch (event.type) {
     case "state":
-      return { ...state, connection: event.state, connectionDetail: event.detail ?? "" };
+      return {
+        ...state,
+        connection: event.state,
+        connectionDetail: event.detail ?? "",
+        // Known only while connected: the server tells it anew on each connection.
+        peerPresence: event.state === "connected" ? state.peerPresence : "unknown",
+      };
+    case "presence":
+      return onPresence(state, event);
     case "welcome":
       return { ...state, peer: event.peer ?? state.peer };
     case "message": {
@@ -175,6 +190,25 @@ function onClient(state: TuiState, event: ClientEvent): TuiState {
         tone: "warning",
       }]);
   }
+}
+
+/** The peer came, left, or is (not) there on a new connection: the title, and a note on a change. */
+function onPresence(state: TuiState, event: Extract<ClientEvent, { type: "presence" }>): TuiState {
+  // Told on a connection only; a late one after it ended says nothing true any more.
+  if (state.connection !== "connected") return state;
+  const peerPresence = event.presence === "came" ? "here" : event.presence;
+  const next = { ...state, peer: event.peer, peerPresence };
+  if (event.presence === "came") {
+    return appendRows(next, [{ kind: "note", tone: "info", text: `${event.peer} is here.` }]);
+  }
+  if (event.presence === "left") {
+    return appendRows(next, [{
+      kind: "note",
+      tone: "info",
+      text: `${event.peer} has left; the server keeps what you send for them.`,
+    }]);
+  }
+  return next;
 }
 
 /** A fingerprint in groups of four, for reading aloud: "5cd9 b98b ...". */
@@ -260,23 +294,35 @@ export function rowLines(row: Row, me: string, width: number, style = plainStyle
  */
 export function titleText(state: TuiState, room: string, width: number): string {
   const connection = state.connection === "connected"
-    ? "● connected"
+    ? "● connected to server"
     : state.connection === "stopped"
     ? "■ stopped"
     : `○ ${state.connection}${state.connectionDetail ? ` ${state.connectionDetail}` : ""}`;
   const key = state.fingerprint
     ? `key ${state.fingerprint.slice(0, 8)}${state.keyChanged ? " CHANGED" : ""}`
     : "no key yet";
-  const full = [
-    ` duet chat · ${room}`,
-    state.peer ? `with ${state.peer}` : "waiting for the other party",
-    connection,
-    key,
-  ].join("  ·  ");
+  const [peer, peerShort] = peerText(state);
+  const full = [` duet chat · ${room}`, peer, connection, key].join("  ·  ");
   if (stringWidth(full) <= width) return full.padEnd(width);
-  const short = ` ${[connection, key, room, state.peer ?? "alone"].join(" · ")}`;
+  const short = ` ${[connection, key, room, peerShort].join(" · ")}`;
   if (stringWidth(short) <= width) return short.padEnd(width);
   return `${[...short].slice(0, Math.max(0, width - 1)).join("")}…`;
+}
+
+/** The peer in the title bar, in full and short: who, and whether they are connected. */
+function peerText(state: TuiState): [string, string] {
+  const peer = state.peer;
+  if (peer === null) return ["waiting for the other party", "alone"];
+  switch (state.peerPresence) {
+    case "here":
+      return [`${peer} is here`, `${peer} here`];
+    case "away":
+      return [`${peer} is not connected`, `${peer} away`];
+    case "left":
+      return [`${peer} has left`, `${peer} left`];
+    case "unknown":
+      return [`with ${peer}`, peer];
+  }
 }
 
 /** Removes the last grapheme (an emoji with its modifiers, a letter with its accents). */

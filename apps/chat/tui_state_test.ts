@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import stringWidth from "string-width";
-import type { MessageView } from "./client.ts";
+import type { ConnectionState, MessageView, Presence } from "./client.ts";
 import { printable } from "@duet/core/printable";
 import {
+  type Action,
   backspace,
   clock,
   deliveryMark,
@@ -185,11 +186,17 @@ Deno.test("titleText: the full form where it fits, what matters first where not,
     fingerprint: "32c40211aabb",
   };
   const full = titleText(state, "tea", 80);
-  assert.equal(full.trimEnd(), " duet chat · tea  ·  with bob  ·  ● connected  ·  key 32c40211");
+  assert.equal(
+    full.trimEnd(),
+    " duet chat · tea  ·  with bob  ·  ● connected to server  ·  key 32c40211",
+  );
   assert.equal(full.length, 80);
-  assert.equal(titleText(state, "tea", 44).trimEnd(), " ● connected · key 32c40211 · tea · bob");
-  assert.equal(titleText(state, "tea", 44).length, 44);
-  assert.equal(titleText(state, "tea", 20), " ● connected · key …");
+  assert.equal(
+    titleText(state, "tea", 54).trimEnd(),
+    " ● connected to server · key 32c40211 · tea · bob",
+  );
+  assert.equal(titleText(state, "tea", 54).length, 54);
+  assert.equal(titleText(state, "tea", 30), " ● connected to server · key …");
   assert.equal(
     titleText({ ...state, connection: "reconnecting", connectionDetail: "in 1.2 s" }, "tea", 44),
     " ○ reconnecting in 1.2 s · key 32c40211 · t…",
@@ -224,4 +231,66 @@ Deno.test("a message held back under an unaccepted key is a warning note, never 
   assert.equal(row.kind, "note");
   assert.match(row.kind === "note" ? row.text : "", /Held back a message signed as bob/);
   assert.match(row.kind === "note" ? row.text : "", /\/accept-key 5cd9b98b/);
+});
+
+const presenceEvent = (presence: Presence): Action => ({
+  type: "client",
+  event: { type: "presence", peer: "bob", presence },
+});
+const stateEvent = (state: ConnectionState, detail?: string): Action => ({
+  type: "client",
+  event: { type: "state", state, ...(detail ? { detail } : {}) },
+});
+
+Deno.test("titleText: the peer's presence as the server told it: here, not connected, has left; unknown while not connected", () => {
+  let s: TuiState = { ...initialState, peer: "bob", fingerprint: "32c40211aabb" };
+  s = reduce(s, stateEvent("connected"));
+  assert.match(titleText(s, "tea", 100), /with bob {2}· {2}● connected to server/);
+  s = reduce(s, presenceEvent("here"));
+  assert.match(titleText(s, "tea", 100), /bob is here {2}· {2}● connected to server/);
+  assert.deepEqual(texts(s), [], "the state on arrival is no news");
+  s = reduce(s, presenceEvent("left"));
+  assert.match(titleText(s, "tea", 100), /bob has left {2}· {2}● connected to server/);
+  assert.match(titleText(s, "tea", 54), /bob left/);
+  assert.deepEqual(texts(s), ["* bob has left; the server keeps what you send for them."]);
+  s = reduce(s, presenceEvent("came"));
+  assert.match(titleText(s, "tea", 100), /bob is here/);
+  assert.equal(texts(s).at(-1), "* bob is here.");
+  s = reduce(s, stateEvent("reconnecting", "in 1.2 s"));
+  assert.match(titleText(s, "tea", 100), /with bob {2}· {2}○ reconnecting in 1.2 s/);
+  s = reduce(s, stateEvent("connected"));
+  s = reduce(s, presenceEvent("away"));
+  assert.match(titleText(s, "tea", 100), /bob is not connected/);
+});
+
+Deno.test("tui state: under any sequence of connection states and presence events, the title claims the peer's presence only as last told on the current connection", () => {
+  const action = fc.oneof(
+    fc.constantFrom<ConnectionState>("connecting", "connected", "reconnecting", "stopped")
+      .map((state) => ({ kind: "state" as const, state })),
+    fc.constantFrom<Presence>("here", "away", "came", "left")
+      .map((presence) => ({ kind: "presence" as const, presence })),
+  );
+  fc.assert(
+    fc.property(fc.array(action, { maxLength: 40 }), (actions) => {
+      let s: TuiState = { ...initialState, peer: "bob" };
+      // The model: what the server last said on this connection, if anything.
+      let connected = false;
+      let told: "here" | "away" | "left" | null = null;
+      for (const a of actions) {
+        if (a.kind === "state") {
+          s = reduce(s, stateEvent(a.state));
+          connected = a.state === "connected";
+          if (!connected) told = null;
+        } else {
+          s = reduce(s, presenceEvent(a.presence));
+          if (connected) told = a.presence === "came" ? "here" : a.presence;
+        }
+        const title = titleText(s, "tea", 120);
+        assert.equal(/bob is here/.test(title), told === "here", title);
+        assert.equal(/bob has left/.test(title), told === "left", title);
+        assert.equal(/bob is not connected/.test(title), told === "away", title);
+        assert.equal(/● connected to server/.test(title), connected, title);
+      }
+    }),
+  );
 });

@@ -3,7 +3,8 @@
 // terminal's cursor at the end of the input,
 // typing a message that shows in the other party's pane, Cyrillic and emoji, the key's
 // fingerprint the same on both sides, scrolling with the "new below" marker, a resize,
-// and Ctrl-C leaving the terminal usable with exit status 0.
+// and Ctrl-C leaving the terminal usable with exit status 0; the peer who quit shown as
+// gone; a third party in the full room told to choose another room, exit status 1.
 import assert from "node:assert/strict";
 import { findCommand, run, testWith, waitFor } from "@duet/testkit";
 import { ChatStore, openPglite, startChatServer } from "@duet/chat";
@@ -36,7 +37,7 @@ function tmuxChat(dir: string, port: number) {
   /** What each party's terminal and stderr showed, for a failure far from here. */
   const seen = async () => {
     const parts = [];
-    for (const name of ["alice", "bob"]) {
+    for (const name of ["alice", "bob", "carol"]) {
       const screen = await pane(name).catch((e) => `(no pane: ${e})`);
       const err = await Deno.readTextFile(`${dir}/${name}.err`).catch(() => "");
       parts.push(`--- ${name}'s pane:\n${screen}\n--- ${name}'s stderr:\n${err}`);
@@ -64,7 +65,7 @@ async function startBoth({ pane, start }: TmuxChat): Promise<void> {
   );
   assert.match(
     await pane("bob"),
-    /duet chat · tui {2}· {2}with alice {2}· {2}● connected {2}· {2}key [0-9a-f]{8}/,
+    /duet chat · tui {2}· {2}alice is here {2}· {2}● connected to server {2}· {2}key [0-9a-f]{8}/,
   );
 }
 
@@ -144,6 +145,38 @@ async function scrollResizeQuit({ t, pane }: TmuxChat): Promise<void> {
   assert.ok(!(await pane("bob")).includes("duet chat · tui"), "the alternate screen is gone");
 }
 
+/** Bob has quit: Alice's title and history say so, while she is still connected. */
+async function peerLeft({ pane }: TmuxChat): Promise<void> {
+  await waitFor(
+    async () => /bob has left {2}· {2}● connected to server/.test(await pane("alice")),
+    "alice's title says bob left",
+  );
+  assert.match(await pane("alice"), /\* bob has left; the server keeps what you send for them\./);
+}
+
+/**
+ * A third name in the two-party room: told to choose another room; what it types is not
+ * sent (and not kept); /quit exits 1 with the reason on stderr, promising nothing.
+ */
+async function roomFull({ t, pane, start }: TmuxChat, dir: string): Promise<void> {
+  await start("carol");
+  await waitFor(
+    async () => (await pane("carol")).includes("choose another room with --room"),
+    "carol told the room is full",
+    30_000,
+  );
+  await t("send-keys", "-t", "carol", "hello?", "Enter");
+  await waitFor(
+    async () => (await pane("carol")).includes("not sent: the client has stopped"),
+    "carol's line refused",
+  );
+  await t("send-keys", "-t", "carol", "/quit", "Enter");
+  await waitFor(async () => (await pane("carol")).includes("EXIT=1"), "exit status 1");
+  const err = await Deno.readTextFile(`${dir}/carol.err`);
+  assert.match(err, /^duet chat: This room already has its two people/m);
+  assert.doesNotMatch(err, /next start|goes out|go out/, err);
+}
+
 testWith(tmux, {
   name: "duet chat (interface, in tmux): messages both ways, same key, scroll, resize, Ctrl-C",
   sanitizeOps: false,
@@ -160,6 +193,8 @@ testWith(tmux, {
       await talkAndEdit(chat);
       await sameKey(chat);
       await scrollResizeQuit(chat);
+      await peerLeft(chat);
+      await roomFull(chat, dir);
     } catch (error) {
       (error as Error).message += `\n${await chat.seen()}`;
       throw error;

@@ -70,3 +70,28 @@ Deno.test("duet ping --ca FILE that is not a PEM certificate is a usage error na
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a path Deno's sandbox withholds (/proc) is said in our words, never as 'run again with --allow-all'; as JSON under --log-format json", async () => {
+  // Through deno task duet: the permissions the README's command grants, not --allow-all.
+  const task = async (args: string[]) => {
+    const run = spawnDuet(args);
+    const { code } = await run.child.status;
+    await run.done;
+    return { code, err: run.lines.stderr };
+  };
+  const args = ["chat-server", "--port", "0", "--data-dir", "/proc/duet-test"];
+  const plain = await task([...args, "--quiet"]);
+  assert.equal(plain.code, 1, plain.err.join("\n"));
+  assert.deepEqual(plain.err, [
+    "duet chat-server: cannot open the database: duet may not have all access to " +
+    "/proc/duet-test: Deno keeps system paths such as /proc, /dev and /sys for --allow-all, " +
+    "which duet's run command does not grant; choose another path",
+  ]);
+  const json = await task([...args, "--log-format", "json"]);
+  assert.equal(json.code, 1);
+  const records = json.err.map((line) => JSON.parse(line));
+  const last = records.at(-1);
+  assert.equal(last.level, "ERROR");
+  assert.match(last.message, /^duet chat-server: cannot open the database: duet may not have/);
+  assert.doesNotMatch(json.err.join("\n"), /run again with/);
+});

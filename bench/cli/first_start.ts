@@ -10,7 +10,9 @@
  *
  * Every service listens on port 0, so nothing here collides with what else runs.
  *
- * Usage: deno run -A bench/cli/first_start.ts [--runs 3] [--warm-runs 5]
+ * Usage: deno run -A bench/cli/first_start.ts [--runs 3] [--warm-runs 5] [--before DIR]
+ *   --before DIR: also time `npx deno task serve` cold in another checkout (`git worktree add
+ *   DIR REV`), the run path as it was there
  * Prints a Markdown table of medians for docs/benchmarks.md.
  *
  * @module
@@ -22,6 +24,7 @@ const { values } = parseArgs({
   options: {
     runs: { type: "string", default: "3" },
     "warm-runs": { type: "string", default: "5" },
+    before: { type: "string" },
   },
 });
 const root = new URL("../../", import.meta.url).pathname;
@@ -41,7 +44,12 @@ function readmeRun(): string[] {
  * milliseconds until a stdout line matches `ready` (then stops it with SIGINT), or until it
  * exits when `ready` is undefined.
  */
-async function timeIt(args: string[], home: string, ready?: RegExp): Promise<number> {
+async function timeIt(
+  args: string[],
+  home: string,
+  ready?: RegExp,
+  cwd = root,
+): Promise<number> {
   // This machine's environment (its proxy and certificate settings included), without what
   // would point Deno or npm at an existing cache or data.
   const env = Object.fromEntries(
@@ -55,7 +63,7 @@ async function timeIt(args: string[], home: string, ready?: RegExp): Promise<num
   // Ctrl-C in a terminal reaches its whole foreground process group.
   const child = new Deno.Command("setsid", {
     args: [...npx, ...args],
-    cwd: root,
+    cwd,
     clearEnv: true,
     env,
     stdin: "null",
@@ -94,6 +102,7 @@ const rows: [string, number[]][] = [
   ["cold: `task serve` (deno.lock) to URLs", []],
   ["cold: npx deno run of an empty file", []],
   ["warm: npx deno run of an empty file", []],
+  ...(values.before ? [["cold: `task serve` in --before", []] as [string, number[]]] : []),
 ];
 for (let run = 0; run < Number(values.runs); run++) {
   for (
@@ -112,6 +121,16 @@ for (let run = 0; run < Number(values.runs); run++) {
         }
       }
       if (index === 3) rows[4]![1].push(await timeIt([...args], home, ready));
+    } finally {
+      await Deno.remove(home, { recursive: true });
+    }
+  }
+  if (values.before) {
+    const home = await Deno.makeTempDir({ prefix: "duet-first-start-" });
+    try {
+      rows[5]![1].push(
+        await timeIt(["task", "-q", "serve", ...PORTS], home, RUNNING, values.before),
+      );
     } finally {
       await Deno.remove(home, { recursive: true });
     }

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { explainError } from "@duet/core/explain-error";
 import { Command, Option } from "commander";
 import { getLogger } from "@logtape/logtape";
 import { delay } from "@duet/core/delay";
@@ -153,16 +154,16 @@ async function runChatServer(options: ChatServerCliOptions, io: CliIo): Promise<
   }
   const { store, description } = await openStore(options.databaseUrl, options.dataDir)
     .catch((error) => {
-      throw new Error(`cannot open the database: ${(error as Error).message}`);
+      throw new Error(`cannot open the database: ${explainError(error)}`, { cause: error });
     });
   // Here rather than inside startChatServer (which migrates too, finding nothing to do)
   // so that an unreachable database is reported as such, naming it, and waited for.
   const ready = await waitForDatabase(store, description, io.shutdownSignal).catch(
     async (error) => {
       await store.close().catch(() => {});
-      throw new Error(
-        `cannot use the database (${description}): ${(error as Error).message}`,
-      );
+      throw new Error(`cannot use the database (${description}): ${explainError(error)}`, {
+        cause: error,
+      });
     },
   );
   if (!ready) {
@@ -283,16 +284,20 @@ export function chatCommand(io: CliIo): Command {
     .action(async (options: ChatCliOptions) => {
       const keyStore = await KeyStore.open(options.keyStore).catch((error) => {
         throw new Error(
-          `cannot open the key store ${options.keyStore}: ${(error as Error).message}`,
+          `cannot open the key store ${options.keyStore}: ${explainError(error)}`,
+          { cause: error },
         );
       });
       if (options.line) await runLine(options, keyStore, io);
-      else await runScreen(options, keyStore);
+      else await runScreen(options, keyStore, io);
     });
 }
 
-/** `duet chat` on the terminal's screen (ink). */
-async function runScreen(options: ChatCliOptions, keyStore: KeyStore): Promise<void> {
+/**
+ * `duet chat` on the terminal's screen (ink). Once the screen is gone, says on stderr why
+ * the client stopped for good (then exit status 1), and what is still unsent.
+ */
+async function runScreen(options: ChatCliOptions, keyStore: KeyStore, io: CliIo): Promise<void> {
   if (!Deno.stdin.isTerminal() || !Deno.stdout.isTerminal()) {
     keyStore.close();
     throw new UsageError(
@@ -318,7 +323,24 @@ async function runScreen(options: ChatCliOptions, keyStore: KeyStore): Promise<v
     for (const event of early.splice(0)) fn(event);
   });
   await client.stop();
+  const unsent = client.unsent;
   keyStore.close();
+  if (client.fatal !== undefined) io.err(`duet chat: ${client.fatal}\n`);
+  if (unsent) io.err(`duet chat: ${unsentText(unsent, options, client.fatal !== undefined)}\n`);
+  if (client.fatal !== undefined) throw new ExitStatus(1);
+}
+
+/**
+ * What becomes of `n` unsent messages: they stay in the outbox, and go out on the next
+ * start, or, after a refusal (`refused`), once this name is let into the room again.
+ */
+function unsentText(n: number, options: ChatCliOptions, refused: boolean): string {
+  const one = n === 1;
+  return `${plural(n, "message")} not yet stored; ${one ? "it stays" : "they stay"} in the ` +
+    `outbox (${options.keyStore}) and ${one ? "goes" : "go"} out ` +
+    (refused
+      ? "only once this --name is let into this --room again (see above why it was not)"
+      : "on the next start with this --server, --name and --room");
 }
 
 /** `duet chat --line`: stdin lines out, `NAME: TEXT` lines in. */
@@ -336,12 +358,7 @@ async function runLine(options: ChatCliOptions, keyStore: KeyStore, io: CliIo): 
     resetKey: options.resetKey ?? false,
   }).finally(() => keyStore.close());
   if (result.unsent) {
-    io.err(
-      `duet chat: ${plural(result.unsent, "message")} not yet stored; ` +
-        `${result.unsent === 1 ? "it stays" : "they stay"} in the outbox ` +
-        `(${options.keyStore}) and ${result.unsent === 1 ? "goes" : "go"} out on the ` +
-        `next start with this --server, --name and --room\n`,
-    );
+    io.err(`duet chat: ${unsentText(result.unsent, options, result.fatal !== undefined)}\n`);
   }
   if (result.refused) {
     io.err(`duet chat: ${plural(result.refused, "line")} not sent (said above)\n`);
