@@ -91,5 +91,7 @@ for (const [name, server] of Object.entries(CASES)) {
     for (const stopped of server.stopped) {
       assert.ok(loud.stderr.some((line) => stopped.test(line)), `${name}: ${stopped}`);
     }
+    // An address is one value in a log line, never a quoted host and a port apart.
+    assert.doesNotMatch(loud.stderr.join("\n"), /"[^"\s]+":\d+/, `${name}: addresses`);
   });
 }

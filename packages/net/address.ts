@@ -61,3 +61,11 @@ export class AddressCounter {
     return sum;
   }
 }
+
+/**
+ * An address as people and URLs write it: `127.0.0.1:7070`, or `[::1]:7070` for IPv6 (RFC
+ * 3986's brackets), so that a log or an error shows one value, never a host and a port apart.
+ */
+export function hostPort(host: string, port: number): string {
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+}

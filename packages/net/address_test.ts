@@ -1,6 +1,6 @@
 // Counting per address: a cap per address, 0 for none, addresses holding nothing forgotten.
 import assert from "node:assert/strict";
-import { AddressCounter } from "./address.ts";
+import { AddressCounter, hostPort } from "./address.ts";
 
 Deno.test("AddressCounter: a cap per address, 0 for none; addresses holding nothing are forgotten", () => {
   const two = new AddressCounter(2);
@@ -22,4 +22,10 @@ Deno.test("AddressCounter: a cap per address, 0 for none; addresses holding noth
   const none = new AddressCounter(0);
   for (let i = 0; i < 1000; i++) assert.equal(none.tryAcquire("a"), true);
   assert.equal(none.held("a"), 1000);
+});
+
+Deno.test("hostPort: one value for a host and a port, IPv6 in brackets", () => {
+  assert.equal(hostPort("127.0.0.1", 7070), "127.0.0.1:7070");
+  assert.equal(hostPort("::1", 7070), "[::1]:7070");
+  assert.equal(hostPort("localhost", 0), "localhost:0");
 });

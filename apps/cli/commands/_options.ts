@@ -1,3 +1,4 @@
+import { hostPort as joinHostPort } from "@duet/net/address";
 import { explainError } from "@duet/core/explain-error";
 import { resolve } from "node:path";
 import { InvalidArgumentError } from "commander";
@@ -34,7 +35,7 @@ export function hostPort(text: string): string {
 
 /** `host:port` as a client would type it: an IPv6 address goes in brackets. */
 export function showHostPort(host: string, port: number): string {
-  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+  return joinHostPort(host, port);
 }
 
 /** A commander argument parser for text matching `re`; `what` says what is expected. */
