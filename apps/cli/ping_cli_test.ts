@@ -1,5 +1,7 @@
 // `duet ping` and `duet ping serve` as processes: output, usage errors, a refused token,
-// and a server killed and restarted under a running client.
+// how each failure is classed and said (a server down is retried and said once; a trust
+// document reached but unusable, a --size no datagram carries stop at once), --json's
+// result for every outcome, and a server killed and restarted under a running client.
 import assert from "node:assert/strict";
 import { freePort, waitFor } from "@duet/testkit";
 import { spawnDuet, type SpawnedDuet } from "./testdata/spawn.ts";
@@ -14,6 +16,15 @@ async function startServer(port: number, extra: string[] = []): Promise<SpawnedD
   const server = spawnDuet(["ping", "serve", "--port", String(port), ...extra], { direct: true });
   await waitFor(() => server.lines.stdout.some((l) => l.startsWith("page ")), "the server", 20_000);
   return server;
+}
+
+/** Runs `duet ARGS` as a process of its own and collects its output. */
+async function duet(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const spawned = spawnDuet(args, { direct: true });
+  const { code } = await spawned.child.status;
+  await spawned.done;
+  const text = (lines: string[]) => lines.map((line) => `${line}\n`).join("");
+  return { code, out: text(spawned.lines.stdout), err: text(spawned.lines.stderr) };
 }
 
 async function stop(server: SpawnedDuet, signal: Deno.Signal = "SIGTERM") {
@@ -54,26 +65,213 @@ Deno.test("duet ping: usage errors exit 2 with one line", async () => {
   }
 });
 
-Deno.test("duet ping: no server at the URL is said in one line with the reason, exit 1", async () => {
+Deno.test("duet ping: no server at the URL is retried until --give-up-after-ms, said once, with no advice about certificates; exit 1", async () => {
   const port = freePort(); // nothing listens there
-  const { code, err } = await inProcess([
+  const url = `https://127.0.0.1:${port}/ping`;
+  const { code, out, err } = await inProcess([
     "ping",
     "--url",
-    `https://127.0.0.1:${port}/ping`,
+    url,
     "--count",
     "1",
+    "--give-up-after-ms",
+    "1500",
   ]);
   assert.equal(code, 1, err);
-  assert.equal(err.trim().split("\n").length, 1, err);
+  assert.equal(err, "", "a run that gave up, not an error");
+  const lines = out.trim().split("\n");
+  assert.equal(lines[0], `PING ${url} over one stream, 16 bytes of padding`);
+  // The backoff is short and the budget 1.5 s: several passes fail, one line says why.
+  const said = lines.filter((l) => l.startsWith("reconnect attempt"));
+  assert.equal(said.length, 1, out);
   assert.match(
-    err,
+    said[0]!,
     new RegExp(
-      `^duet ping: cannot learn the server's certificate over a trusted channel \\(` +
+      `^reconnect attempt 1 in \\d+ ms \\(cannot reach the server \\(` +
         `https://127\\.0\\.0\\.1:${port}/\\.well-known/duet-ping\\.json and ` +
         `http://127\\.0\\.0\\.1:${port}/\\.well-known/duet-ping\\.json: ` +
-        `connection refused \\(is the server running\\?\\)\\); pass --cert-hash or --ca\n$`,
+        `connection refused \\(is the server running\\?\\)\\)\\)$`,
     ),
   );
+  assert.doesNotMatch(out, /--cert-hash|--ca|certificate/);
+  assert.match(out, /^giving up: no connection for \d+\.\d s$/m);
+  assert.match(out, /0 transmitted, 0 received/);
+  assert.match(out, /^1 outage, [\d.]+ s in all; gave up$/m);
+});
+
+/** What `duet ping --json` ends with. */
+type JsonResult = {
+  type: string;
+  gaveUp?: boolean;
+  untrusted?: boolean;
+  message?: string;
+  exitCode?: number;
+};
+
+Deno.test("duet ping --json: every outcome ends stdout with one JSON result, the exit status as before", async () => {
+  const dead = `https://127.0.0.1:${freePort()}/ping`;
+  // A TCP side that answers, but with no trust document: reached, not usable.
+  const notPing = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen() {} },
+    () => new Response("no", { status: 404 }),
+  );
+  const reachedUrl = `https://127.0.0.1:${notPing.addr.port}/ping`;
+  try {
+    const cases: {
+      args: string[];
+      code: number;
+      check: (last: JsonResult) => void;
+    }[] = [
+      {
+        args: ["--url", dead, "--count", "1", "--give-up-after-ms", "300"],
+        code: 1,
+        check: (last) => {
+          assert.equal(last.type, "summary");
+          assert.equal(last.gaveUp, true);
+        },
+      },
+      {
+        args: ["--url", reachedUrl, "--count", "1"],
+        code: 1,
+        check: (last) => {
+          assert.equal(last.type, "summary");
+          assert.equal(last.untrusted, true);
+        },
+      },
+      {
+        args: ["--url", dead, "--datagram", "--new-stream"],
+        code: 2,
+        check: (last) =>
+          assert.deepEqual(last, {
+            type: "error",
+            message: "choose one of --datagram and --new-stream",
+            exitCode: 2,
+          }),
+      },
+      {
+        args: ["--url", dead, "--datagram", "--size", "2000"],
+        code: 2,
+        check: (last) => {
+          assert.equal(last.type, "error");
+          assert.match(String(last.message), /^--size 2000 does not fit in a datagram/);
+          assert.equal(last.exitCode, 2);
+        },
+      },
+      {
+        args: ["--no-mdns", "--count", "1"],
+        code: 1,
+        check: (last) => {
+          assert.equal(last.type, "error");
+          assert.match(String(last.message), /^no ping server found/);
+          assert.equal(last.exitCode, 1);
+        },
+      },
+    ];
+    for (const { args, code, check } of cases) {
+      const run = await duet(["ping", ...args, "--json"]);
+      assert.equal(run.code, code, `${args.join(" ")}: ${run.out}${run.err}`);
+      const lines = run.out.trim().split("\n");
+      const parsed = lines.map((line) => JSON.parse(line));
+      check(parsed.at(-1));
+      assert.equal(
+        parsed.filter((e) => e.type === "summary" || e.type === "error").length,
+        1,
+        run.out,
+      );
+    }
+  } finally {
+    await notPing.shutdown();
+  }
+});
+
+Deno.test("duet ping: a trust document reached but not usable stops at once with one line saying what to do", async () => {
+  const notPing = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen() {} },
+    () => new Response("no", { status: 404 }),
+  );
+  const port = notPing.addr.port;
+  try {
+    const run = await duet(["ping", "--url", `https://127.0.0.1:${port}/ping`, "-c", "2"]);
+    assert.equal(run.code, 1, run.err);
+    const stopping = run.out.split("\n").filter((l) => l.startsWith("stopping"));
+    assert.equal(stopping.length, 1, run.out);
+    assert.match(
+      stopping[0]!,
+      new RegExp(
+        `^stopping: cannot learn the server's certificate over a trusted channel \\(.*` +
+          `http://127\\.0\\.0\\.1:${port}/\\.well-known/duet-ping\\.json: HTTP 404\\); ` +
+          "pass --cert-hash or --ca$",
+      ),
+    );
+    assert.doesNotMatch(run.out, /reconnect attempt/);
+  } finally {
+    await notPing.shutdown();
+  }
+});
+
+Deno.test("duet ping --datagram: a --size no datagram can carry is refused before connecting (exit 2, one line naming the largest)", async () => {
+  for (
+    const [args, largest] of [
+      [["--size", "2000"], /at most 1139 bytes of padding \(QUIC/],
+      [["--size", "1155", "--count", "5"], /at most 1154 bytes of padding with --count 5 /],
+    ] as const
+  ) {
+    // Nothing listens there: a refusal before connecting is all that can come.
+    const url = `https://127.0.0.1:${freePort()}/ping`;
+    const { code, out, err } = await inProcess(["ping", "--url", url, "--datagram", ...args]);
+    assert.equal(code, 2, err);
+    assert.equal(out, "");
+    assert.equal(err.trim().split("\n").length, 1, err);
+    assert.match(err, new RegExp(`^duet ping: --size ${args[1]} does not fit in a datagram`));
+    assert.match(err, largest);
+  }
+});
+
+Deno.test({
+  name: "duet ping --datagram at the largest --size: every ping is answered",
+  ...options,
+  async fn() {
+    const server = await startServer(0);
+    try {
+      const url = `https://127.0.0.1:${servedPort(server)}/ping`;
+      const run = await inProcess(
+        ["ping", "--url", url, "--datagram", "--size", "1154", "--count", "5", "-i", "20"],
+      );
+      assert.equal(run.code, 0, run.err);
+      assert.match(run.out, /5 transmitted, 5 received/);
+    } finally {
+      await stop(server);
+    }
+  },
+});
+
+Deno.test("duet ping --cert-hash against a port where nothing answers: the outage counts from the first attempt, the breaker opens on its budget, and no attempt is announced that is not made", async () => {
+  const url = `https://127.0.0.1:${freePort()}/ping`;
+  const run = await inProcess([
+    "ping",
+    "--url",
+    url,
+    "--cert-hash",
+    "a".repeat(64),
+    "--give-up-after-ms",
+    "3000",
+    "--count",
+    "5",
+    "--json",
+  ]);
+  assert.equal(run.code, 1, run.err);
+  const events = run.out.trim().split("\n").map((l) => JSON.parse(l));
+  const summary = events.at(-1);
+  assert.equal(summary.type, "summary");
+  const gaveUp = events.find((e) => e.type === "gave-up");
+  // The first attempt waits 2 s for a QUIC answer (max of --timeout-ms and 2 s); the next
+  // one is under way when the 3 s budget runs out: at most one is announced.
+  assert.ok(events.filter((e) => e.type === "reconnecting").length <= 1, run.out);
+  assert.equal(summary.outages.length, 1);
+  assert.equal(summary.outages[0].durationMs, gaveUp.outageMs, "one clock: the give-up's");
+  assert.ok(gaveUp.outageMs >= 3000, "not before the budget");
+  assert.ok(summary.elapsedMs >= gaveUp.outageMs, "the outage lies within the run");
+  assert.doesNotMatch(run.out, /certificate|cert-hash/);
 });
 
 Deno.test({
@@ -183,6 +381,27 @@ Deno.test({
       );
       assert.ok(summary.outages[0].durationMs > 0);
       assert.match(summary.outages[0].reason, /no answer for \d+ ms|connection closed/);
+      // The outage began when the path went quiet, not when that was noticed: it is at
+      // least the silence that revealed it, and the reconnection says the same duration.
+      const silence = Number(summary.outages[0].reason.match(/no answer for (\d+) ms/)?.[1] ?? 0);
+      assert.ok(summary.outages[0].durationMs >= silence, JSON.stringify(summary.outages));
+      const back = all.find((e) => e.type === "connected" && e.afterOutageMs > 0);
+      assert.equal(back.afterOutageMs, summary.outages[0].durationMs);
+      // Pings in flight when the loss was found are reported then, before the reconnection:
+      // nothing sent before the outage is reported after it.
+      const outageAt = all.findIndex((e) => e.type === "outage");
+      const backAt = all.indexOf(back);
+      const sentBefore = Math.max(
+        0,
+        ...all.slice(0, backAt).filter((e) => "seq" in e && e.type !== "lost" || e.inFlight)
+          .map((e) => e.seq),
+      );
+      assert.ok(outageAt < backAt);
+      assert.deepEqual(
+        all.slice(backAt).filter((e) => "seq" in e && e.seq <= sentBefore),
+        [],
+        "a ping from before the outage reported after the reconnection",
+      );
       assert.ok(all.some((e) => e.type === "connected" && e.afterOutageMs > 0), "reconnected");
       const after = all.filter((e) => e.type === "reply" && e.seq > killedAfter + 1);
       assert.ok(after.length > 0, "replies after the restart");
@@ -267,7 +486,7 @@ Deno.test({
 
 Deno.test({
   name: "duet ping with two --url: tried in the order given, the text says which server it " +
-    "switches to and why; none reachable is one line naming each",
+    "switches to and why; none reachable is retried until the budget, said with no advice about certificates",
   ...options,
   async fn() {
     const server = await startServer(0);
@@ -293,7 +512,7 @@ Deno.test({
         lines[1]!,
         new RegExp(
           `^switching to ${live.replaceAll(".", "\\.")}: 127\\.0\\.0\\.1:${deadPort} failed ` +
-            `\\(cannot learn the server's certificate over a trusted channel .*connection refused`,
+            `\\(cannot reach the server \\(.*connection refused \\(is the server running\\?\\)\\)\\)$`,
         ),
       );
       // It had never been connected: not "again".
@@ -309,16 +528,21 @@ Deno.test({
       assert.match(run.out, /3 transmitted, 3 received/);
 
       const deadToo = `https://127.0.0.1:${freePort()}/ping`;
-      const none = await inProcess(["ping", "--url", dead, "--url", deadToo, "--count", "1"]);
+      const none = await inProcess(
+        ["ping", "--url", dead, "--url", deadToo, "--count", "1", "--give-up-after-ms", "500"],
+      );
       assert.equal(none.code, 1);
-      assert.equal(none.err.trim().split("\n").length, 1, none.err);
+      assert.equal(none.err, "", "an outage, not an error");
+      assert.doesNotMatch(none.out, /cert/, "nothing answered: no advice about certificates");
       assert.match(
-        none.err,
+        none.out,
         new RegExp(
-          `^duet ping: ${dead.replaceAll(".", "\\.")}: cannot learn .*; ` +
-            `${deadToo.replaceAll(".", "\\.")}: cannot learn .*pass --cert-hash or --ca\n$`,
+          `^switching to ${deadToo.replaceAll(".", "\\.")}: 127\\.0\\.0\\.1:${deadPort} ` +
+            "failed \\(cannot reach the server ",
+          "m",
         ),
       );
+      assert.match(none.out, /^giving up: no connection for \d+\.\d s$/m);
     } finally {
       await stop(server);
     }

@@ -1,7 +1,8 @@
 // Discovery through the command line, end to end: `duet ping --domain` finding a server through
 // SRV from a DNS server of our own on loopback (`fakeDns` of `@duet/ping/testing`), and mDNS
 // inside a network namespace that holds only a loopback interface (never on a real interface:
-// no multicast leaves the test). The discovery functions themselves are tested in
+// no multicast leaves the test), where `--announce` names only the address the server listens
+// on and refuses what it cannot serve. The discovery functions themselves are tested in
 // apps/ping/discovery_test.ts.
 import assert from "node:assert/strict";
 import { type Requirement, run, testWith, waitFor } from "@duet/testkit";
@@ -70,6 +71,8 @@ Deno.test({
 // --- mDNS inside a network namespace ----------------------------------------------------
 
 const namespace = `duet-test-${Deno.pid}`;
+/** A second address on the namespace's loopback (TEST-NET-1, never routed). */
+const OTHER = "192.0.2.7";
 
 /** Network namespaces need root (or CAP_SYS_ADMIN) and the ip command. */
 async function findNetns(): Promise<Requirement> {
@@ -95,6 +98,9 @@ async function inNamespace(fn: () => Promise<void>): Promise<void> {
     // Loopback alone, with multicast on it and the mDNS group routed to it.
     assert.equal((await ns("ip", "link", "set", "lo", "up", "multicast", "on")).code, 0);
     assert.equal((await ns("ip", "route", "add", "224.0.0.0/4", "dev", "lo")).code, 0);
+    // An address beyond 127/8, on loopback still: what a host's LAN address is to the
+    // announcer, which must not announce it for a server that does not listen there.
+    assert.equal((await ns("ip", "addr", "add", `${OTHER}/32`, "dev", "lo")).code, 0);
     const links = (await ns("ip", "-o", "link")).stdout.trim().split("\n");
     assert.equal(links.length, 1, `only loopback in the namespace: ${links.join(" | ")}`);
     await fn();
@@ -112,8 +118,9 @@ async function stop(process: SpawnedDuet) {
 }
 
 testWith(await findNetns(), {
-  name: "mDNS: a server started with --announce is found by duet ping with no --url, " +
-    "inside a loopback-only network namespace",
+  name: "mDNS: a server started with --announce is found by duet ping with no --url at the " +
+    "address it listens on (not another of the host's), inside a loopback-only network " +
+    "namespace; asked to announce what it cannot serve, it refuses in one line",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: () =>
@@ -144,6 +151,37 @@ testWith(await findNetns(), {
         assert.match(out, /2 transmitted, 2 received/);
       } finally {
         await stop(server);
+      }
+      // Asked for an address it does not listen on, or one its generated certificate does
+      // not name: one line, exit 2, nothing announced.
+      for (
+        const [args, said] of [
+          [
+            ["--announce", OTHER],
+            /^duet ping serve: --announce: cannot announce 192\.0\.2\.7: the server does not listen there \(it listens on 127\.0\.0\.1;/,
+          ],
+          [
+            ["--host", "0.0.0.0", "--announce"],
+            /^duet ping serve: --announce: nothing to announce: .*certificate names 127\.0\.0\.1, ::1; loopback alone is no use to other hosts;/,
+          ],
+          [
+            ["--host", "0.0.0.0", "--announce", OTHER],
+            /^duet ping serve: --announce: cannot announce 192\.0\.2\.7: the server's certificate does not name it/,
+          ],
+        ] as const
+      ) {
+        // -q: errors only (the server started before it refused logs its stop).
+        const refused = spawnDuet(["ping", "serve", "-q", "--port", "0", ...args], {
+          direct: true,
+          prefix,
+        });
+        const { code } = await refused.child.status;
+        await refused.done;
+        const err = refused.lines.stderr.join("\n");
+        assert.equal(code, 2, `${args.join(" ")}: ${err}`);
+        assert.equal(refused.lines.stderr.length, 1, err);
+        assert.match(err, said);
+        assert.deepEqual(refused.lines.stdout, [], "refused before saying it serves");
       }
       // With the server gone (and its goodbye sent), discovery says what it tried.
       const alone = spawnDuet(["ping", "--count", "1", "--discovery-timeout-ms", "300"], {

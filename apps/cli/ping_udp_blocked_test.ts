@@ -129,7 +129,8 @@ testWith(blocking, {
       const host = `127\\.0\\.0\\.1:${port}`;
       let client: SpawnedDuet | undefined;
       try {
-        // WebTransport only: no answer, no WebSocket, the budget runs out.
+        // WebTransport only: no answer, no WebSocket, the budget runs out. (A budget past
+        // the 2 s a handshake waits, so that the first attempt ends and says why.)
         const strict = spawnDuet([
           "ping",
           "--url",
@@ -138,7 +139,7 @@ testWith(blocking, {
           "2",
           "--no-fallback",
           "--give-up-after-ms",
-          "1500",
+          "3000",
         ], { direct: true, prefix });
         assert.equal((await strict.child.status).code, 1);
         await strict.done;

@@ -18,6 +18,7 @@ import {
 } from "@duet/webtransport";
 import { setLongTimeout } from "@duet/core/long-timeout";
 import { encodeLine, LineSplitter, PING_PROTOCOL } from "./protocol.ts";
+import { TrustError } from "./trust.ts";
 import { type BackoffPolicy, RttStats, type RttSummary } from "./stats.ts";
 import {
   type FallbackCommand,
@@ -171,9 +172,35 @@ export async function runPing(
 }
 
 /**
- * Checks the counts and durations of `options`.
+ * The longest ping line a datagram carries, in bytes of UTF-8. QUIC promises every path
+ * UDP payloads of 1,200 bytes (RFC 9000, section 14); on them Deno's QUIC, with the
+ * transport settings `openLink` gives `connectWebTransport`, takes datagrams of 1,162 bytes
+ * (`Deno.QuicConn.maxDatagramSize` once the handshake is done, measured), and the HTTP
+ * datagram's quarter stream id takes 1 of those (our client's session is stream 0, see
+ * `encodeDatagram` in packages/webtransport/capsule.ts). Path MTU discovery raises the
+ * limit later on some paths (1,414 on loopback, measured after 50 ms), but the first ping
+ * goes out at once and other paths never get there: a larger datagram fails with
+ * "datagram too large".
+ */
+export const DATAGRAM_LINE_BYTES = 1161;
+
+/**
+ * The most padding (`payloadBytes`) a datagram ping can carry, for a run of `count` pings
+ * (0: endless, sequence numbers up to 2^53 - 1): {@link DATAGRAM_LINE_BYTES} less
+ * `ping SEQ ` with the longest SEQ.
+ */
+export function largestDatagramPadding(count: number): number {
+  const seq = String(count > 0 ? count : Number.MAX_SAFE_INTEGER);
+  return DATAGRAM_LINE_BYTES - `ping ${seq} `.length;
+}
+
+/**
+ * Checks the counts and durations of `options`, and that a datagram ping fits in a
+ * datagram.
  *
- * @throws RangeError naming the first option out of its range.
+ * @throws RangeError naming the first option out of its range; for a `payloadBytes` too
+ *   large for `mode` "datagram", its `cause` is `{ option: "payloadBytes", largest }`, the
+ *   most that fits ({@link largestDatagramPadding}).
  */
 export function validatePingOptions(options: PingOptions): void {
   const whole = (name: string, value: number) => {
@@ -197,6 +224,14 @@ export function validatePingOptions(options: PingOptions): void {
   duration("backoff.baseMs", options.backoff.baseMs);
   duration("backoff.maxMs", options.backoff.maxMs);
   if (options.probeIntervalMs !== undefined) duration("probeIntervalMs", options.probeIntervalMs);
+  const largest = largestDatagramPadding(options.count);
+  if (options.mode === "datagram" && options.payloadBytes > largest) {
+    throw new RangeError(
+      `runPing: payloadBytes ${options.payloadBytes} does not fit in a datagram: at most ` +
+        `${largest} with count ${options.count} (${DATAGRAM_LINE_BYTES} bytes a line)`,
+      { cause: { option: "payloadBytes", largest } },
+    );
+  }
 }
 
 /** Calls `fn` every `ms` milliseconds (any `ms`, no drift) until the returned function is called. */
@@ -319,6 +354,9 @@ class PingRun {
       case "reconnect-after":
         this.#after(command.ms, () => this.#feed({ type: "retry", now: now() }));
         return;
+      case "arm-deadline":
+        this.#after(command.ms, () => this.#feed({ type: "deadline", now: now() }));
+        return;
       case "drop-link":
         this.#link?.close();
         this.#link = undefined;
@@ -350,7 +388,13 @@ class PingRun {
     this.#linkId = id;
     // Only the link in use can fail the run: a retired one's end is no outage.
     link.down.then((reason) => {
-      if (this.#link === link) this.#fallback.lost(id, reason);
+      if (this.#link !== link) return;
+      // A line the path can never carry: no reconnection would send it.
+      if (/datagram too large/i.test(reason)) {
+        this.#feed({ type: "too-large", now: now(), linkId: id, reason });
+      } else {
+        this.#fallback.lost(id, reason);
+      }
     });
   }
 
@@ -584,6 +628,8 @@ class FallbackShell {
       reason: error === undefined ? reason : describeError(error),
       ...(error instanceof WebTransportRejectedError ? { status: error.status } : {}),
       ...(error !== undefined && certificateRefused(error) ? { untrusted: true } : {}),
+      // The trust document was reached and is not usable: retrying cannot cure that.
+      ...(error instanceof TrustError && error.permanent ? { permanent: true } : {}),
       jitter: this.#hooks.random(),
     });
   }

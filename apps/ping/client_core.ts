@@ -9,13 +9,26 @@
  * next server, and only after a whole pass over the list has failed does it back off
  * ({@link backoffDelay}, full jitter) and go round again, until an outage outlasts
  * `giveUpAfterMs` (the circuit breaker) or every server of a pass refused in a way retrying
- * cannot cure (401, say). Pings start with the first connection, one per tick; a ping due
- * while there is no connection is lost at once. Every ping sent is accounted for exactly
- * once: a reply, an error reply, a timeout, lost for want of a connection, or, when the
- * run stops with it still in flight, counted as timed out in the summary. Heartbeats go
- * out when nothing else was sent for `heartbeatMs`; nothing heard for `deadAfterMs`
- * declares the path dead and the run reconnects. After `stop`, nothing more: every event
- * is ignored and no command comes out.
+ * cannot cure (401, a certificate that is not the one pinned, a trust document that is not
+ * usable). Pings start with the first connection, one per tick; a ping due while there is
+ * no connection is lost at once. Every ping sent is accounted for exactly once: a reply,
+ * an error reply, a timeout, lost (for want of a connection, or in flight on a connection
+ * found lost: reported when the loss is found, not when its timer fires later), or, when
+ * the run stops with it still in flight, counted as timed out in the summary. Heartbeats
+ * go out when nothing else was sent for `heartbeatMs`; nothing heard for `deadAfterMs`
+ * declares the path dead and the run reconnects. A line the path can never carry (a
+ * datagram too large) ends the run at once. After `stop`, nothing more: every event is
+ * ignored and no command comes out.
+ *
+ * Outages. One begins when the connection was lost: for a path found dead, the last time
+ * anything was heard on it; for a connection reported lost, then; for a run whose first
+ * attempt failed, when that attempt began. It ends at the next connection. The breaker
+ * opens when it has lasted `giveUpAfterMs` (a `deadline` timer armed for that moment ends
+ * an attempt still under way), or at once when the loss is found later than that. A
+ * backoff that would end past the deadline is not announced: the run waits for the
+ * deadline instead, so every attempt announced is made. A failure is said once per
+ * outage: a `reconnecting` event with the same reason as one before it in the same
+ * outage carries `repeated`.
  *
  * @module
  */
@@ -40,17 +53,33 @@ export type PingEvent =
    */
   | { type: "transport"; transport: Transport; url: string; reason: string }
   | { type: "timeout"; seq: number }
-  | { type: "lost"; seq: number; reason: string }
+  /**
+   * Ping `seq` is lost: not sent for want of a connection, or (`inFlight`) sent on a
+   * connection found lost before its reply came.
+   */
+  | { type: "lost"; seq: number; reason: string; inFlight?: true }
   | { type: "error-reply"; seq: number; text: string }
   | { type: "outage"; reason: string }
-  | { type: "reconnecting"; attempt: number; delayMs: number; error?: string }
+  /**
+   * A whole pass failed: the next in `delayMs` (always made, see the module's doc).
+   * `repeated`: `error` was said already in this outage.
+   */
+  | { type: "reconnecting"; attempt: number; delayMs: number; error?: string; repeated?: true }
+  /** The outage lasted `giveUpAfterMs` (`outageMs`, from its start): the run ends. */
   | { type: "gave-up"; outageMs: number }
   | { type: "refused"; status: number; reason: string }
   /**
-   * The handshake refused every server's certificate and the trust is the user's own
-   * (`fixedTrust`): retrying would be refused the same way, so the run ends.
+   * No server can be trusted, in a way retrying cannot cure, so the run ends: the
+   * handshake refused the certificate and the trust is the user's own (`fixedTrust`), or
+   * (`document`) the server's trust document was reached but is not usable (`reason` then
+   * says what to do).
    */
-  | { type: "untrusted"; reason: string };
+  | { type: "untrusted"; reason: string; document?: true }
+  /**
+   * A ping of `bytes` bytes is more than the path can carry (a datagram too large): no
+   * retry could send it, so the run ends.
+   */
+  | { type: "too-large"; bytes: number; reason: string };
 
 /** The machine's settings (durations in milliseconds). */
 export interface PingCoreConfig {
@@ -114,6 +143,10 @@ export interface PingCoreState {
   readonly refusedStatus: number | null;
   /** The run ended because no server's certificate could be trusted (see `fixedTrust`). */
   readonly untrusted: boolean;
+  /** The run ended because a ping was more than the path can carry. */
+  readonly tooLarge: boolean;
+  /** The failure last said in the outage under way (see `repeated`), else null. */
+  readonly said: string | null;
   /** When the run started and, once stopped, when it stopped. */
   readonly startedAt: number;
   readonly stoppedAt: number | null;
@@ -127,8 +160,10 @@ export type PingCoreEvent =
   | { type: "connected"; now: number; linkId: number }
   /**
    * The connection attempt failed: `reason` for people, `status` the HTTP status of a
-   * refusal, `untrusted` when the handshake refused the server's certificate, `jitter`
-   * uniform in [0, 1) for the backoff should this end a pass.
+   * refusal, `untrusted` when the handshake refused the server's certificate, `permanent`
+   * when the server's trust document was reached but cannot be used (retrying that server
+   * cannot cure it; `reason` says what to do), `jitter` uniform in [0, 1) for the backoff
+   * should this end a pass.
    */
   | {
     type: "connect-failed";
@@ -136,8 +171,13 @@ export type PingCoreEvent =
     reason: string;
     status?: number;
     untrusted?: boolean;
+    permanent?: boolean;
     jitter: number;
   }
+  /** The timer of an `arm-deadline` command fired. */
+  | { type: "deadline"; now: number }
+  /** Link `linkId` cannot carry a ping this large (a datagram too large): the run ends. */
+  | { type: "too-large"; now: number; linkId: number; reason: string }
   /** The delay of a `reconnect-after` command is over. */
   | { type: "retry"; now: number }
   /** Pings move to link `linkId` (the fallback's probe connected); not an outage. */
@@ -167,6 +207,8 @@ export type PingCoreCommand =
   | { type: "start-ticking"; ms: number }
   /** Feed `retry` after `ms`. */
   | { type: "reconnect-after"; ms: number }
+  /** Feed `deadline` after `ms`: when the outage under way reaches `giveUpAfterMs`. */
+  | { type: "arm-deadline"; ms: number }
   /** Close link `linkId`, declared dead (`reason`); the machine has moved on already. */
   | { type: "drop-link"; linkId: number; reason: string }
   /** Tell the user. */
@@ -214,6 +256,8 @@ export const INITIAL_PING_STATE: PingCoreState = {
   gaveUp: false,
   refusedStatus: null,
   untrusted: false,
+  tooLarge: false,
+  said: null,
   startedAt: 0,
   stoppedAt: null,
 };
@@ -248,6 +292,7 @@ export function stepPing(
     case "start":
       if (state.phase !== "idle") break;
       patch(draft, { startedAt: event.now });
+      armDeadline(draft, config.giveUpAfterMs);
       nextAttempt(draft, event.now);
       break;
     case "connected":
@@ -258,12 +303,22 @@ export function stepPing(
       break;
     case "retry":
       if (state.phase !== "backoff") break;
-      // No switch to announce when the attempt gives up instead.
-      if (!exhausted(draft, event.now)) {
-        switchTarget(draft, `all ${config.targets.length} servers failed; going round again`);
+      if (exhausted(draft.state, config, event.now)) {
+        giveUp(draft, event.now); // a late timer: the budget is spent, no attempt is due
+        break;
       }
+      switchTarget(draft, `all ${config.targets.length} servers failed; going round again`);
       patch(draft, { attempt: draft.state.attempt + 1 });
       nextAttempt(draft, event.now);
+      break;
+    case "deadline":
+      if (state.phase === "up") break;
+      if (exhausted(state, config, event.now)) giveUp(draft, event.now);
+      else if (outageStart(state) !== undefined) {
+        // Timers may fire a fraction of a millisecond early (they count whole milliseconds;
+        // the clock does not): wait out the rest, or nothing would ever end the outage.
+        armDeadline(draft, outageStart(state)! + config.giveUpAfterMs - event.now);
+      }
       break;
     case "link-replaced":
       if (state.phase !== "up") break;
@@ -271,7 +326,11 @@ export function stepPing(
       break;
     case "connection-lost":
       if (state.phase !== "up" || event.linkId !== state.linkId) break;
-      beginOutage(draft, event.now, event.reason);
+      beginOutage(draft, event.now, event.reason, event.now);
+      break;
+    case "too-large":
+      if (state.phase !== "up" || event.linkId !== state.linkId) break;
+      onTooLarge(draft, event.now, event.reason);
       break;
     case "reply":
       onReply(draft, event);
@@ -295,17 +354,31 @@ export function stepPing(
   return { state: draft.state, commands: draft.commands };
 }
 
+/** Arms the breaker's timer for `ms` from now (none when the budget is endless). */
+function armDeadline(draft: Draft, ms: number): void {
+  if (Number.isFinite(ms)) draft.commands.push({ type: "arm-deadline", ms: Math.max(0, ms) });
+}
+
 /** Tries the server at `index`, unless the outage has used up the budget. */
 function nextAttempt(draft: Draft, now: number): void {
-  if (exhausted(draft, now)) {
-    const outage = currentOutage(draft.state)!;
-    patch(draft, { gaveUp: true });
-    report(draft, { type: "gave-up", outageMs: now - outage.startedAt });
-    stop(draft, now);
+  if (exhausted(draft.state, draft.config, now)) {
+    giveUp(draft, now);
     return;
   }
   patch(draft, { phase: "connecting" });
   draft.commands.push({ type: "connect", url: draft.config.targets[draft.state.index]!.href });
+}
+
+/** The breaker opens: the outage (recorded now if the first attempt is still under way) ends the run. */
+function giveUp(draft: Draft, now: number): void {
+  const startedAt = outageStart(draft.state) ?? now;
+  if (!currentOutage(draft.state)) {
+    const reason = "no connection yet";
+    patch(draft, { outages: [...draft.state.outages, { reason, startedAt }] });
+  }
+  patch(draft, { gaveUp: true });
+  report(draft, { type: "gave-up", outageMs: now - startedAt });
+  stop(draft, now);
 }
 
 function onConnected(draft: Draft, now: number, linkId: number): void {
@@ -318,6 +391,7 @@ function onConnected(draft: Draft, now: number, linkId: number): void {
     linkId,
     lastHeard: now,
     lastSent: now,
+    said: null,
     servers: state.servers.includes(href) ? state.servers : [...state.servers, href],
     ...(outage ? { outages: endOutage(state.outages, now) } : {}),
   });
@@ -336,71 +410,139 @@ function onConnected(draft: Draft, now: number, linkId: number): void {
   }
 }
 
+/** What ends the run at once in a failed attempt, or undefined when retrying may cure it. */
+function finalRefusal(
+  event: Extract<PingCoreEvent, { type: "connect-failed" }>,
+  config: PingCoreConfig,
+): { status: number | null; reason: string; document?: true } | undefined {
+  if (event.status !== undefined) {
+    const reason = FINAL_STATUSES[event.status];
+    return reason === undefined ? undefined : { status: event.status, reason };
+  }
+  if (event.permanent) return { status: null, reason: event.reason, document: true };
+  if (event.untrusted && config.fixedTrust) {
+    return {
+      status: null,
+      reason: `the server's certificate is not one you trust (${event.reason})`,
+    };
+  }
+  return undefined;
+}
+
 function onConnectFailed(
   draft: Draft,
   event: Extract<PingCoreEvent, { type: "connect-failed" }>,
 ): void {
   const { config } = draft;
-  const final = event.status !== undefined
-    ? FINAL_STATUSES[event.status]
-    : event.untrusted && config.fixedTrust
-    ? `the server's certificate is not one you trust (${event.reason})`
-    : undefined;
-  if (final !== undefined) {
-    const refusal = { status: event.status ?? null, reason: final };
+  const refusal = finalRefusal(event, config);
+  if (refusal !== undefined) {
     const refusals = [...draft.state.refusals, refusal];
     patch(draft, { refusals });
     if (refusals.length === config.targets.length) {
-      // Every server of this pass refused in a way retrying cannot cure: the run ends.
-      if (refusal.status === null) {
-        patch(draft, { untrusted: true });
-        report(draft, { type: "untrusted", reason: final });
-      } else {
-        patch(draft, { refusedStatus: refusal.status });
-        report(draft, { type: "refused", status: refusal.status, reason: final });
-      }
-      stop(draft, event.now);
+      endRefused(draft, event.now, refusals);
       return;
     }
   }
   if (!currentOutage(draft.state)) {
-    patch(draft, {
-      outages: [...draft.state.outages, { reason: event.reason, startedAt: event.now }],
-    });
+    // The first connection failed: the outage began with the run's first attempt.
+    const startedAt = outageStart(draft.state) ?? event.now;
+    patch(draft, { outages: [...draft.state.outages, { reason: event.reason, startedAt }] });
   }
   const { attempt, pass, index } = draft.state;
   if ((attempt + 1) % config.targets.length !== 0) {
-    // More servers to try in this pass: the next one at once.
+    // More servers to try in this pass: the next one at once (no switch announced when
+    // the budget is spent instead).
+    if (exhausted(draft.state, config, event.now)) {
+      giveUp(draft, event.now);
+      return;
+    }
     switchTarget(draft, `${config.targets[index]!.host} failed (${event.reason})`);
     patch(draft, { attempt: attempt + 1 });
     nextAttempt(draft, event.now);
     return;
   }
-  // A whole pass failed: back off, then go round again; never past the give-up deadline,
-  // so that the breaker opens when --give-up-after-ms says, not a backoff later.
-  const outage = currentOutage(draft.state)!;
-  const left = Math.max(0, outage.startedAt + config.giveUpAfterMs - event.now);
-  const delayMs = Math.min(backoffDelay(config.backoff, pass, () => event.jitter), left);
+  // A whole pass failed: back off, then go round again. A backoff ending at or past the
+  // give-up deadline is not announced: the deadline's timer ends the run then.
+  const left = outageStart(draft.state)! + config.giveUpAfterMs - event.now;
+  if (left <= 0) {
+    giveUp(draft, event.now);
+    return;
+  }
+  const delayMs = backoffDelay(config.backoff, pass, () => event.jitter);
   patch(draft, { phase: "backoff", pass: pass + 1, refusals: [] });
-  report(draft, { type: "reconnecting", attempt: pass + 1, delayMs, error: event.reason });
+  if (delayMs >= left) return;
+  const repeated = draft.state.said === event.reason;
+  patch(draft, { said: event.reason });
+  report(draft, {
+    type: "reconnecting",
+    attempt: pass + 1,
+    delayMs,
+    error: event.reason,
+    ...(repeated ? { repeated: true as const } : {}),
+  });
   draft.commands.push({ type: "reconnect-after", ms: delayMs });
 }
 
-/** The link in use is gone: an outage begins, and the next server is tried at once. */
-function beginOutage(draft: Draft, now: number, reason: string): void {
+/** Every server of the pass refused for good: say so once and end the run. */
+function endRefused(
+  draft: Draft,
+  now: number,
+  refusals: readonly { status: number | null; reason: string; document?: true }[],
+): void {
+  const last = refusals.at(-1)!;
+  if (last.status === null) {
+    const { targets } = draft.config;
+    // One line naming each server when they differ in what is wrong.
+    const reasons = new Set(refusals.map((r) => r.reason));
+    const reason = reasons.size === 1
+      ? last.reason
+      : refusals.map((r, i) => `${targets[i]!.host}: ${r.reason}`).join("; ");
+    patch(draft, { untrusted: true });
+    report(draft, { type: "untrusted", reason, ...(last.document ? { document: true } : {}) });
+  } else {
+    patch(draft, { refusedStatus: last.status });
+    report(draft, { type: "refused", status: last.status, reason: last.reason });
+  }
+  stop(draft, now);
+}
+
+/**
+ * The link in use is gone (found at `now`, lost since `lostAt`): an outage begins, the
+ * pings in flight on it are lost at once, and the next server is tried at once.
+ */
+function beginOutage(draft: Draft, now: number, reason: string, lostAt: number): void {
   const { state, config } = draft;
+  const inFlight = [...state.pending.keys()].sort((a, b) => a - b);
   patch(draft, {
     phase: "connecting",
     linkId: null,
-    outages: currentOutage(state) ? state.outages : [...state.outages, { reason, startedAt: now }],
+    outages: currentOutage(state)
+      ? state.outages
+      : [...state.outages, { reason, startedAt: lostAt }],
+    pending: new Map(),
+    lostNoConnection: state.lostNoConnection + inFlight.length,
     attempt: 0,
     pass: 0,
     refusals: [],
+    said: null,
   });
   report(draft, { type: "outage", reason });
-  // Pings in flight on the dead link will never be answered: they time out as usual.
+  for (const seq of inFlight) {
+    report(draft, { type: "lost", seq, reason: "connection lost", inFlight: true });
+  }
+  if (settleIfDone(draft, now)) return;
+  armDeadline(draft, lostAt + config.giveUpAfterMs - now);
   switchTarget(draft, `${config.targets[state.index]!.host} lost (${reason})`);
   nextAttempt(draft, now);
+}
+
+/** A ping the link can never carry: no retry would send it, so the run ends. */
+function onTooLarge(draft: Draft, now: number, reason: string): void {
+  const { state, config } = draft;
+  const line = pingLine(String(Math.max(1, state.transmitted)), config.payloadBytes);
+  patch(draft, { tooLarge: true });
+  report(draft, { type: "too-large", bytes: new TextEncoder().encode(line).length, reason });
+  stop(draft, now);
 }
 
 /** Moves to the next server in the list, saying so (nothing with one server). */
@@ -470,15 +612,19 @@ function watchdog(draft: Draft, now: number): void {
   if (now - state.lastHeard > config.deadAfterMs) {
     const reason = `no answer for ${Math.round(now - state.lastHeard)} ms`;
     draft.commands.push({ type: "drop-link", linkId: state.linkId!, reason });
-    beginOutage(draft, now, reason);
+    // The path died after the last thing heard on it: the outage began then.
+    beginOutage(draft, now, reason, state.lastHeard);
   }
 }
 
-function settleIfDone(draft: Draft, now: number): void {
+/** Stops the run once `count` pings are all accounted for; whether it did. */
+function settleIfDone(draft: Draft, now: number): boolean {
   const { state, config } = draft;
   if (config.count && state.transmitted >= config.count && state.pending.size === 0) {
     stop(draft, now);
+    return true;
   }
+  return false;
 }
 
 /** The end: pings still in flight count as timed out (no event: the run is over). */
@@ -505,9 +651,21 @@ function endOutage(outages: readonly Outage[], now: number): Outage[] {
   );
 }
 
-function exhausted(draft: Draft, now: number): boolean {
-  const outage = currentOutage(draft.state);
-  return outage !== undefined && now - outage.startedAt >= draft.config.giveUpAfterMs;
+/**
+ * When the outage under way began: the one recorded, or, while the run has never been
+ * connected, its start (the first attempt began then); undefined when connected.
+ */
+function outageStart(state: PingCoreState): number | undefined {
+  const outage = currentOutage(state);
+  if (outage) return outage.startedAt;
+  const waiting = state.phase === "connecting" || state.phase === "backoff";
+  return waiting && state.servers.length === 0 ? state.startedAt : undefined;
+}
+
+/** Whether the outage under way has lasted `giveUpAfterMs` at `now`. */
+function exhausted(state: PingCoreState, config: PingCoreConfig, now: number): boolean {
+  const startedAt = outageStart(state);
+  return startedAt !== undefined && now - startedAt >= config.giveUpAfterMs;
 }
 
 function without<K, V>(map: ReadonlyMap<K, V>, key: K): Map<K, V> {
@@ -541,18 +699,20 @@ export interface PingTally {
   /** The HTTP status of a refusal that ended the run (a wrong token, say). */
   refusedStatus?: number;
   /**
-   * Present when the run ended because the handshake refused every server's certificate
-   * and the trust was given as a value (pinned hashes, a CA), which no retry changes.
+   * Present when the run ended because no server could be trusted in a way no retry
+   * changes (see the `untrusted` event).
    */
   untrusted?: true;
+  /** Present when the run ended because a ping was more than the path can carry. */
+  tooLarge?: true;
 }
 
 /**
- * The account of a stopped run at `end` (an outage still under way ends there): every
- * ping sent is a reply, a timeout, lost or an error reply.
+ * The account of a run: every ping sent is a reply, a timeout, lost or an error reply. An
+ * outage still under way ends when the run stopped, or at `end` for a run not stopped.
  */
 export function tally(state: PingCoreState, end: number): PingTally {
-  const outages = endOutage(state.outages, end);
+  const outages = endOutage(state.outages, state.stoppedAt ?? end);
   const { transmitted, received } = state;
   return {
     transmitted,
@@ -567,5 +727,6 @@ export function tally(state: PingCoreState, end: number): PingTally {
     gaveUp: state.gaveUp,
     ...(state.refusedStatus === null ? {} : { refusedStatus: state.refusedStatus }),
     ...(state.untrusted ? { untrusted: true as const } : {}),
+    ...(state.tooLarge ? { tooLarge: true as const } : {}),
   };
 }

@@ -39,7 +39,17 @@ export interface Discovered {
 export interface AnnounceOptions {
   /** The server's UDP port. */
   port: number;
-  /** Interface names or IPv4 addresses to announce on; all IPv4 interfaces when absent. */
+  /**
+   * The address the server listens on (its `addr.hostname`): only addresses it serves are
+   * announced. `0.0.0.0` or `::`: every interface.
+   */
+  listening: string;
+  /** The IP addresses the server's certificate names: only those are announced. */
+  certificateAddresses: readonly string[];
+  /**
+   * Interface names or IPv4 addresses to announce on; when absent, every address the
+   * server serves that its certificate names (see {@link planAnnouncement}).
+   */
   interfaces?: string[];
   /** The instance name (default: the host name). */
   instance?: string;
@@ -53,21 +63,85 @@ export interface Announcer {
   stop(): Promise<void>;
 }
 
-/** Resolves interface names or addresses to IPv4 addresses. */
-export function announceAddresses(interfaces?: string[]): string[] {
-  const all = Deno.networkInterfaces().filter((i) => i.family === "IPv4");
-  if (!interfaces?.length) {
-    const external = all.filter((i) => !i.address.startsWith("127."));
-    return [...new Set((external.length ? external : all).map((i) => i.address))];
+/** What {@link planAnnouncement} decides from. */
+export interface AnnouncePlanInput {
+  /** Interface names or IPv4 addresses asked for; absent or empty: choose. */
+  requested?: readonly string[];
+  /** The address the server listens on; `0.0.0.0` or `::` for every interface. */
+  listening: string;
+  /** This host's IPv4 interfaces. */
+  interfaces: readonly { name: string; address: string }[];
+  /** The IP addresses the server's certificate names. */
+  certificateAddresses: readonly string[];
+}
+
+const IPV4 = /^\d+\.\d+\.\d+\.\d+$/;
+const isLoopbackV4 = (address: string) => address.startsWith("127.");
+
+/**
+ * Which IPv4 addresses to announce: only addresses the server listens on (the one it is
+ * bound to, or with `0.0.0.0`/`::` any interface's) and that its certificate names, so
+ * that a client finding the server there reaches it and can verify it. Asked for some, each
+ * must be such an address (an interface name stands for its address). Asked for none:
+ * every such address, loopback ones left out when others qualify; when the server listens
+ * beyond loopback and only loopback addresses qualify (a generated certificate names only
+ * those), nothing fits. Pure.
+ *
+ * @returns The addresses, at least one, without repeats, in order.
+ * @throws RangeError, saying why, when an address asked for is unknown, not listened on
+ *   or not named by the certificate, or when no address fits.
+ */
+export function planAnnouncement(input: AnnouncePlanInput): string[] {
+  const { listening, interfaces, certificateAddresses } = input;
+  const wildcard = listening === "0.0.0.0" || listening === "::" || listening === "[::]";
+  const served = wildcard ? interfaces.map((i) => i.address) : [listening];
+  const named = certificateAddresses.join(", ") || "none";
+  const certificateHint = "give a certificate that names it (--cert, --key)";
+  if (input.requested?.length) {
+    return [
+      ...new Set(input.requested.map((wanted) => {
+        const address = IPV4.test(wanted)
+          ? wanted
+          : interfaces.find((i) => i.name === wanted)?.address;
+        if (address === undefined) throw new RangeError(`no IPv4 interface named ${wanted}`);
+        if (!served.includes(address)) {
+          throw new RangeError(
+            `cannot announce ${address}: the server does not listen there (it listens on ` +
+              `${listening}; --host 0.0.0.0 listens on every interface)`,
+          );
+        }
+        if (!certificateAddresses.includes(address)) {
+          throw new RangeError(
+            `cannot announce ${address}: the server's certificate does not name it (it ` +
+              `names ${named}), so clients finding the server there could not verify it; ` +
+              certificateHint,
+          );
+        }
+        return address;
+      })),
+    ];
   }
-  return [
-    ...new Set(interfaces.map((wanted) => {
-      if (/^\d+\.\d+\.\d+\.\d+$/.test(wanted)) return wanted;
-      const found = all.find((i) => i.name === wanted);
-      if (!found) throw new Error(`no IPv4 interface named ${wanted}`);
-      return found.address;
-    })),
-  ];
+  if (!wildcard && !IPV4.test(listening)) {
+    throw new RangeError(
+      `nothing to announce: the server listens on ${listening}, and mDNS here announces ` +
+        "IPv4 addresses only",
+    );
+  }
+  const fit = [...new Set(served.filter((a) => certificateAddresses.includes(a)))];
+  const outside = fit.filter((a) => !isLoopbackV4(a));
+  if (outside.length) return outside;
+  if (fit.length && !served.some((a) => !isLoopbackV4(a))) return fit;
+  throw new RangeError(
+    `nothing to announce: the server listens on ${served.join(", ") || listening} and its ` +
+      `certificate names ${named}; ${
+        fit.length ? "loopback alone is no use to other hosts; " : ""
+      }${certificateHint}, or listen on 127.0.0.1 (--host) to be found on this host only`,
+  );
+}
+
+/** This host's IPv4 interfaces. */
+function ipv4Interfaces(): { name: string; address: string }[] {
+  return Deno.networkInterfaces().filter((i) => i.family === "IPv4");
 }
 
 function mdnsSocket(): Deno.DatagramConn {
@@ -83,10 +157,20 @@ function mdnsSocket(): Deno.DatagramConn {
 
 const localName = (name: string) => name.replace(/\.$/, "").replace(/[^A-Za-z0-9-]/g, "-");
 
-/** Answers mDNS queries for the service with PTR, SRV, TXT and A records. */
+/**
+ * Answers mDNS queries for the service with PTR, SRV, TXT and A records, the A records
+ * naming the addresses {@link planAnnouncement} chooses.
+ *
+ * @throws RangeError from {@link planAnnouncement}, before any socket is opened; the
+ *   socket's errors.
+ */
 export async function startAnnouncer(options: AnnounceOptions): Promise<Announcer> {
-  const addresses = announceAddresses(options.interfaces);
-  if (!addresses.length) throw new Error("no IPv4 address to announce");
+  const addresses = planAnnouncement({
+    ...(options.interfaces ? { requested: options.interfaces } : {}),
+    listening: options.listening,
+    interfaces: ipv4Interfaces(),
+    certificateAddresses: options.certificateAddresses,
+  });
   const host = `${localName(Deno.hostname())}.local`;
   const instance = `${options.instance ?? localName(Deno.hostname())}.${SERVICE}`;
   const socket = mdnsSocket();

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 // @ts-types="@types/dns-packet"
 import * as dnsPacket from "dns-packet";
-import { fromResponse, lookupSrv, orderSrv } from "./discovery.ts";
+import { fromResponse, lookupSrv, orderSrv, planAnnouncement } from "./discovery.ts";
 import { fakeDns } from "./testdata/fake_dns.ts";
 
 const SERVICE = "_duet-ping._udp.local";
@@ -34,6 +34,109 @@ Deno.test("fromResponse(): PTR -> SRV -> A gives the URL; incomplete answers and
   assert.equal(fromResponse(response([{ ...ptr, ttl: 0 }, srv, a])), null, "a goodbye");
   const other = { ...ptr, name: "_http._tcp.local" } as dnsPacket.Answer;
   assert.equal(fromResponse(response([other, srv, a])), null, "another service");
+});
+
+// --- planAnnouncement: only addresses served and covered ---------------------------------
+
+const LO = { name: "lo", address: "127.0.0.1" };
+const ETH = { name: "eth0", address: "192.0.2.7" };
+const GENERATED = ["127.0.0.1", "::1"];
+
+Deno.test("planAnnouncement(): bound to one address, only that one, and only if the certificate names it", () => {
+  const plan = (certificateAddresses: string[], requested?: string[]) =>
+    planAnnouncement({
+      listening: "127.0.0.1",
+      interfaces: [LO, ETH],
+      certificateAddresses,
+      ...(requested ? { requested } : {}),
+    });
+  // The bug: 192.0.2.7 was announced for a server bound to 127.0.0.1.
+  assert.deepEqual(plan(GENERATED), ["127.0.0.1"]);
+  assert.deepEqual(plan(GENERATED, ["lo", "127.0.0.1"]), ["127.0.0.1"]);
+  assert.throws(
+    () => plan(GENERATED, ["192.0.2.7"]),
+    new RangeError(
+      "cannot announce 192.0.2.7: the server does not listen there (it listens on " +
+        "127.0.0.1; --host 0.0.0.0 listens on every interface)",
+    ),
+  );
+  assert.throws(
+    () => plan(GENERATED, ["eth0"]),
+    /cannot announce 192\.0\.2\.7: the server does not listen there/,
+  );
+  assert.throws(() => plan(GENERATED, ["wlan9"]), new RangeError("no IPv4 interface named wlan9"));
+  assert.throws(
+    () => plan(["10.0.0.1"]),
+    /^RangeError: nothing to announce: the server listens on 127\.0\.0\.1 and its certificate names 10\.0\.0\.1;/,
+  );
+});
+
+Deno.test("planAnnouncement(): on every interface, the addresses the certificate names; loopback alone only for a server on loopback", () => {
+  const wild = (certificateAddresses: string[], requested?: string[]) =>
+    planAnnouncement({
+      listening: "0.0.0.0",
+      interfaces: [LO, ETH],
+      certificateAddresses,
+      ...(requested ? { requested } : {}),
+    });
+  assert.deepEqual(wild(["192.0.2.7", "127.0.0.1"]), ["192.0.2.7"]);
+  assert.deepEqual(wild(["192.0.2.7"], ["eth0"]), ["192.0.2.7"]);
+  // A generated certificate names loopback only: clients elsewhere could not verify it.
+  assert.throws(
+    () => wild(GENERATED),
+    /^RangeError: nothing to announce: the server listens on 127\.0\.0\.1, 192\.0\.2\.7 and its certificate names 127\.0\.0\.1, ::1; loopback alone is no use to other hosts;/,
+  );
+  assert.throws(
+    () => wild(GENERATED, ["192.0.2.7"]),
+    /^RangeError: cannot announce 192\.0\.2\.7: the server's certificate does not name it \(it names 127\.0\.0\.1, ::1\)/,
+  );
+  // A host with loopback alone: loopback it is.
+  assert.deepEqual(
+    planAnnouncement({ listening: "0.0.0.0", interfaces: [LO], certificateAddresses: GENERATED }),
+    ["127.0.0.1"],
+  );
+  assert.throws(
+    () => planAnnouncement({ listening: "::1", interfaces: [LO], certificateAddresses: GENERATED }),
+    /IPv4 addresses only/,
+  );
+});
+
+Deno.test("planAnnouncement() property: whatever it returns is listened on and named by the certificate", () => {
+  const address: fc.Arbitrary<string> = fc.constantFrom(
+    "127.0.0.1",
+    "127.0.0.2",
+    "192.0.2.7",
+    "198.51.100.1",
+    "10.0.0.1",
+  );
+  fc.assert(
+    fc.property(
+      fc.oneof(address, fc.constantFrom("0.0.0.0", "::")),
+      fc.uniqueArray(address, { maxLength: 4 }),
+      fc.uniqueArray(address, { maxLength: 4 }),
+      fc.option(fc.array(address, { maxLength: 3 }), { nil: undefined }),
+      (listening, up, certificateAddresses, requested) => {
+        const interfaces = up.map((a, i) => ({ name: `if${i}`, address: a }));
+        let planned: string[];
+        try {
+          planned = planAnnouncement({
+            listening,
+            interfaces,
+            certificateAddresses,
+            ...(requested ? { requested } : {}),
+          });
+        } catch (error) {
+          assert.ok(error instanceof RangeError);
+          return;
+        }
+        assert.ok(planned.length > 0);
+        for (const a of planned) {
+          assert.ok(listening === a || (["0.0.0.0", "::"].includes(listening) && up.includes(a)));
+          assert.ok(certificateAddresses.includes(a));
+        }
+      },
+    ),
+  );
 });
 
 // --- orderSrv: RFC 2782's order ---------------------------------------------------------

@@ -26,6 +26,8 @@ import {
   type WebTransportSession,
 } from "@duet/webtransport";
 import { type ResilientServer, serveResilient } from "@duet/net/serve";
+import "reflect-metadata";
+import * as x509 from "@peculiar/x509";
 import { answerDatagram, serveLines } from "./protocol.ts";
 import { loadPage } from "./page.ts";
 import { createPingApp } from "./http.ts";
@@ -107,6 +109,12 @@ export interface RunningPingServer extends RunningService {
   httpUrl: URL;
   /** SHA-256 of the certificates clients may pin: current and next when generated. */
   certificateHashes(): Uint8Array[];
+  /**
+   * The IP addresses the certificate names (its IP subject alternative names), where a
+   * client reaching the server by address can verify it: 127.0.0.1 and ::1 for a
+   * generated one.
+   */
+  certificateAddresses(): string[];
   /** Sessions open now. */
   readonly sessions: number;
   /** `/ws` sockets open now. */
@@ -211,6 +219,7 @@ export async function startPingServer(
     url: new URL(`https://${shownHost}:${port}${PING_PATH}`),
     httpUrl: new URL(`${scheme}://${shownHost}:${port}/`),
     certificateHashes: () => certificates.hashes(),
+    certificateAddresses: () => [...certificates.addresses],
     get sessions() {
       return sessions.open;
     },
@@ -224,11 +233,26 @@ export async function startPingServer(
   };
 }
 
+/**
+ * The IP addresses a generated certificate names: `generateCertificate`'s default `ips`
+ * in packages/webtransport/cert.ts (`--cert-name` adds DNS names only).
+ */
+const GENERATED_IPS: readonly string[] = ["127.0.0.1", "::1"];
+
+/** The IP subject alternative names of a PEM certificate (none when it has none). */
+function certificateIps(certPem: string): string[] {
+  const certificate = new x509.X509Certificate(certPem);
+  const names = certificate.getExtension(x509.SubjectAlternativeNameExtension)?.names;
+  return (names?.items ?? []).filter((name) => name.type === "ip").map((name) => name.value);
+}
+
 /** The certificate QUIC presents: the one given, or generated ones rotated in turn. */
 interface Certificates {
   current: { certPem: string; keyPem: string };
   /** SHA-256 of the certificates clients may pin. */
   hashes(): Uint8Array[];
+  /** The IP addresses the certificate names. */
+  addresses: readonly string[];
   /** True while a rotated certificate could not be presented (retried every second). */
   readonly stuck: boolean;
   /** Presents every rotated certificate to `transport` from now on. */
@@ -255,6 +279,7 @@ async function prepareCertificates(config: PingServerConfig): Promise<Certificat
     return {
       current: config.cert,
       hashes: () => pinnable,
+      addresses: certificateIps(config.cert.certPem),
       stuck: false,
       presentTo() {},
       stop() {},
@@ -269,6 +294,7 @@ async function prepareCertificates(config: PingServerConfig): Promise<Certificat
   const certificates = {
     current: rotation.current,
     hashes: () => rotation.hashes(),
+    addresses: GENERATED_IPS,
     stuck: false,
     presentTo(transport: WebTransportServer) {
       const present = (next: GeneratedCertificate) => {

@@ -30,6 +30,28 @@ export function parseCertHash(text: string): CertificateHash {
 
 export { isLoopback };
 
+/**
+ * Trust could not be settled. `permanent`: the server's trust document was reached and is
+ * not usable (not over a trusted channel, not what duet ping serves, no hashes, a refusal
+ * such as 404), which asking again does not change, and the message ends with what to
+ * pass instead. Otherwise nothing answered (refused, no answer in time, a name not
+ * found, a 5xx): the server may be back on a later try, and the message says nothing of
+ * certificates.
+ */
+export class TrustError extends Error {
+  /** Whether asking again cannot help (see the class). */
+  readonly permanent: boolean;
+  /**
+   * @param message For people: what failed, and for a permanent failure what to do.
+   * @param permanent See the class.
+   */
+  constructor(message: string, permanent: boolean) {
+    super(message);
+    this.name = "TrustError";
+    this.permanent = permanent;
+  }
+}
+
 /** The server's published info and the channel it came over. */
 export interface FetchedInfo {
   /** The document, checked. */
@@ -43,8 +65,10 @@ export interface FetchedInfo {
  * (verified with the system roots and `caCerts`), then plain HTTP only for loopback, each
  * given `timeoutMs` (any length: past 2^31 - 1 ms too).
  *
- * @throws RangeError naming `timeoutMs` when it is not a number ≥ 0; Error naming each URL
- *   tried and why it failed.
+ * @throws RangeError naming `timeoutMs` when it is not a number ≥ 0; {@link TrustError}
+ *   naming each URL tried and why it failed: "cannot reach the server (...)" when nothing
+ *   answered (not permanent), "cannot learn the server's certificate over a trusted
+ *   channel (...); ... pass --cert-hash or --ca" when something did (permanent).
  */
 export async function fetchServerInfo(
   host: string,
@@ -54,7 +78,7 @@ export async function fetchServerInfo(
 ): Promise<FetchedInfo> {
   checkDuration("fetchServerInfo: timeoutMs", timeoutMs);
   const shown = host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
-  const tried: [url: string, why: string][] = [];
+  const tried: Try[] = [];
   const schemes = isLoopback(host) ? ["https", "http"] : ["https"];
   for (const scheme of schemes) {
     const url = `${scheme}://${shown}:${port}/.well-known/duet-ping.json`;
@@ -67,24 +91,54 @@ export async function fetchServerInfo(
       });
       if (!response.ok) {
         await response.body?.cancel();
-        tried.push([url, `HTTP ${response.status}`]);
+        // A server error or an overloaded proxy may pass; a 404 is not a ping server.
+        const passing = response.status >= 500 || [408, 429].includes(response.status);
+        tried.push({ url, why: `HTTP ${response.status}`, answered: !passing });
         continue;
       }
-      return { info: validateInfo(await response.json()), from: url };
+      const document = await response.json();
+      try {
+        return { info: validateInfo(document), from: url };
+      } catch (error) {
+        // Reached, and not usable: asking again gives the same document.
+        throw new TrustError(`${(error as Error).message}; pass --cert-hash or --ca`, true);
+      }
     } catch (error) {
-      tried.push([url, whyFetchFailed(error)]);
+      if (error instanceof TrustError) throw error;
+      const why = whyFetchFailed(error);
+      tried.push({ url, why, answered: !UNREACHABLE.test(why) });
     } finally {
       client?.close();
     }
   }
-  throw new Error(
-    `cannot learn the server's certificate over a trusted channel (${
-      // One reason for both schemes (nothing listening, say) is said once.
-      tried.every(([, why]) => why === tried[0]![1])
-        ? `${tried.map(([url]) => url).join(" and ")}: ${tried[0]![1]}`
-        : tried.map(([url, why]) => `${url}: ${why}`).join("; ")}); ` +
+  throw trustFailure(host, tried);
+}
+
+/** One try at the trust document: where, why it failed, whether anything answered. */
+interface Try {
+  url: string;
+  why: string;
+  answered: boolean;
+}
+
+/** Failures that mean nothing answered: the server is down, or not there yet. */
+const UNREACHABLE =
+  /connection refused|no answer in time|timed out|connection reset|unreachable|no route to host|failed to lookup|dns error|name or service not known|temporary failure in name resolution/i;
+
+/** The error for a trust document that could not be had over any scheme tried. */
+function trustFailure(host: string, tried: Try[]): TrustError {
+  // One reason for every scheme (nothing listening, say) is said once.
+  const detail = tried.every(({ why }) => why === tried[0]!.why)
+    ? `${tried.map(({ url }) => url).join(" and ")}: ${tried[0]!.why}`
+    : tried.map(({ url, why }) => `${url}: ${why}`).join("; ");
+  if (!tried.some(({ answered }) => answered)) {
+    return new TrustError(`cannot reach the server (${detail})`, false);
+  }
+  return new TrustError(
+    `cannot learn the server's certificate over a trusted channel (${detail}); ` +
       (isLoopback(host) ? "" : "plain HTTP is trusted only on loopback; ") +
       "pass --cert-hash or --ca",
+    true,
   );
 }
 
@@ -161,6 +215,9 @@ export interface TrustChoice {
  * Settles trust for `url`: the user's hashes or CA if given, else the published hashes
  * (which must not be empty: a server with a certificate that cannot be pinned publishes
  * none, and then the user must name its CA).
+ *
+ * @throws {TrustError} when the published hashes cannot be had (see
+ *   {@link fetchServerInfo}), or (permanent) when the document lists none.
  */
 export async function resolveTrust(url: URL, choice: TrustChoice): Promise<PingTrust> {
   const trust: PingTrust = {};
@@ -174,7 +231,10 @@ export async function resolveTrust(url: URL, choice: TrustChoice): Promise<PingT
     Number(url.port || 443),
   );
   if (!info.certificateHashes.length) {
-    throw new Error(`${from} lists no certificate hashes; pass --ca with the server's CA`);
+    throw new TrustError(
+      `${from} lists no certificate hashes; pass --ca with the server's CA`,
+      true,
+    );
   }
   return { serverCertificateHashes: info.certificateHashes.map((h) => parseCertHash(h.value)) };
 }

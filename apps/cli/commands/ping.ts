@@ -19,6 +19,7 @@ import {
   runPing,
   startAnnouncer,
   startPingServer,
+  validatePingOptions,
 } from "@duet/ping";
 import { jsonLine } from "@duet/core/json-line";
 import { printable } from "@duet/core/printable";
@@ -95,6 +96,12 @@ and --ca; a pinned --cert-hash cannot be checked on it. --no-fallback turns this
 Trust, never skipped: --cert-hash, --ca, or the hashes the server publishes at
 /.well-known/duet-ping.json, fetched over HTTPS or over plain HTTP on loopback only.
 
+What stops at once, with one line saying what to do: a refusal (token, origin, path),
+a certificate or trust document that cannot be trusted, a --size a datagram cannot
+carry. What is retried until --give-up-after-ms: a server that does not answer (down,
+restarting, unreachable), said once per outage. The outage is counted from when the
+connection was lost (or the first attempt began).
+
 Examples:
   duet ping serve --port 4433
   duet ping --url https://127.0.0.1:4433/ping --count 5
@@ -105,14 +112,20 @@ Examples:
   duet ping --domain example.com --ca ca.pem  # discover through _duet-ping._udp.example.com
 
 Exit status: 0 if any reply came back, 1 if none did or the outage budget ran out,
-2 for usage errors.`;
+2 for usage errors. With --json, stdout always ends with one JSON object: the summary
+({"type":"summary",...}), or {"type":"error","message","exitCode"} when an error stops
+the command.`;
 
 /** The help after `duet ping serve`'s options. */
 const SERVE_HELP = `
 Examples:
   duet ping serve                                # 127.0.0.1:4433, generated certificate
-  duet ping serve --host 0.0.0.0 --cert-name ping.example.com --token s3cret --announce
+  duet ping serve --announce                     # found by mDNS on this host (127.0.0.1)
+  duet ping serve --host 0.0.0.0 --cert lan.pem --key lan-key.pem --announce
   duet ping serve --cert cert.pem --key key.pem  # HTTPS on the TCP side too
+
+--announce names only addresses the server listens on (--host) and its certificate
+names (a generated one: 127.0.0.1); asked for another, it refuses (exit 2).
 
 Stops on SIGINT/SIGTERM: GOAWAY to every session, two seconds of grace, then closes.`;
 
@@ -206,16 +219,13 @@ function clientOptions(command: Command): Command {
     );
 }
 
-/** `duet ping`: finds the servers, checks trust, pings, prints each event and the summary. */
+/**
+ * `duet ping`: finds the servers, pings, prints each event and the summary. With `--json`
+ * every outcome ends stdout with one JSON object: the summary, or, when an error stops the
+ * command before or outside the run, `{"type":"error","message","exitCode"}` (the error
+ * still goes to stderr as one line, and the exit status is the same).
+ */
 async function runClient(options: PingCliOptions, io: CliIo): Promise<void> {
-  if (options.datagram && options.newStream) {
-    throw new UsageError("choose one of --datagram and --new-stream");
-  }
-  const mode: PingMode = options.datagram
-    ? "datagram"
-    : options.newStream
-    ? "new-stream"
-    : "stream";
   // Times are in milliseconds to the microsecond: the clock's noise beyond that
   // (1.7923270000000002) says nothing and makes the lines hard to read.
   const micros = (_key: string, value: unknown) =>
@@ -223,6 +233,61 @@ async function runClient(options: PingCliOptions, io: CliIo): Promise<void> {
   const print: Print | null = options.json
     ? (value: unknown) => io.out(jsonLine(value, micros) + "\n")
     : null;
+  try {
+    await pingAndReport(options, io, print);
+  } catch (error) {
+    if (print && !(error instanceof ExitStatus)) {
+      const exitCode = error instanceof UsageError ? 2 : 1;
+      print({ type: "error", message: (error as Error)?.message ?? String(error), exitCode });
+    }
+    throw error;
+  }
+}
+
+/** The mode --datagram and --new-stream choose. */
+function pingMode(options: PingCliOptions): PingMode {
+  if (options.datagram && options.newStream) {
+    throw new UsageError("choose one of --datagram and --new-stream");
+  }
+  return options.datagram ? "datagram" : options.newStream ? "new-stream" : "stream";
+}
+
+/** The run's settings but the servers and trust, checked before anything is connected. */
+function runSettings(options: PingCliOptions, io: CliIo) {
+  const settings = {
+    ...CLIENT_DEFAULTS,
+    ...(options.token ? { token: options.token } : {}),
+    count: options.count,
+    intervalMs: options.interval,
+    payloadBytes: options.size,
+    mode: pingMode(options),
+    timeoutMs: options.timeoutMs,
+    giveUpAfterMs: options.giveUpAfterMs,
+    fallback: options.fallback,
+    probeIntervalMs: options.probeIntervalMs,
+    signal: io.shutdownSignal,
+  };
+  try {
+    validatePingOptions({ ...settings, url: [], trust: {} });
+  } catch (error) {
+    const cause = (error as Error).cause as { option?: string; largest?: number } | undefined;
+    if (error instanceof RangeError && cause?.option === "payloadBytes") {
+      throw new UsageError(
+        `--size ${options.size} does not fit in a datagram: --datagram carries at most ` +
+          `${cause.largest} bytes of padding${
+            options.count ? ` with --count ${options.count}` : ""
+          } (QUIC promises 1200-byte packets on every path); use a smaller --size, or a ` +
+          "stream (no --datagram)",
+      );
+    }
+    throw error;
+  }
+  return settings;
+}
+
+/** Everything `duet ping` does once its output is chosen. */
+async function pingAndReport(options: PingCliOptions, io: CliIo, print: Print | null) {
+  const settings = runSettings(options, io);
   const targets = await findTargets(options, print, io);
   const choice = {
     certHashes: options.certHash ?? [],
@@ -233,16 +298,18 @@ async function runClient(options: PingCliOptions, io: CliIo): Promise<void> {
       `--ca ${options.ca}: not a PEM certificate (no -----BEGIN CERTIFICATE----- line)`,
     );
   }
-  // Hashes fetched from the server are fetched again before each reconnection, so a
-  // restarted server with a new certificate is trusted again the same way. The user's own
-  // (--cert-hash, --ca) are one value: a certificate they do not match ends the run at once.
+  // Hashes fetched from the server are fetched again before each attempt, so a restarted
+  // server with a new certificate is trusted again the same way; a server that does not
+  // answer is retried like any outage, and a trust document reached but not usable ends
+  // the run at once. The user's own (--cert-hash, --ca) are one value: a certificate they
+  // do not match ends the run at once.
   const pinned = choice.certHashes.length > 0 || choice.caPem !== undefined;
   const trust = pinned
     ? await resolveTrust(targets[0]!, choice)
     : (target: URL) => resolveTrust(target, choice);
-  if (!pinned) await checkTrust(targets, (target) => resolveTrust(target, choice));
   if (!print) {
     const [first, ...rest] = targets.map((target) => target.href);
+    const { mode } = settings;
     io.out(
       `PING ${first}${rest.length ? ` (then ${rest.join(", ")})` : ""} over ${
         mode === "stream" ? "one stream" : mode === "new-stream" ? "a stream per ping" : "datagrams"
@@ -251,20 +318,10 @@ async function runClient(options: PingCliOptions, io: CliIo): Promise<void> {
   }
   let current = targets[0]!;
   const summary = await runPing({
-    ...CLIENT_DEFAULTS,
+    ...settings,
     url: targets,
     trust,
-    ...(options.token ? { token: options.token } : {}),
-    count: options.count,
-    intervalMs: options.interval,
-    payloadBytes: options.size,
-    mode,
-    timeoutMs: options.timeoutMs,
-    giveUpAfterMs: options.giveUpAfterMs,
-    fallback: options.fallback,
-    probeIntervalMs: options.probeIntervalMs,
     ...(choice.caPem ? { webSocketCaCerts: [choice.caPem] } : {}),
-    signal: io.shutdownSignal,
   }, (event) => {
     // Replies are shown as from the server in use.
     if (event.type === "connected") current = new URL(event.url);
@@ -273,7 +330,10 @@ async function runClient(options: PingCliOptions, io: CliIo): Promise<void> {
   });
   if (print) print({ type: "summary", ...summary });
   else io.out(describeSummary(summary));
-  if (summary.received === 0 || summary.gaveUp || summary.refusedStatus || summary.untrusted) {
+  if (
+    summary.received === 0 || summary.gaveUp || summary.refusedStatus || summary.untrusted ||
+    summary.tooLarge
+  ) {
     throw new ExitStatus(1);
   }
 }
@@ -296,28 +356,6 @@ async function findTargets(
   if (print) print({ type: "discovered", url: hrefs[0], urls: hrefs, via: found.via });
   else io.out(`found ${hrefs.join(", ")} by ${found.via}\n`);
   return targets;
-}
-
-/**
- * Trust is checked before the run for one server at least, the first that gives it: when
- * none does, the reasons are said in one line rather than as endless retries.
- *
- * @throws {Error} naming each server's reason when none can be trusted.
- */
-async function checkTrust(targets: URL[], trust: (target: URL) => Promise<unknown>): Promise<void> {
-  const untrusted: string[] = [];
-  for (const target of targets) {
-    const ok = await trust(target).then(() => true, (error) => {
-      untrusted.push(
-        targets.length === 1
-          ? (error as Error).message
-          : `${target.href}: ${(error as Error).message}`,
-      );
-      return false;
-    });
-    if (ok) return;
-  }
-  throw new Error(untrusted.join("; "));
 }
 
 /** `duet ping serve`. */
@@ -404,7 +442,8 @@ function serveOptions(command: Command): Command {
     .option(
       "--announce [interfaces]",
       "announce the server over mDNS (_duet-ping._udp), on the comma-separated interface " +
-        "addresses given or on all; off by default",
+        "addresses given, or on every address it listens on that its certificate names; " +
+        "off by default",
     );
 }
 
@@ -455,6 +494,7 @@ async function runServer(options: ServeCliOptions, io: CliIo): Promise<void> {
     }
     return explainListenError(error, options.host, options.port);
   });
+  const announcer = await announce(options, server);
   const hashes = server.certificateHashes().map(bytesToHex);
   io.out(`ping  ${server.url.href}   (WebTransport, UDP ${server.port})\n`);
   io.out(`page  ${server.httpUrl.href}   (/healthz, /.well-known/duet-ping.json, /ws)\n`);
@@ -462,17 +502,35 @@ async function runServer(options: ServeCliOptions, io: CliIo): Promise<void> {
     io.out(`certificate sha-256 (${i === 0 ? "current" : "next"}): ${hash}\n`);
   }
   log.info("Listening on {url}", { url: server.url.href, port: server.port });
-  const announcer = options.announce
-    ? await startAnnouncer({
-      port: server.port,
-      ...(typeof options.announce === "string"
-        ? { interfaces: options.announce.split(",").map((s) => s.trim()).filter(Boolean) }
-        : {}),
-    })
-    : undefined;
   await untilAborted(io.shutdownSignal);
   await announcer?.stop();
   await server.shutdown();
+}
+
+/**
+ * Starts the mDNS announcer when --announce asks for it: only addresses the server listens
+ * on and its certificate names. One it cannot serve is a usage error (the server is shut
+ * down first, nothing is announced).
+ */
+async function announce(
+  options: ServeCliOptions,
+  server: Awaited<ReturnType<typeof startPingServer>>,
+): Promise<Awaited<ReturnType<typeof startAnnouncer>> | undefined> {
+  if (!options.announce) return undefined;
+  try {
+    return await startAnnouncer({
+      port: server.port,
+      listening: server.addr.hostname,
+      certificateAddresses: server.certificateAddresses(),
+      ...(typeof options.announce === "string"
+        ? { interfaces: options.announce.split(",").map((s) => s.trim()).filter(Boolean) }
+        : {}),
+    });
+  } catch (error) {
+    await server.shutdown(0);
+    if (error instanceof RangeError) throw new UsageError(`--announce: ${error.message}`);
+    throw error;
+  }
 }
 
 const ms = (value: number) => value < 10 ? value.toFixed(3) : value.toFixed(1);
@@ -499,13 +557,17 @@ export function describeEvent(event: PingEvent, target: URL): string {
     case "timeout":
       return `seq=${event.seq}: no reply in time\n`;
     case "lost":
-      return `seq=${event.seq}: not sent, ${printable(event.reason)}\n`;
+      return event.inFlight
+        ? `seq=${event.seq}: no reply, ${printable(event.reason)}\n`
+        : `seq=${event.seq}: not sent, ${printable(event.reason)}\n`;
     case "error-reply":
       // The server's words: shown, never obeyed (a reply may hold escape sequences).
       return `seq=${event.seq}: ${printable(event.text)}\n`;
     case "outage":
       return `connection lost: ${printable(event.reason)}; reconnecting\n`;
     case "reconnecting":
+      // Said once per outage: the same failure again is not repeated.
+      if (event.repeated) return "";
       return `reconnect attempt ${event.attempt} in ${event.delayMs} ms${
         event.error ? ` (${printable(event.error)})` : ""
       }\n`;
@@ -514,8 +576,13 @@ export function describeEvent(event: PingEvent, target: URL): string {
     case "refused":
       return `the server refused the session with ${event.status}: ${printable(event.reason)}\n`;
     case "untrusted":
+      // A trust document's reason says what to do already.
+      if (event.document) return `stopping: ${printable(event.reason)}\n`;
       return `stopping: ${printable(event.reason)}; check --cert-hash (duet ping serve prints ` +
         "the hashes to use) or --ca\n";
+    case "too-large":
+      return `stopping: a ping of ${event.bytes} bytes does not fit in a datagram on this ` +
+        `path (${printable(event.reason)}); use a smaller --size, or a stream (no --datagram)\n`;
   }
 }
 
