@@ -242,6 +242,9 @@ export async function startChatServer(
   const addr = listener.addr;
   log.info("Chat server listening on {address} (at most {max} connections)", {
     address: hostPort(addr.hostname, addr.port),
+    // Apart too, for whoever reads --log-format json (deploy/ health checks, tools).
+    host: addr.hostname,
+    port: addr.port,
     max: config.maxConnections || "unlimited",
   });
   const sweeper = new RoomSweeper(store, rooms, config.roomIdleMs, config.roomSweepIntervalMs);
