@@ -1,8 +1,7 @@
 import assert from "node:assert/strict";
 import { CURVE_ORDER, DLogProof, encodePoint, G } from "@duet/dlog";
 import { run } from "@duet/testkit";
-import type { Command } from "commander";
-import { buildProgram } from "./cli.ts";
+import { everyCommand } from "./testdata/commands.ts";
 import { inProcess } from "./testdata/in_process.ts";
 
 /** Runs the CLI in-process with captured output. */
@@ -273,16 +272,8 @@ Deno.test("an error names its command even when a program option comes first", a
 });
 
 Deno.test("every command's help: defaults written as commander writes them, required options marked", async () => {
-  const io = {
-    out: () => {},
-    err: () => {},
-    readStdin: () => Promise.resolve(""),
-    shutdownSignal: new AbortController().signal,
-  };
-  const program = await buildProgram(io, "all");
-  const walk = (command: Command): Command[] => [command, ...command.commands.flatMap(walk)];
   let required = 0;
-  for (const command of walk(program)) {
+  for (const [, command] of await everyCommand()) {
     for (const option of command.options) {
       const where = `${command.name()} ${option.flags}`;
       assert.doesNotMatch(option.description, /\(default [^:]/, `${where}: "(default: ...)"`);

@@ -1,8 +1,7 @@
 // Every number a user gives any command is checked by the field's rules: a port, a count, a
 // size, a duration. A bad one is exit 2 and one line naming the option, before anything runs.
 import assert from "node:assert/strict";
-import type { Command } from "commander";
-import { buildProgram } from "./cli.ts";
+import { everyCommand } from "./testdata/commands.ts";
 import { inProcess } from "./testdata/in_process.ts";
 
 /** Values no option of these kinds accepts, whatever its range. */
@@ -14,26 +13,9 @@ const BAD: Record<string, string[]> = {
   days: ["-1", "0.5x", "", "forever"],
 };
 
-/** Every command of the program with its words: [["syncpoint"], ["ping", "serve"], ...]. */
-function commands(command: Command, path: string[] = []): [string[], Command][] {
-  return command.commands.flatMap((
-    sub,
-  ) => [
-    [[...path, sub.name()], sub] as [string[], Command],
-    ...commands(sub, [...path, sub.name()]),
-  ]);
-}
-
 Deno.test("every port, count, size and duration option of every command refuses what its field does not allow: exit 2, one line naming it", async () => {
-  const io = {
-    out: () => {},
-    err: () => {},
-    readStdin: () => Promise.resolve(""),
-    shutdownSignal: new AbortController().signal,
-  };
-  const program = await buildProgram(io, "all");
   let checked = 0;
-  for (const [path, command] of commands(program)) {
+  for (const [path, command] of await everyCommand()) {
     for (const option of command.options) {
       const kind = option.flags.match(/<(port|ms|n|bytes|days)>$/)?.[1];
       if (!kind || !option.long) continue;
