@@ -9,6 +9,7 @@ import { backoffMs } from "@duet/core/backoff";
 import { checkDuration } from "@duet/core/duration";
 import { z } from "zod";
 import { delay } from "@duet/core/delay";
+import { setLongTimeout } from "@duet/core/long-timeout";
 
 /** A completed rendezvous, as one party sees it. */
 export interface PairResult {
@@ -67,7 +68,9 @@ export interface WaitOptions {
    * retry for what remains. Without it the first request asks nothing (the server's
    * default applies, 10 s by default) and retries stay within {@link DEFAULT_DEADLINE_MS}
    * of the start. A finite number ≥ 0, any size (a delay past `setTimeout`'s 24.8 days is
-   * waited in full); else the wait rejects with a `RangeError` naming `timeoutMs`.
+   * waited in full); else the wait rejects with a `RangeError` naming `timeoutMs`. An
+   * attempt that asked for a time gets no longer than that and {@link ANSWER_GRACE_MS}: a
+   * service that accepted the connection and never answers fails it then, not never.
    */
   timeoutMs?: number;
   /**
@@ -342,14 +345,55 @@ async function attemptOnce(
   timeoutMs: number | undefined,
   options: WaitOptions,
 ): Promise<PairResult> {
-  const { signal } = options;
   const url = new URL(base);
+  // A service that accepted the connection but never answers (or answers slowly) must not
+  // hold the wait past its deadline: the attempt gives it the time asked and ANSWER_GRACE_MS
+  // for its 408 to arrive, then gives up on its own.
+  let late: AbortSignal | undefined;
+  let cancelLate = () => {};
   if (timeoutMs !== undefined) {
     // Never more than asked (the deadline), never less than the server's 1 ms; in digits
     // (a huge deadline would otherwise be written as 1e+21, which the server refuses).
     const ask = Math.min(Number.MAX_SAFE_INTEGER, Math.max(1, Math.floor(timeoutMs)));
     url.searchParams.set("timeout_ms", String(ask));
+    const controller = new AbortController();
+    cancelLate = setLongTimeout(
+      () => controller.abort(new DOMException("no answer in time", "TimeoutError")),
+      ask + ANSWER_GRACE_MS,
+    );
+    late = controller.signal;
   }
+  const signal = late && options.signal
+    ? AbortSignal.any([options.signal, late])
+    : late ?? options.signal;
+  try {
+    return await answerOf(url, options, signal);
+  } catch (error) {
+    if (late?.aborted && !options.signal?.aborted) {
+      throw new Error(
+        `the service did not answer within ${timeoutMs! > 1 ? Math.floor(timeoutMs!) : 1} ms ` +
+          `(and ${ANSWER_GRACE_MS} ms for its answer to arrive)`,
+        { cause: error },
+      );
+    }
+    throw error;
+  } finally {
+    cancelLate();
+  }
+}
+
+/**
+ * How long after the time a request asked for its answer may take to arrive, in ms, before
+ * the client stops waiting for it.
+ */
+export const ANSWER_GRACE_MS = 2_000;
+
+/** One request and its answer, abortable by `signal`. */
+async function answerOf(
+  url: URL,
+  options: WaitOptions,
+  signal: AbortSignal | undefined,
+): Promise<PairResult> {
   const response = await abortable(
     (options.fetch ?? fetch)(url, {
       method: "POST",

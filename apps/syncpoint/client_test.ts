@@ -6,6 +6,7 @@ import fc from "fast-check";
 import { waitFor } from "@duet/testkit";
 import { concatBytes } from "@noble/hashes/utils.js";
 import {
+  ANSWER_GRACE_MS,
   type AttemptFailure,
   DEFAULT_RETRY,
   isRetryable,
@@ -739,4 +740,30 @@ Deno.test("malformed answers are bad_response with a clear message; valid ones p
     }),
   );
   assert.deepEqual(pair, { role: "second", waitedMs: 0, peerPayload: "hi" });
+});
+
+Deno.test("a service that accepts the connection and never answers does not hold the wait past its deadline", async () => {
+  // A TCP listener that reads and never writes: no 408 will ever come.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held: Deno.Conn[] = [];
+  const accepting = (async () => {
+    for await (const conn of listener) held.push(conn);
+  })();
+  const events: RetryEvent[] = [];
+  try {
+    const failure = await waitForSecondParty(`http://127.0.0.1:${listener.addr.port}/`, "mute", {
+      timeoutMs: 200,
+      retry: { onRetry: (event) => events.push(event) },
+    }).then(() => assert.fail("paired?"), (error) => error as Error);
+    assert.match(
+      failure.message,
+      new RegExp(`^the service did not answer within 200 ms \\(and ${ANSWER_GRACE_MS} ms`),
+    );
+    // The deadline had passed: no retry was made after it.
+    assert.deepEqual(events, []);
+  } finally {
+    listener.close();
+    for (const conn of held) conn.close();
+    await accepting.catch(() => {});
+  }
 });
