@@ -26,6 +26,7 @@ import {
   type ClientMessage,
   encodeFrame,
   FrameDecoder,
+  HEARTBEAT_MS,
   MAX_HISTORY_LIMIT,
   parseServerMessage,
   PROTOCOL_VERSION,
@@ -730,7 +731,7 @@ export class ChatClient {
     this.#writer = conn.writable.getWriter();
     const heartbeat = setInterval(
       () => this.#sendFrame({ type: "heartbeat" }),
-      this.#options.heartbeatMs ?? 20_000,
+      this.#options.heartbeatMs ?? HEARTBEAT_MS,
     );
     try {
       await this.#dispatch({ type: "connected" });

@@ -14,6 +14,7 @@
 export {
   encodeFrame,
   FrameDecoder,
+  HEARTBEAT_MS,
   NAME,
   PROTOCOL_VERSION,
   ROOM,

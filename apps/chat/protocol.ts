@@ -23,6 +23,11 @@ export const PROTOCOL_VERSION = 4;
 export const OLDEST_PROTOCOL_VERSION = 3;
 /** The first version whose clients are sent `presence`. */
 export const PRESENCE_VERSION = 4;
+/**
+ * How often a client sends a `heartbeat` while connected, in ms. A server's idle timeout
+ * shorter than twice this closes healthy clients (and tells their peers they left).
+ */
+export const HEARTBEAT_MS = 20_000;
 /** The largest frame payload, in bytes. */
 export const MAX_FRAME_BYTES = 65_536;
 /** The largest ciphertext a send may carry, in bytes (before base64). */

@@ -37,7 +37,7 @@ Deno.test("every port, count, size and duration option of every command refuses 
   assert.ok(checked > 150, `${checked} values checked`);
 });
 
-Deno.test("a port inside an address or URL is checked the same way: exit 2, one line naming the option", async () => {
+Deno.test("a port inside an address or URL, and a duration that the protocol rules out, are checked the same way: exit 2, one line naming the option", async () => {
   const cases: [string[], string][] = [
     [["chat", "--server", "127.0.0.1:99999", "--name", "a", "--room", "r"], "--server"],
     [["chat", "--server", "127.0.0.1:0", "--name", "a", "--room", "r"], "--server"],
@@ -45,6 +45,8 @@ Deno.test("a port inside an address or URL is checked the same way: exit 2, one 
     [["ping", "--url", "https://127.0.0.1:99999/ping"], "--url"],
     [["syncpoint", "wait", "x", "--url", "http://127.0.0.1:99999"], "--url"],
     [["syncpoint", "--redis-url", "redis://127.0.0.1:99999"], "--redis-url"],
+    // Shorter than two client heartbeats: healthy clients would be closed as idle.
+    [["chat-server", "--idle-timeout-ms", "15000"], "--idle-timeout-ms"],
   ];
   for (const [args, option] of cases) {
     const { code, err } = await inProcess(args);

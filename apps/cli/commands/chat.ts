@@ -16,6 +16,7 @@ import {
   defaultKeyStorePath,
   DEFAULTS,
   duetDataDir,
+  HEARTBEAT_MS,
   isUnavailable,
   KeyStore,
   NAME,
@@ -118,8 +119,9 @@ export function chatServerCommand(io: CliIo): Command {
     )
     .option(
       "--idle-timeout-ms <ms>",
-      "close connections silent for this long (clients send heartbeats)",
-      integer(1000, 3_600_000),
+      `close connections silent for this long (clients send a heartbeat every ` +
+        `${HEARTBEAT_MS / 1000} s, so at least twice that)`,
+      integer(2 * HEARTBEAT_MS, 3_600_000),
       DEFAULTS.idleTimeoutMs,
     )
     .option(
