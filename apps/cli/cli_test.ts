@@ -301,6 +301,19 @@ Deno.test("duet dlog prove's output feeds duet dlog verify --proof - as it is; a
   const noY = await inProcess(["dlog", "verify", "--sid", "s", "--pid", "4", "--proof", alone]);
   assert.equal(noY.code, 2);
   assert.match(noY.err, /required option '--y <hex66>' not specified/);
+  // A broken proof is reported as such, --y or not.
+  const broken = await inProcess([
+    "dlog",
+    "verify",
+    "--sid",
+    "s",
+    "--pid",
+    "4",
+    "--proof",
+    "notjson",
+  ]);
+  assert.equal(broken.code, 2);
+  assert.match(broken.err, /^duet dlog verify: Invalid --proof: /);
 });
 
 Deno.test("duet whose reader went away (| head) ends quietly with 141, as on SIGPIPE", async () => {

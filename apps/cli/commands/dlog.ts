@@ -23,7 +23,11 @@ function parseOption<T>(option: string, parse: () => T): T {
   } catch (error) {
     // The library's message names its own field ("Invalid pid: ...", "Cannot decode --y:
     // ..."); the user needs the option's name once.
-    const detail = (error as Error).message.replace(/^(Invalid [\w.-]+|Cannot decode [^:]+): /, "");
+    const message = (error as Error).message;
+    // JSON.parse's own words ("Unexpected token 'o', ...") say where, not what was expected.
+    const detail = /is not valid JSON|Unexpected (token|end of JSON)/.test(message)
+      ? 'not JSON; expected {"t": HEX66, "s": HEX64} or what duet dlog prove printed'
+      : message.replace(/^(Invalid [\w.-]+|Cannot decode [^:]+): /, "");
     throw new UsageError(`Invalid ${option}: ${detail}`);
   }
 }
@@ -49,6 +53,8 @@ function proofDocument(text: string, yOption: string | undefined): { y: string; 
   }
   const chosen = yOption ?? (typeof y === "string" ? y : undefined);
   if (chosen === undefined) {
+    // What is wrong with the proof itself is the news, before the missing Y.
+    if (!whole) parseOption("--proof", () => DLogProof.fromString(text));
     throw new UsageError(
       "required option '--y <hex66>' not specified (or give duet dlog prove's whole output " +
         "as --proof)",
