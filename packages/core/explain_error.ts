@@ -64,10 +64,15 @@ export function explainError(error: unknown): string {
   if (error instanceof Deno.errors.PermissionDenied) {
     return `the system refused it (${withoutOsError(message)}); choose a path you may use`;
   }
-  if (
-    error instanceof Deno.errors.NotFound || error instanceof Deno.errors.AlreadyExists ||
-    error instanceof Deno.errors.NotADirectory || error instanceof Deno.errors.IsADirectory
-  ) {
+  const made = message.match(/^File exists[^:]*: mkdir '(.*)'$/);
+  if (error instanceof Deno.errors.AlreadyExists && made) {
+    return `${
+      made[1]
+    } is a file, not a directory; choose a directory (or a path that does not exist yet)`;
+  }
+  if (/ \(os error \d+\)/.test(message)) {
+    // A system call's refusal: the runtime's words minus its error number ("File name too
+    // long: mkdir '...'", "Is a directory: open '...'").
     return withoutOsError(message);
   }
   const inner = innermost(error);

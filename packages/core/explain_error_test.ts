@@ -78,3 +78,20 @@ Deno.test("explainError: an error of duet's own keeps its message", () => {
   assert.equal(explainError(new Error("--port must be 1-65535")), "--port must be 1-65535");
   assert.equal(explainError("plain text"), "plain text");
 });
+
+Deno.test("explainError: a directory asked where a file stands says so; other system refusals lose only the error number", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/file`, "");
+    const exists = await caught(() => Deno.mkdir(`${dir}/file`, { recursive: true }));
+    assert.equal(
+      explainError(exists),
+      `${dir}/file is a file, not a directory; choose a directory (or a path that does not exist yet)`,
+    );
+    const tooLong = await caught(() => Deno.mkdir(`${dir}/${"b".repeat(300)}`));
+    assert.match(explainError(tooLong), /^File name too long: mkdir '/);
+    assert.doesNotMatch(explainError(tooLong), /os error/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { explainError } from "@duet/core/explain-error";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { getLogger } from "@logtape/logtape";
 import { bytesToHex } from "@noble/hashes/utils.js";
@@ -74,7 +75,9 @@ async function readFileOrExplain(path: string, what: string): Promise<string> {
   try {
     return await Deno.readTextFile(path);
   } catch (error) {
-    throw new UsageError(`cannot read the ${what} ${path}: ${(error as Error).message}`);
+    throw new UsageError(`cannot read the ${what} ${path}: ${explainError(error)}`, {
+      cause: error,
+    });
   }
 }
 
