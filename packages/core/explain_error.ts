@@ -66,14 +66,8 @@ export function explainError(error: unknown): string {
   }
   const made = message.match(/^File exists[^:]*: mkdir '(.*)'$/);
   if (error instanceof Deno.errors.AlreadyExists && made) {
-    return `${
-      made[1]
-    } is a file, not a directory; choose a directory (or a path that does not exist yet)`;
-  }
-  if (/ \(os error \d+\)/.test(message)) {
-    // A system call's refusal: the runtime's words minus its error number ("File name too
-    // long: mkdir '...'", "Is a directory: open '...'").
-    return withoutOsError(message);
+    const path = made[1];
+    return `${path} is a file, not a directory; choose a directory (or a path not there yet)`;
   }
   const inner = innermost(error);
   if (
@@ -84,6 +78,11 @@ export function explainError(error: unknown): string {
       const match = inner.match(pattern);
       if (match) return say(match);
     }
+  }
+  if (/ \(os error \d+\)/.test(message)) {
+    // A system call's refusal: the runtime's words minus its error number ("File name too
+    // long: mkdir '...'", "Is a directory: open '...'").
+    return withoutOsError(message);
   }
   return message;
 }

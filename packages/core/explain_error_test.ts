@@ -86,7 +86,7 @@ Deno.test("explainError: a directory asked where a file stands says so; other sy
     const exists = await caught(() => Deno.mkdir(`${dir}/file`, { recursive: true }));
     assert.equal(
       explainError(exists),
-      `${dir}/file is a file, not a directory; choose a directory (or a path that does not exist yet)`,
+      `${dir}/file is a file, not a directory; choose a directory (or a path not there yet)`,
     );
     const tooLong = await caught(() => Deno.mkdir(`${dir}/${"b".repeat(300)}`));
     assert.match(explainError(tooLong), /^File name too long: mkdir '/);
