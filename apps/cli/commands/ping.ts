@@ -115,9 +115,10 @@ Examples:
   duet ping --domain example.com --ca ca.pem  # discover through _duet-ping._udp.example.com
 
 Exit status: 0 if any reply came back, 1 if none did or the outage budget ran out,
-2 for usage errors. With --json, stdout always ends with one JSON object: the summary
-({"type":"summary",...}), or {"type":"error","message","exitCode"} when an error stops
-the command.`;
+2 for usage errors. With --json, stdout ends with one JSON object whenever the command
+ran: the summary ({"type":"summary",...}), or {"type":"error","message","exitCode"} when
+an error stops it; a command line the parser refuses (exit 2, one line on stderr) prints
+no JSON, as with duet syncpoint wait.`;
 
 /** The help after `duet ping serve`'s options. */
 const SERVE_HELP = `
