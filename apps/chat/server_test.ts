@@ -380,6 +380,13 @@ testWith(postgresRequirement, {
           m.type === "presence" && [m.name, m.present]
         );
       const [alice] = await TestClient.join(one.addr.port, "alice", "seen");
+      // Alice's row is written after her welcome: until it is, the truth in the database is
+      // that she is not here, and a party joining on the other instance would be told so
+      // first (then that she came).
+      await waitFor(async () =>
+        (await admin.query(
+          `SELECT 1 FROM "${storeA.schema}".chat_presence WHERE room = 'seen' AND name = 'alice'`,
+        )).length === 1, "alice's presence row");
       const [bob] = await TestClient.join(two.addr.port, "bob", "seen");
       assert.deepEqual(await told(alice), ["bob", true], "bob, on the other instance, came");
       assert.deepEqual(await told(bob), ["alice", true], "alice, on the other instance, is here");
