@@ -112,7 +112,9 @@ function conventions(command: Command, io: CliIo): Command {
       writeErr: io.err,
       // commander says "error: ..."; one line naming the command reads better in scripts.
       outputError: (text) => {
-        io.err(`${prefixFor(command)}: ${text.trim().replace(/^error: /, "")} (see --help)\n`);
+        // Its "(Did you mean --count?)" comes on a line of its own: joined into the one line.
+        const said = text.trim().replace(/^error: /, "").replace(/\s*\n\s*/g, " ");
+        io.err(`${prefixFor(command)}: ${said} (see --help)\n`);
       },
     })
     .addOption(

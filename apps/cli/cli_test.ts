@@ -168,11 +168,18 @@ Deno.test("duet reports unknown commands, unknown options and missing options wi
       /^duet dlog verify: unknown option '--bogus'/,
     ],
     [["--log-level", "loud", "dlog", "prove"], /argument 'loud' is invalid/],
+    // commander's suggestion is kept, on the same line.
+    [["pnig"], /^duet: unknown command 'pnig' \(Did you mean ping\?\) \(see --help\)\n$/],
+    [
+      ["ping", "--cout", "3"],
+      /^duet ping: unknown option '--cout' \(Did you mean --count\?\) \(see --help\)\n$/,
+    ],
   ];
   for (const [args, message] of cases) {
     const { code, err } = await duet(args);
     assert.equal(code, 2, args.join(" "));
     assert.match(err, message);
+    assert.equal(err.split("\n").length, 2, `${args.join(" ")}: one line`);
   }
 });
 
