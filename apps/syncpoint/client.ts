@@ -272,7 +272,8 @@ export async function waitForSecondParty(
   checkDurations(options);
   signal?.throwIfAborted();
   const policy = options.retry === false ? undefined : options.retry ?? {};
-  const deadline = performance.now() + (options.timeoutMs ?? DEFAULT_DEADLINE_MS);
+  const started = performance.now();
+  const deadline = started + (options.timeoutMs ?? DEFAULT_DEADLINE_MS);
   for (let attempt = 1;; attempt++) {
     // The first request asks for the whole wait, each retry for what remains of it.
     const timeoutMs = attempt === 1 ? options.timeoutMs : deadline - performance.now();
@@ -281,6 +282,17 @@ export async function waitForSecondParty(
     } catch (error) {
       if (signal?.aborted) throw signal.reason;
       if (!policy) throw error;
+      if (attempt > 1 && error instanceof SyncpointError && error.code === "timeout") {
+        // The server's words name only the last request's time: say the whole wait's.
+        throw new SyncpointError(
+          error.status,
+          "timeout",
+          `No second party arrived within ${
+            Math.round(performance.now() - started)
+          } ms (${attempt} requests)`,
+          error.retryAfterMs,
+        );
+      }
       const remainingMs = deadline - performance.now();
       const decision = retryDecision(
         failureOf(error),

@@ -767,3 +767,33 @@ Deno.test("a service that accepts the connection and never answers does not hold
     await accepting.catch(() => {});
   }
 });
+
+Deno.test("a wait that ends in timeout after retries names the whole wait, not the last request's share", async () => {
+  const backend = await startSyncpoint({ port: 0 });
+  // The first request is dropped; the retry waits on a real instance until the deadline.
+  const lb = front((n) => n === 0 ? "drop" : "pass");
+  lb.state.backend = backend.url;
+  try {
+    const started = performance.now();
+    const error = await waitForSecondParty(lb.url, "alone", { timeoutMs: 600 }).then(
+      () => assert.fail("nobody came, yet it paired"),
+      (error: unknown) => error,
+    );
+    const elapsed = performance.now() - started;
+    assert.ok(error instanceof SyncpointError);
+    assert.equal(error.code, "timeout");
+    assert.equal(error.status, 408);
+    const [, said, requests] = error.message.match(
+      /^No second party arrived within (\d+) ms \((\d+) requests\)$/,
+    ) ?? assert.fail(`unexpected message: ${error.message}`);
+    assert.equal(Number(requests), lb.seen.length);
+    assert.equal(lb.seen.length, 2);
+    // The whole wait: more than the retry's share, which was less than the 600 ms deadline.
+    assert.ok(lb.seen[1]!.timeoutMs! < 600);
+    assert.ok(Number(said) > lb.seen[1]!.timeoutMs!, `${said} ms said`);
+    assert.ok(Number(said) <= Math.ceil(elapsed));
+  } finally {
+    await lb.close();
+    await backend.shutdown();
+  }
+});

@@ -273,7 +273,12 @@ function running(
     const drained = server.shutdown(); // stop accepting; wait for in-flight responses
     await rendezvous.close(); // which answers the waiting parties with 503
     await drained;
-    log.info("Syncpoint stopped; {waiting} waiting parties were answered 503", { waiting });
+    log.info(
+      waiting === 1
+        ? "Syncpoint stopped; {waiting} waiting party was answered 503"
+        : "Syncpoint stopped; {waiting} waiting parties were answered 503",
+      { waiting },
+    );
   };
   return {
     url,
