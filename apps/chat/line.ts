@@ -3,9 +3,9 @@
  * /key, /accept-key, /help, /quit; see commands.ts); each message received prints as
  * `NAME: TEXT` on the output, everything else on the error stream (a message that only a
  * peer key not yet accepted decrypts is held back, and said there, never printed as the
- * peer's). It ends at the end of input (after
- * waiting for unsent messages to be stored while they are, up to `lingerMs` without
- * progress), on /quit, on a fatal refusal, or when `signal` aborts (SIGINT/SIGTERM: at
+ * peer's). It ends at the end of input (after waiting up to `lingerMs` to get into the
+ * room if it is not in yet, then for unsent messages to be stored while they are, up to
+ * `lingerMs` without progress), on /quit, on a fatal refusal, or when `signal` aborts (SIGINT/SIGTERM: at
  * once, the outbox kept for the next start).
  *
  * @module
@@ -50,6 +50,14 @@ export interface LineModeResult {
   unsent: number;
   /** Lines not sent: too long, a slash word that is no command, or refused by the server. */
   refused: number;
+  /**
+   * Whether the server let us into the room at least once. A session that ends without
+   * (nothing answered within `lingerMs` after the end of input, and no refusal said why)
+   * reached nobody, whatever it had to send.
+   */
+  reached: boolean;
+  /** Whether the session ended with /quit (before the end of input). */
+  quit: boolean;
 }
 
 /** The peer's presence in words (client_core.ts, Presence). */
@@ -169,6 +177,9 @@ export async function runLineMode(options: LineModeOptions): Promise<LineModeRes
   options.signal.addEventListener("abort", onAbort, { once: true });
   let fatal: string | undefined;
   let refused = 0;
+  let shownState: string | undefined;
+  let reached = false;
+  let quit = false;
   let fatalSeen: () => void = () => {};
   const fatalPromise = new Promise<void>((resolve) => (fatalSeen = resolve));
   const client = new ChatClient({
@@ -185,6 +196,12 @@ export async function runLineMode(options: LineModeOptions): Promise<LineModeRes
       if (event.type === "fatal") {
         fatal = event.text;
         fatalSeen();
+      }
+      if (event.type === "welcome") reached = true;
+      if (event.type === "state") {
+        // Once per change of state: the retries of one outage are one "[reconnecting ...]".
+        if (event.state === shownState) return;
+        shownState = event.state;
       }
       const said = describeEvent(event, options.room);
       if (said) options[said.stream](`${said.text}\n`);
@@ -209,7 +226,10 @@ export async function runLineMode(options: LineModeOptions): Promise<LineModeRes
         });
         continue;
       }
-      if (line.command === "/quit") break;
+      if (line.command === "/quit") {
+        quit = true;
+        break;
+      }
       if (line.command === "/key") {
         // A script's /key comes before the key is agreed: it waits for it, as long as it
         // would wait for unsent messages.
@@ -230,21 +250,45 @@ export async function runLineMode(options: LineModeOptions): Promise<LineModeRes
         );
       }
     }
-    // At the end of input: wait while the outbox empties, giving up only after lingerMs
-    // without progress (a long piped file is paced by the server, not stuck).
-    let unsent = client.unsent;
-    let deadline = Date.now() + options.lingerMs;
-    while (unsent > 0 && Date.now() < deadline && !stop.signal.aborted) {
-      await pause(50, stop.signal);
-      const now = client.unsent;
-      if (now < unsent) deadline = Date.now() + options.lingerMs;
-      unsent = now;
-    }
+    await settle(client, () => reached || fatal !== undefined, quit, options, stop.signal);
   } finally {
     options.signal.removeEventListener("abort", onAbort);
     await client.stop();
   }
-  return { ...(fatal === undefined ? {} : { fatal }), unsent: client.unsent, refused };
+  return {
+    ...(fatal === undefined ? {} : { fatal }),
+    unsent: client.unsent,
+    refused,
+    reached,
+    quit,
+  };
+}
+
+/**
+ * At the end of input: a session not yet in the room waits up to `lingerMs` to get there (or
+ * to be told why not, `settled`), so that even an empty input says whether the server is
+ * reachable (not after /quit: the user's own end). Then it waits while the outbox empties,
+ * giving up only after `lingerMs` without progress (a long piped file is paced by the
+ * server, not stuck).
+ */
+async function settle(
+  client: ChatClient,
+  settled: () => boolean,
+  quit: boolean,
+  options: LineModeOptions,
+  signal: AbortSignal,
+): Promise<void> {
+  if (!settled() && !quit && !signal.aborted) {
+    await until(() => Promise.resolve(settled() ? true : null), options.lingerMs, signal);
+  }
+  let unsent = client.unsent;
+  let deadline = Date.now() + options.lingerMs;
+  while (unsent > 0 && Date.now() < deadline && !signal.aborted) {
+    await pause(50, signal);
+    const now = client.unsent;
+    if (now < unsent) deadline = Date.now() + options.lingerMs;
+    unsent = now;
+  }
 }
 
 /** Polls `read` until it gives a value, `ms` pass or `signal` aborts (then null). */

@@ -86,7 +86,11 @@ Deno.test("runLineMode: a signal that aborts right after the call, before any aw
     });
     controller.abort();
     const result = await within(5_000, "runLineMode ended", session);
-    assert.deepEqual(result, { unsent: 0, refused: 0 }, "the line was not taken");
+    assert.deepEqual(
+      result,
+      { unsent: 0, refused: 0, reached: false, quit: false },
+      "the line was not taken",
+    );
     assert.deepEqual(out, []);
     await within(1_000, "the input cancelled", input.wasCancelled);
   } finally {

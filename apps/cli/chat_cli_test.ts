@@ -204,21 +204,24 @@ Deno.test({
     const dir = await Deno.makeTempDir();
     let running = await server(`${dir}/db`);
     const port = running.addr.port;
-    const alice = party(port, "alice", "outage", `${dir}/alice.sqlite`);
+    // Each attempt is in the debug log (JSON lines), never in the messages for people.
+    const debug = ["--log-level", "debug", "--log-format", "json"];
+    const alice = party(port, "alice", "outage", `${dir}/alice.sqlite`, debug);
     const bob = party(port, "bob", "outage", `${dir}/bob.sqlite`);
     try {
       await waitFor(() => err(alice).includes("key agreed with bob"), "the key exchange", 20_000);
       await running.shutdown();
       await alice.say("sent during the outage");
-      // Several attempts refused, told once: the retrying shows in the state lines.
-      const attempts = () => err(alice).match(/\[reconnecting (in|now)/g)?.length ?? 0;
+      const attempts = () => err(alice).match(/The connection to .* failed/g)?.length ?? 0;
       await waitFor(() => attempts() >= 4, "alice to retry a few times", 20_000);
+      // Several attempts refused, told once, and one state line for the whole outage.
       assert.equal(
         err(alice).match(/Nothing answers at 127\.0\.0\.1:\d+: is the chat server running/g)
           ?.length,
         1,
         err(alice),
       );
+      assert.equal(err(alice).match(/\[reconnecting/g)?.length, 1, err(alice));
       running = await server(`${dir}/db`, port);
       await waitFor(
         () => out(bob).includes("alice: sent during the outage"),
@@ -246,6 +249,11 @@ Deno.test({
       await bob.say("second");
       await waitFor(() => out(alice).includes("bob: second"), "alice reads bob");
       assert.equal(out(bob).filter((l) => l === "alice: sent during the outage").length, 1, "once");
+      // Under --log-format json, stderr is JSON records only: state lines and notices too.
+      for (const line of alice.process.lines.stderr) {
+        const record = JSON.parse(line);
+        assert.equal(typeof record.message, "string", line);
+      }
     } finally {
       await alice.end();
       await bob.end();
@@ -407,6 +415,45 @@ Deno.test({
     } finally {
       await alice.end();
       await bob.end();
+      await running.shutdown();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "duet chat --line with empty input: exit 0 once in the room; exit 1 saying so when the " +
+    "server was never reached; /quit is the user's own end",
+  ...options,
+  async fn() {
+    const dir = await Deno.makeTempDir();
+    const running = await server(`${dir}/db`);
+    const nobody = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const closed = nobody.addr.port;
+    nobody.close();
+    try {
+      const joined = party(running.addr.port, "alice", "empty", `${dir}/a.sqlite`);
+      assert.equal(await joined.end(), 0, err(joined));
+      assert.match(err(joined), /\[in room empty as party \d, alone so far\]/);
+
+      const linger = ["--linger-ms", "800"];
+      const unreached = party(closed, "alice", "empty", `${dir}/b.sqlite`, linger);
+      assert.equal(await unreached.end(), 1, err(unreached));
+      assert.match(
+        err(unreached),
+        new RegExp(
+          `duet chat: never got into the room: the server at 127\\.0\\.0\\.1:${closed} was not ` +
+            "reached within --linger-ms \\(800 ms\\) after the end of input$",
+        ),
+      );
+      // One state line per change, not one per retry.
+      assert.equal(err(unreached).match(/\[reconnecting/g)?.length, 1, err(unreached));
+
+      const quits = party(closed, "alice", "empty", `${dir}/c.sqlite`, linger);
+      await quits.say("/quit");
+      assert.equal(await quits.end(), 0, err(quits));
+      assert.doesNotMatch(err(quits), /never got into the room/);
+    } finally {
       await running.shutdown();
       await Deno.remove(dir, { recursive: true });
     }

@@ -157,8 +157,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "duet chat --line: an empty input ends the client, with the server up or down; " +
-    "SIGTERM ends it too",
+  name: "duet chat --line: an empty input ends the client, with the server up (exit 0) or " +
+    "down (exit 1 once --linger-ms passes, saying so); SIGTERM ends it too",
   ...options,
   async fn() {
     const dir = await Deno.makeTempDir();
@@ -167,8 +167,12 @@ Deno.test({
     try {
       const empty = party(address, "alice", "eof", { keyStore: `${dir}/a.sqlite` });
       assert.equal(await empty.end(), 0, err(empty));
-      const nowhere = party("127.0.0.1:1", "alice", "eof", { keyStore: `${dir}/b.sqlite` });
-      assert.equal(await nowhere.end(), 0, err(nowhere));
+      const nowhere = party("127.0.0.1:1", "alice", "eof", { keyStore: `${dir}/b.sqlite` }, [
+        "--linger-ms",
+        "300",
+      ]);
+      assert.equal(await nowhere.end(), 1, err(nowhere));
+      assert.match(err(nowhere), /never got into the room: the server at 127\.0\.0\.1:1 was not/);
       const waiting = party(address, "alice", "eof", { keyStore: `${dir}/c.sqlite` });
       await waitFor(() => err(waiting).includes("[connected]"), "connected", 20_000);
       waiting.process.child.kill("SIGTERM");

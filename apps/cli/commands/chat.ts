@@ -26,6 +26,7 @@ import {
   startChatServer,
 } from "@duet/chat";
 import { type CliIo, ExitStatus, UsageError } from "../io.ts";
+import { logText } from "../logging.ts";
 import {
   explainListenError,
   hostPort,
@@ -283,14 +284,15 @@ export function chatCommand(io: CliIo): Command {
       10_000,
     )
     .addHelpText("after", CHAT_HELP)
-    .action(async (options: ChatCliOptions) => {
+    .action(async (options: ChatCliOptions, command: Command) => {
       const keyStore = await KeyStore.open(options.keyStore).catch((error) => {
         throw new Error(
           `cannot open the key store ${options.keyStore}: ${explainError(error)}`,
           { cause: error },
         );
       });
-      if (options.line) await runLine(options, keyStore, io);
+      const json = command.optsWithGlobals()["logFormat"] === "json";
+      if (options.line) await runLine(options, keyStore, json ? jsonErr(io) : io);
       else await runScreen(options, keyStore, io);
     });
 }
@@ -345,6 +347,28 @@ function unsentText(n: number, options: ChatCliOptions, refused: boolean): strin
       : "on the next start with this --server, --name and --room");
 }
 
+/**
+ * `io` whose stderr lines (line mode's state, notices, warnings) are JSON log records under
+ * --log-format json, so that standard error holds nothing else: "!!! WARNING" lines at
+ * warning level, "duet chat: ..." (why it stopped, what is unsent) at error, the rest at info.
+ */
+function jsonErr(io: CliIo): CliIo {
+  return {
+    ...io,
+    err: (text: string) => {
+      for (const line of text.split("\n")) {
+        if (!line) continue;
+        const level = line.startsWith("!!!")
+          ? "warning"
+          : line.startsWith("duet chat:")
+          ? "error"
+          : "info";
+        logText(["duet", "chat"], level, line);
+      }
+    },
+  };
+}
+
 /** `duet chat --line`: stdin lines out, `NAME: TEXT` lines in. */
 async function runLine(options: ChatCliOptions, keyStore: KeyStore, io: CliIo): Promise<void> {
   const result = await runLineMode({
@@ -359,13 +383,21 @@ async function runLine(options: ChatCliOptions, keyStore: KeyStore, io: CliIo): 
     lingerMs: options.lingerMs,
     resetKey: options.resetKey ?? false,
   }).finally(() => keyStore.close());
+  const unreached = !result.reached && !result.quit && result.fatal === undefined &&
+    !io.shutdownSignal.aborted;
+  if (unreached) {
+    io.err(
+      `duet chat: never got into the room: the server at ${options.server} was not reached ` +
+        `within --linger-ms (${options.lingerMs} ms) after the end of input\n`,
+    );
+  }
   if (result.unsent) {
     io.err(`duet chat: ${unsentText(result.unsent, options, result.fatal !== undefined)}\n`);
   }
   if (result.refused) {
     io.err(`duet chat: ${plural(result.refused, "line")} not sent (said above)\n`);
   }
-  if (result.fatal || result.unsent || result.refused) throw new ExitStatus(1);
+  if (result.fatal || result.unsent || result.refused || unreached) throw new ExitStatus(1);
 }
 
 const plural = (n: number, what: string) => `${n} ${what}${n === 1 ? "" : "s"}`;
