@@ -51,7 +51,8 @@ Deno.test("duet --help reads the command line alone: no app; commander, and LogT
     "apps/cli/io.ts",
     "apps/cli/logging.ts",
     "apps/cli/main.ts",
-    "packages/core/explain_error.ts", // how an error is worded: no imports of its own
+    "packages/core/explain_error.ts", // how an error is worded
+    "packages/core/tls_failure.ts", // ... a TLS failure too: no imports of its own
   ]);
   assert.deepEqual(read.npm, ["@logtape/logtape", "commander"]);
   // And runs less: logging is set up when a command that logs runs.
@@ -61,6 +62,7 @@ Deno.test("duet --help reads the command line alone: no app; commander, and LogT
     "apps/cli/io.ts",
     "apps/cli/main.ts",
     "packages/core/explain_error.ts",
+    "packages/core/tls_failure.ts",
   ]);
   assert.deepEqual(run.npm, ["commander"]);
 });

@@ -95,3 +95,55 @@ for (const [name, server] of Object.entries(CASES)) {
     assert.doesNotMatch(loud.stderr.join("\n"), /"[^"\s]+":\d+/, `${name}: addresses`);
   });
 }
+
+Deno.test("duet serve: the ping certificate hash it prints is the one a client pins; a busy port prints no other service's URL", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "duet-serve-" });
+  try {
+    const ports = ["--syncpoint-port", "0", "--ping-port", "0", "--chat-port", "0"];
+    const run = spawnDuet(["serve", "-q", ...ports, "--chat-data-dir", dir], { direct: true });
+    try {
+      await waitFor(
+        () => run.lines.stdout.some((line) => CASES["serve"]!.lastLine.test(line)),
+        `duet serve to start:\n${run.lines.stdout.join("\n")}`,
+        60_000,
+      );
+      const said = run.lines.stdout.join("\n");
+      const [, hash] =
+        said.match(/^ping cert {2}sha-256 ([0-9a-f]{64}) {3}\(duet ping --cert-hash HASH\)$/m) ??
+          assert.fail(said);
+      const [, url] = said.match(/^ping {7}(https:\/\/\S+)/m) ?? assert.fail(said);
+      const ping = spawnDuet(["ping", url!, "--cert-hash", hash!, "--count", "1"], {
+        direct: true,
+      });
+      const { code } = await ping.child.status;
+      await ping.done;
+      assert.equal(code, 0, ping.lines.stdout.join("\n"));
+      assert.match(ping.lines.stdout.join("\n"), /1 transmitted, 1 received/);
+    } finally {
+      run.child.kill("SIGTERM");
+      await run.child.status;
+      await run.done;
+    }
+    // The chat port is taken: syncpoint and ping started first are stopped again, unsaid.
+    using busy = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const refused = spawnDuet(
+      [
+        "serve",
+        "-q",
+        ...ports.slice(0, 4),
+        "--chat-port",
+        String(busy.addr.port),
+        "--chat-data-dir",
+        dir,
+      ],
+      { direct: true },
+    );
+    const { code } = await refused.child.status;
+    await refused.done;
+    assert.notEqual(code, 0);
+    assert.deepEqual(refused.lines.stdout, [], "no URL of a service that is not running");
+    assert.match(refused.lines.stderr.join("\n"), /--chat-port/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

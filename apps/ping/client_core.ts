@@ -35,6 +35,7 @@
 import { backoffDelay, type BackoffPolicy, type Outage } from "./stats.ts";
 import type { Transport } from "./fallback.ts";
 import { parseReply, pingLine } from "./protocol.ts";
+import { certificateProblem } from "@duet/core/tls-failure";
 
 /** What happens during a run, in order (what `runPing`'s `onEvent` hears). */
 export type PingEvent =
@@ -72,9 +73,10 @@ export type PingEvent =
    * No server can be trusted, in a way retrying cannot cure, so the run ends: the
    * handshake refused the certificate and the trust is the user's own (`fixedTrust`), or
    * (`document`) the server's trust document was reached but is not usable (`reason` then
-   * says what to do).
+   * says what to do). `detail`: the runtime's own words for a refused certificate, for
+   * debug logs.
    */
-  | { type: "untrusted"; reason: string; document?: true }
+  | { type: "untrusted"; reason: string; detail?: string; document?: true }
   /**
    * A ping of `bytes` bytes is more than the path can carry (a datagram too large): no
    * retry could send it, so the run ends.
@@ -134,7 +136,12 @@ export interface PingCoreState {
   /** Backoffs since the last connection (or loss). */
   readonly pass: number;
   /** Final refusals (401, ..., or `null`: the certificate untrusted) in the current pass. */
-  readonly refusals: readonly { status: number | null; reason: string }[];
+  readonly refusals: readonly {
+    status: number | null;
+    reason: string;
+    detail?: string;
+    document?: true;
+  }[];
   /** The servers that had a connection, in the order first used. */
   readonly servers: readonly string[];
   /** Every outage; the last has no `durationMs` while under way. */
@@ -414,7 +421,7 @@ function onConnected(draft: Draft, now: number, linkId: number): void {
 function finalRefusal(
   event: Extract<PingCoreEvent, { type: "connect-failed" }>,
   config: PingCoreConfig,
-): { status: number | null; reason: string; document?: true } | undefined {
+): { status: number | null; reason: string; detail?: string; document?: true } | undefined {
   if (event.status !== undefined) {
     const reason = FINAL_STATUSES[event.status];
     return reason === undefined ? undefined : { status: event.status, reason };
@@ -423,7 +430,8 @@ function finalRefusal(
   if (event.untrusted && config.fixedTrust) {
     return {
       status: null,
-      reason: `the server's certificate is not one you trust (${event.reason})`,
+      reason: `the server's certificate is not one you trust: ${certificateProblem(event.reason)}`,
+      detail: event.reason,
     };
   }
   return undefined;
@@ -487,7 +495,7 @@ function onConnectFailed(
 function endRefused(
   draft: Draft,
   now: number,
-  refusals: readonly { status: number | null; reason: string; document?: true }[],
+  refusals: readonly { status: number | null; reason: string; detail?: string; document?: true }[],
 ): void {
   const last = refusals.at(-1)!;
   if (last.status === null) {
@@ -498,7 +506,12 @@ function endRefused(
       ? last.reason
       : refusals.map((r, i) => `${targets[i]!.host}: ${r.reason}`).join("; ");
     patch(draft, { untrusted: true });
-    report(draft, { type: "untrusted", reason, ...(last.document ? { document: true } : {}) });
+    report(draft, {
+      type: "untrusted",
+      reason,
+      ...(last.detail === undefined ? {} : { detail: last.detail }),
+      ...(last.document ? { document: true } : {}),
+    });
   } else {
     patch(draft, { refusedStatus: last.status });
     report(draft, { type: "refused", status: last.status, reason: last.reason });

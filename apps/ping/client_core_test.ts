@@ -579,8 +579,9 @@ Deno.test("core: a certificate the handshake refuses ends the run when the trust
       type: "report",
       event: {
         type: "untrusted",
-        reason:
-          "the server's certificate is not one you trust (invalid peer certificate: UnknownIssuer)",
+        reason: "the server's certificate is not one you trust: it is not issued by a CA " +
+          "trusted here, and no hash given matches it",
+        detail: "invalid peer certificate: UnknownIssuer",
       },
     },
     { type: "stop" },

@@ -15,6 +15,8 @@ import { hexToBytes } from "@noble/hashes/utils.js";
 import { z } from "zod";
 import { timeoutSignal } from "@duet/core/timeout-signal";
 import { isLoopback } from "./loopback.ts";
+import { closedBeforeAnswer, tlsFailure } from "@duet/core/tls-failure";
+import { explainError } from "@duet/core/explain-error";
 
 /** Parses a SHA-256 given as 64 hex digits (colons and case are ignored). */
 export function parseCertHash(text: string): CertificateHash {
@@ -93,7 +95,12 @@ export async function fetchServerInfo(
         await response.body?.cancel();
         // A server error or an overloaded proxy may pass; a 404 is not a ping server.
         const passing = response.status >= 500 || [408, 429].includes(response.status);
-        tried.push({ url, why: `HTTP ${response.status}`, answered: !passing });
+        tried.push({
+          url,
+          why: `HTTP ${response.status}`,
+          answered: !passing,
+          ...(response.status === 404 ? { notPing: true as const } : {}),
+        });
         continue;
       }
       const document = await response.json();
@@ -105,8 +112,7 @@ export async function fetchServerInfo(
       }
     } catch (error) {
       if (error instanceof TrustError) throw error;
-      const why = whyFetchFailed(error);
-      tried.push({ url, why, answered: !UNREACHABLE.test(why) });
+      tried.push(whyFetchFailed(error, url));
     } finally {
       client?.close();
     }
@@ -119,11 +125,13 @@ interface Try {
   url: string;
   why: string;
   answered: boolean;
+  /** What answered is not a duet ping server's TLS or HTTP side (or has no such document). */
+  notPing?: true;
 }
 
-/** Failures that mean nothing answered: the server is down, or not there yet. */
+/** Failures that mean nothing answered: the server is down, not there yet, or hung up. */
 const UNREACHABLE =
-  /connection refused|no answer in time|timed out|connection reset|unreachable|no route to host|failed to lookup|dns error|name or service not known|temporary failure in name resolution/i;
+  /connection refused|no answer in time|timed out|unreachable|no route to host|was reset|does not resolve|failed to lookup|dns error|name or service not known|temporary failure in name resolution/i;
 
 /** The error for a trust document that could not be had over any scheme tried. */
 function trustFailure(host: string, tried: Try[]): TrustError {
@@ -134,25 +142,42 @@ function trustFailure(host: string, tried: Try[]): TrustError {
   if (!tried.some(({ answered }) => answered)) {
     return new TrustError(`cannot reach the server (${detail})`, false);
   }
+  const advice = tried.some(({ notPing }) => notPing)
+    ? "check that the URL's port is a duet ping server's, or pass --cert-hash or --ca"
+    : "pass --cert-hash or --ca";
   return new TrustError(
     `cannot learn the server's certificate over a trusted channel (${detail}); ` +
-      (isLoopback(host) ? "" : "plain HTTP is trusted only on loopback; ") +
-      "pass --cert-hash or --ca",
+      (isLoopback(host) ? "" : "plain HTTP is trusted only on loopback; ") + advice,
     true,
   );
 }
 
 /**
- * Deno's fetch says only "fetch failed"; the reason (refused, no such name, a certificate
- * not trusted) is in its cause, at the end of a chain of "client error (Connect): ...".
+ * Why a fetch of the trust document failed, in duet's words. Deno's fetch says only "fetch
+ * failed"; the reason (refused, no such name, a certificate not trusted, a peer that speaks
+ * neither TLS nor HTTP) is in its cause, at the end of a chain of "client error (Connect): ...".
  */
-function whyFetchFailed(error: unknown): string {
-  if (!(error instanceof Error)) return String(error);
-  if (error.name === "TimeoutError") return "no answer in time";
+function whyFetchFailed(error: unknown, url: string): Try {
+  if (!(error instanceof Error)) return { url, why: String(error), answered: true };
+  if (error.name === "TimeoutError") return { url, why: "no answer in time", answered: false };
   const detail = error.cause instanceof Error ? error.cause.message : error.message;
-  if (/connection refused/i.test(detail)) return "connection refused (is the server running?)";
+  if (/connection refused/i.test(detail)) {
+    return { url, why: "connection refused (is the server running?)", answered: false };
+  }
+  if (closedBeforeAnswer(detail)) {
+    // Accepted, then closed with no answer: starting, stopping or overloaded, perhaps.
+    return { url, why: "the connection closed before any answer", answered: false };
+  }
+  const tls = tlsFailure(detail);
+  if (tls !== undefined) {
+    return { url, why: tls, answered: true, ...(/speak/.test(tls) ? { notPing: true } : {}) };
+  }
+  // duet's sentence where there is one ("the host name does not resolve (...)"), else the
+  // innermost reason without the runtime's prefix and error number.
+  const said = explainError(error);
   const reason = detail.match(/client error \([^)]*\): (.*)$/)?.[1] ?? detail;
-  return reason.replace(/ \(os error \d+\)$/, "");
+  const why = said !== error.message ? said : reason.replace(/ \(os error \d+\)$/, "");
+  return { url, why, answered: !UNREACHABLE.test(why) };
 }
 
 /**

@@ -9,6 +9,8 @@
  * @module
  */
 
+import { tlsFailure } from "./tls_failure.ts";
+
 /** The innermost message of an error and its causes: where fetch keeps the news. */
 function innermost(error: unknown): string {
   let message = error instanceof Error ? error.message : String(error);
@@ -37,10 +39,18 @@ const NETWORK: [RegExp, (match: RegExpMatchArray) => string][] = [
     () => "the host name does not resolve (check its spelling, or use an IP address)",
   ],
   [
-    /invalid peer certificate: (\w+)/,
-    ([, why]) =>
-      `the server's TLS certificate is not one this machine trusts (${why}); use http:// for a ` +
-      "service without TLS, or give the CA to Deno with DENO_CERT=FILE",
+    /invalid peer certificate/,
+    ({ input }) =>
+      `${tlsFailure(input!)}; use http:// for a service without TLS, or give the CA to Deno ` +
+      "with DENO_CERT=FILE",
+  ],
+  [
+    /corrupt message|InvalidContentType|invalid HTTP/i,
+    ({ input }) => `${tlsFailure(input!)}; check the URL's scheme (http:// or https://) and port`,
+  ],
+  [
+    /connection closed before message completed|tls handshake eof/i,
+    () => "the server closed the connection before it answered",
   ],
   [/Connection reset/i, () => "the connection was reset by the other side"],
   [/timed out/i, () => "the connection timed out"],
@@ -72,7 +82,8 @@ export function explainError(error: unknown): string {
   const inner = innermost(error);
   if (
     error instanceof TypeError || error instanceof Deno.errors.ConnectionRefused ||
-    inner !== message
+    error instanceof Deno.errors.ConnectionReset || error instanceof Deno.errors.InvalidData ||
+    error instanceof Deno.errors.UnexpectedEof || inner !== message
   ) {
     for (const [pattern, say] of NETWORK) {
       const match = inner.match(pattern);
@@ -88,10 +99,12 @@ export function explainError(error: unknown): string {
 }
 
 /**
- * Whether trying again cannot help: fetch refused the request by its own rules (a bad port) or
- * the server's certificate is untrusted. Connection refused, resets and time-outs are not
- * permanent: a server may come back.
+ * Whether trying again cannot help: fetch refused the request by its own rules (a bad port),
+ * the server's certificate is untrusted, or what answered speaks neither TLS nor HTTP.
+ * Connection refused, resets, time-outs and connections closed early are not permanent: a
+ * server may come back.
  */
 export function isPermanentNetworkError(error: unknown): boolean {
-  return /Requests to port \d+ are blocked|invalid peer certificate/.test(innermost(error));
+  return /Requests to port \d+ are blocked|invalid peer certificate|corrupt message|InvalidContentType|invalid HTTP/i
+    .test(innermost(error));
 }

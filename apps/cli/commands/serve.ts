@@ -4,6 +4,7 @@
  * @module
  */
 import { Command } from "commander";
+import { bytesToHex } from "@noble/hashes/utils.js";
 import { DEFAULTS as SYNCPOINT, startSyncpoint } from "@duet/syncpoint";
 import { DEFAULTS as PING, startPingServer } from "@duet/ping";
 import { DEFAULTS as CHAT, startChatServer } from "@duet/chat";
@@ -39,6 +40,9 @@ export function serveCommand(io: CliIo): Command {
     )
     .action(async (options: ServeOptions) => {
       const { host } = options;
+      // Said once every service is up: a URL printed before a later service fails to start
+      // would name a service that is already stopped again.
+      const lines: string[] = [];
       const services = await startServices(
         [
           {
@@ -52,7 +56,7 @@ export function serveCommand(io: CliIo): Command {
                   explainListenError(error, host, options.syncpointPort, "--syncpoint-port")
                 );
               const waitUrl = new URL("/wait-for-second-party/", syncpoint.url);
-              io.out(`syncpoint  ${waitUrl}ID   (POST; GET /healthz, /metrics)\n`);
+              lines.push(`syncpoint  ${waitUrl}ID   (POST; GET /healthz, /metrics)\n`);
               return syncpoint;
             },
           },
@@ -61,10 +65,13 @@ export function serveCommand(io: CliIo): Command {
             start: async () => {
               const ping = await startPingServer({ hostname: host, port: options.pingPort })
                 .catch((error) => explainListenError(error, host, options.pingPort, "--ping-port"));
-              io.out(
+              lines.push(
                 `ping       ${ping.url.href}   (WebTransport; duet ping --url ${ping.url.href})\n`,
+                `ping page  ${ping.httpUrl.href}   (open in a browser)\n`,
+                // What a client on another machine pins (on this one it is fetched).
+                `ping cert  sha-256 ${bytesToHex(ping.certificateHashes()[0]!)}   ` +
+                  "(duet ping --cert-hash HASH)\n",
               );
-              io.out(`ping page  ${ping.httpUrl.href}   (open in a browser)\n`);
               return ping;
             },
           },
@@ -78,7 +85,7 @@ export function serveCommand(io: CliIo): Command {
                   return explainListenError(error, host, options.chatPort, "--chat-port");
                 });
               const chatAt = showHostPort(chat.addr.hostname, chat.addr.port);
-              io.out(
+              lines.push(
                 `chat       ${chatAt}   (${description}; ` +
                   `duet chat --server ${chatAt} --name NAME --room ROOM)\n`,
               );
@@ -90,7 +97,7 @@ export function serveCommand(io: CliIo): Command {
         io.shutdownSignal,
       );
       if (!services.length) return; // stopped during start-up, everything undone
-      io.out("duet is running; Ctrl-C stops it.\n");
+      io.out(`${lines.join("")}duet is running; Ctrl-C stops it.\n`);
       await superviseServices(services, io.shutdownSignal);
     });
 }
