@@ -7,7 +7,7 @@ import { freePort, waitFor } from "@duet/testkit";
 import { spawnDuet, type SpawnedDuet } from "./testdata/spawn.ts";
 import { CLIENT_DEFAULTS, parseCertHash, runPing } from "@duet/ping";
 import { inProcess } from "./testdata/in_process.ts";
-import { describeEvent } from "./commands/ping.ts";
+import { describeEvent, serverOperand } from "./commands/ping.ts";
 
 const options = { sanitizeOps: false, sanitizeResources: false };
 
@@ -200,7 +200,7 @@ Deno.test("duet ping: a trust document reached but not usable stops at once with
       new RegExp(
         `^stopping: cannot learn the server's certificate over a trusted channel \\(.*` +
           `http://127\\.0\\.0\\.1:${port}/\\.well-known/duet-ping\\.json: HTTP 404\\); ` +
-          "pass --cert-hash or --ca$",
+          "check that the URL's port is a duet ping server's, or pass --cert-hash or --ca$",
       ),
     );
     assert.doesNotMatch(run.out, /reconnect attempt/);
@@ -801,12 +801,103 @@ Deno.test({
       assert.equal(code, 1, said);
       assert.match(
         said,
-        /stopping: the server's certificate is not one you trust \(.*\); check --cert-hash/,
+        /stopping: the server's certificate is not one you trust: it is not issued by a CA trusted here, and no hash given matches it; check --cert-hash \(duet serve and duet ping serve print the server's hashes\) or --ca/,
       );
+      // rustls' own name for it is not the user's vocabulary.
+      assert.doesNotMatch(said, /UnknownIssuer|error 48|handshake failed/);
       assert.doesNotMatch(said, /reconnect attempt/);
       assert.match(said, /3 transmitted, 0 received|0 transmitted, 0 received/);
     } finally {
       await stop(server);
     }
   },
+});
+
+/** A TCP server on loopback that treats each connection with `serve`. */
+function tcpServer(port: number, serve: (conn: Deno.Conn) => Promise<void>) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port });
+  const done = (async () => {
+    for await (const conn of listener) {
+      serve(conn).catch(() => {}).finally(() => {
+        try {
+          conn.close();
+        } catch {
+          // closed by serve already
+        }
+      });
+    }
+  })().catch(() => {});
+  return {
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      await done;
+    },
+  };
+}
+
+Deno.test({
+  name:
+    "duet ping HOST:PORT at a port that speaks neither TLS nor HTTP stops at once; one that hangs up is retried",
+  ...options,
+  async fn() {
+    const port = freePort();
+    {
+      await using _banner = tcpServer(port, async (conn) => {
+        await conn.read(new Uint8Array(4096));
+        await conn.write(new TextEncoder().encode("SSH-2.0-OpenSSH_9.2\r\n"));
+      });
+      const { code, out } = await duet(["ping", `127.0.0.1:${port}`, "--count", "1"]);
+      assert.equal(code, 1, out);
+      assert.match(
+        out,
+        /^stopping: cannot learn the server's certificate over a trusted channel \(.*what answered does not speak TLS.*what answered does not speak HTTP\); check that the URL's port is a duet ping server's/m,
+      );
+      assert.doesNotMatch(out, /reconnect attempt|corrupt message|InvalidContentType|invalid HTTP/);
+    }
+    {
+      await using _hangUp = tcpServer(port, (conn) => Promise.resolve(conn.close()));
+      const { code, out } = await duet([
+        "ping",
+        `127.0.0.1:${port}`,
+        "--count",
+        "1",
+        "--give-up-after-ms",
+        "1500",
+      ]);
+      assert.equal(code, 1, out);
+      assert.match(
+        out,
+        /^reconnect attempt 1 in \d+ ms \(cannot reach the server \(.*: the connection closed before any answer\)\)$/m,
+      );
+      assert.match(out, /^giving up: no connection for 1\.5 s$/m);
+      assert.doesNotMatch(out, /stopping:|eof/);
+    }
+  },
+});
+
+Deno.test("duet ping takes servers as operands: HOST:PORT or a URL; anything else is a usage error naming it", async () => {
+  for (
+    const [operand, message] of [
+      [
+        "serv",
+        /^duet ping: serv is not a server: .*; to start a server, duet ping serve \(see --help\)$/,
+      ],
+      [
+        "127.0.0.1:70000",
+        /^duet ping: 127\.0\.0\.1:70000 is not a server: give HOST:PORT \(a port from 1 to 65535\)/,
+      ],
+      [
+        "http://127.0.0.1:4433/ping",
+        /^duet ping: server http:\/\/127\.0\.0\.1:4433\/ping: expected a https: URL/,
+      ],
+    ] as const
+  ) {
+    const { code, out, err } = await duet(["ping", operand, "--count", "1"]);
+    assert.equal(code, 2, err);
+    assert.equal(out, "");
+    assert.match(err.trim(), message);
+  }
+  assert.equal(serverOperand("127.0.0.1:4433"), "https://127.0.0.1:4433/ping");
+  assert.equal(serverOperand("[::1]:0443"), "https://[::1]:443/ping");
+  assert.equal(serverOperand("https://a.test:1/x"), "https://a.test:1/x");
 });

@@ -107,6 +107,7 @@ connection was lost (or the first attempt began).
 
 Examples:
   duet ping serve --port 4433
+  duet ping 127.0.0.1:4433 --count 5        # the same as --url https://127.0.0.1:4433/ping
   duet ping --url https://127.0.0.1:4433/ping --count 5
   duet ping --url https://a.test:4433/ping --url https://b.test:4433/ping  # a, then b
   duet ping --url https://127.0.0.1:4433/ping --datagram --interval 200 --json
@@ -140,8 +141,13 @@ type Print = (value: unknown) => void;
 export function pingCommand(io: CliIo): Command {
   const command = new Command("ping").enablePositionalOptions();
   return clientOptions(command)
+    .argument(
+      "[server...]",
+      "the server, https://HOST:PORT/ping or HOST:PORT for short (as --url; several: " +
+        "fail over between them in order)",
+    )
     .addHelpText("after", CLIENT_HELP)
-    .action((options: PingCliOptions) => runClient(options, io))
+    .action((servers: string[], options: PingCliOptions) => runClient(options, io, servers))
     .addCommand(serveCommand(io));
 }
 
@@ -229,7 +235,7 @@ function clientOptions(command: Command): Command {
  * command before or outside the run, `{"type":"error","message","exitCode"}` (the error
  * still goes to stderr as one line, and the exit status is the same).
  */
-async function runClient(options: PingCliOptions, io: CliIo): Promise<void> {
+async function runClient(options: PingCliOptions, io: CliIo, servers: string[]): Promise<void> {
   // Times are in milliseconds to the microsecond: the clock's noise beyond that
   // (1.7923270000000002) says nothing and makes the lines hard to read.
   const micros = (_key: string, value: unknown) =>
@@ -238,7 +244,8 @@ async function runClient(options: PingCliOptions, io: CliIo): Promise<void> {
     ? (value: unknown) => io.out(jsonLine(value, micros) + "\n")
     : null;
   try {
-    await pingAndReport(options, io, print);
+    const url = [...options.url ?? [], ...servers.map(serverOperand)];
+    await pingAndReport({ ...options, ...(url.length ? { url } : {}) }, io, print);
   } catch (error) {
     if (print && !(error instanceof ExitStatus)) {
       const exitCode = error instanceof UsageError ? 2 : 1;
@@ -246,6 +253,34 @@ async function runClient(options: PingCliOptions, io: CliIo): Promise<void> {
     }
     throw error;
   }
+}
+
+/**
+ * A server given as an operand: a URL as --url takes, or HOST:PORT for
+ * https://HOST:PORT/ping (an IPv6 address in brackets). A bare word is refused rather than
+ * taken for a host name: it is more often a misspelt subcommand ("serv") than a server.
+ *
+ * @throws UsageError saying what is expected.
+ */
+export function serverOperand(text: string): string {
+  if (text.includes("://")) {
+    try {
+      return url("https:")(text);
+    } catch (error) {
+      throw new UsageError(`server ${printable(text)}: ${(error as Error).message}`);
+    }
+  }
+  const [, host, port] = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(text) ?? [];
+  if (host === undefined || !(Number(port) >= 1 && Number(port) <= 65535)) {
+    const subcommand = "serve".startsWith(text) && text.length > 1
+      ? "; to start a server, duet ping serve"
+      : "";
+    throw new UsageError(
+      `${printable(text)} is not a server: give HOST:PORT (a port from 1 to 65535) or ` +
+        `https://HOST:PORT/ping${subcommand}`,
+    );
+  }
+  return `https://${host}:${Number(port)}/ping`;
 }
 
 /** The mode --datagram and --new-stream choose. */
@@ -329,6 +364,11 @@ async function pingAndReport(options: PingCliOptions, io: CliIo, print: Print | 
   }, (event) => {
     // Replies are shown as from the server in use.
     if (event.type === "connected") current = new URL(event.url);
+    if (event.type === "untrusted" && event.detail) {
+      log.debug("The runtime's words for the refused certificate: {detail}", {
+        detail: event.detail,
+      });
+    }
     if (print) print(event);
     else io.out(describeEvent(event, current));
   });
@@ -582,8 +622,8 @@ export function describeEvent(event: PingEvent, target: URL): string {
     case "untrusted":
       // A trust document's reason says what to do already.
       if (event.document) return `stopping: ${printable(event.reason)}\n`;
-      return `stopping: ${printable(event.reason)}; check --cert-hash (duet ping serve prints ` +
-        "the hashes to use) or --ca\n";
+      return `stopping: ${printable(event.reason)}; check --cert-hash (duet serve and duet ` +
+        "ping serve print the server's hashes) or --ca\n";
     case "too-large":
       return `stopping: a ping of ${event.bytes} bytes does not fit in a datagram on this ` +
         `path (${printable(event.reason)}); use a smaller --size, or a stream (no --datagram)\n`;
