@@ -516,7 +516,11 @@ export function connectFailureText(error: unknown, server: string): string {
   const retrying = "The client keeps trying; Ctrl-C stops it.";
   const host = server.slice(0, server.lastIndexOf(":"));
   if (error instanceof ProtocolError) {
-    return `${server} does not answer in duet chat's protocol (${error.message}): is it a ` +
+    // A length prefix that is too large is another protocol's bytes read as one ("HTTP").
+    const said = error.code === "frame_too_large"
+      ? "what it sent is not a duet chat frame"
+      : error.message;
+    return `${server} does not answer in duet chat's protocol (${said}): is it a ` +
       `duet chat-server? Check --server. ${retrying}`;
   }
   if (error instanceof Deno.errors.ConnectionRefused) {

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { editDistance } from "./suggest.ts";
 import { Command, CommanderError, Option } from "commander";
 import { explainError } from "@duet/core/explain-error";
 import { type CliIo, ExitStatus, UsageError } from "./io.ts";
@@ -113,7 +114,21 @@ function conventions(command: Command, io: CliIo): Command {
       // commander says "error: ..."; one line naming the command reads better in scripts.
       outputError: (text) => {
         // Its "(Did you mean --count?)" comes on a line of its own: joined into the one line.
-        const said = text.trim().replace(/^error: /, "").replace(/\s*\n\s*/g, " ");
+        // Its "argument 'x' is invalid. expected ..." reads as two sentences, the second
+        // without a capital: one sentence, the reason after a colon; no full stop before
+        // "(see --help)".
+        let said = text.trim().replace(/^error: /, "").replace(/\s*\n\s*/g, " ")
+          .replace(/ is invalid\. /, " is invalid: ").replace(/\.$/, "");
+        // A command that runs by itself and has subcommands (`duet syncpoint`, `wait`) takes
+        // a misspelt subcommand for an argument too many: say what it is.
+        const extra = said.match(
+          /^too many arguments for '[^']*'\. Expected 0 arguments but got \d+: ([^,]+)/,
+        )?.[1];
+        if (extra !== undefined && command.commands.length) {
+          const names = command.commands.map((sub) => sub.name());
+          const near = names.find((name) => editDistance(name, extra) <= 2);
+          said = `unknown command '${extra}'${near ? ` (Did you mean ${near}?)` : ""}`;
+        }
         io.err(`${prefixFor(command)}: ${said} (see --help)\n`);
       },
     })

@@ -174,6 +174,21 @@ Deno.test("duet reports unknown commands, unknown options and missing options wi
       ["ping", "--cout", "3"],
       /^duet ping: unknown option '--cout' \(Did you mean --count\?\) \(see --help\)\n$/,
     ],
+    // A command that runs by itself takes a misspelt subcommand for an argument too many.
+    [
+      ["syncpoint", "wiat", "x"],
+      /^duet syncpoint: unknown command 'wiat' \(Did you mean wait\?\) \(see --help\)\n$/,
+    ],
+    [["syncpoint", "zzz"], /^duet syncpoint: unknown command 'zzz' \(see --help\)\n$/],
+    // commander's "is invalid. expected ..." as one sentence; a negative port is out of range.
+    [
+      ["ping", "serve", "--port", "-1"],
+      /^duet ping serve: option '--port <port>' argument '-1' is invalid: expected a number from 0 to 65535 \(see --help\)\n$/,
+    ],
+    [
+      ["--log-level", "loud", "dlog", "prove"],
+      /is invalid: Allowed choices are trace, debug, info, warning, error, fatal \(see --help\)\n$/,
+    ],
   ];
   for (const [args, message] of cases) {
     const { code, err } = await duet(args);

@@ -51,6 +51,7 @@ Deno.test("duet --help reads the command line alone: no app; commander, and LogT
     "apps/cli/io.ts",
     "apps/cli/logging.ts",
     "apps/cli/main.ts",
+    "apps/cli/suggest.ts", // "(Did you mean ...?)"
     "packages/core/explain_error.ts", // how an error is worded
     "packages/core/tls_failure.ts", // ... a TLS failure too: no imports of its own
   ]);
@@ -61,6 +62,7 @@ Deno.test("duet --help reads the command line alone: no app; commander, and LogT
     "apps/cli/cli.ts",
     "apps/cli/io.ts",
     "apps/cli/main.ts",
+    "apps/cli/suggest.ts",
     "packages/core/explain_error.ts",
     "packages/core/tls_failure.ts",
   ]);

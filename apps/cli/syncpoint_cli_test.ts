@@ -909,3 +909,31 @@ Deno.test("duet syncpoint --port 0 -q: the URL on stdout even when quiet, and no
   }
   assert.deepEqual(lines.stderr, []);
 });
+
+Deno.test("duet syncpoint wait at a port that does not speak HTTP: bad_response at once, not retried", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const serving = (async () => {
+    for await (const conn of listener) {
+      // An SSH-like banner in place of an HTTP answer.
+      await conn.read(new Uint8Array(4096)).catch(() => null);
+      await conn.write(new TextEncoder().encode("SSH-2.0-OpenSSH_9.2\r\n")).catch(() => 0);
+      conn.close();
+    }
+  })().catch(() => {});
+  try {
+    const url = `http://127.0.0.1:${listener.addr.port}`;
+    const run = await inProcess(["syncpoint", "wait", "x", "--url", url, "--json"]);
+    assert.equal(run.code, 1, run.err);
+    assert.deepEqual(JSON.parse(run.out), {
+      status: "error",
+      id: "x",
+      code: "bad_response",
+      message: `no syncpoint answers at ${url}: what answered does not speak HTTP; check the ` +
+        "URL's scheme (http:// or https://) and port",
+    });
+    assert.doesNotMatch(run.err, /retrying/);
+  } finally {
+    listener.close();
+    await serving;
+  }
+});

@@ -236,7 +236,7 @@ export const FINAL_STATUSES: Readonly<Record<number, string>> = {
   400: "the server did not understand the request",
   401: "missing or wrong token (--token)",
   403: "origin not allowed",
-  404: "no ping service at this path",
+  404: "no ping service at this path (a duet ping server's is /ping: https://HOST:PORT/ping)",
 };
 
 /** The state before `start`. */

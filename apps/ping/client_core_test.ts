@@ -221,7 +221,7 @@ Deno.test("core: every server of a pass refusing (401, 404) ends the run; a 500 
   assert.deepEqual(reports(refused.commands).at(-1), {
     type: "refused",
     status: 404,
-    reason: "no ping service at this path",
+    reason: "no ping service at this path (a duet ping server's is /ping: https://HOST:PORT/ping)",
   });
   assert.equal(refused.commands.at(-1)?.type, "stop");
   assert.equal(tally(refused.state, 2).refusedStatus, 404);

@@ -396,9 +396,10 @@ async function attemptOnce(
 
 /**
  * How long after the time a request asked for its answer may take to arrive, in ms, before
- * the client stops waiting for it.
+ * the client stops waiting for it: the most a wait can overrun its deadline when the service
+ * never answers. A 408 sent at the deadline crosses a network in far less.
  */
-export const ANSWER_GRACE_MS = 2_000;
+export const ANSWER_GRACE_MS = 500;
 
 /** One request and its answer, abortable by `signal`. */
 async function answerOf(
@@ -430,7 +431,7 @@ function pairOf(response: Response, text: string): PairResult {
     new SyncpointError(
       status,
       "bad_response",
-      `Not a syncpoint answer (HTTP ${status}${why}): ${text.slice(0, 80)}`,
+      `Not a syncpoint answer (HTTP ${status}${why}): ${text.slice(0, 80).trim()}`,
       retryAfterMs,
     );
   let json: unknown;

@@ -42,6 +42,7 @@ export {
 export { type HoldLimits, type HoldRefusal, isLoopback, WaitingLedger } from "./limits.ts";
 export { type MetricSources, SyncpointMetrics } from "./metrics.ts";
 export {
+  ANSWER_GRACE_MS,
   type PairResult,
   type RetryEvent,
   type RetryPolicy,

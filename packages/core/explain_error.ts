@@ -79,6 +79,13 @@ export function explainError(error: unknown): string {
     const path = made[1];
     return `${path} is a file, not a directory; choose a directory (or a path not there yet)`;
   }
+  const notFile = message.match(/^Is a directory[^:]*: \w+ '(.*)'$/);
+  if (error instanceof Deno.errors.IsADirectory || notFile) {
+    const path = notFile?.[1];
+    return `${
+      path ?? "it"
+    } is a directory, not a file; give the path of a file (or of one not there yet)`;
+  }
   const inner = innermost(error);
   if (
     error instanceof TypeError || error instanceof Deno.errors.ConnectionRefused ||

@@ -95,3 +95,16 @@ Deno.test("explainError: a directory asked where a file stands says so; other sy
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("explainError: a directory where a file is asked says so, with the path", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const error = await caught(() => Deno.open(dir, { read: true, write: true }));
+    assert.equal(
+      explainError(error),
+      `${dir} is a directory, not a file; give the path of a file (or of one not there yet)`,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -7,10 +7,15 @@ import { UsageError } from "../io.ts";
 /** A commander argument parser for whole numbers in [min, max]. */
 export function integer(min: number, max = Number.MAX_SAFE_INTEGER): (text: string) => number {
   return (text) => {
-    if (!/^[0-9]+$/.test(text)) throw new InvalidArgumentError("expected a whole number");
+    // A negative number is a number out of range, not something else.
+    if (!/^-?[0-9]+$/.test(text)) throw new InvalidArgumentError("expected a whole number");
     const value = Number(text);
     if (value < min || value > max) {
-      throw new InvalidArgumentError(`expected a number from ${min} to ${max}`);
+      throw new InvalidArgumentError(
+        max === Number.MAX_SAFE_INTEGER
+          ? `expected a whole number of at least ${min}`
+          : `expected a number from ${min} to ${max}`,
+      );
     }
     return value;
   };

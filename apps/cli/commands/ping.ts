@@ -25,6 +25,7 @@ import {
 import { jsonLine } from "@duet/core/json-line";
 import { printable } from "@duet/core/printable";
 import { type CliIo, ExitStatus, UsageError } from "../io.ts";
+import { editDistance } from "../suggest.ts";
 import { explainListenError, hostPort, integer, untilAborted, url, userPath } from "./_options.ts";
 
 interface ServeCliOptions {
@@ -114,6 +115,10 @@ Examples:
   duet ping --url https://127.0.0.1:4433/ping --no-fallback  # WebTransport or nothing
   duet ping --count 3                       # discover the server on the local network
   duet ping --domain example.com --ca ca.pem  # discover through _duet-ping._udp.example.com
+
+Output: like ping's, the whole transcript is on stdout, the failures that stop the run
+("stopping: ...", "giving up: ...") and the retries included; stderr carries logs and
+usage errors.
 
 Exit status: 0 if any reply came back, 1 if none did or the outage budget ran out,
 2 for usage errors. With --json, stdout ends with one JSON object whenever the command
@@ -272,7 +277,7 @@ export function serverOperand(text: string): string {
   }
   const [, host, port] = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(text) ?? [];
   if (host === undefined || !(Number(port) >= 1 && Number(port) <= 65535)) {
-    const subcommand = "serve".startsWith(text) && text.length > 1
+    const subcommand = text.length > 1 && editDistance(text, "serve") <= 2
       ? "; to start a server, duet ping serve"
       : "";
     throw new UsageError(

@@ -8,6 +8,7 @@ import { Command, Option } from "commander";
 import { getLogger } from "@logtape/logtape";
 import { logText } from "../logging.ts";
 import {
+  ANSWER_GRACE_MS,
   DEFAULTS,
   ID_PATTERN,
   ID_RULE,
@@ -257,8 +258,11 @@ function waitCommand(io: CliIo): Command {
     )
     .option(
       "--timeout-ms <ms>",
-      "how long to wait in all, retries included (the server caps each request; default: " +
-        "the server's own wait, and retries within 10 s)",
+      `how long to wait in all, retries included, and at most ${
+        ANSWER_GRACE_MS / 1000
+      } s more for the service's last answer to arrive` +
+        " (the server caps each request; default: the server's own wait, " +
+        "and retries within 10 s)",
       integer(1, 3_600_000),
     )
     .option(
@@ -381,9 +385,14 @@ async function runWait(
       }
       throw new ExitStatus(130);
     }
+    const said = explainError(error);
+    // Something answered, in neither HTTP nor TLS: an answer that is not the service's.
+    const code = /does not speak (TLS|HTTP)/.test(said) ? "bad_response" : "unreachable";
     fail(
-      "unreachable",
-      `cannot reach the syncpoint at ${options.url}: ${explainError(error)}`,
+      code,
+      `${
+        code === "bad_response" ? "no syncpoint answers" : "cannot reach the syncpoint"
+      } at ${options.url}: ${said}`,
     );
   }
   // From the command's start: the retries' time too, not only the attempt that paired.
