@@ -535,7 +535,9 @@ export function connectFailureText(error: unknown, server: string): string {
   if (
     error instanceof Deno.errors.ConnectionReset ||
     error instanceof Deno.errors.ConnectionAborted ||
-    error instanceof Deno.errors.BrokenPipe || error instanceof Deno.errors.UnexpectedEof
+    error instanceof Deno.errors.BrokenPipe || error instanceof Deno.errors.UnexpectedEof ||
+    // Deno's words for a socket read after the peer reset it.
+    /underlying resource was closed or consumed/i.test(text)
   ) {
     return `The connection to ${server} broke off. ${retrying}`;
   }

@@ -632,7 +632,12 @@ Deno.test("connectFailureText(): a failure to connect is told in our words, nami
     ],
     [
       new ProtocolError("frame_too_large", "frame of 1213486160 bytes"),
-      /^h:1 does not answer in duet chat's protocol .*is it a duet chat-server\?/,
+      // "HTTP" read as a length: another protocol, said so, not the number.
+      /^h:1 does not answer in duet chat's protocol \(what it sent is not a duet chat frame\): is it a duet chat-server\?/,
+    ],
+    [
+      new Error("The stream's underlying resource was closed or consumed"),
+      /^The connection to h:1 broke off/,
     ],
     [
       new Deno.errors.ConnectionReset("Connection reset by peer (os error 104)"),

@@ -280,6 +280,8 @@ async function settle(
 ): Promise<void> {
   if (!settled() && !quit && !signal.aborted) {
     await until(() => Promise.resolve(settled() ? true : null), options.lingerMs, signal);
+    // Never in: what is unsent cannot go out, so there is nothing more to wait for.
+    if (!settled()) return;
   }
   let unsent = client.unsent;
   let deadline = Date.now() + options.lingerMs;

@@ -442,8 +442,8 @@ Deno.test({
       assert.match(
         err(unreached),
         new RegExp(
-          `duet chat: never got into the room: the server at 127\\.0\\.0\\.1:${closed} was not ` +
-            "reached within --linger-ms \\(800 ms\\) after the end of input$",
+          `duet chat: never got into the room: no welcome from 127\\.0\\.0\\.1:${closed} within ` +
+            "--linger-ms \\(800 ms\\) after the end of input$",
         ),
       );
       // One state line per change, not one per retry.

@@ -152,7 +152,7 @@ Deno.test("serviceUrl: the published url, else the host the client used with the
 });
 
 Deno.test("validateInfo: today's document, one with a public url, an older url-only one; nothing else", () => {
-  const hashes = [{ algorithm: "sha-256", value: "ab" }];
+  const hashes = [{ algorithm: "sha-256", value: "ab".repeat(32) }];
   const current = { port: 4433, path: "/ping", certificateHashes: hashes };
   assert.deepEqual(validateInfo(current), current);
   assert.ok(validateInfo({ ...current, url: "https://ping.example.com/ping" }));
@@ -168,6 +168,7 @@ Deno.test("validateInfo: today's document, one with a public url, an older url-o
       { ...current, path: "ping" },
       { ...current, url: 7 },
       { ...current, certificateHashes: [{ algorithm: "md5", value: "ab" }] },
+      { ...current, certificateHashes: [{ algorithm: "sha-256", value: "ab" }] },
       { port: 4433, path: "/ping" },
     ]
   ) {

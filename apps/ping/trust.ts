@@ -17,6 +17,10 @@ import { timeoutSignal } from "@duet/core/timeout-signal";
 import { isLoopback } from "./loopback.ts";
 import { closedBeforeAnswer, tlsFailure } from "@duet/core/tls-failure";
 import { explainError } from "@duet/core/explain-error";
+import { BodyTooLargeError, readTextCapped } from "@duet/core/read-capped";
+
+/** The largest trust document read, in bytes: a real one is a few hundred. */
+export const MAX_INFO_BYTES = 64 * 1024;
 
 /** Parses a SHA-256 given as 64 hex digits (colons and case are ignored). */
 export function parseCertHash(text: string): CertificateHash {
@@ -103,11 +107,29 @@ export async function fetchServerInfo(
         });
         continue;
       }
-      const document = await response.json();
+      // Reached, and not usable: asking again gives the same document.
+      const unusable = (why: string) =>
+        new TrustError(
+          `the server's /.well-known/duet-ping.json is not what duet ping serves (${why}); ` +
+            "pass --cert-hash or --ca",
+          true,
+        );
+      let text: string;
+      try {
+        text = await readTextCapped(response, MAX_INFO_BYTES);
+      } catch (error) {
+        if (error instanceof BodyTooLargeError) throw unusable(error.message);
+        throw error;
+      }
+      let document: unknown;
+      try {
+        document = JSON.parse(text);
+      } catch {
+        throw unusable("not JSON");
+      }
       try {
         return { info: validateInfo(document), from: url };
       } catch (error) {
-        // Reached, and not usable: asking again gives the same document.
         throw new TrustError(`${(error as Error).message}; pass --cert-hash or --ca`, true);
       }
     } catch (error) {
@@ -198,7 +220,8 @@ export const PingServerInfoSchema = z.object({
   certificateHashes: z.array(
     z.object({
       algorithm: z.literal("sha-256", { error: 'expected "sha-256"' }),
-      value: z.string({ error: "expected a string of hex digits" }),
+      value: z.string({ error: "expected a string of hex digits" })
+        .regex(/^[0-9a-fA-F]{64}$/, { error: "expected 64 hex digits (a SHA-256)" }),
     }, { error: "expected an object" }),
     { error: "expected an array" },
   ),

@@ -10,6 +10,7 @@ import { checkDuration } from "@duet/core/duration";
 import { z } from "zod";
 import { delay } from "@duet/core/delay";
 import { setLongTimeout } from "@duet/core/long-timeout";
+import { BodyTooLargeError, readTextCapped } from "@duet/core/read-capped";
 
 /** A completed rendezvous, as one party sees it. */
 export interface PairResult {
@@ -69,10 +70,17 @@ export interface WaitOptions {
    * default applies, 10 s by default) and retries stay within {@link DEFAULT_DEADLINE_MS}
    * of the start. A finite number ≥ 0, any size (a delay past `setTimeout`'s 24.8 days is
    * waited in full); else the wait rejects with a `RangeError` naming `timeoutMs`. An
-   * attempt that asked for a time gets no longer than that and {@link ANSWER_GRACE_MS}: a
-   * service that accepted the connection and never answers fails it then, not never.
+   * attempt that asked for a time gets no longer than that and {@link ANSWER_GRACE_MS}, one
+   * that asked none {@link UNASKED_WAIT_CAP_MS} and the grace: a service that accepted the
+   * connection and never answers fails it then, not never.
    */
   timeoutMs?: number;
+  /**
+   * How long a request that asks for no time (no `timeoutMs`) waits for its answer, in ms,
+   * before it takes the service for one that will never answer: {@link UNASKED_WAIT_CAP_MS}
+   * by default. A finite number ≥ 0.
+   */
+  unaskedWaitCapMs?: number;
   /**
    * Gives up at once, whenever it aborts: before the call, right after it, during the
    * request, while the answer's body is read, or during a retry's delay; the promise
@@ -324,6 +332,9 @@ export async function waitForSecondParty(
 function checkDurations(options: WaitOptions): void {
   const { timeoutMs } = options;
   if (timeoutMs !== undefined) checkDuration("timeoutMs", timeoutMs, { infinite: false });
+  if (options.unaskedWaitCapMs !== undefined) {
+    checkDuration("unaskedWaitCapMs", options.unaskedWaitCapMs, { infinite: false });
+  }
   if (!options.retry) return;
   const { initialDelayMs, maxDelayMs, maxAttempts } = options.retry;
   if (initialDelayMs !== undefined) {
@@ -361,30 +372,29 @@ async function attemptOnce(
   // A service that accepted the connection but never answers (or answers slowly) must not
   // hold the wait past its deadline: the attempt gives it the time asked and ANSWER_GRACE_MS
   // for its 408 to arrive, then gives up on its own.
-  let late: AbortSignal | undefined;
-  let cancelLate = () => {};
-  if (timeoutMs !== undefined) {
-    // Never more than asked (the deadline), never less than the server's 1 ms; in digits
-    // (a huge deadline would otherwise be written as 1e+21, which the server refuses).
-    const ask = Math.min(Number.MAX_SAFE_INTEGER, Math.max(1, Math.floor(timeoutMs)));
-    url.searchParams.set("timeout_ms", String(ask));
-    const controller = new AbortController();
-    cancelLate = setLongTimeout(
-      () => controller.abort(new DOMException("no answer in time", "TimeoutError")),
-      ask + ANSWER_GRACE_MS,
-    );
-    late = controller.signal;
-  }
-  const signal = late && options.signal
-    ? AbortSignal.any([options.signal, late])
-    : late ?? options.signal;
+  // Never more than asked (the deadline), never less than the server's 1 ms; in digits
+  // (a huge deadline would otherwise be written as 1e+21, which the server refuses).
+  const ask = timeoutMs === undefined
+    ? undefined
+    : Math.min(Number.MAX_SAFE_INTEGER, Math.max(1, Math.floor(timeoutMs)));
+  if (ask !== undefined) url.searchParams.set("timeout_ms", String(ask));
+  const controller = new AbortController();
+  const cancelLate = setLongTimeout(
+    () => controller.abort(new DOMException("no answer in time", "TimeoutError")),
+    (ask ?? options.unaskedWaitCapMs ?? UNASKED_WAIT_CAP_MS) + ANSWER_GRACE_MS,
+  );
+  const late = controller.signal;
+  const signal = options.signal ? AbortSignal.any([options.signal, late]) : late;
   try {
     return await answerOf(url, options, signal);
   } catch (error) {
-    if (late?.aborted && !options.signal?.aborted) {
+    if (late.aborted && !options.signal?.aborted) {
       throw new Error(
-        `the service did not answer within ${timeoutMs! > 1 ? Math.floor(timeoutMs!) : 1} ms ` +
-          `(and ${ANSWER_GRACE_MS} ms for its answer to arrive)`,
+        `the service did not answer within ${
+          ask ?? options.unaskedWaitCapMs ?? UNASKED_WAIT_CAP_MS
+        } ms ` +
+          `(and ${ANSWER_GRACE_MS} ms for its answer to arrive)` +
+          (ask === undefined ? "; pass a timeout to wait longer" : ""),
         { cause: error },
       );
     }
@@ -400,6 +410,21 @@ async function attemptOnce(
  * never answers. A 408 sent at the deadline crosses a network in far less.
  */
 export const ANSWER_GRACE_MS = 500;
+
+/**
+ * The largest answer read, in bytes: a pair's JSON holds the partner's payload (64 KiB at
+ * most by default, up to six times that as JSON escapes) and little else. A larger answer
+ * is no syncpoint's, and is not read into memory.
+ */
+export const MAX_ANSWER_BYTES = 1024 * 1024;
+
+/**
+ * How long a request that asked for no time (no `timeoutMs`: the server's own wait applies)
+ * waits for its answer, in ms: a syncpoint grants at most its `maxTimeoutMs`, 60 s by
+ * default, so a service silent for longer is taken for one that will never answer. Pass
+ * `timeoutMs` to wait longer on a service configured so.
+ */
+export const UNASKED_WAIT_CAP_MS = 60_000;
 
 /** One request and its answer, abortable by `signal`. */
 async function answerOf(
@@ -418,7 +443,17 @@ async function answerOf(
     }),
     signal,
   );
-  const text = await abortable(response.text(), signal);
+  let text: string;
+  try {
+    text = await abortable(readTextCapped(response, MAX_ANSWER_BYTES), signal);
+  } catch (error) {
+    if (!(error instanceof BodyTooLargeError)) throw error;
+    throw new SyncpointError(
+      response.status,
+      "bad_response",
+      `Not a syncpoint answer (HTTP ${response.status}): ${error.message}`,
+    );
+  }
   signal?.throwIfAborted();
   return pairOf(response, text);
 }

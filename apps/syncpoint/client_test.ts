@@ -11,10 +11,12 @@ import {
   DEFAULT_RETRY,
   isRetryable,
   LAST_ATTEMPT_MS,
+  MAX_ANSWER_BYTES,
   parseRetryAfter,
   retryDecision,
   type RetryEvent,
   SyncpointError,
+  UNASKED_WAIT_CAP_MS,
   waitForSecondParty,
   type WaitOptions,
 } from "./client.ts";
@@ -543,7 +545,9 @@ Deno.test("the caller's signal is honoured at every await, even by a fetch that 
     controller.abort(reason);
     await assert.rejects(waiting, (e) => e === reason);
     assert.equal(calls.length, 1);
-    assert.equal(calls[0]!.signal, controller.signal, "the signal is passed on too");
+    // Passed on too: fetch's signal follows the caller's (joined with the answer's deadline).
+    assert.equal(calls[0]!.signal?.aborted, true, "the signal is passed on too");
+    assert.equal(calls[0]!.signal?.reason, reason);
   }
   // During the request.
   {
@@ -796,4 +800,57 @@ Deno.test("a wait that ends in timeout after retries names the whole wait, not t
     await lb.close();
     await backend.shutdown();
   }
+});
+
+Deno.test("a service that never answers a request that asked no time is given up on after the cap, not waited for ever", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held: Deno.Conn[] = [];
+  const accepting = (async () => {
+    for await (const conn of listener) held.push(conn);
+  })();
+  try {
+    const started = performance.now();
+    const failure = await waitForSecondParty(`http://127.0.0.1:${listener.addr.port}/`, "mute", {
+      unaskedWaitCapMs: 300,
+      retry: false,
+    }).then(() => assert.fail("paired?"), (error) => error as Error);
+    assert.equal(
+      failure.message,
+      `the service did not answer within 300 ms (and ${ANSWER_GRACE_MS} ms for its answer ` +
+        "to arrive); pass a timeout to wait longer",
+    );
+    assert.ok(performance.now() - started >= 300 + ANSWER_GRACE_MS - 5);
+    assert.equal(UNASKED_WAIT_CAP_MS, 60_000, "a syncpoint's own default cap on a wait");
+  } finally {
+    listener.close();
+    for (const conn of held) conn.close();
+    await accepting.catch(() => {});
+  }
+});
+
+Deno.test("an answer larger than MAX_ANSWER_BYTES is bad_response, cut off rather than read whole", async () => {
+  let pulled = 0;
+  await using server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    () =>
+      new Response(
+        new ReadableStream({
+          pull(controller) {
+            pulled += 65536;
+            controller.enqueue(new Uint8Array(65536).fill(0x61));
+          },
+        }),
+        { status: 200 },
+      ),
+  );
+  const failure = await waitForSecondParty(`http://127.0.0.1:${server.addr.port}/`, "big", {
+    timeoutMs: 5_000,
+  }).then(() => assert.fail("paired?"), (error) => error);
+  assert.ok(failure instanceof SyncpointError);
+  assert.equal(failure.code, "bad_response");
+  assert.equal(
+    failure.message,
+    `Not a syncpoint answer (HTTP 200): the answer is larger than ${MAX_ANSWER_BYTES} bytes`,
+  );
+  assert.ok(pulled < 64 * MAX_ANSWER_BYTES, `${pulled} bytes pulled`);
 });

@@ -43,10 +43,12 @@ export { type HoldLimits, type HoldRefusal, isLoopback, WaitingLedger } from "./
 export { type MetricSources, SyncpointMetrics } from "./metrics.ts";
 export {
   ANSWER_GRACE_MS,
+  MAX_ANSWER_BYTES,
   type PairResult,
   type RetryEvent,
   type RetryPolicy,
   SyncpointError,
+  UNASKED_WAIT_CAP_MS,
   waitForSecondParty,
   type WaitOptions,
 } from "./client.ts";

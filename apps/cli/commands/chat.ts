@@ -387,8 +387,8 @@ async function runLine(options: ChatCliOptions, keyStore: KeyStore, io: CliIo): 
     !io.shutdownSignal.aborted;
   if (unreached) {
     io.err(
-      `duet chat: never got into the room: the server at ${options.server} was not reached ` +
-        `within --linger-ms (${options.lingerMs} ms) after the end of input\n`,
+      `duet chat: never got into the room: no welcome from ${options.server} within ` +
+        `--linger-ms (${options.lingerMs} ms) after the end of input\n`,
     );
   }
   if (result.unsent) {

@@ -262,7 +262,7 @@ function waitCommand(io: CliIo): Command {
         ANSWER_GRACE_MS / 1000
       } s more for the service's last answer to arrive` +
         " (the server caps each request; default: the server's own wait, " +
-        "and retries within 10 s)",
+        "and retries within 10 s; a service silent for 60 s is given up on)",
       integer(1, 3_600_000),
     )
     .option(
