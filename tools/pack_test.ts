@@ -255,6 +255,20 @@ testWith(all, {
       );
       checkResult("Bun", await sh("npx", ["--yes", BUN, "main.mjs"], project, env), echo.url);
 
+      // The packages' READMEs, as npm shows them: every example not marked `ignore` runs
+      // from the installed package (Bun runs TypeScript as it is) and type-checks below.
+      const examples: string[] = [];
+      for (const p of packed) {
+        const readme = await Deno.readTextFile(`${project}/node_modules/${p.name}/README.md`);
+        for (const [, code] of readme.matchAll(/^```(?:ts|js)\n([\s\S]*?)^```$/gm)) {
+          const file = `example_${examples.length}.ts`;
+          await Deno.writeTextFile(`${project}/${file}`, code!);
+          examples.push(file);
+          await sh("npx", ["--yes", BUN, file], project);
+        }
+      }
+      assert.ok(examples.length >= 2, `README examples found: ${examples.length}`);
+
       // TypeScript users: the shipped declarations type-check a consumer, and catch misuse.
       await Deno.writeTextFile(`${project}/consumer.ts`, TS_CONSUMER);
       await Deno.writeTextFile(
@@ -268,7 +282,7 @@ testWith(all, {
             strict: true,
             noEmit: true,
           },
-          files: ["consumer.ts"],
+          files: ["consumer.ts", ...examples],
         }),
       );
       await sh("npx", ["--yes", "--package", TYPESCRIPT, "--", "tsc", "-p", "."], project);
