@@ -5,8 +5,8 @@
  * peer key not yet accepted decrypts is held back, and said there, never printed as the
  * peer's). It ends at the end of input (after waiting up to `lingerMs` to get into the
  * room if it is not in yet, then for unsent messages to be stored while they are, up to
- * `lingerMs` without progress), on /quit, on a fatal refusal, or when `signal` aborts (SIGINT/SIGTERM: at
- * once, the outbox kept for the next start).
+ * `lingerMs` without progress), on /quit, on a fatal refusal, or when `signal` aborts
+ * (SIGINT/SIGTERM: at once, the outbox kept for the next start).
  *
  * @module
  */

@@ -246,6 +246,9 @@ key (messages under a key you have not accepted are held back, never shown as th
 Your name in a room belongs to the key you first used there (kept in --key-store): another
 key cannot take it, unless it is started with --reset-key, which your peer is told of.
 
+Line mode's exit status: 0 when every line went out; 1 when the server was never reached,
+the room refused you, or a line is unsent or was refused.
+
 Examples:
   duet chat --server 127.0.0.1:7070 --name alice --room tea --line
   printf 'hello\\n/key\\n' | duet chat --server 127.0.0.1:7070 --name bob --room tea --line`;
@@ -278,8 +281,9 @@ export function chatCommand(io: CliIo): Command {
     )
     .option(
       "--linger-ms <ms>",
-      "line mode: at the end of stdin, wait for unsent messages to be stored, giving up " +
-        "after this long without progress; /key waits this long for a key",
+      "line mode: at the end of stdin, wait this long to get into the room if not in yet " +
+        "(never in: exit 1), then for unsent messages to be stored, giving up after this " +
+        "long without progress; /key waits this long for a key",
       integer(0, 600_000),
       10_000,
     )
