@@ -30,7 +30,8 @@
 import { ristretto255, ristretto255_hasher } from "@noble/curves/ed25519.js";
 import { sha512 } from "@noble/hashes/sha2.js";
 import { concatBytes, randomBytes, utf8ToBytes } from "@noble/hashes/utils.js";
-import { bytesToNumberLE } from "@noble/curves/utils.js";
+import { bytesToNumberLE, equalBytes } from "@noble/curves/utils.js";
+import { hmac } from "@noble/hashes/hmac.js";
 
 const Point = ristretto255.Point;
 type Point = InstanceType<typeof Point>;
@@ -241,4 +242,42 @@ export function finish(
     ),
   );
   return { isk, peerAd: peerAd.slice() };
+}
+
+/**
+ * The draft's explicit key confirmation: `mac_key = SHA-512("CPaceMac" || sid || ISK)`.
+ * Without it a party knows only that a peer who got the same key holds the code; with it,
+ * each side learns before using the key whether the other derived the same one, and a wrong
+ * code (or a relay in the middle) shows at once, on both sides.
+ */
+function macKey(isk: Uint8Array, sid: Uint8Array): Uint8Array {
+  return sha512(concatBytes(utf8ToBytes("CPaceMac"), sid, isk));
+}
+
+/**
+ * The tag this party sends after a run: `HMAC-SHA-512(mac_key, own message)`, 64 bytes (the
+ * draft's `Ta` or `Tb`, over the message this party sent).
+ */
+export function confirmationTag(
+  result: CPaceResult,
+  inputs: CPaceInputs,
+  own: CPaceStart,
+): Uint8Array {
+  return hmac(sha512, macKey(result.isk, inputs.sid ?? new Uint8Array(0)), own.message);
+}
+
+/**
+ * Whether `tag` is the peer's confirmation of the same key: `HMAC-SHA-512(mac_key, peer
+ * message)`, compared in constant time. False for a tag of any other value or length; never
+ * throws.
+ */
+export function verifyConfirmation(
+  result: CPaceResult,
+  inputs: CPaceInputs,
+  peerMessage: Uint8Array,
+  tag: Uint8Array,
+): boolean {
+  if (!(tag instanceof Uint8Array) || tag.length !== 64) return false;
+  const expected = hmac(sha512, macKey(result.isk, inputs.sid ?? new Uint8Array(0)), peerMessage);
+  return equalBytes(expected, tag);
 }

@@ -8,6 +8,7 @@ import { bytesToNumberLE } from "@noble/curves/utils.js";
 import { sha512 } from "@noble/hashes/sha2.js";
 import {
   calculateGenerator,
+  confirmationTag,
   type CPaceInputs,
   finish,
   generatorString,
@@ -17,6 +18,7 @@ import {
   prependLen,
   scalarMultVfy,
   start,
+  verifyConfirmation,
 } from "./cpace.ts";
 
 const vectors = JSON.parse(
@@ -165,4 +167,30 @@ Deno.test("property: a message tampered with in any byte gives no key or a diffe
     }),
     { numRuns: 100 },
   );
+});
+
+Deno.test("key confirmation: each side's tag verifies at the other; a wrong code fails on both sides; tags never cross", () => {
+  const shared = { prs: utf8("7-guitar-orbit"), sid: h("0011223344556677") };
+  const a = start(shared, utf8("alice"));
+  const b = start(shared, utf8("bob"));
+  const atA = finish(shared, a, b.message, "initiator")!;
+  const atB = finish(shared, b, a.message, "responder")!;
+  const ta = confirmationTag(atA, shared, a);
+  const tb = confirmationTag(atB, shared, b);
+  assert.equal(ta.length, 64);
+  assert.equal(verifyConfirmation(atB, shared, a.message, ta), true);
+  assert.equal(verifyConfirmation(atA, shared, b.message, tb), true);
+  // A's tag is not B's: a reflected tag is refused.
+  assert.equal(verifyConfirmation(atA, shared, b.message, ta), false);
+  // Malformed tags: false, never a throw.
+  for (const bad of [new Uint8Array(0), ta.subarray(1), new Uint8Array(64), "x" as unknown]) {
+    assert.equal(verifyConfirmation(atB, shared, a.message, bad as Uint8Array), false);
+  }
+  // A wrong code: both sides finish (the messages are well formed) and both refuse.
+  const wrong = { ...shared, prs: utf8("7-guitar-orbiT") };
+  const c = start(wrong, utf8("mallory"));
+  const atC = finish(wrong, c, a.message, "responder")!;
+  const atA2 = finish(shared, a, c.message, "initiator")!;
+  assert.equal(verifyConfirmation(atA2, shared, c.message, confirmationTag(atC, wrong, c)), false);
+  assert.equal(verifyConfirmation(atC, wrong, a.message, confirmationTag(atA2, shared, a)), false);
 });

@@ -19,6 +19,7 @@
  */
 export {
   calculateGenerator,
+  confirmationTag,
   type CPaceInputs,
   type CPaceResult,
   type CPaceStart,
@@ -33,4 +34,13 @@ export {
   scalarMultVfy,
   start,
   type TranscriptOrder,
+  verifyConfirmation,
 } from "./cpace.ts";
+export {
+  BITS_PER_WORD,
+  type Code,
+  DEFAULT_WORDS,
+  generateCode,
+  MAX_CODE_NUMBER,
+  parseCode,
+} from "./code.ts";
