@@ -937,3 +937,74 @@ Deno.test("duet syncpoint wait at a port that does not speak HTTP: bad_response 
     await serving;
   }
 });
+
+/** Runs `duet ARGS` as its own process; its exit code and output lines. */
+async function duetProcess(args: string[]) {
+  const spawned = spawnDuet(args, { direct: true });
+  const { code } = await spawned.child.status;
+  await spawned.done;
+  return { code, out: spawned.lines.stdout, err: spawned.lines.stderr };
+}
+
+Deno.test("duet syncpoint wait --code: two processes with one code (typed differently) exchange payloads; another code fails both, revealing nothing", async () => {
+  const server = await startSyncpoint({ port: 0 });
+  try {
+    const url = server.url.href.replace(/\/$/, "");
+    const wait = (id: string, code: string, payload: string, json = false) =>
+      duetProcess([
+        "syncpoint",
+        "wait",
+        id,
+        "--url",
+        url,
+        "--code",
+        code,
+        "--payload",
+        payload,
+        "--timeout-ms",
+        "20000",
+        ...(json ? ["--json"] : []),
+      ]);
+    const [alice, bob] = await Promise.all([
+      wait("code-ok", "7-guitar-orbit-lazy", "alice's address", true),
+      wait("code-ok", "7 Guitar ORBI lazy", "bob's address"),
+    ]);
+    assert.equal(alice.code, 0, alice.err.join("\n"));
+    assert.equal(bob.code, 0, bob.err.join("\n"));
+    const paired = JSON.parse(alice.out.join(""));
+    assert.equal(paired.status, "paired");
+    assert.equal(paired.peer_payload, "bob's address");
+    assert.equal(paired.code_verified, true);
+    assert.deepEqual(bob.out, ["alice's address"]);
+    assert.match(bob.err.join("\n"), /the other party proved the code/);
+
+    const [one, two] = await Promise.all([
+      wait("code-bad", "7-guitar-orbit-lazy", "one", true),
+      wait("code-bad", "7-guitar-orbit-leaf", "two"),
+    ]);
+    assert.equal(one.code, 1);
+    assert.equal(two.code, 1);
+    assert.equal(JSON.parse(one.out.join("")).code, "code_mismatch");
+    assert.deepEqual(two.out, [], "nothing of the other's payload");
+    assert.match(two.err.join("\n"), /did not prove the same code.*\(code_mismatch\)$/);
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("duet syncpoint wait --code: a code that is not one, and a payload past what a code exchange carries, are usage errors", async () => {
+  const bad = await inProcess(["syncpoint", "wait", "x", "--code", "guitar-orbit"]);
+  assert.equal(bad.code, 2);
+  assert.match(bad.err, /^duet syncpoint wait: --code: a code starts with its number/);
+  const big = await inProcess([
+    "syncpoint",
+    "wait",
+    "x",
+    "--code",
+    "7-guitar-orbit",
+    "--payload",
+    "x".repeat(50_000),
+  ]);
+  assert.equal(big.code, 2);
+  assert.match(big.err, /--payload is 50000 bytes; the service accepts at most 49060 with --code/);
+});

@@ -52,5 +52,11 @@ export {
   waitForSecondParty,
   type WaitOptions,
 } from "./client.ts";
+export {
+  CodeExchangeError,
+  MAX_CODE_ID_LENGTH,
+  maxCodePayloadBytes,
+  waitWithCode,
+} from "./code_exchange.ts";
 export type { RunningService } from "@duet/core/service";
 export type { Rate } from "@duet/net/rate";

@@ -9,14 +9,19 @@ import { getLogger } from "@logtape/logtape";
 import { logText } from "../logging.ts";
 import {
   ANSWER_GRACE_MS,
+  CodeExchangeError,
   DEFAULTS,
   ID_PATTERN,
   ID_RULE,
+  MAX_CODE_ID_LENGTH,
+  maxCodePayloadBytes,
   type RetryEvent,
   startSyncpoint,
   SyncpointError,
   waitForSecondParty,
+  waitWithCode,
 } from "@duet/syncpoint";
+import { generateCode, parseCode } from "@duet/pake";
 import { jsonLine } from "@duet/core/json-line";
 import { printable } from "@duet/core/printable";
 import { type CliIo, ExitStatus, UsageError } from "../io.ts";
@@ -41,6 +46,7 @@ interface ServeOptions {
 interface WaitCliOptions {
   url: string;
   payload?: string;
+  code?: string;
   timeoutMs?: number;
   json?: boolean;
   retry: boolean;
@@ -114,8 +120,14 @@ With --json, stdout carries one object whatever the outcome:
   {"status":"paired","id":ID,"role":"first"|"second","waited_ms":N,"peer_payload":TEXT|null}
   {"status":"error","id":ID,"code":"timeout"|...|"unreachable","message":TEXT}
 waited_ms counts from the command's start too. Errors go to stderr as well.
-Exit status: 0 paired, 1 not (timeout, refusal, unreachable), 2 a usage error (no JSON),
-130 interrupted.
+Exit status: 0 paired, 1 not (timeout, refusal, unreachable, code_mismatch), 2 a usage
+error (no JSON), 130 interrupted.
+
+With --code, both parties prove the same code to each other (CPace, through the service,
+which learns nothing) before either payload is handed over, sealed; --json adds
+"code_verified":true. Another code fails both sides with code_mismatch, revealing nothing.
+  duet syncpoint wait room-7 --code new --payload "10.0.0.7:4433"   # prints the code
+  duet syncpoint wait room-7 --code 7-guitar-orbit-lazy --payload "10.0.0.9:4433"
 
 Retries, within the one --timeout-ms: 503 (an instance draining in a rolling update,
 capacity, Redis away) and 429 after their Retry-After; 409 and lost connections after a
@@ -257,6 +269,12 @@ function waitCommand(io: CliIo): Command {
       `text to hand to the other party (at most ${DEFAULTS.maxPayloadBytes} bytes of UTF-8, 64 KiB)`,
     )
     .option(
+      "--code <code>",
+      'a code both parties know (NUMBER-word-word-word; "new" makes one and prints it): ' +
+        "the payloads go only to a party that proves the same code, encrypted under a key " +
+        "the service cannot learn (CPace)",
+    )
+    .option(
       "--timeout-ms <ms>",
       `how long to wait in all, retries included, and at most ${
         ANSWER_GRACE_MS / 1000
@@ -325,6 +343,63 @@ function retryReporter(io: CliIo, voice: Voice): (event: RetryEvent) => void {
   };
 }
 
+/**
+ * Checks what `duet syncpoint wait` was given before anything is sent: the id, the base URL,
+ * the code (made and said for `--code new`) and the payload's size (smaller with a code).
+ *
+ * @returns The code's canonical text, when one is used.
+ * @throws ExitStatus 2 through waitUsage, with one line naming what is wrong.
+ */
+function checkWaitInput(
+  id: string,
+  options: WaitCliOptions,
+  voice: Voice,
+  io: CliIo,
+): string | undefined {
+  if (!ID_PATTERN.test(id)) waitUsage(io, `Invalid id "${id}": use ${ID_RULE}`);
+  const base = new URL(options.url); // a valid http(s) URL: the option's parser said so
+  if (base.pathname !== "/" || base.search !== "" || base.hash !== "") {
+    waitUsage(io, BASE_URL_HINT);
+  }
+  let code: string | undefined;
+  if (options.code !== undefined) {
+    if (options.code === "new") {
+      code = generateCode().text;
+      // The one thing the other person needs; said even with --quiet.
+      say(
+        io,
+        { ...voice, quiet: false },
+        "warning",
+        `${WAIT_PREFIX}: the code is ${code}; ` +
+          `the other party runs duet syncpoint wait ${id} --code ${code}`,
+      );
+    } else {
+      try {
+        code = parseCode(options.code).text;
+      } catch (error) {
+        waitUsage(io, `--code: ${(error as Error).message}`);
+      }
+    }
+    if (id.length > MAX_CODE_ID_LENGTH) {
+      waitUsage(io, `an id used with --code is at most ${MAX_CODE_ID_LENGTH} characters`);
+    }
+  }
+  if (options.payload !== undefined) {
+    const bytes = new TextEncoder().encode(options.payload).byteLength;
+    const most = code === undefined
+      ? DEFAULTS.maxPayloadBytes
+      : maxCodePayloadBytes(DEFAULTS.maxPayloadBytes);
+    if (bytes > most) {
+      waitUsage(
+        io,
+        `--payload is ${bytes} bytes; the service accepts at most ${most}` +
+          (code === undefined ? " (64 KiB)" : " with --code (sealed, then base64)"),
+      );
+    }
+  }
+  return code;
+}
+
 /** `duet syncpoint wait ID`: one rendezvous, its outcome on stdout and stderr. */
 async function runWait(
   id: string,
@@ -333,21 +408,7 @@ async function runWait(
   io: CliIo,
 ): Promise<void> {
   const started = performance.now();
-  if (!ID_PATTERN.test(id)) waitUsage(io, `Invalid id "${id}": use ${ID_RULE}`);
-  const base = new URL(options.url); // a valid http(s) URL: the option's parser said so
-  if (base.pathname !== "/" || base.search !== "" || base.hash !== "") {
-    waitUsage(io, BASE_URL_HINT);
-  }
-  if (options.payload !== undefined) {
-    const bytes = new TextEncoder().encode(options.payload).byteLength;
-    if (bytes > DEFAULTS.maxPayloadBytes) {
-      waitUsage(
-        io,
-        `--payload is ${bytes} bytes; the service accepts at most ` +
-          `${DEFAULTS.maxPayloadBytes} (64 KiB)`,
-      );
-    }
-  }
+  const code = checkWaitInput(id, options, voice, io);
   /** A failed wait: one line on stderr, and with --json one object on stdout. */
   function fail(code: string, message: string, line = `${message} (${code})`): never {
     // The service's words, shown, not obeyed (a proxy's page could hold anything).
@@ -357,13 +418,17 @@ async function runWait(
   }
   let result;
   try {
-    result = await waitForSecondParty(options.url, id, {
+    const waitOptions = {
       ...(options.payload === undefined ? {} : { payload: options.payload }),
       ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
       signal: io.shutdownSignal,
       retry: options.retry && { onRetry: retryReporter(io, voice) },
-    });
+    };
+    result = code === undefined
+      ? await waitForSecondParty(options.url, id, waitOptions)
+      : await waitWithCode(options.url, id, code, waitOptions);
   } catch (error) {
+    if (error instanceof CodeExchangeError) fail(error.code, error.message);
     if (error instanceof SyncpointError) {
       const elapsedMs = performance.now() - started;
       // A 408 well before the --timeout-ms asked: the service granted less (its cap).
@@ -405,6 +470,7 @@ async function runWait(
         role: result.role,
         waited_ms: waitedMs,
         peer_payload: result.peerPayload,
+        ...(code === undefined ? {} : { code_verified: true }),
       }) + "\n",
     );
     return;
@@ -414,6 +480,7 @@ async function runWait(
     voice,
     "info",
     `paired as the ${result.role} party after ${seconds(waitedMs)}` +
+      (code === undefined ? "" : "; the other party proved the code") +
       (result.peerPayload === null ? "; the other party sent nothing" : ""),
   );
   // The other party's text alone, shown, not obeyed: control characters as stand-ins,
