@@ -29,16 +29,17 @@ import {
   start,
   verifyConfirmation,
 } from "@duet/pake";
-import { type PairResult, waitForSecondParty, type WaitOptions } from "./client.ts";
+import { type PairResult, SyncpointError, waitForSecondParty, type WaitOptions } from "./client.ts";
 
 /** The exchange failed in a way that says something about the other party (not the network). */
 export class CodeExchangeError extends Error {
   /**
    * `code_mismatch`: the confirmation failed (another code, or someone in the middle);
    * `not_code_exchange`: what came back is no exchange message (the other party did not use a
-   * code); `id_too_long`: no room for the rounds' suffix.
+   * code); `partner_left`: the other party did not come to the second round; `id_too_long`:
+   * no room for the rounds' suffix.
    */
-  readonly code: "code_mismatch" | "not_code_exchange" | "id_too_long";
+  readonly code: "code_mismatch" | "not_code_exchange" | "partner_left" | "id_too_long";
   /**
    * The error for one failed exchange.
    *
@@ -159,6 +160,15 @@ export async function waitWithCode(
     ...rest,
     ...(remaining === undefined ? {} : { timeoutMs: remaining }),
     payload: toBase64(new Uint8Array([...tag, ...sealed])),
+  }).catch((error) => {
+    if (error instanceof SyncpointError && error.code === "timeout") {
+      throw new CodeExchangeError(
+        "partner_left",
+        "the other party left after the first round of the code exchange; nothing was revealed " +
+          "to it, and its payload never came",
+      );
+    }
+    throw error;
   });
   const answer = fromBase64(second.peerPayload);
   if (!answer || !verifyConfirmation(result, inputs, peerMessage!, answer.subarray(0, 64))) {

@@ -118,3 +118,21 @@ Deno.test("code exchange: a partner without a code is told apart; an id too long
   });
   assert.equal(maxCodePayloadBytes(65536), 49060);
 });
+
+Deno.test("code exchange: a partner that leaves after the first round is said so, not a plain timeout", async () => {
+  await withSyncpoint(async (url) => {
+    // The partner answers round 1 as a real party would, then never comes to round 2.
+    const partner = cpaceStart({
+      prs: new TextEncoder().encode("7-guitar-orbit-lazy"),
+      sid: new TextEncoder().encode("duet-syncpoint-code/v1 meet-7"),
+    });
+    const [a] = await Promise.all([
+      settled(
+        waitWithCode(url, "meet-7", "7-guitar-orbit-lazy", { payload: "x", timeoutMs: 1500 }),
+      ),
+      waitForSecondParty(url, "meet-7~1", { payload: partner.message.toBase64(), timeoutMs: 1500 }),
+    ]);
+    assert.ok("error" in a && a.error instanceof CodeExchangeError, String(a));
+    assert.equal((a.error as CodeExchangeError).code, "partner_left");
+  });
+});
