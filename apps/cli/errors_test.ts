@@ -2,16 +2,9 @@
 // option (exit 2), never a library's or the runtime's words alone.
 import assert from "node:assert/strict";
 import { generateCertificate } from "@duet/webtransport";
-import { spawnDuet } from "./testdata/spawn.ts";
+import { runDuet, spawnDuet } from "./testdata/spawn.ts";
 
 /** Runs `duet ARGS` to its end: exit code and stderr. */
-async function duet(args: string[]): Promise<{ code: number; err: string }> {
-  const run = spawnDuet(args, { direct: true });
-  const { code } = await run.child.status;
-  await run.done;
-  return { code, err: run.lines.stderr.join("\n") };
-}
-
 Deno.test("duet ping serve: a --cert or --key that is not PEM, or a key the runtime cannot read, is a usage error naming it", async () => {
   const dir = await Deno.makeTempDir();
   try {
@@ -19,18 +12,18 @@ Deno.test("duet ping serve: a --cert or --key that is not PEM, or a key the runt
     await Deno.writeTextFile(`${dir}/cert.pem`, good.certPem);
     await Deno.writeTextFile(`${dir}/key.pem`, good.keyPem);
     await Deno.writeTextFile(`${dir}/text`, "hello\n");
-    const notCert = await duet(
+    const notCert = await runDuet(
       ["ping", "serve", "--port", "0", "--cert", `${dir}/text`, "--key", `${dir}/key.pem`],
     );
     assert.equal(notCert.code, 2, notCert.err);
     assert.match(notCert.err, /^duet ping serve: --cert \S+\/text: not a PEM X\.509 certificate/);
     assert.doesNotMatch(notCert.err, /Unsupported format/);
-    const keyAsCert = await duet(
+    const keyAsCert = await runDuet(
       ["ping", "serve", "--port", "0", "--cert", `${dir}/key.pem`, "--key", `${dir}/key.pem`],
     );
     assert.equal(keyAsCert.code, 2, keyAsCert.err);
     assert.match(keyAsCert.err, /--cert \S+\/key\.pem: not a PEM X\.509 certificate/);
-    const certAsKey = await duet(
+    const certAsKey = await runDuet(
       ["ping", "serve", "--port", "0", "--cert", `${dir}/cert.pem`, "--key", `${dir}/cert.pem`],
     );
     assert.equal(certAsKey.code, 2, certAsKey.err);
@@ -40,7 +33,7 @@ Deno.test("duet ping serve: a --cert or --key that is not PEM, or a key the runt
       `${dir}/other-key.pem`,
       other.keyPem.replace(/[A-Za-z0-9+/]{8}\n/, "AAAAAAAA\n"),
     );
-    const unreadable = await duet(
+    const unreadable = await runDuet(
       [
         "ping",
         "serve",
@@ -63,7 +56,7 @@ Deno.test("duet ping --ca FILE that is not a PEM certificate is a usage error na
   const dir = await Deno.makeTempDir();
   try {
     await Deno.writeTextFile(`${dir}/text`, "hello\n");
-    const run = await duet(["ping", "--url", "https://127.0.0.1:1/ping", "--ca", `${dir}/text`]);
+    const run = await runDuet(["ping", "--url", "https://127.0.0.1:1/ping", "--ca", `${dir}/text`]);
     assert.equal(run.code, 2, run.err);
     assert.match(run.err, /^duet ping: --ca \S+\/text: not a PEM certificate/);
   } finally {

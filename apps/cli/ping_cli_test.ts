@@ -3,8 +3,8 @@
 // document reached but unusable, a --size no datagram carries stop at once), --json's
 // result for every outcome, and a server killed and restarted under a running client.
 import assert from "node:assert/strict";
-import { freePort, waitFor } from "@duet/testkit";
-import { spawnDuet, type SpawnedDuet } from "./testdata/spawn.ts";
+import { freePort, tcpServer, waitFor } from "@duet/testkit";
+import { runDuet, spawnDuet, type SpawnedDuet } from "./testdata/spawn.ts";
 import { CLIENT_DEFAULTS, parseCertHash, runPing } from "@duet/ping";
 import { inProcess } from "./testdata/in_process.ts";
 import { describeEvent, serverOperand } from "./commands/ping.ts";
@@ -16,15 +16,6 @@ async function startServer(port: number, extra: string[] = []): Promise<SpawnedD
   const server = spawnDuet(["ping", "serve", "--port", String(port), ...extra], { direct: true });
   await waitFor(() => server.lines.stdout.some((l) => l.startsWith("page ")), "the server", 20_000);
   return server;
-}
-
-/** Runs `duet ARGS` as a process of its own and collects its output. */
-async function duet(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const spawned = spawnDuet(args, { direct: true });
-  const { code } = await spawned.child.status;
-  await spawned.done;
-  const text = (lines: string[]) => lines.map((line) => `${line}\n`).join("");
-  return { code, out: text(spawned.lines.stdout), err: text(spawned.lines.stderr) };
 }
 
 async function stop(server: SpawnedDuet, signal: Deno.Signal = "SIGTERM") {
@@ -168,7 +159,7 @@ Deno.test("duet ping --json: every outcome ends stdout with one JSON result, the
       },
     ];
     for (const { args, code, check } of cases) {
-      const run = await duet(["ping", ...args, "--json"]);
+      const run = await runDuet(["ping", ...args, "--json"]);
       assert.equal(run.code, code, `${args.join(" ")}: ${run.out}${run.err}`);
       const lines = run.out.trim().split("\n");
       const parsed = lines.map((line) => JSON.parse(line));
@@ -191,7 +182,7 @@ Deno.test("duet ping: a trust document reached but not usable stops at once with
   );
   const port = notPing.addr.port;
   try {
-    const run = await duet(["ping", "--url", `https://127.0.0.1:${port}/ping`, "-c", "2"]);
+    const run = await runDuet(["ping", "--url", `https://127.0.0.1:${port}/ping`, "-c", "2"]);
     assert.equal(run.code, 1, run.err);
     const stopping = run.out.split("\n").filter((l) => l.startsWith("stopping"));
     assert.equal(stopping.length, 1, run.out);
@@ -813,28 +804,6 @@ Deno.test({
   },
 });
 
-/** A TCP server on loopback that treats each connection with `serve`. */
-function tcpServer(port: number, serve: (conn: Deno.Conn) => Promise<void>) {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port });
-  const done = (async () => {
-    for await (const conn of listener) {
-      serve(conn).catch(() => {}).finally(() => {
-        try {
-          conn.close();
-        } catch {
-          // closed by serve already
-        }
-      });
-    }
-  })().catch(() => {});
-  return {
-    async [Symbol.asyncDispose]() {
-      listener.close();
-      await done;
-    },
-  };
-}
-
 Deno.test({
   name:
     "duet ping HOST:PORT at a port that speaks neither TLS nor HTTP stops at once; one that hangs up is retried",
@@ -842,11 +811,11 @@ Deno.test({
   async fn() {
     const port = freePort();
     {
-      await using _banner = tcpServer(port, async (conn) => {
+      await using _banner = tcpServer(async (conn) => {
         await conn.read(new Uint8Array(4096));
         await conn.write(new TextEncoder().encode("SSH-2.0-OpenSSH_9.2\r\n"));
-      });
-      const { code, out } = await duet(["ping", `127.0.0.1:${port}`, "--count", "1"]);
+      }, port);
+      const { code, out } = await runDuet(["ping", `127.0.0.1:${port}`, "--count", "1"]);
       assert.equal(code, 1, out);
       assert.match(
         out,
@@ -855,8 +824,8 @@ Deno.test({
       assert.doesNotMatch(out, /reconnect attempt|corrupt message|InvalidContentType|invalid HTTP/);
     }
     {
-      await using _hangUp = tcpServer(port, (conn) => Promise.resolve(conn.close()));
-      const { code, out } = await duet([
+      await using _hangUp = tcpServer((conn) => Promise.resolve(conn.close()), port);
+      const { code, out } = await runDuet([
         "ping",
         `127.0.0.1:${port}`,
         "--count",
@@ -892,7 +861,7 @@ Deno.test("duet ping takes servers as operands: HOST:PORT or a URL; anything els
       ],
     ] as const
   ) {
-    const { code, out, err } = await duet(["ping", operand, "--count", "1"]);
+    const { code, out, err } = await runDuet(["ping", operand, "--count", "1"]);
     assert.equal(code, 2, err);
     assert.equal(out, "");
     assert.match(err.trim(), message);

@@ -8,16 +8,7 @@ import assert from "node:assert/strict";
 import { type Requirement, run, testWith, waitFor } from "@duet/testkit";
 import { startPingServer } from "@duet/ping";
 import { fakeDns } from "@duet/ping/testing";
-import { spawnDuet, type SpawnedDuet } from "./testdata/spawn.ts";
-
-/** Runs `duet ARGS` as a process and collects its output. */
-async function duet(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const spawned = spawnDuet(args, { direct: true });
-  const { code } = await spawned.child.status;
-  await spawned.done;
-  const text = (lines: string[]) => lines.map((line) => `${line}\n`).join("");
-  return { code, out: text(spawned.lines.stdout), err: text(spawned.lines.stderr) };
-}
+import { runDuet, spawnDuet, type SpawnedDuet } from "./testdata/spawn.ts";
 
 Deno.test({
   name: "duet ping --domain: finds a live server through SRV (mDNS skipped), and says what " +
@@ -45,20 +36,20 @@ Deno.test({
         "--interval",
         "20",
       ];
-      const found = await duet([...args, "--domain", "example.test"]);
+      const found = await runDuet([...args, "--domain", "example.test"]);
       assert.equal(found.code, 0, found.err);
       assert.match(
         found.out,
         /^found https:\/\/localhost:\d+\/ping by DNS SRV _duet-ping\._udp\.example\.test$/m,
       );
       assert.match(found.out, /2 transmitted, 2 received/);
-      const missing = await duet([...args, "--domain", "nothing.test"]);
+      const missing = await runDuet([...args, "--domain", "nothing.test"]);
       assert.equal(missing.code, 1);
       assert.match(
         missing.err,
         /no ping server found \(tried mDNS: skipped \(--no-mdns\); DNS SRV _duet-ping\._udp\.nothing\.test: no record\); pass --url/,
       );
-      const nowhere = await duet(["ping", "--no-mdns", "--count", "1"]);
+      const nowhere = await runDuet(["ping", "--no-mdns", "--count", "1"]);
       assert.equal(nowhere.code, 1);
       assert.match(nowhere.err, /DNS SRV: skipped, no --domain given/);
     } finally {

@@ -2,8 +2,8 @@ import assert from "node:assert/strict";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { startSyncpoint } from "@duet/syncpoint";
-import { waitFor } from "@duet/testkit";
-import { spawnDuet } from "./testdata/spawn.ts";
+import { tcpServer, waitFor } from "@duet/testkit";
+import { runDuet, spawnDuet } from "./testdata/spawn.ts";
 import { inProcess } from "./testdata/in_process.ts";
 
 Deno.test("duet syncpoint serves, pairs, and on SIGTERM answers a waiting party 503 and exits 0", async () => {
@@ -911,47 +911,30 @@ Deno.test("duet syncpoint --port 0 -q: the URL on stdout even when quiet, and no
 });
 
 Deno.test("duet syncpoint wait at a port that does not speak HTTP: bad_response at once, not retried", async () => {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const serving = (async () => {
-    for await (const conn of listener) {
-      // An SSH-like banner in place of an HTTP answer.
-      await conn.read(new Uint8Array(4096)).catch(() => null);
-      await conn.write(new TextEncoder().encode("SSH-2.0-OpenSSH_9.2\r\n")).catch(() => 0);
-      conn.close();
-    }
-  })().catch(() => {});
-  try {
-    const url = `http://127.0.0.1:${listener.addr.port}`;
-    const run = await inProcess(["syncpoint", "wait", "x", "--url", url, "--json"]);
-    assert.equal(run.code, 1, run.err);
-    assert.deepEqual(JSON.parse(run.out), {
-      status: "error",
-      id: "x",
-      code: "bad_response",
-      message: `no syncpoint answers at ${url}: what answered does not speak HTTP; check the ` +
-        "URL's scheme (http:// or https://) and port",
-    });
-    assert.doesNotMatch(run.err, /retrying/);
-  } finally {
-    listener.close();
-    await serving;
-  }
+  // An SSH-like banner in place of an HTTP answer.
+  await using banner = tcpServer(async (conn) => {
+    await conn.read(new Uint8Array(4096));
+    await conn.write(new TextEncoder().encode("SSH-2.0-OpenSSH_9.2\r\n"));
+  });
+  const url = `http://127.0.0.1:${banner.port}`;
+  const run = await inProcess(["syncpoint", "wait", "x", "--url", url, "--json"]);
+  assert.equal(run.code, 1, run.err);
+  assert.deepEqual(JSON.parse(run.out), {
+    status: "error",
+    id: "x",
+    code: "bad_response",
+    message: `no syncpoint answers at ${url}: what answered does not speak HTTP; check the ` +
+      "URL's scheme (http:// or https://) and port",
+  });
+  assert.doesNotMatch(run.err, /retrying/);
 });
-
-/** Runs `duet ARGS` as its own process; its exit code and output lines. */
-async function duetProcess(args: string[]) {
-  const spawned = spawnDuet(args, { direct: true });
-  const { code } = await spawned.child.status;
-  await spawned.done;
-  return { code, out: spawned.lines.stdout, err: spawned.lines.stderr };
-}
 
 Deno.test("duet syncpoint wait --code: two processes with one code (typed differently) exchange payloads; another code fails both, revealing nothing", async () => {
   const server = await startSyncpoint({ port: 0 });
   try {
     const url = server.url.href.replace(/\/$/, "");
     const wait = (id: string, code: string, payload: string, json = false) =>
-      duetProcess([
+      runDuet([
         "syncpoint",
         "wait",
         id,
@@ -969,14 +952,14 @@ Deno.test("duet syncpoint wait --code: two processes with one code (typed differ
       wait("code-ok", "7-guitar-orbit-lazy", "alice's address", true),
       wait("code-ok", "7 Guitar ORBI lazy", "bob's address"),
     ]);
-    assert.equal(alice.code, 0, alice.err.join("\n"));
-    assert.equal(bob.code, 0, bob.err.join("\n"));
-    const paired = JSON.parse(alice.out.join(""));
+    assert.equal(alice.code, 0, alice.err);
+    assert.equal(bob.code, 0, bob.err);
+    const paired = JSON.parse(alice.out);
     assert.equal(paired.status, "paired");
     assert.equal(paired.peer_payload, "bob's address");
     assert.equal(paired.code_verified, true);
-    assert.deepEqual(bob.out, ["alice's address"]);
-    assert.match(bob.err.join("\n"), /the other party proved the code/);
+    assert.equal(bob.out, "alice's address\n");
+    assert.match(bob.err, /the other party proved the code/);
 
     const [one, two] = await Promise.all([
       wait("code-bad", "7-guitar-orbit-lazy", "one", true),
@@ -984,9 +967,9 @@ Deno.test("duet syncpoint wait --code: two processes with one code (typed differ
     ]);
     assert.equal(one.code, 1);
     assert.equal(two.code, 1);
-    assert.equal(JSON.parse(one.out.join("")).code, "code_mismatch");
-    assert.deepEqual(two.out, [], "nothing of the other's payload");
-    assert.match(two.err.join("\n"), /did not prove the same code.*\(code_mismatch\)$/);
+    assert.equal(JSON.parse(one.out).code, "code_mismatch");
+    assert.equal(two.out, "", "nothing of the other's payload");
+    assert.match(two.err, /did not prove the same code.*\(code_mismatch\)$/m);
   } finally {
     await server.shutdown();
   }

@@ -3,7 +3,7 @@
 // the load balancer of a rolling update (503s, dropped connections, proxy pages).
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { waitFor } from "@duet/testkit";
+import { tcpServer, waitFor } from "@duet/testkit";
 import { concatBytes } from "@noble/hashes/utils.js";
 import {
   ANSWER_GRACE_MS,
@@ -747,29 +747,19 @@ Deno.test("malformed answers are bad_response with a clear message; valid ones p
 });
 
 Deno.test("a service that accepts the connection and never answers does not hold the wait past its deadline", async () => {
-  // A TCP listener that reads and never writes: no 408 will ever come.
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const held: Deno.Conn[] = [];
-  const accepting = (async () => {
-    for await (const conn of listener) held.push(conn);
-  })();
+  // A TCP listener that holds each connection and never writes: no 408 will ever come.
+  await using mute = tcpServer(() => new Promise(() => {}));
   const events: RetryEvent[] = [];
-  try {
-    const failure = await waitForSecondParty(`http://127.0.0.1:${listener.addr.port}/`, "mute", {
-      timeoutMs: 200,
-      retry: { onRetry: (event) => events.push(event) },
-    }).then(() => assert.fail("paired?"), (error) => error as Error);
-    assert.match(
-      failure.message,
-      new RegExp(`^the service did not answer within 200 ms \\(and ${ANSWER_GRACE_MS} ms`),
-    );
-    // The deadline had passed: no retry was made after it.
-    assert.deepEqual(events, []);
-  } finally {
-    listener.close();
-    for (const conn of held) conn.close();
-    await accepting.catch(() => {});
-  }
+  const failure = await waitForSecondParty(`http://127.0.0.1:${mute.port}/`, "mute", {
+    timeoutMs: 200,
+    retry: { onRetry: (event) => events.push(event) },
+  }).then(() => assert.fail("paired?"), (error) => error as Error);
+  assert.match(
+    failure.message,
+    new RegExp(`^the service did not answer within 200 ms \\(and ${ANSWER_GRACE_MS} ms`),
+  );
+  // The deadline had passed: no retry was made after it.
+  assert.deepEqual(events, []);
 });
 
 Deno.test("a wait that ends in timeout after retries names the whole wait, not the last request's share", async () => {
@@ -803,29 +793,19 @@ Deno.test("a wait that ends in timeout after retries names the whole wait, not t
 });
 
 Deno.test("a service that never answers a request that asked no time is given up on after the cap, not waited for ever", async () => {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const held: Deno.Conn[] = [];
-  const accepting = (async () => {
-    for await (const conn of listener) held.push(conn);
-  })();
-  try {
-    const started = performance.now();
-    const failure = await waitForSecondParty(`http://127.0.0.1:${listener.addr.port}/`, "mute", {
-      unaskedWaitCapMs: 300,
-      retry: false,
-    }).then(() => assert.fail("paired?"), (error) => error as Error);
-    assert.equal(
-      failure.message,
-      `the service did not answer within 300 ms (and ${ANSWER_GRACE_MS} ms for its answer ` +
-        "to arrive); pass a timeout to wait longer",
-    );
-    assert.ok(performance.now() - started >= 300 + ANSWER_GRACE_MS - 5);
-    assert.equal(UNASKED_WAIT_CAP_MS, 60_000, "a syncpoint's own default cap on a wait");
-  } finally {
-    listener.close();
-    for (const conn of held) conn.close();
-    await accepting.catch(() => {});
-  }
+  await using mute = tcpServer(() => new Promise(() => {}));
+  const started = performance.now();
+  const failure = await waitForSecondParty(`http://127.0.0.1:${mute.port}/`, "mute", {
+    unaskedWaitCapMs: 300,
+    retry: false,
+  }).then(() => assert.fail("paired?"), (error) => error as Error);
+  assert.equal(
+    failure.message,
+    `the service did not answer within 300 ms (and ${ANSWER_GRACE_MS} ms for its answer ` +
+      "to arrive); pass a timeout to wait longer",
+  );
+  assert.ok(performance.now() - started >= 300 + ANSWER_GRACE_MS - 5);
+  assert.equal(UNASKED_WAIT_CAP_MS, 60_000, "a syncpoint's own default cap on a wait");
 });
 
 Deno.test("an answer larger than MAX_ANSWER_BYTES is bad_response, cut off rather than read whole", async () => {

@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { certificateProblem, closedBeforeAnswer, tlsFailure } from "./tls_failure.ts";
 import { explainError, isPermanentNetworkError } from "./explain_error.ts";
+import { tcpServer } from "@duet/testkit";
 
 Deno.test("certificateProblem: each rustls CertificateError name is a phrase, unknown ones keep the name", () => {
   const cases: [string, RegExp][] = [
@@ -27,29 +28,6 @@ Deno.test("certificateProblem: each rustls CertificateError name is a phrase, un
   assert.equal(tlsFailure("connection refused"), undefined);
   assert.equal(closedBeforeAnswer("connection refused"), false);
 });
-
-/** A TCP server on loopback that treats each connection with `serve`; closed by the caller. */
-function tcpServer(serve: (conn: Deno.Conn) => Promise<void>) {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const done = (async () => {
-    for await (const conn of listener) {
-      serve(conn).catch(() => {}).finally(() => {
-        try {
-          conn.close();
-        } catch {
-          // closed by serve already
-        }
-      });
-    }
-  })().catch(() => {});
-  return {
-    port: listener.addr.port,
-    async [Symbol.asyncDispose]() {
-      listener.close();
-      await done;
-    },
-  };
-}
 
 async function fetchError(url: string): Promise<unknown> {
   try {

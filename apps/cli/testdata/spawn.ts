@@ -37,6 +37,21 @@ export function spawnDuet(args: string[], options: SpawnOptions = {}): SpawnedDu
   return spawnLines(command!, rest, { cwd: repoRoot, env: options.env, stdin: options.stdin });
 }
 
+/**
+ * Runs `duet ARGS` directly (its pid is duet's) to its end: the exit code, and stdout and
+ * stderr as text, each line ending in a line break.
+ */
+export async function runDuet(
+  args: string[],
+  options: Omit<SpawnOptions, "direct"> = {},
+): Promise<{ code: number; out: string; err: string }> {
+  const spawned = spawnDuet(args, { ...options, direct: true });
+  const { code } = await spawned.child.status;
+  await spawned.done;
+  const text = (lines: string[]) => lines.map((line) => `${line}\n`).join("");
+  return { code, out: text(spawned.lines.stdout), err: text(spawned.lines.stderr) };
+}
+
 /** A `duet` process fed line by line on its standard input (`duet chat --line`, say). */
 export interface LineParty {
   /** The running `duet` process. */
