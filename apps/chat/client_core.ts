@@ -32,7 +32,7 @@ export interface OutboxItem {
 }
 
 /** Timers the reducer asks for. */
-export type TimerKind = "resend" | "history" | "key_offer";
+export type TimerKind = "resend" | "history" | "key_offer" | "code";
 
 /** The reducer's state. */
 export interface ClientState {
@@ -125,6 +125,8 @@ export type ClientCoreEvent =
 export type ClientCommand =
   | { type: "send_hello" }
   | { type: "send_key_offer" }
+  /** Send this party's `code` frame again (the shell has it; nothing if it has none). */
+  | { type: "send_code" }
   | { type: "send_history"; after: number }
   /** Send this outbox entry (the shell reads it from the key store). */
   | { type: "transmit"; clientMsgId: string; seq: number }
@@ -139,6 +141,8 @@ export type ClientCommand =
   /** Decrypt and show (in this order). */
   | { type: "show"; message: StoredMessage; fromHistory: boolean }
   | { type: "peer_key"; message: Extract<ServerMessage, { type: "peer_key" }> }
+  /** The peer's `code` frame: the shell's code run (code_core.ts) takes it. */
+  | { type: "peer_code"; message: Extract<ServerMessage, { type: "peer_code" }> }
   /** The peer (`name`) is connected to the room, is not, came or left ({@link Presence}). */
   | { type: "presence"; name: string; presence: Presence }
   /**
@@ -204,6 +208,10 @@ export function reduceClient(state: ClientState, event: ClientCoreEvent): Client
         case "key_offer":
           return state.connection === "open"
             ? { state, commands: [{ type: "send_key_offer" }] }
+            : { state, commands: [] };
+        case "code":
+          return state.connection === "open"
+            ? { state, commands: [{ type: "send_code" }] }
             : { state, commands: [] };
       }
   }
@@ -299,6 +307,8 @@ function onFrame(
     }
     case "peer_key":
       return { state, commands: [{ type: "peer_key", message }] };
+    case "peer_code":
+      return { state, commands: [{ type: "peer_code", message }] };
     case "presence":
       return onPresence(state, message);
     case "bye":
@@ -386,6 +396,9 @@ function onError(
   if (error.in_reply_to === "key_offer" && error.retryable) {
     return { state, commands: [{ type: "schedule", timer: "key_offer", ms: retryDelay(state) }] };
   }
+  if (error.in_reply_to === "code" && error.retryable) {
+    return { state, commands: [{ type: "schedule", timer: "code", ms: retryDelay(state) }] };
+  }
   return { state, commands: [connectionErrorCommand(error)] };
 }
 
@@ -424,6 +437,12 @@ export function connectionErrorCommand(
         "The server speaks another version of the chat protocol than this client: run the " +
           "same version of duet as the server",
       );
+    case "too_many_code_attempts":
+      return fatal(
+        "The server refuses more code attempts in this room for now: more were made than " +
+          "two people who share a code need, so someone may be guessing it. Nothing was " +
+          "sent. Make a new code (--code new) and meet in another room, or wait",
+      );
     case "bad_proof":
       return fatal(
         "The server did not accept this client's proof of its key: the key store " +
@@ -456,11 +475,13 @@ export function connectionErrorCommand(
     case "bad_text":
     case "unstorable":
     case "out_of_order":
-      // Before the key is in, the same offer would be refused again: no retry mends it.
-      return error.in_reply_to === "key_offer"
+      // Before the key is in, the same offer would be refused again: no retry mends it;
+      // nor would the same code frame be taken.
+      return error.in_reply_to === "key_offer" || error.in_reply_to === "code"
         ? fatal(
-          "The server refused this client's key offer, a bug or a server of another duet " +
-            "version",
+          `The server refused this client's ${
+            error.in_reply_to === "code" ? "code frame" : "key offer"
+          }, a bug or a server of another duet version`,
         )
         : notice(
           "The server refused what this client sent, a bug or a server of another duet " +

@@ -543,7 +543,13 @@ Deno.test("retryText(): a wait below a tenth of a second is 'now'; any other nev
   );
 });
 
-const FATAL: ErrorCode[] = ["room_full", "key_mismatch", "unsupported_version", "bad_proof"];
+const FATAL: ErrorCode[] = [
+  "room_full",
+  "key_mismatch",
+  "unsupported_version",
+  "bad_proof",
+  "too_many_code_attempts",
+];
 
 Deno.test("connectionErrorCommand(): every code the server can send has a sentence of ours saying what happened and what to do; only refusals no retry mends stop the client", () => {
   for (const code of Object.keys(ERROR_CODES) as ErrorCode[]) {

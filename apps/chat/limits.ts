@@ -11,12 +11,13 @@
 /**
  * What one frame costs against its connection's rate, in tokens. Every frame costs: none
  * is free to send in a loop. A `key_offer` costs {@link KEY_OFFER_COST} (the server checks
- * its proofs, a few milliseconds of CPU, and writes the database); anything else, a
+ * its proofs, a few milliseconds of CPU, and writes the database), and so does a `code`
+ * (a database transaction that locks the room); anything else, a
  * frame that is not even an object included, costs 1.
  */
 export function frameCost(payload: unknown): number {
   const type = (payload as { type?: unknown } | null)?.type;
-  return type === "key_offer" ? KEY_OFFER_COST : 1;
+  return type === "key_offer" || type === "code" ? KEY_OFFER_COST : 1;
 }
 
 /** The tokens a `key_offer` frame costs (see {@link frameCost}). */
@@ -140,4 +141,46 @@ function expandIPv6(address: string): string[] | undefined {
   const groups = [...head, ...Array(halves.length === 2 ? missing : 0).fill("0"), ...tail];
   if (!groups.every((g) => /^[0-9a-f]{1,4}$/.test(g))) return undefined;
   return groups.map((g) => parseInt(g, 16).toString(16));
+}
+
+/** A room's code attempts as stored: how many in the window that began at `windowStartMs`. */
+export interface CodeAttempts {
+  /** Attempts counted in the window. */
+  count: number;
+  /** When the window began (ms since the epoch, the database's clock); null: never. */
+  windowStartMs: number | null;
+}
+
+/** How many code attempts a room may make: `perWindow` in each window of `windowMs`. */
+export interface CodeAttemptRule {
+  /** Attempts a room may make in one window (at least 1). */
+  perWindow: number;
+  /** The window's length, in milliseconds. */
+  windowMs: number;
+}
+
+/** The default: 10 attempts a room in an hour (an honest pair makes 2, one more per restart). */
+export const DEFAULT_CODE_ATTEMPTS: CodeAttemptRule = { perWindow: 10, windowMs: 3_600_000 };
+
+/**
+ * Whether a room may make one more code attempt at `nowMs` (a party's new CPace message:
+ * the server cannot tell a failed attempt from a good one, since it never has the key, so it
+ * counts every one, which bounds the failed ones). A window starts at the first attempt
+ * after the last one ended; within it at most `rule.perWindow` attempts are taken.
+ *
+ * @returns `ok` with the attempts to store, or `retryAfterMs` until the window ends.
+ */
+export function takeCodeAttempt(
+  attempts: CodeAttempts,
+  nowMs: number,
+  rule: CodeAttemptRule,
+): { ok: true; attempts: CodeAttempts } | { ok: false; retryAfterMs: number } {
+  const start = attempts.windowStartMs;
+  if (start === null || nowMs - start >= rule.windowMs || nowMs < start) {
+    return { ok: true, attempts: { count: 1, windowStartMs: nowMs } };
+  }
+  if (attempts.count >= rule.perWindow) {
+    return { ok: false, retryAfterMs: start + rule.windowMs - nowMs };
+  }
+  return { ok: true, attempts: { count: attempts.count + 1, windowStartMs: start } };
 }

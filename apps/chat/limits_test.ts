@@ -12,6 +12,7 @@ import {
   mayRead,
   parseOpenFileLimit,
   readOpenFileLimit,
+  takeCodeAttempt,
 } from "./limits.ts";
 
 Deno.test("limits: every frame costs; a key offer costs more", () => {
@@ -20,6 +21,7 @@ Deno.test("limits: every frame costs; a key offer costs more", () => {
   assert.equal(frameCost({ type: "history" }), 1);
   assert.equal(frameCost({ type: "hello" }), 1);
   assert.equal(frameCost({ type: "key_offer" }), KEY_OFFER_COST);
+  assert.equal(frameCost({ type: "code" }), KEY_OFFER_COST);
   assert.equal(frameCost(null), 1);
   assert.equal(frameCost(42), 1);
   assert.equal(frameCost({}), 1);
@@ -124,4 +126,53 @@ Deno.test("limits: IPv6 addresses count by their /64, IPv4 ones as they are", ()
       assert.ok(/^([0-9a-f]{1,4}:){4}:\/64$/.test(key) || /^\d+\.\d+\.\d+\.\d+$/.test(key), key);
     }),
   );
+});
+
+Deno.test("limits: code attempts, at most perWindow in a window, whatever the times", () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 12 }),
+      fc.integer({ min: 1, max: 10_000 }),
+      fc.array(fc.integer({ min: 0, max: 3_000 }), { maxLength: 60 }),
+      (perWindow, windowMs, gaps) => {
+        const rule = { perWindow, windowMs };
+        let attempts = { count: 0, windowStartMs: null as number | null };
+        let now = 1_000_000;
+        const taken: number[] = [];
+        for (const gap of gaps) {
+          now += gap;
+          const outcome = takeCodeAttempt(attempts, now, rule);
+          if (outcome.ok) {
+            attempts = outcome.attempts;
+            taken.push(now);
+          } else {
+            // Refused only while a window is full, and told when it ends.
+            assert.equal(attempts.count, perWindow);
+            assert.ok(outcome.retryAfterMs > 0 && outcome.retryAfterMs <= windowMs);
+            assert.equal(now + outcome.retryAfterMs, attempts.windowStartMs! + windowMs);
+          }
+        }
+        // Fixed windows: any span of windowMs holds at most two windows' worth.
+        for (const [i, t] of taken.entries()) {
+          const within = taken.slice(i).filter((u) => u - t < windowMs).length;
+          assert.ok(within <= 2 * perWindow, `${within} attempts within ${windowMs} ms`);
+        }
+        // The first perWindow attempts are never refused.
+        assert.equal(Math.min(taken.length, perWindow), Math.min(gaps.length, perWindow));
+      },
+    ),
+  );
+  const rule = { perWindow: 2, windowMs: 100 };
+  const one = takeCodeAttempt({ count: 0, windowStartMs: null }, 5, rule);
+  assert.deepEqual(one, { ok: true, attempts: { count: 1, windowStartMs: 5 } });
+  const two = takeCodeAttempt({ count: 1, windowStartMs: 5 }, 50, rule);
+  assert.deepEqual(two, { ok: true, attempts: { count: 2, windowStartMs: 5 } });
+  assert.deepEqual(takeCodeAttempt({ count: 2, windowStartMs: 5 }, 60, rule), {
+    ok: false,
+    retryAfterMs: 45,
+  });
+  assert.deepEqual(takeCodeAttempt({ count: 2, windowStartMs: 5 }, 105, rule), {
+    ok: true,
+    attempts: { count: 1, windowStartMs: 105 },
+  });
 });

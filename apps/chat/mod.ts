@@ -24,6 +24,8 @@ export { MAX_TEXT_BYTES } from "./crypto.ts";
 export {
   type BindOutcome,
   ChatStore,
+  type CodeOffer,
+  type CodeWire,
   connectPostgres,
   isUnavailable,
   type Join,
@@ -32,6 +34,7 @@ export {
   type MessageRow,
   openPglite,
   type PostgresOptions,
+  type PutCodeOutcome,
   type SqlDriver,
   type StoreEvent,
   type StoreOutcome,
@@ -61,4 +64,5 @@ export {
   type PeerKey,
   type Sealed,
 } from "./keystore.ts";
+export type { CodeAttemptRule } from "./limits.ts";
 export { type LineModeOptions, type LineModeResult, runLineMode } from "./line.ts";

@@ -13,9 +13,11 @@ import { z } from "zod";
  * binds a name in a room to its key: the welcome carries a fresh `challenge`, and a
  * connection proves possession of the name's key over it (`key_offer.possession`) before
  * anything else it sends is handled. Version 4 adds `presence`: the server tells a client
- * when its peer is connected and when it leaves.
+ * when its peer is connected and when it leaves. Version 5 adds `code` and `peer_code`: the
+ * server relays the two parties' CPace messages, so that a code they share confirms their
+ * keys (docs/chat-protocol.md, "Meeting by a code").
  */
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 /**
  * The oldest version a server still serves: a version-3 client gets a version-3 welcome and
  * no `presence` frames (it would refuse a frame type it does not know).
@@ -23,6 +25,15 @@ export const PROTOCOL_VERSION = 4;
 export const OLDEST_PROTOCOL_VERSION = 3;
 /** The first version whose clients are sent `presence`. */
 export const PRESENCE_VERSION = 4;
+/** The first version whose clients may send `code` and are sent `peer_code`. */
+export const CODE_VERSION = 5;
+/**
+ * The longest CPace message a `code` frame carries, in bytes: `lv_cat(Y, AD)` with a
+ * 32-byte share and a 33-byte public key as AD is 67; the rest is room to grow.
+ */
+export const MAX_CODE_MESSAGE_BYTES = 128;
+/** A code confirmation's tag, in bytes: HMAC-SHA-512. */
+export const CODE_TAG_BYTES = 64;
 /**
  * How often a client sends a `heartbeat` while connected, in ms. A server's idle timeout
  * shorter than twice this closes healthy clients (and tells their peers they left).
@@ -53,6 +64,11 @@ const messageId = z.number().int().positive().max(Number.MAX_SAFE_INTEGER);
 /** A sender's sequence number: 1 for its first message in a room, then one more each. */
 const seq = z.number().int().positive().max(Number.MAX_SAFE_INTEGER);
 const clientMsgId = z.string().min(1).max(64);
+const codeMessage = base64(1, MAX_CODE_MESSAGE_BYTES);
+const codeConfirm = z.strictObject({
+  tag: base64(CODE_TAG_BYTES, CODE_TAG_BYTES),
+  answers: base64(1, MAX_CODE_MESSAGE_BYTES),
+});
 
 /**
  * Whether both database engines can store `text` as it is: PostgreSQL refuses U+0000 in
@@ -61,6 +77,20 @@ const clientMsgId = z.string().min(1).max(64);
  */
 export function storable(text: string): boolean {
   return !text.includes("\u0000") && text.isWellFormed();
+}
+
+/**
+ * A `code` frame's content (version 5), as it travels and as the server stores it: base64
+ * fields (docs/chat-protocol.md, "Meeting by a code").
+ */
+export interface CodeWire {
+  /** The CPace message, `lv_cat(Y, AD)`: 1 to {@link MAX_CODE_MESSAGE_BYTES} bytes. */
+  message: string;
+  /**
+   * The confirmation of the peer message `answers`, once the party has one: `tag` is
+   * {@link CODE_TAG_BYTES} bytes.
+   */
+  confirm?: { tag: string; answers: string };
 }
 
 /** A stored message as the server hands it out. */
@@ -119,6 +149,16 @@ export const ClientMessage = z.discriminatedUnion("type", [
     after: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
     limit: z.number().int().min(1).max(MAX_HISTORY_LIMIT).optional(),
   }),
+  /**
+   * Version 5: this party's CPace message for the code run (`lv_cat(Y, AD)`, AD its public
+   * key) and, once it has the peer's, its confirmation of the key they share: the tag and
+   * the peer message it answers. The server keeps the newest per party and relays it.
+   */
+  z.strictObject({
+    type: z.literal("code"),
+    message: codeMessage,
+    confirm: codeConfirm.optional(),
+  }),
   z.strictObject({ type: z.literal("heartbeat") }),
   z.strictObject({ type: z.literal("bye") }),
 ]);
@@ -141,6 +181,7 @@ export const ERROR_CODES = {
   message_too_large: false,
   bad_text: false,
   unstorable: false,
+  too_many_code_attempts: false,
   out_of_order: true,
   too_many_connections: true,
   too_many_rooms: true,
@@ -151,7 +192,7 @@ export const ERROR_CODES = {
 export type ErrorCode = keyof typeof ERROR_CODES;
 
 /** The requests an error can answer (`in_reply_to`). */
-export const REQUEST_TYPES = ["hello", "key_offer", "send", "history"] as const;
+export const REQUEST_TYPES = ["hello", "key_offer", "send", "history", "code"] as const;
 export type RequestType = (typeof REQUEST_TYPES)[number];
 
 /**
@@ -165,7 +206,7 @@ export const BYE_REPLACED = "replaced by a newer connection with your name";
 export const ServerMessage = z.discriminatedUnion("type", [
   z.strictObject({
     type: z.literal("welcome"),
-    /** The hello's version, echoed (a server serves versions 3 and 4). */
+    /** The hello's version, echoed (a server serves versions 3 to 5). */
     version: z.number().int().min(OLDEST_PROTOCOL_VERSION).max(PROTOCOL_VERSION),
     party: z.union([z.literal(0), z.literal(1)]),
     peer: z.string().regex(NAME).nullable(),
@@ -225,6 +266,17 @@ export const ServerMessage = z.discriminatedUnion("type", [
     type: z.literal("presence"),
     name: z.string().regex(NAME),
     present: z.boolean(),
+  }),
+  /**
+   * Version 5: the peer's newest `code` frame, as it sent it (`name`, `party`: whose). Sent
+   * once this client is in, when the peer has one stored, then at each new one.
+   */
+  z.strictObject({
+    type: z.literal("peer_code"),
+    name: z.string().regex(NAME),
+    party: z.union([z.literal(0), z.literal(1)]),
+    message: codeMessage,
+    confirm: codeConfirm.optional(),
   }),
   z.strictObject({ type: z.literal("heartbeat") }),
   z.strictObject({ type: z.literal("bye"), reason: z.string() }),

@@ -16,7 +16,7 @@ import { getLogger } from "@logtape/logtape";
 import { KeyedBuckets } from "@duet/net/rate";
 import { AddressCounter, hostPort } from "@duet/net/address";
 import type { ChatStore } from "./store.ts";
-import { defaultMaxConnections, readOpenFileLimit } from "./limits.ts";
+import { DEFAULT_CODE_ATTEMPTS, defaultMaxConnections, readOpenFileLimit } from "./limits.ts";
 import { AcceptLoop } from "./server_accept.ts";
 import { type ConnectionContext, serveConnection } from "./server_connection.ts";
 import type { ServerCounters } from "./server_output.ts";
@@ -66,6 +66,13 @@ export interface ChatServerConfig {
    */
   roomsPerMinute: number;
   /**
+   * Code attempts a room may make per hour: each party's new CPace message is one (an honest
+   * pair makes 2, and one more per restart before the code confirms). Past it a `code` frame
+   * is refused with `too_many_code_attempts` until the hour that began with the first is
+   * over. It bounds the guesses anyone holding a place in the room can make at a code.
+   */
+  codeAttemptsPerHour: number;
+  /**
    * A room with no message, no join and no connected party for this long is deleted with
    * its parties and messages (ms; 0: rooms never expire).
    */
@@ -102,12 +109,31 @@ export const DEFAULTS: Omit<ChatServerConfig, "store"> = {
   handshakeTimeoutMs: 10_000,
   maxConnections: defaultMaxConnections(readOpenFileLimit()),
   roomsPerMinute: 10,
+  codeAttemptsPerHour: DEFAULT_CODE_ATTEMPTS.perWindow,
   roomIdleMs: 30 * 24 * 60 * 60 * 1000,
   roomSweepIntervalMs: 60 * 60 * 1000,
   presenceCheckMs: 2_000,
   outputWatermarkBytes: 256 * 1024,
   outputBudgetBytes: 1024 * 1024,
 };
+
+/** What limits rooms, as the connections' effects apply it (server_effects.ts). */
+function roomLimits(config: ChatServerConfig) {
+  return {
+    // Room creation per client address key (limits.ts, addressKey); full buckets are dropped.
+    roomBuckets: config.roomsPerMinute
+      ? new KeyedBuckets({
+        perSecond: config.roomsPerMinute / 60,
+        burst: config.roomsPerMinute * 2,
+      })
+      : undefined,
+    roomsPerMinute: config.roomsPerMinute,
+    codeAttempts: {
+      perWindow: config.codeAttemptsPerHour,
+      windowMs: DEFAULT_CODE_ATTEMPTS.windowMs,
+    },
+  };
+}
 
 /** A started server: {@link RunningService} plus the chat's own counters. */
 export interface RunningChatServer extends RunningService {
@@ -221,14 +247,7 @@ export async function startChatServer(
     perAddress: new AddressCounter(config.maxConnectionsPerAddress),
     open: new Set(),
     stopping: () => stopping,
-    // Room creation per client address key (limits.ts, addressKey); full buckets are dropped.
-    roomBuckets: config.roomsPerMinute
-      ? new KeyedBuckets({
-        perSecond: config.roomsPerMinute / 60,
-        burst: config.roomsPerMinute * 2,
-      })
-      : undefined,
-    roomsPerMinute: config.roomsPerMinute,
+    ...roomLimits(config),
   };
   const accepting = new AcceptLoop({
     listener,

@@ -23,6 +23,7 @@
 import {
   BYE_REPLACED,
   type ClientMessage,
+  CODE_VERSION,
   type ErrorContext,
   errorMessage,
   frameSize,
@@ -50,11 +51,14 @@ import { type Bucket, fullBucket, pace, type Rate as RefillRate } from "@duet/ne
 import { frameCost } from "./limits.ts";
 import {
   type BindOutcome,
+  type CodeOffer,
+  type CodeWire,
   isUnavailable,
   type Join,
   type KeyChange,
   type KeyOffer,
   type MessageRow,
+  type PutCodeOutcome,
   type StoreOutcome,
 } from "./store.ts";
 
@@ -98,6 +102,11 @@ export type Effect =
     proof: ProofWire;
     change: KeyChange;
   }
+  /**
+   * Store the party's newest `code` frame (store.putCode, which counts the room's attempts);
+   * answer with `code_stored`.
+   */
+  | { type: "put_code"; room: string; party: 0 | 1; frame: CodeWire }
   /** Store a message; answer with `store_outcome`. */
   | {
     type: "store";
@@ -137,7 +146,18 @@ export type Event =
    * The join's outcome, with the room's key offers and this connection's `challenge` (32
    * random bytes, 64 hex, from the shell): the welcome carries it.
    */
-  | { type: "joined"; join: Join; service: string; offers: KeyOffer[]; challenge: string }
+  | {
+    type: "joined";
+    join: Join;
+    service: string;
+    offers: KeyOffer[];
+    /** The room's stored `code` frames (store.codeOffers). */
+    codes: CodeOffer[];
+    challenge: string;
+  }
+  | { type: "code_stored"; outcome: PutCodeOutcome }
+  /** A `code` frame stored in this connection's room (the peer's, or its own). */
+  | { type: "peer_code"; code: CodeOffer }
   | { type: "key_bound"; outcome: BindOutcome }
   | { type: "store_outcome"; clientMsgId: string; slot: number; outcome: StoreOutcome }
   | {
@@ -220,6 +240,8 @@ export type State =
     member: Member;
     /** The peer's key offer as last known: sent once this connection is in. */
     peerOffer: KeyOffer | undefined;
+    /** The peer's `code` frame as last known: sent after the key offer (version 5). */
+    peerCode: CodeOffer | undefined;
     binding: boolean;
     held: MessageRow[];
     early: unknown[];
@@ -400,6 +422,10 @@ export function step(state: State, event: Event): Step {
       }
       if (state.phase !== "open" || event.offer.party === state.member.party) return none(state);
       return { state, replies: [peerKeyMessage(event.offer)], effects: [] };
+    case "peer_code":
+      return onPeerCode(state, event.code);
+    case "code_stored":
+      return onCodeStored(state, event.outcome);
     case "presence":
       return onPresence(state, event);
     case "key_bound":
@@ -458,7 +484,74 @@ function onFrame(state: Exclude<State, { phase: "closed" }>, payload: unknown): 
       return onHistory(state, message);
     case "send":
       return onSend(state, message);
+    case "code":
+      return onCode(state, message);
   }
+}
+
+/** The wire form of a stored `code` frame. */
+export function peerCodeMessage(code: CodeOffer): ServerMessage {
+  return {
+    type: "peer_code",
+    name: code.name,
+    party: code.party,
+    message: code.frame.message,
+    ...(code.frame.confirm ? { confirm: code.frame.confirm } : {}),
+  };
+}
+
+/** A `code` frame from a client that is in: stored (and counted) for the peer to read. */
+function onCode(
+  state: Extract<State, { phase: "open" }>,
+  message: Extract<ClientMessage, { type: "code" }>,
+): Step {
+  if (state.member.version < CODE_VERSION) {
+    return errorReply(
+      state,
+      new ProtocolError("bad_message", `code frames need protocol version ${CODE_VERSION}`),
+      { inReplyTo: "code" },
+    );
+  }
+  return {
+    state,
+    replies: [],
+    effects: [{
+      type: "put_code",
+      room: state.member.room,
+      party: state.member.party,
+      frame: {
+        message: message.message,
+        ...(message.confirm ? { confirm: message.confirm } : {}),
+      },
+    }],
+  };
+}
+
+/** The peer's `code` frame: relayed to a version-5 client that is in, kept until then. */
+function onPeerCode(state: State, code: CodeOffer): Step {
+  if (state.phase === "authenticating") {
+    return code.party === state.member.party ? none(state) : none({ ...state, peerCode: code });
+  }
+  if (
+    state.phase !== "open" || code.party === state.member.party ||
+    state.member.version < CODE_VERSION
+  ) return none(state);
+  return { state, replies: [peerCodeMessage(code)], effects: [] };
+}
+
+/** A `code` frame stored, or refused: the room made its attempts for now. */
+function onCodeStored(state: State, outcome: PutCodeOutcome): Step {
+  if (state.phase !== "open" || outcome.kind === "stored") return none(state);
+  const minutes = Math.max(1, Math.ceil(outcome.retryAfterMs / 60_000));
+  return errorReply(
+    state,
+    new ProtocolError(
+      "too_many_code_attempts",
+      "this room has made as many code attempts as it may for now; the next is possible " +
+        `in ${minutes} minute${minutes === 1 ? "" : "s"}`,
+    ),
+    { inReplyTo: "code" },
+  );
 }
 
 /**
@@ -676,7 +769,12 @@ function onKeyBound(state: State, outcome: BindOutcome): Step {
   const { member } = state;
   let out: Step = {
     state: { phase: "open", rate: state.rate, member },
-    replies: state.peerOffer ? [peerKeyMessage(state.peerOffer)] : [],
+    replies: [
+      ...(state.peerOffer ? [peerKeyMessage(state.peerOffer)] : []),
+      ...(state.peerCode && member.version >= CODE_VERSION
+        ? [peerCodeMessage(state.peerCode)]
+        : []),
+    ],
     effects: [{ type: "enter", room: member.room, name: member.name, party: member.party }],
   };
   // A listener gap while joining: catch up first, so that the pushes held meanwhile wait
@@ -693,14 +791,15 @@ function onKeyBound(state: State, outcome: BindOutcome): Step {
 /** The request type a payload claims, for naming it in an error. */
 function requestType(payload: unknown): RequestType | undefined {
   const type = (payload as { type?: unknown } | null)?.type;
-  return type === "hello" || type === "key_offer" || type === "send" || type === "history"
+  return type === "hello" || type === "key_offer" || type === "send" || type === "history" ||
+      type === "code"
     ? type
     : undefined;
 }
 
 function onJoined(state: State, event: Extract<Event, { type: "joined" }>): Step {
   if (state.phase !== "joining") return none(state);
-  const { join, service, offers, challenge } = event;
+  const { join, service, offers, codes, challenge } = event;
   if (!join.ok) {
     return errorReply(
       state,
@@ -730,6 +829,7 @@ function onJoined(state: State, event: Extract<Event, { type: "joined" }>): Step
       rate: state.rate,
       member,
       peerOffer: offers.find((o) => o.party !== join.party),
+      peerCode: codes.find((c) => c.party !== join.party),
       binding: false,
       held: state.held,
       early: state.early,
@@ -940,6 +1040,8 @@ function onFailed(state: State, effect: Effect, error: unknown): Step {
         replies: [],
         effects: [{ ...catchUpRead(state.member), delayMs: CATCH_UP_RETRY_MS }],
       };
+    case "put_code":
+      return errorReply(state, error, { inReplyTo: "code" });
     case "enter":
     case "pause":
     case "close":

@@ -65,7 +65,7 @@ const CHALLENGE = "c4".repeat(32);
 const ALICE = secp256k1.utils.randomSecretKey();
 
 function joinedEvent(join: Join, offers: KeyOffer[] = [], challenge = CHALLENGE): Event {
-  return { type: "joined", join, service: SERVICE, offers, challenge };
+  return { type: "joined", join, service: SERVICE, offers, codes: [], challenge };
 }
 
 /** Alice's key offer for this connection (party 0, room r). */
@@ -903,13 +903,144 @@ Deno.test("server core: a version-4 client in the room is told the peer's presen
   assert.equal(v3open.phase, "open");
   assert.deepEqual(step(v3open, presence("bob", false)).replies, []);
 
-  // Outside 3..4: unsupported_version.
-  for (const version of [2, 5]) {
+  // Outside 3..5: unsupported_version.
+  for (const version of [2, 6]) {
     const out = step(initialState(limits), {
       type: "frame",
       payload: { ...hello, version },
       now: 0,
     });
     assert.equal(out.replies[0]?.type === "error" && out.replies[0].code, "unsupported_version");
+  }
+});
+
+const CODE_FRAME = { message: base64.encode(new Uint8Array(67).fill(7)) };
+const CONFIRM = {
+  tag: base64.encode(new Uint8Array(64).fill(1)),
+  answers: base64.encode(new Uint8Array(67).fill(9)),
+};
+
+Deno.test("server core: a code frame is stored for the peer, confirmation and all; nothing answers it", () => {
+  const { state } = opened();
+  const out = step(state, {
+    type: "frame",
+    payload: { type: "code", ...CODE_FRAME, confirm: CONFIRM },
+    now: 0,
+  });
+  assert.deepEqual(out.replies, []);
+  assert.deepEqual(out.effects, [{
+    type: "put_code",
+    room: "r",
+    party: 0,
+    frame: { ...CODE_FRAME, confirm: CONFIRM },
+  }]);
+  assert.deepEqual(
+    step(out.state, { type: "code_stored", outcome: { kind: "stored" } }).replies,
+    [],
+  );
+});
+
+Deno.test("server core: past the room's code attempts, too_many_code_attempts, and the connection stays", () => {
+  const { state } = opened();
+  const out = step(state, {
+    type: "code_stored",
+    outcome: { kind: "limited", retryAfterMs: 125_000 },
+  });
+  assert.equal(out.replies.length, 1);
+  const reply = out.replies[0] as Extract<ServerMessage, { type: "error" }>;
+  assert.equal(reply.code, "too_many_code_attempts");
+  assert.equal(reply.in_reply_to, "code");
+  assert.equal(reply.retryable, false);
+  assert.match(reply.message, /in 3 minutes/);
+  assert.equal(out.state.phase, "open");
+  // The store away: unavailable, retryable, in reply to the code frame.
+  const failed = step(state, {
+    type: "failed",
+    effect: { type: "put_code", room: "r", party: 0, frame: CODE_FRAME },
+    error: new StoreUnavailable("down"),
+  });
+  const said = failed.replies[0] as Extract<ServerMessage, { type: "error" }>;
+  assert.equal(said.code, "unavailable");
+  assert.equal(said.in_reply_to, "code");
+  assert.equal(said.retryable, true);
+});
+
+Deno.test("server core: the peer's code frame is relayed once in (after its key), live after; never one's own", () => {
+  const first = step(initialState(limits), { type: "frame", payload: hello, now: 0 });
+  const { offer } = makeKeyOffer("r", 1);
+  const bobCode = { party: 1 as const, name: "bob", frame: { ...CODE_FRAME, confirm: CONFIRM } };
+  const welcomed = step(first.state, {
+    type: "joined",
+    join: { ok: true, party: 0, peer: "bob", lastId: 0, lastSeq: 0 },
+    service: SERVICE,
+    offers: [{
+      party: 1,
+      name: "bob",
+      publicKey: hexToBytes(offer.public_key),
+      proof: offer.proof,
+    }],
+    codes: [{ party: 0, name: "alice", frame: CODE_FRAME }, bobCode],
+    challenge: CHALLENGE,
+  });
+  const inside = drive(welcomed.state, authenticate);
+  assert.deepEqual(inside.replies.map((r) => r.type), ["peer_key", "peer_code"]);
+  assert.deepEqual(inside.replies[1], {
+    type: "peer_code",
+    name: "bob",
+    party: 1,
+    ...CODE_FRAME,
+    confirm: CONFIRM,
+  });
+  const live = step(inside.state, { type: "peer_code", code: { ...bobCode, frame: CODE_FRAME } });
+  assert.deepEqual(live.replies, [{ type: "peer_code", name: "bob", party: 1, ...CODE_FRAME }]);
+  const own = step(inside.state, {
+    type: "peer_code",
+    code: { party: 0, name: "alice", frame: CODE_FRAME },
+  });
+  assert.deepEqual(own.replies, []);
+  // While authenticating, the newest is kept for the entry.
+  const waiting = step(welcomed.state, {
+    type: "peer_code",
+    code: { ...bobCode, frame: CODE_FRAME },
+  });
+  const entered = drive(waiting.state, authenticate);
+  assert.deepEqual(entered.replies[1], { type: "peer_code", name: "bob", party: 1, ...CODE_FRAME });
+});
+
+Deno.test("server core: a version-4 client is sent no code frame and may send none", () => {
+  const v4 = drive(initialState(limits), [
+    { type: "frame", payload: { ...hello, version: 4 }, now: 0 },
+    joinedEvent({ ok: true, party: 0, peer: "bob", lastId: 0, lastSeq: 0 }),
+    ...authenticate,
+  ]);
+  const relayed = step(v4.state, {
+    type: "peer_code",
+    code: { party: 1, name: "bob", frame: CODE_FRAME },
+  });
+  assert.deepEqual(relayed.replies, []);
+  const sent = step(v4.state, { type: "frame", payload: { type: "code", ...CODE_FRAME }, now: 0 });
+  assert.equal((sent.replies[0] as { code?: string }).code, "bad_message");
+  assert.deepEqual(sent.effects.filter((e) => e.type === "put_code"), []);
+});
+
+Deno.test("server core: a malformed code frame is bad_message in reply to code, and costs a key offer's tokens", () => {
+  const { state } = opened();
+  for (
+    const payload of [
+      { type: "code" },
+      { type: "code", message: "not base64!" },
+      { type: "code", message: base64.encode(new Uint8Array(129)) },
+      {
+        type: "code",
+        ...CODE_FRAME,
+        confirm: { tag: base64.encode(new Uint8Array(63)), answers: CODE_FRAME.message },
+      },
+      { type: "code", ...CODE_FRAME, extra: 1 },
+    ]
+  ) {
+    const out = step(state, { type: "frame", payload, now: 0 });
+    const reply = out.replies[0] as Extract<ServerMessage, { type: "error" }>;
+    assert.equal(reply.code, "bad_message", JSON.stringify(payload));
+    assert.equal(reply.in_reply_to, "code");
   }
 });

@@ -8,7 +8,7 @@
  */
 import { bytesToHex } from "@noble/hashes/utils.js";
 import type { KeyedBuckets } from "@duet/net/rate";
-import { addressKey } from "./limits.ts";
+import { addressKey, type CodeAttemptRule } from "./limits.ts";
 import type { ChatStore, Join } from "./store.ts";
 import type { Effect, Event, Step } from "./server_core.ts";
 import type { RoomConnection, RoomRegistry } from "./server_rooms.ts";
@@ -41,6 +41,8 @@ export interface EffectContext {
   roomBuckets: KeyedBuckets | undefined;
   /** Rooms an address may create per minute (for the refusal's words). */
   roomsPerMinute: number;
+  /** How many code attempts a room may make (limits.ts, takeCodeAttempt). */
+  codeAttempts: CodeAttemptRule;
 }
 
 /** The effect runner of one connection, with the counts its read loop waits on. */
@@ -93,6 +95,16 @@ export class EffectRunner {
         );
       case "store":
         return this.#store(effect);
+      case "put_code":
+        return this.#settle(
+          effect,
+          this.#context.store.putCode(
+            effect.room,
+            effect.party,
+            effect.frame,
+            this.#context.codeAttempts,
+          ).then((outcome) => ({ type: "code_stored", outcome })),
+        );
       case "read_history":
         return this.#settle(effect, this.#readHistory(effect));
       case "pause":
@@ -131,9 +143,10 @@ export class EffectRunner {
         // Refused and closed already: the core ignores what a closed connection gets.
         if (!join) throw new Error("the hello was refused");
         const offers = join.ok ? await store.keyOffers(effect.room) : [];
+        const codes = join.ok ? await store.codeOffers(effect.room) : [];
         // The connection's challenge: its key offer proves possession over it.
         const challenge = bytesToHex(crypto.getRandomValues(new Uint8Array(32)));
-        return { type: "joined", join, service, offers, challenge };
+        return { type: "joined", join, service, offers, codes, challenge };
       })(),
     );
   }

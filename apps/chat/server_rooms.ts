@@ -237,6 +237,13 @@ export class RoomRegistry {
   async #deliver(event: Exclude<StoreEvent, { kind: "presence" }>): Promise<void> {
     const members = this.inRoom(event.room);
     if (!members.length) return;
+    if (event.kind === "code") {
+      const code = (await this.#store.codeOffers(event.room)).find((c) => c.party === event.party);
+      if (code) {
+        for (const connection of members) connection.dispatch({ type: "peer_code", code });
+      }
+      return;
+    }
     if (event.kind === "key") {
       const offers = await this.#store.keyOffers(event.room);
       const offer = offers.find((o) => o.party === event.party);

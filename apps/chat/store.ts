@@ -11,6 +11,8 @@ import { PGlite } from "@electric-sql/pglite";
 import { unpackInitialState } from "./pglite_initial.ts";
 import { base64 } from "./crypto.ts";
 import { bytesToHex } from "@noble/hashes/utils.js";
+import { type CodeAttemptRule, takeCodeAttempt } from "./limits.ts";
+import type { CodeWire } from "./protocol.ts";
 
 /** What the store needs from an SQL engine. */
 export interface SqlDriver {
@@ -252,6 +254,12 @@ export const MIGRATIONS: string[] = [
      PRIMARY KEY (room, name, instance)
    );
    CREATE INDEX chat_presence_instance ON chat_presence (instance);`,
+  // Meeting by a code (ChatStore.putCode): each party's newest `code` frame, forgotten when
+  // its key changes, and the room's attempts in the current window (limits.ts,
+  // takeCodeAttempt).
+  `ALTER TABLE parties ADD COLUMN code_frame jsonb;
+   ALTER TABLE rooms ADD COLUMN code_attempts integer NOT NULL DEFAULT 0;
+   ALTER TABLE rooms ADD COLUMN code_window_start timestamptz;`,
 ];
 
 /** A stored message. */
@@ -301,6 +309,25 @@ export interface KeyChange {
   reset?: true;
 }
 
+/** A party's `code` frame as it travels, and as it is stored. */
+export type { CodeWire };
+
+/** A party's newest `code` frame, as stored. */
+export interface CodeOffer {
+  /** The party that sent it. */
+  party: 0 | 1;
+  /** Its name in the room. */
+  name: string;
+  /** The frame's content. */
+  frame: CodeWire;
+}
+
+/** The outcome of {@link ChatStore.putCode}. */
+export type PutCodeOutcome =
+  | { kind: "stored" }
+  /** The room has made its attempts for the window; the next is possible in `retryAfterMs`. */
+  | { kind: "limited"; retryAfterMs: number };
+
 /** The outcome of {@link ChatStore.bindKey}. */
 export type BindOutcome =
   | { kind: "bound"; changed: boolean }
@@ -313,6 +340,8 @@ export type BindOutcome =
 export type StoreEvent =
   | { kind: "message"; room: string; id: number; message?: MessageRow }
   | { kind: "key"; room: string; party: 0 | 1 }
+  /** A party stored a new `code` frame ({@link ChatStore.putCode}). */
+  | { kind: "code"; room: string; party: 0 | 1 }
   /**
    * The presence rows of `instance` in `room` changed ({@link ChatStore.writePresence}), or
    * were deleted because the instance died ({@link ChatStore.reapPresence}).
@@ -676,8 +705,9 @@ export class ChatStore {
         ...(bound && change.rotation ? { rotation: change.rotation } : {}),
         ...(bound && change.reset ? { reset: true } : {}),
       };
+      // A code frame was made for the key before: the party's next run makes a new one.
       await tx.query(
-        `UPDATE parties SET public_key = $3, proof = $4, key_updated_at = now()
+        `UPDATE parties SET public_key = $3, proof = $4, key_updated_at = now(), code_frame = NULL
          WHERE room = $1 AND party = $2`,
         [room, party, publicKey, JSON.stringify(material)],
       );
@@ -711,6 +741,85 @@ export class ChatStore {
         ...(reset ? { reset } : {}),
       };
     });
+  }
+
+  /**
+   * Stores a party's newest `code` frame and announces it on the channel. A frame with a new
+   * CPace message is a new attempt: the room may make `rule.perWindow` of them in each window
+   * (limits.ts, takeCodeAttempt, on the database's clock); past that it is refused and
+   * nothing is stored. The same message again (a confirmation added, a reconnection) is no
+   * new attempt. Under the room's row lock, so attempts from two instances are counted once
+   * each.
+   *
+   * @returns `stored`, or `limited` with the time until the window ends.
+   */
+  async putCode(
+    room: string,
+    party: 0 | 1,
+    frame: CodeWire,
+    rule: CodeAttemptRule,
+  ): Promise<PutCodeOutcome> {
+    return await this.#sql.transaction(async (tx) => {
+      const [row] = await tx.query<
+        { count: number; start_ms: unknown; now_ms: unknown; code_frame: unknown }
+      >(
+        `SELECT r.code_attempts AS count,
+                extract(epoch FROM r.code_window_start) * 1000 AS start_ms,
+                extract(epoch FROM now()) * 1000 AS now_ms, p.code_frame
+         FROM rooms r JOIN parties p ON p.room = r.room AND p.party = $2
+         WHERE r.room = $1 FOR UPDATE OF r`,
+        [room, party],
+      );
+      if (!row) throw new Error(`no party ${party} in the room`);
+      const stored =
+        (typeof row.code_frame === "string" ? JSON.parse(row.code_frame) : row.code_frame) as
+          | CodeWire
+          | null;
+      if (stored?.message !== frame.message) {
+        const taken = takeCodeAttempt(
+          {
+            count: Number(row.count),
+            windowStartMs: row.start_ms === null ? null : Number(row.start_ms),
+          },
+          Number(row.now_ms),
+          rule,
+        );
+        if (!taken.ok) return { kind: "limited", retryAfterMs: taken.retryAfterMs };
+        await tx.query(
+          `UPDATE rooms SET code_attempts = $2,
+             code_window_start = to_timestamp($3::double precision / 1000)
+           WHERE room = $1`,
+          [room, taken.attempts.count, taken.attempts.windowStartMs],
+        );
+      }
+      await tx.query("UPDATE parties SET code_frame = $3 WHERE room = $1 AND party = $2", [
+        room,
+        party,
+        JSON.stringify(frame),
+      ]);
+      await tx.query("SELECT pg_notify($1, $2)", [
+        this.channel,
+        JSON.stringify({ room, code: party }),
+      ]);
+      return { kind: "stored" };
+    });
+  }
+
+  /** The newest `code` frame of each party of a room that has one. */
+  async codeOffers(room: string): Promise<CodeOffer[]> {
+    const rows = await this.#sql.query<{ party: number; name: string; code_frame: unknown }>(
+      `SELECT party, name, code_frame FROM parties
+       WHERE room = $1 AND code_frame IS NOT NULL ORDER BY party`,
+      [room],
+    );
+    return rows.map((row) => ({
+      party: Number(row.party) as 0 | 1,
+      name: row.name,
+      frame:
+        (typeof row.code_frame === "string"
+          ? JSON.parse(row.code_frame)
+          : row.code_frame) as CodeWire,
+    }));
   }
 
   /**
@@ -1046,7 +1155,9 @@ export class ChatStore {
               : {}),
           });
         } else if (key === 0 || key === 1) onEvent({ kind: "key", room, party: key });
-        else if (typeof event.presence === "string") {
+        else if (event.code === 0 || event.code === 1) {
+          onEvent({ kind: "code", room, party: event.code });
+        } else if (typeof event.presence === "string") {
           onEvent({ kind: "presence", room, instance: event.presence });
         }
       } catch {

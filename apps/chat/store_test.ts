@@ -945,3 +945,58 @@ storeTest(
     }
   },
 );
+
+storeTest(
+  "code frames: the newest per party, announced; a new message is an attempt, counted per room; a key change forgets it",
+  async (store) => {
+    const heard: StoreEvent[] = [];
+    await store.listen((event) => heard.push(event), () => {});
+    await store.join("k", "alice");
+    await store.join("k", "bob");
+    const rule = { perWindow: 3, windowMs: 3_600_000 };
+    const a1 = { message: "YTE=" };
+    assert.deepEqual(await store.putCode("k", 0, a1, rule), { kind: "stored" });
+    await until(() => heard.some((e) => e.kind === "code"), "the code event");
+    assert.deepEqual(heard.filter((e) => e.kind === "code"), [{
+      kind: "code",
+      room: "k",
+      party: 0,
+    }]);
+    // The same message with its confirmation: stored, no new attempt.
+    const a1c = { message: "YTE=", confirm: { tag: "dGFn", answers: "YjE=" } };
+    assert.deepEqual(await store.putCode("k", 0, a1c, rule), { kind: "stored" });
+    assert.deepEqual(await store.codeOffers("k"), [{ party: 0, name: "alice", frame: a1c }]);
+    assert.deepEqual(await store.putCode("k", 1, { message: "YjE=" }, rule), { kind: "stored" });
+    assert.deepEqual(await store.putCode("k", 0, { message: "YTI=" }, rule), { kind: "stored" });
+    // The fourth new message in the hour: refused, nothing stored.
+    const limited = await store.putCode("k", 1, { message: "YjI=" }, rule);
+    assert.equal(limited.kind, "limited");
+    const wait = (limited as { retryAfterMs: number }).retryAfterMs;
+    assert.ok(wait > 3_500_000 && wait <= 3_600_000, `${wait} ms`);
+    assert.deepEqual((await store.codeOffers("k")).map((c) => c.frame.message), ["YTI=", "YjE="]);
+    // Its own message again is still taken (no new attempt), with a confirmation.
+    assert.deepEqual(await store.putCode("k", 1, { message: "YjE=", confirm: a1c.confirm }, rule), {
+      kind: "stored",
+    });
+    // Another room counts its own.
+    await store.join("k2", "carol");
+    assert.deepEqual(await store.putCode("k2", 0, { message: "YzE=" }, rule), { kind: "stored" });
+    // A key bound anew forgets the party's frame: a run was made for the key before.
+    await store.bindKey("k", 0, bytes(33, 2), proof);
+    assert.deepEqual((await store.codeOffers("k")).map((c) => c.party), [1]);
+  },
+);
+
+storeTest("code attempts from many at once are counted once each", async (store) => {
+  await store.join("race", "alice");
+  await store.join("race", "bob");
+  const rule = { perWindow: 4, windowMs: 3_600_000 };
+  const outcomes = await Promise.all(
+    Array.from(
+      { length: 12 },
+      (_, i) => store.putCode("race", (i % 2) as 0 | 1, { message: btoa(`m${i}`) }, rule),
+    ),
+  );
+  assert.equal(outcomes.filter((o) => o.kind === "stored").length, 4);
+  assert.equal(outcomes.filter((o) => o.kind === "limited").length, 8);
+});
