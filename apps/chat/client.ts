@@ -48,6 +48,18 @@ import {
 } from "./client_core.ts";
 import { secp256k1 } from "@noble/curves/secp256k1.js";
 import { bytesToHex } from "@noble/hashes/utils.js";
+import {
+  type CodeCommand,
+  codeFrameFromWire,
+  codeFrameToWire,
+  type CodeRun,
+  type CodeState,
+  initialCodeState,
+  mismatchText,
+  onPeerCode,
+  onPeerKey,
+  startCodeRun,
+} from "./code_core.ts";
 
 export type { Presence } from "./client_core.ts";
 
@@ -87,7 +99,8 @@ export type ClientEvent =
   | { type: "message"; message: MessageView }
   /**
    * A key agreed now (`changed`: it replaces another and waits for /accept-key; `reset`: the
-   * peer's name was taken over without the old key, as after a lost key store).
+   * peer's name was taken over without the old key, as after a lost key store;
+   * `awaitingCode`: with a code, it waits for the code to confirm it).
    */
   | {
     type: "key";
@@ -96,9 +109,25 @@ export type ClientEvent =
     changed: boolean;
     accepted: boolean;
     reset?: boolean;
+    awaitingCode?: boolean;
   }
-  /** The key store already held a key for this conversation (a restarted client). */
-  | { type: "restored_key"; fingerprint: string; pending: boolean }
+  /**
+   * The key store already held a key for this conversation (a restarted client); `verified`:
+   * a code confirmed it.
+   */
+  | { type: "restored_key"; fingerprint: string; pending: boolean; verified: boolean }
+  /**
+   * Meeting by a code (ChatClientOptions.code): `waiting` for the peer's client to confirm
+   * it, or `verified`: the peer holds the same code and the keys are the ones both clients
+   * hold, so nobody is in the middle (`earlier`: confirmed by an earlier run).
+   */
+  | {
+    type: "code";
+    state: "waiting" | "verified";
+    peer: string | null;
+    fingerprint?: string;
+    earlier?: boolean;
+  }
   /**
    * The peer is back on a key the user trusts, after a change that was not accepted:
    * messages go out under it again.
@@ -108,7 +137,7 @@ export type ClientEvent =
    * A message from `sender` that only a key the user has not accepted (`fingerprint`)
    * decrypts: held back, never shown as the peer's, until that key is accepted.
    */
-  | { type: "held"; id: number; sender: string; fingerprint: string }
+  | { type: "held"; id: number; sender: string; fingerprint: string; awaitingCode?: boolean }
   /**
    * The server says whether the peer is connected to the room (protocol version 4): on each
    * connection once the key is proved (`here`, `away`), and at each change (`came`, `left`).
@@ -146,6 +175,14 @@ export interface ChatClientOptions {
    * Sent with this run's first key offer only.
    */
   resetKey?: boolean;
+  /**
+   * A code both people typed (packages/pake, parseCode: any case and separators): the
+   * client runs CPace over it with the peer's client through the server, and trusts the
+   * peer's key only once the code confirms it (code_core.ts). Until then nothing is sent,
+   * and what the peer sends is held back; a code that does not match stops the client
+   * (`fatal`). A key a code confirmed before is trusted without a new run.
+   */
+  code?: string;
 }
 
 /** What {@link ChatClient.acceptKey} did. */
@@ -157,12 +194,6 @@ interface ActiveKey {
   peerPublicKey: string;
   key: CryptoKey;
 }
-
-const toItem = (entry: OutboxEntry): OutboxItem => ({
-  clientMsgId: entry.clientMsgId,
-  seq: entry.seq,
-  ready: entry.peerPublicKey !== "",
-});
 
 /**
  * One party of a two-party room: connects (and reconnects) to the server, agrees the key
@@ -197,7 +228,12 @@ export class ChatClient {
   #party: 0 | 1 | null = null;
   #peer: string | null = null;
   /** Keys to decrypt with, newest first; the first accepted one encrypts. */
-  #keys: (ActiveKey & { accepted: boolean })[] = [];
+  #keys: (ActiveKey & { accepted: boolean; verified: boolean })[] = [];
+  /** The code run of this process (ChatClientOptions.code), once started. */
+  #codeRun: CodeRun | undefined;
+  #codeState: CodeState | undefined;
+  /** A `peer_code` came though this client has no code: said once. */
+  #toldPeerCode = false;
   #writer?: WritableStreamDefaultWriter<Uint8Array>;
   #conn?: Deno.TcpConn;
   #stopped = false;
@@ -264,7 +300,12 @@ export class ChatClient {
         true,
         ["encrypt", "decrypt"],
       );
-      this.#keys.push({ peerPublicKey: stored.peerPublicKey, key, accepted: stored.accepted });
+      this.#keys.push({
+        peerPublicKey: stored.peerPublicKey,
+        key,
+        accepted: stored.accepted,
+        verified: stored.verified,
+      });
     }
     // The interface learns the key it has, as it would learn one agreed now.
     const newest = this.#keys[0];
@@ -273,8 +314,20 @@ export class ChatClient {
         type: "restored_key",
         fingerprint: await keyFingerprint(newest.key),
         pending: !newest.accepted,
+        verified: newest.verified,
       });
     }
+  }
+
+  /**
+   * What the reducer knows of an entry: ready once sealed, and with a code, only under a key
+   * the code confirmed (nothing goes out before).
+   */
+  #item(entry: OutboxEntry): OutboxItem {
+    const sealed = entry.peerPublicKey !== "";
+    const confirmed = this.#options.code === undefined ||
+      this.#keys.some((k) => k.peerPublicKey === entry.peerPublicKey && k.verified);
+    return { clientMsgId: entry.clientMsgId, seq: entry.seq, ready: sealed && confirmed };
   }
 
   /** Loads stored keys and the outbox, then connects (and reconnects) until stopped. */
@@ -284,14 +337,20 @@ export class ChatClient {
     for (const entry of outbox) {
       this.#showOwn(entry, entry.peerPublicKey ? "sending" : "waiting for key");
     }
-    this.#core = initialClientState(outbox.map(toItem));
+    this.#core = initialClientState(outbox.map((entry) => this.#item(entry)));
     this.#loop = this.#run();
   }
 
-  /** The key messages are sent under: the newest accepted one. */
+  /** The key messages are sent under: the newest accepted one (with a code: confirmed by it). */
   get #sendingKey(): ActiveKey | undefined {
     const newest = this.#keys[0];
+    if (this.#options.code !== undefined) return newest?.verified ? newest : undefined;
     return newest?.accepted ? newest : undefined;
+  }
+
+  /** Whether a code confirmed the newest peer key (ChatClientOptions.code), now or before. */
+  get verified(): boolean {
+    return this.#keys[0]?.verified ?? false;
   }
 
   /** SHA-256 of the newest shared key, hex; null before the exchange completes. */
@@ -377,7 +436,7 @@ export class ChatClient {
         : { nonce: new Uint8Array(0), ciphertext: new Uint8Array(0), peerPublicKey: "" };
       const entry = this.#options.keyStore.addToOutbox(this.#at, { clientMsgId, text, ...sealed });
       this.#showOwn(entry, key ? "sending" : "waiting for key");
-      await this.#dispatchNow({ type: "queued", item: toItem(entry) });
+      await this.#dispatchNow({ type: "queued", item: this.#item(entry) });
     });
   }
 
@@ -452,6 +511,10 @@ export class ChatClient {
         return await this.#show(command.message, command.fromHistory);
       case "peer_key":
         return await this.#peerKey(command.message);
+      case "peer_code":
+        return await this.#peerCode(command.message);
+      case "send_code":
+        return this.#sendCode();
       case "presence":
         this.#peer = command.name;
         return this.#emit({ type: "presence", peer: command.name, presence: command.presence });
@@ -782,8 +845,115 @@ export class ChatClient {
     await this.#dispatchNow({
       type: "welcome",
       message,
-      outbox: store.outbox(this.#at).map(toItem),
+      outbox: store.outbox(this.#at).map((entry) => this.#item(entry)),
     });
+    this.#startCode(message.service);
+    await this.#seal();
+  }
+
+  /**
+   * With a code, on each welcome: starts this process's run if the peer's key is not
+   * confirmed by a code yet, and sends its `code` frame (behind the key offer: the server
+   * handles it once the key is proved).
+   */
+  #startCode(service: string): void {
+    const code = this.#options.code;
+    if (code === undefined || this.#party === null) return;
+    if (!this.#codeRun) {
+      const newest = this.#keys[0];
+      if (newest?.verified) {
+        void keyFingerprint(newest.key).then((fingerprint) =>
+          this.#emit({
+            type: "code",
+            state: "verified",
+            peer: this.#peer,
+            fingerprint,
+            earlier: true,
+          })
+        );
+        this.#codeState = { outcome: "verified", frame: { message: new Uint8Array(0) } };
+        return;
+      }
+      this.#codeRun = startCodeRun({
+        code,
+        service,
+        room: this.#at.room,
+        party: this.#party,
+        publicKey: bytesToHex(secp256k1.getPublicKey(this.#secret, true)),
+      });
+      this.#codeState = initialCodeState(this.#codeRun);
+      this.#emit({ type: "code", state: "waiting", peer: this.#peer });
+    }
+    this.#sendCode();
+  }
+
+  /** Sends this run's current `code` frame, while it is pending. */
+  #sendCode(): void {
+    const state = this.#codeState;
+    if (!this.#codeRun || state?.outcome !== "pending") return;
+    this.#sendFrame({ type: "code", ...codeFrameToWire(state.frame) });
+  }
+
+  /** The peer's `code` frame: taken by the run; without a code, said once. */
+  async #peerCode(message: Extract<ServerMessage, { type: "peer_code" }>): Promise<void> {
+    if (this.#party === null || message.party === this.#party) return;
+    if (this.#options.code === undefined) {
+      if (this.#toldPeerCode) return;
+      this.#toldPeerCode = true;
+      return this.#emit({
+        type: "notice",
+        text: `${message.name} started with a code (--code): to confirm your keys by it, ` +
+          "start again with --code and the same code.",
+      });
+    }
+    if (!this.#codeRun || !this.#codeState) return;
+    const step = onPeerCode(
+      this.#codeState,
+      this.#codeRun,
+      codeFrameFromWire(message),
+      this.#keys[0]?.peerPublicKey ?? null,
+    );
+    await this.#codeCommands(step.state, step.commands);
+  }
+
+  /** Carries out what the code run decided. */
+  async #codeCommands(state: CodeState, commands: CodeCommand[]): Promise<void> {
+    this.#codeState = state;
+    for (const command of commands) {
+      switch (command.type) {
+        case "send":
+          this.#sendFrame({ type: "code", ...codeFrameToWire(command.frame) });
+          break;
+        case "verified":
+          await this.#codeVerified();
+          break;
+        case "mismatch":
+          this.#stopForGood(mismatchText(command.reason, this.#peer ?? "your peer"), false);
+          break;
+      }
+    }
+  }
+
+  /**
+   * The code confirmed the peer's current key: trusted and marked so in the key store; what
+   * it held back is shown, and what waited is sent under it.
+   */
+  async #codeVerified(): Promise<void> {
+    const current = this.#keys[0];
+    if (!current) return;
+    current.accepted = true;
+    current.verified = true;
+    this.#options.keyStore.verifyPeerKey(this.#at, current.peerPublicKey);
+    const fingerprint = await keyFingerprint(current.key);
+    this.#emit({ type: "code", state: "verified", peer: this.#peer, fingerprint });
+    const held = this.#held.get(current.peerPublicKey) ?? [];
+    this.#held.delete(current.peerPublicKey);
+    for (const { stored, fromHistory } of held) await this.#show(stored, fromHistory);
+    // Entries sealed under this key before it was confirmed may go now, then the rest.
+    const ready = this.#options.keyStore.outbox(this.#at)
+      .filter((entry) => entry.peerPublicKey === current.peerPublicKey)
+      .map((entry) => entry.clientMsgId);
+    if (ready.length) await this.#dispatchNow({ type: "sealed", clientMsgIds: ready });
     await this.#seal();
   }
 
@@ -799,7 +969,7 @@ export class ChatClient {
     this.#peer = message.name;
     const known = this.#keys.findIndex((k) => k.peerPublicKey === message.public_key);
     if (known >= 0) {
-      if (known === 0) return;
+      if (known === 0) return await this.#codeKey(message.public_key);
       // The peer is back on a key seen before: it is the current one again (trusted or not).
       const [back] = this.#keys.splice(known, 1);
       this.#keys.unshift(back!);
@@ -808,6 +978,7 @@ export class ChatClient {
       if (back!.accepted) {
         this.#emit({ type: "key_restored", fingerprint, peer: message.name });
         await this.#seal();
+        await this.#codeKey(message.public_key);
       } else {
         this.#emit({
           type: "key",
@@ -829,14 +1000,16 @@ export class ChatClient {
     // The first key is trusted on first use; a later one only when the key we trust now
     // signed the change (checked here, not taken from the server); else it waits for the
     // user's /accept-key.
+    // With a code, no key is trusted before the code confirms it.
     const changed = this.#keys.length > 0;
     const current = this.#keys[0];
     const signedByTrusted = changed && current?.accepted === true &&
       message.rotation?.public_key === current.peerPublicKey &&
       verifyRotation(this.#at.room, message.party, message.public_key, message.rotation);
-    const accepted = !changed || signedByTrusted;
+    const byCode = this.#options.code !== undefined;
+    const accepted = !byCode && (!changed || signedByTrusted);
     this.#options.keyStore.addPeerKey(this.#at, message.public_key, raw, accepted);
-    this.#keys.unshift({ peerPublicKey: message.public_key, key, accepted });
+    this.#keys.unshift({ peerPublicKey: message.public_key, key, accepted, verified: false });
     this.#emit({
       type: "key",
       fingerprint: await keyFingerprint(key),
@@ -844,8 +1017,17 @@ export class ChatClient {
       changed: changed && !signedByTrusted,
       accepted,
       ...(changed && !signedByTrusted && message.reset ? { reset: true } : {}),
+      ...(byCode ? { awaitingCode: true } : {}),
     });
     if (accepted) await this.#seal();
+    await this.#codeKey(message.public_key);
+  }
+
+  /** The peer's current key, for the code run: a confirmation may have waited for it. */
+  async #codeKey(peerPublicKey: string): Promise<void> {
+    if (!this.#codeRun || !this.#codeState) return;
+    const step = onPeerKey(this.#codeState, this.#codeRun, peerPublicKey);
+    await this.#codeCommands(step.state, step.commands);
   }
 
   async #show(stored: StoredMessage, fromHistory: boolean): Promise<void> {
@@ -882,6 +1064,7 @@ export class ChatClient {
           id: stored.id,
           sender: stored.sender,
           fingerprint: await keyFingerprint(candidate.key),
+          ...(this.#codeState?.outcome === "pending" ? { awaitingCode: true } : {}),
         });
         return;
       }

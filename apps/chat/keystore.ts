@@ -35,6 +35,11 @@ export interface PeerKey {
   sharedKey: Uint8Array;
   /** Trusted: first seen, signed by the key trusted before, or accepted by the user. */
   accepted: boolean;
+  /**
+   * Confirmed by a code both people typed (`duet chat --code`): the peer holds this key, and
+   * got ours, with nobody in the middle.
+   */
+  verified: boolean;
   /** When it was first seen (ISO 8601). */
   createdAt: string;
 }
@@ -121,6 +126,8 @@ const MIGRATIONS: readonly string[] = [
         AND o.name = identities.name), 0);
    CREATE TABLE service_bindings (
      address TEXT PRIMARY KEY, service_id TEXT NOT NULL, bound_at TEXT NOT NULL);`,
+  // When a code confirmed a peer key (ChatClient with `code`); NULL: never.
+  `ALTER TABLE peer_keys ADD COLUMN verified_at TEXT;`,
 ];
 
 const OUTBOX_COLUMNS = "client_msg_id, seq, text, nonce, ciphertext, peer_public_key";
@@ -318,8 +325,8 @@ export class KeyStore {
     if (!dropped) {
       db.prepare(
         `INSERT OR IGNORE INTO peer_keys
-           (server, room, name, peer_public_key, shared_key, accepted, created_at)
-         SELECT ?, room, name, peer_public_key, shared_key, accepted, created_at
+           (server, room, name, peer_public_key, shared_key, accepted, verified_at, created_at)
+         SELECT ?, room, name, peer_public_key, shared_key, accepted, verified_at, created_at
          FROM peer_keys WHERE ${AT} ORDER BY created_at, rowid`,
       ).run(to.service, ...key(from));
     }
@@ -393,18 +400,20 @@ export class KeyStore {
   /** Every peer key seen in the conversation, oldest first. */
   peerKeys(at: Conversation): PeerKey[] {
     const rows = this.#db.prepare(
-      `SELECT peer_public_key, shared_key, accepted, created_at FROM peer_keys
+      `SELECT peer_public_key, shared_key, accepted, verified_at, created_at FROM peer_keys
        WHERE ${AT} ORDER BY created_at, rowid`,
     ).all(...key(at)) as {
       peer_public_key: string;
       shared_key: Uint8Array;
       accepted: number;
+      verified_at: string | null;
       created_at: string;
     }[];
     return rows.map((row) => ({
       peerPublicKey: row.peer_public_key,
       sharedKey: new Uint8Array(row.shared_key),
       accepted: row.accepted === 1,
+      verified: row.verified_at !== null,
       createdAt: row.created_at,
     }));
   }
@@ -429,17 +438,37 @@ export class KeyStore {
     const db = this.#db;
     transaction(db, () => {
       const row = db.prepare(
-        `SELECT shared_key, accepted FROM peer_keys WHERE ${AT} AND peer_public_key = ?`,
-      ).get(...key(at), peerPublicKey) as { shared_key: Uint8Array; accepted: number } | undefined;
+        `SELECT shared_key, accepted, verified_at FROM peer_keys
+         WHERE ${AT} AND peer_public_key = ?`,
+      ).get(...key(at), peerPublicKey) as
+        | { shared_key: Uint8Array; accepted: number; verified_at: string | null }
+        | undefined;
       if (!row) return;
       db.prepare(`DELETE FROM peer_keys WHERE ${AT} AND peer_public_key = ?`)
         .run(...key(at), peerPublicKey);
       db.prepare(
         `INSERT INTO peer_keys
-           (server, room, name, peer_public_key, shared_key, accepted, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?)`,
-      ).run(...key(at), peerPublicKey, row.shared_key, row.accepted, new Date().toISOString());
+           (server, room, name, peer_public_key, shared_key, accepted, verified_at, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+      ).run(
+        ...key(at),
+        peerPublicKey,
+        row.shared_key,
+        row.accepted,
+        row.verified_at,
+        new Date().toISOString(),
+      );
     });
+  }
+
+  /**
+   * Marks a peer key (66 hex) trusted and confirmed by a code (PeerKey.verified). No such
+   * key: nothing changes.
+   */
+  verifyPeerKey(at: Conversation, peerPublicKey: string): void {
+    this.#db.prepare(
+      `UPDATE peer_keys SET accepted = 1, verified_at = ? WHERE ${AT} AND peer_public_key = ?`,
+    ).run(new Date().toISOString(), ...key(at), peerPublicKey);
   }
 
   /** Marks a peer key (66 hex) trusted: the user accepted it. No such key: nothing changes. */

@@ -465,9 +465,9 @@ Deno.test("key store: a file of the first schema is upgraded with everything in 
       party: 1,
     });
     assert.deepEqual(
-      store.peerKeys(alice).map((k) => [k.peerPublicKey, k.sharedKey[0], k.accepted]),
+      store.peerKeys(alice).map((k) => [k.peerPublicKey, k.sharedKey[0], k.accepted, k.verified]),
       [
-        ["02aa", 1, true],
+        ["02aa", 1, true, false],
       ],
     );
     assert.deepEqual(store.outbox(alice), [
@@ -512,7 +512,7 @@ Deno.test("key store: a file of the first schema is upgraded with everything in 
     const raw = new DatabaseSync(path);
     assert.deepEqual(
       { ...raw.prepare("PRAGMA user_version").get() },
-      { user_version: 2 },
+      { user_version: 3 },
     );
     raw.close();
   });
@@ -524,7 +524,7 @@ Deno.test("key store: a file from a newer version is refused, not changed", asyn
     const raw = new DatabaseSync(path);
     raw.exec("PRAGMA user_version = 99");
     raw.close();
-    await assert.rejects(KeyStore.open(path), /schema version 99 is newer than this client's 2/);
+    await assert.rejects(KeyStore.open(path), /schema version 99 is newer than this client's 3/);
     const after = new DatabaseSync(path);
     assert.deepEqual({ ...after.prepare("PRAGMA user_version").get() }, { user_version: 99 });
     assert.deepEqual(after.prepare("SELECT name FROM sqlite_master").all(), [], "no tables made");
@@ -618,5 +618,33 @@ Deno.test("key store: four processes writing one file at once all succeed", asyn
     assert.equal(store.addToOutbox(shared, waiting("last")).seq, workers * rounds + 1);
     store.close();
     assert.deepEqual(await modes(`${dir}/shared`), { "keys.sqlite": 0o600 });
+  });
+});
+
+Deno.test("key store: a key a code confirmed is trusted and marked so, and stays marked when it moves", async () => {
+  await withDir(async (dir) => {
+    const store = await KeyStore.open(`${dir}/keys.sqlite`);
+    const at = { service: store.serviceKey("127.0.0.1:7070"), room: "r", name: "alice" };
+    store.addPeerKey(at, "02aa", new Uint8Array(32).fill(1), false);
+    store.addPeerKey(at, "02bb", new Uint8Array(32).fill(2), false);
+    store.verifyPeerKey(at, "02aa");
+    const flags = () => store.peerKeys(at).map((k) => [k.peerPublicKey, k.accepted, k.verified]);
+    assert.deepEqual(flags(), [["02aa", true, true], ["02bb", false, false]]);
+    store.touchPeerKey(at, "02aa"); // the peer is back on it: newest, still confirmed
+    assert.deepEqual(flags(), [["02bb", false, false], ["02aa", true, true]]);
+    store.verifyPeerKey(at, "02cc"); // no such key: nothing changes
+    assert.deepEqual(flags(), [["02bb", false, false], ["02aa", true, true]]);
+    // Bound to the service the welcome names: moved with its mark.
+    const moved = store.bind(
+      "127.0.0.1:7070",
+      "3b0e7c9a-1f2d-4e5f-8a9b-0c1d2e3f4a5b",
+      "r",
+      "alice",
+    );
+    assert.deepEqual(
+      store.peerKeys(moved).map((k) => [k.peerPublicKey, k.verified]),
+      [["02bb", false], ["02aa", true]],
+    );
+    store.close();
   });
 });

@@ -40,6 +40,8 @@ export interface LineModeOptions {
   lingerMs: number;
   /** Take the name back with this key store's key (see ChatClientOptions.resetKey). */
   resetKey?: boolean;
+  /** Meet by this code (see ChatClientOptions.code). */
+  code?: string;
 }
 
 /** How a line-mode session ended. */
@@ -88,6 +90,13 @@ export function describeEvent(
       };
     }
     case "held":
+      if (event.awaitingCode) {
+        return {
+          stream: "err",
+          text: `held back a message from ${event.sender} until the code confirms their key ` +
+            `(SHA-256 ${event.fingerprint})`,
+        };
+      }
       return {
         stream: "err",
         text: `!!! held back a message signed as ${event.sender} under a key you have not ` +
@@ -102,6 +111,15 @@ export function describeEvent(
           "messages go out under it again",
       };
     case "key":
+      if (event.awaitingCode) {
+        return {
+          stream: "err",
+          text: event.changed
+            ? `!!! WARNING: ${event.peer}'s key CHANGED (new SHA-256 ${event.fingerprint}); ` +
+              "nothing is sent, and nothing signed by it is shown, until the code confirms it."
+            : `key agreed with ${event.peer}; waiting for the code to confirm it`,
+        };
+      }
       return {
         stream: "err",
         text: event.changed
@@ -123,6 +141,8 @@ export function describeEvent(
             "is sent until then.",
         }
         : undefined;
+    case "code":
+      return { stream: "err", text: codeText(event) };
     case "state":
       return { stream: "err", text: `[${event.state}${event.detail ? ` ${event.detail}` : ""}]` };
     case "welcome":
@@ -139,6 +159,19 @@ export function describeEvent(
     case "fatal":
       return { stream: "err", text: `duet chat: ${printable(event.text)}` };
   }
+}
+
+/** A code event in words (ClientEvent `code`). */
+export function codeText(event: Extract<ClientEvent, { type: "code" }>): string {
+  const peer = event.peer ?? "your peer";
+  if (event.state === "waiting") {
+    return `[code: waiting for ${peer} to confirm the code; nothing is sent until then]`;
+  }
+  return event.earlier
+    ? `[code: ${peer}'s key was confirmed by a code before; nobody is in the middle]`
+    : `[code confirmed: ${peer} has the same code and your keys reached each other ` +
+      `unchanged, so nobody is in the middle; no fingerprint to compare (key SHA-256 ` +
+      `${event.fingerprint})]`;
 }
 
 /**
@@ -188,6 +221,7 @@ export async function runLineMode(options: LineModeOptions): Promise<LineModeRes
     room: options.room,
     keyStore: options.keyStore,
     resetKey: options.resetKey ?? false,
+    ...(options.code === undefined ? {} : { code: options.code }),
     onEvent: (event) => {
       // Refused for good by the server (too large, unstorable): as good as lost to a script.
       if (event.type === "message" && event.message.own && event.message.status === "failed") {

@@ -96,10 +96,13 @@ async function showKeyNote(
   const hex = await client.fingerprint();
   dispatch({
     type: "note",
-    text: hex
-      ? `Key SHA-256: ${groupFingerprint(hex)}. Read it to ${peer ?? "your peer"} by ` +
-        "another channel: the same on both sides means nobody is in the middle."
-      : "No shared key yet: it is agreed when both of you have joined.",
+    text: !hex
+      ? "No shared key yet: it is agreed when both of you have joined."
+      : client.verified
+      ? `Key SHA-256: ${groupFingerprint(hex)}. A code confirmed it with ` +
+        `${peer ?? "your peer"}: nothing to compare.`
+      : `Key SHA-256: ${groupFingerprint(hex)}. Read it to ${peer ?? "your peer"} by ` +
+        "another channel: the same on both sides means nobody is in the middle.",
   });
 }
 

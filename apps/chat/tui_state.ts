@@ -28,6 +28,11 @@ export interface TuiState {
   fingerprint: string | null;
   /** A changed peer key waiting for /accept-key. */
   keyChanged: boolean;
+  /**
+   * With a code: `waiting` for it to confirm the peer's key, `verified` once it did (also by
+   * an earlier run); null: no code.
+   */
+  code: "waiting" | "verified" | null;
   /** Rows hidden below the view (0: following the newest). */
   scroll: number;
   /** New rows that arrived while scrolled up. */
@@ -43,6 +48,7 @@ export const initialState: TuiState = {
   peerPresence: "unknown",
   fingerprint: null,
   keyChanged: false,
+  code: null,
   scroll: 0,
   unseen: 0,
   input: "",
@@ -137,34 +143,18 @@ function onClient(state: TuiState, event: ClientEvent): TuiState {
         unseen: state.scroll && added ? state.unseen + 1 : state.unseen,
       };
     }
-    case "key": {
-      const next = { ...state, fingerprint: event.fingerprint, peer: event.peer };
-      if (event.changed) {
-        return appendRows({ ...next, keyChanged: true }, [{
-          kind: "note",
-          tone: "warning",
-          text: `${event.peer}'s key CHANGED` +
-            (event.reset
-              ? ` (the name was taken back without the old key, as after a lost key store, by ` +
-                `${event.peer} or by someone else)`
-              : "") +
-            `. Compare the new key (/key) with ${event.peer} by ` +
-            "another channel: if it differs, someone is in the middle. Nothing is sent, and " +
-            `nothing signed by it is shown, until you type /accept-key ${
-              event.fingerprint.slice(0, 8)
-            }.`,
-        }]);
-      }
-      return appendRows(next, [{
-        kind: "note",
-        tone: "info",
-        text: `Key agreed with ${event.peer}. Compare /key with them: the same value on both ` +
-          "sides means nobody is in the middle.",
-      }]);
-    }
+    case "key":
+      return onKey(state, event);
     case "restored_key":
       // A reopened client: the key it keeps is the key, without a new note about it.
-      return { ...state, fingerprint: event.fingerprint, keyChanged: event.pending };
+      return {
+        ...state,
+        fingerprint: event.fingerprint,
+        keyChanged: event.pending,
+        code: event.verified ? "verified" : state.code,
+      };
+    case "code":
+      return onCode(state, event);
     case "key_restored":
       return appendRows({ ...state, fingerprint: event.fingerprint, keyChanged: false }, [{
         kind: "note",
@@ -173,6 +163,13 @@ function onClient(state: TuiState, event: ClientEvent): TuiState {
       }]);
     case "held":
       // Never a message row: nothing signed by an unaccepted key is shown as the peer's.
+      if (event.awaitingCode) {
+        return appendRows(state, [{
+          kind: "note",
+          tone: "info",
+          text: `Held back a message from ${event.sender} until the code confirms their key.`,
+        }]);
+      }
       return appendRows(state, [{
         kind: "note",
         tone: "warning",
@@ -190,6 +187,68 @@ function onClient(state: TuiState, event: ClientEvent): TuiState {
         tone: "warning",
       }]);
   }
+}
+
+/** A key agreed now: the title, and a note saying what it means. */
+function onKey(state: TuiState, event: Extract<ClientEvent, { type: "key" }>): TuiState {
+  const next = { ...state, fingerprint: event.fingerprint, peer: event.peer };
+  if (event.awaitingCode) {
+    return appendRows({ ...next, keyChanged: event.changed, code: "waiting" }, [{
+      kind: "note",
+      tone: event.changed ? "warning" : "info",
+      text: event.changed
+        ? `${event.peer}'s key CHANGED. Nothing is sent, and nothing signed by it is ` +
+          "shown, until the code confirms it."
+        : `Key agreed with ${event.peer}; waiting for the code to confirm it.`,
+    }]);
+  }
+  if (event.changed) {
+    return appendRows({ ...next, keyChanged: true }, [{
+      kind: "note",
+      tone: "warning",
+      text: `${event.peer}'s key CHANGED` +
+        (event.reset
+          ? ` (the name was taken back without the old key, as after a lost key store, by ` +
+            `${event.peer} or by someone else)`
+          : "") +
+        `. Compare the new key (/key) with ${event.peer} by ` +
+        "another channel: if it differs, someone is in the middle. Nothing is sent, and " +
+        `nothing signed by it is shown, until you type /accept-key ${
+          event.fingerprint.slice(0, 8)
+        }.`,
+    }]);
+  }
+  return appendRows(next, [{
+    kind: "note",
+    tone: "info",
+    text: `Key agreed with ${event.peer}. Compare /key with them: the same value on both ` +
+      "sides means nobody is in the middle.",
+  }]);
+}
+
+/** The code run waits, or confirmed the key: the title, and a note. */
+function onCode(state: TuiState, event: Extract<ClientEvent, { type: "code" }>): TuiState {
+  return appendRows(
+    {
+      ...state,
+      code: event.state,
+      fingerprint: event.fingerprint ?? state.fingerprint,
+      keyChanged: event.state === "verified" ? false : state.keyChanged,
+    },
+    [{
+      kind: "note",
+      tone: "info",
+      text: event.state === "waiting"
+        ? `Waiting for ${event.peer ?? "the other party"} to confirm the code; nothing ` +
+          "is sent until then."
+        : event.earlier
+        ? `${event.peer ?? "Your peer"}'s key was confirmed by a code before: nobody is ` +
+          "in the middle."
+        : `Code confirmed: ${event.peer ?? "your peer"} has the same code, and your keys ` +
+          "reached each other unchanged, so nobody is in the middle. No fingerprint to " +
+          "compare.",
+    }],
+  );
 }
 
 /** The peer came, left, or is (not) there on a new connection: the title, and a note on a change. */
@@ -298,8 +357,15 @@ export function titleText(state: TuiState, room: string, width: number): string 
     : state.connection === "stopped"
     ? "■ stopped"
     : `○ ${state.connection}${state.connectionDetail ? ` ${state.connectionDetail}` : ""}`;
+  const code = state.code === "verified"
+    ? " ✓ verified by code"
+    : state.code === "waiting"
+    ? " (code not confirmed yet)"
+    : "";
   const key = state.fingerprint
-    ? `key ${state.fingerprint.slice(0, 8)}${state.keyChanged ? " CHANGED" : ""}`
+    ? `key ${state.fingerprint.slice(0, 8)}${state.keyChanged ? " CHANGED" : ""}${code}`
+    : state.code === "waiting"
+    ? "waiting for the code"
     : "no key yet";
   const [peer, peerShort] = peerText(state);
   const full = [` duet chat · ${room}`, peer, connection, key].join("  ·  ");

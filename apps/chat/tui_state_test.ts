@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import stringWidth from "string-width";
-import type { ConnectionState, MessageView, Presence } from "./client.ts";
+import type { ClientEvent, ConnectionState, MessageView, Presence } from "./client.ts";
 import { printable } from "@duet/core/printable";
 import {
   type Action,
@@ -207,7 +207,7 @@ Deno.test("tui state: a reopened client's stored key shows in the title, without
   const fingerprint = "32c40211" + "0".repeat(56);
   const restored = reduce(initialState, {
     type: "client",
-    event: { type: "restored_key", fingerprint, pending: false },
+    event: { type: "restored_key", fingerprint, pending: false, verified: false },
   });
   assert.equal(restored.fingerprint, fingerprint);
   assert.equal(restored.keyChanged, false);
@@ -216,7 +216,7 @@ Deno.test("tui state: a reopened client's stored key shows in the title, without
   assert.doesNotMatch(titleText(restored, "tea", 80), /no key yet/);
   const pending = reduce(initialState, {
     type: "client",
-    event: { type: "restored_key", fingerprint, pending: true },
+    event: { type: "restored_key", fingerprint, pending: true, verified: false },
   });
   assert.equal(pending.keyChanged, true);
 });
@@ -293,4 +293,49 @@ Deno.test("tui state: under any sequence of connection states and presence event
       }
     }),
   );
+});
+
+Deno.test("tui state: with a code, the title says it waits, then verified; a note says each in words", () => {
+  const fingerprint = "32c40211" + "0".repeat(56);
+  const client = (event: ClientEvent) => ({ type: "client" as const, event });
+  let state = reduce(initialState, client({ type: "code", state: "waiting", peer: null }));
+  assert.match(titleText(state, "tea", 100), /waiting for the code/);
+  const notes = () => state.rows.map((r) => r.kind === "note" ? r.text : "");
+  assert.match(notes()[0]!, /Waiting for the other party to confirm the code; nothing is sent/);
+  state = reduce(
+    state,
+    client({
+      type: "key",
+      fingerprint,
+      peer: "bob",
+      changed: false,
+      accepted: false,
+      awaitingCode: true,
+    }),
+  );
+  assert.match(titleText(state, "tea", 100), /key 32c40211 \(code not confirmed yet\)/);
+  assert.match(notes()[1]!, /Key agreed with bob; waiting for the code to confirm it/);
+  assert.doesNotMatch(notes().join(" "), /Compare \/key/, "no fingerprint to compare");
+  state = reduce(state, client({ type: "code", state: "verified", peer: "bob", fingerprint }));
+  assert.match(titleText(state, "tea", 100), /key 32c40211 ✓ verified by code/);
+  assert.match(notes()[2]!, /Code confirmed: bob has the same code.*nobody is in the middle/);
+  // A reopened client whose key a code confirmed before.
+  const reopened = reduce(
+    initialState,
+    client({ type: "restored_key", fingerprint, pending: false, verified: true }),
+  );
+  assert.match(titleText(reopened, "tea", 100), /✓ verified by code/);
+  // Held back while the code has not confirmed the key: said as such, no /accept-key advice.
+  const held = reduce(
+    initialState,
+    client({
+      type: "held",
+      id: 1,
+      sender: "bob",
+      fingerprint,
+      awaitingCode: true,
+    }),
+  );
+  const note = held.rows[0]!;
+  assert.match(note.kind === "note" ? note.text : "", /until the code confirms their key/);
 });

@@ -138,3 +138,4 @@ export function sendFrame(clientMsgId: string, seq: number, fill = 1): ClientMes
     ciphertext: new Uint8Array(32).fill(fill).toBase64(),
   };
 }
+export { type ChatRelay, type RelayedConnection, type RelayHooks, startRelay, substitutingRelay } from "./relay.ts";

@@ -5,7 +5,8 @@
  * @module
  */
 import { explainError } from "@duet/core/explain-error";
-import { Command, Option } from "commander";
+import { Command, InvalidArgumentError, Option } from "commander";
+import { BITS_PER_WORD, generateCode, parseCode } from "@duet/pake";
 import { getLogger } from "@logtape/logtape";
 import { delay } from "@duet/core/delay";
 import {
@@ -48,6 +49,7 @@ interface ChatServerCliOptions {
   idleTimeoutMs: number;
   maxConnections: number;
   roomsPerMinute: number;
+  codeAttemptsPerHour: number;
   roomExpiryDays: number;
 }
 
@@ -107,7 +109,7 @@ export function chatServerCommand(io: CliIo): Command {
     .option(
       "--messages-per-second <n>",
       "frames handled per connection per second (bursts of twice that): sends, history " +
-        "reads and heartbeats count 1, a key offer 10; a faster client is read more slowly",
+        "reads and heartbeats count 1, a key offer or code frame 10; a faster client is read more slowly",
       integer(1, 10_000),
       DEFAULTS.messagesPerSecond,
     )
@@ -138,6 +140,14 @@ export function chatServerCommand(io: CliIo): Command {
         "twice that; past it a hello for a new room is refused (too_many_rooms). 0: no limit",
       integer(0, 1_000_000),
       DEFAULTS.roomsPerMinute,
+    )
+    .option(
+      "--code-attempts-per-hour <n>",
+      "code attempts (duet chat --code) a room may make per hour: each party's new CPace " +
+        "message is one, 2 for an honest pair; past it the room's code frames are refused " +
+        "(too_many_code_attempts) until the hour is over",
+      integer(1, 1_000_000),
+      DEFAULTS.codeAttemptsPerHour,
     )
     .option(
       "--room-expiry-days <days>",
@@ -182,6 +192,7 @@ async function runChatServer(options: ChatServerCliOptions, io: CliIo): Promise<
     idleTimeoutMs: options.idleTimeoutMs,
     maxConnections: options.maxConnections,
     roomsPerMinute: options.roomsPerMinute,
+    codeAttemptsPerHour: options.codeAttemptsPerHour,
     roomIdleMs: options.roomExpiryDays * 86_400_000,
   }).catch(async (error) => {
     await store.close().catch(() => {});
@@ -234,6 +245,33 @@ interface ChatCliOptions {
   line?: boolean;
   lingerMs: number;
   resetKey?: boolean;
+  code?: string;
+}
+
+/** `--code`'s parser: "new", or a code (its canonical text). */
+function codeArgument(value: string): string {
+  if (value === "new") return value;
+  try {
+    return parseCode(value).text;
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message);
+  }
+}
+
+/**
+ * Resolves `--code new` to a fresh code, and says what the other person needs: the code, to
+ * be read out. Undefined without --code.
+ */
+function resolveCode(options: ChatCliOptions): { code?: string; said?: string } {
+  if (options.code === undefined) return {};
+  if (options.code !== "new") return { code: options.code };
+  const made = generateCode();
+  return {
+    code: made.text,
+    said: `Your code is ${made.text} (${made.words.length} words, ${
+      made.words.length * BITS_PER_WORD
+    } bits). Read it to your peer, who starts with --room ${options.room} --code ${made.text}`,
+  };
 }
 
 /** The help after `duet chat`'s options. */
@@ -246,12 +284,21 @@ key (messages under a key you have not accepted are held back, never shown as th
 Your name in a room belongs to the key you first used there (kept in --key-store): another
 key cannot take it, unless it is started with --reset-key, which your peer is told of.
 
+Meeting by a code: both start with --code and the same code (or one with --code new, which
+makes one and prints it to read out). The clients confirm each other's keys by it through
+the server, which cannot learn it: the conversation is verified with no fingerprint to
+compare. Nothing is sent until the code confirms the keys; another code (or someone in the
+middle) stops both clients, nothing sent. A third party gets one guess per attempt, and
+the server allows a room few attempts an hour. The code: NUMBER-word-word-word, 33 bits.
+
 Line mode's exit status: 0 when every line went out; 1 when the server was never reached,
 the room refused you, or a line is unsent or was refused.
 
 Examples:
   duet chat --server 127.0.0.1:7070 --name alice --room tea --line
-  printf 'hello\\n/key\\n' | duet chat --server 127.0.0.1:7070 --name bob --room tea --line`;
+  printf 'hello\\n/key\\n' | duet chat --server 127.0.0.1:7070 --name bob --room tea --line
+  duet chat --server 127.0.0.1:7070 --name alice --room tea --code new
+  duet chat --server 127.0.0.1:7070 --name bob --room tea --code 7-guitar-orbit-lazy`;
 
 /** The `chat` command (the client). */
 export function chatCommand(io: CliIo): Command {
@@ -278,6 +325,12 @@ export function chatCommand(io: CliIo): Command {
       "--reset-key",
       "take your name in the room back with this key store's key after losing the one it " +
         "was bound to; your peer is told and must accept the new key",
+    )
+    .option(
+      "--code <code>",
+      'confirm your keys by a code you both know (NUMBER-word-word-word; "new" makes one ' +
+        "and prints it): verified with no fingerprint to compare, nothing sent before",
+      codeArgument,
     )
     .option(
       "--linger-ms <ms>",
@@ -314,6 +367,8 @@ async function runScreen(options: ChatCliOptions, keyStore: KeyStore, io: CliIo)
   }
   // Events that come before the interface is drawn wait for it.
   const early: ClientEvent[] = [];
+  const { code, said } = resolveCode(options);
+  if (said) early.push({ type: "notice", text: said });
   let listener: ((event: ClientEvent) => void) | undefined;
   const client = new ChatClient({
     server: options.server,
@@ -322,6 +377,7 @@ async function runScreen(options: ChatCliOptions, keyStore: KeyStore, io: CliIo)
     keyStore,
     onEvent: (event) => listener ? listener(event) : early.push(event),
     resetKey: options.resetKey ?? false,
+    ...(code === undefined ? {} : { code }),
   });
   await client.start();
   // The screen (ink, React) is loaded only for the screen: line mode does without.
@@ -347,7 +403,8 @@ function unsentText(n: number, options: ChatCliOptions, refused: boolean): strin
   return `${plural(n, "message")} not yet stored; ${one ? "it stays" : "they stay"} in the ` +
     `outbox (${options.keyStore}) and ${one ? "goes" : "go"} out ` +
     (refused
-      ? "only once this --name is let into this --room again (see above why it was not)"
+      ? "on a later start with this --server, --name and --room, once what stopped this one " +
+        "(said above) is mended"
       : "on the next start with this --server, --name and --room");
 }
 
@@ -375,6 +432,8 @@ function jsonErr(io: CliIo): CliIo {
 
 /** `duet chat --line`: stdin lines out, `NAME: TEXT` lines in. */
 async function runLine(options: ChatCliOptions, keyStore: KeyStore, io: CliIo): Promise<void> {
+  const { code, said } = resolveCode(options);
+  if (said) io.err(`${said}\n`);
   const result = await runLineMode({
     server: options.server,
     name: options.name,
@@ -386,6 +445,7 @@ async function runLine(options: ChatCliOptions, keyStore: KeyStore, io: CliIo): 
     signal: io.shutdownSignal,
     lingerMs: options.lingerMs,
     resetKey: options.resetKey ?? false,
+    ...(code === undefined ? {} : { code }),
   }).finally(() => keyStore.close());
   const unreached = !result.reached && !result.quit && result.fatal === undefined &&
     !io.shutdownSignal.aborted;
