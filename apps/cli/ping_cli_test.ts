@@ -5,9 +5,9 @@
 import assert from "node:assert/strict";
 import { freePort, tcpServer, waitFor } from "@duet/testkit";
 import { runDuet, spawnDuet, type SpawnedDuet } from "./testdata/spawn.ts";
-import { CLIENT_DEFAULTS, parseCertHash, runPing } from "@duet/ping";
+import { CLIENT_DEFAULTS, parseCertHash, type PingSummary, runPing } from "@duet/ping";
 import { inProcess } from "./testdata/in_process.ts";
-import { describeEvent, serverOperand } from "./commands/ping.ts";
+import { describeEvent, describeSummary, serverOperand } from "./commands/ping.ts";
 
 const options = { sanitizeOps: false, sanitizeResources: false };
 
@@ -86,7 +86,7 @@ Deno.test("duet ping: no server at the URL is retried until --give-up-after-ms, 
   );
   assert.doesNotMatch(out, /--cert-hash|--ca|certificate/);
   assert.match(out, /^giving up: no connection for \d+\.\d s$/m);
-  assert.match(out, /0 transmitted, 0 received/);
+  assert.match(out, /^0 transmitted: no ping could be sent \(said above why\)/m);
   assert.match(out, /^1 outage, [\d.]+ s in all; gave up$/m);
 });
 
@@ -302,7 +302,7 @@ Deno.test({
       const wrong = await inProcess(["ping", "--url", url, "--count", "3", "--token", "wrong"]);
       assert.equal(wrong.code, 1);
       assert.match(wrong.out, /refused the session with 401: missing or wrong token/);
-      assert.match(wrong.out, /0 transmitted, 0 received/);
+      assert.match(wrong.out, /^0 transmitted: no ping could be sent \(said above why\)/m);
     } finally {
       await stop(server);
     }
@@ -797,7 +797,7 @@ Deno.test({
       // rustls' own name for it is not the user's vocabulary.
       assert.doesNotMatch(said, /UnknownIssuer|error 48|handshake failed/);
       assert.doesNotMatch(said, /reconnect attempt/);
-      assert.match(said, /3 transmitted, 0 received|0 transmitted, 0 received/);
+      assert.match(said, /3 transmitted, 0 received|0 transmitted: no ping could be sent/);
     } finally {
       await stop(server);
     }
@@ -869,4 +869,39 @@ Deno.test("duet ping takes servers as operands: HOST:PORT or a URL; anything els
   assert.equal(serverOperand("127.0.0.1:4433"), "https://127.0.0.1:4433/ping");
   assert.equal(serverOperand("[::1]:0443"), "https://[::1]:443/ping");
   assert.equal(serverOperand("https://a.test:1/x"), "https://a.test:1/x");
+});
+
+Deno.test("describeSummary: a run that sent nothing says so, never 0.0% loss of nothing", () => {
+  const base: PingSummary = {
+    url: "https://127.0.0.1:1/ping",
+    urls: ["https://127.0.0.1:1/ping"],
+    servers: [],
+    mode: "stream",
+    rtt: null,
+    transmitted: 0,
+    received: 0,
+    receivedOverWebSocket: 0,
+    timeouts: 0,
+    lostNoConnection: 0,
+    errors: 0,
+    lossPercent: 0,
+    outages: [],
+    outageMs: 0,
+    gaveUp: false,
+    elapsedMs: 1234.4,
+  };
+  const none = describeSummary(base);
+  assert.match(none, /^0 transmitted: no ping could be sent \(said above why\), time 1234 ms$/m);
+  assert.doesNotMatch(none, /% loss/);
+  const some = describeSummary({
+    ...base,
+    transmitted: 4,
+    received: 3,
+    timeouts: 1,
+    lossPercent: 25,
+  });
+  assert.match(
+    some,
+    /^4 transmitted, 3 received, 25\.0% loss \(1 timed out, 0 while disconnected, 0 errors\), time 1234 ms$/m,
+  );
 });

@@ -637,13 +637,15 @@ export function describeEvent(event: PingEvent, target: URL): string {
 
 /** The closing summary, like ping's. */
 export function describeSummary(summary: PingSummary): string {
+  const time = `time ${Math.round(summary.elapsedMs)} ms`;
   const lines = [
     `--- ${summary.urls.join(", ")} ping statistics ---`,
-    `${summary.transmitted} transmitted, ${summary.received} received, ${
-      summary.lossPercent.toFixed(1)
-    }% loss (${summary.timeouts} timed out, ${summary.lostNoConnection} while disconnected, ${summary.errors} errors), time ${
-      Math.round(summary.elapsedMs)
-    } ms`,
+    // Nothing sent is no loss of 0.0 %: say so instead of a percentage of nothing.
+    summary.transmitted === 0
+      ? `0 transmitted: no ping could be sent (said above why), ${time}`
+      : `${summary.transmitted} transmitted, ${summary.received} received, ${
+        summary.lossPercent.toFixed(1)
+      }% loss (${summary.timeouts} timed out, ${summary.lostNoConnection} while disconnected, ${summary.errors} errors), ${time}`,
   ];
   if (summary.receivedOverWebSocket) {
     lines.push(
