@@ -430,3 +430,32 @@ Deno.test("syncpoint server: durations are checked at setTimeout's bound (2^31 â
     assert.equal((await (await waiting).json()).peer_payload, "hi");
   }, { defaultTimeoutMs: bound, maxTimeoutMs: bound });
 });
+
+Deno.test("syncpoint server: payloads up to the limit cross whole, however their bytes arrive", async () => {
+  await withServer(async (server) => {
+    // Around the 64 KiB of a first socket read (head and body together), and at the limit.
+    for (const size of [65_000, 65_400, 65_468, 65_536]) {
+      const text = (n: number, seed: string) => seed.repeat(Math.ceil(n / seed.length)).slice(0, n);
+      const a = text(size, "abcdefghij");
+      const b = text(size, "0123456789");
+      const id = `whole-${size}`;
+      // The first party in three pieces over a raw socket; the second with fetch.
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(server.url.port) });
+      const request = new TextEncoder().encode(
+        `POST /wait-for-second-party/${id} HTTP/1.1\r\nHost: t\r\nContent-Length: ${size}\r\n` +
+          `Connection: close\r\n\r\n${a}`,
+      );
+      const third = Math.ceil(request.length / 3);
+      for (let at = 0; at < request.length; at += third) {
+        await conn.write(request.subarray(at, at + third));
+      }
+      await waitFor(() => server.rendezvous.waiting === 1, "the first party to wait");
+      const second = await (await post(server, id, b)).json();
+      assert.equal(second.peer_payload.length, size, `${size}: the second party's copy`);
+      assert.equal(second.peer_payload, a);
+      const first = await new Response(conn.readable).text();
+      const json = JSON.parse(first.slice(first.indexOf("\r\n\r\n") + 4));
+      assert.equal(json.peer_payload, b, `${size}: the first party's copy`);
+    }
+  });
+});

@@ -1003,14 +1003,18 @@ async function readBody(incoming: IncomingMessage, max: number): Promise<Uint8Ar
   // listeners (and their removal) that reading a body still arriving needs.
   if (!incoming.complete) await undefined;
   if (incoming.complete && !incoming.readableEnded && incoming.readableLength <= max) {
-    // Not flowing: read() hands over everything buffered, in one piece.
-    const bytes = (incoming.read() as Buffer | null) ?? EMPTY;
+    // Not flowing: read() hands over what is buffered. Deno's node:http gives it one chunk
+    // per call (seen: a body that came in two reads of the socket lost its second), so it is
+    // called until the buffer is empty.
+    const chunks: Buffer[] = [];
+    for (let chunk = incoming.read() as Buffer | null; chunk; chunk = incoming.read()) {
+      chunks.push(chunk);
+    }
+    const bytes = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
     return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
   return readStreamed(incoming, max);
 }
-
-const EMPTY = Buffer.alloc(0);
 
 /** Reads a body as it arrives (see {@link DirectExchange.body}). */
 function readStreamed(incoming: IncomingMessage, max: number): Promise<Uint8Array | "too_large"> {

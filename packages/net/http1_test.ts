@@ -243,3 +243,50 @@ Deno.test("serveHttp1: probeGapMs of 2^31-1, 2^31 and 30 days waits its gap, and
     }
   }
 });
+
+Deno.test("serveHttp1 direct path: a body is read whole, whatever its size and however it arrives", async () => {
+  const server = await serveHttp1(
+    {
+      hostname: "127.0.0.1",
+      port: 0,
+      direct: (exchange) => {
+        exchange.body(1 << 20).then(
+          (body) => {
+            const bytes = body === "too_large" ? new Uint8Array(0) : body;
+            // Its length and a checksum of its bytes, so that a cut or a reorder shows.
+            let sum = 0;
+            for (const [i, byte] of bytes.entries()) sum = (sum + byte * (i + 1)) % 1_000_003;
+            exchange.respond(200, {}, `${bytes.length} ${sum}`);
+          },
+          () => {},
+        );
+        return true;
+      },
+    },
+    () => new Response("not here"),
+  );
+  try {
+    // Around the 64 KiB a first read takes (head and body together), and well past it; sent
+    // in one write and in pieces.
+    for (const size of [0, 1, 65_000, 65_400, 65_468, 65_536, 70_000, 200_000]) {
+      for (const pieces of [1, 3]) {
+        const body = new Uint8Array(size).map((_, i) => (i * 31 + 7) % 251);
+        let sum = 0;
+        for (const [i, byte] of body.entries()) sum = (sum + byte * (i + 1)) % 1_000_003;
+        const head = new TextEncoder().encode(
+          `POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: ${size}\r\nConnection: close\r\n\r\n`,
+        );
+        const request = new Uint8Array([...head, ...body]);
+        const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+        const step = Math.ceil(request.length / pieces);
+        for (let at = 0; at < request.length; at += step) {
+          await conn.write(request.subarray(at, at + step));
+        }
+        const answer = await new Response(conn.readable).text();
+        assert.match(answer, new RegExp(`\\r\\n\\r\\n${size} ${sum}$`), `${size} in ${pieces}`);
+      }
+    }
+  } finally {
+    await server.shutdown();
+  }
+});
