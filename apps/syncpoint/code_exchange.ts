@@ -131,6 +131,19 @@ export async function waitWithCode(
     payload: toBase64(own.message),
   });
   const peerMessage = fromBase64(first.peerPayload);
+  // Our own message sent back (lv_cat puts the 32-byte share first, behind its length):
+  // CPace gives no key for it, and it is no partner without a code either.
+  if (
+    peerMessage && peerMessage.length > own.share.length &&
+    peerMessage[0] === own.share.length &&
+    peerMessage.subarray(1, 1 + own.share.length).every((byte, i) => byte === own.share[i])
+  ) {
+    throw new CodeExchangeError(
+      "code_mismatch",
+      "what came back as the other party's message is this party's own: someone in the " +
+        "middle sent it back; nothing was revealed",
+    );
+  }
   const order = first.role === "first" ? "initiator" : "responder";
   const result = peerMessage && finish(inputs, own, peerMessage, order);
   if (!result) {

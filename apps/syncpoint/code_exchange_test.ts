@@ -136,3 +136,28 @@ Deno.test("code exchange: a partner that leaves after the first round is said so
     assert.equal((a.error as CodeExchangeError).code, "partner_left");
   });
 });
+
+Deno.test("code exchange: a service that sends a party's own message back is caught, nothing revealed", async () => {
+  // A fake service: round 1 answers each party with what it sent; round 2 is never reached.
+  let rounds = 0;
+  const reflecting: typeof fetch = (_input, init) => {
+    rounds++;
+    return Promise.resolve(Response.json({
+      status: "paired",
+      id: "meet-9~1",
+      role: "second",
+      waited_ms: 1,
+      peer_payload: String(init?.body ?? ""),
+    }));
+  };
+  const outcome = await settled(
+    waitWithCode("http://127.0.0.1:9/", "meet-9", "7-guitar-orbit-lazy", {
+      payload: "secret",
+      fetch: reflecting,
+    }),
+  );
+  assert.ok("error" in outcome);
+  assert.equal((outcome.error as CodeExchangeError).code, "code_mismatch");
+  assert.match((outcome.error as Error).message, /this party's own/);
+  assert.equal(rounds, 1, "no second round: nothing sealed went out");
+});

@@ -1,14 +1,16 @@
 /**
  * Codes people can say: `7-guitar-orbit-lazy`, a number and words from the BIP-39 English list
- * (2,048 words, each chosen so that its first four letters identify it). The number names the
- * meeting place and is public, like a room number; the words are the secret, and the whole
- * code is what both parties feed to CPace as its password-related string.
+ * (2,048 words, each chosen so that its first four letters identify it). The number counts as
+ * public (it is easy to overhear, and adds under 10 bits), so the entropy stated is the
+ * words' alone; the whole code, number included, is what both parties feed to CPace as its
+ * password-related string, so a code with another number is another code. Where the parties
+ * meet is the application's (a room, a rendezvous id), not the number.
  *
  * Entropy: each word carries 11 bits (one of 2,048, drawn uniformly from the Web Crypto
  * CSPRNG), so three words make 33 bits. CPace gives an attacker one online guess per run, so
  * a three-word code is guessed with probability 2^-33 per attempt, about one in 8.6 billion.
  *
- * Typed back tolerantly: any case, and spaces, dots, underscores, commas or hyphens between
+ * Typed back tolerantly: any case, and spaces, dots, underscores, commas or hyphens (or dashes) between
  * the parts; a word may be shortened to its first four letters or more (BIP-39 words are
  * unique there; the few of three letters are typed in full). The canonical form is lowercase, hyphen-separated, with every word in full.
  *
@@ -20,7 +22,7 @@ import { wordlist } from "@scure/bip39/wordlists/english.js";
 export const DEFAULT_WORDS = 3;
 /** Bits of secret per word: log2 of the list's 2,048 words. */
 export const BITS_PER_WORD = 11;
-/** The largest number a code begins with (it is public: it only names the meeting place). */
+/** The largest number a code begins with (counted as public: see the module). */
 export const MAX_CODE_NUMBER = 999;
 
 const WORDS: ReadonlySet<string> = new Set(wordlist);
@@ -37,7 +39,7 @@ function wordFor(part: string): string | undefined {
 
 /** A code, parsed: its public number, its secret words, and the canonical text. */
 export interface Code {
-  /** The number in front: names where the parties meet (1 to {@link MAX_CODE_NUMBER}). */
+  /** The number in front (1 to {@link MAX_CODE_NUMBER}), part of the code, counted as public. */
   number: number;
   /** The words, in full and lowercase. */
   words: string[];
@@ -94,7 +96,10 @@ function codeOf(number: number, words: string[]): Code {
  *   words, or a word that is not in the list (naming it).
  */
 export function parseCode(typed: string): Code {
-  const parts = typed.trim().toLowerCase().split(/[\s.,_-]+/).filter(Boolean);
+  // Hyphens as typed on any keyboard count: the en and em dashes, the minus sign.
+  const parts = typed.trim().toLowerCase().split(/[\s.,_\-\u2010-\u2015\u2212]+/).filter(
+    Boolean,
+  );
   const [first, ...rest] = parts;
   if (first === undefined || !/^\d+$/.test(first)) {
     throw new TypeError(

@@ -53,7 +53,8 @@ Deno.test("parseCode: case, separators and four-letter prefixes are forgiven; th
       canonical,
       "7 Guitar Orbit LAZY",
       "  7_guit.orbi,lazy ",
-      "7--guitar--orbit--lazy",
+      "007-guitar-orbit-lazy",
+      "7—guitar–orbit−lazy",
       "007-guitar-orbit-lazy",
     ]
   ) {

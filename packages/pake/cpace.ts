@@ -217,7 +217,8 @@ export interface CPaceResult {
 /**
  * Finishes a run with the peer's message: the ISK, or undefined when the message is
  * malformed (its lengths do not add up) or its share is not a valid non-identity element,
- * the aborts the draft requires. Never throws on hostile input.
+ * the aborts the draft requires, or is this party's own share sent back (a reflection, which
+ * would otherwise let a party confirm a key with itself). Never throws on hostile input.
  */
 export function finish(
   inputs: CPaceInputs,
@@ -228,6 +229,10 @@ export function finish(
   const parts = parseLvCat(peerMessage, 2);
   if (!parts) return undefined;
   const [peerShare, peerAd] = parts as [Uint8Array, Uint8Array];
+  // Our own share sent back (a reflection): two honest parties never draw the same scalar
+  // (probability 2^-252), and a party that took it would confirm its own tag as the peer's,
+  // a key exchange with nobody.
+  if (equalBytes(peerShare, own.share)) return undefined;
   const k = scalarMultVfy(own.y, peerShare);
   if (k.every((byte) => byte === 0)) return undefined;
   const transcript = order === "initiator"

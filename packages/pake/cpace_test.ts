@@ -194,3 +194,13 @@ Deno.test("key confirmation: each side's tag verifies at the other; a wrong code
   assert.equal(verifyConfirmation(atA2, shared, c.message, confirmationTag(atC, wrong, c)), false);
   assert.equal(verifyConfirmation(atC, wrong, a.message, confirmationTag(atA2, shared, a)), false);
 });
+
+Deno.test("a party's own message sent back (a reflection) gives no key, whatever the AD around it", () => {
+  const shared = { prs: utf8("7-guitar-orbit"), sid: h("0011223344556677") };
+  const a = start(shared, utf8("alice"));
+  for (const order of ["initiator", "responder", "parallel"] as const) {
+    assert.equal(finish(shared, a, a.message, order), undefined, order);
+    // The same share with other associated data is still ours.
+    assert.equal(finish(shared, a, lvCat(a.share, utf8("bob")), order), undefined, order);
+  }
+});
