@@ -77,8 +77,8 @@ export interface MessageView {
   createdAt: Date;
   /** Written by this client's name. */
   own: boolean;
-  /** Own messages: where they are. */
-  status: "waiting for key" | "sending" | "stored" | "failed";
+  /** Own messages: where they are (`waiting for code`: sealed once a code confirms the key). */
+  status: "waiting for key" | "waiting for code" | "sending" | "stored" | "failed";
   /** Why it cannot be read, or why sending failed. */
   problem?: string;
   /** Came from history (not live). */
@@ -112,18 +112,27 @@ export type ClientEvent =
     awaitingCode?: boolean;
   }
   /**
-   * The key store already held a key for this conversation (a restarted client); `verified`:
-   * a code confirmed it.
+   * The key store already held a key for this conversation (a restarted client): `pending`,
+   * not trusted yet; `verified`, a code confirmed it; `codeFailed`, a code run failed against
+   * it; `awaitingCode`, this run's code is to confirm it.
    */
-  | { type: "restored_key"; fingerprint: string; pending: boolean; verified: boolean }
+  | {
+    type: "restored_key";
+    fingerprint: string;
+    pending: boolean;
+    verified: boolean;
+    codeFailed: boolean;
+    awaitingCode?: boolean;
+  }
   /**
    * Meeting by a code (ChatClientOptions.code): `waiting` for the peer's client to confirm
-   * it, or `verified`: the peer holds the same code and the keys are the ones both clients
-   * hold, so nobody is in the middle (`earlier`: confirmed by an earlier run).
+   * it; `verified`: the peer holds the same code and the keys are the ones both clients
+   * hold, so nobody is in the middle (`earlier`: confirmed by an earlier run, so the code
+   * given now was not needed); `failed`: the run failed (a `fatal` event says why).
    */
   | {
     type: "code";
-    state: "waiting" | "verified";
+    state: "waiting" | "verified" | "failed";
     peer: string | null;
     fingerprint?: string;
     earlier?: boolean;
@@ -228,12 +237,14 @@ export class ChatClient {
   #party: 0 | 1 | null = null;
   #peer: string | null = null;
   /** Keys to decrypt with, newest first; the first accepted one encrypts. */
-  #keys: (ActiveKey & { accepted: boolean; verified: boolean })[] = [];
+  #keys: (ActiveKey & { accepted: boolean; verified: boolean; codeFailed: boolean })[] = [];
   /** The code run of this process (ChatClientOptions.code), once started. */
   #codeRun: CodeRun | undefined;
   #codeState: CodeState | undefined;
   /** A `peer_code` came though this client has no code: said once. */
   #toldPeerCode = false;
+  /** The service the last welcome named (a code run's session id binds it). */
+  #service: string | undefined;
   #writer?: WritableStreamDefaultWriter<Uint8Array>;
   #conn?: Deno.TcpConn;
   #stopped = false;
@@ -305,6 +316,7 @@ export class ChatClient {
         key,
         accepted: stored.accepted,
         verified: stored.verified,
+        codeFailed: stored.codeFailed,
       });
     }
     // The interface learns the key it has, as it would learn one agreed now.
@@ -315,6 +327,8 @@ export class ChatClient {
         fingerprint: await keyFingerprint(newest.key),
         pending: !newest.accepted,
         verified: newest.verified,
+        codeFailed: newest.codeFailed,
+        ...(this.#options.code !== undefined && !newest.verified ? { awaitingCode: true } : {}),
       });
     }
   }
@@ -335,10 +349,15 @@ export class ChatClient {
     await this.#loadKeys();
     const outbox = this.#options.keyStore.outbox(this.#at);
     for (const entry of outbox) {
-      this.#showOwn(entry, entry.peerPublicKey ? "sending" : "waiting for key");
+      this.#showOwn(entry, entry.peerPublicKey ? "sending" : this.#waitingFor);
     }
     this.#core = initialClientState(outbox.map((entry) => this.#item(entry)));
     this.#loop = this.#run();
+  }
+
+  /** What an own message without a key to go under waits for. */
+  get #waitingFor(): "waiting for key" | "waiting for code" {
+    return this.#options.code === undefined ? "waiting for key" : "waiting for code";
   }
 
   /** The key messages are sent under: the newest accepted one (with a code: confirmed by it). */
@@ -373,6 +392,14 @@ export class ChatClient {
     let chosen;
     if (prefix === undefined) {
       chosen = waiting.find((w) => w.k === this.#keys[0]);
+      if (chosen?.k.codeFailed) {
+        return {
+          accepted: false,
+          problem: "a code run failed against this key (another code, or someone in the " +
+            "middle): start again with --code and the right code, or compare its fingerprint " +
+            `with your peer and name it: /accept-key ${chosen.fingerprint.slice(0, 8)}`,
+        };
+      }
       if (!chosen) {
         return {
           accepted: false,
@@ -399,6 +426,7 @@ export class ChatClient {
       }
     }
     chosen.k.accepted = true;
+    chosen.k.codeFailed = false;
     this.#options.keyStore.acceptPeerKey(this.#at, chosen.k.peerPublicKey);
     const held = this.#held.get(chosen.k.peerPublicKey) ?? [];
     this.#held.delete(chosen.k.peerPublicKey);
@@ -435,7 +463,7 @@ export class ChatClient {
         ? await this.#encrypt(clientMsgId, text, key)
         : { nonce: new Uint8Array(0), ciphertext: new Uint8Array(0), peerPublicKey: "" };
       const entry = this.#options.keyStore.addToOutbox(this.#at, { clientMsgId, text, ...sealed });
-      this.#showOwn(entry, key ? "sending" : "waiting for key");
+      this.#showOwn(entry, key ? "sending" : this.#waitingFor);
       await this.#dispatchNow({ type: "queued", item: this.#item(entry) });
     });
   }
@@ -625,6 +653,8 @@ export class ChatClient {
    * (the room is full), so each entry is dropped and shown as not sent.
    */
   #stopForGood(text: string, discard: boolean): void {
+    // Once: a second refusal (a frame sent again before the first was answered) says nothing new.
+    if (this.#fatal !== undefined) return;
     this.#stopped = true;
     this.#fatal = text;
     this.#emit({ type: "fatal", text });
@@ -847,6 +877,7 @@ export class ChatClient {
       message,
       outbox: store.outbox(this.#at).map((entry) => this.#item(entry)),
     });
+    this.#service = message.service;
     this.#startCode(message.service);
     await this.#seal();
   }
@@ -871,7 +902,7 @@ export class ChatClient {
             earlier: true,
           })
         );
-        this.#codeState = { outcome: "verified", frame: { message: new Uint8Array(0) } };
+        this.#codeState = { outcome: "verified", frame: { message: new Uint8Array(0) }, taken: 0 };
         return;
       }
       this.#codeRun = startCodeRun({
@@ -881,7 +912,9 @@ export class ChatClient {
         party: this.#party,
         publicKey: bytesToHex(secp256k1.getPublicKey(this.#secret, true)),
       });
-      this.#codeState = initialCodeState(this.#codeRun);
+      // The peer messages answered count across the runs of this process (a new run for a
+      // changed key included): each is a guess for whoever sent it (code_core.ts).
+      this.#codeState = { ...initialCodeState(this.#codeRun), taken: this.#codeState?.taken ?? 0 };
       this.#emit({ type: "code", state: "waiting", peer: this.#peer });
     }
     this.#sendCode();
@@ -898,7 +931,8 @@ export class ChatClient {
   async #peerCode(message: Extract<ServerMessage, { type: "peer_code" }>): Promise<void> {
     if (this.#party === null || message.party === this.#party) return;
     if (this.#options.code === undefined) {
-      if (this.#toldPeerCode) return;
+      // A key a code confirmed before needs no new run (the peer's stored message is old).
+      if (this.#toldPeerCode || this.#keys[0]?.verified) return;
       this.#toldPeerCode = true;
       return this.#emit({
         type: "notice",
@@ -927,9 +961,18 @@ export class ChatClient {
         case "verified":
           await this.#codeVerified();
           break;
-        case "mismatch":
+        case "mismatch": {
+          // The key the run failed against is trusted by nothing short of a code or its name.
+          const current = this.#keys[0];
+          if (current) {
+            current.accepted = false;
+            current.codeFailed = true;
+            this.#options.keyStore.failPeerKey(this.#at, current.peerPublicKey);
+          }
+          this.#emit({ type: "code", state: "failed", peer: this.#peer });
           this.#stopForGood(mismatchText(command.reason, this.#peer ?? "your peer"), false);
           break;
+        }
       }
     }
   }
@@ -943,6 +986,7 @@ export class ChatClient {
     if (!current) return;
     current.accepted = true;
     current.verified = true;
+    current.codeFailed = false;
     this.#options.keyStore.verifyPeerKey(this.#at, current.peerPublicKey);
     const fingerprint = await keyFingerprint(current.key);
     this.#emit({ type: "code", state: "verified", peer: this.#peer, fingerprint });
@@ -963,6 +1007,15 @@ export class ChatClient {
       this.#emit({
         type: "notice",
         text: `ignored a key for ${message.name}: its proof does not verify`,
+      });
+      return;
+    }
+    // Our own key relayed as the peer's: a key exchange with ourselves, never the peer's.
+    const mine = bytesToHex(secp256k1.getPublicKey(this.#secret, true));
+    if (message.public_key === mine) {
+      this.#emit({
+        type: "notice",
+        text: `ignored a key for ${message.name}: it is this client's own key, sent back`,
       });
       return;
     }
@@ -990,8 +1043,6 @@ export class ChatClient {
       }
       return;
     }
-    // Our public key straight from the secret: an offer would also make a proof.
-    const mine = bytesToHex(secp256k1.getPublicKey(this.#secret, true));
     const keys: [string, string] = this.#party === 0
       ? [mine, message.public_key]
       : [message.public_key, mine];
@@ -1009,7 +1060,13 @@ export class ChatClient {
     const byCode = this.#options.code !== undefined;
     const accepted = !byCode && (!changed || signedByTrusted);
     this.#options.keyStore.addPeerKey(this.#at, message.public_key, raw, accepted);
-    this.#keys.unshift({ peerPublicKey: message.public_key, key, accepted, verified: false });
+    this.#keys.unshift({
+      peerPublicKey: message.public_key,
+      key,
+      accepted,
+      verified: false,
+      codeFailed: false,
+    });
     this.#emit({
       type: "key",
       fingerprint: await keyFingerprint(key),
@@ -1023,8 +1080,21 @@ export class ChatClient {
     await this.#codeKey(message.public_key);
   }
 
-  /** The peer's current key, for the code run: a confirmation may have waited for it. */
+  /**
+   * The peer's current key, for the code run: a confirmation may have waited for it. A key a
+   * code confirmed before made this process start no run; a new one needs it now.
+   */
   async #codeKey(peerPublicKey: string): Promise<void> {
+    const current = this.#keys[0];
+    if (
+      this.#options.code !== undefined && this.#service !== undefined && current &&
+      !current.verified && this.#codeState?.outcome !== "pending" &&
+      typeof this.#codeState?.outcome !== "object"
+    ) {
+      // No run, or one that confirmed the key before this one: a new run for the new key.
+      this.#codeRun = undefined;
+      this.#startCode(this.#service);
+    }
     if (!this.#codeRun || !this.#codeState) return;
     const step = onPeerKey(this.#codeState, this.#codeRun, peerPublicKey);
     await this.#codeCommands(step.state, step.commands);

@@ -16,8 +16,12 @@
  *   of ours (an earlier run's) is stale and waits for the peer's answer to this one.
  * - The outcome is `verified` when the peer's confirmation of our message verifies and the
  *   public key in its message is the one the server relayed; `mismatch` otherwise, for
- *   good: another code, a relay that substituted a key or a message, or a message that is
- *   no CPace message. Nothing is sent under the key before `verified`.
+ *   good: another code, a relay that substituted a key or a message, a message that is no
+ *   CPace message or is our own sent back. Nothing is sent under the key before `verified`.
+ * - Each peer message a run answers is one guess at the code for whoever sent it, so a run
+ *   answers at most {@link MAX_PEER_MESSAGES} distinct ones and then ends (the client counts
+ *   them across the runs of one process: a run for a changed key starts from the count),
+ *   so someone in the middle gets that many guesses per start of the client, never more.
  *
  * @module
  */
@@ -120,7 +124,21 @@ export type MismatchReason =
   /** The key in the peer's message is not the key the server relayed for the peer. */
   | "key_substituted"
   /** The peer's message is no CPace message (or its share is not a valid element). */
-  | "not_a_code_message";
+  | "not_a_code_message"
+  /** The peer's message is our own, sent back: a run with nobody. */
+  | "reflected"
+  /**
+   * More peer messages than {@link MAX_PEER_MESSAGES} in one run: each one answered is a
+   * guess at the code for whoever sent it.
+   */
+  | "too_many_messages";
+
+/**
+ * The most distinct peer messages a run answers: an earlier run's message the server still
+ * held, the peer's current one, and one restart of the peer's; past that the run ends, so
+ * anyone in the middle gets at most this many guesses at the code per run.
+ */
+export const MAX_PEER_MESSAGES = 3;
 
 /** Where a run is. */
 export interface CodeState {
@@ -130,6 +148,8 @@ export interface CodeState {
   peer?: { message: Uint8Array; result: CPaceResult | undefined };
   /** The peer's confirmation not yet checked (it came before the peer's key or message). */
   pendingConfirm?: { tag: Uint8Array; answers: Uint8Array };
+  /** Distinct peer messages this run has taken (and answered, when valid). */
+  taken: number;
   /** What we send on each connection: our message, and our confirmation once we have one. */
   frame: CodeFrame;
 }
@@ -145,7 +165,7 @@ export type CodeCommand =
 
 /** A run's first state: our message, to send once in the room. */
 export function initialCodeState(run: CodeRun): CodeState {
-  return { outcome: "pending", frame: { message: run.own.message } };
+  return { outcome: "pending", frame: { message: run.own.message }, taken: 0 };
 }
 
 /**
@@ -162,8 +182,15 @@ export function onPeerCode(
   let next = state;
   const commands: CodeCommand[] = [];
   if (!next.peer || !equalBytes(next.peer.message, frame.message)) {
+    const fail = (reason: MismatchReason) => ({
+      state: { ...state, outcome: { mismatch: reason } },
+      commands: [{ type: "mismatch", reason } as const],
+    });
+    // Before any answer: each message answered is one guess for whoever sent it.
+    if (next.taken >= MAX_PEER_MESSAGES) return fail("too_many_messages");
+    if (isOwnShare(frame.message, run)) return fail("reflected");
     const result = finish(run.inputs, run.own, frame.message, run.order);
-    next = { ...next, peer: { message: frame.message.slice(), result } };
+    next = { ...next, peer: { message: frame.message.slice(), result }, taken: next.taken + 1 };
     if (result) {
       const own = {
         message: run.own.message,
@@ -195,6 +222,13 @@ export function onPeerKey(
     return { state: { ...rest, frame: { message: run.own.message } }, commands: [] };
   }
   return settle(state, run, peerKey, []);
+}
+
+/** Whether `message` carries this run's own share (`lv_cat(Y, AD)`, Y first). */
+function isOwnShare(message: Uint8Array, run: CodeRun): boolean {
+  const share = run.own.share;
+  return message.length > share.length && message[0] === share.length &&
+    equalBytes(message.subarray(1, 1 + share.length), share);
 }
 
 function sameKey(ad: Uint8Array, hex: string): boolean {
@@ -250,5 +284,12 @@ export function mismatchText(reason: MismatchReason, peer: string): string {
     case "not_a_code_message":
       return `${peer}'s client sent a code message that is not one (a bug, or someone in ` +
         "the middle). Nothing was sent";
+    case "reflected":
+      return `The code message that came as ${peer}'s is this client's own, sent back: ` +
+        "someone in the middle tried to make it confirm a key with itself. Nothing was sent";
+    case "too_many_messages":
+      return `${peer}'s side sent more code messages than one run takes (${peer} started ` +
+        "over and over before the code was confirmed, or someone in the middle is guessing " +
+        "the code). Nothing was sent. Both of you: start again with the code";
   }
 }

@@ -12,6 +12,7 @@ import {
   type CodeRun,
   type CodeState,
   initialCodeState,
+  MAX_PEER_MESSAGES,
   mismatchText,
   onPeerCode,
   onPeerKey,
@@ -185,13 +186,62 @@ Deno.test("a relay in the middle running its own CPace with each side, guessing 
   );
 });
 
-Deno.test("a relay that reflects a party's own frame back is caught", () => {
+Deno.test("a relay that reflects a party's own frame back is caught, with or without its key", () => {
   const code = generateCode().text;
   const a = party(code, 0);
-  const b = party(code, 1);
-  giveKey(a, b.key);
+  giveKey(a, a.key); // the relay even relays a's own key as the peer's
   deliver(a, a.state.frame);
-  assert.deepEqual(a.state.outcome, { mismatch: "key_substituted" });
+  assert.deepEqual(a.state.outcome, { mismatch: "reflected" });
+  assert.equal(a.verified, 0);
+  // Before any key, too, and with its confirmation sent back as well.
+  const b = party(code, 1);
+  const echoed = onPeerCode(b.state, b.run, {
+    message: b.state.frame.message,
+    confirm: { tag: new Uint8Array(64), answers: b.state.frame.message },
+  }, null);
+  assert.deepEqual(echoed.state.outcome, { mismatch: "reflected" });
+});
+
+Deno.test("a run answers at most MAX_PEER_MESSAGES peer messages: a guessing relay gets that many tags, then the run ends", () => {
+  const code = generateCode().text;
+  const a = party(code, 0);
+  giveKey(a, publicKey());
+  const tags: Uint8Array[] = [];
+  for (let guess = 0; guess < MAX_PEER_MESSAGES + 3; guess++) {
+    // Each guess: a run of the relay's own under another code, with the key it relayed.
+    const relay = startCodeRun({
+      code: generateCode().text,
+      service: SERVICE,
+      room: "tea",
+      party: 1,
+      publicKey: a.peerKey!,
+    });
+    const step = onPeerCode(a.state, a.run, initialCodeState(relay).frame, a.peerKey);
+    apply(a, step);
+    for (const command of step.commands) {
+      if (command.type === "send") tags.push(command.frame.confirm!.tag);
+    }
+  }
+  assert.equal(tags.length, MAX_PEER_MESSAGES, "one tag, one guess, per message answered");
+  assert.deepEqual(a.state.outcome, { mismatch: "too_many_messages" });
+  assert.deepEqual(a.mismatches, ["too_many_messages"]);
+});
+
+Deno.test("an earlier run's message, then the peer's current one: both taken, and the run verifies", () => {
+  const code = generateCode().text;
+  const a = party(code, 0);
+  const bOld = party(generateCode().text, 1); // the peer's earlier run, under another code
+  const b = party(code, 1);
+  b.key = bOld.key;
+  b.run = startCodeRun({ code, service: SERVICE, room: "tea", party: 1, publicKey: bOld.key });
+  b.state = initialCodeState(b.run);
+  giveKey(a, bOld.key);
+  deliver(a, bOld.state.frame); // what the server still held
+  assert.equal(a.state.outcome, "pending");
+  giveKey(b, a.key);
+  exchange(a, b, []);
+  assert.equal(a.state.outcome, "verified");
+  assert.equal(b.state.outcome, "verified");
 });
 
 Deno.test("tampered frames never verify: any flipped bit of a message, tag or answer", () => {
@@ -293,7 +343,15 @@ Deno.test("once decided, a run does not change: a later good frame does not undo
 });
 
 Deno.test("each reason has its sentence, naming the peer and saying nothing was sent", () => {
-  for (const reason of ["codes_differ", "key_substituted", "not_a_code_message"] as const) {
+  for (
+    const reason of [
+      "codes_differ",
+      "key_substituted",
+      "not_a_code_message",
+      "reflected",
+      "too_many_messages",
+    ] as const
+  ) {
     const text = mismatchText(reason, "bob");
     assert.match(text, /bob/);
     assert.match(text, /Nothing was sent/);

@@ -35,8 +35,9 @@ async function party(
   dir: string,
   code: string | undefined,
   room = "tea",
+  { keyFile = name, resetKey = false } = {},
 ): Promise<Party> {
-  const keyStore = await KeyStore.open(`${dir}/${name}.sqlite`);
+  const keyStore = await KeyStore.open(`${dir}/${keyFile}.sqlite`);
   const events: ClientEvent[] = [];
   const client = new ChatClient({
     server: `127.0.0.1:${port}`,
@@ -45,6 +46,7 @@ async function party(
     keyStore,
     onEvent: (event) => events.push(event),
     backoff: { baseMs: 20, maxMs: 200 },
+    resetKey,
     ...(code === undefined ? {} : { code }),
   });
   await client.start();
@@ -136,6 +138,33 @@ Deno.test({
 });
 
 Deno.test({
+  name: "chat --code: a peer back with a new key (a lost key store, --reset-key) is confirmed " +
+    "by the code again, by a client that had confirmed the old one",
+  ...options,
+  fn: () =>
+    withServer(async ({ port, dir }) => {
+      const code = generateCode().text;
+      const alice = await party(port, "alice", dir, code);
+      const bob = await party(port, "bob", dir, code);
+      await waitFor(() => alice.verified() && bob.verified(), "both confirmed");
+      await bob.stop();
+      const verifiedEvents = () =>
+        alice.events.filter((e) => e.type === "code" && e.state === "verified").length;
+      assert.equal(verifiedEvents(), 1);
+      const bob2 = await party(port, "bob", dir, code, "tea", {
+        keyFile: "bob-new",
+        resetKey: true,
+      });
+      await waitFor(() => verifiedEvents() === 2 && bob2.verified(), "the new key confirmed");
+      await alice.client.send("to the new key");
+      await waitFor(() => bob2.shown().includes("to the new key"), "sent under it");
+      assert.equal(alice.fatal(), undefined);
+      await alice.stop();
+      await bob2.stop();
+    }),
+});
+
+Deno.test({
   name: "chat --code: another code stops both clients, nothing stored, and said in words",
   ...options,
   fn: () =>
@@ -155,6 +184,22 @@ Deno.test({
       await assert.rejects(() => alice.client.send("more"), RangeError);
       await alice.stop();
       await bob.stop();
+      // Later, without a code: the key the run failed against is not trusted, nothing goes
+      // out, and /accept-key takes it only by name.
+      const later = await party(port, "alice", dir, undefined);
+      const restored = later.events.find((e) => e.type === "restored_key");
+      assert.equal(restored?.type === "restored_key" && restored.codeFailed, true);
+      await waitFor(() => later.events.some((e) => e.type === "presence"), "alice back in");
+      assert.equal(later.client.unsent, 1);
+      assert.equal(await roomMessages(store, "tea"), 0, "still nothing sent");
+      const refused = await later.client.acceptKey();
+      assert.equal(refused.accepted, false);
+      assert.match(!refused.accepted ? refused.problem : "", /a code run failed against this key/);
+      const fingerprint = (await later.client.fingerprint())!;
+      const named = await later.client.acceptKey(fingerprint.slice(0, 8));
+      assert.equal(named.accepted, true);
+      await waitFor(async () => (await roomMessages(store, "tea")) === 1, "sent once accepted");
+      await later.stop();
     }),
 });
 
@@ -203,30 +248,71 @@ Deno.test({
 });
 
 Deno.test({
+  name: "chat --code: a relay that sends a client's code messages back as its peer's gets " +
+    "no confirmation, and the client says so",
+  ...options,
+  fn: () =>
+    withServer(async ({ port, dir }) => {
+      // The relay plays each client's own key offer and code frames back to it as bob's (the
+      // key's proof is for the client's party, so the client ignores that key; the code
+      // frames are what is tested).
+      await using relay = startRelay(port, {
+        fromClient(conn, message) {
+          const { type, ...fields } = message;
+          if (type === "key_offer") {
+            const { public_key, proof } = fields as { public_key: string; proof: unknown };
+            conn.toClient({ type: "peer_key", name: "bob", party: 1, public_key, proof });
+          }
+          if (type === "code") {
+            conn.toClient({ type: "peer_code", name: "bob", party: 1, ...fields });
+          }
+          return [message];
+        },
+        fromServer: (_conn, message) => message.type === "peer_code" ? [] : [message],
+      });
+      const alice = await party(relay.port, "alice", dir, generateCode().text);
+      await waitFor(() => !!alice.fatal(), "the reflection caught");
+      assert.match(alice.fatal()!, /this client's own, sent back/);
+      assert.ok(!alice.verified());
+      await alice.stop();
+    }),
+});
+
+Deno.test({
   name: "chat --code: past the room's attempts the server refuses, and the client stops saying so",
   ...options,
   fn: () =>
     withServer(async ({ store, port, dir }) => {
-      // Two runs that never meet (bob is not there): each start is an attempt.
+      // Waiting alone costs nothing: restarts with no peer message to answer are no attempts.
       let previous: string | undefined;
-      for (const attempt of [1, 2]) {
+      const stored = async () => (await store.codeOffers("tea"))[0]?.frame.message;
+      for (const restart of [1, 2, 3]) {
         const alice = await party(port, "alice", dir, generateCode().text);
-        const stored = async () => (await store.codeOffers("tea"))[0]?.frame.message;
-        await waitFor(async () => (await stored()) !== previous, `attempt ${attempt} stored`);
+        await waitFor(async () => (await stored()) !== previous, `restart ${restart} stored`);
         previous = await stored();
         assert.equal(alice.fatal(), undefined);
         await alice.stop();
       }
+      // Bob comes with another code: the first attempt; both stop.
+      const alice = await party(port, "alice", dir, generateCode().text);
+      await waitFor(async () => (await stored()) !== previous, "alice's message stored");
+      const bob = await party(port, "bob", dir, generateCode().text);
+      await waitFor(() => !!alice.fatal() && !!bob.fatal(), "the mismatch");
+      await alice.stop();
+      await bob.stop();
+      previous = await stored();
+      // Alice again, while bob's message is there to answer: the second.
+      const again = await party(port, "alice", dir, generateCode().text);
+      await waitFor(async () => (await stored()) !== previous, "the second attempt stored");
+      assert.equal(again.fatal(), undefined);
+      await again.stop();
+      // A third: refused, and said.
       const third = await party(port, "alice", dir, generateCode().text);
       await waitFor(() => !!third.fatal(), "the refusal");
       assert.match(third.fatal()!, /refuses more code attempts in this room/);
       assert.match(third.fatal()!, /too_many_code_attempts/);
+      assert.equal(third.events.filter((e) => e.type === "fatal").length, 1, "said once");
       await third.stop();
-      // Another room is not affected.
-      const elsewhere = await party(port, "alice", dir, generateCode().text, "other");
-      await waitFor(async () => (await store.codeOffers("other")).length === 1, "stored there");
-      assert.equal(elsewhere.fatal(), undefined);
-      await elsewhere.stop();
     }, { codeAttemptsPerHour: 2 }),
 });
 

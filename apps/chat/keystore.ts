@@ -40,6 +40,11 @@ export interface PeerKey {
    * got ours, with nobody in the middle.
    */
   verified: boolean;
+  /**
+   * A code run against it failed (another code, or someone in the middle): not trusted, and
+   * not trusted again by /accept-key without naming it, until a code confirms it.
+   */
+  codeFailed: boolean;
   /** When it was first seen (ISO 8601). */
   createdAt: string;
 }
@@ -128,6 +133,8 @@ const MIGRATIONS: readonly string[] = [
      address TEXT PRIMARY KEY, service_id TEXT NOT NULL, bound_at TEXT NOT NULL);`,
   // When a code confirmed a peer key (ChatClient with `code`); NULL: never.
   `ALTER TABLE peer_keys ADD COLUMN verified_at TEXT;`,
+  // When a code run failed against a peer key; NULL: never.
+  `ALTER TABLE peer_keys ADD COLUMN code_failed_at TEXT;`,
 ];
 
 const OUTBOX_COLUMNS = "client_msg_id, seq, text, nonce, ciphertext, peer_public_key";
@@ -325,8 +332,10 @@ export class KeyStore {
     if (!dropped) {
       db.prepare(
         `INSERT OR IGNORE INTO peer_keys
-           (server, room, name, peer_public_key, shared_key, accepted, verified_at, created_at)
-         SELECT ?, room, name, peer_public_key, shared_key, accepted, verified_at, created_at
+           (server, room, name, peer_public_key, shared_key, accepted, verified_at,
+            code_failed_at, created_at)
+         SELECT ?, room, name, peer_public_key, shared_key, accepted, verified_at,
+                code_failed_at, created_at
          FROM peer_keys WHERE ${AT} ORDER BY created_at, rowid`,
       ).run(to.service, ...key(from));
     }
@@ -400,13 +409,14 @@ export class KeyStore {
   /** Every peer key seen in the conversation, oldest first. */
   peerKeys(at: Conversation): PeerKey[] {
     const rows = this.#db.prepare(
-      `SELECT peer_public_key, shared_key, accepted, verified_at, created_at FROM peer_keys
-       WHERE ${AT} ORDER BY created_at, rowid`,
+      `SELECT peer_public_key, shared_key, accepted, verified_at, code_failed_at, created_at
+       FROM peer_keys WHERE ${AT} ORDER BY created_at, rowid`,
     ).all(...key(at)) as {
       peer_public_key: string;
       shared_key: Uint8Array;
       accepted: number;
       verified_at: string | null;
+      code_failed_at: string | null;
       created_at: string;
     }[];
     return rows.map((row) => ({
@@ -414,6 +424,7 @@ export class KeyStore {
       sharedKey: new Uint8Array(row.shared_key),
       accepted: row.accepted === 1,
       verified: row.verified_at !== null,
+      codeFailed: row.code_failed_at !== null,
       createdAt: row.created_at,
     }));
   }
@@ -438,24 +449,31 @@ export class KeyStore {
     const db = this.#db;
     transaction(db, () => {
       const row = db.prepare(
-        `SELECT shared_key, accepted, verified_at FROM peer_keys
+        `SELECT shared_key, accepted, verified_at, code_failed_at FROM peer_keys
          WHERE ${AT} AND peer_public_key = ?`,
       ).get(...key(at), peerPublicKey) as
-        | { shared_key: Uint8Array; accepted: number; verified_at: string | null }
+        | {
+          shared_key: Uint8Array;
+          accepted: number;
+          verified_at: string | null;
+          code_failed_at: string | null;
+        }
         | undefined;
       if (!row) return;
       db.prepare(`DELETE FROM peer_keys WHERE ${AT} AND peer_public_key = ?`)
         .run(...key(at), peerPublicKey);
       db.prepare(
         `INSERT INTO peer_keys
-           (server, room, name, peer_public_key, shared_key, accepted, verified_at, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+           (server, room, name, peer_public_key, shared_key, accepted, verified_at,
+            code_failed_at, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ).run(
         ...key(at),
         peerPublicKey,
         row.shared_key,
         row.accepted,
         row.verified_at,
+        row.code_failed_at,
         new Date().toISOString(),
       );
     });
@@ -467,14 +485,27 @@ export class KeyStore {
    */
   verifyPeerKey(at: Conversation, peerPublicKey: string): void {
     this.#db.prepare(
-      `UPDATE peer_keys SET accepted = 1, verified_at = ? WHERE ${AT} AND peer_public_key = ?`,
+      `UPDATE peer_keys SET accepted = 1, verified_at = ?, code_failed_at = NULL
+       WHERE ${AT} AND peer_public_key = ?`,
+    ).run(new Date().toISOString(), ...key(at), peerPublicKey);
+  }
+
+  /**
+   * Marks a peer key (66 hex) as one a code run failed against: untrusted (PeerKey.codeFailed).
+   * No such key: nothing changes.
+   */
+  failPeerKey(at: Conversation, peerPublicKey: string): void {
+    this.#db.prepare(
+      `UPDATE peer_keys SET accepted = 0, code_failed_at = ? WHERE ${AT} AND peer_public_key = ?`,
     ).run(new Date().toISOString(), ...key(at), peerPublicKey);
   }
 
   /** Marks a peer key (66 hex) trusted: the user accepted it. No such key: nothing changes. */
   acceptPeerKey(at: Conversation, peerPublicKey: string): void {
-    this.#db.prepare(`UPDATE peer_keys SET accepted = 1 WHERE ${AT} AND peer_public_key = ?`)
-      .run(...key(at), peerPublicKey);
+    this.#db.prepare(
+      `UPDATE peer_keys SET accepted = 1, code_failed_at = NULL
+       WHERE ${AT} AND peer_public_key = ?`,
+    ).run(...key(at), peerPublicKey);
   }
 
   /** The outbox in the order messages were typed (by seq). */

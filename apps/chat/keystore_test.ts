@@ -512,7 +512,7 @@ Deno.test("key store: a file of the first schema is upgraded with everything in 
     const raw = new DatabaseSync(path);
     assert.deepEqual(
       { ...raw.prepare("PRAGMA user_version").get() },
-      { user_version: 3 },
+      { user_version: 4 },
     );
     raw.close();
   });
@@ -524,7 +524,7 @@ Deno.test("key store: a file from a newer version is refused, not changed", asyn
     const raw = new DatabaseSync(path);
     raw.exec("PRAGMA user_version = 99");
     raw.close();
-    await assert.rejects(KeyStore.open(path), /schema version 99 is newer than this client's 3/);
+    await assert.rejects(KeyStore.open(path), /schema version 99 is newer than this client's 4/);
     const after = new DatabaseSync(path);
     assert.deepEqual({ ...after.prepare("PRAGMA user_version").get() }, { user_version: 99 });
     assert.deepEqual(after.prepare("SELECT name FROM sqlite_master").all(), [], "no tables made");

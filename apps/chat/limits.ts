@@ -159,13 +159,16 @@ export interface CodeAttemptRule {
   windowMs: number;
 }
 
-/** The default: 10 attempts a room in an hour (an honest pair makes 2, one more per restart). */
+/**
+ * The default: 10 attempts a room in an hour (an honest pair makes 1, or 2 if both start at
+ * one moment, and one more for each restart while the other party's message is there).
+ */
 export const DEFAULT_CODE_ATTEMPTS: CodeAttemptRule = { perWindow: 10, windowMs: 3_600_000 };
 
 /**
- * Whether a room may make one more code attempt at `nowMs` (a party's new CPace message:
- * the server cannot tell a failed attempt from a good one, since it never has the key, so it
- * counts every one, which bounds the failed ones). A window starts at the first attempt
+ * Whether a room may make one more code attempt at `nowMs` (a party's new CPace message that
+ * the other party's can answer: the server cannot tell a failed attempt from a good one,
+ * since it never has the key, so it counts every one, which bounds the failed ones). A window starts at the first attempt
  * after the last one ended; within it at most `rule.perWindow` attempts are taken.
  *
  * @returns `ok` with the attempts to store, or `retryAfterMs` until the window ends.

@@ -134,15 +134,27 @@ export function describeEvent(
           : `key agreed with ${event.peer}; /key shows its SHA-256`,
       };
     case "restored_key":
-      return event.pending
-        ? {
+      if (event.codeFailed) {
+        return {
           stream: "err",
-          text: "!!! WARNING: a changed peer key is still waiting for /accept-key; nothing " +
-            "is sent until then.",
-        }
-        : undefined;
-    case "code":
-      return { stream: "err", text: codeText(event) };
+          text: `!!! WARNING: a code run failed against the peer's key (SHA-256 ` +
+            `${event.fingerprint}): nothing is sent to it, and nothing signed by it is shown. ` +
+            "Start with --code and the right code to confirm it, or compare it with your " +
+            `peer and type /accept-key ${event.fingerprint.slice(0, 8)}.`,
+        };
+      }
+      // With a code, the run says what it waits for.
+      if (!event.pending || event.awaitingCode) return undefined;
+      return {
+        stream: "err",
+        text: `!!! WARNING: the peer's key (SHA-256 ${event.fingerprint}) is not trusted yet: ` +
+          "nothing is sent until you compare it with your peer and type /accept-key " +
+          `${event.fingerprint.slice(0, 8)}, or a code confirms it (--code).`,
+      };
+    case "code": {
+      const text = codeText(event);
+      return text === undefined ? undefined : { stream: "err", text };
+    }
     case "state":
       return { stream: "err", text: `[${event.state}${event.detail ? ` ${event.detail}` : ""}]` };
     case "welcome":
@@ -162,13 +174,18 @@ export function describeEvent(
 }
 
 /** A code event in words (ClientEvent `code`). */
-export function codeText(event: Extract<ClientEvent, { type: "code" }>): string {
+export function codeText(event: Extract<ClientEvent, { type: "code" }>): string | undefined {
   const peer = event.peer ?? "your peer";
+  if (event.state === "failed") return undefined; // the fatal line that follows says it
   if (event.state === "waiting") {
-    return `[code: waiting for ${peer} to confirm the code; nothing is sent until then]`;
+    return event.peer
+      ? `[code: waiting for ${peer} to confirm the code; nothing is sent until then]`
+      : "[code: waiting for the other party to come and confirm the code; nothing is sent " +
+        "until then]";
   }
   return event.earlier
-    ? `[code: ${peer}'s key was confirmed by a code before; nobody is in the middle]`
+    ? `[code: ${peer}'s key was confirmed by a code before; nobody is in the middle (the ` +
+      "code given now was not needed)]"
     : `[code confirmed: ${peer} has the same code and your keys reached each other ` +
       `unchanged, so nobody is in the middle; no fingerprint to compare (key SHA-256 ` +
       `${event.fingerprint})]`;

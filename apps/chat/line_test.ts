@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { readLines, runLineMode } from "./line.ts";
+import { describeEvent, readLines, runLineMode } from "./line.ts";
+import type { ClientEvent } from "./client.ts";
 import { KeyStore } from "./keystore.ts";
 
 /** A stream that gives `lines` and then never ends; `cancelled` resolves once it is cancelled. */
@@ -136,4 +137,32 @@ Deno.test("runLineMode: a signal that aborts while unsent messages linger ends t
     keyStore.close();
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("describeEvent: a restored key that a code failed, waits for a code, or waits for /accept-key, each in its words", () => {
+  const fingerprint = "32c40211" + "0".repeat(56);
+  const restored = (fields: { pending: boolean; codeFailed: boolean; awaitingCode?: boolean }) =>
+    describeEvent({ type: "restored_key", fingerprint, verified: false, ...fields }, "tea");
+  const failed = restored({ pending: true, codeFailed: true });
+  assert.equal(failed?.stream, "err");
+  assert.match(failed!.text, /a code run failed against the peer's key.*--code and the right code/);
+  assert.equal(restored({ pending: true, codeFailed: false, awaitingCode: true }), undefined);
+  const pending = restored({ pending: true, codeFailed: false });
+  assert.match(pending!.text, /not trusted yet.*\/accept-key 32c40211, or a code confirms it/);
+  assert.doesNotMatch(pending!.text, /CHANGED|changed/);
+  assert.equal(restored({ pending: false, codeFailed: false }), undefined);
+  // The code's states: waiting (with and without a peer), confirmed now or before, failed.
+  const code = (fields: Partial<Extract<ClientEvent, { type: "code" }>>) =>
+    describeEvent({ type: "code", state: "waiting", peer: null, ...fields }, "tea")?.text;
+  assert.match(code({})!, /waiting for the other party to come and confirm the code/);
+  assert.match(code({ peer: "bob" })!, /waiting for bob to confirm the code/);
+  assert.match(
+    code({ state: "verified", peer: "bob", fingerprint })!,
+    /code confirmed: bob has the same code/,
+  );
+  assert.match(
+    code({ state: "verified", peer: "bob", earlier: true })!,
+    /confirmed by a code before.*not needed/,
+  );
+  assert.equal(code({ state: "failed", peer: "bob" }), undefined, "the fatal line says it");
 });

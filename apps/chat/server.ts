@@ -66,8 +66,9 @@ export interface ChatServerConfig {
    */
   roomsPerMinute: number;
   /**
-   * Code attempts a room may make per hour: each party's new CPace message is one (an honest
-   * pair makes 2, and one more per restart before the code confirms). Past it a `code` frame
+   * Code attempts a room may make per hour: a party's new CPace message while the other
+   * party's is stored is one (an honest pair makes 1, or 2 starting at one moment; a party waiting alone makes none,
+   * however often it restarts). Past it a `code` frame
    * is refused with `too_many_code_attempts` until the hour that began with the first is
    * over. It bounds the guesses anyone holding a place in the room can make at a code.
    */

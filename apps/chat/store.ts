@@ -745,10 +745,11 @@ export class ChatStore {
 
   /**
    * Stores a party's newest `code` frame and announces it on the channel. A frame with a new
-   * CPace message is a new attempt: the room may make `rule.perWindow` of them in each window
-   * (limits.ts, takeCodeAttempt, on the database's clock); past that it is refused and
-   * nothing is stored. The same message again (a confirmation added, a reconnection) is no
-   * new attempt. Under the room's row lock, so attempts from two instances are counted once
+   * CPace message while the other party has one stored is a new attempt (a pair's first
+   * meeting is one): the room may make `rule.perWindow` of them in each window (limits.ts,
+   * takeCodeAttempt, on the database's clock); past that it is refused and nothing is stored.
+   * The same message again (a confirmation added, a reconnection) is no new attempt, nor is
+   * a new one while the other party has none (nothing can answer it, so no guess is tested). Under the room's row lock, so attempts from two instances are counted once
    * each.
    *
    * @returns `stored`, or `limited` with the time until the window ends.
@@ -761,11 +762,19 @@ export class ChatStore {
   ): Promise<PutCodeOutcome> {
     return await this.#sql.transaction(async (tx) => {
       const [row] = await tx.query<
-        { count: number; start_ms: unknown; now_ms: unknown; code_frame: unknown }
+        {
+          count: number;
+          start_ms: unknown;
+          now_ms: unknown;
+          code_frame: unknown;
+          peer_has_code: boolean | null;
+        }
       >(
         `SELECT r.code_attempts AS count,
                 extract(epoch FROM r.code_window_start) * 1000 AS start_ms,
-                extract(epoch FROM now()) * 1000 AS now_ms, p.code_frame
+                extract(epoch FROM now()) * 1000 AS now_ms, p.code_frame,
+                (SELECT q.code_frame IS NOT NULL FROM parties q
+                 WHERE q.room = r.room AND q.party = 1 - p.party) AS peer_has_code
          FROM rooms r JOIN parties p ON p.room = r.room AND p.party = $2
          WHERE r.room = $1 FOR UPDATE OF r`,
         [room, party],
@@ -775,7 +784,10 @@ export class ChatStore {
         (typeof row.code_frame === "string" ? JSON.parse(row.code_frame) : row.code_frame) as
           | CodeWire
           | null;
-      if (stored?.message !== frame.message) {
+      // An attempt is a new message that the other party's can answer: one sent while the
+      // room holds no message of the other party's tests no guess (a party waiting alone may
+      // restart as often as it likes), and when that one comes, it is the attempt.
+      if (stored?.message !== frame.message && row.peer_has_code === true) {
         const taken = takeCodeAttempt(
           {
             count: Number(row.count),

@@ -966,16 +966,18 @@ storeTest(
     const a1c = { message: "YTE=", confirm: { tag: "dGFn", answers: "YjE=" } };
     assert.deepEqual(await store.putCode("k", 0, a1c, rule), { kind: "stored" });
     assert.deepEqual(await store.codeOffers("k"), [{ party: 0, name: "alice", frame: a1c }]);
+    // Bob's first message is the pair's first attempt (alice's waited alone: none).
     assert.deepEqual(await store.putCode("k", 1, { message: "YjE=" }, rule), { kind: "stored" });
     assert.deepEqual(await store.putCode("k", 0, { message: "YTI=" }, rule), { kind: "stored" });
+    assert.deepEqual(await store.putCode("k", 1, { message: "YjI=" }, rule), { kind: "stored" });
     // The fourth new message in the hour: refused, nothing stored.
-    const limited = await store.putCode("k", 1, { message: "YjI=" }, rule);
+    const limited = await store.putCode("k", 0, { message: "YTM=" }, rule);
     assert.equal(limited.kind, "limited");
     const wait = (limited as { retryAfterMs: number }).retryAfterMs;
     assert.ok(wait > 3_500_000 && wait <= 3_600_000, `${wait} ms`);
-    assert.deepEqual((await store.codeOffers("k")).map((c) => c.frame.message), ["YTI=", "YjE="]);
+    assert.deepEqual((await store.codeOffers("k")).map((c) => c.frame.message), ["YTI=", "YjI="]);
     // Its own message again is still taken (no new attempt), with a confirmation.
-    assert.deepEqual(await store.putCode("k", 1, { message: "YjE=", confirm: a1c.confirm }, rule), {
+    assert.deepEqual(await store.putCode("k", 1, { message: "YjI=", confirm: a1c.confirm }, rule), {
       kind: "stored",
     });
     // Another room counts its own.
@@ -991,12 +993,28 @@ storeTest("code attempts from many at once are counted once each", async (store)
   await store.join("race", "alice");
   await store.join("race", "bob");
   const rule = { perWindow: 4, windowMs: 3_600_000 };
+  assert.deepEqual(await store.putCode("race", 1, { message: "Ym9i" }, rule), { kind: "stored" });
   const outcomes = await Promise.all(
     Array.from(
       { length: 12 },
-      (_, i) => store.putCode("race", (i % 2) as 0 | 1, { message: btoa(`m${i}`) }, rule),
+      (_, i) => store.putCode("race", 0, { message: btoa(`m${i}`) }, rule),
     ),
   );
   assert.equal(outcomes.filter((o) => o.kind === "stored").length, 4);
   assert.equal(outcomes.filter((o) => o.kind === "limited").length, 8);
+});
+
+storeTest("a party waiting alone makes no attempt, however often it restarts", async (store) => {
+  await store.join("alone", "alice");
+  const rule = { perWindow: 2, windowMs: 3_600_000 };
+  for (let i = 0; i < 20; i++) {
+    assert.deepEqual(await store.putCode("alone", 0, { message: btoa(`a${i}`) }, rule), {
+      kind: "stored",
+    });
+  }
+  // The peer comes: one attempt; then the pair has one more before the limit.
+  await store.join("alone", "bob");
+  assert.deepEqual(await store.putCode("alone", 1, { message: "Yg==" }, rule), { kind: "stored" });
+  assert.deepEqual(await store.putCode("alone", 0, { message: "YQ==" }, rule), { kind: "stored" });
+  assert.equal((await store.putCode("alone", 1, { message: "YmI=" }, rule)).kind, "limited");
 });

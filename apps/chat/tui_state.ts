@@ -30,9 +30,9 @@ export interface TuiState {
   keyChanged: boolean;
   /**
    * With a code: `waiting` for it to confirm the peer's key, `verified` once it did (also by
-   * an earlier run); null: no code.
+   * an earlier run), `failed` when a run failed against the key; null: no code.
    */
-  code: "waiting" | "verified" | null;
+  code: "waiting" | "verified" | "failed" | null;
   /** Rows hidden below the view (0: following the newest). */
   scroll: number;
   /** New rows that arrived while scrolled up. */
@@ -151,7 +151,13 @@ function onClient(state: TuiState, event: ClientEvent): TuiState {
         ...state,
         fingerprint: event.fingerprint,
         keyChanged: event.pending,
-        code: event.verified ? "verified" : state.code,
+        code: event.verified
+          ? "verified"
+          : event.codeFailed
+          ? "failed"
+          : event.awaitingCode
+          ? "waiting"
+          : state.code,
       };
     case "code":
       return onCode(state, event);
@@ -226,29 +232,31 @@ function onKey(state: TuiState, event: Extract<ClientEvent, { type: "key" }>): T
   }]);
 }
 
-/** The code run waits, or confirmed the key: the title, and a note. */
+/** The code run waits, confirmed the key or failed: the title, and a note. */
 function onCode(state: TuiState, event: Extract<ClientEvent, { type: "code" }>): TuiState {
-  return appendRows(
-    {
-      ...state,
-      code: event.state,
-      fingerprint: event.fingerprint ?? state.fingerprint,
-      keyChanged: event.state === "verified" ? false : state.keyChanged,
-    },
-    [{
-      kind: "note",
-      tone: "info",
-      text: event.state === "waiting"
-        ? `Waiting for ${event.peer ?? "the other party"} to confirm the code; nothing ` +
-          "is sent until then."
-        : event.earlier
-        ? `${event.peer ?? "Your peer"}'s key was confirmed by a code before: nobody is ` +
-          "in the middle."
-        : `Code confirmed: ${event.peer ?? "your peer"} has the same code, and your keys ` +
-          "reached each other unchanged, so nobody is in the middle. No fingerprint to " +
-          "compare.",
-    }],
-  );
+  const next = {
+    ...state,
+    code: event.state,
+    fingerprint: event.fingerprint ?? state.fingerprint,
+    keyChanged: event.state === "verified" ? false : state.keyChanged,
+  };
+  // A failure is told by the fatal event that follows.
+  if (event.state === "failed") return next;
+  const peer = event.peer;
+  return appendRows(next, [{
+    kind: "note",
+    tone: "info",
+    text: event.state === "waiting"
+      ? (peer
+        ? `Waiting for ${peer} to confirm the code; nothing is sent until then.`
+        : "Waiting for the other party to come and confirm the code; nothing is sent until " +
+          "then.")
+      : event.earlier
+      ? `${peer ?? "Your peer"}'s key was confirmed by a code before: nobody is in the middle ` +
+        "(the code given now was not needed)."
+      : `Code confirmed: ${peer ?? "your peer"} has the same code, and your keys reached each ` +
+        "other unchanged, so nobody is in the middle. No fingerprint to compare.",
+  }]);
 }
 
 /** The peer came, left, or is (not) there on a new connection: the title, and a note on a change. */
@@ -288,6 +296,8 @@ export function deliveryMark(message: MessageView): string {
   switch (message.status) {
     case "waiting for key":
       return " (waiting for a key)";
+    case "waiting for code":
+      return " (waiting for the code)";
     case "sending":
       return " …";
     case "stored":
@@ -361,9 +371,13 @@ export function titleText(state: TuiState, room: string, width: number): string 
     ? " ✓ verified by code"
     : state.code === "waiting"
     ? " (code not confirmed yet)"
+    : state.code === "failed"
+    ? " ✗ the code did not match"
     : "";
+  // A key that waits for a code (or failed one) is not a changed key: the code part says it.
+  const changed = state.keyChanged && state.code === null ? " CHANGED" : "";
   const key = state.fingerprint
-    ? `key ${state.fingerprint.slice(0, 8)}${state.keyChanged ? " CHANGED" : ""}${code}`
+    ? `key ${state.fingerprint.slice(0, 8)}${changed}${code}`
     : state.code === "waiting"
     ? "waiting for the code"
     : "no key yet";

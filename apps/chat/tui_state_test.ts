@@ -207,7 +207,13 @@ Deno.test("tui state: a reopened client's stored key shows in the title, without
   const fingerprint = "32c40211" + "0".repeat(56);
   const restored = reduce(initialState, {
     type: "client",
-    event: { type: "restored_key", fingerprint, pending: false, verified: false },
+    event: {
+      type: "restored_key",
+      fingerprint,
+      pending: false,
+      verified: false,
+      codeFailed: false,
+    },
   });
   assert.equal(restored.fingerprint, fingerprint);
   assert.equal(restored.keyChanged, false);
@@ -216,7 +222,7 @@ Deno.test("tui state: a reopened client's stored key shows in the title, without
   assert.doesNotMatch(titleText(restored, "tea", 80), /no key yet/);
   const pending = reduce(initialState, {
     type: "client",
-    event: { type: "restored_key", fingerprint, pending: true, verified: false },
+    event: { type: "restored_key", fingerprint, pending: true, verified: false, codeFailed: false },
   });
   assert.equal(pending.keyChanged, true);
 });
@@ -301,7 +307,10 @@ Deno.test("tui state: with a code, the title says it waits, then verified; a not
   let state = reduce(initialState, client({ type: "code", state: "waiting", peer: null }));
   assert.match(titleText(state, "tea", 100), /waiting for the code/);
   const notes = () => state.rows.map((r) => r.kind === "note" ? r.text : "");
-  assert.match(notes()[0]!, /Waiting for the other party to confirm the code; nothing is sent/);
+  assert.match(
+    notes()[0]!,
+    /Waiting for the other party to come and confirm the code; nothing is sent/,
+  );
   state = reduce(
     state,
     client({
@@ -322,7 +331,13 @@ Deno.test("tui state: with a code, the title says it waits, then verified; a not
   // A reopened client whose key a code confirmed before.
   const reopened = reduce(
     initialState,
-    client({ type: "restored_key", fingerprint, pending: false, verified: true }),
+    client({
+      type: "restored_key",
+      fingerprint,
+      pending: false,
+      verified: true,
+      codeFailed: false,
+    }),
   );
   assert.match(titleText(reopened, "tea", 100), /✓ verified by code/);
   // Held back while the code has not confirmed the key: said as such, no /accept-key advice.
@@ -338,4 +353,48 @@ Deno.test("tui state: with a code, the title says it waits, then verified; a not
   );
   const note = held.rows[0]!;
   assert.match(note.kind === "note" ? note.text : "", /until the code confirms their key/);
+});
+
+Deno.test("tui state: a code that did not match shows in the title, not as a changed key; a restored failed key too", () => {
+  const fingerprint = "32c40211" + "0".repeat(56);
+  const client = (event: ClientEvent) => ({ type: "client" as const, event });
+  let state = reduce(
+    initialState,
+    client({
+      type: "key",
+      fingerprint,
+      peer: "bob",
+      changed: false,
+      accepted: false,
+      awaitingCode: true,
+    }),
+  );
+  state = reduce(state, client({ type: "code", state: "failed", peer: "bob" }));
+  assert.match(titleText(state, "tea", 100), /key 32c40211 ✗ the code did not match/);
+  assert.doesNotMatch(titleText(state, "tea", 100), /CHANGED|not confirmed yet/);
+  const restored = reduce(
+    initialState,
+    client({
+      type: "restored_key",
+      fingerprint,
+      pending: true,
+      verified: false,
+      codeFailed: true,
+    }),
+  );
+  assert.match(titleText(restored, "tea", 100), /✗ the code did not match/);
+  const waiting = reduce(
+    initialState,
+    client({
+      type: "restored_key",
+      fingerprint,
+      pending: true,
+      verified: false,
+      codeFailed: false,
+      awaitingCode: true,
+    }),
+  );
+  assert.match(titleText(waiting, "tea", 100), /\(code not confirmed yet\)/);
+  assert.doesNotMatch(titleText(waiting, "tea", 100), /CHANGED/);
+  assert.deepEqual(waiting.rows, [], "no note: the run says what it waits for");
 });

@@ -9,6 +9,7 @@ import { generateCode } from "@duet/pake";
 import { ChatStore, openPglite, startChatServer } from "@duet/chat";
 import { startRelay, substitutingRelay } from "@duet/chat/testing";
 import { type LineParty, runDuet, spawnLineParty } from "./testdata/spawn.ts";
+import { codeOption } from "./commands/_options.ts";
 
 const options = { sanitizeOps: false, sanitizeResources: false };
 
@@ -40,7 +41,10 @@ Deno.test({
       await waitFor(said(alice, /^Your code is /), "the code", 20_000);
       const line = alice.process.lines.stderr.find((l) => l.startsWith("Your code is "))!;
       const code = line.match(
-        /^Your code is (\S+) \(3 words, 33 bits\)\. Read it to your peer, who starts with --room tea --code (\S+)$/,
+        new RegExp(
+          "^Your code is (\\S+) \\(3 words, 33 bits\\)\\. Read it to your peer, who starts " +
+            `with: duet chat --server ${at} --room tea --code (\\S+)$`,
+        ),
       );
       assert.ok(code && code[1] === code[2], line);
       await alice.say("hello bob\n");
@@ -66,6 +70,11 @@ Deno.test({
       assert.equal(await bob.end(), 0, err(bob));
       assert.equal(await alice.end(), 0, err(alice));
       assert.doesNotMatch(err(alice) + err(bob), /WARNING|held back/);
+      // Alice again with --code new: confirmed before, so no new code to read out.
+      const again = party(at, "alice", dir, "new");
+      await waitFor(said(again, /confirmed by a code before/), "the earlier confirmation", 20_000);
+      assert.equal(await again.end(), 0, err(again));
+      assert.doesNotMatch(err(again), /Your code is/);
     } finally {
       await alice.end();
       await server.shutdown();
@@ -116,8 +125,10 @@ Deno.test({
 
 Deno.test("duet chat --code: a code that is not one is a usage error naming what is wrong", async () => {
   const cases: [string, RegExp][] = [
-    ["7-guitar-zzzz", /"zzzz" is not a word of the code list/],
+    ["7-guitar-orbit-zzzz", /"zzzz" is not a word of the code list/],
     ["guitar-orbit-lazy", /number/],
+    ["7-guitar-orbit", /a duet code has 3 words after its number.*this one has 2/],
+    ["7-guitar-orbit-lazy-lazy", /this one has 4/],
     ["", /./],
   ];
   for (const [code, expected] of cases) {
@@ -132,4 +143,12 @@ Deno.test("duet chat --code: a code that is not one is a usage error naming what
   const help = await runDuet(["chat", "--help"]);
   assert.match(help.out, /--code <code>/);
   assert.match(help.out, /Meeting by a code/);
+});
+
+Deno.test("codeOption: new in any case, a code in its canonical text, dashes of any kind", () => {
+  assert.equal(codeOption("NEW"), "new");
+  assert.equal(codeOption(" New "), "new");
+  assert.equal(codeOption("7 GUIT orbi.lazy"), "7-guitar-orbit-lazy");
+  assert.equal(codeOption("7—guitar–orbit−lazy"), "7-guitar-orbit-lazy");
+  assert.throws(() => codeOption("newt"), /a code starts with its number/);
 });

@@ -978,13 +978,20 @@ Deno.test("duet syncpoint wait --code: two processes with one code (typed differ
 Deno.test("duet syncpoint wait --code: a code that is not one, and a payload past what a code exchange carries, are usage errors", async () => {
   const bad = await inProcess(["syncpoint", "wait", "x", "--code", "guitar-orbit"]);
   assert.equal(bad.code, 2);
-  assert.match(bad.err, /^duet syncpoint wait: --code: a code starts with its number/);
+  assert.match(
+    bad.err,
+    /^duet syncpoint wait: option '--code <code>' argument 'guitar-orbit' is invalid: a code starts with its number/,
+  );
+  // A word dropped (or added) in the telling: said here, not as a mismatch at the other end.
+  const short = await inProcess(["syncpoint", "wait", "x", "--code", "7-guitar-orbit"]);
+  assert.equal(short.code, 2);
+  assert.match(short.err, /a duet code has 3 words after its number.*this one has 2/);
   const big = await inProcess([
     "syncpoint",
     "wait",
     "x",
     "--code",
-    "7-guitar-orbit",
+    "7-guitar-orbit-lazy",
     "--payload",
     "x".repeat(50_000),
   ]);

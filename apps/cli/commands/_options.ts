@@ -2,6 +2,7 @@ import { hostPort as joinHostPort } from "@duet/net/address";
 import { explainError } from "@duet/core/explain-error";
 import { resolve } from "node:path";
 import { InvalidArgumentError } from "commander";
+import { type Code, DEFAULT_WORDS, parseCode } from "@duet/pake";
 import { UsageError } from "../io.ts";
 
 /** A commander argument parser for whole numbers in [min, max]. */
@@ -140,4 +141,27 @@ export function userDirectory(): string {
 export function userPath(text: string): string {
   if (text === "") throw new InvalidArgumentError("expected a path");
   return resolve(userDirectory(), text);
+}
+
+/**
+ * A commander argument parser for `--code`: `new` (any case), or a code as a person types it
+ * (packages/pake, parseCode), given back in its canonical text. duet makes codes of
+ * DEFAULT_WORDS words, so a code with another count is a word dropped or added in the telling:
+ * refused here rather than failing as another code at the other end.
+ */
+export function codeOption(text: string): string {
+  if (text.trim().toLowerCase() === "new") return "new";
+  let code: Code;
+  try {
+    code = parseCode(text);
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message);
+  }
+  if (code.words.length !== DEFAULT_WORDS) {
+    throw new InvalidArgumentError(
+      `a duet code has ${DEFAULT_WORDS} words after its number, as --code new makes them; ` +
+        `this one has ${code.words.length}: check it with the other party`,
+    );
+  }
+  return code.text;
 }

@@ -5,8 +5,8 @@
  * @module
  */
 import { explainError } from "@duet/core/explain-error";
-import { Command, InvalidArgumentError, Option } from "commander";
-import { BITS_PER_WORD, generateCode, parseCode } from "@duet/pake";
+import { Command, Option } from "commander";
+import { BITS_PER_WORD, generateCode } from "@duet/pake";
 import { getLogger } from "@logtape/logtape";
 import { delay } from "@duet/core/delay";
 import {
@@ -29,6 +29,7 @@ import {
 import { type CliIo, ExitStatus, UsageError } from "../io.ts";
 import { logText } from "../logging.ts";
 import {
+  codeOption,
   explainListenError,
   hostPort,
   integer,
@@ -143,9 +144,9 @@ export function chatServerCommand(io: CliIo): Command {
     )
     .option(
       "--code-attempts-per-hour <n>",
-      "code attempts (duet chat --code) a room may make per hour: each party's new CPace " +
-        "message is one, 2 for an honest pair; past it the room's code frames are refused " +
-        "(too_many_code_attempts) until the hour is over",
+      "code attempts (duet chat --code) a room may make per hour: a new CPace message while " +
+        "the other party's is there to answer it is one (1 or 2 for an honest pair); past it the " +
+        "room's new code messages are refused (too_many_code_attempts) until the hour is over",
       integer(1, 1_000_000),
       DEFAULTS.codeAttemptsPerHour,
     )
@@ -248,29 +249,29 @@ interface ChatCliOptions {
   code?: string;
 }
 
-/** `--code`'s parser: "new", or a code (its canonical text). */
-function codeArgument(value: string): string {
-  if (value === "new") return value;
-  try {
-    return parseCode(value).text;
-  } catch (error) {
-    throw new InvalidArgumentError((error as Error).message);
-  }
-}
-
 /**
  * Resolves `--code new` to a fresh code, and says what the other person needs: the code, to
- * be read out. Undefined without --code.
+ * be read out, with the options that take them to the same room. Nothing is said when a code
+ * confirmed the peer's key before (no new code is needed: the client says so). Undefined
+ * without --code.
  */
-function resolveCode(options: ChatCliOptions): { code?: string; said?: string } {
+function resolveCode(
+  options: ChatCliOptions,
+  keyStore: KeyStore,
+): { code?: string; said?: string } {
   if (options.code === undefined) return {};
   if (options.code !== "new") return { code: options.code };
   const made = generateCode();
+  const at = { service: keyStore.serviceKey(options.server), room: options.room };
+  const confirmed = keyStore.peerKeys({ ...at, name: options.name }).at(-1)?.verified;
+  if (confirmed) return { code: made.text };
   return {
     code: made.text,
-    said: `Your code is ${made.text} (${made.words.length} words, ${
-      made.words.length * BITS_PER_WORD
-    } bits). Read it to your peer, who starts with --room ${options.room} --code ${made.text}`,
+    said:
+      `Your code is ${made.text} (${made.words.length} words, ${
+        made.words.length * BITS_PER_WORD
+      } bits). Read it to your peer, who starts with: duet chat --server ${options.server} ` +
+      `--room ${options.room} --code ${made.text}`,
   };
 }
 
@@ -330,7 +331,7 @@ export function chatCommand(io: CliIo): Command {
       "--code <code>",
       'confirm your keys by a code you both know (NUMBER-word-word-word; "new" makes one ' +
         "and prints it): verified with no fingerprint to compare, nothing sent before",
-      codeArgument,
+      codeOption,
     )
     .option(
       "--linger-ms <ms>",
@@ -367,7 +368,7 @@ async function runScreen(options: ChatCliOptions, keyStore: KeyStore, io: CliIo)
   }
   // Events that come before the interface is drawn wait for it.
   const early: ClientEvent[] = [];
-  const { code, said } = resolveCode(options);
+  const { code, said } = resolveCode(options, keyStore);
   if (said) early.push({ type: "notice", text: said });
   let listener: ((event: ClientEvent) => void) | undefined;
   const client = new ChatClient({
@@ -432,7 +433,7 @@ function jsonErr(io: CliIo): CliIo {
 
 /** `duet chat --line`: stdin lines out, `NAME: TEXT` lines in. */
 async function runLine(options: ChatCliOptions, keyStore: KeyStore, io: CliIo): Promise<void> {
-  const { code, said } = resolveCode(options);
+  const { code, said } = resolveCode(options, keyStore);
   if (said) io.err(`${said}\n`);
   const result = await runLineMode({
     server: options.server,

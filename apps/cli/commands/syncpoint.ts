@@ -21,11 +21,11 @@ import {
   waitForSecondParty,
   waitWithCode,
 } from "@duet/syncpoint";
-import { generateCode, parseCode } from "@duet/pake";
+import { generateCode } from "@duet/pake";
 import { jsonLine } from "@duet/core/json-line";
 import { printable } from "@duet/core/printable";
 import { type CliIo, ExitStatus, UsageError } from "../io.ts";
-import { explainListenError, integer, untilAborted, url } from "./_options.ts";
+import { codeOption, explainListenError, integer, untilAborted, url } from "./_options.ts";
 
 interface ServeOptions {
   host: string;
@@ -111,6 +111,11 @@ Stops on SIGINT/SIGTERM: /healthz answers 503 at once, parties are served for --
 more, then it stops accepting and answers waiting parties 503 (clients retry elsewhere).
 A second signal exits at once, without answering them.`;
 
+/** Where `duet syncpoint wait` looks for the service by default. */
+const DEFAULT_WAIT_URL = `http://127.0.0.1:${DEFAULTS.port}`;
+/** How long a wait with --code waits by default (ms): time to read the code out. */
+const CODE_WAIT_MS = DEFAULTS.maxTimeoutMs;
+
 /** The help after `duet syncpoint wait`'s options. */
 const WAIT_HELP = `
 Output: stdout carries only the other party's payload, on one line (a newline shows as ␊),
@@ -126,6 +131,7 @@ error (no JSON), 130 interrupted.
 With --code, both parties prove the same code to each other (CPace, through the service,
 which learns nothing) before either payload is handed over, sealed; --json adds
 "code_verified":true. Another code fails both sides with code_mismatch, revealing nothing.
+Both parties must use --code; the wait is 60 s by default, time to read the code out.
   duet syncpoint wait room-7 --code new --payload "10.0.0.7:4433"   # prints the code
   duet syncpoint wait room-7 --code 7-guitar-orbit-lazy --payload "10.0.0.9:4433"
 
@@ -262,7 +268,7 @@ function waitCommand(io: CliIo): Command {
       "--url <url>",
       "the service's base URL, without a path",
       url("http:", "https:"),
-      `http://127.0.0.1:${DEFAULTS.port}`,
+      DEFAULT_WAIT_URL,
     )
     .option(
       "--payload <text>",
@@ -272,7 +278,10 @@ function waitCommand(io: CliIo): Command {
       "--code <code>",
       'a code both parties know (NUMBER-word-word-word; "new" makes one and prints it): ' +
         "the payloads go only to a party that proves the same code, encrypted under a key " +
-        "the service cannot learn (CPace)",
+        `the service cannot learn (CPace); the payload is then at most ${
+          maxCodePayloadBytes(DEFAULTS.maxPayloadBytes)
+        } bytes, and the wait ${CODE_WAIT_MS / 1000} s unless --timeout-ms says otherwise`,
+      codeOption,
     )
     .option(
       "--timeout-ms <ms>",
@@ -370,15 +379,11 @@ function checkWaitInput(
         io,
         { ...voice, quiet: false },
         "warning",
-        `${WAIT_PREFIX}: the code is ${code}; ` +
-          `the other party runs duet syncpoint wait ${id} --code ${code}`,
+        `${WAIT_PREFIX}: the code is ${code}; the other party runs duet syncpoint wait ${id}` +
+          `${options.url === DEFAULT_WAIT_URL ? "" : ` --url ${options.url}`} --code ${code}`,
       );
     } else {
-      try {
-        code = parseCode(options.code).text;
-      } catch (error) {
-        waitUsage(io, `--code: ${(error as Error).message}`);
-      }
+      code = options.code; // canonical: codeOption read it
     }
     if (id.length > MAX_CODE_ID_LENGTH) {
       waitUsage(io, `an id used with --code is at most ${MAX_CODE_ID_LENGTH} characters`);
@@ -409,6 +414,7 @@ async function runWait(
 ): Promise<void> {
   const started = performance.now();
   const code = checkWaitInput(id, options, voice, io);
+  const withCode = code !== undefined;
   /** A failed wait: one line on stderr, and with --json one object on stdout. */
   function fail(code: string, message: string, line = `${message} (${code})`): never {
     // The service's words, shown, not obeyed (a proxy's page could hold anything).
@@ -420,7 +426,12 @@ async function runWait(
   try {
     const waitOptions = {
       ...(options.payload === undefined ? {} : { payload: options.payload }),
-      ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }),
+      // With a code, time to read it out: the service's usual cap, unless asked otherwise.
+      ...(options.timeoutMs !== undefined
+        ? { timeoutMs: options.timeoutMs }
+        : code !== undefined
+        ? { timeoutMs: CODE_WAIT_MS }
+        : {}),
       signal: io.shutdownSignal,
       retry: options.retry && { onRetry: retryReporter(io, voice) },
     };
@@ -438,7 +449,12 @@ async function runWait(
         error.code,
         error.message,
         `${error.message} (${error.code})` +
-          (capped ? `; the service caps waits below the ${options.timeoutMs} ms asked` : ""),
+          (capped ? `; the service caps waits below the ${options.timeoutMs} ms asked` : "") +
+          // The other party without a code waits at the id itself, not at the rounds' ids.
+          (withCode && error.code === "timeout"
+            ? "; with --code, the other party must use --code too (without it, it waits " +
+              "elsewhere)"
+            : ""),
       );
     }
     if (io.shutdownSignal.aborted) {
