@@ -334,14 +334,15 @@ export class ChatClient {
   }
 
   /**
-   * What the reducer knows of an entry: ready once sealed, and with a code, only under a key
-   * the code confirmed (nothing goes out before).
+   * What the reducer knows of an entry: ready once sealed under a key trusted now (a key a
+   * code run failed against is not), and with a code, only under a key the code confirmed
+   * (nothing goes out before).
    */
   #item(entry: OutboxEntry): OutboxItem {
-    const sealed = entry.peerPublicKey !== "";
-    const confirmed = this.#options.code === undefined ||
-      this.#keys.some((k) => k.peerPublicKey === entry.peerPublicKey && k.verified);
-    return { clientMsgId: entry.clientMsgId, seq: entry.seq, ready: sealed && confirmed };
+    const under = this.#keys.find((k) => k.peerPublicKey === entry.peerPublicKey);
+    const trusted = under !== undefined && under.accepted && !under.codeFailed &&
+      (this.#options.code === undefined || under.verified);
+    return { clientMsgId: entry.clientMsgId, seq: entry.seq, ready: trusted };
   }
 
   /** Loads stored keys and the outbox, then connects (and reconnects) until stopped. */

@@ -204,6 +204,50 @@ Deno.test({
 });
 
 Deno.test({
+  name: "chat --code: a message sealed under a key trusted on first use does not go out under " +
+    "it once a code run failed against that key, not even on a start without a code",
+  ...options,
+  fn: () =>
+    withServer(async ({ store, port, dir }) => {
+      // Alice and bob meet without a code (alice trusts bob's key on first use); a relay
+      // that drops alice's sends leaves one sealed under bob's key in her outbox.
+      const alice0 = await party(port, "alice", dir, undefined);
+      const bob0 = await party(port, "bob", dir, undefined);
+      await waitFor(async () => !!(await alice0.client.fingerprint()), "alice has bob's key");
+      await alice0.stop();
+      await bob0.stop();
+      {
+        await using dropping = startRelay(port, {
+          fromClient: (_conn, message) => message.type === "send" ? [] : [message],
+        });
+        const offline = await party(dropping.port, "alice", dir, undefined);
+        await offline.client.send("sealed under bob's key");
+        await waitFor(
+          () =>
+            offline.events.some((e) =>
+              e.type === "message" && e.message.own && e.message.status === "sending"
+            ),
+          "sealed and sent (and dropped)",
+        );
+        await offline.stop();
+      }
+      // Codes that differ: the run fails against bob's key.
+      const alice1 = await party(port, "alice", dir, generateCode().text);
+      const bob1 = await party(port, "bob", dir, generateCode().text);
+      await waitFor(() => !!alice1.fatal() && !!bob1.fatal(), "the mismatch");
+      await alice1.stop();
+      await bob1.stop();
+      // Alice without a code: nothing goes out under the key the code failed against.
+      const alice2 = await party(port, "alice", dir, undefined);
+      await waitFor(() => alice2.events.some((e) => e.type === "presence"), "alice back in");
+      await new Promise((resolve) => setTimeout(resolve, 300)); // what would go out, would have
+      assert.equal(await roomMessages(store, "tea"), 0, "nothing sent under the failed key");
+      assert.equal(alice2.client.unsent, 1);
+      await alice2.stop();
+    }),
+});
+
+Deno.test({
   name: "chat --code: a relay that substitutes the keys is caught; one that also answers the " +
     "code runs under a guess is caught; without a code only the fingerprints would show it",
   ...options,

@@ -491,13 +491,22 @@ export class KeyStore {
   }
 
   /**
-   * Marks a peer key (66 hex) as one a code run failed against: untrusted (PeerKey.codeFailed).
-   * No such key: nothing changes.
+   * Marks a peer key (66 hex) as one a code run failed against: untrusted (PeerKey.codeFailed),
+   * and the outbox entries sealed under it are unsealed (they wait for a trusted key again,
+   * as typed), so that none goes out under it. No such key: nothing changes.
    */
   failPeerKey(at: Conversation, peerPublicKey: string): void {
-    this.#db.prepare(
-      `UPDATE peer_keys SET accepted = 0, code_failed_at = ? WHERE ${AT} AND peer_public_key = ?`,
-    ).run(new Date().toISOString(), ...key(at), peerPublicKey);
+    const db = this.#db;
+    transaction(db, () => {
+      db.prepare(
+        `UPDATE peer_keys SET accepted = 0, code_failed_at = ?
+         WHERE ${AT} AND peer_public_key = ?`,
+      ).run(new Date().toISOString(), ...key(at), peerPublicKey);
+      db.prepare(
+        `UPDATE outbox SET nonce = x'', ciphertext = x'', peer_public_key = ''
+         WHERE ${AT} AND peer_public_key = ?`,
+      ).run(...key(at), peerPublicKey);
+    });
   }
 
   /** Marks a peer key (66 hex) trusted: the user accepted it. No such key: nothing changes. */

@@ -648,3 +648,38 @@ Deno.test("key store: a key a code confirmed is trusted and marked so, and stays
     store.close();
   });
 });
+
+Deno.test("key store: a key a code run failed against is untrusted, and what was sealed under it waits again", async () => {
+  await withDir(async (dir) => {
+    const store = await KeyStore.open(`${dir}/keys.sqlite`);
+    const at = { service: store.serviceKey("127.0.0.1:7070"), room: "r", name: "alice" };
+    store.addPeerKey(at, "02aa", new Uint8Array(32).fill(1), true);
+    store.addPeerKey(at, "02bb", new Uint8Array(32).fill(2), true);
+    store.addToOutbox(at, sealedEntry("under-aa", 3, "02aa"));
+    store.addToOutbox(at, sealedEntry("under-bb", 4, "02bb"));
+    store.failPeerKey(at, "02aa");
+    assert.deepEqual(
+      store.peerKeys(at).map((k) => [k.peerPublicKey, k.accepted, k.codeFailed]),
+      [["02aa", false, true], ["02bb", true, false]],
+    );
+    const outbox = store.outbox(at).map((
+      e,
+    ) => [e.clientMsgId, e.peerPublicKey, e.ciphertext.length]);
+    assert.deepEqual(
+      outbox,
+      [["under-aa", "", 0], ["under-bb", "02bb", 20]],
+      "only its own unsealed",
+    );
+    // A code confirming it, or the user naming it, clears the mark.
+    store.verifyPeerKey(at, "02aa");
+    assert.equal(store.peerKeys(at)[0]!.codeFailed, false);
+    store.failPeerKey(at, "02bb");
+    store.acceptPeerKey(at, "02bb");
+    assert.deepEqual(store.peerKeys(at)[1], {
+      ...store.peerKeys(at)[1]!,
+      accepted: true,
+      codeFailed: false,
+    });
+    store.close();
+  });
+});
