@@ -210,6 +210,10 @@ export interface Member {
   version: number;
   /** The peer's name as the join found it (null: nobody else has joined the room yet). */
   peer: string | null;
+  /** `updatedAt` of the peer's key offer relayed last (0: none): an older one is not relayed. */
+  peerKeyAt: number;
+  /** `updatedAt` of the peer's code frame relayed last (0: none). */
+  peerCodeAt: number;
 }
 
 /** A connection's state. */
@@ -224,6 +228,12 @@ export type State =
     version: number;
     /** Pushes that came while joining; those after welcome's last_id are delivered. */
     held: MessageRow[];
+    /**
+     * Key offers and code frames announced while joining, the newest per party: the join's own
+     * read may have come before them (else they would be lost until a reconnection).
+     */
+    heldOffers: KeyOffer[];
+    heldCodes: CodeOffer[];
     /** Frames that came before the welcome, handled after it. */
     early: unknown[];
     /** Their size as JSON, in bytes. */
@@ -416,12 +426,7 @@ export function step(state: State, event: Event): Step {
     case "joined":
       return onJoined(state, event);
     case "peer_key":
-      if (state.phase === "authenticating") {
-        if (event.offer.party === state.member.party) return none(state);
-        return none({ ...state, peerOffer: event.offer });
-      }
-      if (state.phase !== "open" || event.offer.party === state.member.party) return none(state);
-      return { state, replies: [peerKeyMessage(event.offer)], effects: [] };
+      return onPeerKey(state, event.offer);
     case "peer_code":
       return onPeerCode(state, event.code);
     case "code_stored":
@@ -527,16 +532,66 @@ function onCode(
   };
 }
 
+/**
+ * The newer of two offers of one party (by `updatedAt`, absent counting as oldest; on a tie
+ * the one given second): the join's read and the store's announcements race, so either may
+ * come with the older state.
+ */
+export function newer<T extends { updatedAt?: number }>(
+  a: T | undefined,
+  b: T | undefined,
+): T | undefined {
+  if (!a) return b;
+  if (!b) return a;
+  return (b.updatedAt ?? 0) >= (a.updatedAt ?? 0) ? b : a;
+}
+
+/** Keeps `item` in `held` as its party's newest. */
+function holdNewest<T extends { party: 0 | 1; updatedAt?: number }>(held: T[], item: T): T[] {
+  const same = held.find((h) => h.party === item.party);
+  return newer(same, item) === same ? held : [...held.filter((h) => h !== same), item];
+}
+
+/**
+ * The peer's key offer: held while joining, kept (the newest) while authenticating, relayed
+ * once in unless it is older than the one relayed last.
+ */
+function onPeerKey(state: State, offer: KeyOffer): Step {
+  if (state.phase === "joining") {
+    return none({ ...state, heldOffers: holdNewest(state.heldOffers, offer) });
+  }
+  if (state.phase === "authenticating") {
+    if (offer.party === state.member.party) return none(state);
+    return none({ ...state, peerOffer: newer(state.peerOffer, offer) });
+  }
+  if (state.phase !== "open" || offer.party === state.member.party) return none(state);
+  const member = state.member;
+  if ((offer.updatedAt ?? 0) < member.peerKeyAt) return none(state);
+  return {
+    state: { ...state, member: { ...member, peerKeyAt: offer.updatedAt ?? 0 } },
+    replies: [peerKeyMessage(offer)],
+    effects: [],
+  };
+}
+
 /** The peer's `code` frame: relayed to a version-5 client that is in, kept until then. */
 function onPeerCode(state: State, code: CodeOffer): Step {
+  if (state.phase === "joining") {
+    return none({ ...state, heldCodes: holdNewest(state.heldCodes, code) });
+  }
   if (state.phase === "authenticating") {
-    return code.party === state.member.party ? none(state) : none({ ...state, peerCode: code });
+    if (code.party === state.member.party) return none(state);
+    return none({ ...state, peerCode: newer(state.peerCode, code) });
   }
   if (
     state.phase !== "open" || code.party === state.member.party ||
-    state.member.version < CODE_VERSION
+    state.member.version < CODE_VERSION || (code.updatedAt ?? 0) < state.member.peerCodeAt
   ) return none(state);
-  return { state, replies: [peerCodeMessage(code)], effects: [] };
+  return {
+    state: { ...state, member: { ...state.member, peerCodeAt: code.updatedAt ?? 0 } },
+    replies: [peerCodeMessage(code)],
+    effects: [],
+  };
 }
 
 /** A `code` frame stored, or refused: the room made its attempts for now. */
@@ -622,6 +677,8 @@ function onHello(state: Extract<State, { phase: "greeting" }>, message: ClientMe
       room: message.room,
       version: message.version,
       held: [],
+      heldOffers: [],
+      heldCodes: [],
       early: [],
       earlyBytes: 0,
       listenerBack: false,
@@ -767,8 +824,13 @@ function onKeyBound(state: State, outcome: BindOutcome): Step {
   }
   if (state.phase === "open") return none(state);
   const { member } = state;
+  const sent = {
+    ...member,
+    peerKeyAt: state.peerOffer?.updatedAt ?? 0,
+    peerCodeAt: state.peerCode?.updatedAt ?? 0,
+  };
   let out: Step = {
-    state: { phase: "open", rate: state.rate, member },
+    state: { phase: "open", rate: state.rate, member: sent },
     replies: [
       ...(state.peerOffer ? [peerKeyMessage(state.peerOffer)] : []),
       ...(state.peerCode && member.version >= CODE_VERSION
@@ -820,6 +882,8 @@ function onJoined(state: State, event: Extract<Event, { type: "joined" }>): Step
     challenge,
     version: state.version,
     peer: join.peer,
+    peerKeyAt: 0,
+    peerCodeAt: 0,
   };
   // Nothing but the welcome until the key offer proves the name's key: the connection
   // replaces no older one, and what it sent meanwhile waits.
@@ -828,8 +892,14 @@ function onJoined(state: State, event: Extract<Event, { type: "joined" }>): Step
       phase: "authenticating",
       rate: state.rate,
       member,
-      peerOffer: offers.find((o) => o.party !== join.party),
-      peerCode: codes.find((c) => c.party !== join.party),
+      peerOffer: newer(
+        offers.find((o) => o.party !== join.party),
+        state.heldOffers.find((o) => o.party !== join.party),
+      ),
+      peerCode: newer(
+        codes.find((c) => c.party !== join.party),
+        state.heldCodes.find((c) => c.party !== join.party),
+      ),
       binding: false,
       held: state.held,
       early: state.early,

@@ -26,7 +26,7 @@ import {
 import { type Join, type KeyOffer, type MessageRow, StoreUnavailable } from "./store.ts";
 import { base64, claimFor, makeKeyOffer } from "./crypto.ts";
 import { secp256k1 } from "@noble/curves/secp256k1.js";
-import { hexToBytes } from "@noble/hashes/utils.js";
+import { bytesToHex, hexToBytes } from "@noble/hashes/utils.js";
 
 const SERVICE = "6f1c2b9e-3a4d-4c5e-8f70-112233445566";
 const b64 = (n: number, fill = 7) => base64.encode(new Uint8Array(n).fill(fill));
@@ -1042,5 +1042,70 @@ Deno.test("server core: a malformed code frame is bad_message in reply to code, 
     const reply = out.replies[0] as Extract<ServerMessage, { type: "error" }>;
     assert.equal(reply.code, "bad_message", JSON.stringify(payload));
     assert.equal(reply.in_reply_to, "code");
+  }
+});
+
+Deno.test("server core: a key offer or code frame announced while the connection joins is not lost; the newest of it and the join's read is relayed", () => {
+  const first = step(initialState(limits), { type: "frame", payload: hello, now: 0 });
+  const bobOffer = (updatedAt: number): KeyOffer => {
+    const { offer } = makeKeyOffer("r", 1);
+    return {
+      party: 1,
+      name: "bob",
+      publicKey: hexToBytes(offer.public_key),
+      proof: offer.proof,
+      updatedAt,
+    };
+  };
+  const bobCode = (updatedAt: number) => ({
+    party: 1 as const,
+    name: "bob",
+    frame: { message: base64.encode(new Uint8Array(67).fill(updatedAt)) },
+    updatedAt,
+  });
+  const keyOf = (offer: KeyOffer) => bytesToHex(offer.publicKey);
+  for (
+    const [read, announced, expected] of [
+      [undefined, 5, "announced"], // bound after the join's read: only the announcement has it
+      [7, 5, "read"], // the announcement came from an earlier state than the read
+      [5, 7, "announced"],
+    ] as const
+  ) {
+    const readOffer = read === undefined ? undefined : bobOffer(read);
+    const announcedOffer = bobOffer(announced);
+    const joining = drive(first.state, [
+      { type: "peer_key", offer: announcedOffer },
+      { type: "peer_code", code: bobCode(announced) },
+    ]);
+    assert.deepEqual(joining.replies, [], "nothing before the welcome");
+    const inside = drive(joining.state, [
+      {
+        type: "joined",
+        join: { ok: true, party: 0, peer: "bob", lastId: 0, lastSeq: 0 },
+        service: SERVICE,
+        offers: readOffer ? [readOffer] : [],
+        codes: read === undefined ? [] : [bobCode(read)],
+        challenge: CHALLENGE,
+      },
+      ...authenticate,
+    ]);
+    const relayed = inside.replies.filter((r) => r.type === "peer_key");
+    const want = expected === "read" ? readOffer! : announcedOffer;
+    assert.deepEqual(
+      relayed.map((r) => r.type === "peer_key" && r.public_key),
+      [keyOf(want)],
+      `${read} read, ${announced} announced`,
+    );
+    const code = inside.replies.find((r) => r.type === "peer_code");
+    assert.equal(
+      code?.type === "peer_code" && code.message,
+      bobCode(expected === "read" ? read! : announced).frame.message,
+    );
+    // Once in, an announcement older than what was relayed is not relayed again.
+    const older = step(inside.state, { type: "peer_key", offer: bobOffer(1) });
+    assert.deepEqual(older.replies, []);
+    const newerOne = step(inside.state, { type: "peer_key", offer: bobOffer(9) });
+    assert.equal(newerOne.replies[0]?.type, "peer_key");
+    assert.deepEqual(step(inside.state, { type: "peer_code", code: bobCode(1) }).replies, []);
   }
 });

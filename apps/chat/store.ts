@@ -258,6 +258,7 @@ export const MIGRATIONS: string[] = [
   // its key changes, and the room's attempts in the current window (limits.ts,
   // takeCodeAttempt).
   `ALTER TABLE parties ADD COLUMN code_frame jsonb;
+   ALTER TABLE parties ADD COLUMN code_updated_at timestamptz;
    ALTER TABLE rooms ADD COLUMN code_attempts integer NOT NULL DEFAULT 0;
    ALTER TABLE rooms ADD COLUMN code_window_start timestamptz;`,
 ];
@@ -296,6 +297,11 @@ export interface KeyOffer {
   rotation?: KeyChange["rotation"];
   /** The name was taken over with this key without the one before. */
   reset?: true;
+  /**
+   * When it was bound (ms since the epoch, the database's clock): of two offers of one party
+   * read at different times, the later bound is the newer. Absent: not known (oldest).
+   */
+  updatedAt?: number;
 }
 
 /**
@@ -320,6 +326,8 @@ export interface CodeOffer {
   name: string;
   /** The frame's content. */
   frame: CodeWire;
+  /** When it was stored (ms since the epoch, the database's clock); absent: not known (oldest). */
+  updatedAt?: number;
 }
 
 /** The outcome of {@link ChatStore.putCode}. */
@@ -707,7 +715,8 @@ export class ChatStore {
       };
       // A code frame was made for the key before: the party's next run makes a new one.
       await tx.query(
-        `UPDATE parties SET public_key = $3, proof = $4, key_updated_at = now(), code_frame = NULL
+        `UPDATE parties SET public_key = $3, proof = $4, key_updated_at = clock_timestamp(),
+           code_frame = NULL
          WHERE room = $1 AND party = $2`,
         [room, party, publicKey, JSON.stringify(material)],
       );
@@ -722,9 +731,10 @@ export class ChatStore {
   /** The key offers stored for a room. */
   async keyOffers(room: string): Promise<KeyOffer[]> {
     const rows = await this.#sql.query<
-      { party: number; name: string; public_key: Uint8Array; proof: unknown }
+      { party: number; name: string; public_key: Uint8Array; proof: unknown; updated_ms: unknown }
     >(
-      "SELECT party, name, public_key, proof FROM parties WHERE room = $1 AND public_key IS NOT NULL ORDER BY party",
+      `SELECT party, name, public_key, proof, extract(epoch FROM key_updated_at) * 1000 AS updated_ms
+       FROM parties WHERE room = $1 AND public_key IS NOT NULL ORDER BY party`,
       [room],
     );
     return rows.map((row) => {
@@ -739,6 +749,7 @@ export class ChatStore {
         proof: { t, s },
         ...(rotation ? { rotation } : {}),
         ...(reset ? { reset } : {}),
+        ...(row.updated_ms === null ? {} : { updatedAt: Number(row.updated_ms) }),
       };
     });
   }
@@ -804,11 +815,15 @@ export class ChatStore {
           [room, taken.attempts.count, taken.attempts.windowStartMs],
         );
       }
-      await tx.query("UPDATE parties SET code_frame = $3 WHERE room = $1 AND party = $2", [
-        room,
-        party,
-        JSON.stringify(frame),
-      ]);
+      await tx.query(
+        `UPDATE parties SET code_frame = $3, code_updated_at = clock_timestamp()
+         WHERE room = $1 AND party = $2`,
+        [
+          room,
+          party,
+          JSON.stringify(frame),
+        ],
+      );
       await tx.query("SELECT pg_notify($1, $2)", [
         this.channel,
         JSON.stringify({ room, code: party }),
@@ -819,9 +834,11 @@ export class ChatStore {
 
   /** The newest `code` frame of each party of a room that has one. */
   async codeOffers(room: string): Promise<CodeOffer[]> {
-    const rows = await this.#sql.query<{ party: number; name: string; code_frame: unknown }>(
-      `SELECT party, name, code_frame FROM parties
-       WHERE room = $1 AND code_frame IS NOT NULL ORDER BY party`,
+    const rows = await this.#sql.query<
+      { party: number; name: string; code_frame: unknown; updated_ms: unknown }
+    >(
+      `SELECT party, name, code_frame, extract(epoch FROM code_updated_at) * 1000 AS updated_ms
+       FROM parties WHERE room = $1 AND code_frame IS NOT NULL ORDER BY party`,
       [room],
     );
     return rows.map((row) => ({
@@ -831,6 +848,7 @@ export class ChatStore {
         (typeof row.code_frame === "string"
           ? JSON.parse(row.code_frame)
           : row.code_frame) as CodeWire,
+      ...(row.updated_ms === null ? {} : { updatedAt: Number(row.updated_ms) }),
     }));
   }
 

@@ -208,16 +208,30 @@ storeTest(
       kind: "bound",
       changed: true,
     });
-    assert.deepEqual(await store.keyOffers("k"), [
-      { party: 1, name: "bob", publicKey: bytes(33, 3), proof, rotation },
-    ]);
+    const [rotated] = await store.keyOffers("k");
+    const { updatedAt: rotatedAt, ...rotatedOffer } = rotated!;
+    assert.deepEqual(rotatedOffer, {
+      party: 1,
+      name: "bob",
+      publicKey: bytes(33, 3),
+      proof,
+      rotation,
+    });
     assert.deepEqual(await store.bindKey("k", 1, bytes(33, 4), proof, { reset: true }), {
       kind: "bound",
       changed: true,
     });
-    assert.deepEqual(await store.keyOffers("k"), [
-      { party: 1, name: "bob", publicKey: bytes(33, 4), proof, reset: true },
-    ]);
+    const [reset] = await store.keyOffers("k");
+    const { updatedAt: resetAt, ...resetOffer } = reset!;
+    assert.deepEqual(resetOffer, {
+      party: 1,
+      name: "bob",
+      publicKey: bytes(33, 4),
+      proof,
+      reset: true,
+    });
+    // When each was bound: a later binding is newer (server_core.ts, newer).
+    assert.ok(typeof rotatedAt === "number" && typeof resetAt === "number" && resetAt > rotatedAt);
     // Two connections racing to bind a fresh name: exactly one wins.
     await store.join("race", "alice");
     const outcomes = await Promise.all(
@@ -965,7 +979,10 @@ storeTest(
     // The same message with its confirmation: stored, no new attempt.
     const a1c = { message: "YTE=", confirm: { tag: "dGFn", answers: "YjE=" } };
     assert.deepEqual(await store.putCode("k", 0, a1c, rule), { kind: "stored" });
-    assert.deepEqual(await store.codeOffers("k"), [{ party: 0, name: "alice", frame: a1c }]);
+    const [withConfirm] = await store.codeOffers("k");
+    const { updatedAt: confirmedAt, ...codeOffer } = withConfirm!;
+    assert.deepEqual(codeOffer, { party: 0, name: "alice", frame: a1c });
+    assert.ok(typeof confirmedAt === "number");
     // Bob's first message is the pair's first attempt (alice's waited alone: none).
     assert.deepEqual(await store.putCode("k", 1, { message: "YjE=" }, rule), { kind: "stored" });
     assert.deepEqual(await store.putCode("k", 0, { message: "YTI=" }, rule), { kind: "stored" });
