@@ -894,6 +894,8 @@ export class ChatClient {
     if (!this.#codeRun) {
       const newest = this.#keys[0];
       if (newest?.verified) {
+        // Said once, not at each reconnection.
+        if (this.#codeState?.outcome === "verified") return;
         void keyFingerprint(newest.key).then((fingerprint) =>
           this.#emit({
             type: "code",

@@ -134,23 +134,7 @@ export function describeEvent(
           : `key agreed with ${event.peer}; /key shows its SHA-256`,
       };
     case "restored_key":
-      if (event.codeFailed) {
-        return {
-          stream: "err",
-          text: `!!! WARNING: a code run failed against the peer's key (SHA-256 ` +
-            `${event.fingerprint}): nothing is sent to it, and nothing signed by it is shown. ` +
-            "Start with --code and the right code to confirm it, or compare it with your " +
-            `peer and type /accept-key ${event.fingerprint.slice(0, 8)}.`,
-        };
-      }
-      // With a code, the run says what it waits for.
-      if (!event.pending || event.awaitingCode) return undefined;
-      return {
-        stream: "err",
-        text: `!!! WARNING: the peer's key (SHA-256 ${event.fingerprint}) is not trusted yet: ` +
-          "nothing is sent until you compare it with your peer and type /accept-key " +
-          `${event.fingerprint.slice(0, 8)}, or a code confirms it (--code).`,
-      };
+      return restoredKeyText(event);
     case "code": {
       const text = codeText(event);
       return text === undefined ? undefined : { stream: "err", text };
@@ -171,6 +155,29 @@ export function describeEvent(
     case "fatal":
       return { stream: "err", text: `duet chat: ${printable(event.text)}` };
   }
+}
+
+/** What line mode says of a key a restarted client holds (ClientEvent `restored_key`). */
+function restoredKeyText(
+  event: Extract<ClientEvent, { type: "restored_key" }>,
+): { stream: "err"; text: string } | undefined {
+  if (event.codeFailed) {
+    return {
+      stream: "err",
+      text: `!!! WARNING: a code run failed against the peer's key (SHA-256 ` +
+        `${event.fingerprint}): nothing is sent to it, and nothing signed by it is shown. ` +
+        "Start with --code and the right code to confirm it, or compare it with your " +
+        `peer and type /accept-key ${event.fingerprint.slice(0, 8)}.`,
+    };
+  }
+  // With a code, the run says what it waits for.
+  if (!event.pending || event.awaitingCode) return undefined;
+  return {
+    stream: "err",
+    text: `!!! WARNING: the peer's key (SHA-256 ${event.fingerprint}) is not trusted yet: ` +
+      "nothing is sent until you compare it with your peer and type /accept-key " +
+      `${event.fingerprint.slice(0, 8)}, or a code confirms it (--code).`,
+  };
 }
 
 /** A code event in words (ClientEvent `code`). */

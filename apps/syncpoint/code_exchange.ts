@@ -97,6 +97,27 @@ async function payloadKey(isk: Uint8Array, sid: Uint8Array, role: string): Promi
   );
 }
 
+/** `payload` sealed with AES-256-GCM under `key`: a fresh 12-byte nonce, then the ciphertext. */
+async function seal(payload: string, key: CryptoKey): Promise<Uint8Array> {
+  const nonce = crypto.getRandomValues(new Uint8Array(12));
+  const cipher = await crypto.subtle.encrypt(
+    { name: "AES-GCM", iv: nonce },
+    key,
+    encoder.encode(payload),
+  );
+  return new Uint8Array([...nonce, ...new Uint8Array(cipher)]);
+}
+
+/**
+ * Whether `message` (`lv_cat(Y, AD)`: the share first, behind its length) carries `share`:
+ * our own message sent back, for which CPace gives no key, and which is no partner without a
+ * code either.
+ */
+function carriesShare(message: Uint8Array, share: Uint8Array): boolean {
+  return message.length > share.length && message[0] === share.length &&
+    message.subarray(1, 1 + share.length).every((byte, i) => byte === share[i]);
+}
+
 /**
  * Waits at `baseUrl` for the other party of `id`, both knowing `code` (as typed: see
  * `parseCode`), and hands over `options.payload` only to a party that proved the same code.
@@ -131,13 +152,7 @@ export async function waitWithCode(
     payload: toBase64(own.message),
   });
   const peerMessage = fromBase64(first.peerPayload);
-  // Our own message sent back (lv_cat puts the 32-byte share first, behind its length):
-  // CPace gives no key for it, and it is no partner without a code either.
-  if (
-    peerMessage && peerMessage.length > own.share.length &&
-    peerMessage[0] === own.share.length &&
-    peerMessage.subarray(1, 1 + own.share.length).every((byte, i) => byte === own.share[i])
-  ) {
+  if (peerMessage && carriesShare(peerMessage, own.share)) {
     throw new CodeExchangeError(
       "code_mismatch",
       "what came back as the other party's message is this party's own: someone in the " +
@@ -153,17 +168,9 @@ export async function waitWithCode(
     );
   }
   const peerRole = first.role === "first" ? "second" : "first";
-  let sealed = new Uint8Array(0);
-  if (payload !== undefined) {
-    const nonce = crypto.getRandomValues(new Uint8Array(12));
-    const key = await payloadKey(result.isk, sid, first.role);
-    const cipher = await crypto.subtle.encrypt(
-      { name: "AES-GCM", iv: nonce },
-      key,
-      encoder.encode(payload),
-    );
-    sealed = new Uint8Array([...nonce, ...new Uint8Array(cipher)]);
-  }
+  const sealed = payload === undefined
+    ? new Uint8Array(0)
+    : await seal(payload, await payloadKey(result.isk, sid, first.role));
   const tag = confirmationTag(result, inputs, own);
   // Round 2: the partner is there already; it has what remains of the wait, if one was set.
   const remaining = timeoutMs === undefined
