@@ -31,6 +31,7 @@ import {
   type CPaceResult,
   type CPaceStart,
   finish,
+  isReflection,
   parseCode,
   start,
   verifyConfirmation,
@@ -182,13 +183,9 @@ export function onPeerCode(
   let next = state;
   const commands: CodeCommand[] = [];
   if (!next.peer || !equalBytes(next.peer.message, frame.message)) {
-    const fail = (reason: MismatchReason) => ({
-      state: { ...state, outcome: { mismatch: reason } },
-      commands: [{ type: "mismatch", reason } as const],
-    });
     // Before any answer: each message answered is one guess for whoever sent it.
-    if (next.taken >= MAX_PEER_MESSAGES) return fail("too_many_messages");
-    if (isOwnShare(frame.message, run)) return fail("reflected");
+    if (next.taken >= MAX_PEER_MESSAGES) return failRun(state, "too_many_messages", []);
+    if (isReflection(run.own, frame.message)) return failRun(state, "reflected", []);
     const result = finish(run.inputs, run.own, frame.message, run.order);
     next = { ...next, peer: { message: frame.message.slice(), result }, taken: next.taken + 1 };
     if (result) {
@@ -224,19 +221,24 @@ export function onPeerKey(
   return settle(state, run, peerKey, []);
 }
 
-/** Whether `message` carries this run's own share (`lv_cat(Y, AD)`, Y first). */
-function isOwnShare(message: Uint8Array, run: CodeRun): boolean {
-  const share = run.own.share;
-  return message.length > share.length && message[0] === share.length &&
-    equalBytes(message.subarray(1, 1 + share.length), share);
-}
-
 function sameKey(ad: Uint8Array, hex: string): boolean {
   try {
     return equalBytes(ad, hexToBytes(hex));
   } catch {
     return false;
   }
+}
+
+/** Ends the run for good with `reason`, after `commands`. */
+function failRun(
+  state: CodeState,
+  reason: MismatchReason,
+  commands: CodeCommand[],
+): { state: CodeState; commands: CodeCommand[] } {
+  return {
+    state: { ...state, outcome: { mismatch: reason } },
+    commands: [...commands, { type: "mismatch", reason }],
+  };
 }
 
 /** Decides what can be decided: a bad message or key at once, a confirmation once it answers us. */
@@ -246,10 +248,7 @@ function settle(
   peerKey: string | null,
   commands: CodeCommand[],
 ): { state: CodeState; commands: CodeCommand[] } {
-  const fail = (reason: MismatchReason) => ({
-    state: { ...state, outcome: { mismatch: reason } },
-    commands: [...commands, { type: "mismatch", reason } as const],
-  });
+  const fail = (reason: MismatchReason) => failRun(state, reason, commands);
   const peer = state.peer;
   if (!peer) return { state, commands };
   if (!peer.result) return fail("not_a_code_message");

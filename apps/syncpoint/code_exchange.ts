@@ -25,6 +25,7 @@ import {
   confirmationTag,
   type CPaceInputs,
   finish,
+  isReflection,
   parseCode,
   start,
   verifyConfirmation,
@@ -109,16 +110,6 @@ async function seal(payload: string, key: CryptoKey): Promise<Uint8Array> {
 }
 
 /**
- * Whether `message` (`lv_cat(Y, AD)`: the share first, behind its length) carries `share`:
- * our own message sent back, for which CPace gives no key, and which is no partner without a
- * code either.
- */
-function carriesShare(message: Uint8Array, share: Uint8Array): boolean {
-  return message.length > share.length && message[0] === share.length &&
-    message.subarray(1, 1 + share.length).every((byte, i) => byte === share[i]);
-}
-
-/**
  * Waits at `baseUrl` for the other party of `id`, both knowing `code` (as typed: see
  * `parseCode`), and hands over `options.payload` only to a party that proved the same code.
  *
@@ -152,7 +143,9 @@ export async function waitWithCode(
     payload: toBase64(own.message),
   });
   const peerMessage = fromBase64(first.peerPayload);
-  if (peerMessage && carriesShare(peerMessage, own.share)) {
+  // Our own message sent back: CPace gives no key for it, and it is no partner without a
+  // code either.
+  if (peerMessage && isReflection(own, peerMessage)) {
     throw new CodeExchangeError(
       "code_mismatch",
       "what came back as the other party's message is this party's own: someone in the " +

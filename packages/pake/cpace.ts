@@ -215,6 +215,17 @@ export interface CPaceResult {
 }
 
 /**
+ * Whether `peerMessage` carries this party's own share: its own message (or its share with
+ * other associated data) sent back, a reflection. Two honest parties never draw the same
+ * scalar (probability 2^-252); a party that took its own share would confirm its own tag as
+ * the peer's, a key exchange with nobody. False for a message that does not parse.
+ */
+export function isReflection(own: CPaceStart, peerMessage: Uint8Array): boolean {
+  const parts = parseLvCat(peerMessage, 2);
+  return parts !== undefined && equalBytes(parts[0]!, own.share);
+}
+
+/**
  * Finishes a run with the peer's message: the ISK, or undefined when the message is
  * malformed (its lengths do not add up) or its share is not a valid non-identity element,
  * the aborts the draft requires, or is this party's own share sent back (a reflection, which
@@ -227,12 +238,8 @@ export function finish(
   order: TranscriptOrder,
 ): CPaceResult | undefined {
   const parts = parseLvCat(peerMessage, 2);
-  if (!parts) return undefined;
+  if (!parts || isReflection(own, peerMessage)) return undefined;
   const [peerShare, peerAd] = parts as [Uint8Array, Uint8Array];
-  // Our own share sent back (a reflection): two honest parties never draw the same scalar
-  // (probability 2^-252), and a party that took it would confirm its own tag as the peer's,
-  // a key exchange with nobody.
-  if (equalBytes(peerShare, own.share)) return undefined;
   const k = scalarMultVfy(own.y, peerShare);
   if (k.every((byte) => byte === 0)) return undefined;
   const transcript = order === "initiator"

@@ -12,6 +12,7 @@ import {
   type CPaceInputs,
   finish,
   generatorString,
+  isReflection,
   lvCat,
   oCat,
   parseLvCat,
@@ -203,4 +204,15 @@ Deno.test("a party's own message sent back (a reflection) gives no key, whatever
     // The same share with other associated data is still ours.
     assert.equal(finish(shared, a, lvCat(a.share, utf8("bob")), order), undefined, order);
   }
+});
+
+Deno.test("isReflection: a party's own share, with any AD, is one; the peer's share and what does not parse are not", () => {
+  const shared = { prs: utf8("7-guitar-orbit"), sid: h("0011223344556677") };
+  const a = start(shared, utf8("alice"));
+  const b = start(shared, utf8("bob"));
+  assert.equal(isReflection(a, a.message), true);
+  assert.equal(isReflection(a, lvCat(a.share, utf8("bob"))), true);
+  assert.equal(isReflection(a, b.message), false);
+  assert.equal(isReflection(a, new Uint8Array(0)), false);
+  assert.equal(isReflection(a, a.share), false, "a bare share is no message");
 });

@@ -26,6 +26,7 @@ export {
   DSI,
   finish,
   generatorString,
+  isReflection,
   lvCat,
   oCat,
   parseLvCat,
