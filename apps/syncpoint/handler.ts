@@ -411,6 +411,7 @@ const LISTENER_CODES: Record<number, string> = {
   417: "expectation_failed",
   431: "headers_too_large",
   501: "not_implemented",
+  505: "http_version_not_supported",
 };
 
 /**
@@ -418,7 +419,8 @@ const LISTENER_CODES: Record<number, string> = {
  * 400 `bad_request` (an invalid or missing Host, a target that is not a path, a request
  * that cannot be parsed or ended before its body), 405 `method_not_allowed` (CONNECT), 408
  * `request_timeout` (not whole in time), 417 `expectation_failed`, 431 `headers_too_large`,
- * 501 `not_implemented` (a transfer coding other than chunked).
+ * 501 `not_implemented` (a transfer coding other than chunked), 505
+ * `http_version_not_supported` (not HTTP/1.x).
  */
 export function badRequestAnswer(
   status: number,

@@ -301,6 +301,11 @@ Deno.test("syncpoint server: malformed requests get 400 bad_request, counted, ne
       "GET /healthz HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
       // The wait endpoint's direct path checks Host as the rest does.
       "POST /wait-for-second-party/x HTTP/1.1\r\nHost: a b\r\nContent-Length: 0\r\n\r\n",
+      // Framing two parsers could read two ways (request smuggling), and obs-fold.
+      "POST /wait-for-second-party/s HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n" +
+      "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+      "POST /wait-for-second-party/s HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+      "POST /wait-for-second-party/s HTTP/1.1\r\nHost: x\r\nX: y\r\n Content-Length: 2\r\n\r\nab",
     ];
     const [coded, codedBody] = await raw(
       server,
@@ -330,6 +335,11 @@ Deno.test("syncpoint server: malformed requests get 400 bad_request, counted, ne
         "CONNECT 127.0.0.1:1 HTTP/1.1\r\nHost: x\r\n\r\n",
         "HTTP/1.1 405 Method Not Allowed",
         "method_not_allowed",
+      ],
+      [
+        "GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n",
+        "HTTP/1.1 505 HTTP Version Not Supported",
+        "http_version_not_supported",
       ],
     ];
     for (const [request, line, code] of others) {

@@ -1,15 +1,19 @@
 /**
  * An HTTP/1.1 server for handlers that hold a request open (a rendezvous, a long poll) and
- * must know whether the client is still there: node:http on Deno, with the client's
- * presence watched on its socket, half-closes kept, and accepting supervised.
+ * must know whether the client is still there: our own listener on `Deno.listen`, which
+ * reads each socket for as long as it is open, with the client's presence probed after a
+ * half-close, and accepting supervised. Framing is `_h1_parse.ts` (pure, RFC 9112); one
+ * connection's life is `_h1_connection.ts`.
  *
- * Why not `Deno.serve`: measured on Deno 2.9.6, `Deno.serve` watches a connection for the
- * client leaving only when the whole request (head and body) arrived in the server's first
- * read of 512 bytes (ext/http's `wait_raw_response_ready` polls the peer only for a
+ * Why a listener of our own: measured on Deno 2.9.6, `Deno.serve` watches a connection for
+ * the client leaving only when the whole request (head and body) arrived in the server's
+ * first read of 512 bytes (ext/http's `wait_raw_response_ready` polls the peer only for a
  * pre-buffered body). With a body of ~460 bytes or more, Content-Length or chunked, a client
  * that hangs up while its handler waits is never noticed: `request.signal` does not abort.
- * The reproduction is kept in `packages/net/testdata/deno_serve_hangup.ts`. node:http reads
- * the socket for as long as it is open, whatever the body, so a hang-up closes the response.
+ * The reproduction is kept in `packages/net/testdata/deno_serve_hangup.ts`. node:http sees
+ * every departure but costs a third of the throughput on Deno, and npm's JavaScript parsers
+ * accept what RFC 9112 refuses (docs/benchmarks.md, `_h1_parse.ts`). Owning the socket, this
+ * listener sees every departure at `Deno.serve`'s speed.
  *
  * Half-close (RFC 9112 section 9.6 lets a client close its sending side once its request
  * is complete; `nc -N`, socat and `shutdown(SHUT_WR)` do): the client can still read its
@@ -18,49 +22,53 @@
  * So after a FIN the connection is *in doubt* and {@link Presence.confirm} probes it with an
  * interim `100 Continue` response (RFC 9110 section 15.2: an HTTP/1.1 client must accept
  * unexpected 1xx responses), twice, {@link PROBE_GAP_MS} apart: a departed client's reset
- * makes the second write fail. A probe runs at once after the FIN and again whenever the
- * handler asks (before pairing, say). An HTTP/1.0 client cannot be sent a 1xx: its FIN is a
- * departure. The limit of the method: a client whose round trip exceeds the gap can pass a
- * probe after leaving.
+ * makes the second write fail. A probe runs at once after the FIN, again every
+ * {@link REPROBE_MS} while answers are pending, and whenever the handler asks (before
+ * pairing, say). An HTTP/1.0 client cannot be sent a 1xx: its FIN is a departure. The limit
+ * of the method: a client whose round trip exceeds the gap can pass a probe after leaving.
  *
- * Accepting: under descriptor exhaustion (EMFILE) node:http on Deno 2.9.6 stops accepting
- * for good and says nothing (no `error` event; `maxConnections` does not prevent it). A
- * watchdog therefore connects to the server every {@link WATCHDOG_MS}: a probe connection
- * that cannot be opened (EMFILE), or {@link UNACCEPTED_PROBES} in a row that are not accepted
- * while nothing else is (a burst only delays them), start an outage, during which
- * the listener is replaced (same port, backoff of backoff.ts) until one accepts again;
- * connections already held keep being served. One outage is logged once when it starts and
- * once when it ends. No library does this, hence the hand-written supervisor.
+ * Accepting: an accept that fails (EMFILE, out of descriptors) starts an outage, during
+ * which the listener is closed (new connections are refused, not queued unseen) and opened
+ * again on the same port (backoff of backoff.ts) until one accepts again; connections
+ * already held keep being served. A watchdog also connects to the server every
+ * {@link WATCHDOG_MS}: a probe connection that cannot be opened (EMFILE), or
+ * {@link UNACCEPTED_PROBES} in a row that are not accepted while nothing else is (a burst
+ * only delays them), count as accept failures too. One outage is logged once when it starts
+ * and once when it ends. No library does this, hence the hand-written supervisor.
  *
  * Requests it cannot take are answered here, with the body `onBadRequest` gives (JSON for
- * syncpoint), never a 500: an invalid, missing or repeated Host, a target that is not a
- * path, an unparsable request, a FIN before the body is complete (400); CONNECT (405); a
- * head not in within {@link HEADERS_TIMEOUT_MS} or a request not whole within
- * {@link REQUEST_TIMEOUT_MS} (408); an unknown Expect (417); a head too large (431); a
- * transfer coding other than chunked (501). Pipelined requests are served in order; one
- * still queued when its connection closes is closed with it (its signal aborts).
+ * syncpoint), never a 500, and the connection is closed: an invalid, missing or repeated
+ * Host, a target that is not a path, a request that does not parse (`_h1_parse.ts` lists
+ * what), a FIN before the request is complete (400); CONNECT (405); a head not in within
+ * {@link HEADERS_TIMEOUT_MS} or a request not whole within {@link REQUEST_TIMEOUT_MS} (408);
+ * an unknown Expect (417); a head too large (431); a transfer coding other than chunked
+ * (501); an HTTP version other than 1.x (505). Such an answer never takes the place of an
+ * earlier request's pending answer: the connection is closed instead. Pipelined requests are
+ * served in order; one still queued when its connection closes sees its signal abort.
+ * Answers are sent whole: a handler's `Response` body is read before its head is written
+ * (with a Content-Length), which suits the short answers of a rendezvous, not a stream.
  *
  * @module
  */
 import { checkDuration } from "@duet/core/duration";
-import { Buffer } from "node:buffer";
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import { connect, Server as NetServer, type Socket } from "node:net";
-import { getRequestListener, type HttpBindings } from "@hono/node-server";
 import { getLogger } from "@logtape/logtape";
-import { delay } from "@duet/core/delay";
 import { setLongTimeout } from "@duet/core/long-timeout";
 import { durationOption } from "./_duration.ts";
 import { AcceptOutage } from "./outage.ts";
 import { type AcceptProbe, type WatchdogCounters, watchdogStep } from "./_watchdog.ts";
+import {
+  Connection,
+  type ConnectionHost,
+  type Exchange,
+  IncompleteRequest,
+  PROBE_DEADLINE_MS,
+  REPROBE_MS,
+} from "./_h1_connection.ts";
+
+export { PROBE_DEADLINE_MS, REPROBE_MS };
 
 /** Milliseconds between the two writes of a presence probe (250 ms). */
 export const PROBE_GAP_MS = 250;
-/**
- * Milliseconds a probe may take beyond its two gaps before it counts as a departure
- * (1,000 ms): its writes wait behind an answer the client is not reading.
- */
-export const PROBE_DEADLINE_MS = 1_000;
 /** Milliseconds between two checks of the accept watchdog (1,000 ms). */
 export const WATCHDOG_MS = 1_000;
 /** How long an idle keep-alive connection is kept (65,000 ms, above common proxies' 60 s). */
@@ -72,11 +80,6 @@ export const KEEP_ALIVE_MS = 65_000;
 export const REQUEST_TIMEOUT_MS = 30_000;
 /** Milliseconds a request's head has to arrive (20,000 ms, or the request timeout if less). */
 export const HEADERS_TIMEOUT_MS = 20_000;
-/**
- * Milliseconds between probes of a half-closed connection whose answer is pending (5,000
- * ms): a client that resets later is noticed by the next probe, not only when paired.
- */
-export const REPROBE_MS = 5_000;
 /** Watchdog probes in a row that connect but are not accepted before the listener is replaced. */
 export const UNACCEPTED_PROBES = 3;
 /** An outage ends once accepting has worked for this long (5,000 ms). */
@@ -152,19 +155,9 @@ export type Http1Handler = (request: Request, info: Http1Info) => Response | Pro
  * request that cannot be parsed, or one that ended (FIN) before its body was complete; 405
  * `CONNECT`; 408 a request not whole in time; 417 an `Expect` other than `100-continue`;
  * 431 a head too large; 501 a transfer coding other than `chunked` alone (RFC 9112 section
- * 6.1).
+ * 6.1); 505 an HTTP version other than 1.x.
  */
-export type BadRequestStatus = 400 | 405 | 408 | 417 | 431 | 501;
-
-/** The reason phrases of {@link BadRequestStatus}. */
-const REASONS: Record<BadRequestStatus, string> = {
-  400: "Bad Request",
-  405: "Method Not Allowed",
-  408: "Request Timeout",
-  417: "Expectation Failed",
-  431: "Request Header Fields Too Large",
-  501: "Not Implemented",
-};
+export type BadRequestStatus = 400 | 405 | 408 | 417 | 431 | 501 | 505;
 
 /** Options of {@link serveHttp1}. */
 export interface Http1Options {
@@ -184,7 +177,7 @@ export interface Http1Options {
   ) => { headers: Record<string, string>; text: string };
   /**
    * Milliseconds a request has to arrive whole, a finite number > 0 (also past
-   * `setTimeout`'s 2^31 − 1 ms: node:http compares timestamps); {@link REQUEST_TIMEOUT_MS}
+   * `setTimeout`'s 2^31 − 1 ms: deadlines are compared with the clock); {@link REQUEST_TIMEOUT_MS}
    * by default.
    */
   requestTimeoutMs?: number;
@@ -251,10 +244,15 @@ const log = getLogger(["duet", "net"]);
  * await server.shutdown();
  * ```
  */
-export async function serveHttp1(
+export function serveHttp1(
   options: Http1Options,
   handler: Http1Handler,
 ): Promise<Http1Server> {
+  // A throw (a bad option, listening refused) becomes the promise's rejection.
+  return new Promise((resolve) => resolve(startHttp1(options, handler)));
+}
+
+function startHttp1(options: Http1Options, handler: Http1Handler): Http1Server {
   const timings: Http1Timings = {
     probeGapMs: durationOption("probeGapMs", options.probeGapMs, PROBE_GAP_MS),
     watchdogMs: durationOption("watchdogMs", options.watchdogMs, WATCHDOG_MS, true),
@@ -263,8 +261,6 @@ export async function serveHttp1(
       options.recoveredAfterMs,
       RECOVERED_AFTER_MS,
     ),
-    // node:http wants whole milliseconds, at most 2^53 − 1 (it throws its own RangeError,
-    // naming its own option, past that).
     requestTimeoutMs: Math.ceil(
       options.requestTimeoutMs === undefined ? REQUEST_TIMEOUT_MS : checkDuration(
         "requestTimeoutMs",
@@ -274,9 +270,7 @@ export async function serveHttp1(
     ),
   };
   const listener = new Http1Listener(options, handler, timings);
-  await listener.start().catch((error: Error & { code?: string }) => {
-    throw listenError(error);
-  });
+  listener.start();
   listener.watch();
   const addr: Deno.NetAddr = { transport: "tcp", hostname: options.hostname, port: listener.port };
   return {
@@ -302,218 +296,186 @@ interface Http1Timings {
   probeGapMs: number;
   watchdogMs: number;
   recoveredAfterMs: number;
-  /** Whole milliseconds (node:http's). */
+  /** Whole milliseconds. */
   requestTimeoutMs: number;
 }
 
-/** A socket with the response node's HTTP server has put on it (the first one pending). */
-type HttpSocket = Socket & { _httpMessage?: ServerResponse & { req?: IncomingMessage } | null };
+/** What a request that cannot be taken is answered: its status and a short reason. */
+type Refusal = { status: BadRequestStatus; reason: string };
 
 /**
- * The state of one server of {@link serveHttp1} and its steps: the node:http listener (one
- * at a time, replaced in an outage) and its event handlers, the connections accepted, the
- * requests in flight, the accept watchdog (see the module documentation), the shutdown.
+ * The state of one server of {@link serveHttp1} and its steps: the listener (one at a time,
+ * replaced in an outage) and its accept loop, the connections accepted, the requests in
+ * flight, the timeouts' sweep, the accept watchdog (see the module documentation), the
+ * shutdown.
  */
-class Http1Listener {
+class Http1Listener implements ConnectionHost {
   readonly #options: Http1Options;
   readonly #timings: Http1Timings;
-  readonly #adapter: ReturnType<typeof getRequestListener>;
-  readonly #servers = new Set<Server>();
-  readonly #sockets = new Set<Socket>();
+  readonly #handler: Http1Handler;
+  readonly #connections = new Set<Connection>();
   readonly #outage: AcceptOutage;
+  #listener: Deno.TcpListener | undefined;
   #port: number;
   #inFlight = 0;
   #drained: (() => void) | undefined;
   #stopped = false;
-  #listening = false;
   /** Connections accepted since the start: a watchdog probe looks for one more. */
   #accepted = 0;
   #watchdog: WatchdogCounters = { unaccepted: 0, healthySince: 0 };
   #cancelWatchdog = () => {};
+  #sweep: ReturnType<typeof setInterval> | undefined;
   #stopping: Promise<void> | undefined;
 
   constructor(options: Http1Options, handler: Http1Handler, timings: Http1Timings) {
     this.#options = options;
     this.#timings = timings;
+    this.#handler = handler;
     this.#port = options.port;
     this.#outage = new AcceptOutage({ log, port: () => this.#port });
-    this.#adapter = requestAdapter(handler, options, timings.probeGapMs, this.#badRequest);
   }
 
-  /** The port listened on (the one picked, once listening, when asked for 0). */
   get port(): number {
     return this.#port;
   }
-  /** See {@link Http1Server.listening}. */
   get listening(): boolean {
-    return this.#listening;
+    return this.#listener !== undefined;
   }
-  /** See {@link Http1Server.outage}. */
   get outage(): boolean {
     return this.#outage.active;
   }
-  /** See {@link Http1Server.acceptFailures}. */
   get acceptFailures(): number {
     return this.#outage.failures;
   }
-  /** See {@link Http1Server.inFlight}. */
   get inFlight(): number {
     return this.#inFlight;
   }
 
-  /** The body of an answer to a request that cannot be taken (`onBadRequest`'s). */
-  readonly #badRequest = (status: BadRequestStatus, reason: string) =>
-    this.#options.onBadRequest?.(status, reason) ?? { headers: {}, text: "" };
-
-  /** The whole answer of a request that cannot be taken, as bytes for the socket. */
-  #badRaw(status: BadRequestStatus, reason: string): string {
-    const bad = this.#badRequest(status, reason);
-    return rawAnswer(`${status} ${REASONS[status]}`, bad.text, bad.headers);
+  // ConnectionHost: what each connection needs from its server.
+  get probeGapMs(): number {
+    return this.#timings.probeGapMs;
+  }
+  get requestTimeoutMs(): number {
+    return this.#timings.requestTimeoutMs;
+  }
+  get headersTimeoutMs(): number {
+    return HEADERS_TIMEOUT_MS;
+  }
+  get keepAliveMs(): number {
+    return KEEP_ALIVE_MS;
+  }
+  counted(delta: 1 | -1): void {
+    this.#inFlight += delta;
+    if (this.#inFlight === 0) this.#drained?.();
+  }
+  closed(connection: Connection): void {
+    this.#connections.delete(connection);
+  }
+  refusal(status: BadRequestStatus, reason: string): Uint8Array {
+    const bad = this.#options.onBadRequest?.(status, reason) ?? { headers: {}, text: "" };
+    return encodeAnswer(status, { ...bad.headers, connection: "close" }, bad.text);
   }
 
-  /** One request, counted in flight until its response closes: refused, direct or handled. */
-  readonly #onRequest = (incoming: IncomingMessage, outgoing: ServerResponse): void => {
-    const socket = incoming.socket;
-    this.#countInFlight(socket, outgoing);
-    const invalid = invalidRequest(incoming);
-    if (invalid) {
-      const answer = this.#badRequest(invalid.status, invalid.reason);
-      writeWhole(outgoing, invalid.status, { ...answer.headers, connection: "close" }, answer.text);
-      return;
+  /** A request's head was taken: refused, taken by the direct path, or handled. */
+  dispatch(exchange: Exchange): void {
+    const refused = refusalOf(exchange);
+    if (refused) {
+      exchange.failBody(new IncompleteRequest(refused.reason));
+      return exchange.answer(this.refusal(refused.status, refused.reason), true);
     }
-    // A FIN before the request is complete: it never will be (half-open connections are
-    // allowed, so node would wait). On the direct path the body read sees it and answers
-    // 400 (the client can still read). Through the adapter, which must not be written
-    // around: the connection is closed (a departure).
-    const { direct } = this.#options;
-    const { probeGapMs } = this.#timings;
-    if (direct?.(new NodeExchange(incoming, outgoing, probeGapMs, this.#badRequest))) return;
-    if (!incoming.complete) {
-      const cut = () => {
-        if (!incoming.complete && !outgoing.headersSent) socket.destroy();
-      };
-      if (socket.readableEnded) cut();
-      else outgoing.once("close", onSocket(socket, "end", cut));
-    }
-    this.#adapter(incoming, outgoing);
-  };
-
-  /** Counts a request in flight until its response closes. */
-  #countInFlight(socket: HttpSocket, outgoing: ServerResponse): void {
-    this.#inFlight++;
-    if (socket._httpMessage === outgoing && !socket.destroyed) {
-      // The response holds the open socket: node closes it when the connection closes.
-      outgoing.once("close", this.#onClosed);
-      return;
-    }
-    // A pipelined request's response still queued behind another's when the connection
-    // closes never closes by itself (node emits it only for the response holding the
-    // socket): close it, so its handler's signal aborts and it is not counted in flight.
-    let closed = false;
-    const unwatch = onSocket(socket, "close", () => {
-      if (!closed) outgoing.destroy().emit("close");
-    });
-    outgoing.once("close", () => {
-      closed = true;
-      unwatch();
-      this.#onClosed();
-    });
+    const direct = this.#options.direct;
+    if (direct?.(new H1Exchange(exchange))) return;
+    void this.#handle(exchange);
   }
 
-  /** A request's response closed. */
-  readonly #onClosed = (): void => {
-    if (--this.#inFlight === 0) this.#drained?.();
-  };
-
-  /** Listens (again, on the port of the first listener); rejects with node's listen error. */
-  start(): Promise<void> {
-    const server = this.#createServer();
-    return new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(this.#port, this.#options.hostname, () => {
-        server.off("error", reject);
-        server.on("error", (error: Error) => log.debug("Listener error: {error}", { error }));
-        this.#port = (server.address() as { port: number }).port;
-        this.#servers.add(server);
-        this.#listening = true;
-        resolve();
+  /** A request through the Web handler: a `Request` in, the `Response` written whole. */
+  async #handle(exchange: Exchange): Promise<void> {
+    let request: Request;
+    try {
+      request = webRequest(exchange);
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error);
+      return exchange.answer(this.refusal(400, reason), true);
+    }
+    let response: Response;
+    try {
+      response = await this.#handler(request, {
+        remoteAddr: exchange.connection.remoteAddr,
+        presence: presenceOf(exchange),
       });
-    });
-  }
-
-  /** A node:http server with this listener's settings and event handlers, not listening. */
-  #createServer(): Server {
-    const requestTimeoutMs = this.#timings.requestTimeoutMs;
-    const server = createServer({
-      // A missing Host on HTTP/1.1 is answered by invalidRequest, with onBadRequest's body.
-      requireHostHeader: false,
-      requestTimeout: requestTimeoutMs,
-      headersTimeout: Math.min(HEADERS_TIMEOUT_MS, requestTimeoutMs),
-      // How often node looks for requests past those timeouts (30 s by default).
-      connectionsCheckingInterval: Math.min(1_000, requestTimeoutMs),
-    }, this.#onRequest);
-    // Keep a half-closed client's request (see the module documentation).
-    (server as Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
-    // node's 5 s default closes idle keep-alive connections, which a proxy or a client
-    // reusing its connection (and the tests) expect to stay usable longer.
-    server.keepAliveTimeout = KEEP_ALIVE_MS;
-    server.on("connection", (socket: Socket) => this.#onConnection(socket));
-    server.on(
-      "clientError",
-      (error: Error & { code?: string }, socket: Socket) => this.#onClientError(error, socket),
-    );
-    server.on(
-      "checkExpectation",
-      (_incoming: IncomingMessage, outgoing: ServerResponse) => this.#onCheckExpectation(outgoing),
-    );
-    server.on("connect", (_incoming: IncomingMessage, socket: Socket) => this.#onConnect(socket));
-    return server;
-  }
-
-  /** A connection accepted: kept until it closes, for the watchdog and the shutdown. */
-  #onConnection(socket: Socket): void {
-    this.#accepted++;
-    this.#sockets.add(socket);
-    socket.once("close", () => this.#sockets.delete(socket));
-  }
-
-  /** A request node could not take (unparsable, too large, not whole in time). */
-  #onClientError(error: Error & { code?: string }, socket: HttpSocket): void {
-    // What node does without this listener, with onBadRequest's body: an answer when it
-    // is this request's to give, then close. Not in place of the answer of an earlier
-    // request still pending on the connection (a pipelined request behind a held one):
-    // the connection is closed then, which that request sees as its client leaving.
-    const code = error.code ?? "";
-    let answer: string | undefined;
-    if (code === "ERR_HTTP_REQUEST_TIMEOUT") {
-      answer = this.#badRaw(408, "the request was not whole in time");
-    } else if (code === "HPE_HEADER_OVERFLOW") {
-      answer = this.#badRaw(431, "the request head is too large");
-    } else if (code.startsWith("HPE_")) {
-      answer = this.#badRaw(400, "the request could not be parsed");
+    } catch (error) {
+      response = await this.#onError(error);
     }
-    const held = socket._httpMessage;
-    // The held response is the failing request's own when its request is not complete.
-    const ours = !held || (!held.headersSent && held.req?.complete === false);
-    if (answer && socket.writable && ours) socket.write(answer);
-    socket.destroy();
+    let body: Uint8Array;
+    try {
+      body = new Uint8Array(await response.arrayBuffer());
+    } catch (error) {
+      response = await this.#onError(error);
+      body = new Uint8Array(await response.arrayBuffer());
+    }
+    const headers: Record<string, string> = {};
+    response.headers.forEach((value, name) => (headers[name] = value));
+    const close = /(?:^|,)\s*close\s*(?:,|$)/i.test(headers["connection"] ?? "");
+    setConnection(exchange, headers, close);
+    if (exchange.head.method === "HEAD") {
+      // The length GET would have: the handler's, else its body's (which is not sent).
+      const length = response.headers.get("content-length") ?? String(body.length);
+      return exchange.answer(
+        encodeAnswer(response.status, headers, new Uint8Array(0), length),
+        close,
+      );
+    }
+    exchange.answer(encodeAnswer(response.status, headers, body), close);
   }
 
-  /** An Expect other than 100-continue (node answers 417 with no body). */
-  #onCheckExpectation(outgoing: ServerResponse): void {
-    const bad = this.#badRequest(417, "the only expectation supported is 100-continue");
-    writeWhole(outgoing, 417, { ...bad.headers, connection: "close" }, bad.text);
+  async #onError(error: unknown): Promise<Response> {
+    try {
+      return await (this.#options.onError?.(error) ?? new Response(null, { status: 500 }));
+    } catch {
+      return new Response(null, { status: 500 });
+    }
   }
 
-  /** CONNECT is not served (node closes without a word). */
-  #onConnect(socket: HttpSocket): void {
-    // node hands the socket over with no error listener: a reset would be uncaught and end
-    // the process (found by an attacker). With an answer of an earlier request still
-    // pending, nothing may be written ahead of it: the connection is closed.
-    socket.on("error", () => socket.destroy());
-    const held = socket._httpMessage;
-    if (held && !held.writableFinished) socket.destroy();
-    else socket.end(this.#badRaw(405, "CONNECT is not served here"));
+  /** Listens (again, on the port of the first listener); throws as `Deno.listen` does. */
+  start(): void {
+    const listener = Deno.listen({ hostname: this.#options.hostname, port: this.#port });
+    this.#port = (listener.addr as Deno.NetAddr).port;
+    this.#listener = listener;
+    void this.#accept(listener);
+    this.#sweep ??= setInterval(
+      () => {
+        const now = Date.now();
+        for (const connection of this.#connections) connection.sweep(now);
+      },
+      Math.min(1_000, this.#timings.requestTimeoutMs),
+    );
+  }
+
+  /** Accepts until this listener is closed; an accept failure starts an outage. */
+  async #accept(listener: Deno.TcpListener): Promise<void> {
+    for (;;) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await listener.accept();
+      } catch (error) {
+        if (this.#listener !== listener) return; // closed on purpose
+        const reason = (error as { code?: string }).code ?? (error as Error).message;
+        this.#failed(reason);
+        this.#schedule(this.#outage.nextAttemptMs());
+        return;
+      }
+      this.#accepted++;
+      if (this.#stopped) {
+        conn.close();
+        continue;
+      }
+      try {
+        conn.setNoDelay(true);
+      } catch { /* closed already */ }
+      const connection = new Connection(conn, this);
+      this.#connections.add(connection);
+      void connection.run();
+    }
   }
 
   /** Starts the accept watchdog. */
@@ -522,13 +484,14 @@ class Http1Listener {
   }
 
   #schedule(ms: number): void {
+    this.#cancelWatchdog();
     if (!this.#stopped) this.#cancelWatchdog = setLongTimeout(() => this.#tick(), ms);
   }
 
   /** One check of the accept watchdog: listen again if out, probe, act on what it found. */
   async #tick(): Promise<void> {
     if (this.#stopped) return;
-    if (!this.#listening && !await this.#relisten()) return;
+    if (!this.#listener && !this.#relisten()) return;
     const probe = await this.#probeAccept();
     if (this.#stopped) return;
     const { watchdogMs, recoveredAfterMs } = this.#timings;
@@ -547,9 +510,9 @@ class Http1Listener {
   }
 
   /** Listens again during an outage: false (the next attempt scheduled) when it cannot. */
-  async #relisten(): Promise<boolean> {
+  #relisten(): boolean {
     try {
-      await this.start();
+      this.start();
       log.debug("Listening again on port {port}", { port: this.#port });
       return true;
     } catch (error) {
@@ -560,58 +523,41 @@ class Http1Listener {
     }
   }
 
-  /** An accept failure: the outage goes on, and the listener is replaced. */
+  /** An accept failure: the outage goes on, and the listener is closed until replaced. */
   #failed(reason: string): void {
     this.#outage.failed(reason);
-    // Replace the listener: the old one keeps its connections, accepts no more.
-    for (const server of this.#servers) {
-      stopListening(server);
-      // node destroys a connection after its response when its server is not listening
-      // (_http_server.js, resOnFinish); a replaced listener's connections are still served.
-      Object.defineProperty(server, "listening", { get: () => !this.#stopped });
-      this.#servers.delete(server);
-    }
-    this.#listening = false;
+    const listener = this.#listener;
+    this.#listener = undefined;
+    try {
+      listener?.close();
+    } catch { /* closed already */ }
   }
 
   /**
    * Connects to the server: undefined when a connection was accepted in time (the probe or
    * any other), else why not.
    */
-  #probeAccept(): Promise<AcceptProbe> {
+  async #probeAccept(): Promise<AcceptProbe> {
     const before = this.#accepted;
     const hostname = this.#options.hostname;
     const host = hostname === "0.0.0.0" ? "127.0.0.1" : hostname === "::" ? "::1" : hostname;
-    return new Promise((resolve) => {
-      const socket = connect(this.#port, host);
-      const done = (result: AcceptProbe) => {
-        cancelTimer();
-        socket.destroy();
-        resolve(result);
-      };
-      const cancelTimer = setLongTimeout(
-        () =>
-          done(
-            this.#accepted !== before ? undefined : {
-              kind: "unaccepted",
-              reason: "connections were not accepted",
-            },
-          ),
-        this.#timings.watchdogMs,
-      );
-      socket.once(
-        "error",
-        (error: Error & { code?: string }) =>
-          done({ kind: "unopened", reason: error.code ?? error.message }),
-      );
-      socket.once("connect", () => {
-        const check = () => {
-          if (this.#accepted !== before) done(undefined);
-          else if (!socket.destroyed) setTimeout(check, 5);
-        };
-        check();
-      });
-    });
+    let conn: Deno.TcpConn | undefined;
+    const deadline = Date.now() + this.#timings.watchdogMs;
+    try {
+      conn = await Deno.connect({ hostname: host, port: this.#port });
+      while (this.#accepted === before && Date.now() < deadline && !this.#stopped) {
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+      return this.#accepted !== before
+        ? undefined
+        : { kind: "unaccepted", reason: "connections were not accepted" };
+    } catch (error) {
+      return { kind: "unopened", reason: (error as { code?: string }).code ?? String(error) };
+    } finally {
+      try {
+        conn?.close();
+      } catch { /* closed already */ }
+    }
   }
 
   /** See {@link Http1Server.shutdown}. */
@@ -621,328 +567,49 @@ class Http1Listener {
 
   async #stop(): Promise<void> {
     this.#stopped = true;
-    this.#listening = false;
     this.#cancelWatchdog();
-    for (const server of this.#servers) stopListening(server);
-    this.#servers.clear();
-    // Idle keep-alive connections go now; busy ones once their response is out.
-    for (const socket of this.#sockets) {
-      if (!(socket as HttpSocket)._httpMessage) socket.destroy();
-    }
-    if (this.#inFlight > 0) await new Promise<void>((resolve) => (this.#drained = resolve));
-    for (const socket of this.#sockets) socket.end();
-    await new Promise((resolve) => setTimeout(resolve, 0));
-    for (const socket of this.#sockets) socket.destroy();
-  }
-}
-
-/**
- * The adapter from a node request to the handler's Web `Request` (@hono/node-server), with
- * the handler's {@link Http1Info}.
- */
-function requestAdapter(
-  handler: Http1Handler,
-  options: Http1Options,
-  probeGapMs: number,
-  badRequest: (
-    status: BadRequestStatus,
-    reason: string,
-  ) => { headers: Record<string, string>; text: string },
-): ReturnType<typeof getRequestListener> {
-  return getRequestListener(
-    (request: Request, env) => {
-      // Only HTTP/1.1 here (createServer from node:http), so the bindings are node:http's.
-      const { incoming, outgoing } = env as HttpBindings;
-      return handler(request, {
-        remoteAddr: remoteAddrOf(incoming),
-        presence: watchPresence(incoming, outgoing, probeGapMs),
-      });
-    },
-    {
-      // The adapter hands a request it could not build (its URL) to errorHandler as a
-      // RequestError: that is the client's fault, answered 400, not a 500.
-      errorHandler: (error) => {
-        if (error instanceof Error && error.name === "RequestError") {
-          const answer = badRequest(400, error.message);
-          return new Response(answer.text, {
-            status: 400,
-            headers: { ...answer.headers, connection: "close" },
-          });
-        }
-        return options.onError?.(error) ?? new Response(null, { status: 500 });
-      },
-      // What an HTTP/1.0 request without Host is taken to name (HTTP/1.1 requires Host:
-      // node answers 400 without it), so that a plain health check gets its answer.
-      hostname: "localhost",
-      // By default the adapter replaces the global Request and Response with its own, which
-      // breaks every Deno.serve handler in the same process (duet serve runs ping beside).
-      overrideGlobalObjects: false,
-    },
-  );
-}
-
-/**
- * The presence of one request's client: a FIN seen on a socket whose response is pending
- * makes it in doubt (or, for HTTP/1.0, a departure), and so does a closed socket (a queued
- * pipelined response may not have seen it yet); probes settle it.
- */
-function watchPresence(
-  incoming: IncomingMessage,
-  outgoing: ServerResponse,
-  probeGapMs: number,
-): Presence {
-  const socket = incoming.socket;
-  const onEnd = () => {
-    if (outgoing.writableFinished) return;
-    // No 1xx can be sent to an HTTP/1.0 request: its FIN is a departure, unless an HTTP/1.1
-    // request ahead of it on the connection can carry the probe (writeProbe decides).
-    // Probe now, and again every REPROBE_MS while the answer is pending: a client that
-    // resets later sends nothing a socket that has read its FIN would notice.
-    const probe = async () => {
-      if (await probeConnection(socket, probeGapMs) && !outgoing.writableFinished) {
-        reprobe = setTimeout(probe, REPROBE_MS);
-      }
-    };
-    void probe();
-  };
-  let reprobe: ReturnType<typeof setTimeout> | undefined;
-  const unwatch = socket.readableEnded ? (onEnd(), () => {}) : onSocket(socket, "end", onEnd);
-  outgoing.once("close", () => (unwatch(), clearTimeout(reprobe)));
-  return {
-    get inDoubt() {
-      return !outgoing.writableFinished && (socket.destroyed || socket.readableEnded);
-    },
-    confirm() {
-      if (outgoing.writableFinished) return Promise.resolve(true);
-      if (socket.destroyed) return Promise.resolve(false);
-      if (!socket.readableEnded) return Promise.resolve(true);
-      return probeConnection(socket, probeGapMs);
-    },
-  };
-}
-
-/** The probe running on a connection, shared by every request on it (pipelined ones too). */
-const probes = new WeakMap<Socket, Promise<boolean>>();
-
-/**
- * Probes a half-closed connection (see the module documentation): true when the client can
- * still read, false when it has left (the connection is then destroyed). Settles within
- * 2 gaps + {@link PROBE_DEADLINE_MS}: a probe that cannot be written by then (the answer
- * ahead of it is not being read) counts as a departure.
- */
-function probeConnection(socket: Socket, gapMs: number): Promise<boolean> {
-  let probe = probes.get(socket);
-  if (!probe) {
-    probe = (async () => {
-      // Long timers (setLongTimeout, delay): a gap given past 2^31 − 1 ms must not fire at once.
-      // A connection that closes ends the probe at once: with a long gap, nothing may wait on.
-      let cancelDeadline = () => {};
-      let unwatchClose = () => {};
-      const deadline = new Promise<false>((resolve) => {
-        cancelDeadline = setLongTimeout(() => resolve(false), 2 * gapMs + PROBE_DEADLINE_MS);
-        unwatchClose = onSocket(socket, "close", () => resolve(false));
-      });
-      const gapOver = new AbortController(); // no gap timer outlives the probe
-      const probing = (async () =>
-        await writeProbe(socket) &&
-        await delay(gapMs, { signal: gapOver.signal }).then(() => true, () => false) &&
-        await writeProbe(socket) && !socket.destroyed)();
-      const present = await Promise.race([probing, deadline]);
-      cancelDeadline();
-      unwatchClose();
-      gapOver.abort();
-      // A reset seen by the second write: the client is gone; close so the signals abort.
-      if (!present) socket.destroy();
-      probes.delete(socket);
-      return present;
-    })();
-    probes.set(socket, probe);
-  }
-  return probe;
-}
-
-/**
- * Writes one `100 Continue` on the connection, through the response that holds it (the
- * first one pending; a pipelined request's own response may be queued behind it), once
- * that response has not started its answer: true when written, false on a write error.
- */
-function writeProbe(socket: Socket): Promise<boolean> {
-  return new Promise<boolean>((resolve) => {
-    const attempt = () => {
-      if (socket.destroyed) return resolve(false);
-      const holder = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
-      if (!holder || holder.writableFinished) {
-        // Between two answers, or none pending: nothing can be written; look again soon.
-        return void setTimeout(attempt, 5);
-      }
-      if (holder.headersSent) {
-        // An answer is going out: a 1xx cannot be put in it. Its end is the next chance.
-        const next = () => (holder.off("finish", next).off("close", next), attempt());
-        return void holder.once("finish", next).once("close", next);
-      }
-      const request = (holder as ServerResponse & { req?: IncomingMessage }).req;
-      if (request?.httpVersion === "1.0") {
-        // No 1xx for HTTP/1.0: the connection cannot be probed, its FIN is a departure.
-        return resolve(false);
-      }
-      holder.writeContinue(((error?: Error | null) => resolve(!error)) as () => void);
-    };
-    attempt();
-  });
-}
-
-/** Callbacks waiting for each socket's end (FIN) and close, behind one listener each. */
-const socketWatchers = {
-  end: new WeakMap<Socket, Set<() => void>>(),
-  close: new WeakMap<Socket, Set<() => void>>(),
-};
-
-/**
- * Calls `fn` once when the socket emits `event` (for "close", in a microtask if it is
- * destroyed already); returns the function that stops watching. One listener per socket and
- * event however many requests it carries, so pipelined requests do not pile up listeners.
- */
-function onSocket(socket: Socket, event: "end" | "close", fn: () => void): () => void {
-  if (event === "close" && socket.destroyed) {
-    let live = true;
-    queueMicrotask(() => live && fn());
-    return () => (live = false);
-  }
-  const registry = socketWatchers[event];
-  let watchers = registry.get(socket);
-  if (!watchers) {
-    const set = new Set<() => void>();
-    watchers = set;
-    registry.set(socket, set);
-    socket.once(event, () => {
-      for (const watcher of [...set]) watcher();
-      set.clear();
-    });
-  }
-  const set = watchers;
-  set.add(fn);
-  return () => void set.delete(fn);
-}
-
-/** node's listen error as the `Deno.errors` class callers of `Deno.serve` expect. */
-function listenError(error: Error & { code?: string }): Error {
-  const kinds: Record<string, new (message: string) => Error> = {
-    EADDRINUSE: Deno.errors.AddrInUse,
-    EACCES: Deno.errors.PermissionDenied,
-    EADDRNOTAVAIL: Deno.errors.AddrNotAvailable,
-    // node says EINVAL for an address that is not this machine's (Deno.serve: AddrNotAvailable).
-    EINVAL: Deno.errors.AddrNotAvailable,
-    // A host name that does not resolve (getaddrinfo).
-    ENOTFOUND: Deno.errors.NotFound,
-    EAI_AGAIN: Deno.errors.NotFound,
-  };
-  const Kind = error.code ? kinds[error.code] : undefined;
-  return Kind ? new Kind(error.message) : error;
-}
-
-/**
- * Closes the listening socket only. `http.Server.close()` also closes the idle keep-alive
- * connections (Node 19 and later, and Deno), which a replaced listener must keep serving.
- */
-function stopListening(server: Server): void {
-  NetServer.prototype.close.call(server);
-}
-
-function remoteAddrOf(incoming: IncomingMessage): Deno.NetAddr {
-  const socket = incoming.socket;
-  return { transport: "tcp", hostname: socket.remoteAddress ?? "", port: socket.remotePort ?? 0 };
-}
-
-/** The {@link DirectExchange} of one node request (a class: no closures per request). */
-class NodeExchange implements DirectExchange {
-  readonly method: string;
-  readonly target: string;
-  #controller: AbortController | undefined;
-  #presence: Presence | undefined;
-  #unread = false;
-  constructor(
-    readonly incoming: IncomingMessage,
-    readonly outgoing: ServerResponse,
-    readonly probeGapMs: number,
-    readonly badRequest: (
-      status: BadRequestStatus,
-      reason: string,
-    ) => { headers: Record<string, string>; text: string },
-  ) {
-    this.method = incoming.method ?? "GET";
-    this.target = incoming.url ?? "/";
-  }
-  header(name: string): string | undefined {
-    const value = this.incoming.headers[name];
-    return Array.isArray(value) ? value[0] : value;
-  }
-  get remoteAddr(): Deno.NetAddr {
-    return remoteAddrOf(this.incoming);
-  }
-  get presence(): Presence {
-    return this.#presence ??= watchPresence(this.incoming, this.outgoing, this.probeGapMs);
-  }
-  get signal(): AbortSignal {
-    if (!this.#controller) {
-      const abort = new AbortController();
-      this.#controller = abort;
-      const outgoing = this.outgoing;
-      if (outgoing.destroyed) abort.abort();
-      else {
-        outgoing.once("close", () => {
-          if (!outgoing.writableFinished) abort.abort();
-        });
-      }
-    }
-    return this.#controller.signal;
-  }
-  async body(max: number): Promise<Uint8Array | "too_large"> {
-    let body: Uint8Array | "too_large";
+    const listener = this.#listener;
+    this.#listener = undefined;
     try {
-      body = await readBody(this.incoming, max);
-    } catch (error) {
-      if (error instanceof IncompleteRequest) {
-        // The client can still read: tell it, and close.
-        const answer = this.badRequest(400, "the request ended before its body was complete");
-        writeWhole(this.outgoing, 400, { ...answer.headers, connection: "close" }, answer.text);
-      }
-      throw error;
+      listener?.close();
+    } catch { /* closed already */ }
+    // Idle keep-alive connections go now; busy ones once their answers are out.
+    for (const connection of this.#connections) if (connection.idle) connection.destroy();
+    if (this.#inFlight > 0) await new Promise<void>((resolve) => (this.#drained = resolve));
+    for (const connection of this.#connections) connection.end();
+    // Answers still being written get a moment to leave; then everything closes.
+    for (let i = 0; i < 20 && this.#connections.size > 0; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
     }
-    this.#unread = body === "too_large";
-    return body;
-  }
-  respond(status: number, headers: Record<string, string>, text: string): void {
-    // A body left unread is not worth reading to keep the connection: close it.
-    writeWhole(
-      this.outgoing,
-      status,
-      this.#unread ? { ...headers, connection: "close" } : headers,
-      text,
-    );
+    for (const connection of this.#connections) connection.destroy();
+    clearInterval(this.#sweep);
   }
 }
 
-/** A whole answer as bytes on the wire, for a connection node gave up on (clientError). */
-function rawAnswer(status: string, text: string, headers: Record<string, string> = {}): string {
-  const lines = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join("");
-  return `HTTP/1.1 ${status}\r\n${lines}Connection: close\r\n` +
-    `Content-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`;
-}
-
-/** Writes a whole answer with a body of `text` in UTF-8; nothing if the response is gone. */
-function writeWhole(
-  outgoing: ServerResponse,
-  status: number,
-  headers: Record<string, string>,
-  text: string,
-): void {
-  if (outgoing.destroyed || outgoing.headersSent || outgoing.writableEnded) return;
-  // The head is left to end(): with no head stored yet, Deno's node:http writes head and body
-  // as one string, straight to the socket (no cork, no writev of buffered chunks), and it
-  // adds Content-Length itself (the byte length of `text`), on that path or its fallback.
-  outgoing.statusCode = status;
-  for (const name in headers) outgoing.setHeader(name, headers[name]!);
-  outgoing.end(text);
+/** Why a parsed request cannot be taken (see {@link BadRequestStatus}), or undefined. */
+function refusalOf(exchange: Exchange): Refusal | undefined {
+  const head = exchange.head;
+  if (head.method === "CONNECT") return { status: 405, reason: "CONNECT is not served here" };
+  if (head.expect !== undefined && head.expect !== "100-continue") {
+    return { status: 417, reason: "the only expectation supported is 100-continue" };
+  }
+  const fields = head.fields;
+  let host: string | undefined;
+  for (let i = 0; i < fields.length; i += 2) {
+    if (fields[i] !== "host") continue;
+    if (host !== undefined) return { status: 400, reason: "more than one Host header" };
+    host = fields[i + 1]!;
+  }
+  if (host === undefined) {
+    if (head.version === "1.1") {
+      return { status: 400, reason: "an HTTP/1.1 request needs a Host header" };
+    }
+  } else if (!validHost(host)) return { status: 400, reason: "invalid Host header" };
+  const target = head.target;
+  if (!target.startsWith("/") && !/^https?:\/\//i.test(target)) {
+    return { status: 400, reason: "the request target is not a path" };
+  }
+  return undefined;
 }
 
 /**
@@ -952,109 +619,214 @@ function writeWhole(
 const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::(\d{1,5}))?$/;
 
 /** The last `Host` value found valid (clients send the same one again and again). */
-let validHost: string | undefined;
+let lastValidHost: string | undefined;
+
+function validHost(host: string): boolean {
+  if (host === lastValidHost) return true;
+  const match = HOST.exec(host);
+  if (!match || (match[1] !== undefined && Number(match[1]) > 65_535)) return false;
+  lastValidHost = host;
+  return true;
+}
+
+/** The Web `Request` of an exchange; throws (a 400) when its URL cannot be built. */
+function webRequest(exchange: Exchange): Request {
+  const head = exchange.head;
+  // An HTTP/1.0 request may come without Host: it names this server (say, a health check).
+  const host = exchange.field("host") ?? "localhost";
+  const url = head.target.startsWith("/") ? `http://${host}${head.target}` : head.target;
+  try {
+    new URL(url);
+  } catch {
+    throw new Error("the request target is not a valid URL");
+  }
+  const headers = new Headers();
+  const fields = head.fields;
+  for (let i = 0; i < fields.length; i += 2) headers.append(fields[i]!, fields[i + 1]!);
+  const init: RequestInit & { duplex?: "half" } = { method: head.method, headers };
+  init.signal = exchange.signal;
+  if (head.body !== 0 && head.method !== "GET" && head.method !== "HEAD") {
+    init.body = bodyStream(exchange);
+    init.duplex = "half";
+  }
+  return new Request(url, init);
+}
+
+/** The body of an exchange as a stream, read from the socket as the reader pulls. */
+function bodyStream(exchange: Exchange): ReadableStream<Uint8Array> {
+  return new ReadableStream<Uint8Array>({
+    start(controller) {
+      exchange.read({
+        data: (bytes) => controller.enqueue(bytes),
+        end: () => controller.close(),
+        fail: (error) => controller.error(error),
+      });
+    },
+  });
+}
+
+/** The presence of one exchange's client (see {@link Presence}). */
+function presenceOf(exchange: Exchange): Presence {
+  const connection = exchange.connection;
+  return {
+    get inDoubt() {
+      return !exchange.answered && (connection.isClosed || connection.readEnded);
+    },
+    confirm() {
+      if (exchange.answered) return Promise.resolve(true);
+      return connection.probe();
+    },
+  };
+}
+
+/** The {@link DirectExchange} of one exchange. */
+class H1Exchange implements DirectExchange {
+  readonly #exchange: Exchange;
+  #presence: Presence | undefined;
+  #unread = false;
+  constructor(exchange: Exchange) {
+    this.#exchange = exchange;
+  }
+  get method(): string {
+    return this.#exchange.head.method;
+  }
+  get target(): string {
+    return this.#exchange.head.target;
+  }
+  header(name: string): string | undefined {
+    return this.#exchange.field(name);
+  }
+  get remoteAddr(): Deno.NetAddr {
+    return this.#exchange.connection.remoteAddr;
+  }
+  get presence(): Presence {
+    return this.#presence ??= presenceOf(this.#exchange);
+  }
+  get signal(): AbortSignal {
+    return this.#exchange.signal;
+  }
+  body(max: number): Promise<Uint8Array | "too_large"> {
+    return new Promise((resolve, reject) => {
+      const chunks: Uint8Array[] = [];
+      let size = 0;
+      let done = false;
+      this.#exchange.read({
+        data: (bytes) => {
+          if (done) return;
+          size += bytes.length;
+          if (size > max) {
+            done = true;
+            this.#unread = true;
+            resolve("too_large");
+          } else chunks.push(bytes);
+        },
+        end: () => {
+          if (done) return;
+          done = true;
+          resolve(chunks.length === 1 ? chunks[0]! : concatAll(chunks, size));
+        },
+        fail: (error) => {
+          if (!done) (done = true, reject(error));
+        },
+      });
+    });
+  }
+  respond(status: number, headers: Record<string, string>, text: string): void {
+    // A body left unread is not worth reading to keep the connection: close it.
+    const close = this.#unread || headers["connection"] === "close";
+    const fields = { ...headers };
+    setConnection(this.#exchange, fields, close);
+    this.#exchange.answer(encodeAnswer(status, fields, text), close);
+  }
+}
 
 /**
- * Why the request cannot be taken, or undefined. 400 for a repeated or invalid `Host` (RFC
- * 9112 section 3.2; node answers a missing one on HTTP/1.1 itself and keeps only the first
- * of several in `headers`); 501 for a transfer coding other than `chunked` alone, which
- * node would hand over still coded (RFC 9112 section 6.1: a server that does not know a
- * coding answers 501).
+ * Sets the answer's `Connection` field: `close` when the connection ends with it (asked,
+ * or the request's own keep-alive rules: HTTP/1.0 without `keep-alive`, or `close`), and
+ * `keep-alive` to an HTTP/1.0 client that asked to keep it.
  */
-function invalidRequest(
-  incoming: IncomingMessage,
-): { status: BadRequestStatus; reason: string } | undefined {
-  const codings = incoming.headers["transfer-encoding"];
-  if (codings !== undefined && codings.trim().toLowerCase() !== "chunked") {
-    return { status: 501, reason: `transfer coding not implemented: ${codings}` };
-  }
-  const host = incoming.headers.host;
-  if (host === undefined) {
-    return incoming.httpVersion === "1.0"
-      ? undefined
-      : { status: 400, reason: "an HTTP/1.1 request needs a Host header" };
-  }
-  if (host !== validHost) {
-    const match = HOST.exec(host);
-    if (!match || (match[1] !== undefined && Number(match[1]) > 65_535)) {
-      return { status: 400, reason: "invalid Host header" };
-    }
-    validHost = host;
-  }
-  const raw = incoming.rawHeaders;
-  let hosts = 0;
-  for (let i = 0; i < raw.length; i += 2) {
-    if (raw[i]!.length === 4 && raw[i]!.toLowerCase() === "host" && ++hosts > 1) {
-      return { status: 400, reason: "more than one Host header" };
-    }
-  }
-  return undefined;
+function setConnection(exchange: Exchange, headers: Record<string, string>, close: boolean): void {
+  for (const name in headers) if (name.toLowerCase() === "connection") delete headers[name];
+  if (close || !exchange.head.keepAlive) headers["connection"] = "close";
+  else if (exchange.head.version === "1.0") headers["connection"] = "keep-alive";
 }
 
-/** A FIN came before the request's body was complete. */
-class IncompleteRequest extends Error {
-  override name = "IncompleteRequest";
+function concatAll(chunks: Uint8Array[], size: number): Uint8Array {
+  const joined = new Uint8Array(size);
+  let at = 0;
+  for (const chunk of chunks) (joined.set(chunk, at), at += chunk.length);
+  return joined;
 }
 
-/** See {@link DirectExchange.body}. */
-async function readBody(incoming: IncomingMessage, max: number): Promise<Uint8Array | "too_large"> {
-  // A body that came in the packet of the head is parsed right after the request event, in
-  // the same task: one microtask later it is complete and buffered, and taken without the
-  // listeners (and their removal) that reading a body still arriving needs.
-  if (!incoming.complete) await undefined;
-  if (incoming.complete && !incoming.readableEnded && incoming.readableLength <= max) {
-    // Not flowing: read() hands over what is buffered. Deno's node:http gives it one chunk
-    // per call (seen: a body that came in two reads of the socket lost its second), so it is
-    // called until the buffer is empty.
-    const chunks: Buffer[] = [];
-    for (let chunk = incoming.read() as Buffer | null; chunk; chunk = incoming.read()) {
-      chunks.push(chunk);
-    }
-    const bytes = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
-    return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+const encoder = new TextEncoder();
+
+/** RFC 9110's reason phrases of the statuses a handler is likely to answer. */
+const STATUS_TEXT: Record<number, string> = {
+  100: "Continue",
+  200: "OK",
+  201: "Created",
+  202: "Accepted",
+  204: "No Content",
+  301: "Moved Permanently",
+  302: "Found",
+  304: "Not Modified",
+  307: "Temporary Redirect",
+  308: "Permanent Redirect",
+  400: "Bad Request",
+  401: "Unauthorized",
+  403: "Forbidden",
+  404: "Not Found",
+  405: "Method Not Allowed",
+  406: "Not Acceptable",
+  408: "Request Timeout",
+  409: "Conflict",
+  410: "Gone",
+  411: "Length Required",
+  413: "Content Too Large",
+  414: "URI Too Long",
+  415: "Unsupported Media Type",
+  417: "Expectation Failed",
+  422: "Unprocessable Content",
+  429: "Too Many Requests",
+  431: "Request Header Fields Too Large",
+  500: "Internal Server Error",
+  501: "Not Implemented",
+  502: "Bad Gateway",
+  503: "Service Unavailable",
+  504: "Gateway Timeout",
+  505: "HTTP Version Not Supported",
+};
+
+/** The `Date` field, made once a second (RFC 9110 section 6.6.1: an origin server sends it). */
+let date = { second: 0, text: "" };
+function dateField(): string {
+  const second = Math.floor(Date.now() / 1_000);
+  if (second !== date.second) date = { second, text: new Date(second * 1_000).toUTCString() };
+  return date.text;
+}
+
+/**
+ * A whole answer as bytes: status line, the given fields (Content-Length and Date are set
+ * here), body. `headLength` is the Content-Length of a HEAD answer, which has no body.
+ */
+function encodeAnswer(
+  status: number,
+  headers: Record<string, string>,
+  body: string | Uint8Array,
+  headLength: string | null = null,
+): Uint8Array {
+  let head = `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? ""}\r\ndate: ${dateField()}\r\n`;
+  for (const name in headers) {
+    const lower = name.toLowerCase();
+    if (lower === "content-length" || lower === "transfer-encoding" || lower === "date") continue;
+    head += `${name}: ${headers[name]}\r\n`;
   }
-  return readStreamed(incoming, max);
-}
-
-/** Reads a body as it arrives (see {@link DirectExchange.body}). */
-function readStreamed(incoming: IncomingMessage, max: number): Promise<Uint8Array | "too_large"> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const socket = incoming.socket;
-    let unwatch = () => {};
-    const settle = () => {
-      incoming.off("data", onData).off("end", onEnd).off("error", onFail).off("close", onClose);
-      unwatch();
-    };
-    const onData = (chunk: Buffer) => {
-      size += chunk.byteLength;
-      if (size > max) {
-        settle();
-        incoming.pause();
-        resolve("too_large");
-        return;
-      }
-      chunks.push(chunk);
-    };
-    const onEnd = () => {
-      settle();
-      const bytes = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
-      resolve(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
-    };
-    const onFail = (error: Error) => (settle(), reject(error));
-    const onClose = () => onFail(new Error("the connection closed before the body was complete"));
-    // A FIN before the body is complete: the request can never be completed (with half-open
-    // connections allowed, node would wait for the rest).
-    const onSocketEnd = () => {
-      // The whole request may be parsed already, its end event still to come: that is a
-      // half-close after a complete request, which keeps the party.
-      if (!incoming.complete) onFail(new IncompleteRequest("the client closed its side mid-body"));
-    };
-    incoming.on("data", onData).on("end", onEnd).on("error", onFail).on("close", onClose);
-    if (incoming.complete && incoming.readableEnded) onEnd();
-    else if (socket.readableEnded) onSocketEnd();
-    else if (incoming.destroyed && !incoming.complete) onClose();
-    else unwatch = onSocket(socket, "end", onSocketEnd);
-  });
+  const bytes = typeof body === "string" ? encoder.encode(body) : body;
+  const noBody = status === 204 || status === 304 || (status >= 100 && status < 200);
+  if (!noBody) head += `content-length: ${headLength ?? bytes.length}\r\n`;
+  head += "\r\n";
+  const whole = new Uint8Array(head.length * 3 + bytes.length);
+  const { written } = encoder.encodeInto(head, whole);
+  whole.set(bytes, written);
+  return whole.subarray(0, written + bytes.length);
 }

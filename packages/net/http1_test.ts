@@ -1,5 +1,6 @@
-// The node:http server over real sockets on 127.0.0.1 (its presence probes and direct path
-// are exercised by apps/syncpoint/departure_test.ts and server_test.ts).
+// The listener over real sockets on 127.0.0.1 (its presence probes and direct path are
+// exercised by apps/syncpoint/departure_test.ts and server_test.ts; its framing alone by
+// _h1_parse_test.ts).
 import assert from "node:assert/strict";
 import process from "node:process";
 import { serveHttp1 } from "./http1.ts";
@@ -125,7 +126,7 @@ Deno.test("serveHttp1: a duration option out of range is a RangeError naming it"
     ["requestTimeoutMs", 0],
     ["requestTimeoutMs", -1],
     ["requestTimeoutMs", Infinity],
-    ["requestTimeoutMs", 1e308], // past node:http's own bound (2^53 - 1)
+    ["requestTimeoutMs", 1e308], // past 2^53 - 1: not a whole number of milliseconds
     ["watchdogMs", 0],
     ["watchdogMs", Number.NaN],
     ["probeGapMs", -1],
@@ -286,6 +287,121 @@ Deno.test("serveHttp1 direct path: a body is read whole, whatever its size and h
         assert.match(answer, new RegExp(`\\r\\n\\r\\n${size} ${sum}$`), `${size} in ${pieces}`);
       }
     }
+  } finally {
+    await server.shutdown();
+  }
+});
+
+/** Writes `request` on a new connection and reads until the server closes it. */
+async function roundTrip(port: number, request: string | Uint8Array): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const bytes = typeof request === "string" ? new TextEncoder().encode(request) : request;
+  for (let at = 0; at < bytes.length;) at += await conn.write(bytes.subarray(at));
+  const chunks: Uint8Array[] = [];
+  const buffer = new Uint8Array(65_536);
+  for (let n; (n = await conn.read(buffer)) !== null;) chunks.push(buffer.slice(0, n));
+  conn.close();
+  return new TextDecoder().decode(new Uint8Array(chunks.flatMap((c) => [...c])));
+}
+
+/** The status lines of a stream of answers. */
+const statusLines = (text: string) => text.match(/HTTP\/1\.1 \d{3}[^\r]*/g) ?? [];
+
+Deno.test("serveHttp1: 100-continue before the body, HEAD without one, HTTP/1.0 kept alive on request, 505", async () => {
+  const server = await serveHttp1(
+    { hostname: "127.0.0.1", port: 0 },
+    async (request) => new Response(`${request.method} ${await request.text()}`),
+  );
+  try {
+    const port = server.addr.port;
+    // The interim answer comes before the client has sent its body.
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    await conn.write(new TextEncoder().encode(
+      "POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\nConnection: close\r\n\r\n",
+    ));
+    const buffer = new Uint8Array(1_024);
+    const interim = new TextDecoder().decode(buffer.subarray(0, (await conn.read(buffer))!));
+    assert.equal(interim, "HTTP/1.1 100 Continue\r\n\r\n");
+    await conn.write(new TextEncoder().encode("hi"));
+    assert.match(
+      await new Response(conn.readable).text(),
+      /^HTTP\/1\.1 200 OK\r\n[^]*\r\n\r\nPOST hi$/,
+    );
+    // HEAD: the length of what GET would send, and no body.
+    const head = await roundTrip(port, "HEAD / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    assert.match(head, /content-length: 5\r\n/i);
+    assert.ok(head.endsWith("\r\n\r\n"), head);
+    // HTTP/1.0 with keep-alive: two answers on one connection, the second closing it.
+    const kept = await roundTrip(
+      port,
+      "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET / HTTP/1.0\r\n\r\n",
+    );
+    assert.deepEqual(statusLines(kept), ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK"]);
+    assert.match(kept, /connection: keep-alive\r\n[^]*connection: close\r\n/i);
+    assert.match(await roundTrip(port, "GET / HTTP/2.0\r\nHost: a\r\n\r\n"), /^HTTP\/1\.1 505 /);
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("serveHttp1: 100 pipelined requests in one write are answered in order, past the queue's bound", async () => {
+  const server = await serveHttp1(
+    { hostname: "127.0.0.1", port: 0 },
+    async (request) => {
+      const n = Number(new URL(request.url).pathname.slice(1));
+      // Later requests answer first: the order on the wire must still be the requests'.
+      await new Promise((resolve) => setTimeout(resolve, (100 - n) % 7));
+      return new Response(`<${n}>`);
+    },
+  );
+  try {
+    let requests = "";
+    for (let i = 0; i < 100; i++) requests += `GET /${i} HTTP/1.1\r\nHost: a\r\n\r\n`;
+    requests += "GET /100 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    const text = await roundTrip(server.addr.port, requests);
+    const bodies = [...text.matchAll(/<(\d+)>/g)].map((m) => Number(m[1]));
+    assert.deepEqual(bodies, Array.from({ length: 101 }, (_, i) => i));
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("serveHttp1: a refusal with the client's bytes still unread reaches the client (lingering close)", async () => {
+  const server = await serveHttp1({ hostname: "127.0.0.1", port: 0 }, () => new Response("no"));
+  try {
+    // 501 at the head; 256 KiB of body follow in the same write and are never read as one.
+    const head = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n";
+    const bytes = new Uint8Array([
+      ...new TextEncoder().encode(head),
+      ...new Uint8Array(262_144).fill(97),
+    ]);
+    for (let i = 0; i < 5; i++) {
+      assert.match(await roundTrip(server.addr.port, bytes), /^HTTP\/1\.1 501 Not Implemented\r\n/);
+    }
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("serveHttp1: chunked bodies with extensions and trailers reach a Web handler whole", async () => {
+  const server = await serveHttp1(
+    { hostname: "127.0.0.1", port: 0 },
+    async (request) => new Response(await request.text()),
+  );
+  try {
+    const answer = await roundTrip(
+      server.addr.port,
+      "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" +
+        "5;name=value\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nChecksum: x\r\n\r\n",
+    );
+    assert.match(answer, /\r\n\r\nhello world$/);
+    // A body larger than what is held for an unread handler arrives whole too.
+    const big = "x".repeat(3 << 20);
+    const echoed = await roundTrip(
+      server.addr.port,
+      `POST / HTTP/1.1\r\nHost: a\r\nContent-Length: ${big.length}\r\nConnection: close\r\n\r\n${big}`,
+    );
+    assert.equal(echoed.slice(echoed.indexOf("\r\n\r\n") + 4).length, big.length);
   } finally {
     await server.shutdown();
   }
