@@ -182,10 +182,11 @@ function redisBytes(text: string): number {
  */
 const MODEL = {
   instance: {
-    // node:http (packages/net/http1.ts), apps/syncpoint/tools/measure_memory.ts, medians of 3:
-    idle: 136 * MiB, // RSS idle, warmed up (135.2-136.0 MiB)
-    perParty: 16_700, // bytes per waiting party, empty body
-    perPayloadByte: 2.77, // (198.4 KB - 16.7 KB) / 64 KiB: a held 64 KiB UTF-16 payload
+    // The listener of packages/net/http1.ts on Deno.listen, measured with
+    // apps/syncpoint/tools/measure_memory.ts, medians of 3 (docs/benchmarks.md):
+    idle: 87 * MiB, // RSS idle, warmed up (85.8-86.7 MiB)
+    perParty: 19_200, // bytes per waiting party, empty body
+    perPayloadByte: 3.0, // (215.9 KB - 19.2 KB) / 64 KiB: a held 64 KiB UTF-16 payload
     margin: 1.25, // the pod limit covers the worst case x this
   },
   redis: {

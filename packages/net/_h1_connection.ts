@@ -39,6 +39,9 @@ export const PROBE_DEADLINE_MS = 1_000;
 export const REPROBE_MS = 5_000;
 /** How long a closing connection reads what the client still sends (lingering close). */
 const LINGER_MS = 2_000;
+/** Bytes of the read buffer of a connection whose reads come back short, and of a busy one. */
+const SMALL_READ = 2_048;
+const LARGE_READ = 65_536;
 /** Requests taken ahead of their answers before the socket is read no more. */
 const MAX_QUEUED = 32;
 /** Unread body bytes held for a handler before the socket is read no more. */
@@ -116,6 +119,7 @@ export class Exchange {
     for (const bytes of this.#early) sink.data(bytes);
     this.#early = [];
     this.#bytes = 0;
+    if (this.#earlyEnd !== undefined) this.#sink = undefined;
     if (this.#earlyEnd === true) sink.end();
     else if (this.#earlyEnd) sink.fail(this.#earlyEnd);
     this.connection.unblock();
@@ -133,7 +137,10 @@ export class Exchange {
   /** The body ended. */
   end(): void {
     this.complete = true;
-    if (this.#sink) this.#sink.end();
+    // The reader is let go once it has the whole body: it may hold its chunks.
+    const sink = this.#sink;
+    this.#sink = undefined;
+    if (sink) sink.end();
     else this.#earlyEnd = true;
   }
 
@@ -141,7 +148,9 @@ export class Exchange {
   failBody(error: Error): void {
     if (this.complete || this.#earlyEnd) return;
     this.complete = true;
-    if (this.#sink) this.#sink.fail(error);
+    const sink = this.#sink;
+    this.#sink = undefined;
+    if (sink) sink.fail(error);
     else this.#earlyEnd = error;
   }
 
@@ -206,7 +215,11 @@ export class Connection {
 
   /** Reads until the connection closes. */
   async run(): Promise<void> {
-    const buffer = new Uint8Array(65_536);
+    // A pending read holds its buffer for as long as the client sends nothing, which for a
+    // held party is its whole wait: a small one then (2 KiB per connection, not 64), a large
+    // one, taken for one read at a time, while reads come back full.
+    const small = new Uint8Array(SMALL_READ);
+    let buffer = small;
     while (!this.#closed) {
       if (this.#blocked()) {
         this.#gate = Promise.withResolvers();
@@ -221,12 +234,33 @@ export class Connection {
         return;
       }
       if (n === null) return this.#onFin();
+      const full = n === buffer.length;
+      // The parser keeps views of what it is given (a body may be held for a whole wait): the
+      // small buffer is read into again, and a large one mostly empty would be held whole, so
+      // those bytes are copied; a large one mostly full is handed over as it is.
+      const bytes = buffer === small || n < buffer.length / 2
+        ? buffer.slice(0, n)
+        : buffer.subarray(0, n);
       if (this.#closing) continue; // lingering: the client's bytes are dropped
       // The first bytes of a head start its clock (the head and request timeouts).
       if (!this.#parser.inHead && !this.#parser.inBody) this.#since = Date.now();
-      const events = this.#parser.push(buffer.slice(0, n));
+      const events = this.#parser.push(bytes);
       for (const event of events) this.#onEvent(event);
+      buffer = this.#nextBuffer(full, small);
     }
+  }
+
+  /**
+   * The buffer of the next read: the small one, unless the last read came back full while
+   * a request is still coming in; then as large as the rest of a Content-Length body (read
+   * in one piece, nothing to spare), or {@link LARGE_READ}.
+   */
+  #nextBuffer(full: boolean, small: Uint8Array<ArrayBuffer>): Uint8Array<ArrayBuffer> {
+    const parser = this.#parser;
+    if (!full || (!parser.inBody && !parser.inHead)) return small;
+    const left = parser.bodyLeft;
+    const size = left === undefined ? LARGE_READ : Math.min(LARGE_READ, left);
+    return size <= small.length ? small : new Uint8Array(size);
   }
 
   /** Reading waits while too many requests or too many unread bytes are held. */

@@ -63,6 +63,8 @@ export interface ParserOptions {
   maxHeadBytes?: number;
 }
 
+const EMPTY = new Uint8Array(0);
+
 /** The longest chunk-size line (size and extensions) taken. */
 const MAX_CHUNK_LINE = 4_096;
 
@@ -96,7 +98,7 @@ export class RequestParser {
   readonly #maxHead: number;
   #state: State = "head";
   /** Bytes fed and not consumed yet. */
-  #buffer: Uint8Array = new Uint8Array(0);
+  #buffer: Uint8Array = EMPTY;
   /** Where the search for the head's end resumes in the buffer. */
   #scanned = 0;
   /** Body bytes left in the current Content-Length body or chunk. */
@@ -111,6 +113,11 @@ export class RequestParser {
   /** True between a head and its end: a request is being read. */
   get inBody(): boolean {
     return this.#state !== "head" && this.#state !== "failed";
+  }
+
+  /** Bytes of a Content-Length body still to come, or undefined (no body, or chunked). */
+  get bodyLeft(): number | undefined {
+    return this.#state === "sized" ? this.#left : undefined;
   }
 
   /** True when bytes of a next request's head have come (a request is being read). */
@@ -131,7 +138,7 @@ export class RequestParser {
     } catch (error) {
       if (!(error instanceof Refused)) throw error;
       this.#state = "failed";
-      this.#buffer = new Uint8Array(0);
+      this.#buffer = EMPTY;
       events.push({ kind: "error", status: error.status, reason: error.message });
     }
     return events;
@@ -159,7 +166,9 @@ export class RequestParser {
 
   #take(n: number): Uint8Array {
     const taken = this.#buffer.subarray(0, n);
-    this.#buffer = this.#buffer.subarray(n);
+    // An empty view would still hold the whole buffer it was cut from (a held request's
+    // last read, for as long as it waits).
+    this.#buffer = n === this.#buffer.length ? EMPTY : this.#buffer.subarray(n);
     return taken;
   }
 

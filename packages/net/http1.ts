@@ -724,6 +724,7 @@ class H1Exchange implements DirectExchange {
           if (done) return;
           done = true;
           resolve(chunks.length === 1 ? chunks[0]! : concatAll(chunks, size));
+          chunks.length = 0;
         },
         fail: (error) => {
           if (!done) (done = true, reject(error));
