@@ -2,20 +2,22 @@
 /**
  * The listener alone, for issue #14's throughput question: the same in-memory pairing
  * (first POST waits, second gets the first's body and the first the second's) behind
- * three HTTP/1.1 listeners, so that a load generator measures what each listener costs per
+ * four HTTP/1.1 listeners, so that a load generator measures what each listener costs per
  * pair. Not a server to use: the `raw` one parses only what the load generator sends
  * (Content-Length bodies, no chunked, no limits, no timeouts).
  *
- *   deno run -A bench/syncpoint/listeners.ts serve|node|raw PORT
+ *   deno run -A bench/syncpoint/listeners.ts serve|node|raw|duet PORT
  *   loadgen pairs -url http://127.0.0.1:PORT/wait-for-second-party -concurrency 100
  *
- * `serve` is Deno.serve, `node` is node:http (what syncpoint uses since #14: it sees a party
- * leave after its body), `raw` a minimal parser on Deno.listen, which would see departures
- * too, since it owns the socket.
+ * `serve` is Deno.serve (misses departures after ~460 body bytes), `node` node:http (what
+ * syncpoint used from #14 to the listener of its own), `raw` a minimal parser on
+ * Deno.listen, `duet` packages/net/http1.ts (what syncpoint uses: Deno.listen, the strict
+ * parser, presence, timeouts) through its direct path.
  *
  * @module
  */
 import http from "node:http";
+import { serveHttp1 } from "@duet/net/http1";
 const mode = Deno.args[0];
 const port = Number(Deno.args[1] ?? 0);
 const waiting = new Map<string, (body: string) => void>();
@@ -38,6 +40,21 @@ if (mode === "serve") {
       return new Response(other);
     },
   );
+} else if (mode === "duet") {
+  const decoder = new TextDecoder();
+  const server = await serveHttp1({
+    hostname: "127.0.0.1",
+    port,
+    direct: (exchange) => {
+      exchange.body(65_536).then(async (body) => {
+        const text = body === "too_large" ? "" : decoder.decode(body);
+        const other = await pair(idOf(exchange.target), text);
+        exchange.respond(200, { "content-type": "text/plain" }, other);
+      });
+      return true;
+    },
+  }, () => new Response("not here", { status: 404 }));
+  console.log(server.addr.port);
 } else if (mode === "node") {
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
