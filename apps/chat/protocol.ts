@@ -339,6 +339,9 @@ export function encodeFrame(message: WireMessage): Uint8Array {
   return frame;
 }
 
+/** The largest buffer a frame decoder keeps while it holds no bytes. */
+const KEPT_DECODER_BYTES = 4_096;
+
 /**
  * Splits a byte stream into frame payloads. After it throws, the connection is beyond
  * repair: the caller answers with an error frame and closes.
@@ -380,7 +383,11 @@ export class FrameDecoder {
         throw new ProtocolError("bad_frame", "payload is not JSON");
       }
     }
-    if (this.#start === this.#end) this.#start = this.#end = 0;
+    if (this.#start === this.#end) {
+      this.#start = this.#end = 0;
+      // A buffer grown for one large frame is not kept for the rest of a quiet connection.
+      if (this.#buffer.length > KEPT_DECODER_BYTES) this.#buffer = new Uint8Array(0);
+    }
     return out;
   }
 

@@ -16,6 +16,8 @@ import type { Changes } from "./server_output.ts";
  * no further until they are handled.
  */
 export const READ_AHEAD_BYTES = 64 * 1024;
+/** The read buffer of a quiet connection (a large one is taken while reads come back full). */
+const IDLE_READ_BYTES = 2_048;
 
 /** A frame read: its payload, or why the bytes broke the framing rules. */
 export type InboxItem = { payload: unknown } | { error: ProtocolError };
@@ -79,7 +81,11 @@ export class Inbox {
    */
   async pump(): Promise<void> {
     const frames = new FrameDecoder();
-    const buffer = new Uint8Array(READ_AHEAD_BYTES);
+    // A pending read holds its buffer for as long as the client is quiet, which for a chat
+    // connection is most of its life: a small one then, a large one (taken for one read
+    // at a time) while reads come back full. The decoder copies what it keeps.
+    const small = new Uint8Array(IDLE_READ_BYTES);
+    let buffer = small;
     while (!this.#closed()) {
       if (this.#bytes >= READ_AHEAD_BYTES) {
         await this.#changes.changed();
@@ -96,9 +102,11 @@ export class Inbox {
         this.input = "ended";
         break;
       }
+      const chunk = buffer.subarray(0, read);
+      buffer = read === buffer.length ? new Uint8Array(READ_AHEAD_BYTES) : small;
       let payloads: unknown[];
       try {
-        payloads = frames.push(buffer.subarray(0, read));
+        payloads = frames.push(chunk);
       } catch (error) {
         // Handled in its turn; nothing after a broken frame is read.
         this.#batches.push({ items: [{ error: error as ProtocolError }], bytes: 0 });
