@@ -58,6 +58,8 @@ interface BodySink {
   data(bytes: Uint8Array): void;
   end(): void;
   fail(error: Error): void;
+  /** Bytes handed over and not consumed yet (a stream's queue); 0 when not said. */
+  backlog?(): number;
 }
 
 /** One request on a connection, from its head to its answer. */
@@ -110,7 +112,7 @@ export class Exchange {
 
   /** Body bytes buffered for a handler that has not read them. */
   get buffered(): number {
-    return this.#bytes;
+    return this.#bytes + (this.#sink?.backlog?.() ?? 0);
   }
 
   /** Attaches the one reader of the body; what came before is handed over first. */

@@ -372,7 +372,12 @@ class Http1Listener implements ConnectionHost {
     this.#connections.delete(connection);
   }
   refusal(status: BadRequestStatus, reason: string): Uint8Array {
-    const bad = this.#options.onBadRequest?.(status, reason) ?? { headers: {}, text: "" };
+    let bad = { headers: {} as Record<string, string>, text: "" };
+    try {
+      bad = this.#options.onBadRequest?.(status, reason) ?? bad;
+    } catch (error) {
+      log.error("onBadRequest failed: {error}", { error });
+    }
     return encodeAnswer(status, { ...bad.headers, connection: "close" }, bad.text);
   }
 
@@ -384,8 +389,19 @@ class Http1Listener implements ConnectionHost {
       return exchange.answer(this.refusal(refused.status, refused.reason), true);
     }
     const direct = this.#options.direct;
-    if (direct?.(new H1Exchange(exchange))) return;
-    void this.#handle(exchange);
+    let taken = false;
+    try {
+      taken = direct?.(new H1Exchange(exchange)) ?? false;
+    } catch (error) {
+      void this.#onError(error).then((response) => this.#send(exchange, response));
+      return;
+    }
+    if (!taken) {
+      this.#handle(exchange).catch((error) => {
+        log.error("A request failed: {error}", { error });
+        exchange.connection.destroy();
+      });
+    }
   }
 
   /** A request through the Web handler: a `Request` in, the `Response` written whole. */
@@ -406,12 +422,17 @@ class Http1Listener implements ConnectionHost {
     } catch (error) {
       response = await this.#onError(error);
     }
+    await this.#send(exchange, response);
+  }
+
+  /** Writes a handler's `Response`, read whole first (see the module documentation). */
+  async #send(exchange: Exchange, response: Response): Promise<void> {
     let body: Uint8Array;
     try {
       body = new Uint8Array(await response.arrayBuffer());
     } catch (error) {
       response = await this.#onError(error);
-      body = new Uint8Array(await response.arrayBuffer());
+      body = new Uint8Array(await response.arrayBuffer().catch(() => new ArrayBuffer(0)));
     }
     const headers: Record<string, string> = {};
     response.headers.forEach((value, name) => (headers[name] = value));
@@ -474,7 +495,11 @@ class Http1Listener implements ConnectionHost {
       } catch { /* closed already */ }
       const connection = new Connection(conn, this);
       this.#connections.add(connection);
-      void connection.run();
+      connection.run().catch((error) => {
+        // A fault of ours: it costs this connection, never the process.
+        log.error("A connection failed: {error}", { error });
+        connection.destroy();
+      });
     }
   }
 
@@ -652,17 +677,42 @@ function webRequest(exchange: Exchange): Request {
   return new Request(url, init);
 }
 
-/** The body of an exchange as a stream, read from the socket as the reader pulls. */
+/** Body bytes a Web handler's stream holds before it asks for more (64 KiB). */
+const STREAM_HIGH_WATER = 65_536;
+
+/**
+ * The body of an exchange as a stream, read from the socket as the reader pulls: what it
+ * holds unread counts toward the connection's read-ahead bound. A stream the handler
+ * cancelled (or answered without reading) takes nothing more.
+ */
 function bodyStream(exchange: Exchange): ReadableStream<Uint8Array> {
+  let live = true;
+  const unblock = () => exchange.connection.unblock();
   return new ReadableStream<Uint8Array>({
     start(controller) {
+      // The stream may be cancelled (or errored by its reader) at any moment: then its
+      // controller throws, which must not reach the connection's read loop.
+      const guard = (step: () => void) => {
+        if (!live) return;
+        try {
+          step();
+        } catch {
+          live = false;
+        }
+      };
       exchange.read({
-        data: (bytes) => controller.enqueue(bytes),
-        end: () => controller.close(),
-        fail: (error) => controller.error(error),
+        data: (bytes) => guard(() => controller.enqueue(bytes)),
+        end: () => guard(() => controller.close()),
+        fail: (error) => guard(() => controller.error(error)),
+        backlog: () => live ? Math.max(0, STREAM_HIGH_WATER - (controller.desiredSize ?? 0)) : 0,
       });
     },
-  });
+    pull: unblock,
+    cancel() {
+      live = false;
+      unblock();
+    },
+  }, new ByteLengthQueuingStrategy({ highWaterMark: STREAM_HIGH_WATER }));
 }
 
 /** The presence of one exchange's client (see {@link Presence}). */

@@ -406,3 +406,51 @@ Deno.test("serveHttp1: chunked bodies with extensions and trailers reach a Web h
     await server.shutdown();
   }
 });
+
+Deno.test("serveHttp1: handlers that cancel the body, throw in the direct path or in onBadRequest cost their request, never the process", async () => {
+  const server = await serveHttp1(
+    {
+      hostname: "127.0.0.1",
+      port: 0,
+      direct: (exchange) => {
+        if (exchange.target === "/throw") throw new Error("a direct handler's bug");
+        return false;
+      },
+      onBadRequest: () => {
+        throw new Error("an onBadRequest bug");
+      },
+      onError: () => new Response("handled", { status: 500 }),
+    },
+    async (request) => {
+      // Reads a piece, then cancels: the rest of the body must be dropped, not thrown.
+      const reader = request.body!.getReader();
+      await reader.read();
+      await reader.cancel();
+      return new Response("cancelled");
+    },
+  );
+  try {
+    const port = server.addr.port;
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    const encoder = new TextEncoder();
+    await conn.write(encoder.encode(
+      "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    ));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    await conn.write(
+      encoder.encode("5\r\nworld\r\n0\r\n\r\nGET /throw HTTP/1.1\r\nHost: a\r\n\r\n"),
+    );
+    await conn.write(encoder.encode("GET / HTTP/9.9\r\nHost: a\r\n\r\n"));
+    const text = await new Response(conn.readable).text();
+    assert.deepEqual(statusLines(text), [
+      "HTTP/1.1 200 OK",
+      "HTTP/1.1 500 Internal Server Error",
+      "HTTP/1.1 505 HTTP Version Not Supported",
+    ]);
+    assert.match(text, /cancelled[^]*handled/);
+    const health = await fetch(`http://127.0.0.1:${port}/x`, { method: "POST", body: "z" });
+    assert.equal(await health.text(), "cancelled");
+  } finally {
+    await server.shutdown();
+  }
+});
