@@ -8,6 +8,7 @@
  */
 import { getLogger } from "@logtape/logtape";
 import { AcceptOutage } from "@duet/net/outage";
+import { isConnectionAcceptError } from "@duet/net/accept-error";
 import { encodeFrame, errorMessage } from "./protocol.ts";
 
 const log = getLogger(["duet", "chat"]);
@@ -67,6 +68,8 @@ export class AcceptLoop {
         conn = await listener.accept();
       } catch (error) {
         if (stopping()) break;
+        // One client's connection failed before it was taken: accept the next.
+        if (isConnectionAcceptError(error)) continue;
         this.outage.failed(String(error));
         if (outOfDescriptors(error) && this.#reserve) conn = await this.#shed();
         if (!conn) {

@@ -298,6 +298,9 @@ Deno.test("syncpoint server: malformed requests get 400 bad_request, counted, ne
       "GET /healthz HTTP/1.1\r\nHost: a b\r\n\r\n",
       "GET /healthz HTTP/1.1\r\nHost: [::1\r\n\r\n",
       "GET /healthz HTTP/1.1\r\nHost: x:99999\r\n\r\n",
+      // The form of an IP literal, and no address: refused on every path alike.
+      "GET /healthz HTTP/1.1\r\nHost: [:::::::]\r\n\r\n",
+      "POST /wait-for-second-party/x HTTP/1.1\r\nHost: [:::::::]\r\nContent-Length: 0\r\n\r\n",
       "GET /healthz HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
       // The wait endpoint's direct path checks Host as the rest does.
       "POST /wait-for-second-party/x HTTP/1.1\r\nHost: a b\r\nContent-Length: 0\r\n\r\n",

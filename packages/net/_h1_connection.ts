@@ -42,10 +42,25 @@ const LINGER_MS = 2_000;
 /** Bytes of the read buffer of a connection whose reads come back short, and of a busy one. */
 const SMALL_READ = 2_048;
 const LARGE_READ = 65_536;
-/** Requests taken ahead of their answers before the socket is read no more. */
+/** Requests taken ahead of their answers before the connection's bytes are parsed no more. */
 const MAX_QUEUED = 32;
-/** Unread body bytes held for a handler before the socket is read no more. */
+/**
+ * Unread body bytes held for a handler, or answer bytes the client has not taken, before
+ * the connection's bytes are parsed no more.
+ */
 const HIGH_WATER = 1 << 20;
+/**
+ * Bytes read while parsing waits (kept unparsed), so that the client's FIN or reset is still
+ * seen; past them the socket is read no more.
+ */
+const PARKED_MAX = 65_536;
+/** Milliseconds a write may make no progress (the client reads nothing) before closing. */
+export const WRITE_TIMEOUT_MS = 30_000;
+/**
+ * Milliseconds between a probe's last write and the check that closes it: a client that
+ * left before that write answers it with a reset, which arrives within a round trip.
+ */
+const PROBE_SETTLE_MS = 50;
 const CONTINUE = new TextEncoder().encode("HTTP/1.1 100 Continue\r\n\r\n");
 
 /** A FIN (or a framing error) came before the request's body was complete. */
@@ -84,6 +99,7 @@ export class Exchange {
   constructor(readonly connection: Connection, head: RequestHead, startedAt: number) {
     this.head = head;
     this.startedAt = startedAt;
+    this.wantsContinue = head.expect === "100-continue" && head.body !== 0;
   }
 
   /** The first value of a field, by lower-case name. */
@@ -113,6 +129,25 @@ export class Exchange {
   /** Body bytes buffered for a handler that has not read them. */
   get buffered(): number {
     return this.#bytes + (this.#sink?.backlog?.() ?? 0);
+  }
+
+  /**
+   * Whether the client waits for `100 Continue` before its body (RFC 9110 section 10.1.1):
+   * sent once the body is asked for, not before (an answer without the body needs none).
+   */
+  wantsContinue: boolean;
+  /** The handler asked for the body. */
+  asked = false;
+  #continued = false;
+
+  /**
+   * The body is asked for: the client that waits for `100 Continue` is sent it, now if this
+   * is the first pending request, else once it is.
+   */
+  wantBody(): void {
+    this.asked = true;
+    if (!this.wantsContinue || this.#continued || this.complete || this.answered) return;
+    if (this.connection.sendContinue(this)) this.#continued = true;
   }
 
   /** Attaches the one reader of the body; what came before is handed over first. */
@@ -164,7 +199,7 @@ export class Exchange {
     this.closeAfter = close || !this.head.keepAlive;
     this.#early = [];
     this.#bytes = 0;
-    this.connection.answered();
+    this.connection.answered(this);
   }
 }
 
@@ -182,17 +217,34 @@ export class Connection {
   #closed = false;
   /** The last answer is out and the connection closes (the client's bytes are drained). */
   #closing = false;
+  /**
+   * A request after which no other is taken (it asked to close, or its answer closes): the
+   * requests pipelined behind it are not processed (RFC 9112 section 9.6).
+   */
+  #last = false;
   /** Writes in order; each item resolves its `done`. */
   readonly #writes: { bytes: Uint8Array; done?: (ok: boolean) => void }[] = [];
   #writing = false;
-  /** When the head being read (or the wait for one) began, for the timeouts. */
+  /** Bytes queued for the socket and not written yet. */
+  #unwritten = 0;
+  /** When the write in progress began (for WRITE_TIMEOUT_MS). */
+  #writeStart = 0;
+  /** Bytes read while parsing waits, in order, and their sum. */
+  #parked: Uint8Array[] = [];
+  #parkedBytes = 0;
+  #unparking = false;
+  /** When the connection last went idle (accepted, a request whole, an answer queued). */
   #since = Date.now();
+  /** When the read that began the head being read came. */
+  #headStart = this.#since;
   /** Requests taken on this connection. */
   #served = 0;
   #lingerTimer: ReturnType<typeof setTimeout> | undefined;
   #gate: PromiseWithResolvers<void> | undefined;
   #probe: Promise<boolean> | undefined;
+  #probing = false;
   #reprobe = () => {};
+  #closedWaiters: (() => void)[] = [];
 
   constructor(conn: Deno.TcpConn, host: ConnectionHost) {
     this.#conn = conn;
@@ -212,7 +264,7 @@ export class Connection {
   /** No request is pending or being read: what shutdown closes at once. */
   get idle(): boolean {
     return this.#queue.length === 0 && !this.#current && !this.#parser.inHead &&
-      this.#writes.length === 0 && !this.#writing;
+      this.#parkedBytes === 0 && this.#unwritten === 0;
   }
 
   /** Reads until the connection closes. */
@@ -223,19 +275,21 @@ export class Connection {
     const small = new Uint8Array(SMALL_READ);
     let buffer = small;
     while (!this.#closed) {
-      if (this.#blocked()) {
-        this.#gate = Promise.withResolvers();
-        await this.#gate.promise;
+      if (this.#parkedBytes > 0 && !this.#blocked()) {
+        this.#unpark();
+        continue;
+      }
+      if (this.#parkedBytes >= PARKED_MAX) {
+        await this.#waitUnblocked();
         continue;
       }
       let n: number | null;
       try {
         n = await this.#conn.read(buffer);
       } catch {
-        this.destroy();
-        return;
+        return this.destroy(); // a reset: every pending request sees its client leave
       }
-      if (n === null) return this.#onFin();
+      if (n === null) return await this.#onFin();
       const full = n === buffer.length;
       // The parser keeps views of what it is given (a body may be held for a whole wait): the
       // small buffer is read into again, and a large one mostly empty would be held whole, so
@@ -243,13 +297,38 @@ export class Connection {
       const bytes = buffer === small || n < buffer.length / 2
         ? buffer.slice(0, n)
         : buffer.subarray(0, n);
-      if (this.#closing) continue; // lingering: the client's bytes are dropped
-      // The first bytes of a head start its clock (the head and request timeouts).
-      if (!this.#parser.inHead && !this.#parser.inBody) this.#since = Date.now();
-      const events = this.#parser.push(bytes);
-      for (const event of events) this.#onEvent(event);
+      if (this.#closing || this.#last && !this.#current) continue; // dropped, unread
+      if (this.#blocked() || this.#parkedBytes > 0) {
+        // Parsing waits; reading goes on (a FIN or reset must still be seen), up to a bound.
+        this.#parked.push(bytes);
+        this.#parkedBytes += bytes.length;
+        continue;
+      }
+      this.#parse(bytes);
       buffer = this.#nextBuffer(full, small);
     }
+  }
+
+  /** Feeds bytes to the parser and acts on what they complete. */
+  #parse(bytes: Uint8Array): void {
+    // The first bytes of a head start its clock (the head and request timeouts).
+    if (!this.#parser.inHead && !this.#parser.inBody) this.#headStart = Date.now();
+    for (const event of this.#parser.push(bytes)) this.#onEvent(event);
+  }
+
+  /** Parses the bytes read while parsing waited, as far as it may go on. */
+  #unpark(): void {
+    while (this.#parked.length > 0 && !this.#blocked() && !this.#closed) {
+      const bytes = this.#parked.shift()!;
+      this.#parkedBytes -= bytes.length;
+      if (!this.#closing && !(this.#last && !this.#current)) this.#parse(bytes);
+    }
+  }
+
+  async #waitUnblocked(): Promise<void> {
+    if (!this.#blocked() || this.#closed) return;
+    this.#gate = Promise.withResolvers();
+    await this.#gate.promise;
   }
 
   /**
@@ -265,23 +344,40 @@ export class Connection {
     return size <= small.length ? small : new Uint8Array(size);
   }
 
-  /** Reading waits while too many requests or too many unread bytes are held. */
+  /**
+   * Parsing waits while too many requests wait for their answers, a handler has too many
+   * body bytes unread, or the client has too many answer bytes untaken.
+   */
   #blocked(): boolean {
     if (this.#closing) return false;
-    return this.#queue.length >= MAX_QUEUED || (this.#current?.buffered ?? 0) > HIGH_WATER;
+    return this.#queue.length >= MAX_QUEUED || (this.#current?.buffered ?? 0) > HIGH_WATER ||
+      this.#unwritten > HIGH_WATER;
   }
 
-  /** Reading may go on (a queued answer went out, or a handler read its body). */
+  /**
+   * Parsing may go on (an answer went out, a handler read its body): parses what was parked
+   * (in a microtask: never inside the parsing that called this), and wakes the reader.
+   */
   unblock(): void {
-    if (this.#gate && !this.#blocked()) {
+    if (this.#blocked()) return;
+    if (this.#gate) {
       const gate = this.#gate;
       this.#gate = undefined;
       gate.resolve();
+    }
+    if (this.#parkedBytes > 0 && !this.#unparking) {
+      this.#unparking = true;
+      queueMicrotask(() => {
+        this.#unparking = false;
+        this.#unpark();
+      });
     }
   }
 
   #onEvent(event: ParseEvent): void {
     if (this.#closed || this.#closing) return;
+    // After the last request (and its body), nothing more is taken.
+    if (this.#last && !this.#current) return;
     switch (event.kind) {
       case "head":
         return this.#onHead(event.head);
@@ -300,15 +396,12 @@ export class Connection {
   }
 
   #onHead(head: RequestHead): void {
-    const exchange = new Exchange(this, head, this.#since);
+    const exchange = new Exchange(this, head, this.#headStart);
     this.#queue.push(exchange);
     this.#host.counted(1);
     this.#served++;
     this.#current = exchange;
-    if (head.expect === "100-continue" && head.body !== 0 && this.#queue.length === 1) {
-      // The client waits for this before its body (RFC 9110 section 10.1.1).
-      this.#write(CONTINUE);
-    }
+    if (!head.keepAlive) this.#last = true;
     this.#host.dispatch(exchange);
   }
 
@@ -325,12 +418,22 @@ export class Connection {
 
   /** Answers a request the parser could not frame (no exchange holds it) and closes. */
   #refuse(status: RefusalStatus, reason: string): void {
+    this.#last = true;
     this.#write(this.#host.refusal(status, reason));
     this.#close();
   }
 
+  /** `100 Continue` for an exchange that asked for it, once it is the first pending. */
+  sendContinue(exchange: Exchange): boolean {
+    if (this.#queue[0] !== exchange || this.#closing) return false;
+    this.#write(CONTINUE);
+    return true;
+  }
+
   /** An exchange queued its answer: answers go out in order. */
-  answered(): void {
+  answered(exchange: Exchange): void {
+    // Nothing after an answer that ends the connection is taken.
+    if (exchange.closeAfter) this.#last = true;
     while (this.#queue.length > 0 && this.#queue[0]!.answered) {
       const next = this.#queue.shift()!;
       this.#host.counted(-1);
@@ -342,17 +445,29 @@ export class Connection {
         // Requests after it are not answered: the connection ends with this answer.
         for (const rest of this.#queue.splice(0)) (this.#host.counted(-1), rest.dropped());
         this.#current?.failBody(new Error("the connection is closing"));
+        this.#current = undefined;
         this.#close();
       }
     }
+    // The next in line may have asked for its body before it was first.
+    const first = this.#queue[0];
+    if (first?.asked) first.wantBody();
     this.#since = Date.now();
     this.unblock();
     if (this.#readEnded && this.#queue.length === 0 && !this.#closing) this.#close();
   }
 
-  #onFin(): void {
+  /** The client's FIN: requests still parked are parsed first, as parsing allows. */
+  async #onFin(): Promise<void> {
     this.#readEnded = true;
     if (this.#closing) return this.destroy();
+    while (this.#parkedBytes > 0 && !this.#closed) {
+      // Held requests are probed meanwhile: the FIN puts them in doubt.
+      this.#startProbing();
+      await this.#waitUnblocked();
+      this.#unpark();
+    }
+    if (this.#closed || this.#closing) return;
     const current = this.#current;
     this.#current = undefined;
     if (current) {
@@ -366,6 +481,12 @@ export class Connection {
     }
     if (this.#queue.length === 0) return this.#close();
     // Answers pending after a FIN: a half-close (kept) or a departure (see http1.ts).
+    this.#startProbing();
+  }
+
+  #startProbing(): void {
+    if (this.#probing || this.#queue.length === 0) return;
+    this.#probing = true;
     void this.#probeLoop();
   }
 
@@ -377,12 +498,14 @@ export class Connection {
       this.#reprobe = setLongTimeout(wait.resolve, REPROBE_MS);
       await wait.promise;
     }
+    this.#probing = false;
   }
 
   /**
    * Whether the client can still read its answers: at once while its side is open, else
-   * by two interim `100 Continue` writes a gap apart (a departed client's reset fails the
-   * second). False closes the connection. Shared by every request on it.
+   * by interim `100 Continue` writes, a gap apart and then a settling moment apart (a
+   * departed client's reset fails the next write). False closes the connection. Shared by
+   * every request on it.
    */
   probe(): Promise<boolean> {
     if (this.#closed) return Promise.resolve(false);
@@ -396,14 +519,16 @@ export class Connection {
 
   async #runProbe(): Promise<boolean> {
     const gapMs = this.#host.probeGapMs;
+    const settleMs = Math.min(gapMs, PROBE_SETTLE_MS);
     const over = new AbortController();
     let cancel = () => {};
     const deadline = new Promise<false>((resolve) => {
-      cancel = setLongTimeout(() => resolve(false), 2 * gapMs + PROBE_DEADLINE_MS);
+      cancel = setLongTimeout(() => resolve(false), 2 * gapMs + settleMs + PROBE_DEADLINE_MS);
     });
+    const pause = (ms: number) => delay(ms, { signal: over.signal }).then(() => true, () => false);
     const probing = (async () =>
-      await this.#probeWrite() &&
-      await delay(gapMs, { signal: over.signal }).then(() => true, () => false) &&
+      await this.#probeWrite() && await pause(gapMs) &&
+      await this.#probeWrite() && await pause(settleMs) &&
       await this.#probeWrite() && !this.#closed)();
     const present = await Promise.race([probing, deadline, this.#closedPromise()]);
     cancel();
@@ -420,7 +545,6 @@ export class Connection {
     return new Promise((resolve) => this.#write(CONTINUE, resolve));
   }
 
-  #closedWaiters: (() => void)[] = [];
   #closedPromise(): Promise<false> {
     return new Promise((resolve) => {
       if (this.#closed) resolve(false);
@@ -432,6 +556,7 @@ export class Connection {
   #write(bytes: Uint8Array, done?: (ok: boolean) => void): void {
     if (this.#closed) return done?.(false);
     this.#writes.push(done ? { bytes, done } : { bytes });
+    this.#unwritten += bytes.length;
     if (!this.#writing) void this.#flush();
   }
 
@@ -441,13 +566,17 @@ export class Connection {
       const item = this.#writes.shift()!;
       try {
         for (let at = 0; at < item.bytes.length;) {
-          at += await this.#conn.write(item.bytes.subarray(at));
+          this.#writeStart = Date.now();
+          const n = await this.#conn.write(item.bytes.subarray(at));
+          at += n;
+          this.#unwritten -= n;
         }
         item.done?.(true);
       } catch {
         item.done?.(false);
         this.destroy();
       }
+      this.unblock();
     }
     this.#writing = false;
     if (this.#closing && !this.#closed) this.#linger();
@@ -461,6 +590,8 @@ export class Connection {
   #close(): void {
     if (this.#closing || this.#closed) return;
     this.#closing = true;
+    this.#parked = [];
+    this.#parkedBytes = 0;
     this.unblock();
     if (!this.#writing && this.#writes.length === 0) this.#linger();
   }
@@ -482,18 +613,28 @@ export class Connection {
 
   /** Checks the timeouts (called about once a second). */
   sweep(now: number): void {
-    if (this.#closed || this.#closing) return;
+    if (this.#closed) return;
+    // A client that takes none of its answers holds them (and this connection) no longer.
+    if (this.#writing && now - this.#writeStart >= WRITE_TIMEOUT_MS) return this.destroy();
+    if (this.#closing) return;
     const host = this.#host;
-    const first = this.#queue[0];
     if (this.#current) {
       if (now - this.#current.startedAt < host.requestTimeoutMs) return;
       return this.#timedOut(this.#current, "the request was not whole in time");
     }
-    if (this.#parser.inHead || (this.#queue.length === 0 && this.#served === 0)) {
-      if (now - this.#since < Math.min(host.headersTimeoutMs, host.requestTimeoutMs)) return;
+    const headLimit = Math.min(host.headersTimeoutMs, host.requestTimeoutMs);
+    if (this.#parser.inHead) {
+      if (now - this.#headStart < headLimit) return;
       return this.#timedOut(undefined, "the request head was not whole in time");
     }
-    if (!first && this.#writes.length === 0 && now - this.#since >= host.keepAliveMs) this.#close();
+    if (this.#queue.length > 0 || this.#unwritten > 0 || this.#parkedBytes > 0) return;
+    // A new connection has the head's time for its first request; an idle one keep-alive's.
+    // (Empty lines, which the parser skips, restart neither clock.)
+    if (this.#served === 0) {
+      if (now - this.#since >= headLimit) {
+        this.#timedOut(undefined, "the request head was not whole in time");
+      }
+    } else if (now - this.#since >= host.keepAliveMs) this.#close();
   }
 
   /** A request not whole in time: 408 if its answer is next, else the connection closes. */
@@ -517,6 +658,9 @@ export class Connection {
       this.#conn.close();
     } catch { /* closed already */ }
     for (const write of this.#writes.splice(0)) write.done?.(false);
+    this.#unwritten = 0;
+    this.#parked = [];
+    this.#parkedBytes = 0;
     const pending = this.#queue.splice(0);
     for (const exchange of pending) (this.#host.counted(-1), exchange.dropped());
     this.#current?.dropped();

@@ -274,10 +274,15 @@ export class RequestParser {
   }
 }
 
-/** The index just past the head's CRLF CRLF, searching from `from`, or -1. */
+/**
+ * The index just past the head's CRLF CRLF, searching from `from`, or -1; refuses a bare
+ * LF as soon as it comes (a client that ends its lines so would otherwise wait for a
+ * timeout).
+ */
 function headEnd(buffer: Uint8Array, from: number): number {
-  for (let lf = buffer.indexOf(10, from + 3); lf >= 0; lf = buffer.indexOf(10, lf + 1)) {
-    if (buffer[lf - 1] === 13 && buffer[lf - 2] === 10 && buffer[lf - 3] === 13) return lf + 1;
+  for (let lf = buffer.indexOf(10, from); lf >= 0; lf = buffer.indexOf(10, lf + 1)) {
+    if (buffer[lf - 1] !== 13) throw new Refused(400, "a line ends in a bare LF");
+    if (lf >= 3 && buffer[lf - 2] === 10 && buffer[lf - 3] === 13) return lf + 1;
   }
   return -1;
 }

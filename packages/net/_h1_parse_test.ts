@@ -195,6 +195,9 @@ Deno.test("h1 parse: what RFC 9112 says to refuse is refused, with the status a 
     ["GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n", 400],
     ["GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n", 400],
     ["GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n", 400],
+    // A head whose lines all end in a bare LF is refused at once, not left to time out.
+    ["GET / HTTP/1.1\nHost: a\n\n", 400],
+    ["GET / HTTP/1.1\r\nHost: a\r\n\n", 400],
     ["GET / HTTP/1.1\r\n: empty name\r\n\r\n", 400],
     ["GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505],
     ["GET / HTTP/0.9\r\nHost: a\r\n\r\n", 505],

@@ -21,13 +21,25 @@
  * FIN, and the two can only be told apart by writing: a closed socket answers with a reset.
  * So after a FIN the connection is *in doubt* and {@link Presence.confirm} probes it with an
  * interim `100 Continue` response (RFC 9110 section 15.2: an HTTP/1.1 client must accept
- * unexpected 1xx responses), twice, {@link PROBE_GAP_MS} apart: a departed client's reset
- * makes the second write fail. A probe runs at once after the FIN, again every
- * {@link REPROBE_MS} while answers are pending, and whenever the handler asks (before
- * pairing, say). An HTTP/1.0 client cannot be sent a 1xx: its FIN is a departure. The limit
- * of the method: a client whose round trip exceeds the gap can pass a probe after leaving.
+ * unexpected 1xx responses), three times: {@link PROBE_GAP_MS} apart, then 50 ms apart (at
+ * most the gap). A departed client answers a write with a reset, which makes the next write
+ * fail; the last, short step catches a client that left after reading an earlier write of
+ * the same probe. A probe runs at once after the FIN, again every {@link REPROBE_MS} while
+ * answers are pending, and whenever the handler asks (before pairing, say). An HTTP/1.0
+ * client cannot be sent a 1xx: its FIN is a departure. The limits of the method: a client
+ * that left before a probe and is more than a gap of round trip away, or that leaves during
+ * a probe and is more than 50 ms away (or leaves in its last 50 ms), can pass it.
  *
- * Accepting: an accept that fails (EMFILE, out of descriptors) starts an outage, during
+ * Bounds: past 32 requests waiting for their answers, 1 MiB of body unread by its handler,
+ * or 1 MiB of answers the client has not taken, the connection's bytes are parsed no more
+ * (64 KiB more are read and kept, so that a FIN or reset is still seen, then nothing); a
+ * write that makes no progress for {@link WRITE_TIMEOUT_MS} closes the connection. Nothing
+ * pipelined after a request that closes the connection (`Connection: close`, HTTP/1.0, or an
+ * answer that closes it) is processed (RFC 9112 section 9.6).
+ *
+ * Accepting: an accept that fails for the listener (EMFILE, out of descriptors; not a
+ * failure of one connection, such as a client that reset before it was taken:
+ * `accept_error.ts`) starts an outage, during
  * which the listener is closed (new connections are refused, not queued unseen) and opened
  * again on the same port (backoff of backoff.ts) until one accepts again; connections
  * already held keep being served. A watchdog also connects to the server every
@@ -55,6 +67,7 @@ import { getLogger } from "@logtape/logtape";
 import { setLongTimeout } from "@duet/core/long-timeout";
 import { durationOption } from "./_duration.ts";
 import { AcceptOutage } from "./outage.ts";
+import { isConnectionAcceptError } from "./accept_error.ts";
 import { type AcceptProbe, type WatchdogCounters, watchdogStep } from "./_watchdog.ts";
 import {
   Connection,
@@ -63,9 +76,10 @@ import {
   IncompleteRequest,
   PROBE_DEADLINE_MS,
   REPROBE_MS,
+  WRITE_TIMEOUT_MS,
 } from "./_h1_connection.ts";
 
-export { PROBE_DEADLINE_MS, REPROBE_MS };
+export { PROBE_DEADLINE_MS, REPROBE_MS, WRITE_TIMEOUT_MS };
 
 /** Milliseconds between the two writes of a presence probe (250 ms). */
 export const PROBE_GAP_MS = 250;
@@ -480,6 +494,11 @@ class Http1Listener implements ConnectionHost {
         conn = await listener.accept();
       } catch (error) {
         if (this.#listener !== listener) return; // closed on purpose
+        // One client's connection failed before it was taken: accept the next.
+        if (isConnectionAcceptError(error)) {
+          this.#accepted++; // accepting works: the watchdog must not take it for an outage
+          continue;
+        }
         const reason = (error as { code?: string }).code ?? (error as Error).message;
         this.#failed(reason);
         this.#schedule(this.#outage.nextAttemptMs());
@@ -646,10 +665,19 @@ const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::(\d{1,5}))
 /** The last `Host` value found valid (clients send the same one again and again). */
 let lastValidHost: string | undefined;
 
+/**
+ * Whether `host` may name this server: RFC 3986's form, and a URL can be made of it (the
+ * Web handler's `Request` needs one: `[:::::::]` has the form and is no address).
+ */
 function validHost(host: string): boolean {
   if (host === lastValidHost) return true;
   const match = HOST.exec(host);
   if (!match || (match[1] !== undefined && Number(match[1]) > 65_535)) return false;
+  try {
+    new URL(`http://${host}/`);
+  } catch {
+    return false;
+  }
   lastValidHost = host;
   return true;
 }
@@ -677,9 +705,6 @@ function webRequest(exchange: Exchange): Request {
   return new Request(url, init);
 }
 
-/** Body bytes a Web handler's stream holds before it asks for more (64 KiB). */
-const STREAM_HIGH_WATER = 65_536;
-
 /**
  * The body of an exchange as a stream, read from the socket as the reader pulls: what it
  * holds unread counts toward the connection's read-ahead bound. A stream the handler
@@ -704,15 +729,20 @@ function bodyStream(exchange: Exchange): ReadableStream<Uint8Array> {
         data: (bytes) => guard(() => controller.enqueue(bytes)),
         end: () => guard(() => controller.close()),
         fail: (error) => guard(() => controller.error(error)),
-        backlog: () => live ? Math.max(0, STREAM_HIGH_WATER - (controller.desiredSize ?? 0)) : 0,
+        // With no high-water mark, the queue's size is minus the desired size.
+        backlog: () => live ? Math.max(0, -(controller.desiredSize ?? 0)) : 0,
       });
     },
-    pull: unblock,
+    // A read asks for the body: a client waiting for `100 Continue` is sent it then.
+    pull() {
+      exchange.wantBody();
+      unblock();
+    },
     cancel() {
       live = false;
       unblock();
     },
-  }, new ByteLengthQueuingStrategy({ highWaterMark: STREAM_HIGH_WATER }));
+  }, new ByteLengthQueuingStrategy({ highWaterMark: 0 }));
 }
 
 /** The presence of one exchange's client (see {@link Presence}). */
@@ -756,6 +786,7 @@ class H1Exchange implements DirectExchange {
     return this.#exchange.signal;
   }
   body(max: number): Promise<Uint8Array | "too_large"> {
+    this.#exchange.wantBody();
     return new Promise((resolve, reject) => {
       const chunks: Uint8Array[] = [];
       let size = 0;

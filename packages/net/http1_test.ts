@@ -454,3 +454,198 @@ Deno.test("serveHttp1: handlers that cancel the body, throw in the direct path o
     await server.shutdown();
   }
 });
+
+/** Runs python3 with `script` and `args`; fails the test on a non-zero exit. */
+async function python(script: string, ...args: string[]): Promise<string> {
+  const out = await new Deno.Command("python3", { args: ["-c", script, ...args] }).output();
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  return new TextDecoder().decode(out.stdout);
+}
+
+Deno.test("serveHttp1: a client that leaves behind 40 pipelined requests is seen leaving (parsing waits, reading does not)", async () => {
+  const left = Promise.withResolvers<void>();
+  const server = await serveHttp1({ hostname: "127.0.0.1", port: 0 }, async (request) => {
+    if (new URL(request.url).pathname === "/held") {
+      await new Promise((resolve) => request.signal.addEventListener("abort", resolve));
+      left.resolve();
+    }
+    return new Response("ok");
+  });
+  try {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+    await conn.write(new TextEncoder().encode(
+      "GET /held HTTP/1.1\r\nHost: a\r\n\r\n" + "GET /x HTTP/1.1\r\nHost: a\r\n\r\n".repeat(40),
+    ));
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    conn.close();
+    const timeout = setTimeout(() => left.reject(new Error("the departure was not seen")), 5_000);
+    await left.promise;
+    clearTimeout(timeout);
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("serveHttp1: a client that takes none of its answers stops being parsed, so its answers do not pile up", async () => {
+  let handled = 0;
+  const big = "x".repeat(65_536);
+  const server = await serveHttp1({ hostname: "127.0.0.1", port: 0 }, () => {
+    handled++;
+    return new Response(big);
+  });
+  try {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+    const requests = new TextEncoder().encode("GET / HTTP/1.1\r\nHost: a\r\n\r\n".repeat(5_000));
+    // Written in the background: the server stops reading, so the write may never end.
+    const writing = (async () => {
+      for (let at = 0; at < requests.length;) at += await conn.write(requests.subarray(at));
+    })().catch(() => {});
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    // A few MB of answers fit in the socket buffers, 1 MiB more in the server: not 5,000.
+    assert.ok(handled < 1_000, `${handled} answers of 64 KiB made for a client reading none`);
+    conn.close();
+    await writing;
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("serveHttp1: empty lines do not hold a connection past the head timeout", async () => {
+  const server = await serveHttp1(
+    { hostname: "127.0.0.1", port: 0, requestTimeoutMs: 500 },
+    () => new Response("ok"),
+  );
+  try {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+    const started = Date.now();
+    const sending = (async () => {
+      for (let i = 0; i < 40; i++) {
+        await conn.write(new TextEncoder().encode("\r\n"));
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    })().catch(() => "closed");
+    const answer = await new Response(conn.readable).text().catch(() => "");
+    assert.match(answer, /^HTTP\/1\.1 408 /);
+    assert.ok(Date.now() - started < 3_000, "closed at the head timeout, not after 4 s of lines");
+    await sending;
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("serveHttp1: nothing pipelined after a request that closes the connection is processed", async () => {
+  const seen: string[] = [];
+  const server = await serveHttp1({ hostname: "127.0.0.1", port: 0 }, (request) => {
+    seen.push(new URL(request.url).pathname);
+    return new Response("ok");
+  });
+  try {
+    for (
+      const first of [
+        "GET /a HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        "GET /a HTTP/1.0\r\n\r\n",
+      ]
+    ) {
+      seen.length = 0;
+      const text = await roundTrip(
+        server.addr.port,
+        first + "POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi",
+      );
+      assert.deepEqual(statusLines(text), ["HTTP/1.1 200 OK"]);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.deepEqual(seen, ["/a"], first);
+    }
+    // Nor after a refusal, even one queued behind an answer still to come.
+    seen.length = 0;
+    const text = await roundTrip(
+      server.addr.port,
+      "GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /c HTTP/1.1\r\n\r\nGET /d HTTP/1.1\r\nHost: a\r\n\r\n",
+    );
+    assert.deepEqual(statusLines(text), ["HTTP/1.1 200 OK", "HTTP/1.1 400 Bad Request"]);
+    assert.deepEqual(seen, ["/a"]);
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("serveHttp1: 100 Continue only once the body is asked for", async () => {
+  const server = await serveHttp1(
+    {
+      hostname: "127.0.0.1",
+      port: 0,
+      direct: (exchange) => {
+        if (exchange.target === "/refuse") exchange.respond(413, { connection: "close" }, "");
+        else exchange.body(100).then(() => exchange.respond(200, {}, "read"), () => {});
+        return true;
+      },
+    },
+    () => new Response("not here"),
+  );
+  try {
+    const expect = (path: string) =>
+      `POST ${path} HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n`;
+    const refused = await roundTrip(server.addr.port, expect("/refuse"));
+    assert.deepEqual(statusLines(refused), ["HTTP/1.1 413 Content Too Large"]);
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+    await conn.write(new TextEncoder().encode(expect("/read")));
+    const buffer = new Uint8Array(256);
+    const n = await conn.read(buffer);
+    assert.equal(new TextDecoder().decode(buffer.subarray(0, n!)), "HTTP/1.1 100 Continue\r\n\r\n");
+    conn.close();
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("serveHttp1: clients that reset before being accepted are not an accept outage", async () => {
+  const server = await serveHttp1({ hostname: "127.0.0.1", port: 0 }, () => new Response("ok"));
+  try {
+    await python(
+      "import socket,struct,sys\nfor _ in range(300):\n s=socket.socket(); " +
+        "s.setsockopt(socket.SOL_SOCKET,socket.SO_LINGER,struct.pack('ii',1,0))\n" +
+        " s.connect(('127.0.0.1',int(sys.argv[1]))); s.close()\n",
+      String(server.addr.port),
+    );
+    assert.equal(server.acceptFailures, 0);
+    assert.equal(server.outage, false);
+    assert.equal(server.listening, true);
+    const answer = await fetch(`http://127.0.0.1:${server.addr.port}/`);
+    assert.equal(await answer.text(), "ok");
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("serveHttp1: a half-closed client that closes between a probe's writes is seen leaving", async () => {
+  const confirmed = Promise.withResolvers<boolean>();
+  const ask = Promise.withResolvers<void>();
+  const server = await serveHttp1({ hostname: "127.0.0.1", port: 0 }, async (request, info) => {
+    if (new URL(request.url).pathname === "/held") {
+      await ask.promise;
+      confirmed.resolve(await info.presence.confirm());
+      return new Response("held");
+    }
+    ask.resolve();
+    return new Response("asked");
+  });
+  try {
+    const port = server.addr.port;
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    await conn.write(new TextEncoder().encode("GET /held HTTP/1.1\r\nHost: a\r\n\r\n"));
+    await conn.closeWrite();
+    // The probe after the FIN: three interim answers; then quiet.
+    const buffer = new Uint8Array(1_024);
+    let text = "";
+    while ((text.match(/100 Continue/g) ?? []).length < 3) {
+      text += new TextDecoder().decode(buffer.subarray(0, (await conn.read(buffer))!));
+    }
+    await (await fetch(`http://127.0.0.1:${port}/ask`)).text();
+    // The confirmation's first interim answer read, the client closes with nothing unread.
+    const n = await conn.read(buffer);
+    assert.match(new TextDecoder().decode(buffer.subarray(0, n!)), /^HTTP\/1\.1 100 Continue/);
+    conn.close();
+    assert.equal(await confirmed.promise, false);
+  } finally {
+    await server.shutdown();
+  }
+});
