@@ -782,3 +782,24 @@ Deno.test({
     await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: server.addr.port }));
   },
 });
+
+Deno.test({
+  name: "chat server: clients that reset before being accepted are no accept outage",
+  ...options,
+  fn: () =>
+    withServer(pgliteStore, async (server) => {
+      // 100 clients that reset at once (SO_LINGER 0; Deno cannot set it): accept reports
+      // each as ENOTCONN, one connection's failure, not the listener's.
+      const script = "import socket,struct,sys\nfor _ in range(100):\n s=socket.socket(); " +
+        "s.setsockopt(socket.SOL_SOCKET,socket.SO_LINGER,struct.pack('ii',1,0))\n" +
+        " s.connect(('127.0.0.1',int(sys.argv[1]))); s.close()\n";
+      const out = await new Deno.Command("python3", {
+        args: ["-c", script, String(server.addr.port)],
+      }).output();
+      assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+      const [client] = await TestClient.join(server.addr.port, "alice", "resets");
+      client.close();
+      assert.equal(server.acceptFailures, 0);
+      assert.equal(server.accepting, true);
+    }),
+});
