@@ -51,7 +51,7 @@ const MAX_QUEUED = 32;
 const HIGH_WATER = 1 << 20;
 /**
  * Bytes read while parsing waits (kept unparsed), so that the client's FIN or reset is still
- * seen; past them the socket is read no more.
+ * seen; past them the connection is closed (its pending requests see their client leave).
  */
 const PARKED_MAX = 65_536;
 /** Milliseconds a write may make no progress (the client reads nothing) before closing. */
@@ -279,10 +279,6 @@ export class Connection {
         this.#unpark();
         continue;
       }
-      if (this.#parkedBytes >= PARKED_MAX) {
-        await this.#waitUnblocked();
-        continue;
-      }
       let n: number | null;
       try {
         n = await this.#conn.read(buffer);
@@ -302,6 +298,13 @@ export class Connection {
         // Parsing waits; reading goes on (a FIN or reset must still be seen), up to a bound.
         this.#parked.push(bytes);
         this.#parkedBytes += bytes.length;
+        if (this.#parkedBytes <= PARKED_MAX) continue;
+        // Past the bound, with requests held: the connection is closed rather than left
+        // unread, since unread, its client's departure could not be seen (the held requests
+        // would be answered as if it were there). With only a body that its handler reads
+        // slowly, reading waits (TCP's own backpressure).
+        if (this.#queue.some((exchange) => exchange !== this.#current)) return this.destroy();
+        await this.#waitUnblocked();
         continue;
       }
       this.#parse(bytes);

@@ -32,7 +32,8 @@
  *
  * Bounds: past 32 requests waiting for their answers, 1 MiB of body unread by its handler,
  * or 1 MiB of answers the client has not taken, the connection's bytes are parsed no more
- * (64 KiB more are read and kept, so that a FIN or reset is still seen, then nothing); a
+ * (64 KiB more are read and kept, so that a FIN or reset is still seen; past them the
+ * connection is closed, never left unread with requests held); a
  * write that makes no progress for {@link WRITE_TIMEOUT_MS} closes the connection. Nothing
  * pipelined after a request that closes the connection (`Connection: close`, HTTP/1.0, or an
  * answer that closes it) is processed (RFC 9112 section 9.6).
