@@ -69,8 +69,9 @@ const EMPTY = new Uint8Array(0);
 const MAX_CHUNK_LINE = 4_096;
 
 const REQUEST_LINE = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) HTTP\/(\d)\.(\d)$/;
-/** A field line: name, colon, value; a value of VCHAR, SP, HTAB and obs-text only. */
-const FIELD_LINE = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([\t\x20-\x7e\x80-\xff]*?)[ \t]*$/;
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** A field value's characters: VCHAR, SP, HTAB and obs-text. */
+const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 const DIGITS = /^\d+$/;
 const CHUNK_SIZE = /^([0-9A-Fa-f]+)[ \t]*(?:;[\t\x20-\x7e\x80-\xff]*)?$/;
 
@@ -253,7 +254,7 @@ export class RequestParser {
       return this.#buffer.length > 0;
     }
     // Trailer fields are read for their framing only and dropped (section 7.1.2 allows it).
-    if (!FIELD_LINE.test(line)) throw new Refused(400, "a trailer field is malformed");
+    if (!parseField(line)) throw new Refused(400, "a trailer field is malformed");
     return this.#buffer.length > 0;
   }
 
@@ -306,10 +307,10 @@ function parseHead(text: string): RequestHead {
   let expect: string | undefined;
   for (let i = 1; i < lines.length; i++) {
     const line = lines[i]!;
-    const field = FIELD_LINE.exec(line);
+    const field = parseField(line);
     if (!field) throw new Refused(400, fieldError(line));
-    const name = field[1]!.toLowerCase();
-    const value = field[2]!;
+    const name = field.name.toLowerCase();
+    const value = field.value;
     fields.push(name, value);
     if (name === "content-length") lengths.push(...value.split(","));
     else if (name === "transfer-encoding") codings.push(...value.split(","));
@@ -329,6 +330,29 @@ function parseHead(text: string): RequestHead {
     expect,
     body: framing(version, lengths, codings),
   };
+}
+
+/**
+ * A field line's name and value (its edges' spaces and tabs cut), or undefined when it is
+ * not `token ":" OWS value OWS`. By hand, not one regular expression: a value's optional
+ * whitespace on both sides of a lazy value makes backtracking cubic in the line's length
+ * (measured: 4,000 spaces and a control character took 11.8 s of one thread).
+ */
+function parseField(line: string): { name: string; value: string } | undefined {
+  const colon = line.indexOf(":");
+  if (colon <= 0) return undefined;
+  const name = line.slice(0, colon);
+  if (!TOKEN.test(name)) return undefined;
+  let start = colon + 1;
+  let end = line.length;
+  while (start < end && isOws(line.charCodeAt(start))) start++;
+  while (end > start && isOws(line.charCodeAt(end - 1))) end--;
+  const value = line.slice(start, end);
+  return FIELD_VALUE.test(value) ? { name, value } : undefined;
+}
+
+function isOws(code: number): boolean {
+  return code === 0x20 || code === 0x09;
 }
 
 /** Why a field line does not parse, in a few words. */

@@ -199,6 +199,10 @@ Deno.test("h1 parse: what RFC 9112 says to refuse is refused, with the status a 
     ["GET / HTTP/1.1\nHost: a\n\n", 400],
     ["GET / HTTP/1.1\r\nHost: a\r\n\n", 400],
     ["GET / HTTP/1.1\r\n: empty name\r\n\r\n", 400],
+    // Whitespace-only values ending in a control character, near the head limit: refused
+    // in linear time (one regular expression over the line took hours at this length).
+    ["GET / HTTP/1.1\r\nX:" + " \t".repeat(8_000) + "\x01\r\n\r\n", 400],
+    ["GET / HTTP/1.1\r\nX: a" + " ".repeat(16_000) + "\x01\r\n\r\n", 400],
     ["GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505],
     ["GET / HTTP/0.9\r\nHost: a\r\n\r\n", 505],
   ];
