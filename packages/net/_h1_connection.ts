@@ -244,7 +244,9 @@ export class Connection {
   #probe: Promise<boolean> | undefined;
   #probing = false;
   #reprobe = () => {};
-  #closedWaiters: (() => void)[] = [];
+  readonly #closedWaiters = new Set<() => void>();
+  /** When a write last made progress. */
+  #lastProgress = 0;
 
   constructor(conn: Deno.TcpConn, host: ConnectionHost) {
     this.#conn = conn;
@@ -263,7 +265,7 @@ export class Connection {
 
   /** No request is pending or being read: what shutdown closes at once. */
   get idle(): boolean {
-    return this.#queue.length === 0 && !this.#current && !this.#parser.inHead &&
+    return this.#queue.length === 0 && !this.#current && this.#parser.pending === 0 &&
       this.#parkedBytes === 0 && this.#unwritten === 0;
   }
 
@@ -275,7 +277,7 @@ export class Connection {
     const small = new Uint8Array(SMALL_READ);
     let buffer = small;
     while (!this.#closed) {
-      if (this.#parkedBytes > 0 && !this.#blocked()) {
+      if (this.#waiting() && !this.#blocked()) {
         this.#unpark();
         continue;
       }
@@ -294,11 +296,11 @@ export class Connection {
         ? buffer.slice(0, n)
         : buffer.subarray(0, n);
       if (this.#closing || this.#last && !this.#current) continue; // dropped, unread
-      if (this.#blocked() || this.#parkedBytes > 0) {
+      if (this.#blocked() || this.#waiting()) {
         // Parsing waits; reading goes on (a FIN or reset must still be seen), up to a bound.
         this.#parked.push(bytes);
         this.#parkedBytes += bytes.length;
-        if (this.#parkedBytes <= PARKED_MAX) continue;
+        if (this.#parkedBytes + this.#parser.pending <= PARKED_MAX) continue;
         // Past the bound, with requests held: the connection is closed rather than left
         // unread, since unread, its client's departure could not be seen (the held requests
         // would be answered as if it were there). With only a body that its handler reads
@@ -312,16 +314,33 @@ export class Connection {
     }
   }
 
-  /** Feeds bytes to the parser and acts on what they complete. */
+  /**
+   * Feeds bytes to the parser and acts on each request as it comes: parsing stops at the end
+   * of a request past which the connection is blocked (the bounds hold per request, not per
+   * read), the rest waiting in the parser.
+   */
   #parse(bytes: Uint8Array): void {
     // The first bytes of a head start its clock (the head and request timeouts).
     if (!this.#parser.inHead && !this.#parser.inBody) this.#headStart = Date.now();
-    for (const event of this.#parser.push(bytes)) this.#onEvent(event);
+    this.#parser.push(bytes, (event) => {
+      this.#onEvent(event);
+      return this.#blocked();
+    });
   }
 
-  /** Parses the bytes read while parsing waited, as far as it may go on. */
+  /** Bytes wait to be parsed: in the parser (paused) or read since. */
+  #waiting(): boolean {
+    return this.#parser.paused || this.#parkedBytes > 0;
+  }
+
+  /** Parses the bytes that waited, as far as it may go on. */
   #unpark(): void {
-    while (this.#parked.length > 0 && !this.#blocked() && !this.#closed) {
+    if (this.#closed || this.#closing || this.#blocked()) return;
+    if (this.#parser.paused) {
+      this.#parse(new Uint8Array(0));
+      if (this.#parser.paused) return;
+    }
+    while (this.#parked.length > 0 && !this.#blocked() && !this.#parser.paused && !this.#closed) {
       const bytes = this.#parked.shift()!;
       this.#parkedBytes -= bytes.length;
       if (!this.#closing && !(this.#last && !this.#current)) this.#parse(bytes);
@@ -368,7 +387,7 @@ export class Connection {
       this.#gate = undefined;
       gate.resolve();
     }
-    if (this.#parkedBytes > 0 && !this.#unparking) {
+    if (this.#waiting() && !this.#unparking) {
       this.#unparking = true;
       queueMicrotask(() => {
         this.#unparking = false;
@@ -457,14 +476,17 @@ export class Connection {
     if (first?.asked) first.wantBody();
     this.#since = Date.now();
     this.unblock();
-    if (this.#readEnded && this.#queue.length === 0 && !this.#closing) this.#close();
+    // After a FIN, the connection ends with its last answer, once nothing waits to be parsed.
+    if (this.#readEnded && this.#queue.length === 0 && !this.#closing && !this.#waiting()) {
+      this.#close();
+    }
   }
 
   /** The client's FIN: requests still parked are parsed first, as parsing allows. */
   async #onFin(): Promise<void> {
     this.#readEnded = true;
     if (this.#closing) return this.destroy();
-    while (this.#parkedBytes > 0 && !this.#closed) {
+    while (this.#waiting() && !this.#closed && !this.#closing) {
       // Held requests are probed meanwhile: the FIN puts them in doubt.
       this.#startProbing();
       await this.#waitUnblocked();
@@ -525,16 +547,27 @@ export class Connection {
     const settleMs = Math.min(gapMs, PROBE_SETTLE_MS);
     const over = new AbortController();
     let cancel = () => {};
+    // The probe's writes wait behind the answers ahead of them: a client that takes those
+    // (the writes progress) is reading, so only a stall of this long counts as a departure.
+    const limit = 2 * gapMs + settleMs + PROBE_DEADLINE_MS;
+    const started = Date.now();
     const deadline = new Promise<false>((resolve) => {
-      cancel = setLongTimeout(() => resolve(false), 2 * gapMs + settleMs + PROBE_DEADLINE_MS);
+      const check = () => {
+        const stalled = Date.now() - Math.max(this.#lastProgress, started);
+        if (stalled >= limit) resolve(false);
+        else cancel = setLongTimeout(check, limit - stalled);
+      };
+      cancel = setLongTimeout(check, limit);
     });
+    const closed = this.#closedPromise();
     const pause = (ms: number) => delay(ms, { signal: over.signal }).then(() => true, () => false);
     const probing = (async () =>
       await this.#probeWrite() && await pause(gapMs) &&
       await this.#probeWrite() && await pause(settleMs) &&
       await this.#probeWrite() && !this.#closed)();
-    const present = await Promise.race([probing, deadline, this.#closedPromise()]);
+    const present = await Promise.race([probing, deadline, closed.promise]);
     cancel();
+    closed.cancel();
     over.abort();
     return present;
   }
@@ -548,11 +581,15 @@ export class Connection {
     return new Promise((resolve) => this.#write(CONTINUE, resolve));
   }
 
-  #closedPromise(): Promise<false> {
-    return new Promise((resolve) => {
-      if (this.#closed) resolve(false);
-      else this.#closedWaiters.push(() => resolve(false));
+  /** Resolves false when the connection closes; `cancel` stops waiting (no waiter kept). */
+  #closedPromise(): { promise: Promise<false>; cancel: () => void } {
+    let waiter = () => {};
+    const promise = new Promise<false>((resolve) => {
+      waiter = () => resolve(false);
+      if (this.#closed) waiter();
+      else this.#closedWaiters.add(waiter);
     });
+    return { promise, cancel: () => void this.#closedWaiters.delete(waiter) };
   }
 
   /** Queues bytes for the socket; `done` says whether they were written. */
@@ -573,6 +610,7 @@ export class Connection {
           const n = await this.#conn.write(item.bytes.subarray(at));
           at += n;
           this.#unwritten -= n;
+          this.#lastProgress = Date.now();
         }
         item.done?.(true);
       } catch {
@@ -626,6 +664,8 @@ export class Connection {
       return this.#timedOut(this.#current, "the request was not whole in time");
     }
     const headLimit = Math.min(host.headersTimeoutMs, host.requestTimeoutMs);
+    // Bytes that wait for the answers ahead of them are not the client's delay.
+    if (this.#waiting()) return;
     if (this.#parser.inHead) {
       if (now - this.#headStart < headLimit) return;
       return this.#timedOut(undefined, "the request head was not whole in time");
@@ -645,10 +685,9 @@ export class Connection {
     const ahead = this.#queue.filter((e) => e !== exchange);
     if (ahead.length > 0 || exchange?.answered) return this.destroy();
     this.#current = undefined;
-    exchange?.failBody(new IncompleteRequest(reason));
-    const bytes = this.#host.refusal(408, reason);
-    if (exchange) exchange.answer(bytes, true);
-    else this.#refuse(408, reason);
+    if (!exchange) return this.#refuse(408, reason);
+    exchange.failBody(new IncompleteRequest(reason));
+    exchange.answer(this.#host.refusal(408, reason), true);
   }
 
   /** Closes at once: pending requests see their client leave. */
@@ -668,7 +707,8 @@ export class Connection {
     for (const exchange of pending) (this.#host.counted(-1), exchange.dropped());
     this.#current?.dropped();
     this.#current = undefined;
-    for (const waiter of this.#closedWaiters.splice(0)) waiter();
+    for (const waiter of this.#closedWaiters) waiter();
+    this.#closedWaiters.clear();
     this.#gate?.resolve();
     this.#host.closed(this);
   }

@@ -105,6 +105,7 @@ export class RequestParser {
   /** Body bytes left in the current Content-Length body or chunk. */
   #left = 0;
   #trailerBytes = 0;
+  #paused = false;
 
   /** @param options The head size limit. */
   constructor(options: ParserOptions = {}) {
@@ -127,22 +128,56 @@ export class RequestParser {
   }
 
   /**
-   * Feeds bytes; returns what they complete, in order. After an error event nothing more is
-   * parsed. The bytes are not copied: a data event's bytes are a view of them.
+   * Feeds bytes; returns what they complete, in order, or, with `handle`, gives each event to
+   * it as it comes (returning none), stopping at the end of a request for which `handle`
+   * returns true (the caller cannot take more now: see {@link RequestParser.paused}). After
+   * an error event nothing more is parsed. The bytes are not copied: a data event's bytes
+   * are a view of them.
    */
-  push(bytes: Uint8Array): ParseEvent[] {
+  push(bytes: Uint8Array, handle?: (event: ParseEvent) => boolean): ParseEvent[] {
     const events: ParseEvent[] = [];
+    this.#paused = false;
     if (this.#state === "failed") return events;
-    this.#buffer = this.#buffer.length === 0 ? bytes : concat(this.#buffer, bytes);
+    if (bytes.length > 0) {
+      this.#buffer = this.#buffer.length === 0 ? bytes : concat(this.#buffer, bytes);
+    }
     try {
-      while (this.#step(events));
+      for (;;) {
+        const more = this.#step(events);
+        if (handle) {
+          let pause = false;
+          for (const event of events.splice(0)) {
+            if (handle(event) && event.kind === "end") pause = true;
+          }
+          if (pause && this.#buffer.length > 0) {
+            this.#paused = true;
+            break;
+          }
+        }
+        if (!more) break;
+      }
     } catch (error) {
       if (!(error instanceof Refused)) throw error;
       this.#state = "failed";
       this.#buffer = EMPTY;
-      events.push({ kind: "error", status: error.status, reason: error.message });
+      const event: ParseEvent = { kind: "error", status: error.status, reason: error.message };
+      if (handle) handle(event);
+      else events.push(event);
     }
     return events;
+  }
+
+  /**
+   * True when the last {@link RequestParser.push} stopped at the end of a request because
+   * its `handle` asked to: bytes are left, parsed by the next push (of no bytes, say).
+   */
+  get paused(): boolean {
+    return this.#paused;
+  }
+
+  /** Bytes fed and not parsed yet. */
+  get pending(): number {
+    return this.#buffer.length;
   }
 
   /** One step of the state machine: false when it needs more bytes. */

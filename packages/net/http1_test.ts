@@ -662,3 +662,36 @@ Deno.test("serveHttp1: a half-closed client that closes between a probe's writes
     await server.shutdown();
   }
 });
+
+Deno.test("serveHttp1: the queue bound holds per request, not per read; after a half-close what waited is still answered", async () => {
+  const held = new Map<number, () => void>();
+  const server = await serveHttp1({ hostname: "127.0.0.1", port: 0 }, async (request) => {
+    const n = Number(new URL(request.url).pathname.slice(1));
+    await new Promise<void>((resolve) => held.set(n, resolve));
+    return new Response(`<${n}>`);
+  });
+  try {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+    let requests = "";
+    for (let i = 0; i < 300; i++) requests += `GET /${i} HTTP/1.1\r\nHost: a\r\n\r\n`;
+    await conn.write(new TextEncoder().encode(requests));
+    await conn.closeWrite();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.ok(server.inFlight <= 32, `${server.inFlight} requests taken from one connection`);
+    // Answered out of order by the handlers, last first: everything is still answered, in
+    // order, although the client's FIN came while most requests waited unparsed.
+    const reading = new Response(conn.readable).text();
+    for (let released = 0; released < 300;) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      for (const n of [...held.keys()].sort((a, b) => b - a)) {
+        held.get(n)!();
+        held.delete(n);
+        released++;
+      }
+    }
+    const bodies = [...(await reading).matchAll(/<(\d+)>/g)].map((m) => Number(m[1]));
+    assert.deepEqual(bodies, Array.from({ length: 300 }, (_, i) => i));
+  } finally {
+    await server.shutdown();
+  }
+});
