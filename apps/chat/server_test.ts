@@ -3,7 +3,7 @@
 // idempotent retries, history, limits, malformed input, and - on PostgreSQL - two
 // instances delivering each other's messages and a database connection that drops.
 import assert from "node:assert/strict";
-import { testWith, waitFor } from "@duet/testkit";
+import { resetConnections, testWith, waitFor } from "@duet/testkit";
 import { secp256k1 } from "@noble/curves/secp256k1.js";
 import { bytesToHex } from "@noble/hashes/utils.js";
 import { base64, claimFor, deriveSharedKey, encryptMessage, messageAad } from "./crypto.ts";
@@ -788,15 +788,9 @@ Deno.test({
   ...options,
   fn: () =>
     withServer(pgliteStore, async (server) => {
-      // 100 clients that reset at once (SO_LINGER 0; Deno cannot set it): accept reports
-      // each as ENOTCONN, one connection's failure, not the listener's.
-      const script = "import socket,struct,sys\nfor _ in range(100):\n s=socket.socket(); " +
-        "s.setsockopt(socket.SOL_SOCKET,socket.SO_LINGER,struct.pack('ii',1,0))\n" +
-        " s.connect(('127.0.0.1',int(sys.argv[1]))); s.close()\n";
-      const out = await new Deno.Command("python3", {
-        args: ["-c", script, String(server.addr.port)],
-      }).output();
-      assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+      // 100 clients that reset at once: accept reports each as ENOTCONN, one connection's
+      // failure, not the listener's.
+      await resetConnections(server.addr.port, 100);
       const [client] = await TestClient.join(server.addr.port, "alice", "resets");
       client.close();
       assert.equal(server.acceptFailures, 0);

@@ -1,5 +1,6 @@
 // Which accept failures are one connection's, and the real one a reset before accept gives.
 import assert from "node:assert/strict";
+import { resetConnections } from "@duet/testkit";
 import { isConnectionAcceptError } from "./accept_error.ts";
 
 Deno.test("isConnectionAcceptError: one connection's failures, not the listener's", () => {
@@ -22,15 +23,8 @@ Deno.test("isConnectionAcceptError: one connection's failures, not the listener'
 Deno.test("isConnectionAcceptError: what accept throws for clients that reset before being accepted", async () => {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   try {
-    // 20 clients that reset at once (SO_LINGER 0; from a child: Deno cannot set it), queued
-    // before anything is accepted.
-    const script = "import socket,struct,sys\nfor _ in range(20):\n s=socket.socket(); " +
-      "s.setsockopt(socket.SOL_SOCKET,socket.SO_LINGER,struct.pack('ii',1,0))\n" +
-      " s.connect(('127.0.0.1',int(sys.argv[1]))); s.close()\n";
-    const child = await new Deno.Command("python3", {
-      args: ["-c", script, String(listener.addr.port)],
-    }).output();
-    assert.equal(child.code, 0, new TextDecoder().decode(child.stderr));
+    // 20 clients that reset at once, queued before anything is accepted.
+    await resetConnections(listener.addr.port, 20);
     // Then one well-behaved client: everything before it is one of the 20.
     const good = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
     const errors: unknown[] = [];

@@ -3,6 +3,7 @@
 // _h1_parse_test.ts).
 import assert from "node:assert/strict";
 import process from "node:process";
+import { resetConnections } from "@duet/testkit";
 import { serveHttp1 } from "./http1.ts";
 
 Deno.test("serveHttp1: serves Web handlers, keeps idle connections, shuts down with requests in flight answered", async () => {
@@ -455,13 +456,6 @@ Deno.test("serveHttp1: handlers that cancel the body, throw in the direct path o
   }
 });
 
-/** Runs python3 with `script` and `args`; fails the test on a non-zero exit. */
-async function python(script: string, ...args: string[]): Promise<string> {
-  const out = await new Deno.Command("python3", { args: ["-c", script, ...args] }).output();
-  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-  return new TextDecoder().decode(out.stdout);
-}
-
 Deno.test("serveHttp1: a client that leaves behind 40 or 4,000 pipelined requests is seen leaving (parsing waits, reading does not)", async () => {
   let left = Promise.withResolvers<void>();
   const server = await serveHttp1({ hostname: "127.0.0.1", port: 0 }, async (request) => {
@@ -613,12 +607,7 @@ Deno.test("serveHttp1: 100 Continue only once the body is asked for", async () =
 Deno.test("serveHttp1: clients that reset before being accepted are not an accept outage", async () => {
   const server = await serveHttp1({ hostname: "127.0.0.1", port: 0 }, () => new Response("ok"));
   try {
-    await python(
-      "import socket,struct,sys\nfor _ in range(300):\n s=socket.socket(); " +
-        "s.setsockopt(socket.SOL_SOCKET,socket.SO_LINGER,struct.pack('ii',1,0))\n" +
-        " s.connect(('127.0.0.1',int(sys.argv[1]))); s.close()\n",
-      String(server.addr.port),
-    );
+    await resetConnections(server.addr.port, 300);
     assert.equal(server.acceptFailures, 0);
     assert.equal(server.outage, false);
     assert.equal(server.listening, true);

@@ -128,6 +128,22 @@ export function findBun(): Promise<Requirement> {
 /** Debian's Python, where python3-ecdsa is installed (`DUET_PYTHON` overrides). */
 export const python: string = Deno.env.get("DUET_PYTHON") || "/usr/bin/python3";
 
+/**
+ * Opens `count` connections to 127.0.0.1:`port` one after another, each reset at once
+ * (SO_LINGER 0, which Deno's sockets cannot set: from a Python child), so that they reach
+ * the listener's queue already dead (its `accept()` then fails with ENOTCONN).
+ *
+ * @throws {Error} when the child fails (its stderr in the message).
+ */
+export async function resetConnections(port: number, count: number): Promise<void> {
+  const script = "import socket,struct,sys\nfor _ in range(int(sys.argv[2])):\n" +
+    " s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_LINGER,struct.pack('ii',1,0))\n" +
+    " s.connect(('127.0.0.1',int(sys.argv[1]))); s.close()\n";
+  const out = await new Deno.Command(python, { args: ["-c", script, String(port), String(count)] })
+    .output();
+  if (out.code !== 0) throw new Error(`python failed: ${new TextDecoder().decode(out.stderr)}`);
+}
+
 /** Finds Debian's python3 with the ecdsa module (apt-get install python3-ecdsa). */
 export function findPythonEcdsa(): Promise<Requirement> {
   return findCommand("python3-ecdsa", python, ["-c", "import ecdsa"]);
