@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { concatChunks } from "@duet/core/bytes";
 
 /**
  * The protocol's name as a WebTransport application protocol (`WT-Available-Protocols`,
@@ -131,13 +132,8 @@ export class LineSplitter {
   #finish(piece: Uint8Array): LineEvent {
     let bytes = piece;
     if (this.#pending.length) {
-      bytes = new Uint8Array(this.#pendingBytes + piece.length);
-      let offset = 0;
-      for (const part of this.#pending) {
-        bytes.set(part, offset);
-        offset += part.length;
-      }
-      bytes.set(piece, offset);
+      this.#pending.push(piece);
+      bytes = concatChunks(this.#pending);
       this.#pending = [];
       this.#pendingBytes = 0;
     }

@@ -28,6 +28,7 @@
  *
  * @module
  */
+import { concatBytes } from "@noble/hashes/utils.js";
 
 /** A request's head as parsed. */
 export interface RequestHead {
@@ -139,7 +140,7 @@ export class RequestParser {
     this.#paused = false;
     if (this.#state === "failed") return events;
     if (bytes.length > 0) {
-      this.#buffer = this.#buffer.length === 0 ? bytes : concat(this.#buffer, bytes);
+      this.#buffer = this.#buffer.length === 0 ? bytes : concatBytes(this.#buffer, bytes);
     }
     try {
       for (;;) {
@@ -429,11 +430,4 @@ function latin1(bytes: Uint8Array): string {
     text += String.fromCharCode.apply(null, bytes.subarray(at, at + 8_192) as unknown as number[]);
   }
   return text;
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const joined = new Uint8Array(a.length + b.length);
-  joined.set(a);
-  joined.set(b, a.length);
-  return joined;
 }

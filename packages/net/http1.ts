@@ -64,6 +64,7 @@
  * @module
  */
 import { checkDuration } from "@duet/core/duration";
+import { concatChunks } from "@duet/core/bytes";
 import { getLogger } from "@logtape/logtape";
 import { setLongTimeout } from "@duet/core/long-timeout";
 import { durationOption } from "./_duration.ts";
@@ -805,7 +806,7 @@ class H1Exchange implements DirectExchange {
         end: () => {
           if (done) return;
           done = true;
-          resolve(chunks.length === 1 ? chunks[0]! : concatAll(chunks, size));
+          resolve(chunks.length === 1 ? chunks[0]! : concatChunks(chunks));
           chunks.length = 0;
         },
         fail: (error) => {
@@ -832,13 +833,6 @@ function setConnection(exchange: Exchange, headers: Record<string, string>, clos
   for (const name in headers) if (name.toLowerCase() === "connection") delete headers[name];
   if (close || !exchange.head.keepAlive) headers["connection"] = "close";
   else if (exchange.head.version === "1.0") headers["connection"] = "keep-alive";
-}
-
-function concatAll(chunks: Uint8Array[], size: number): Uint8Array {
-  const joined = new Uint8Array(size);
-  let at = 0;
-  for (const chunk of chunks) (joined.set(chunk, at), at += chunk.length);
-  return joined;
 }
 
 const encoder = new TextEncoder();

@@ -288,6 +288,21 @@ Deno.test("serveHttp1 direct path: a body is read whole, whatever its size and h
         assert.match(answer, new RegExp(`\\r\\n\\r\\n${size} ${sum}$`), `${size} in ${pieces}`);
       }
     }
+    // 300,000 one-byte chunks: more pieces than a spread call can take (core's bytes.ts).
+    const count = 300_000;
+    let sum = 0;
+    for (let i = 0; i < count; i++) sum = (sum + ((i * 31 + 7) % 251) * (i + 1)) % 1_000_003;
+    const chunked = Array.from({ length: count }, (_, i) => {
+      const byte = (i * 31 + 7) % 251;
+      return `1\r\n${String.fromCharCode(byte)}\r\n`;
+    }).join("");
+    const head =
+      "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    const latin1 = Uint8Array.from(head + chunked + "0\r\n\r\n", (c) => c.charCodeAt(0));
+    assert.match(
+      await roundTrip(server.addr.port, latin1),
+      new RegExp(`\\r\\n\\r\\n${count} ${sum}$`),
+    );
   } finally {
     await server.shutdown();
   }

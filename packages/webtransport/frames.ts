@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { concatBytes } from "@noble/hashes/utils.js";
 import { H3, H3Error } from "./errors.ts";
 import { readVarint, varintLength, writeVarint } from "./varint.ts";
 
@@ -109,10 +110,7 @@ export class FrameReader {
       this.#buffer = chunk;
       return;
     }
-    const joined = new Uint8Array(this.#buffer.length + chunk.length);
-    joined.set(this.#buffer);
-    joined.set(chunk, this.#buffer.length);
-    this.#buffer = joined;
+    this.#buffer = concatBytes(this.#buffer, chunk);
   }
 
   /** The next complete frame, or undefined until more bytes arrive. */

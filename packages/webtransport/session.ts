@@ -25,7 +25,8 @@ import {
   type SessionFlow,
   type StreamKind,
 } from "./flow.ts";
-import { type BidirectionalStream, concatBytes, type Meter, meterIn, meterOut } from "./streams.ts";
+import { concatBytes } from "@noble/hashes/utils.js";
+import { type BidirectionalStream, type Meter, meterIn, meterOut } from "./streams.ts";
 
 /** How a session ended. */
 export interface CloseInfo {

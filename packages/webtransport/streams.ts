@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { concatBytes } from "@noble/hashes/utils.js";
 import type { Frame, FrameReader } from "./frames.ts";
 import type { FlowControlError, FlowSignal, SessionFlow, StreamKind } from "./flow.ts";
 import { readVarint } from "./varint.ts";
@@ -21,14 +22,6 @@ export interface BidirectionalStream {
 export type EarlyStream =
   | { kind: "bidi"; stream: BidirectionalStream }
   | { kind: "uni"; stream: ReadableStream<Uint8Array> };
-
-/** `a` followed by `b`, in a new array. */
-export function concatBytes(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const joined = new Uint8Array(a.length + b.length);
-  joined.set(a);
-  joined.set(b, a.length);
-  return joined;
-}
 
 /** Reads from `source` after a header was parsed off its first bytes. */
 export function remainderStream(

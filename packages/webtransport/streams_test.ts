@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
 import {
-  concatBytes,
   type Meter,
   meterIn,
   meterOut,
@@ -55,14 +54,6 @@ function testMeter(flow: SessionFlow) {
     },
   };
 }
-
-Deno.test("concatBytes() joins two arrays into a new one", () => {
-  const a = new Uint8Array([1, 2]);
-  const joined = concatBytes(a, new Uint8Array([3]));
-  assert.deepEqual([...joined], [1, 2, 3]);
-  assert.notEqual(joined, a);
-  assert.deepEqual([...concatBytes(new Uint8Array(0), new Uint8Array(0))], []);
-});
 
 Deno.test("readLeadingVarint() reads a varint split across chunks and keeps what follows", async () => {
   // 0x4041 is a two-byte varint (65), split over two reads, followed by 9.
