@@ -349,3 +349,47 @@ Deno.test("duet whose reader went away (| head) ends quietly with 141, as on SIG
   assert.equal(stdout, "status 141\n");
   assert.equal(stderr, "", "no Broken pipe line");
 });
+
+/** Whether process `pid` has a handler of its own for SIGINT (Linux: SigCgt in /proc). */
+async function catchesSigint(pid: number): Promise<boolean> {
+  const status = await Deno.readTextFile(`/proc/${pid}/status`).catch(() => "");
+  const mask = /^SigCgt:\s*([0-9a-f]+)$/m.exec(status)?.[1];
+  return mask !== undefined && (BigInt(`0x${mask}`) & 2n) !== 0n; // bit 1: signal 2
+}
+
+Deno.test("duet dlog reading - from stdin: a stop signal ends it with 130, never acting on what was read", async () => {
+  const root = new URL("../../", import.meta.url).pathname;
+  const proved = await duet(["dlog", "prove", "--sid", "s", "--pid", "1", "--secret", secretHex]);
+  const cases = [
+    ["verify", "--sid", "s", "--pid", "1", "--proof", "-"],
+    ["prove", "--sid", "s", "--pid", "1", "--secret", "-"],
+  ];
+  const inputs = [proved.out, `${secretHex}\n`];
+  for (const [i, args] of cases.entries()) {
+    for (const signal of ["SIGINT", "SIGTERM"] as const) {
+      const child = new Deno.Command(Deno.execPath(), {
+        args: ["run", "-P", "apps/cli/main.ts", "dlog", ...args],
+        cwd: root,
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const writer = child.stdin.getWriter();
+      // The whole input, but no end of input: the command must wait for more.
+      await writer.write(new TextEncoder().encode(inputs[i]));
+      while (!(await catchesSigint(child.pid))) await new Promise((r) => setTimeout(r, 20));
+      child.kill(signal);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const output = child.output();
+      const ended = await Promise.race([
+        output,
+        new Promise<undefined>((r) => timer = setTimeout(() => r(undefined), 10_000)),
+      ]);
+      clearTimeout(timer);
+      await writer.close().catch(() => {});
+      const { code, stdout } = ended ?? await output;
+      assert.ok(ended, `${args[0]} ${signal}: still running 10 s after the signal`);
+      assert.deepEqual([code, new TextDecoder().decode(stdout)], [130, ""], `${args[0]} ${signal}`);
+    }
+  }
+});

@@ -57,6 +57,23 @@ export function stopSignalAction(
 /** The exit status when standard output's reader has gone: 128 + SIGPIPE (13), as a shell shows. */
 export const EXIT_BROKEN_PIPE = 141;
 
+/**
+ * All of standard input, unless a stop signal comes first: then {@link ExitStatus} 130, and
+ * nothing read is used. Deno ends a pending stdin read as if at end of input when a signal
+ * it listens for arrives, so "what was read when the read ended" is not the input: Ctrl-C
+ * under `duet dlog verify --proof -` printed `valid` for the half it had.
+ */
+async function readStdinUnlessStopped(signal: AbortSignal): Promise<string> {
+  const stopped = new Promise<never>((_, reject) => {
+    const stop = () => reject(new ExitStatus(130));
+    if (signal.aborted) stop();
+    else signal.addEventListener("abort", stop, { once: true });
+  });
+  const text = await Promise.race([new Response(Deno.stdin.readable).text(), stopped]);
+  if (signal.aborted) throw new ExitStatus(130);
+  return text;
+}
+
 /** The process's own standard streams and signals. */
 export function processIo(): CliIo {
   const controller = new AbortController();
@@ -82,7 +99,7 @@ export function processIo(): CliIo {
       }
     },
     err: (text) => writeAll(Deno.stderr, text),
-    readStdin: () => new Response(Deno.stdin.readable).text(),
+    readStdin: () => readStdinUnlessStopped(controller.signal),
     shutdownSignal: controller.signal,
   };
 }
