@@ -13,6 +13,8 @@
 import { ChatClient, type ClientEvent, type Presence } from "./client.ts";
 import type { KeyStore } from "./keystore.ts";
 import { printable } from "@duet/core/printable";
+import { checkDuration } from "@duet/core/duration";
+import { MAX_TIMEOUT_MS } from "@duet/core/long-timeout";
 import { readTypedLine, unknownCommandText } from "./commands.ts";
 
 /** What line mode needs. */
@@ -204,6 +206,7 @@ export function codeText(event: Extract<ClientEvent, { type: "code" }>): string 
  * or as soon as `signal` aborts (also when it aborts right after this call).
  *
  * @returns How it ended; messages still unsent stay in the key store for the next start.
+ * @throws {RangeError} when `lingerMs` is not a number of milliseconds in [0, 2^31 − 1].
  * @throws what the key store throws (a file that is no key store, say).
  *
  * @example Send two lines, print what comes
@@ -227,6 +230,7 @@ export function codeText(event: Extract<ClientEvent, { type: "code" }>): string 
  * ```
  */
 export async function runLineMode(options: LineModeOptions): Promise<LineModeResult> {
+  checkDuration("lingerMs", options.lingerMs, { max: MAX_TIMEOUT_MS });
   // Attached before the first await, so that a signal that comes during start-up counts.
   const stop = new AbortController();
   const onAbort = () => stop.abort();

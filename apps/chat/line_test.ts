@@ -139,6 +139,33 @@ Deno.test("runLineMode: a signal that aborts while unsent messages linger ends t
   }
 });
 
+Deno.test("runLineMode: a lingerMs that is not milliseconds in [0, 2^31 - 1] is a RangeError naming it", async () => {
+  const dir = await Deno.makeTempDir();
+  const keyStore = await KeyStore.open(`${dir}/keys.sqlite`);
+  try {
+    for (const lingerMs of [-1, NaN, Infinity, 2 ** 31, "1e3", null]) {
+      await assert.rejects(
+        runLineMode({
+          server: "127.0.0.1:1",
+          name: "alice",
+          room: "tea",
+          keyStore,
+          input: new ReadableStream({ start: (c) => c.close() }),
+          out: () => {},
+          err: () => {},
+          signal: new AbortController().signal,
+          lingerMs: lingerMs as number,
+        }),
+        (error) => error instanceof RangeError && /lingerMs/.test(error.message),
+        String(lingerMs),
+      );
+    }
+  } finally {
+    keyStore.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("describeEvent: a restored key that a code failed, waits for a code, or waits for /accept-key, each in its words", () => {
   const fingerprint = "32c40211" + "0".repeat(56);
   const restored = (fields: { pending: boolean; codeFailed: boolean; awaitingCode?: boolean }) =>

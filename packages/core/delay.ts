@@ -21,7 +21,9 @@ import { setLongTimeout } from "./long_timeout.ts";
  */
 export function delay(ms: number, options: { signal?: AbortSignal } = {}): Promise<void> {
   const { signal } = options;
-  if (!(ms >= 0)) throw new RangeError(`A delay must be a number of milliseconds ≥ 0, got ${ms}`);
+  if (typeof ms !== "number" || !(ms >= 0)) {
+    throw new RangeError(`A delay must be a number of milliseconds ≥ 0, got ${String(ms)}`);
+  }
   let cancel = () => {};
   const waited = new Promise<void>((resolve, reject) => {
     if (signal?.aborted) return reject(signal.reason);

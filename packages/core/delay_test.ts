@@ -24,4 +24,8 @@ Deno.test("delay(): Infinity waits for the signal only; a negative delay is a Ra
   controller.abort(new Error("stopped"));
   await assert.rejects(waiting, /stopped/);
   assert.throws(() => delay(-1), RangeError);
+  // Not numbers, which `>= 0` alone would coerce ("1e3" would be added to a clock as text).
+  for (const ms of ["1e3", "", null, true, { valueOf: () => 5 }]) {
+    assert.throws(() => delay(ms as unknown as number), RangeError, String(ms));
+  }
 });

@@ -42,7 +42,9 @@ export function setLongTimeout(
   ms: number,
   options: LongTimeoutOptions = {},
 ): () => void {
-  if (!(ms >= 0)) throw new RangeError(`A delay must be a number of milliseconds ≥ 0, got ${ms}`);
+  if (typeof ms !== "number" || !(ms >= 0)) {
+    throw new RangeError(`A delay must be a number of milliseconds ≥ 0, got ${String(ms)}`);
+  }
   let handle: ReturnType<typeof setTimeout> | undefined;
   let done = false;
   if (ms === Infinity) return () => {};

@@ -34,6 +34,9 @@ Deno.test("setLongTimeout(): Infinity never fires; negative and NaN are refused"
   cancel();
   assert.throws(() => setLongTimeout(() => {}, -1), RangeError);
   assert.throws(() => setLongTimeout(() => {}, NaN), RangeError);
+  for (const ms of ["1e3", "", null, true, { valueOf: () => 5 }]) {
+    assert.throws(() => setLongTimeout(() => {}, ms as unknown as number), RangeError, String(ms));
+  }
 });
 
 Deno.test("setLongTimeout(): with unref, a pending timer does not keep the process alive", async () => {

@@ -28,4 +28,7 @@ Deno.test("timeoutSignal(): 30 days is 30 days, where AbortSignal.timeout fires 
 
 Deno.test("timeoutSignal(): a negative delay is a RangeError", () => {
   assert.throws(() => timeoutSignal(-5), RangeError);
+  for (const ms of ["1e3", "", null, true]) {
+    assert.throws(() => timeoutSignal(ms as unknown as number), RangeError, String(ms));
+  }
 });
