@@ -31,6 +31,7 @@ import {
   verifyConfirmation,
 } from "@duet/pake";
 import { type PairResult, SyncpointError, waitForSecondParty, type WaitOptions } from "./client.ts";
+import { concatBytes } from "@noble/hashes/utils.js";
 
 /** The exchange failed in a way that says something about the other party (not the network). */
 export class CodeExchangeError extends Error {
@@ -106,7 +107,7 @@ async function seal(payload: string, key: CryptoKey): Promise<Uint8Array> {
     key,
     encoder.encode(payload),
   );
-  return new Uint8Array([...nonce, ...new Uint8Array(cipher)]);
+  return concatBytes(nonce, new Uint8Array(cipher));
 }
 
 /**
@@ -172,7 +173,7 @@ export async function waitWithCode(
   const second = await waitForSecondParty(baseUrl, `${id}~2`, {
     ...rest,
     ...(remaining === undefined ? {} : { timeoutMs: remaining }),
-    payload: toBase64(new Uint8Array([...tag, ...sealed])),
+    payload: toBase64(concatBytes(tag, sealed)),
   }).catch((error) => {
     if (error instanceof SyncpointError && error.code === "timeout") {
       throw new CodeExchangeError(

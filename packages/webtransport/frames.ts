@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { concatBytes } from "@noble/hashes/utils.js";
+import { ByteQueue } from "@duet/core/bytes";
 import { H3, H3Error } from "./errors.ts";
 import { readVarint, varintLength, writeVarint } from "./varint.ts";
 
@@ -91,7 +91,7 @@ export function encodeFrame(type: number, payload: Uint8Array): Uint8Array {
  * ```
  */
 export class FrameReader {
-  #buffer: Uint8Array = new Uint8Array(0);
+  readonly #queue = new ByteQueue();
   readonly #maxPayload: number;
 
   /**
@@ -106,18 +106,15 @@ export class FrameReader {
 
   /** Appends bytes read from the stream. */
   push(chunk: Uint8Array): void {
-    if (this.#buffer.length === 0) {
-      this.#buffer = chunk;
-      return;
-    }
-    this.#buffer = concatBytes(this.#buffer, chunk);
+    this.#queue.push(chunk);
   }
 
   /** The next complete frame, or undefined until more bytes arrive. */
   next(): Frame | undefined {
-    const type = readVarint(this.#buffer, 0);
+    const buffer = this.#queue.bytes;
+    const type = readVarint(buffer, 0);
     if (!type) return undefined;
-    const length = readVarint(this.#buffer, type.length);
+    const length = readVarint(buffer, type.length);
     if (!length) return undefined;
     if (HTTP2_ONLY_FRAMES.has(type.value)) {
       throw new H3Error(
@@ -134,21 +131,21 @@ export class FrameReader {
       );
     }
     const start = type.length + length.length;
-    if (this.#buffer.length < start + length.value) return undefined;
-    const payload = this.#buffer.subarray(start, start + length.value);
-    this.#buffer = this.#buffer.subarray(start + length.value);
+    if (buffer.length < start + length.value) return undefined;
+    const payload = buffer.subarray(start, start + length.value);
+    this.#queue.consume(start + length.value);
     return { type: type.value, payload };
   }
 
   /** Bytes received but not yet part of a complete frame. */
   get buffered(): number {
-    return this.#buffer.length;
+    return this.#queue.length;
   }
 
   /** Takes the unparsed bytes (e.g. after a WebTransport stream signal). */
   takeRemainder(): Uint8Array {
-    const rest = this.#buffer;
-    this.#buffer = new Uint8Array(0);
+    const rest = this.#queue.bytes;
+    this.#queue.clear();
     return rest;
   }
 }

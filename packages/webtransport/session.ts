@@ -26,6 +26,7 @@ import {
   type StreamKind,
 } from "./flow.ts";
 import { concatBytes } from "@noble/hashes/utils.js";
+import { ByteQueue } from "@duet/core/bytes";
 import { type BidirectionalStream, type Meter, meterIn, meterOut } from "./streams.ts";
 
 /** How a session ended. */
@@ -180,7 +181,7 @@ export class WebTransportSession {
     const stream = await this.#conn.createBidirectionalStream({ waitUntilAvailable: true });
     const writer = stream.writable.getWriter();
     await writer.write(
-      new Uint8Array([...encodeVarint(FrameType.WEBTRANSPORT_STREAM), ...encodeVarint(this.id)]),
+      concatBytes(encodeVarint(FrameType.WEBTRANSPORT_STREAM), encodeVarint(this.id)),
     );
     writer.releaseLock();
     return {
@@ -200,7 +201,7 @@ export class WebTransportSession {
     const stream = await this.#conn.createUnidirectionalStream({ waitUntilAvailable: true });
     const writer = stream.getWriter();
     await writer.write(
-      new Uint8Array([...encodeVarint(StreamType.WEBTRANSPORT), ...encodeVarint(this.id)]),
+      concatBytes(encodeVarint(StreamType.WEBTRANSPORT), encodeVarint(this.id)),
     );
     writer.releaseLock();
     return meterOut(stream, this.#meter);
@@ -353,7 +354,7 @@ export class WebTransportSession {
   /** Reads DATA frames on the CONNECT stream for capsules; FIN without one ends quietly. */
   async #watchConnectStream(source: ReadableStreamDefaultReader<Uint8Array>): Promise<void> {
     const frames = new FrameReader();
-    let capsules: Uint8Array = new Uint8Array(0);
+    const capsules = new ByteQueue();
     try {
       for (;;) {
         const { value, done } = await source.read();
@@ -361,9 +362,9 @@ export class WebTransportSession {
         frames.push(value);
         for (let frame = frames.next(); frame; frame = frames.next()) {
           if (frame.type !== FrameType.DATA) continue;
-          capsules = concatBytes(capsules, frame.payload);
-          for (let read = readCapsule(capsules); read; read = readCapsule(capsules)) {
-            capsules = capsules.subarray(read.length);
+          capsules.push(frame.payload);
+          for (let read = readCapsule(capsules.bytes); read; read = readCapsule(capsules.bytes)) {
+            capsules.consume(read.length);
             if (!this.#onCapsule(read.capsule)) break;
           }
         }
