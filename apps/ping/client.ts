@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { abortable } from "@duet/core/abortable";
 import { checkDuration } from "@duet/core/duration";
 import {
   type CertificateHash,
@@ -896,18 +897,4 @@ function withDeadline<T>(
     abortable(promise, signal),
     new Promise<T>((_, reject) => cancel = setLongTimeout(() => reject(error()), ms)),
   ]).finally(() => cancel());
-}
-
-/** `promise`, or a rejection with `signal.reason` once it aborts, whichever comes first. */
-function abortable<T>(promise: Promise<T>, signal?: AbortSignal): Promise<T> {
-  if (!signal) return promise;
-  if (signal.aborted) return Promise.reject(signal.reason);
-  let onAbort = () => {};
-  return Promise.race([
-    promise,
-    new Promise<T>((_, reject) => {
-      onAbort = () => reject(signal.reason);
-      signal.addEventListener("abort", onAbort, { once: true });
-    }),
-  ]).finally(() => signal.removeEventListener("abort", onAbort));
 }

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { abortable } from "@duet/core/abortable";
 import { isPermanentNetworkError } from "@duet/core/explain-error";
 import { backoffMs } from "@duet/core/backoff";
 import { checkDuration } from "@duet/core/duration";
@@ -503,23 +504,6 @@ function issueOf(error: z.ZodError): string {
   }
   if (issue.code === "too_small") return `${where}: negative`;
   return `${where}: malformed`;
-}
-
-/**
- * `promise`, or a rejection with `signal.reason` as soon as the signal aborts (at once if it
- * has): for a custom fetch, or a body, that does not honour the signal itself.
- */
-function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (!signal) return promise;
-  if (signal.aborted) {
-    promise.catch(() => {}); // settled later, and nobody waits for it any more
-    return Promise.reject(signal.reason);
-  }
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
-  });
 }
 
 /** A SyncpointError is an answer; anything else fetch or the body read threw, no answer. */
