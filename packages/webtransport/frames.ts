@@ -6,7 +6,7 @@
  */
 import { ByteQueue } from "@duet/core/bytes";
 import { H3, H3Error } from "./errors.ts";
-import { readVarint, varintLength, writeVarint } from "./varint.ts";
+import { readVarint, readVarintExact, varintLength, writeVarint } from "./varint.ts";
 
 /** Frame types (RFC 9114 Section 7.2). */
 export const FrameType = {
@@ -164,11 +164,15 @@ export function encodeSettings(settings: ReadonlyMap<number, number>): Uint8Arra
 }
 
 /**
- * Decodes a SETTINGS payload. Unknown identifiers (including GREASE) are kept; a repeated
- * identifier, an HTTP/2-only one or a truncated pair is H3_SETTINGS_ERROR.
+ * Decodes a SETTINGS payload. Unknown identifiers (including GREASE) are kept, those past
+ * 2^53 under their value rounded to a number (none is one we read); a repeated identifier
+ * (compared exactly), an HTTP/2-only one or a truncated pair is H3_SETTINGS_ERROR.
  */
 export function decodeSettings(payload: Uint8Array): Map<number, number> {
   const settings = new Map<number, number>();
+  // Identifiers compared exactly: ids past 2^53 (GREASE reserves ids up to 2^62 - 1) are
+  // rounded in `settings`, and two different ones would look the same.
+  const seen = new Set<bigint>();
   for (let offset = 0; offset < payload.length;) {
     const id = readVarint(payload, offset);
     const value = id && readVarint(payload, offset + id.length);
@@ -176,9 +180,11 @@ export function decodeSettings(payload: Uint8Array): Map<number, number> {
     if (HTTP2_ONLY_SETTINGS.has(id.value)) {
       throw new H3Error(H3.SETTINGS_ERROR, `Setting 0x${id.value.toString(16)} is HTTP/2 only`);
     }
-    if (settings.has(id.value)) {
-      throw new H3Error(H3.SETTINGS_ERROR, `Setting 0x${id.value.toString(16)} appears twice`);
+    const exactId = readVarintExact(payload, offset)!;
+    if (seen.has(exactId)) {
+      throw new H3Error(H3.SETTINGS_ERROR, `Setting 0x${exactId.toString(16)} appears twice`);
     }
+    seen.add(exactId);
     settings.set(id.value, value.value);
     offset += id.length + value.length;
   }

@@ -90,6 +90,17 @@ test("decodeSettings() refuses duplicates, HTTP/2-only settings and truncation w
   assert.deepEqual(decodeSettings(new Uint8Array(0)), new Map());
 });
 
+test("decodeSettings() tells apart ids past 2^53, which a number rounds to one value", () => {
+  // 2^62 - 1 and 2^62 - 2 (8-byte varints) both round to 2^62 as numbers.
+  const top = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+  const belowTop = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe];
+  const distinct = new Uint8Array([...top, 1, ...belowTop, 2]);
+  assert.equal(decodeSettings(distinct).size, 1, "two unknown ids, kept under one rounded key");
+  const same = new Uint8Array([...top, 1, ...top, 2]);
+  assert.throws(() => decodeSettings(same), code(H3.SETTINGS_ERROR));
+  assert.throws(() => decodeSettings(same), /0x3fffffffffffffff appears twice/);
+});
+
 test("property: FrameReader on random bytes yields frames or throws H3Error, nothing else", () => {
   fc.assert(
     fc.property(fc.array(fc.uint8Array({ maxLength: 40 }), { maxLength: 6 }), (chunks) => {
