@@ -86,41 +86,60 @@ export type LineEvent =
 export class LineSplitter {
   #pending: Uint8Array[] = [];
   #pendingBytes = 0;
+  /** The last byte of what is pending (a CR may be the newline's first half). */
+  #lastPending = -1;
+  /** A line was too long: nothing after it is a line any more. */
+  #failed = false;
   readonly #max: number;
 
   /**
    * A splitter for one stream.
    *
-   * @param maxLineBytes The longest line accepted, newline excluded.
+   * @param maxLineBytes The longest line accepted, its newline (LF or CR LF) excluded.
    */
   constructor(maxLineBytes = MAX_LINE_BYTES) {
     this.#max = maxLineBytes;
   }
 
-  /** Feeds bytes; returns the complete lines they finish, in order. */
+  /**
+   * Feeds bytes; returns the complete lines they finish, in order. The events are the same
+   * however the bytes are cut. After a `too-long` event nothing more comes: the line has no
+   * end that could be found again, so the caller ends the stream.
+   */
   push(chunk: Uint8Array): LineEvent[] {
     const events: LineEvent[] = [];
+    if (this.#failed) return events;
     let start = 0;
     for (;;) {
       const newline = chunk.indexOf(0x0a, start);
       if (newline === -1) break;
       const piece = chunk.subarray(start, newline);
-      if (this.#pendingBytes + piece.length > this.#max) {
-        events.push({ kind: "too-long" });
-        return events; // the caller ends the stream: nothing after this is read
-      }
+      if (!this.#fits(piece)) return this.#fail(events);
       events.push(this.#finish(piece));
       start = newline + 1;
     }
     const rest = chunk.subarray(start);
-    if (this.#pendingBytes + rest.length > this.#max) {
-      events.push({ kind: "too-long" });
-      return events;
-    }
+    if (!this.#fits(rest)) return this.#fail(events);
     if (rest.length) {
       this.#pending.push(rest.slice());
       this.#pendingBytes += rest.length;
+      this.#lastPending = rest[rest.length - 1]!;
     }
+    return events;
+  }
+
+  /** Whether the pending bytes and `more` are within the limit, a final CR not counted. */
+  #fits(more: Uint8Array): boolean {
+    const total = this.#pendingBytes + more.length;
+    const last = more.length ? more[more.length - 1] : this.#lastPending;
+    return total <= this.#max || (total === this.#max + 1 && last === 0x0d);
+  }
+
+  #fail(events: LineEvent[]): LineEvent[] {
+    this.#failed = true;
+    this.#pending = [];
+    this.#pendingBytes = 0;
+    events.push({ kind: "too-long" });
     return events;
   }
 
@@ -136,6 +155,7 @@ export class LineSplitter {
       bytes = concatChunks(this.#pending);
       this.#pending = [];
       this.#pendingBytes = 0;
+      this.#lastPending = -1;
     }
     // A trailing CR is tolerated, so `printf 'ping\r\n'` and telnet-style clients work.
     if (bytes.length && bytes[bytes.length - 1] === 0x0d) bytes = bytes.subarray(0, -1);

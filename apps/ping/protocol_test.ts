@@ -4,6 +4,7 @@ import {
   answer,
   answerDatagram,
   answerMessage,
+  type LineEvent,
   LineSplitter,
   MAX_LINE_BYTES,
   serveLines,
@@ -76,6 +77,42 @@ Deno.test("LineSplitter: a line over the limit is refused, in one chunk or acros
   assert.deepEqual(slow.push(bytes("12345")), []);
   assert.deepEqual(slow.push(bytes("6789")), [{ kind: "too-long" }], "no newline needed");
   assert.equal(MAX_LINE_BYTES, 16_384);
+});
+
+Deno.test("LineSplitter: the limit leaves out the newline, LF or CR LF; a too-long line ends the splitting", () => {
+  for (const ending of ["\n", "\r\n"]) {
+    assert.deepEqual(new LineSplitter(8).push(bytes(`12345678${ending}`)), [
+      { kind: "line", line: "12345678" },
+    ], JSON.stringify(ending));
+    assert.deepEqual(new LineSplitter(8).push(bytes(`123456789${ending}`)), [{ kind: "too-long" }]);
+  }
+  const splitter = new LineSplitter(8);
+  assert.deepEqual(splitter.push(bytes("123456789")), [{ kind: "too-long" }]);
+  assert.deepEqual(splitter.push(bytes("\nping\n")), [], "nothing after a too-long line");
+  assert.equal(splitter.pendingBytes, 0);
+});
+
+Deno.test("LineSplitter: any bytes cut anywhere give the events of the bytes pushed at once", () => {
+  const byte = fc.constantFrom(0x0a, 0x0d, 0x61, 0xc3, 0xa9, 0xff);
+  fc.assert(
+    fc.property(
+      fc.array(byte, { minLength: 12, maxLength: 60, size: "max" }),
+      fc.array(fc.nat(), { minLength: 1, maxLength: 12, size: "max" }),
+      (all, cuts) => {
+        const input = new Uint8Array(all);
+        const whole = new LineSplitter(8).push(input);
+        const points = [...new Set(cuts.map((c) => c % (input.length + 1)))].sort((a, b) => a - b);
+        const splitter = new LineSplitter(8);
+        const pieces: LineEvent[] = [];
+        let previous = 0;
+        for (const point of [...points, input.length]) {
+          pieces.push(...splitter.push(input.subarray(previous, point)));
+          previous = point;
+        }
+        assert.deepEqual(pieces, whole);
+      },
+    ),
+  );
 });
 
 async function exchange(chunks: Uint8Array[]): Promise<string> {
