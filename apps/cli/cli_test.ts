@@ -107,6 +107,10 @@ Deno.test("duet dlog rejects malformed input with exit 2 and one line naming the
     const options = { "--sid": "s", "--pid": "3", "--secret": secretHex, ...over };
     return ["dlog", "prove", ...Object.entries(options).flat()];
   };
+  // --proof as duet dlog prove's whole output, without --y.
+  const whole = (
+    document: unknown,
+  ) => ["dlog", "verify", "--sid", "s", "--pid", "3", "--proof", JSON.stringify(document)];
   const cases: [string, string[], RegExp][] = [
     ["proof not JSON", verify({ "--proof": "{" }), /^duet dlog verify: Invalid --proof: /],
     [
@@ -128,6 +132,23 @@ Deno.test("duet dlog rejects malformed input with exit 2 and one line naming the
       /Invalid --pid: must be in \[0, 2\^256\)/,
     ],
     ["pid hex", verify({ "--pid": "0x10" }), /Invalid --pid/],
+    ["pid leading zero", verify({ "--pid": "05" }), /Invalid --pid: "05" has a leading zero/],
+    ["pid with a space", verify({ "--pid": " 5" }), /Invalid --pid: " 5" has spaces around it/],
+    [
+      "base uppercase",
+      verify({ "--base": encodePoint(G).toUpperCase() }),
+      /Invalid --base: expected lowercase hex digits \[0-9a-f\]; it has uppercase ones/,
+    ],
+    [
+      "whole output with an extra field",
+      whole({ y: yHex, proof: JSON.parse(proof), extra: 1 }),
+      /Invalid --proof: unknown field "extra"/,
+    ],
+    [
+      "whole output with a y that is a number",
+      whole({ y: 5, proof: JSON.parse(proof) }),
+      /Invalid --proof: its "y" must be a string of 66 hex digits, got a number/,
+    ],
     ["base too short", verify({ "--base": "02ab" }), /Invalid --base: expected 66 hex/],
     [
       "secret short",
@@ -135,7 +156,11 @@ Deno.test("duet dlog rejects malformed input with exit 2 and one line naming the
       /Invalid --secret: expected 64 hex characters, got 2/,
     ],
     ["secret zero", prove({ "--secret": "0".repeat(64) }), /Invalid --secret: .*\[1, q-1\]/],
-    ["secret = q", prove({ "--secret": CURVE_ORDER.toString(16) }), /Invalid --secret/],
+    [
+      "secret = q",
+      prove({ "--secret": CURVE_ORDER.toString(16) }),
+      /Invalid --secret: value is not below the group order q/,
+    ],
     [
       "secret uppercase",
       prove({ "--secret": secretHex.toUpperCase().replace("0", "A") }),
@@ -144,7 +169,7 @@ Deno.test("duet dlog rejects malformed input with exit 2 and one line naming the
     [
       "secret not hex",
       prove({ "--secret": "g".repeat(64) }),
-      /Invalid --secret: expected hex digits/,
+      /Invalid --secret: expected lowercase hex digits \[0-9a-f\] only/,
     ],
   ];
   for (const [label, args, message] of cases) {
@@ -153,6 +178,24 @@ Deno.test("duet dlog rejects malformed input with exit 2 and one line naming the
     assert.equal(out, "", label);
     assert.match(err, message, label);
     assert.equal(err.trim().split("\n").length, 1, `${label}: one line, no stack trace`);
+  }
+});
+
+Deno.test("duet dlog with - and nothing on standard input says so (exit 2)", async () => {
+  for (
+    const [args, option] of [
+      [["prove", "--sid", "s", "--pid", "1", "--secret", "-"], "--secret"],
+      [["verify", "--sid", "s", "--pid", "1", "--proof", "-"], "--proof"],
+    ] as const
+  ) {
+    for (const stdin of ["", " \n"]) {
+      const { code, out, err } = await duet(["dlog", ...args], stdin);
+      assert.deepEqual([code, out], [2, ""]);
+      assert.match(
+        err,
+        new RegExp(`Invalid ${option}: - reads it from standard input, which was empty`),
+      );
+    }
   }
 });
 

@@ -33,6 +33,13 @@ function typeName(value: unknown): string {
   return typeof value;
 }
 
+/** What is wrong with text that is not all lowercase hex digits, in the words users see. */
+export function hexMistake(value: string): string {
+  return /^[0-9a-fA-F]*$/.test(value)
+    ? "expected lowercase hex digits [0-9a-f]; it has uppercase ones (write it in lowercase)"
+    : "expected lowercase hex digits [0-9a-f] only";
+}
+
 /** Parses exactly `chars` lowercase hex characters. */
 export function parseHex(value: unknown, chars: number, what: string): Uint8Array {
   if (typeof value !== "string") {
@@ -44,7 +51,7 @@ export function parseHex(value: unknown, chars: number, what: string): Uint8Arra
     );
   }
   if (!LOWER_HEX.test(value)) {
-    throw new SyntaxError(`Cannot decode ${what}: expected lowercase hex digits [0-9a-f]`);
+    throw new SyntaxError(`Cannot decode ${what}: ${hexMistake(value)}`);
   }
   return hexToBytes(value);
 }
@@ -117,7 +124,12 @@ export function normalizePid(pid: bigint | number): bigint {
 /** Parses a party id written as a decimal integer in [0, 2^256). */
 export function parsePid(text: string): bigint {
   if (!/^(0|[1-9][0-9]*)$/.test(text)) {
-    throw new SyntaxError(`Invalid pid: "${text}" is not a decimal integer`);
+    const why = /^0[0-9]+$/.test(text)
+      ? "has a leading zero (write it without: one spelling per number)"
+      : /^\s*(0|[1-9][0-9]*)\s*$/.test(text)
+      ? "has spaces around it"
+      : "is not a decimal integer";
+    throw new SyntaxError(`Invalid pid: ${JSON.stringify(text)} ${why}`);
   }
   return normalizePid(BigInt(text));
 }

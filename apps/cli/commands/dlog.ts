@@ -6,8 +6,8 @@
  */
 import { Command } from "commander";
 import {
-  CURVE_ORDER,
   decodePoint,
+  decodeScalar,
   DLogProof,
   encodePoint,
   G,
@@ -48,6 +48,7 @@ function proofDocument(text: string, yOption: string | undefined): { y: string; 
   }
   const whole = typeof document === "object" && document !== null && "proof" in document;
   const y = whole ? (document as { y?: unknown }).y : undefined;
+  if (whole) checkWholeOutput(document as Record<string, unknown>);
   if (whole && typeof y === "string" && yOption !== undefined && y !== yOption) {
     throw new UsageError("--y differs from the y in --proof; give one of them");
   }
@@ -66,24 +67,44 @@ function proofDocument(text: string, yOption: string | undefined): { y: string; 
   };
 }
 
-/** `-` means "read it from standard input", which keeps secrets off the process list. */
-async function valueOrStdin(value: string, io: CliIo): Promise<string> {
-  return value === "-" ? (await io.readStdin()).trim() : value;
-}
-
-function parseSecret(text: string): bigint {
-  if (text.length !== 64) {
-    throw new SyntaxError(`expected 64 hex characters, got ${text.length}`);
-  }
-  if (!/^[0-9a-f]*$/.test(text)) {
-    throw new SyntaxError(
-      /^[0-9a-fA-F]*$/.test(text)
-        ? "expected lowercase hex digits [0-9a-f]; it has uppercase ones (write it in lowercase)"
-        : "expected hex digits [0-9a-f] only",
+/**
+ * What `duet dlog prove` prints has "proof" and "y", a string, and nothing else.
+ *
+ * @throws {UsageError} naming the field that is not so.
+ */
+function checkWholeOutput(document: Record<string, unknown>): void {
+  const unknown = Object.keys(document).find((key) => key !== "y" && key !== "proof");
+  if (unknown !== undefined) {
+    throw new UsageError(
+      `Invalid --proof: unknown field ${JSON.stringify(unknown)} (duet dlog prove prints ` +
+        `{"y": HEX66, "proof": {...}})`,
     );
   }
-  const x = BigInt("0x" + text);
-  if (x === 0n || x >= CURVE_ORDER) throw new RangeError("the secret must be in [1, q-1]");
+  const y = document["y"];
+  if (y !== undefined && typeof y !== "string") {
+    const got = y === null ? "null" : Array.isArray(y) ? "an array" : `a ${typeof y}`;
+    throw new UsageError(`Invalid --proof: its "y" must be a string of 66 hex digits, got ${got}`);
+  }
+}
+
+/**
+ * `-` means "read it from standard input", which keeps secrets off the process list.
+ *
+ * @throws {UsageError} when standard input held nothing but whitespace.
+ */
+async function valueOrStdin(option: string, value: string, io: CliIo): Promise<string> {
+  if (value !== "-") return value;
+  const text = (await io.readStdin()).trim();
+  if (text === "") {
+    throw new UsageError(`Invalid ${option}: - reads it from standard input, which was empty`);
+  }
+  return text;
+}
+
+/** The secret x: 64 lowercase hex digits (the library's check and words), not 0. */
+function parseSecret(text: string): bigint {
+  const x = decodeScalar(text, "--secret");
+  if (x === 0n) throw new RangeError("the secret must be in [1, q-1]; it is 0");
   return x;
 }
 
@@ -124,7 +145,7 @@ export function dlogCommand(io: CliIo): Command {
     .addHelpText("after", statementHelp)
     .action(async (options: { sid: string; pid: string; secret: string; base?: string }) => {
       const pid = parseOption("--pid", () => parsePid(options.pid));
-      const secret = await valueOrStdin(options.secret, io);
+      const secret = await valueOrStdin("--secret", options.secret, io);
       const x = parseOption("--secret", () => parseSecret(secret));
       const base = parseBase(options.base);
       oneShot();
@@ -157,7 +178,7 @@ export function dlogCommand(io: CliIo): Command {
       async (options: { sid: string; pid: string; y?: string; proof: string; base?: string }) => {
         const pid = parseOption("--pid", () => parsePid(options.pid));
         const base = parseBase(options.base);
-        const given = proofDocument(await valueOrStdin(options.proof, io), options.y);
+        const given = proofDocument(await valueOrStdin("--proof", options.proof, io), options.y);
         const y = parseOption("--y", () => decodePoint(given.y, "--y"));
         const proof = parseOption("--proof", () => DLogProof.fromString(given.proof));
         oneShot();
