@@ -148,21 +148,23 @@ testWith(await findNetns(), {
       for (
         const [args, said] of [
           [
+            // Refused before the server starts: no log line at all, even without -q.
             ["--announce", OTHER],
             /^duet ping serve: --announce: cannot announce 192\.0\.2\.7: the server does not listen there \(it listens on 127\.0\.0\.1;/,
           ],
           [
-            ["--host", "0.0.0.0", "--announce"],
+            ["-q", "--host", "0.0.0.0", "--announce"],
             /^duet ping serve: --announce: nothing to announce: .*certificate names 127\.0\.0\.1, ::1; loopback alone is no use to other hosts;/,
           ],
           [
-            ["--host", "0.0.0.0", "--announce", OTHER],
+            ["-q", "--host", "0.0.0.0", "--announce", OTHER],
             /^duet ping serve: --announce: cannot announce 192\.0\.2\.7: the server's certificate does not name it/,
           ],
         ] as const
       ) {
-        // -q: errors only (the server started before it refused logs its stop).
-        const refused = spawnDuet(["ping", "serve", "-q", "--port", "0", ...args], {
+        // -q: errors only (a server that must start to know its certificate's names logs its
+        // stop before it refuses).
+        const refused = spawnDuet(["ping", "serve", "--port", "0", ...args], {
           direct: true,
           prefix,
         });

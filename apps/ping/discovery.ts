@@ -71,8 +71,11 @@ export interface AnnouncePlanInput {
   listening: string;
   /** This host's IPv4 interfaces. */
   interfaces: readonly { name: string; address: string }[];
-  /** The IP addresses the server's certificate names. */
-  certificateAddresses: readonly string[];
+  /**
+   * The IP addresses the server's certificate names; undefined when it is not known yet
+   * (before the server starts): every check but the certificate's is made.
+   */
+  certificateAddresses: readonly string[] | undefined;
 }
 
 const IPV4 = /^\d+\.\d+\.\d+\.\d+$/;
@@ -95,7 +98,8 @@ export function planAnnouncement(input: AnnouncePlanInput): string[] {
   const { listening, interfaces, certificateAddresses } = input;
   const wildcard = listening === "0.0.0.0" || listening === "::" || listening === "[::]";
   const served = wildcard ? interfaces.map((i) => i.address) : [listening];
-  const named = certificateAddresses.join(", ") || "none";
+  const named = certificateAddresses?.join(", ") || "none";
+  const certified = (address: string) => certificateAddresses?.includes(address) ?? true;
   const certificateHint = "give a certificate that names it (--cert, --key)";
   if (input.requested?.length) {
     return [
@@ -110,7 +114,7 @@ export function planAnnouncement(input: AnnouncePlanInput): string[] {
               `${listening}; --host 0.0.0.0 listens on every interface)`,
           );
         }
-        if (!certificateAddresses.includes(address)) {
+        if (!certified(address)) {
           throw new RangeError(
             `cannot announce ${address}: the server's certificate does not name it (it ` +
               `names ${named}), so clients finding the server there could not verify it; ` +
@@ -127,7 +131,7 @@ export function planAnnouncement(input: AnnouncePlanInput): string[] {
         "IPv4 addresses only",
     );
   }
-  const fit = [...new Set(served.filter((a) => certificateAddresses.includes(a)))];
+  const fit = [...new Set(served.filter(certified))];
   const outside = fit.filter((a) => !isLoopbackV4(a));
   if (outside.length) return outside;
   if (fit.length && !served.some((a) => !isLoopbackV4(a))) return fit;
@@ -137,6 +141,27 @@ export function planAnnouncement(input: AnnouncePlanInput): string[] {
         fit.length ? "loopback alone is no use to other hosts; " : ""
       }${certificateHint}, or listen on 127.0.0.1 (--host) to be found on this host only`,
   );
+}
+
+/**
+ * The checks of {@link planAnnouncement} that need no certificate, on this host's
+ * interfaces: made before the server starts, so that an announcement it could never make is
+ * refused before anything listens.
+ *
+ * @param requested Interface names or IPv4 addresses asked for; absent or empty: choose.
+ * @param listening The IP address the server will listen on (not a host name).
+ * @throws RangeError, as {@link planAnnouncement} does.
+ */
+export function precheckAnnouncement(
+  requested: readonly string[] | undefined,
+  listening: string,
+): void {
+  planAnnouncement({
+    ...(requested ? { requested } : {}),
+    listening,
+    interfaces: ipv4Interfaces(),
+    certificateAddresses: undefined,
+  });
 }
 
 /** This host's IPv4 interfaces. */

@@ -42,6 +42,22 @@ const LO = { name: "lo", address: "127.0.0.1" };
 const ETH = { name: "eth0", address: "192.0.2.7" };
 const GENERATED = ["127.0.0.1", "::1"];
 
+Deno.test("planAnnouncement(): with no certificate known yet, every check but the certificate's", () => {
+  const plan = (listening: string, requested?: string[]) =>
+    planAnnouncement({
+      listening,
+      interfaces: [LO, ETH],
+      certificateAddresses: undefined,
+      ...(requested ? { requested } : {}),
+    });
+  assert.deepEqual(plan("127.0.0.1"), ["127.0.0.1"]);
+  assert.deepEqual(plan("0.0.0.0", ["eth0"]), ["192.0.2.7"], "no certificate to refuse it yet");
+  assert.deepEqual(plan("0.0.0.0"), ["192.0.2.7"]);
+  assert.throws(() => plan("127.0.0.1", ["192.0.2.7"]), /does not listen there/);
+  assert.throws(() => plan("127.0.0.1", ["wlan9"]), /no IPv4 interface named wlan9/);
+  assert.throws(() => plan("::1"), /IPv4 addresses only/);
+});
+
 Deno.test("planAnnouncement(): bound to one address, only that one, and only if the certificate names it", () => {
   const plan = (certificateAddresses: string[], requested?: string[]) =>
     planAnnouncement({

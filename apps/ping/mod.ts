@@ -93,6 +93,7 @@ export {
   discoverServer,
   lookupSrv,
   orderSrv,
+  precheckAnnouncement,
   SERVICE_TYPE,
   type SrvRank,
   startAnnouncer,

@@ -16,6 +16,7 @@ import {
   type PingEvent,
   type PingMode,
   type PingSummary,
+  precheckAnnouncement,
   resolveTrust,
   runPing,
   startAnnouncer,
@@ -501,6 +502,7 @@ async function runServer(options: ServeCliOptions, io: CliIo): Promise<void> {
   if (Boolean(options.cert) !== Boolean(options.key)) {
     throw new UsageError("--cert and --key go together");
   }
+  precheckAnnounce(options);
   const cert = options.cert && options.key
     ? {
       certPem: await readFileOrExplain(options.cert, "certificate"),
@@ -556,6 +558,31 @@ async function runServer(options: ServeCliOptions, io: CliIo): Promise<void> {
   await server.shutdown();
 }
 
+/** The interfaces `--announce a,b` names. */
+function announced(value: string): string[] {
+  return value.split(",").map((s) => s.trim()).filter(Boolean);
+}
+
+/**
+ * What --announce asks for that no certificate could make possible (an interface this host
+ * does not have, an address the server will not listen on), refused before the server
+ * starts. A --host that is a name is resolved by the server: checked after it starts.
+ *
+ * @throws {UsageError} saying why.
+ */
+function precheckAnnounce(options: ServeCliOptions): void {
+  if (!options.announce || !/^[\d.]+$|:/.test(options.host)) return;
+  try {
+    precheckAnnouncement(
+      typeof options.announce === "string" ? announced(options.announce) : undefined,
+      options.host,
+    );
+  } catch (error) {
+    if (error instanceof RangeError) throw new UsageError(`--announce: ${error.message}`);
+    throw error;
+  }
+}
+
 /**
  * Starts the mDNS announcer when --announce asks for it: only addresses the server listens
  * on and its certificate names. One it cannot serve is a usage error (the server is shut
@@ -571,9 +598,7 @@ async function announce(
       port: server.port,
       listening: server.addr.hostname,
       certificateAddresses: server.certificateAddresses(),
-      ...(typeof options.announce === "string"
-        ? { interfaces: options.announce.split(",").map((s) => s.trim()).filter(Boolean) }
-        : {}),
+      ...(typeof options.announce === "string" ? { interfaces: announced(options.announce) } : {}),
     });
   } catch (error) {
     await server.shutdown(0);
