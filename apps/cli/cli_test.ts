@@ -316,9 +316,14 @@ Deno.test("every server command explains a --host it cannot listen on (exit 2) a
     assert.match(unresolved.err, /cannot listen on 999\.1\.1\.1: no such host/);
     using taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     const port = String(taken.addr.port);
-    const busy = await duet([...command, "--host", "127.0.0.1", "--port", port]);
+    // The chat server finds the port taken before it makes its database: nothing is left.
+    const dir = await Deno.makeTempDir();
+    const store = name === "chat-server" ? ["--data-dir", `${dir}/db`] : [];
+    const busy = await duet([...command, "--host", "127.0.0.1", "--port", port, ...store]);
     assert.equal(busy.code, 1, `${name}: ${busy.err}`);
     assert.match(busy.err, new RegExp(`127\\.0\\.0\\.1:${port} is already in use; choose another`));
+    assert.deepEqual(await Array.fromAsync(Deno.readDir(dir)), [], `${name}: nothing made`);
+    await Deno.remove(dir, { recursive: true });
   }
 });
 

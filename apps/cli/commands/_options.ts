@@ -75,6 +75,22 @@ export function url(...protocols: string[]): (text: string) => string {
 }
 
 /**
+ * Fails as {@link explainListenError} does when TCP `port` on `host` cannot be listened on,
+ * before a command does the slow or lasting part of its start (opening or creating a
+ * database): a port in use ends it with nothing made. A probe, then closed: the service
+ * listens again after, and a port taken in between is still explained then. Port 0 always
+ * succeeds, and is not probed.
+ */
+export function probeTcpPort(host: string, port: number, option = "--port"): void {
+  if (port === 0) return;
+  try {
+    Deno.listen({ hostname: host, port }).close();
+  } catch (error) {
+    explainListenError(error, host, port, option);
+  }
+}
+
+/**
  * Turns listen errors into advice: "address in use" naming `option`, the option that sets
  * the port; a host that is not this machine's or does not resolve as a usage error (exit
  * 2); other errors pass through.

@@ -34,6 +34,7 @@ import {
   hostPort,
   integer,
   pattern,
+  probeTcpPort,
   showHostPort,
   untilAborted,
   url,
@@ -166,6 +167,7 @@ async function runChatServer(options: ChatServerCliOptions, io: CliIo): Promise<
   if (options.databaseUrl && options.dataDir) {
     throw new UsageError("choose one of --database-url and --data-dir");
   }
+  probeTcpPort(options.host, options.port);
   const { store, description } = await openStore(options.databaseUrl, options.dataDir)
     .catch((error) => {
       throw new Error(`cannot open the database: ${explainError(error)}`, { cause: error });

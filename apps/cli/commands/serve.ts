@@ -10,7 +10,7 @@ import { DEFAULTS as PING, startPingServer } from "@duet/ping";
 import { DEFAULTS as CHAT, startChatServer } from "@duet/chat";
 import { defaultDataDir, openStore } from "./chat.ts";
 import type { CliIo } from "../io.ts";
-import { explainListenError, integer, showHostPort, userPath } from "./_options.ts";
+import { explainListenError, integer, probeTcpPort, showHostPort, userPath } from "./_options.ts";
 import { startServices, superviseServices } from "@duet/core/service";
 
 interface ServeOptions {
@@ -78,6 +78,7 @@ export function serveCommand(io: CliIo): Command {
           {
             name: "chat",
             start: async () => {
+              probeTcpPort(host, options.chatPort, "--chat-port");
               const { store, description } = await openStore(undefined, options.chatDataDir);
               const chat = await startChatServer({ store, hostname: host, port: options.chatPort })
                 .catch(async (error) => {
