@@ -57,6 +57,7 @@ const err = (p: Party) => p.process.lines.stderr.join("\n");
 
 Deno.test("duet chat, duet chat-server: usage errors exit 2 with one line", async () => {
   const dir = await Deno.makeTempDir();
+  await Deno.writeTextFile(`${dir}/file`, "");
   try {
     const at = ["--server", "127.0.0.1:1", "--key-store", `${dir}/k.sqlite`];
     for (
@@ -70,6 +71,17 @@ Deno.test("duet chat, duet chat-server: usage errors exit 2 with one line", asyn
         [["chat-server", "--database-url", "http://x/"], /postgres/],
         // No terminal (stdin and stdout are pipes here) and no --line: no blank interface.
         [["chat", ...at, "--name", "a", "--room", "r"], /needs a terminal .* use --line/],
+        // A mistyped key store path is said, not made.
+        [
+          ["chat", "--server", "127.0.0.1:1", "--key-store", `${dir}/no/such/k.sqlite`, "--line"]
+            .concat(["--name", "a", "--room", "r"]),
+          /--key-store .*\/no\/such\/k\.sqlite: .*\/no\/such does not exist \(create it first/,
+        ],
+        [
+          ["chat", "--server", "127.0.0.1:1", "--key-store", `${dir}/file/k.sqlite`, "--line"]
+            .concat(["--name", "a", "--room", "r"]),
+          /\/file is not a directory/,
+        ],
       ] as const
     ) {
       const child = spawnDuet([...args], { direct: true, stdin: true });
@@ -81,6 +93,7 @@ Deno.test("duet chat, duet chat-server: usage errors exit 2 with one line", asyn
       assert.match(text, message);
       assert.equal(child.lines.stderr.length, 1, text);
     }
+    await assert.rejects(Deno.stat(`${dir}/no`), Deno.errors.NotFound, "no directory made");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -345,6 +345,9 @@ export function chatCommand(io: CliIo): Command {
     )
     .addHelpText("after", CHAT_HELP)
     .action(async (options: ChatCliOptions, command: Command) => {
+      if (command.getOptionValueSource("keyStore") !== "default") {
+        await checkKeyStoreDirectory(options.keyStore);
+      }
       const keyStore = await KeyStore.open(options.keyStore).catch((error) => {
         throw new Error(
           `cannot open the key store ${options.keyStore}: ${explainError(error)}`,
@@ -355,6 +358,26 @@ export function chatCommand(io: CliIo): Command {
       if (options.line) await runLine(options, keyStore, json ? jsonErr(io) : io);
       else await runScreen(options, keyStore, io);
     });
+}
+
+/**
+ * The directory of a --key-store the user gave must exist: the key store makes only its
+ * default directory, so that a mistyped path is said, not made.
+ *
+ * @throws {UsageError} when it does not exist or is not a directory.
+ */
+async function checkKeyStoreDirectory(path: string): Promise<void> {
+  const dir = path.slice(0, path.lastIndexOf("/")) || "/";
+  const info = await Deno.stat(dir).catch((error) => {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw error;
+  });
+  if (!info?.isDirectory) {
+    throw new UsageError(
+      `--key-store ${path}: ${dir} ${info ? "is not a directory" : "does not exist"} ` +
+        `(create it first; without --key-store the key store is ${defaultKeyStorePath()})`,
+    );
+  }
 }
 
 /**
