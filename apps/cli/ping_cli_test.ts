@@ -149,12 +149,13 @@ Deno.test("duet ping --json: every outcome ends stdout with one JSON result, the
         },
       },
       {
+        // Nowhere left to look: a usage error, before any discovery.
         args: ["--no-mdns", "--count", "1"],
-        code: 1,
+        code: 2,
         check: (last) => {
           assert.equal(last.type, "error");
-          assert.match(String(last.message), /^no ping server found/);
-          assert.equal(last.exitCode, 1);
+          assert.match(String(last.message), /^no server to ping: give --url/);
+          assert.equal(last.exitCode, 2);
         },
       },
     ];

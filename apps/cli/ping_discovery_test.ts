@@ -50,8 +50,8 @@ Deno.test({
         /no ping server found \(tried mDNS: skipped \(--no-mdns\); DNS SRV _duet-ping\._udp\.nothing\.test: no record\); pass --url/,
       );
       const nowhere = await runDuet(["ping", "--no-mdns", "--count", "1"]);
-      assert.equal(nowhere.code, 1);
-      assert.match(nowhere.err, /DNS SRV: skipped, no --domain given/);
+      assert.equal(nowhere.code, 2, "no --url, no --domain, --no-mdns: a usage error");
+      assert.match(nowhere.err, /no server to ping: give --url, or let duet find one/);
     } finally {
       dns.close();
       await server.shutdown(50);

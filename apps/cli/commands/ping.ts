@@ -395,6 +395,12 @@ async function findTargets(
   io: CliIo,
 ): Promise<URL[]> {
   if (options.url?.length) return options.url.map((text) => new URL(text));
+  if (!options.mdns && !options.domain) {
+    throw new UsageError(
+      "no server to ping: give --url, or let duet find one (--domain for DNS SRV, or mDNS " +
+        "without --no-mdns)",
+    );
+  }
   const found = await discoverServer({
     ...(options.domain ? { domain: options.domain } : {}),
     ...(options.nameserver ? { nameserver: options.nameserver } : {}),
