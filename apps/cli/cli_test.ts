@@ -441,3 +441,20 @@ Deno.test("duet dlog reading - from stdin: a stop signal ends it with 130, never
     }
   }
 });
+
+Deno.test("duet syncpoint: a --max-timeout-ms below --timeout-ms names both values, and a default as such", async () => {
+  const byDefault = await duet(["syncpoint", "--port", "0", "--max-timeout-ms", "1000"]);
+  assert.equal(byDefault.code, 2);
+  assert.match(byDefault.err, /--max-timeout-ms 1000 is below --timeout-ms 10000 \(its default\);/);
+  const given = await duet([
+    "syncpoint",
+    "--port",
+    "0",
+    "--max-timeout-ms",
+    "1000",
+    "--timeout-ms",
+    "2000",
+  ]);
+  assert.equal(given.code, 2);
+  assert.match(given.err, /--max-timeout-ms 1000 is below --timeout-ms 2000; /);
+});

@@ -150,7 +150,7 @@ export function syncpointCommand(io: CliIo): Command {
     .enablePositionalOptions();
   return serviceOptions(command)
     .addHelpText("after", SERVICE_HELP)
-    .action((options: ServeOptions) => runService(options, io))
+    .action((options: ServeOptions, command: Command) => runService(options, command, io))
     .addCommand(waitCommand(io));
 }
 
@@ -224,9 +224,13 @@ function serviceOptions(command: Command): Command {
 }
 
 /** `duet syncpoint`: runs the service until a stop signal. */
-async function runService(options: ServeOptions, io: CliIo): Promise<void> {
+async function runService(options: ServeOptions, command: Command, io: CliIo): Promise<void> {
   if (options.maxTimeoutMs < options.timeoutMs) {
-    throw new UsageError("--max-timeout-ms must be at least --timeout-ms");
+    throw new UsageError(
+      `--max-timeout-ms ${options.maxTimeoutMs} is below --timeout-ms ${options.timeoutMs}` +
+        `${command.getOptionValueSource("timeoutMs") === "default" ? " (its default)" : ""}; ` +
+        "the longest wait a party may ask for must be at least the default wait",
+    );
   }
   if (options.maxWaitingBytes !== 0 && options.maxWaitingBytes < DEFAULTS.maxPayloadBytes) {
     throw new UsageError(
