@@ -5,7 +5,7 @@
  * @module
  */
 import { editDistance } from "./suggest.ts";
-import { Command, CommanderError, Option } from "commander";
+import { Command, CommanderError, Help, Option } from "commander";
 import { explainError } from "@duet/core/explain-error";
 import { type CliIo, ExitStatus, UsageError } from "./io.ts";
 import type { LoggingOptions } from "./logging.ts";
@@ -18,6 +18,8 @@ import type { LoggingOptions } from "./logging.ts";
  */
 const COMMANDS: readonly {
   name: string;
+  /** How the top-level help lists it, subcommands shown (before " [options]"). */
+  term?: string;
   summary: string;
   /**
    * False for a command that writes no log record (dlog): logging is then set up only if
@@ -28,12 +30,14 @@ const COMMANDS: readonly {
 }[] = [
   {
     name: "dlog",
+    term: "dlog prove|verify",
     summary: "prove and verify knowledge of a discrete log (Schnorr, secp256k1)",
     logs: false,
     load: async () => (await loadCommand<typeof import("./commands/dlog.ts")>("dlog")).dlogCommand,
   },
   {
     name: "syncpoint",
+    term: "syncpoint [wait ID]",
     summary: "run the rendezvous service: POST /wait-for-second-party/:id holds the first " +
       "party until the second arrives (both get 200) or the timeout passes (408)",
     load: async () =>
@@ -41,6 +45,7 @@ const COMMANDS: readonly {
   },
   {
     name: "ping",
+    term: "ping [serve]",
     summary: "ping a duet ping server over WebTransport (like ping: per-reply lines, then a " +
       "summary), over its WebSocket while UDP is blocked, failing over to the next " +
       "server given or found when one fails; without --url, find the server by mDNS, " +
@@ -90,6 +95,21 @@ export function commandNameIn(argv: readonly string[]): string | undefined {
     else if (!word.startsWith("-")) return word;
   }
   return undefined;
+}
+
+/**
+ * `duet help [COMMAND...]` as `duet [COMMAND...] --help`, the form every command knows
+ * (commander's own help command cannot list commands that are not loaded).
+ */
+export function helpAsOption(argv: readonly string[]): string[] {
+  const name = commandNameIn(argv);
+  if (name !== "help") return [...argv];
+  const at = argv.indexOf("help");
+  const rest = [...argv.slice(0, at), ...argv.slice(at + 1)];
+  const asked = commandNameIn(rest);
+  // Help about a command that does not exist: the error (and its suggestion) it gets when run.
+  if (asked !== undefined && !COMMANDS.some((entry) => entry.name === asked)) return rest;
+  return [...rest, "--help"];
 }
 
 /** The version printed by `duet --version`. */
@@ -185,13 +205,22 @@ function prefixFor(command: Command): string {
  * Exported for tests that inspect the command tree.
  */
 export async function buildProgram(io: CliIo, load: string | "all" | undefined): Promise<Command> {
-  const program = new Command("duet")
+  const program: Command = new Command("duet")
     .description(
       "duet: find each other, prove things to each other and talk securely.\n" +
-        "Every command has --help.",
+        "Every command has --help; duet help COMMAND says the same.",
     )
     .version(VERSION, "-V, --version", "print the version")
-    .showHelpAfterError(false);
+    .showHelpAfterError(false)
+    .configureHelp({
+      // Commands with subcommands show them: "dlog prove|verify [options]", not "dlog".
+      subcommandTerm: (command: Command): string => {
+        const term = COMMANDS.find((entry) => entry.name === command.name())?.term;
+        return command.parent === program && term
+          ? `${term} [options]`
+          : new Help().subcommandTerm(command);
+      },
+    });
   program.hook("preAction", async (_root, action) => {
     const options = action.optsWithGlobals();
     loggingOptions.set(
@@ -237,6 +266,7 @@ function topCommandOf(command: Command): Command {
  * line on stderr; unexpected failures are one line too, with the stack at --log-level debug.
  */
 export async function runCli(argv: string[], io: CliIo): Promise<number> {
+  argv = helpAsOption(argv);
   const program = await buildProgram(io, commandNameIn(argv));
   try {
     await program.parseAsync(argv, { from: "user" });

@@ -253,6 +253,29 @@ Deno.test("duet --help, duet dlog verify --help and --version exit 0 on stdout",
   assert.deepEqual([version.code, version.out], [0, "0.1.0\n"]);
 });
 
+Deno.test("duet --help shows the subcommands; duet help COMMAND... is COMMAND... --help", async () => {
+  const root = await duet(["--help"]);
+  for (
+    const term of [
+      "dlog prove|verify [options]",
+      "syncpoint [wait ID] [options]",
+      "ping [serve] [options]",
+    ]
+  ) {
+    assert.ok(root.out.includes(`  ${term}`), term);
+  }
+  assert.deepEqual(await duet(["help"]), root);
+  for (const words of [["dlog"], ["dlog", "prove"], ["syncpoint", "wait"], ["ping", "serve"]]) {
+    const asked = await duet(["help", ...words]);
+    assert.equal(asked.code, 0, words.join(" "));
+    assert.deepEqual(asked, await duet([...words, "--help"]), words.join(" "));
+    assert.match(asked.out, new RegExp(`^Usage: duet ${words.join(" ")} `));
+  }
+  const unknown = await duet(["help", "dlgo"]);
+  assert.equal(unknown.code, 2);
+  assert.match(unknown.err, /unknown command 'dlgo'/);
+});
+
 Deno.test("deno task duet runs the same CLI as a process (exact exit codes)", async () => {
   const root = new URL("../../", import.meta.url).pathname;
   const task = (args: string[]) =>

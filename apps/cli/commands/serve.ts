@@ -21,6 +21,20 @@ interface ServeOptions {
   chatDataDir?: string;
 }
 
+/** The help after `duet serve`'s options. */
+const SERVE_HELP = `
+Starts syncpoint, the ping server (with its page) and the chat server (on PGlite in
+--chat-data-dir), then prints where each is. Each service has its own command for its
+other options: duet syncpoint, duet ping serve, duet chat-server.
+
+Examples:
+  duet serve                                   # 127.0.0.1, ports 8080, 4433 and 7070
+  duet serve --syncpoint-port 0 --ping-port 0 --chat-port 0   # any free ports
+  duet serve --host 0.0.0.0 --chat-data-dir ./chat-data
+
+A port that is taken stops the start: the services already started are stopped again.
+Stops on SIGINT/SIGTERM (Ctrl-C), or when one service fails: every service is shut down.`;
+
 /** The `serve` command. */
 export function serveCommand(io: CliIo): Command {
   return new Command("serve")
@@ -38,6 +52,7 @@ export function serveCommand(io: CliIo): Command {
       `the chat server's embedded database (default: ${defaultDataDir()})`,
       userPath,
     )
+    .addHelpText("after", SERVE_HELP)
     .action(async (options: ServeOptions) => {
       const { host } = options;
       // Said once every service is up: a URL printed before a later service fails to start
