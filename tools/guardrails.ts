@@ -22,6 +22,8 @@ export type RuleId =
   | "testkit-knows-cli"
   | "foreign-reference"
   | "missing-document"
+  | "missing-anchor"
+  | "missing-file"
   | "unparsable";
 
 /** What each rule asks, in the words a report uses. */
@@ -34,6 +36,10 @@ export const RULES: Record<RuleId, string> = {
   "foreign-reference": "nothing points outside the repository (a sibling checkout, notes kept " +
     "elsewhere)",
   "missing-document": "every referenced .md document exists in the repository",
+  "missing-anchor": "every link to a section (`doc.md#section`, `#section`) names a heading " +
+    "of that document, as GitHub makes its anchors",
+  "missing-file": "every source file that a document or a comment names (`name.ts`, " +
+    "`dir/name.py`) exists in the repository",
   "unparsable": "every source file parses (the import rules cannot read one that does not)",
 };
 
@@ -68,6 +74,8 @@ export interface Repository {
    * repository. Defaults to the paths of `files` and their directories.
    */
   exists?: (path: string) => boolean;
+  /** Every file's path, text or not (for names of files): defaults to the paths of `files`. */
+  paths?: readonly string[];
 }
 
 /** How a file refers to another: the kinds of reference the syntax tree shows. */
@@ -266,9 +274,13 @@ export function checkRepository(repo: Repository): Violation[] {
   const violations: Violation[] = [];
   const add = (rule: RuleId, file: string, line: number, detail: string) =>
     violations.push({ rule, file, line, detail });
+  const texts = new Map(repo.files.map((f) => [f.path, f.text]));
+  const index = fileIndex(repo, exists);
   for (const file of repo.files) {
     if (isCode(file.path)) checkCode(file, repo.members, add);
     checkText(file, exists, add);
+    checkAnchors(file, texts, add);
+    checkSourceFiles(file, index, add);
   }
   return violations.sort((a, b) =>
     a.file < b.file ? -1 : a.file > b.file ? 1 : a.line - b.line || a.rule.localeCompare(b.rule)
@@ -338,6 +350,120 @@ function checkImport(
   if (part === "packages/testkit" && /^apps\/cli(\/|$)/.test(target)) {
     add("testkit-knows-cli", path, ref.line, detail);
   }
+}
+
+/**
+ * The anchor GitHub gives a heading: lowercased, punctuation dropped (letters, digits,
+ * spaces, `-` and `_` kept), spaces made `-`.
+ */
+export function headingSlug(heading: string): string {
+  return heading.trim().toLowerCase().replace(/[^\p{L}\p{N} _-]/gu, "").replace(/ /g, "-");
+}
+
+/** Every anchor a markdown text offers: its headings' slugs, repeats numbered as GitHub does. */
+export function headingAnchors(text: string): Set<string> {
+  const anchors = new Set<string>();
+  const counts = new Map<string, number>();
+  let fenced = false;
+  for (const line of text.split("\n")) {
+    if (/^\s*(```|~~~)/.test(line)) fenced = !fenced;
+    const heading = fenced ? null : line.match(/^#{1,6}\s+(.*?)\s*#*\s*$/);
+    if (!heading) continue;
+    const slug = headingSlug(heading[1]!);
+    const seen = counts.get(slug) ?? 0;
+    counts.set(slug, seen + 1);
+    anchors.add(seen ? `${slug}-${seen}` : slug);
+  }
+  return anchors;
+}
+
+/** Markdown links to a section: `[x](doc.md#part)` (path given) or `[x](#part)` (path ""). */
+export function anchorReferences(
+  text: string,
+): { path: string; anchor: string; offset: number }[] {
+  const found: { path: string; anchor: string; offset: number }[] = [];
+  for (const match of withoutUrls(text).matchAll(/\]\(\s*<?([^)\s>#]*\.md|)#([^)\s>]+)>?\s*\)/g)) {
+    found.push({ path: match[1]!, anchor: match[2]!, offset: match.index! });
+  }
+  return found;
+}
+
+const SOURCE_FILE = /(?<![\w./\-$}])((?:\.{1,2}\/)*[\w-][\w.\-/]*\.(?:tsx?|py|go|sh))(?![\w-])/g;
+
+/**
+ * Source files a text names: every one in a markdown document, only those in comments in
+ * code (its strings are paths the code makes, tested by running it).
+ */
+export function sourceFileReferences(
+  path: string,
+  text: string,
+): { path: string; offset: number }[] {
+  const clean = withoutUrls(text);
+  const found: { path: string; offset: number }[] = [];
+  const markdown = path.endsWith(".md");
+  let offset = 0;
+  for (const line of clean.split("\n")) {
+    const comment = markdown ? 0 : line.search(/(^\s*(\/\/|\*|\/\*)|\s\/\/\s)/);
+    if (comment !== -1) {
+      for (const match of line.slice(comment).matchAll(SOURCE_FILE)) {
+        found.push({ path: match[1]!, offset: offset + comment + match.index! });
+      }
+    }
+    offset += line.length + 1;
+  }
+  return found;
+}
+
+function checkAnchors(file: RepoFile, texts: Map<string, string>, add: Add): void {
+  if (!file.path.endsWith(".md")) return;
+  for (const ref of anchorReferences(file.text)) {
+    const target = ref.path === "" ? file.path : normalize(`${dirOf(file.path)}/${ref.path}`);
+    const text = target === null ? undefined : texts.get(target);
+    if (text === undefined) continue; // a missing document is its own violation
+    if (!headingAnchors(text).has(decodeURIComponent(ref.anchor))) {
+      add("missing-anchor", file.path, lineAt(file.text, ref.offset), `${ref.path}#${ref.anchor}`);
+    }
+  }
+}
+
+/**
+ * Names that stand for a file rather than name one: a placeholder (`NAME.ts`, `my_server.ts`,
+ * `your_app.ts`) or a suffix convention (`_test.ts`, `_bench.ts`).
+ */
+export function isFileNamePattern(path: string): boolean {
+  const base = path.slice(path.lastIndexOf("/") + 1);
+  const stem = base.slice(0, base.indexOf("."));
+  return /^[A-Z][A-Z_]*$/.test(stem) || /^(my|your)_/.test(stem) || /^_(test|bench)$/.test(stem);
+}
+
+function checkSourceFiles(file: RepoFile, files: FileIndex, add: Add): void {
+  for (const ref of sourceFileReferences(file.path, file.text)) {
+    if (isFileNamePattern(ref.path)) continue;
+    const here = normalize(`${dirOf(file.path)}/${ref.path}`);
+    // "./packages/x.ts" in a document is usually said from the root, where commands run.
+    const fromRoot = ref.path.startsWith("../") ? null : normalize(ref.path);
+    if ((here !== null && files.exists(here)) || (fromRoot !== null && files.exists(fromRoot))) {
+      continue;
+    }
+    // A name alone, or the end of a path ("commands/dlog.ts"): some file of the repository.
+    if (fromRoot !== null && files.endings.has(fromRoot)) continue;
+    add("missing-file", file.path, lineAt(file.text, ref.offset), ref.path);
+  }
+}
+
+/** The repository's paths, and every tail of them ("b/c.ts" and "c.ts" of "a/b/c.ts"). */
+interface FileIndex {
+  exists: (path: string) => boolean;
+  endings: Set<string>;
+}
+
+function fileIndex(repo: Repository, exists: (path: string) => boolean): FileIndex {
+  const endings = new Set<string>();
+  for (const path of repo.paths ?? repo.files.map((f) => f.path)) {
+    const parts = path.split("/");
+    for (let i = 0; i < parts.length; i++) endings.add(parts.slice(i).join("/"));
+  }
+  return { exists, endings };
 }
 
 function checkText(file: RepoFile, exists: (path: string) => boolean, add: Add): void {
@@ -430,7 +556,10 @@ export async function readRepository(
   async function walk(dir: string): Promise<void> {
     for await (const entry of Deno.readDir(new URL(dir || ".", root))) {
       const path = dir ? `${dir}/${entry.name}` : entry.name;
-      if (SKIPPED.some((s) => s.test(entry.isDirectory ? `${path}/` : path))) continue;
+      const skipped = SKIPPED.some((s) => s.test(entry.isDirectory ? `${path}/` : path));
+      // A skipped file still exists (a generated module, the checker): documents may name it.
+      if (skipped && entry.isFile) all.add(path);
+      if (skipped) continue;
       all.add(path);
       if (entry.isDirectory) await walk(path);
       else if (entry.isFile && TEXT.test(path)) {
@@ -451,5 +580,5 @@ export async function readRepository(
     const name = JSON.parse(await Deno.readTextFile(new URL(`${dir}/deno.json`, root))).name;
     if (typeof name === "string") members.set(name, dir);
   }
-  return { files, members, exists: (path) => all.has(path) };
+  return { files, members, exists: (path) => all.has(path), paths: [...all] };
 }

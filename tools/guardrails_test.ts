@@ -37,9 +37,20 @@ const members = new Map([
   ["@duet/cli", "apps/cli"],
 ]);
 
-function check(files: Record<string, string>): Violation[] {
+/**
+ * The violations of a synthetic tree. The rules on names of files and sections are left out
+ * unless asked for: the other trees' comments name files they do not hold, on purpose.
+ */
+function check(
+  files: Record<string, string>,
+  rules: readonly RuleId[] = (Object.keys(RULES) as RuleId[]).filter((rule) =>
+    rule !== "missing-file" && rule !== "missing-anchor"
+  ),
+  paths?: readonly string[],
+): Violation[] {
   const list: RepoFile[] = Object.entries(files).map(([path, text]) => ({ path, text }));
-  return checkRepository({ files: list, members });
+  return checkRepository({ files: list, members, ...(paths ? { paths } : {}) })
+    .filter((violation) => rules.includes(violation.rule));
 }
 
 function found(files: Record<string, string>): string[] {
@@ -183,7 +194,7 @@ Deno.test("guardrails: documents that are not in the repository", () => {
       `then \`notes/webtransport-on-deno${MD}\` and docs/missing${MD};`,
       `[found](docs/here${MD}#a-section), \`docs/here${MD}\`, https://example.com/far${MD}.`,
     ].join("\n"),
-    "docs/here.md": "",
+    "docs/here.md": "## A section",
     "apps/chat/a.ts": `// the protocol: docs/here${MD}; the design: DESIGN${MD}`,
     "apps/chat/README.md": `[broken](docs/here${MD}) and [fine](../../docs/here${MD})`,
   });
@@ -197,6 +208,57 @@ Deno.test("guardrails: documents that are not in the repository", () => {
       `missing-document apps/chat/a.ts:1 DESIGN${MD}`,
     ],
   );
+});
+
+Deno.test("guardrails: links to sections that the document does not have, as GitHub makes anchors", () => {
+  const violations = check(
+    {
+      "README.md": [
+        `[ok](docs/a${MD}#limits-and-bounds) [ok](docs/a${MD}#duets-start-benchclirunts)`,
+        `[ok](docs/a${MD}#limits-and-bounds-1) [ok](#usage) [missing](#nothing-here)`,
+        `[missing](docs/a${MD}#syncpoint) [missing](docs/a${MD}#limits-and-bounds-2)`,
+        "## Usage",
+      ].join("\n"),
+      "docs/a.md": [
+        "# Limits and bounds",
+        "## duet's start (`bench/cli/run.ts`)",
+        "```sh",
+        "# Syncpoint: a comment in a code block is no heading",
+        "```",
+        "## Limits and bounds",
+      ].join("\n"),
+    },
+    ["missing-anchor"],
+  );
+  assert.deepEqual(violations.map((v) => `${v.file}:${v.line} ${v.detail}`), [
+    "README.md:2 #nothing-here",
+    `README.md:3 docs/a${MD}#syncpoint`,
+    `README.md:3 docs/a${MD}#limits-and-bounds-2`,
+  ]);
+});
+
+Deno.test("guardrails: files that documents and comments name but the repository lacks", () => {
+  const violations = check(
+    {
+      "README.md": [
+        "Run `apps/cli/main.ts`, or `./apps/cli/main.ts`, see `commands/dlog.ts` and `dlog.ts`;",
+        "not `apps/cli/gone.ts` nor `pglite_init.ts`; `NAME.ts`, `my_server.ts`, `_test.ts` are",
+        "patterns. https://example.com/x/far.ts is a URL.",
+      ].join("\n"),
+      "apps/cli/main.ts": [
+        "// Loads commands/dlog.ts; written by tools/gen.py, which is gone.",
+        'const path = "./not_checked_in_strings.ts";',
+      ].join("\n"),
+      "apps/cli/commands/dlog.ts": "",
+    },
+    ["missing-file"],
+    ["README.md", "apps/cli/main.ts", "apps/cli/commands/dlog.ts"],
+  );
+  assert.deepEqual(violations.map((v) => `${v.file}:${v.line} ${v.detail}`), [
+    "README.md:2 apps/cli/gone.ts",
+    "README.md:2 pglite_init.ts",
+    "apps/cli/main.ts:1 tools/gen.py",
+  ]);
 });
 
 Deno.test("guardrails: a source file that does not parse is a violation; the others are checked", () => {

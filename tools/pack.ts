@@ -93,7 +93,7 @@ async function pinned(name: string): Promise<string> {
  * Declarations keep the sources' relative specifiers ("./proof.ts"), which TypeScript does
  * not rewrite in .d.ts output even with rewriteRelativeImportExtensions. Each source's
  * declaration file sits beside the others under types/, so the specifier is kept and only
- * its extension becomes .js: "./proof.js" then resolves to types/proof.d.ts. The doc examples import from "./mod.ts"; a user imports the package by name.
+ * its extension becomes .js: "./proof.js" then resolves to proof's declarations there. The doc examples import from "./mod.ts"; a user imports the package by name.
  */
 export function rewriteDeclaration(text: string, packageName: string): string {
   return text

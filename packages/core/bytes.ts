@@ -3,7 +3,8 @@
  * `@noble/hashes/utils.js`, as the rest of duet does; it is variadic, and spreading a list
  * of chunks into it fails with "Maximum call stack size exceeded" from about 200,000 of
  * them (measured on Deno 2.9.6), a count a peer chooses when it sends a body in one-byte
- * pieces. This joins a list of any length, the shape of denoland/std's `bytes/concat.ts`.
+ * pieces. This joins a list of any length (an array, as Deno's standard library's `concat`
+ * takes, not arguments).
  *
  * @module
  */

@@ -1,7 +1,7 @@
 /**
  * wsping's behaviour as runtime-neutral test cases: the same cases run on Deno
- * (wsping_test.ts), Node 20, Node 22+, Bun (runtime_test_entry.ts) and in Chromium
- * (browser_test.ts), against testdata/echo_server.ts. No node:assert here: browsers
+ * (wsping_test.ts), Node 20, Node 22+, Bun (runtime_entry.ts) and in Chromium
+ * (browser_entry.ts, in testdata/browser_tests.html), against testdata/echo_server.ts. No node:assert here: browsers
  * have none, so the few checks needed are written out.
  *
  * @module
