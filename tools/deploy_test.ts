@@ -177,13 +177,13 @@ function redisBytes(text: string): number {
 /**
  * The memory model of docs/benchmarks.md ("Redis memory per waiting party, and sizing a
  * deployment"). Instance figures: "Memory per waiting party, by payload" and "Capacity"
- * (re-measure them with apps/syncpoint/tools/measure_memory.ts when the listener changes);
- * Redis figures: apps/syncpoint/tools/measure_redis_memory.ts.
+ * (re-measure them with bench/syncpoint/memory.ts when the listener changes);
+ * Redis figures: bench/syncpoint/redis_memory.ts.
  */
 const MODEL = {
   instance: {
     // The listener of packages/net/http1.ts on Deno.listen, measured with
-    // apps/syncpoint/tools/measure_memory.ts, medians of 3 (docs/benchmarks.md):
+    // bench/syncpoint/memory.ts, medians of 3 (docs/benchmarks.md):
     idle: 87 * MiB, // RSS idle, warmed up (85.8-86.7 MiB)
     perParty: 19_200, // bytes per waiting party, empty body
     perPayloadByte: 3.0, // (215.9 KB - 19.2 KB) / 64 KiB: a held 64 KiB UTF-16 payload

@@ -8,7 +8,7 @@
  * what Redis does at `maxmemory` under `noeviction` and under an eviction policy. Figures go
  * to docs/benchmarks.md ("Redis memory per waiting party").
  *
- *   deno run -A apps/syncpoint/tools/measure_redis_memory.ts [--rounds 3]
+ *   deno run -A bench/syncpoint/redis_memory.ts [--rounds 3]
  *     [--sizes 0,100,1024,16384,65536] [--counts 2000,10000] [--instance 1000]
  *
  * Starts its own redis-server on free loopback ports (DUET_REDIS_SERVER overrides the
@@ -38,7 +38,9 @@ const counts = flags.counts.split(",").map(Number);
 const prefix = "duet:syncpoint"; // the service's default --redis-prefix
 
 // The service's script, taken from its source so that the keys are written the same way.
-const source = await Deno.readTextFile(new URL("../redis_rendezvous.ts", import.meta.url));
+const source = await Deno.readTextFile(
+  new URL("../../apps/syncpoint/redis_rendezvous.ts", import.meta.url),
+);
 const REGISTER_OR_CLAIM = source.match(/const REGISTER_OR_CLAIM = `([^`]*)`/)?.[1];
 const DELETE_IF = source.match(/const DELETE_IF = `([^`]*)`/)?.[1];
 if (!REGISTER_OR_CLAIM || !DELETE_IF) throw new Error("scripts not found in redis_rendezvous.ts");
@@ -272,7 +274,7 @@ if (parties > 0) {
   const server = await startRedis();
   const { redis } = server;
   const port = freePort();
-  const root = new URL("../../../", import.meta.url).pathname;
+  const root = new URL("../../", import.meta.url).pathname;
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", `${root}apps/cli/main.ts`, "syncpoint", "--port", String(port)]
       .concat(["--quiet", "--max-waiting-bytes", "0"])

@@ -4,7 +4,7 @@
  * first parties over loopback connections, and reports (RSS holding - RSS idle) / N, for
  * several payloads, each in a fresh process. Figures go to docs/benchmarks.md.
  *
- *   deno run -A apps/syncpoint/tools/measure_memory.ts [--parties 5000] [--rounds 3]
+ *   deno run -A bench/syncpoint/memory.ts [--parties 5000] [--rounds 3]
  *
  * Linux only (reads /proc/PID/status). Loopback only; bounded in count and time.
  *
@@ -20,7 +20,7 @@ const { values: flags } = parseArgs({
     rounds: { type: "string", default: "3" },
   },
 });
-const root = new URL("../../../", import.meta.url).pathname;
+const root = new URL("../../", import.meta.url).pathname;
 const KiB = 1024;
 
 interface Variant {
