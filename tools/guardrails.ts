@@ -19,7 +19,7 @@ export type RuleId =
   | "package-imports-app"
   | "app-imports-app"
   | "foreign-testdata"
-  | "testkit-knows-cli"
+  | "knows-cli"
   | "foreign-reference"
   | "missing-document"
   | "missing-anchor"
@@ -32,7 +32,8 @@ export const RULES: Record<RuleId, string> = {
   "app-imports-app": "apps never import other apps (only apps/cli composes them)",
   "foreign-testdata": "code in apps/ and packages/ never reaches into another part's testdata/ " +
     "(shared fixtures go in packages/testkit, or a part's own `testing` export)",
-  "testkit-knows-cli": "packages/testkit does not know the CLI's paths (apps/cli)",
+  "knows-cli": "only apps/cli, bench/ and tools/ know the CLI's paths (apps/cli): packages " +
+    "(the testkit too) and the other apps do not run the command by its file",
   "foreign-reference": "nothing points outside the repository (a sibling checkout, notes kept " +
     "elsewhere)",
   "missing-document": "every referenced .md document exists in the repository",
@@ -303,8 +304,8 @@ function checkCode(file: RepoFile, members: Map<string, string>, add: Add): void
   for (const ref of refs) {
     if (ref.kind !== "string") checkImport(file.path, part, ref, members, add);
     const cliPath = /(^|[^\w])apps\/cli\b/.test(ref.value);
-    if (part === "packages/testkit" && ref.kind === "string" && cliPath) {
-      add("testkit-knows-cli", file.path, ref.line, JSON.stringify(ref.value));
+    if (knowsNoCli(part) && ref.kind === "string" && cliPath) {
+      add("knows-cli", file.path, ref.line, JSON.stringify(ref.value));
     }
     // bench/ and tools/ are developer scripts outside the product: they may drive a part's
     // fixtures (an echo server, an older checkout's client). Inside apps/ and packages/, a
@@ -348,8 +349,13 @@ function checkImport(
     targetPart !== part
   ) add("app-imports-app", path, ref.line, detail);
   if (part === "packages/testkit" && /^apps\/cli(\/|$)/.test(target)) {
-    add("testkit-knows-cli", path, ref.line, detail);
+    add("knows-cli", path, ref.line, detail);
   }
+}
+
+/** Parts that must not name the CLI's files: every package, every app but the CLI. */
+function knowsNoCli(part: string): boolean {
+  return part.startsWith("packages/") || (part.startsWith("apps/") && part !== "apps/cli");
 }
 
 /**

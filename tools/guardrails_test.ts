@@ -152,7 +152,7 @@ Deno.test("guardrails: apps and packages reaching into another part's testdata/,
   );
 });
 
-Deno.test("guardrails: packages/testkit naming the CLI's paths", () => {
+Deno.test("guardrails: packages (the testkit too) and apps other than the CLI naming the CLI's paths", () => {
   assert.deepEqual(
     found({
       "packages/testkit/mod.ts": [
@@ -161,11 +161,15 @@ Deno.test("guardrails: packages/testkit naming the CLI's paths", () => {
         `/** Starts \`deno run apps/cli/main.ts\`: a comment says how, the code must not. */`,
         `const b = "deno task duet";`,
       ].join("\n"),
+      "apps/syncpoint/tools/measure.ts": 'const args = [`${root}apps/cli/main.ts`, "syncpoint"];',
+      "apps/cli/spawn.ts": `const main = "apps/cli/main.ts";`,
+      "bench/syncpoint/memory.ts": "const args = [`${root}apps/cli/main.ts`];",
     }),
     [
-      "testkit-knows-cli packages/testkit/mod.ts:1",
+      "knows-cli apps/syncpoint/tools/measure.ts:1",
+      "knows-cli packages/testkit/mod.ts:1",
+      "knows-cli packages/testkit/mod.ts:2",
       "package-imports-app packages/testkit/mod.ts:2",
-      "testkit-knows-cli packages/testkit/mod.ts:2",
     ],
   );
 });
