@@ -7,7 +7,7 @@
  * @module
  */
 import { getLogger } from "@logtape/logtape";
-import { backoffMs } from "@duet/core/backoff";
+import { backoffMs, type BackoffPolicy } from "@duet/core/backoff";
 import { checkDuration } from "@duet/core/duration";
 import { MAX_TIMEOUT_MS } from "@duet/core/long-timeout";
 import {
@@ -157,6 +157,9 @@ export type ClientEvent =
   /** Stopped for good: why, and what to do (a sentence without a final period). */
   | { type: "fatal"; text: string };
 
+/** How a {@link ChatClient} waits between reconnection attempts by default. */
+export const DEFAULT_BACKOFF: BackoffPolicy = { initialMs: 200, maxMs: 10_000, jitter: "full" };
+
 /** What a {@link ChatClient} needs. */
 export interface ChatClientOptions {
   /** HOST:PORT as typed (`[::1]:7070` for IPv6); the conversation is keyed by the service it reaches. */
@@ -170,10 +173,11 @@ export interface ChatClientOptions {
   /** Told everything the interface shows, synchronously, in order. */
   onEvent: (event: ClientEvent) => void;
   /**
-   * Reconnection: the n-th attempt in a row waits a random time below
-   * min(maxMs, baseMs × 2^n) ms. Default 200 ms doubling up to 10,000 ms.
+   * Reconnection: the n-th attempt in a row waits as `@duet/core`'s backoff says for retry
+   * n (with "full" jitter: a random time below min(maxMs, initialMs × 2^(n−1)) ms). Default
+   * {@link DEFAULT_BACKOFF}: 200 ms doubling up to 10,000 ms, full jitter.
    */
-  backoff?: { baseMs: number; maxMs: number };
+  backoff?: BackoffPolicy;
   /** A heartbeat frame is sent this often while connected (ms; default 20,000). */
   heartbeatMs?: number;
   /** Random numbers in [0, 1) for the backoff and its jitter (default Math.random; tests fix it). */
@@ -276,7 +280,7 @@ export class ChatClient {
   constructor(options: ChatClientOptions) {
     const durations = {
       heartbeatMs: options.heartbeatMs,
-      "backoff.baseMs": options.backoff?.baseMs,
+      "backoff.initialMs": options.backoff?.initialMs,
       "backoff.maxMs": options.backoff?.maxMs,
     };
     for (const [name, ms] of Object.entries(durations)) {
@@ -745,7 +749,7 @@ export class ChatClient {
   }
 
   async #run(): Promise<void> {
-    const backoff = this.#options.backoff ?? { baseMs: 200, maxMs: 10_000 };
+    const backoff = this.#options.backoff ?? DEFAULT_BACKOFF;
     const random = this.#options.random ?? Math.random;
     // A failure is told once per outage, not once per attempt: the title bar shows the
     // retrying, and a server down for a minute would otherwise fill the history.
@@ -761,11 +765,7 @@ export class ChatClient {
       if (this.#stopped) break;
       if (this.#welcomed) attempt = 0;
       this.#tellEnd(failure);
-      const delay = Math.floor(backoffMs(
-        { initialMs: backoff.baseMs, maxMs: backoff.maxMs, jitter: "full" },
-        attempt + 1,
-        random(),
-      ));
+      const delay = Math.floor(backoffMs(backoff, attempt + 1, random()));
       this.#emit({
         type: "state",
         state: "reconnecting",

@@ -45,7 +45,7 @@ async function party(
     room,
     keyStore,
     onEvent: (event) => events.push(event),
-    backoff: { baseMs: 20, maxMs: 200 },
+    backoff: { initialMs: 20, maxMs: 200, jitter: "full" as const },
     resetKey,
     ...(code === undefined ? {} : { code }),
   });

@@ -225,10 +225,17 @@ Deno.test("ChatClient: a heartbeat or backoff past a timer's range (2^31 − 1 m
     };
     assert.throws(() => new ChatClient({ ...base, heartbeatMs: 2 ** 31 }), /heartbeatMs/);
     assert.throws(
-      () => new ChatClient({ ...base, backoff: { baseMs: 100, maxMs: 2_592_000_000 } }),
+      () =>
+        new ChatClient({
+          ...base,
+          backoff: { initialMs: 100, maxMs: 2_592_000_000, jitter: "full" as const },
+        }),
       /backoff\.maxMs/,
     );
-    assert.throws(() => new ChatClient({ ...base, backoff: { baseMs: 0, maxMs: 100 } }), /baseMs/);
+    assert.throws(
+      () => new ChatClient({ ...base, backoff: { initialMs: 0, maxMs: 100, jitter: "full" as const } }),
+      /initialMs/,
+    );
     await new ChatClient({ ...base, heartbeatMs: 2 ** 31 - 1 }).stop();
   } finally {
     keyStore.close();

@@ -52,6 +52,7 @@ export {
   type ChatClientOptions,
   type ClientEvent,
   type ConnectionState,
+  DEFAULT_BACKOFF,
   type MessageView,
   type Presence,
 } from "./client.ts";

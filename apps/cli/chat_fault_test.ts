@@ -61,7 +61,7 @@ async function client(dir: string, server: string, name: string, room: string) {
         shown.push({ sender: event.message.sender, text: event.message.text });
       }
     },
-    backoff: { baseMs: 50, maxMs: 500 },
+    backoff: { initialMs: 50, maxMs: 500, jitter: "full" as const },
   });
   await chat.start();
   return {

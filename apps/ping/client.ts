@@ -118,7 +118,7 @@ export const CLIENT_DEFAULTS = {
   timeoutMs: 2000,
   heartbeatMs: 500,
   deadAfterMs: 2000,
-  backoff: { baseMs: 100, maxMs: 5000 },
+  backoff: { initialMs: 100, maxMs: 5000, jitter: "full" as const },
   giveUpAfterMs: 60_000,
   fallback: true,
   probeIntervalMs: 5000,
@@ -222,7 +222,7 @@ export function validatePingOptions(options: PingOptions): void {
   duration("timeoutMs", options.timeoutMs);
   checkDuration("runPing: deadAfterMs", options.deadAfterMs, quic);
   duration("giveUpAfterMs", options.giveUpAfterMs, true);
-  duration("backoff.baseMs", options.backoff.baseMs);
+  duration("backoff.initialMs", options.backoff.initialMs);
   duration("backoff.maxMs", options.backoff.maxMs);
   if (options.probeIntervalMs !== undefined) duration("probeIntervalMs", options.probeIntervalMs);
   const largest = largestDatagramPadding(options.count);

@@ -27,7 +27,7 @@ const CONFIG: PingCoreConfig = {
   timeoutMs: 2000,
   heartbeatMs: 500,
   deadAfterMs: 2000,
-  backoff: { baseMs: 100, maxMs: 5000 },
+  backoff: { initialMs: 100, maxMs: 5000, jitter: "full" as const },
   giveUpAfterMs: 60_000,
 };
 
@@ -234,7 +234,11 @@ Deno.test("core: every server of a pass refusing (401, 404) ends the run; a 500 
 });
 
 Deno.test("core: a backoff that would end past the give-up deadline is not announced; the deadline ends the run on time", () => {
-  const config = { ...CONFIG, giveUpAfterMs: 1000, backoff: { baseMs: 5000, maxMs: 5000 } };
+  const config = {
+    ...CONFIG,
+    giveUpAfterMs: 1000,
+    backoff: { initialMs: 5000, maxMs: 5000, jitter: "full" as const },
+  };
   const failed = run([
     { type: "start", now: 0 },
     { type: "connect-failed", now: 100, reason: "down", jitter: 0.99 },
@@ -258,7 +262,11 @@ Deno.test("core: a backoff that would end past the give-up deadline is not annou
 });
 
 Deno.test("core: a deadline timer that fires a fraction of a millisecond early waits out the rest, then gives up", () => {
-  const config = { ...CONFIG, giveUpAfterMs: 1000, backoff: { baseMs: 5000, maxMs: 5000 } };
+  const config = {
+    ...CONFIG,
+    giveUpAfterMs: 1000,
+    backoff: { initialMs: 5000, maxMs: 5000, jitter: "full" as const },
+  };
   const failed = run([
     { type: "start", now: 0 },
     { type: "connect-failed", now: 100, reason: "down", jitter: 0.99 },
@@ -388,7 +396,7 @@ const configArbitrary: fc.Arbitrary<PingCoreConfig> = fc.record({
   timeoutMs: fc.integer({ min: 1, max: 3000 }),
   heartbeatMs: fc.integer({ min: 1, max: 1000 }),
   deadAfterMs: fc.integer({ min: 1, max: 4000 }),
-  backoff: fc.constant({ baseMs: 100, maxMs: 1000 }),
+  backoff: fc.constant({ initialMs: 100, maxMs: 1000, jitter: "full" as const } as const),
   giveUpAfterMs: fc.integer({ min: 0, max: 10_000 }),
 });
 
@@ -803,7 +811,7 @@ const timedConfig: fc.Arbitrary<PingCoreConfig> = fc.record({
   timeoutMs: fc.integer({ min: 10, max: 3000 }),
   heartbeatMs: fc.integer({ min: 10, max: 500 }),
   deadAfterMs: fc.integer({ min: 600, max: 3000 }),
-  backoff: fc.constant({ baseMs: 100, maxMs: 2000 }),
+  backoff: fc.constant({ initialMs: 100, maxMs: 2000, jitter: "full" as const } as const),
   giveUpAfterMs: fc.oneof(
     { weight: 4, arbitrary: fc.integer({ min: 1, max: 4000 }) },
     { weight: 1, arbitrary: fc.constant(Infinity) },

@@ -44,7 +44,7 @@ Deno.test("runPing: counts and durations out of range are refused with a RangeEr
     [{ timeoutMs: -1 }, /timeoutMs/],
     [{ deadAfterMs: Infinity }, /deadAfterMs/],
     [{ giveUpAfterMs: NaN }, /giveUpAfterMs/],
-    [{ backoff: { baseMs: -1, maxMs: 10 } }, /backoff\.baseMs/],
+    [{ backoff: { initialMs: -1, maxMs: 10, jitter: "full" as const } }, /backoff\.initialMs/],
     [{ probeIntervalMs: -5 }, /probeIntervalMs/],
     // QUIC's keep-alive and idle timeout take whole milliseconds.
     [{ heartbeatMs: 1.5 }, /heartbeatMs/],

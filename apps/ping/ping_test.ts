@@ -307,7 +307,7 @@ Deno.test({
         count: 5,
         timeoutMs: 200,
         deadAfterMs: 200,
-        backoff: { baseMs: 10, maxMs: 50 },
+        backoff: { initialMs: 10, maxMs: 50, jitter: "full" as const },
         giveUpAfterMs: 700,
       }, (event) => events.push(event));
       assert.equal(summary.gaveUp, true);
@@ -424,7 +424,7 @@ Deno.test({
         count: 1,
         timeoutMs: 150,
         deadAfterMs: 150,
-        backoff: { baseMs: 10, maxMs: 20 },
+        backoff: { initialMs: 10, maxMs: 20, jitter: "full" as const },
         giveUpAfterMs: 1000,
       }, (event) => events.push(event));
       assert.equal(summary.gaveUp, true);

@@ -4,7 +4,9 @@
  *
  * @module
  */
-import { backoffMs } from "@duet/core/backoff";
+import { backoffMs, type BackoffPolicy } from "@duet/core/backoff";
+
+export type { BackoffPolicy };
 
 /** Round-trip figures in milliseconds. */
 export interface RttSummary {
@@ -52,26 +54,14 @@ export class RttStats {
   }
 }
 
-/** Exponential backoff settings. */
-export interface BackoffPolicy {
-  /** The first ceiling. */
-  baseMs: number;
-  /** The largest ceiling. */
-  maxMs: number;
-}
-
 /**
- * "Full jitter": the delay before attempt `attempt` (0-based) is uniform in
- * [0, min(maxMs, baseMs * 2^attempt)), so clients that lost the same server do not return
- * in step.
+ * The delay before reconnection attempt `attempt` (0-based here, as the client counts its
+ * passes), in whole ms: `@duet/core`'s one policy (with "full" jitter, uniform in
+ * [0, min(maxMs, initialMs * 2^attempt)), so clients that lost the same server do not return
+ * in step).
  */
 export function backoffDelay(policy: BackoffPolicy, attempt: number, random: () => number): number {
-  const pause = backoffMs(
-    { initialMs: policy.baseMs, maxMs: policy.maxMs, jitter: "full" },
-    attempt + 1,
-    random(),
-  );
-  return Math.floor(pause);
+  return Math.floor(backoffMs(policy, attempt + 1, random()));
 }
 
 /** An outage: when the connection was lost and, once over, how long it lasted. */

@@ -13,7 +13,7 @@ Deno.test("RttStats: min/avg/max and nearest-rank p50/p99; null when empty", () 
 });
 
 Deno.test("backoffDelay: full jitter under a ceiling that doubles up to the cap", () => {
-  const policy = { baseMs: 100, maxMs: 5000 };
+  const policy = { initialMs: 100, maxMs: 5000, jitter: "full" } as const;
   assert.equal(backoffDelay(policy, 0, () => 0), 0);
   assert.equal(backoffDelay(policy, 0, () => 0.999), 99);
   assert.equal(backoffDelay(policy, 3, () => 0.5), 400);

@@ -59,7 +59,7 @@ async function meet(
       name,
       room,
       keyStore: keyStores[i]!,
-      backoff: { baseMs: 10, maxMs: 100 },
+      backoff: { initialMs: 10, maxMs: 100, jitter: "full" as const },
       onEvent: (event) => {
         events.push(event);
         if (done(events)) reached.resolve();

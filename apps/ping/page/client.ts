@@ -41,7 +41,7 @@ import {
 
 const INTERVAL_MS = 500, TIMEOUT_MS = 2000, DEAD_AFTER_MS = 3000, CONNECT_TIMEOUT_MS = 3000;
 /** The page's backoff: up to 200 ms after the first failed round, doubling to 5 s. */
-const BACKOFF = { baseMs: 200, maxMs: 5000 };
+const BACKOFF = { initialMs: 200, maxMs: 5000, jitter: "full" } as const;
 /** wsping's plain ES module, served beside the page (loaded at run time, not bundled). */
 const WSPING_URL = "/wsping.mjs";
 
