@@ -233,7 +233,8 @@ Deno.test("ChatClient: a heartbeat or backoff past a timer's range (2^31 − 1 m
       /backoff\.maxMs/,
     );
     assert.throws(
-      () => new ChatClient({ ...base, backoff: { initialMs: 0, maxMs: 100, jitter: "full" as const } }),
+      () =>
+        new ChatClient({ ...base, backoff: { initialMs: 0, maxMs: 100, jitter: "full" as const } }),
       /initialMs/,
     );
     await new ChatClient({ ...base, heartbeatMs: 2 ** 31 - 1 }).stop();
