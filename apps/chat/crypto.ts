@@ -255,7 +255,7 @@ export async function decryptMessage(
       key,
       ciphertext,
     );
-    return new TextDecoder("utf-8", { fatal: true }).decode(plain);
+    return new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(plain);
   } catch {
     return null;
   }

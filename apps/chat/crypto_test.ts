@@ -60,6 +60,9 @@ Deno.test("messages: round trip; tampering, another AAD or another key give null
   assert.equal(await decryptMessage(key, nonce, ciphertext, messageAad("r", "alice", "m2")), null);
   const stranger = await deriveSharedKey(makeKeyOffer("r", 0).secret, "r", keys, 0);
   assert.equal(await decryptMessage(stranger, nonce, ciphertext, aad), null);
+  // A text that begins with U+FEFF is given back with it: the decoder must not drop it.
+  const marked = await encryptMessage(key, "\ufeffhi", aad);
+  assert.equal(await decryptMessage(key, marked.nonce, marked.ciphertext, aad), "\ufeffhi");
   const again = await encryptMessage(key, "привет 👋", aad);
   assert.notDeepEqual(again.nonce, nonce, "a fresh nonce each time");
 });

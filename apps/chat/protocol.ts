@@ -299,7 +299,7 @@ export class ProtocolError extends Error {
 }
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder("utf-8", { fatal: true });
+const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /**
  * A message of either direction as {@link encodeFrame} takes it: a JSON object whose `type`

@@ -102,6 +102,9 @@ Deno.test("frames: empty, oversized, non-UTF-8 and non-JSON payloads are named",
   assert.equal(code([0, 1, 0, 1]), "frame_too_large");
   assert.equal(code([0, 0, 0, 1, 0xff]), "bad_frame");
   assert.equal(code([0, 0, 0, 1, 0x7b]), "bad_frame"); // "{"
+  // JSON behind a byte order mark is not the protocol's JSON: one encoding per frame.
+  assert.equal(code([0, 0, 0, 5, 0xef, 0xbb, 0xbf, 0x7b, 0x7d]), "bad_frame");
+  assert.equal(code([0, 0, 0, 2, 0x7b, 0x7d]), "none", "the same {} without it is a frame");
   assert.throws(
     () =>
       encodeFrame({

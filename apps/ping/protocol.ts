@@ -20,7 +20,8 @@ export const PING_PROTOCOL = "duet-ping.v1";
 export const MAX_LINE_BYTES = 16_384;
 
 const encoder = new TextEncoder();
-const strictDecoder = new TextDecoder("utf-8", { fatal: true });
+// ignoreBOM: a line that begins with U+FEFF keeps it (the default drops it, unseen).
+const strictDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /** The answer to one received line (without its newline). */
 export function answer(line: string): string {

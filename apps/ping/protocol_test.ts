@@ -67,6 +67,9 @@ Deno.test("LineSplitter: CRLF is accepted; a partial line waits; bad UTF-8 is re
   assert.equal(splitter.pendingBytes, 2);
   assert.deepEqual(splitter.push(bytes("ng 1\n")), [{ kind: "line", line: "ping 1" }]);
   assert.deepEqual(splitter.push(new Uint8Array([0xc3, 0x28, 0x0a])), [{ kind: "not-utf8" }]);
+  // A line that begins with U+FEFF is that line, not "ping": the decoder keeps the mark.
+  assert.deepEqual(splitter.push(bytes("\ufeffping\n")), [{ kind: "line", line: "\ufeffping" }]);
+  assert.match(text(answerDatagram(bytes("\ufeffping"))), /^error expected "ping"/);
 });
 
 Deno.test("LineSplitter: a line over the limit is refused, in one chunk or across many", () => {

@@ -202,7 +202,7 @@ export async function waitWithCode(
         key,
         answer.slice(76),
       );
-      peerPayload = new TextDecoder("utf-8", { fatal: false }).decode(plain);
+      peerPayload = new TextDecoder("utf-8", { ignoreBOM: true }).decode(plain);
     } catch {
       throw new CodeExchangeError(
         "code_mismatch",

@@ -26,10 +26,13 @@ Deno.test("code exchange: the same code, typed differently, hands each payload t
         payload: "from alice",
         timeoutMs: 5000,
       }),
-      waitWithCode(url, "meet-1", "7 GUIT orbi lazy", { payload: "from bob ✓", timeoutMs: 5000 }),
+      waitWithCode(url, "meet-1", "7 GUIT orbi lazy", {
+        payload: "\ufefffrom bob ✓", // a leading U+FEFF is part of the payload
+        timeoutMs: 5000,
+      }),
     ]);
     assert.deepEqual(new Set([a.role, b.role]), new Set(["first", "second"]));
-    assert.equal(a.peerPayload, "from bob ✓");
+    assert.equal(a.peerPayload, "\ufefffrom bob ✓");
     assert.equal(b.peerPayload, "from alice");
     // No payload on one side: null there, the other's still delivered.
     const [c, d] = await Promise.all([

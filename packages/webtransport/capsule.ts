@@ -67,7 +67,7 @@ export function truncateReason(reason: string, maxBytes = MAX_CLOSE_REASON_BYTES
   let end = maxBytes;
   // Continuation bytes are 0b10xxxxxx: step back to the first byte of the character.
   while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--;
-  return new TextDecoder().decode(bytes.subarray(0, end));
+  return new TextDecoder("utf-8", { ignoreBOM: true }).decode(bytes.subarray(0, end));
 }
 
 /** CLOSE_WEBTRANSPORT_SESSION: a 32-bit application error code and a UTF-8 reason. */
@@ -93,7 +93,7 @@ export function decodeCloseSession(value: Uint8Array): { code: number; reason: s
   }
   let reason: string;
   try {
-    reason = new TextDecoder("utf-8", { fatal: true }).decode(value.subarray(4));
+    reason = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(value.subarray(4));
   } catch {
     throw new H3Error(H3.MESSAGE_ERROR, "Session close reason is not UTF-8");
   }

@@ -79,6 +79,13 @@ test("property: datagrams round-trip for any session and payload", () => {
 
 const utf8 = (text: string) => new TextEncoder().encode(text).length;
 
+test("a reason that begins with U+FEFF keeps it, through the capsule and a cut", () => {
+  const reason = "\ufeffbye";
+  const read = readCapsule(encodeCloseSession(7, reason))!;
+  assert.deepEqual(decodeCloseSession(read.capsule.value), { code: 7, reason });
+  assert.equal(truncateReason("\ufeff" + "x".repeat(1100)), "\ufeff" + "x".repeat(1021));
+});
+
 test("truncateReason() keeps 1,023 and 1,024 bytes, cuts 1,025 to 1,024", () => {
   for (const n of [0, 1, 1023, 1024]) assert.equal(truncateReason("x".repeat(n)), "x".repeat(n));
   assert.equal(truncateReason("x".repeat(1025)), "x".repeat(1024));
