@@ -481,3 +481,15 @@ Deno.test("duet syncpoint: a --max-timeout-ms below --timeout-ms names both valu
   assert.equal(given.code, 2);
   assert.match(given.err, /--max-timeout-ms 1000 is below --timeout-ms 2000; /);
 });
+
+Deno.test("duet ping serve: an --announce list that names nothing is refused before anything listens", async () => {
+  for (const list of ["", ",,", " , "]) {
+    const { code, out, err } = await duet(["ping", "serve", "--port", "0", "--announce", list]);
+    assert.deepEqual([code, out], [2, ""], JSON.stringify(list));
+    assert.match(
+      err,
+      /^duet ping serve: --announce ".*" names no interface: give names or addresses/,
+    );
+    assert.equal(err.trim().split("\n").length, 1, err);
+  }
+});

@@ -82,6 +82,37 @@ const IPV4 = /^\d+\.\d+\.\d+\.\d+$/;
 const isLoopbackV4 = (address: string) => address.startsWith("127.");
 
 /**
+ * The IPv4 address an `--announce` entry stands for: an interface's name, or an address one
+ * of this host's interfaces has.
+ *
+ * @throws RangeError, saying which, for a wildcard, an IPv6 address, an address no interface
+ *   has, or a name no interface has.
+ */
+function requestedAddress(
+  wanted: string,
+  interfaces: readonly { name: string; address: string }[],
+): string {
+  if (wanted === "0.0.0.0" || wanted === "::" || wanted === "[::]") {
+    throw new RangeError(
+      `${wanted} is not an address but every interface: name interfaces or addresses, or ` +
+        "give --announce alone for every address the server may announce",
+    );
+  }
+  if (wanted.includes(":")) {
+    throw new RangeError(`cannot announce ${wanted}: mDNS here announces IPv4 addresses only`);
+  }
+  if (IPV4.test(wanted)) {
+    if (!interfaces.some((i) => i.address === wanted)) {
+      throw new RangeError(`cannot announce ${wanted}: no interface of this host has it`);
+    }
+    return wanted;
+  }
+  const named = interfaces.find((i) => i.name === wanted)?.address;
+  if (named === undefined) throw new RangeError(`no IPv4 interface named ${wanted}`);
+  return named;
+}
+
+/**
  * Which IPv4 addresses to announce: only addresses the server listens on (the one it is
  * bound to, or with `0.0.0.0`/`::` any interface's) and that its certificate names, so
  * that a client finding the server there reaches it and can verify it. Asked for some, each
@@ -104,10 +135,7 @@ export function planAnnouncement(input: AnnouncePlanInput): string[] {
   if (input.requested?.length) {
     return [
       ...new Set(input.requested.map((wanted) => {
-        const address = IPV4.test(wanted)
-          ? wanted
-          : interfaces.find((i) => i.name === wanted)?.address;
-        if (address === undefined) throw new RangeError(`no IPv4 interface named ${wanted}`);
+        const address = requestedAddress(wanted, interfaces);
         if (!served.includes(address)) {
           throw new RangeError(
             `cannot announce ${address}: the server does not listen there (it listens on ` +

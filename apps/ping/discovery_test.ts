@@ -56,6 +56,19 @@ Deno.test("planAnnouncement(): with no certificate known yet, every check but th
   assert.throws(() => plan("127.0.0.1", ["192.0.2.7"]), /does not listen there/);
   assert.throws(() => plan("127.0.0.1", ["wlan9"]), /no IPv4 interface named wlan9/);
   assert.throws(() => plan("::1"), /IPv4 addresses only/);
+  // What an entry stands for is checked before where the server listens.
+  assert.throws(
+    () => plan("0.0.0.0", ["10.9.9.9"]),
+    /cannot announce 10\.9\.9\.9: no interface of this host has it/,
+  );
+  assert.throws(
+    () => plan("0.0.0.0", ["0.0.0.0"]),
+    /0\.0\.0\.0 is not an address but every interface/,
+  );
+  assert.throws(
+    () => plan("::1", ["::1"]),
+    /cannot announce ::1: mDNS here announces IPv4 addresses only/,
+  );
 });
 
 Deno.test("planAnnouncement(): bound to one address, only that one, and only if the certificate names it", () => {

@@ -577,6 +577,12 @@ function announced(value: string): string[] {
  * @throws {UsageError} saying why.
  */
 function precheckAnnounce(options: ServeCliOptions): void {
+  if (typeof options.announce === "string" && announced(options.announce).length === 0) {
+    throw new UsageError(
+      `--announce ${JSON.stringify(options.announce)} names no interface: give names or ` +
+        "addresses (--announce eth0,192.0.2.7), or --announce alone for every address",
+    );
+  }
   if (!options.announce || !/^[\d.]+$|:/.test(options.host)) return;
   try {
     precheckAnnouncement(
