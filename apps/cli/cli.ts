@@ -99,17 +99,37 @@ export function commandNameIn(argv: readonly string[]): string | undefined {
 
 /**
  * `duet help [COMMAND...]` as `duet [COMMAND...] --help`, the form every command knows
- * (commander's own help command cannot list commands that are not loaded).
+ * (commander's own help command cannot list commands that are not loaded): the new
+ * arguments, and the command words asked about (checked once the program is built, by
+ * {@link unknownCommandIn}); undefined when `argv` asks for no help this way. `duet help
+ * help` is `duet --help`.
  */
-export function helpAsOption(argv: readonly string[]): string[] {
-  const name = commandNameIn(argv);
-  if (name !== "help") return [...argv];
+export function helpAsOption(
+  argv: readonly string[],
+): { argv: string[]; words: string[] } | undefined {
+  if (commandNameIn(argv) !== "help") return undefined;
   const at = argv.indexOf("help");
-  const rest = [...argv.slice(0, at), ...argv.slice(at + 1)];
-  const asked = commandNameIn(rest);
-  // Help about a command that does not exist: the error (and its suggestion) it gets when run.
-  if (asked !== undefined && !COMMANDS.some((entry) => entry.name === asked)) return rest;
-  return [...rest, "--help"];
+  const before = argv.slice(0, at);
+  let words = argv.slice(at + 1);
+  while (words[0] === "help") words = words.slice(1);
+  return { argv: [...before, ...words, "--help"], words: words.filter((w) => !w.startsWith("-")) };
+}
+
+/**
+ * The first of `words` that is not a subcommand of the one before it (from the program
+ * down), with the command it was looked for under; undefined when all are.
+ */
+export function unknownCommandIn(
+  program: Command,
+  words: readonly string[],
+): { under: Command; word: string } | undefined {
+  let command = program;
+  for (const word of words) {
+    const sub = command.commands.find((c) => c.name() === word || c.aliases().includes(word));
+    if (!sub) return { under: command, word };
+    command = sub;
+  }
+  return undefined;
 }
 
 /** The version printed by `duet --version`. */
@@ -266,8 +286,19 @@ function topCommandOf(command: Command): Command {
  * line on stderr; unexpected failures are one line too, with the stack at --log-level debug.
  */
 export async function runCli(argv: string[], io: CliIo): Promise<number> {
-  argv = helpAsOption(argv);
+  const help = helpAsOption(argv);
+  if (help) argv = help.argv;
   const program = await buildProgram(io, commandNameIn(argv));
+  const unknown = help && unknownCommandIn(program, help.words);
+  if (unknown) {
+    const names = unknown.under.commands.map((sub) => sub.name());
+    const near = names.find((name) => editDistance(name, unknown.word) <= 2);
+    io.err(
+      `${prefixFor(unknown.under)}: unknown command '${unknown.word}'` +
+        `${near ? ` (Did you mean ${near}?)` : ""} (see --help)\n`,
+    );
+    return 2;
+  }
   try {
     await program.parseAsync(argv, { from: "user" });
     return 0;

@@ -273,7 +273,19 @@ Deno.test("duet --help shows the subcommands; duet help COMMAND... is COMMAND...
   }
   const unknown = await duet(["help", "dlgo"]);
   assert.equal(unknown.code, 2);
-  assert.match(unknown.err, /unknown command 'dlgo'/);
+  assert.match(unknown.err, /^duet: unknown command 'dlgo' \(Did you mean dlog\?\)/);
+  for (
+    const [words, said] of [
+      [["dlog", "nosuch"], /^duet dlog: unknown command 'nosuch' \(see --help\)/],
+      [["dlog", "prv"], /^duet dlog: unknown command 'prv' \(Did you mean prove\?\)/],
+      [["dlog", "prove", "extra"], /^duet dlog prove: unknown command 'extra'/],
+    ] as const
+  ) {
+    const asked = await duet(["help", ...words]);
+    assert.deepEqual([asked.code, asked.out], [2, ""], words.join(" "));
+    assert.match(asked.err, said);
+  }
+  assert.deepEqual(await duet(["help", "help"]), root, "help about help is the help");
 });
 
 Deno.test("deno task duet runs the same CLI as a process (exact exit codes)", async () => {
