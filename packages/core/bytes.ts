@@ -35,6 +35,8 @@ export function concatChunks(chunks: readonly Uint8Array[]): Uint8Array<ArrayBuf
 }
 
 const EMPTY = new Uint8Array(0);
+/** Stores up to this size (bytes) are kept however little of them is used. */
+const SHRINK_ABOVE = 64 * 1024;
 
 /**
  * Bytes that arrive in pieces and are taken from the front, as a parser reads a stream.
@@ -43,7 +45,8 @@ const EMPTY = new Uint8Array(0);
  * one-byte pieces costs its length squared (a 64 KiB HTTP/3 frame pushed one byte at a time:
  * 2 GiB of copying). Bytes once appended are never written again, so views of them handed out
  * ({@link ByteQueue.bytes} and its subarrays) stay as they were. When all is taken, the store
- * is let go: an idle queue holds nothing.
+ * is let go: an idle queue holds nothing; when most of a large store is taken, what is left
+ * moves to a smaller one. A first piece is held as it is, with the buffer it is a view of.
  *
  * @example
  * ```ts
@@ -111,7 +114,15 @@ export class ByteQueue {
       throw new RangeError(`cannot consume ${count} of ${this.length} bytes`);
     }
     this.#start += count;
-    if (this.#start === this.#end) this.clear();
+    if (this.#start === this.#end) return this.clear();
+    // Little left of a large store of ours: move it, so the store does not outlive its use.
+    const held = this.#end - this.#start;
+    if (this.#own && this.#store.length > SHRINK_ABOVE && held * 4 < this.#store.length) {
+      this.#store = this.#store.slice(this.#start, this.#end);
+      this.#start = 0;
+      this.#end = held;
+      this.#own = false; // exactly full: the next push grows it
+    }
   }
 
   /** Takes everything, and lets the store go. */

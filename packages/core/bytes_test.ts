@@ -58,3 +58,16 @@ Deno.test("ByteQueue: consuming more than is held, a negative or a fractional co
   queue.consume(1003);
   assert.equal(queue.bytes.buffer.byteLength, 0);
 });
+
+Deno.test("ByteQueue: a large store mostly taken moves what is left to a small one, views kept", () => {
+  const queue = new ByteQueue();
+  queue.push(new Uint8Array(1 << 20).fill(1));
+  queue.push(new Uint8Array([2, 3])); // joined: a store of ours, about 2 MiB
+  const view = queue.bytes.subarray(0, 4);
+  queue.consume(1 << 20);
+  assert.deepEqual([...queue.bytes], [2, 3]);
+  assert.ok(queue.bytes.buffer.byteLength < 1024, `${queue.bytes.buffer.byteLength} bytes kept`);
+  assert.deepEqual([...view], [1, 1, 1, 1]);
+  queue.push(new Uint8Array([4]));
+  assert.deepEqual([...queue.bytes], [2, 3, 4]);
+});

@@ -104,7 +104,10 @@ export class FrameReader {
     this.#maxPayload = maxPayload;
   }
 
-  /** Appends bytes read from the stream. */
+  /**
+   * Appends bytes read from the stream. When nothing is held, `chunk` is kept without a copy
+   * (payloads of {@link FrameReader.next} may be views of it): do not write into it afterwards.
+   */
   push(chunk: Uint8Array): void {
     this.#queue.push(chunk);
   }
