@@ -15,13 +15,15 @@ function concatChunks(chunks) {
   return joined;
 }
 var EMPTY = new Uint8Array(0);
+var SHRINK_ABOVE = 64 * 1024;
 
 // apps/ping/protocol.ts
 var PING_PROTOCOL = "duet-ping.v1";
 var MAX_LINE_BYTES = 16384;
 var encoder = new TextEncoder();
 var strictDecoder = new TextDecoder("utf-8", {
-  fatal: true
+  fatal: true,
+  ignoreBOM: true
 });
 function pingLine(key, payloadBytes = 0) {
   return payloadBytes > 0 ? `ping ${key} ${"x".repeat(payloadBytes)}` : `ping ${key}`;
