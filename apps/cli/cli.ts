@@ -112,7 +112,12 @@ export function helpAsOption(
   const before = argv.slice(0, at);
   let words = argv.slice(at + 1);
   while (words[0] === "help") words = words.slice(1);
-  return { argv: [...before, ...words, "--help"], words: words.filter((w) => !w.startsWith("-")) };
+  const commands: string[] = [];
+  for (let i = 0; i < words.length; i++) {
+    if (VALUE_OPTIONS.has(words[i]!)) i++; // and its value
+    else if (!words[i]!.startsWith("-")) commands.push(words[i]!);
+  }
+  return { argv: [...before, ...words, "--help"], words: commands };
 }
 
 /**

@@ -286,6 +286,12 @@ Deno.test("duet --help shows the subcommands; duet help COMMAND... is COMMAND...
     assert.match(asked.err, said);
   }
   assert.deepEqual(await duet(["help", "help"]), root, "help about help is the help");
+  const withOption = await duet(["help", "--log-level", "debug", "dlog"]);
+  assert.deepEqual(
+    withOption,
+    await duet(["dlog", "--help"]),
+    "a program option's value is no command",
+  );
 });
 
 Deno.test("deno task duet runs the same CLI as a process (exact exit codes)", async () => {
