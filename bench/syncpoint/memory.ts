@@ -11,7 +11,9 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { freePort, waitFor } from "@duet/testkit";
+import { waitFor } from "@duet/testkit";
+import { delay } from "@duet/core/delay";
+import { holdParty, rssKiB, startInstance } from "./_instance.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -20,7 +22,6 @@ const { values: flags } = parseArgs({
     rounds: { type: "string", default: "3" },
   },
 });
-const root = new URL("../../", import.meta.url).pathname;
 const KiB = 1024;
 
 interface Variant {
@@ -42,55 +43,28 @@ const variants: Variant[] = [
   },
 ];
 
-async function rssKiB(pid: number): Promise<number> {
-  const status = await Deno.readTextFile(`/proc/${pid}/status`);
-  return Number(status.match(/VmRSS:\s+(\d+)/)?.[1]);
-}
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
 async function measure(variant: Variant): Promise<{ idle: number; held: number }> {
-  const port = freePort();
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${root}apps/cli/main.ts`, "syncpoint", "--port", String(port), "--quiet"],
-    stdout: "null",
-    stderr: "inherit",
-  }).spawn();
-  const url = `http://127.0.0.1:${port}`;
-  const waiting = async () => {
-    const response = await fetch(`${url}/healthz`).catch(() => undefined);
-    return response ? (await response.json()).waiting as number : -1;
-  };
+  const instance = await startInstance();
   const conns: Deno.TcpConn[] = [];
   try {
-    await waitFor(async () => (await waiting()) === 0, "the service", 30_000);
-    // Warm up (JIT, pools): a few hundred pairs, then let the heap settle.
-    for (let i = 0; i < 300; i++) {
-      const first = fetch(`${url}/wait-for-second-party/warm-${i}`, { method: "POST", body: "w" });
-      await waitFor(async () => (await waiting()) === 1, "a warm-up party");
-      await (await fetch(`${url}/wait-for-second-party/warm-${i}`, { method: "POST" })).text();
-      await (await first).text();
-    }
-    await sleep(1_000);
-    const idle = await rssKiB(child.pid);
+    await delay(1_000); // the heap settles after the warm-up
+    const idle = await rssKiB(instance.child.pid);
     const body = new TextEncoder().encode(variant.payload);
     for (let i = 0; i < variant.parties; i++) {
-      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-      const head = `POST /wait-for-second-party/hold-${i}?timeout_ms=300000 HTTP/1.1\r\n` +
-        `Host: m\r\nContent-Length: ${body.byteLength}\r\n\r\n`;
-      await conn.write(new TextEncoder().encode(head));
-      if (body.byteLength) await conn.write(body);
-      conns.push(conn);
-      if (i % 500 === 499) await sleep(20);
+      conns.push(await holdParty(instance.port, `hold-${i}`, body, 300_000));
+      if (i % 500 === 499) await delay(20);
     }
-    await waitFor(async () => (await waiting()) === variant.parties, "every party", 60_000);
-    await sleep(1_000);
-    const held = await rssKiB(child.pid);
+    await waitFor(
+      async () => (await instance.waiting()) === variant.parties,
+      "every party",
+      60_000,
+    );
+    await delay(1_000);
+    const held = await rssKiB(instance.child.pid);
     return { idle, held };
   } finally {
     for (const conn of conns) conn.close();
-    child.kill("SIGTERM");
-    await child.status;
+    await instance.stop();
   }
 }
 

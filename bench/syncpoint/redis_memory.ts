@@ -19,6 +19,8 @@
 import { parseArgs } from "node:util";
 import { Redis } from "ioredis";
 import { freePort, PrivateRedis, waitFor } from "@duet/testkit";
+import { delay } from "@duet/core/delay";
+import { holdParty, rssKiB, startInstance } from "./_instance.ts";
 import { DEFAULTS } from "@duet/syncpoint";
 
 const { values: flags } = parseArgs({
@@ -128,7 +130,7 @@ async function measure(size: number, count: number): Promise<Sample> {
       );
       if (replies.some((r) => r[0] !== "registered")) throw new Error("a key was not new");
     }
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await delay(200);
     const after = await memory(redis);
     const usages: number[] = [];
     for (let i = 0; i < count; i += Math.ceil(count / 21)) {
@@ -264,56 +266,30 @@ for (const policy of ["noeviction", "allkeys-lru", "volatile-ttl"]) {
 
 // The whole service in Redis mode: do the keys it writes cost what the direct writes above
 // cost, and what does the instance hold (settled RSS, and the peak, VmHWM) per party?
-async function rssKiB(pid: number, field: "VmRSS" | "VmHWM"): Promise<number> {
-  const status = await Deno.readTextFile(`/proc/${pid}/status`);
-  return Number(status.match(new RegExp(`${field}:\\s+(\\d+)`))?.[1]);
-}
-
 const parties = Number(flags.instance);
 if (parties > 0) {
   const server = await startRedis();
   const { redis } = server;
-  const port = freePort();
-  const root = new URL("../../", import.meta.url).pathname;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${root}apps/cli/main.ts`, "syncpoint", "--port", String(port)]
-      .concat(["--quiet", "--max-waiting-bytes", "0"])
-      .concat(["--redis-url", `redis://127.0.0.1:${server.port}`]),
-    stdout: "null",
-    stderr: "inherit",
-  }).spawn();
-  const url = `http://127.0.0.1:${port}`;
-  const waiting = async () => {
-    const response = await fetch(`${url}/healthz`).catch(() => undefined);
-    return response?.ok ? (await response.json()).waiting as number : -1;
-  };
+  const instance = await startInstance(
+    ["--max-waiting-bytes", "0", "--redis-url", `redis://127.0.0.1:${server.port}`],
+  ).catch(async (error) => {
+    await server.stop();
+    throw error;
+  });
+  const { child, port, waiting } = instance;
   const conns: Deno.TcpConn[] = [];
   try {
-    await waitFor(async () => (await waiting()) === 0, "the service", 30_000);
-    for (let i = 0; i < 300; i++) {
-      const first = fetch(`${url}/wait-for-second-party/warm-${i}`, { method: "POST", body: "w" });
-      await waitFor(async () => (await waiting()) === 1, "a warm-up party");
-      await (await fetch(`${url}/wait-for-second-party/warm-${i}`, { method: "POST" })).text();
-      await (await first).text();
-    }
-    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    await delay(1_000);
     const idle = await rssKiB(child.pid, "VmRSS");
     const before = await memory(redis);
     const body = new TextEncoder().encode("x".repeat(64 * 1024));
-    for (let i = 0; i < parties; i++) {
-      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-      const head = `POST /wait-for-second-party/${idOf(i)}?timeout_ms=60000 HTTP/1.1\r\n` +
-        `Host: m\r\nContent-Length: ${body.byteLength}\r\n\r\n`;
-      await conn.write(new TextEncoder().encode(head));
-      await conn.write(body);
-      conns.push(conn);
-    }
+    for (let i = 0; i < parties; i++) conns.push(await holdParty(port, idOf(i), body, 60_000));
     await waitFor(async () => (await waiting()) === parties, "every party", 60_000).catch(
       async (e) => {
         throw new Error(`${e.message}: ${await waiting()} waiting`);
       },
     );
-    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    await delay(1_000);
     const held = await rssKiB(child.pid, "VmRSS");
     const peak = await rssKiB(child.pid, "VmHWM");
     const after = await memory(redis);
@@ -329,8 +305,7 @@ if (parties > 0) {
     );
   } finally {
     for (const conn of conns) conn.close();
-    child.kill("SIGTERM");
-    await child.status;
+    await instance.stop();
     await server.stop();
   }
 }
