@@ -170,9 +170,7 @@ function conventions(command: Command, io: CliIo): Command {
           /^too many arguments for '[^']*'\. Expected 0 arguments but got \d+: ([^,]+)/,
         )?.[1];
         if (extra !== undefined && command.commands.length) {
-          const names = command.commands.map((sub) => sub.name());
-          const near = names.find((name) => editDistance(name, extra) <= 2);
-          said = `unknown command '${extra}'${near ? ` (Did you mean ${near}?)` : ""}`;
+          said = unknownCommandText(command, extra);
         }
         io.err(`${prefixFor(command)}: ${said} (see --help)\n`);
       },
@@ -215,6 +213,13 @@ function requireAfterParsing(command: Command): void {
       }
     }
   });
+}
+
+/** "unknown command 'prv' (Did you mean prove?)": `word` is no subcommand of `command`. */
+function unknownCommandText(command: Command, word: string): string {
+  const near = command.commands.map((sub) => sub.name())
+    .find((name) => editDistance(name, word) <= 2);
+  return `unknown command '${word}'${near ? ` (Did you mean ${near}?)` : ""}`;
 }
 
 /** "duet dlog prove" for the prove subcommand: how errors name where they happened. */
@@ -296,11 +301,9 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
   const program = await buildProgram(io, commandNameIn(argv));
   const unknown = help && unknownCommandIn(program, help.words);
   if (unknown) {
-    const names = unknown.under.commands.map((sub) => sub.name());
-    const near = names.find((name) => editDistance(name, unknown.word) <= 2);
     io.err(
-      `${prefixFor(unknown.under)}: unknown command '${unknown.word}'` +
-        `${near ? ` (Did you mean ${near}?)` : ""} (see --help)\n`,
+      `${prefixFor(unknown.under)}: ${unknownCommandText(unknown.under, unknown.word)} ` +
+        "(see --help)\n",
     );
     return 2;
   }
