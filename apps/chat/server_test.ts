@@ -422,39 +422,67 @@ testWith(postgresRequirement, {
       applicationName: "duet-chat-test-admin",
     });
     // Every backend of the server (its pool and its listener) is cut, as a restart would.
-    const kill = () =>
-      admin.query(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
-        [
-          application,
-        ],
+    const kill = async (db: Pick<typeof admin, "query">) => {
+      const rows = await db.query<{ cut: boolean }>(
+        "SELECT pg_terminate_backend(pid) AS cut FROM pg_stat_activity " +
+          "WHERE application_name = $1",
+        [application],
       );
+      assert.ok(rows.some((row) => row.cut), "a backend of the server was cut");
+    };
     try {
       const [alice] = await TestClient.join(server.addr.port, "alice", "drop");
       const [bob] = await TestClient.join(server.addr.port, "bob", "drop");
+      /** Alice sends `id` once; resolves with the server's answer to it. */
+      const attempt = async (id: string, seq: number) => {
+        await alice.send(sendFrame(id, seq));
+        return await alice.next((m) =>
+          (m.type === "stored" || m.type === "error") && m.client_msg_id === id
+        );
+      };
       const acknowledged = new Set<string>();
-      let refusals = 0;
       for (let i = 0; i < 30; i++) {
-        if (i === 10 || i === 20) await kill();
         const id = `d${i}`;
-        // Like a client with an outbox: retry on a retryable error until stored.
-        for (let attempt = 0; attempt < 50; attempt++) {
-          await alice.send(sendFrame(id, i + 1));
-          const answer = await alice.next((m) =>
-            (m.type === "stored" && m.client_msg_id === id) ||
-            (m.type === "error" && m.client_msg_id === id)
+        if (i === 10) {
+          // Cut while the store is in flight: the room's row is held, so the server's store
+          // waits on it; the backends are cut while it waits, then the row is let go. Nothing
+          // was committed, and the answer must say so: a retryable refusal, never "stored".
+          const answer = await admin.transaction(async (tx) => {
+            await tx.query(
+              `SELECT room FROM "${store.schema}".rooms WHERE room = 'drop' FOR UPDATE`,
+            );
+            const answer = attempt(id, i + 1);
+            await waitFor(async () => {
+              const [row] = await tx.query<{ waiting: number }>(
+                "SELECT count(*)::int AS waiting FROM pg_stat_activity " +
+                  "WHERE application_name = $1 AND wait_event_type = 'Lock'",
+                [application],
+              );
+              return row!.waiting > 0;
+            }, "the server's store to wait on the held row");
+            await kill(tx);
+            return await answer;
+          });
+          assert.ok(
+            answer.type === "error" && answer.retryable,
+            `a store cut in flight is refused as retryable, not ${JSON.stringify(answer)}`,
           );
+        }
+        // Cut between sends (at 20): the pool's idle connections are gone when the next
+        // store comes; it is stored on a new one, or refused as retryable.
+        if (i === 20) await kill(admin);
+        // Like a client with an outbox: retry on a retryable error until stored.
+        for (let tries = 0; tries < 50; tries++) {
+          const answer = await attempt(id, i + 1);
           if (answer.type === "stored") {
             acknowledged.add(id);
             break;
           }
           assert.equal(answer.type === "error" && answer.retryable, true);
-          refusals++;
           await new Promise((r) => setTimeout(r, 50));
         }
       }
       assert.equal(acknowledged.size, 30);
-      assert.ok(refusals >= 1, "the drops were noticed (a send was refused at least once)");
       await bob.send({ type: "history", limit: 200 });
       const page = await bob.next((m) => m.type === "history_page");
       const stored = page.type === "history_page" ? page.messages.map((m) => m.client_msg_id) : [];
