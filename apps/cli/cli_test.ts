@@ -485,7 +485,17 @@ Deno.test("duet dlog reading - from stdin: a stop signal ends it with 130, never
       const writer = child.stdin.getWriter();
       // The whole input, but no end of input: the command must wait for more.
       await writer.write(new TextEncoder().encode(inputs[i]));
-      while (!(await readingStdin(child.pid))) await new Promise((r) => setTimeout(r, 20));
+      let exited = false;
+      child.status.then(() => (exited = true));
+      for (const deadline = Date.now() + 20_000; !(await readingStdin(child.pid));) {
+        if (exited || Date.now() > deadline) {
+          if (!exited) child.kill("SIGKILL");
+          await writer.close().catch(() => {});
+          const { stderr } = await child.output();
+          assert.fail(`${args[0]}: never read stdin\n${new TextDecoder().decode(stderr)}`);
+        }
+        await new Promise((r) => setTimeout(r, 20));
+      }
       child.kill(signal);
       let timer: ReturnType<typeof setTimeout> | undefined;
       const output = child.output();
