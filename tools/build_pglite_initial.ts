@@ -11,7 +11,9 @@
  */
 import { PGlite } from "@electric-sql/pglite";
 import { INITIAL_STATE_URL } from "../apps/chat/pglite_initial.ts";
+import { scriptOptions } from "./_options.ts";
 
+scriptOptions(import.meta.url, {}); // --help; no options
 const db = await PGlite.create();
 try {
   // A checkpoint first, so the dump holds a clean shutdown's state.

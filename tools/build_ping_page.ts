@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { scriptOptions } from "./_options.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 const entry = "apps/ping/page/client.ts";
@@ -55,8 +56,9 @@ async function bundle(): Promise<string> {
 if (import.meta.main) await main();
 
 async function main(): Promise<void> {
+  const { check } = scriptOptions(import.meta.url, { check: { type: "boolean" } });
   const fresh = await bundle();
-  if (Deno.args.includes("--check")) {
+  if (check) {
     const committed = await Deno.readTextFile(output).catch(() => "");
     if (committed !== fresh) {
       const have = committed.split("\n");

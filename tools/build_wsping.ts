@@ -11,10 +11,11 @@
  */
 import { bytesToHex } from "@noble/hashes/utils.js";
 import asc from "assemblyscript/asc";
+import { scriptOptions } from "./_options.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 const pkg = `${root}packages/wsping/`;
-const check = Deno.args.includes("--check");
+const { check } = scriptOptions(import.meta.url, { check: { type: "boolean" } });
 const ascVersion = "0.28.20"; // keep in step with deno.json
 const ascFlags = ["-O3", "--runtime", "stub", "--noAssert", "--use", "abort="];
 

@@ -12,7 +12,9 @@
  */
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { scriptOptions } from "./_options.ts";
 
+scriptOptions(import.meta.url, {}); // --help; no options
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const UNPUBLISHED = new Set(["./packages/testkit"]);
 

@@ -14,7 +14,7 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
+import { scriptOptions } from "./_options.ts";
 
 const root = new URL("../", import.meta.url).pathname;
 /** The compiler that writes the declarations, pinned. */
@@ -214,11 +214,10 @@ export async function packAll(out: string): Promise<Packed[]> {
 }
 
 if (import.meta.main) {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: { out: { type: "string", default: `${root}dist/npm` } },
+  const values = scriptOptions(import.meta.url, {
+    out: { type: "string", default: `${root}dist/npm` },
   });
-  const out = values.out!.startsWith("/") ? values.out! : `${Deno.cwd()}/${values.out}`;
+  const out = values.out.startsWith("/") ? values.out : `${Deno.cwd()}/${values.out}`;
   for (const packed of await packAll(out)) {
     console.log(`${packed.tarball} (${packed.size} bytes)`);
     for (const file of packed.files) console.log(`  ${file}`);

@@ -18,6 +18,7 @@
  *
  * @module
  */
+import { scriptOptions } from "./_options.ts";
 
 /** The parts of a version 5 `deno.lock` this tool reads and writes. */
 export interface Lockfile {
@@ -130,6 +131,7 @@ async function npmRoots(root: string, entry: string): Promise<string[]> {
 }
 
 async function main(): Promise<void> {
+  const { check } = scriptOptions(import.meta.url, { check: { type: "boolean" } });
   const root = new URL("../", import.meta.url).pathname;
   const lock = JSON.parse(await Deno.readTextFile(`${root}deno.lock`)) as Lockfile;
   const roots = (await Promise.all(RUN_ENTRY_POINTS.map((entry) => npmRoots(root, entry)))).flat();
@@ -137,7 +139,7 @@ async function main(): Promise<void> {
   const output = `${root}deno.run.lock`;
   const count = Object.keys(JSON.parse(fresh).npm).length;
   const of = Object.keys(lock.npm ?? {}).length;
-  if (Deno.args.includes("--check")) {
+  if (check) {
     const committed = await Deno.readTextFile(output).catch(() => "");
     if (committed !== fresh) {
       console.error(

@@ -1,12 +1,19 @@
 // deno-lint-ignore-file no-console -- a developer tool: its output is for the terminal
-// Runs the runtime-neutral library tests on Node: every *_test.ts under packages/ that is
-// written against node:test. Node 20 cannot load TypeScript or Deno's npm: import map, so
-// `deno bundle` turns each test file into one plain ES module (dependencies inlined, node:
-// built-ins left as imports) and `node --test` runs them. Usage:
-//   deno task test:node            (node from PATH; DUET_NODE=/path/to/node to pick another)
+/**
+ * Runs the runtime-neutral library tests on Node: every *_test.ts under packages/ that is
+ * written against node:test. Node 20 cannot load TypeScript or Deno's npm: import map, so
+ * `deno bundle` turns each test file into one plain ES module (dependencies inlined, node:
+ * built-ins left as imports) and `node --test` runs them.
+ *
+ *   deno task test:node            (node from PATH; DUET_NODE=/path/to/node to pick another)
+ *
+ * @module
+ */
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
+import { scriptOptions } from "./_options.ts";
 
+scriptOptions(import.meta.url, {}); // --help; no options
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const outDir = join(root, ".cache", "node-tests");
 const node = Deno.env.get("DUET_NODE") || "node";

@@ -7,7 +7,7 @@
  * in the same run: the same two clients without a code, to both having agreed the key (trust
  * on first use).
  *
- * Usage: deno run -A bench/chat/code.ts [runs] [--database-url URL]
+ * Usage: deno run -A bench/chat/code.ts [--runs 30] [--database-url URL]
  * Prints p50 and p99 in milliseconds, and the ratio to the anchor.
  *
  * @module
@@ -22,12 +22,14 @@ import {
   startChatServer,
 } from "@duet/chat";
 import { generateCode } from "@duet/pake";
+import { scriptOptions } from "../../tools/_options.ts";
 
-const runs = Number(Deno.args.find((a) => /^\d+$/.test(a)) ?? 30);
-const urlAt = Deno.args.indexOf("--database-url");
+const { runs, "database-url": url } = scriptOptions(import.meta.url, {
+  runs: { type: "count", default: 30 },
+  "database-url": { type: "string" },
+});
 const dir = await Deno.makeTempDir();
 // PostgreSQL: a schema of this run's own, dropped at the end (the database is left as found).
-const url = urlAt >= 0 ? Deno.args[urlAt + 1]! : undefined;
 const schema = `bench_chat_code_${crypto.randomUUID().slice(0, 8)}`;
 const store = url
   ? new ChatStore(await connectPostgres(url, { schema }))

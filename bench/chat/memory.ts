@@ -13,18 +13,15 @@
  *   deno run -A bench/chat/memory.ts [--repo DIR] [--idle 1000]
  * PostgreSQL (idle connections) comes from TEST_DATABASE_URL (a schema of its own).
  */
-import { parseArgs } from "node:util";
+import { scriptOptions } from "../../tools/_options.ts";
 import { testSchema, waitFor } from "@duet/testkit";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    repo: { type: "string", default: new URL("../../", import.meta.url).pathname },
-    idle: { type: "string", default: "1000" },
-  },
+const values = scriptOptions(import.meta.url, {
+  repo: { type: "string", default: new URL("../../", import.meta.url).pathname },
+  idle: { type: "count", default: 1000 },
 });
 const REPO = values.repo.replace(/\/?$/, "/");
-const IDLE = Number(values.idle);
+const IDLE = values.idle;
 
 // The checkout's own protocol client and crypto, so that its version is spoken.
 const { TestClient, sendFrame } = await import(`${REPO}apps/chat/testdata/client.ts`);

@@ -10,26 +10,23 @@
  * handed to ChatStore.insertMessage in this process (no server, no TCP, no protocol), all
  * at once; the server's one-sender rate over it is what the protocol and the network cost.
  *
- *   deno run -A bench/chat/run.ts [--messages 20000] [--idle 1000]
+ *   deno run -A bench/chat/run.ts [--messages 20000] [--idle 1000] [--history 100000]
  * PostgreSQL comes from TEST_DATABASE_URL (a schema of its own, dropped after).
  */
-import { parseArgs } from "node:util";
+import { scriptOptions } from "../../tools/_options.ts";
 import { ChatStore, connectPostgres, openPglite } from "@duet/chat";
 import { freePort, testSchema, waitFor } from "@duet/testkit";
 import { spawnDuet } from "../../apps/cli/testdata/spawn.ts";
 import { sendFrame, TestClient } from "../../apps/chat/testdata/client.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    messages: { type: "string", default: "20000" },
-    idle: { type: "string", default: "1000" },
-    history: { type: "string", default: "100000" },
-  },
+const values = scriptOptions(import.meta.url, {
+  messages: { type: "count", default: 20000 },
+  idle: { type: "count", default: 1000, min: 0 },
+  history: { type: "count", default: 100000 },
 });
-const MESSAGES = Number(values.messages);
-const IDLE = Number(values.idle);
-const HISTORY = Number(values.history);
+const MESSAGES = values.messages;
+const IDLE = values.idle;
+const HISTORY = values.history;
 
 const q = (xs: number[], p: number) => xs[Math.min(xs.length - 1, Math.ceil(p * xs.length) - 1)]!;
 const ms = (x: number) => `${x.toFixed(2)} ms`;

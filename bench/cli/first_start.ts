@@ -17,15 +17,12 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
+import { scriptOptions } from "../../tools/_options.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    runs: { type: "string", default: "3" },
-    "warm-runs": { type: "string", default: "5" },
-    before: { type: "string" },
-  },
+const values = scriptOptions(import.meta.url, {
+  runs: { type: "count", default: 3 },
+  "warm-runs": { type: "count", default: 5 },
+  before: { type: "string" },
 });
 const root = new URL("../../", import.meta.url).pathname;
 const npx = ["npx", "--yes", `deno@${Deno.version.deno}`];
@@ -104,7 +101,7 @@ const rows: [string, number[]][] = [
   ["warm: npx deno run of an empty file", []],
   ...(values.before ? [["cold: `task serve` in --before", []] as [string, number[]]] : []),
 ];
-for (let run = 0; run < Number(values.runs); run++) {
+for (let run = 0; run < values.runs; run++) {
   for (
     const [index, args, ready] of [
       [0, [...readmeRun(), ...PORTS], RUNNING],
@@ -116,7 +113,7 @@ for (let run = 0; run < Number(values.runs); run++) {
     try {
       rows[index]![1].push(await timeIt([...args], home, ready));
       if (index === 0) {
-        for (let warm = 0; warm < Number(values["warm-runs"]); warm++) {
+        for (let warm = 0; warm < values["warm-runs"]; warm++) {
           rows[1]![1].push(await timeIt([...args], home, ready));
         }
       }

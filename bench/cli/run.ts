@@ -10,11 +10,11 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
+import { scriptOptions } from "../../tools/_options.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: { runs: { type: "string", default: "30" }, before: { type: "string" } },
+const values = scriptOptions(import.meta.url, {
+  runs: { type: "count", default: 30 },
+  before: { type: "string" },
 });
 const root = new URL("../../", import.meta.url).pathname;
 const secret = (12345).toString(16).padStart(64, "0");
@@ -36,7 +36,7 @@ if (values.before) {
   commands.push(["duet dlog prove (before)", duet(values.before, prove)]);
 }
 const out = await Deno.makeTempFile({ suffix: ".json" });
-const args = ["-N", "-w", "3", "-r", values.runs!, "--export-json", out];
+const args = ["-N", "-w", "3", "-r", String(values.runs), "--export-json", out];
 for (const [name, command] of commands) args.push("-n", name, command);
 const { success } = await new Deno.Command("hyperfine", { args, stdout: "null" }).spawn().status;
 if (!success) Deno.exit(1);

@@ -12,6 +12,7 @@
  */
 import { gzipSync } from "node:zlib";
 import { packAll } from "../../tools/pack.ts";
+import { scriptOptions } from "../../tools/_options.ts";
 
 const ESBUILD = "esbuild@0.28.2";
 
@@ -28,6 +29,7 @@ async function sh(command: string, args: string[], cwd: string): Promise<void> {
   }
 }
 
+scriptOptions(import.meta.url, {}); // --help; no options
 const work = await Deno.makeTempDir({ prefix: "duet-bundle-size-" });
 try {
   const packed = await packAll(`${work}/tarballs`);

@@ -14,19 +14,17 @@
  *
  *   deno run -A bench/ping/loss.ts [--n 2000] [--loss 0,1,5]
  */
-import { parseArgs } from "node:util";
+import { scriptOptions } from "../../tools/_options.ts";
 import { connectWebTransport } from "@duet/webtransport";
 import { startPingServer } from "@duet/ping";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    n: { type: "string", default: "2000" },
-    loss: { type: "string", default: "0,1,5" },
-    inner: { type: "boolean", default: false },
-  },
+const values = scriptOptions(import.meta.url, {
+  n: { type: "count", default: 2000 },
+  // Loss rates in percent; nftables takes them in hundredths (0.01% steps).
+  loss: { type: "numbers", default: [0, 1, 5], min: 0, max: 100 },
+  inner: { type: "boolean", internal: true }, // this script, run again in a namespace
 });
-const N = Number(values.n);
+const N = values.n;
 const LOST_AFTER_MS = 1000;
 
 interface Row {
@@ -151,7 +149,7 @@ const fmt = (ms: number) =>
 console.log(`${N} round trips each; a datagram reply missing after ${LOST_AFTER_MS} ms is lost\n`);
 console.log("| loss | transport | done | lost | p50 | p99 |");
 console.log("| ---: | --------- | ---: | ---: | --: | --: |");
-for (const loss of values.loss.split(",").map(Number)) {
+for (const loss of values.loss) {
   const ns = `duet-loss-${Deno.pid}-${loss}`;
   await sh("ip", "netns", "add", ns);
   try {

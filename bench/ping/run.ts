@@ -15,21 +15,18 @@
  *   deno run -A bench/ping/run.ts [--n 2000] [--chromium-streams 10000]
  */
 import { hexToBytes } from "@noble/hashes/utils.js";
-import { parseArgs } from "node:util";
+import { scriptOptions } from "../../tools/_options.ts";
 import { connectWebTransport, type WebTransportSession } from "@duet/webtransport";
 import { CLIENT_DEFAULTS, runPing } from "@duet/ping";
 import { findChromium, freePort, waitFor, withChromiumPage } from "@duet/testkit";
 import { spawnDuet } from "../../apps/cli/testdata/spawn.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    n: { type: "string", default: "2000" },
-    "chromium-streams": { type: "string", default: "10000" },
-  },
+const values = scriptOptions(import.meta.url, {
+  n: { type: "count", default: 2000 },
+  "chromium-streams": { type: "count", default: 10000 },
 });
-const N = Number(values.n);
-const CHROMIUM_STREAMS = Number(values["chromium-streams"]);
+const N = values.n;
+const CHROMIUM_STREAMS = values["chromium-streams"];
 
 function deadline<T>(promise: Promise<T>, what: string): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;

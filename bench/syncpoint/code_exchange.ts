@@ -5,14 +5,15 @@
  * CPace computations. The anchor, measured in the same run: one plain rendezvous of two
  * parties with the same payloads (`waitForSecondParty`).
  *
- * Usage: deno run -A bench/syncpoint/code_exchange.ts [runs]
+ * Usage: deno run -A bench/syncpoint/code_exchange.ts [--runs 200]
  * Prints p50 and p99 in milliseconds, and the ratio to the anchor.
  *
  * @module
  */
 import { startSyncpoint, waitForSecondParty, waitWithCode } from "@duet/syncpoint";
+import { scriptOptions } from "../../tools/_options.ts";
 
-const runs = Number(Deno.args[0] ?? 200);
+const { runs } = scriptOptions(import.meta.url, { runs: { type: "count", default: 200 } });
 const syncpoint = await startSyncpoint({ port: 0 });
 const url = syncpoint.url;
 const payload = "10.0.0.7:4433";

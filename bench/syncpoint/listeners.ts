@@ -6,7 +6,7 @@
  * pair. Not a server to use: the `raw` one parses only what the load generator sends
  * (Content-Length bodies, no chunked, no limits, no timeouts).
  *
- *   deno run -A bench/syncpoint/listeners.ts serve|node|raw|duet PORT
+ *   deno run -A bench/syncpoint/listeners.ts --listener serve|node|raw|duet --port PORT
  *   loadgen pairs -url http://127.0.0.1:PORT/wait-for-second-party -concurrency 100
  *
  * `serve` is Deno.serve (misses departures after ~460 body bytes), `node` node:http (what
@@ -18,8 +18,11 @@
  */
 import http from "node:http";
 import { serveHttp1 } from "@duet/net/http1";
-const mode = Deno.args[0];
-const port = Number(Deno.args[1] ?? 0);
+import { scriptOptions } from "../../tools/_options.ts";
+const { listener: mode, port } = scriptOptions(import.meta.url, {
+  listener: { type: "choice", default: "duet", choices: ["serve", "node", "raw", "duet"] },
+  port: { type: "count", default: 0, min: 0, max: 65535 }, // 0: a free port, printed
+});
 const waiting = new Map<string, (body: string) => void>();
 function pair(id: string, body: string): Promise<string> | string {
   const first = waiting.get(id);

@@ -10,17 +10,14 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
+import { scriptOptions } from "../../tools/_options.ts";
 import { waitFor } from "@duet/testkit";
 import { delay } from "@duet/core/delay";
 import { holdParty, rssKiB, startInstance } from "./_instance.ts";
 
-const { values: flags } = parseArgs({
-  args: Deno.args,
-  options: {
-    parties: { type: "string", default: "5000" },
-    rounds: { type: "string", default: "3" },
-  },
+const flags = scriptOptions(import.meta.url, {
+  parties: { type: "count", default: 5000 },
+  rounds: { type: "count", default: 3 },
 });
 const KiB = 1024;
 
@@ -31,7 +28,7 @@ interface Variant {
   parties: number;
 }
 
-const many = Number(flags.parties);
+const many = flags.parties;
 const variants: Variant[] = [
   { name: "empty body", payload: "", parties: many },
   { name: "64 KiB of ASCII", payload: "x".repeat(64 * KiB), parties: 1_000 },
@@ -77,7 +74,7 @@ console.log("| payload | parties held | RSS idle MiB | RSS holding MiB | per wai
 console.log("| --- | --- | --- | --- | --- |");
 for (const variant of variants) {
   const runs: { idle: number; held: number }[] = [];
-  for (let r = 0; r < Number(flags.rounds); r++) runs.push(await measure(variant));
+  for (let r = 0; r < flags.rounds; r++) runs.push(await measure(variant));
   const perParty = median(runs.map((r) => ((r.held - r.idle) * KiB) / variant.parties));
   console.log(
     `| ${variant.name} | ${variant.parties} | ${

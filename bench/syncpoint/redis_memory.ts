@@ -16,27 +16,22 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
+import { scriptOptions } from "../../tools/_options.ts";
 import { Redis } from "ioredis";
 import { freePort, PrivateRedis, waitFor } from "@duet/testkit";
 import { delay } from "@duet/core/delay";
 import { holdParty, rssKiB, startInstance } from "./_instance.ts";
 import { DEFAULTS } from "@duet/syncpoint";
 
-const { values: flags } = parseArgs({
-  args: Deno.args,
-  options: {
-    rounds: { type: "string", default: "3" },
-    sizes: { type: "string", default: "0,100,1024,16384,65536" },
-    counts: { type: "string", default: "2000,10000" },
-    // Also the whole service: `duet syncpoint --redis-url` holding this many first parties
-    // with 64 KiB payloads (0: skip); its RSS, peak RSS and Redis's used_memory per party.
-    instance: { type: "string", default: "1000" },
-  },
+const flags = scriptOptions(import.meta.url, {
+  rounds: { type: "count", default: 3 },
+  sizes: { type: "counts", default: [0, 100, 1024, 16384, 65536], min: 0 }, // payload bytes
+  counts: { type: "counts", default: [2000, 10000] },
+  // Also the whole service: `duet syncpoint --redis-url` holding this many first parties
+  // with 64 KiB payloads (0: skip); its RSS, peak RSS and Redis's used_memory per party.
+  instance: { type: "count", default: 1000, min: 0 },
 });
-const rounds = Number(flags.rounds);
-const sizes = flags.sizes.split(",").map(Number);
-const counts = flags.counts.split(",").map(Number);
+const { rounds, sizes, counts } = flags;
 const prefix = "duet:syncpoint"; // the service's default --redis-prefix
 
 // The service's script, taken from its source so that the keys are written the same way.
@@ -266,7 +261,7 @@ for (const policy of ["noeviction", "allkeys-lru", "volatile-ttl"]) {
 
 // The whole service in Redis mode: do the keys it writes cost what the direct writes above
 // cost, and what does the instance hold (settled RSS, and the peak, VmHWM) per party?
-const parties = Number(flags.instance);
+const parties = flags.instance;
 if (parties > 0) {
   const server = await startRedis();
   const { redis } = server;

@@ -3,7 +3,11 @@
  * The syncpoint benchmark: builds the anchors and the load generator offline, then in one
  * run measures duet's syncpoint beside the Rust tokio + hyper and Go net/http anchors.
  *
- *   deno run -A bench/syncpoint/run.ts [--rounds 3] [--duration 10] [--hold 18000] [--pin]
+ *   deno run -A bench/syncpoint/run.ts [--rounds 3] [--duration 10] [--warmup 2]
+ *     [--hold 18000] [--pin] [--only throughput,capacity,redis]
+ *
+ * --duration and --warmup are seconds of load per round; --pin runs the server on core 1 and
+ * the load generator on core 0 (taskset); --only runs some of the scenarios below.
  *
  * Needs: cargo with Debian's crates (apt-get install librust-tokio-dev librust-hyper-dev),
  * Go (golang-go), redis-server on 127.0.0.1:6379 (or REDIS_URL) for the Redis rows.
@@ -16,21 +20,19 @@
  * - redis: two duet instances on one Redis, every pair split across them; 1 pair in
  *   flight (latency) and 100 (throughput).
  */
-import { parseArgs } from "node:util";
+import { scriptOptions } from "../../tools/_options.ts";
 import { freePort } from "@duet/testkit";
 
-const { values: flags } = parseArgs({
-  args: Deno.args,
-  options: {
-    rounds: { type: "string", default: "3" },
-    duration: { type: "string", default: "10" },
-    warmup: { type: "string", default: "2" },
-    hold: { type: "string", default: "18000" },
-    pin: { type: "boolean", default: false },
-    only: { type: "string" },
-  },
+const SCENARIOS = ["throughput", "capacity", "redis"];
+const flags = scriptOptions(import.meta.url, {
+  rounds: { type: "count", default: 3 },
+  duration: { type: "count", default: 10 }, // seconds
+  warmup: { type: "count", default: 2, min: 0 }, // seconds
+  hold: { type: "count", default: 18000 },
+  pin: { type: "boolean" },
+  only: { type: "names", default: SCENARIOS, choices: SCENARIOS },
 });
-const rounds = Number(flags.rounds);
+const rounds = flags.rounds;
 const root = new URL("../../", import.meta.url).pathname;
 const redisUrl = Deno.env.get("REDIS_URL") || "redis://127.0.0.1:6379";
 const loadgen = `${root}bench/loadgen/loadgen`;
@@ -181,7 +183,7 @@ async function throughput(target: Target): Promise<Throughput> {
       const before = await usage(process.pid);
       const result = await loadgenPairs(["-url", url, "-concurrency", "100"]);
       const after = await usage(process.pid);
-      const seconds = Number(flags.duration) + Number(flags.warmup);
+      const seconds = flags.duration + flags.warmup;
       // CPU over warm-up + measured time, divided by the pairs completed in that time.
       const pairsTotal = result.pairs_per_s * seconds;
       runs.push({
@@ -216,7 +218,7 @@ interface Capacity {
 }
 
 async function capacity(target: Target): Promise<Capacity> {
-  const count = Number(flags.hold);
+  const count = flags.hold;
   const port = freePort();
   const { url, process } = await start(port, target.command(port));
   try {
@@ -286,8 +288,8 @@ console.log(
 );
 await build();
 
-const only = flags.only?.split(",");
-if (!only || only.includes("throughput")) {
+const only = flags.only;
+if (only.includes("throughput")) {
   console.log("\n## throughput: 100 pairs in flight (medians)\n");
   console.log(
     "| server | pairs/s | ratio to tokio | ratio to Go | pair p50 ms | pair p99 ms | server CPU ms per 1,000 pairs | errors |",
@@ -306,7 +308,7 @@ if (!only || only.includes("throughput")) {
     );
   }
 }
-if (!only || only.includes("capacity")) {
+if (only.includes("capacity")) {
   console.log(`\n## capacity: ${flags.hold} first parties waiting at once\n`);
   console.log(
     "| server | RSS idle MiB | RSS holding MiB | bytes per waiting party | ratio to tokio | answered 200 |",
@@ -324,7 +326,7 @@ if (!only || only.includes("capacity")) {
     );
   }
 }
-if (!only || only.includes("redis")) {
+if (only.includes("redis")) {
   console.log("\n## Redis: two duet instances, every pair split across them\n");
   const { latency, load } = await redisPairs();
   console.log("| pairs in flight | pairs/s | pair p50 ms | pair p99 ms | errors |");

@@ -14,7 +14,7 @@
  *
  *   deno run -A bench/webtransport/run.ts [--n 2000]
  */
-import { parseArgs } from "node:util";
+import { scriptOptions } from "../../tools/_options.ts";
 import {
   connectWebTransport,
   generateCertificateAuthority,
@@ -23,11 +23,8 @@ import {
 import { echo, type EchoableSession } from "../../packages/webtransport/testdata/echo.ts";
 import { findChromium, withChromiumPage } from "@duet/testkit";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: { n: { type: "string", default: "2000" } },
-});
-const N = Number(values.n);
+const values = scriptOptions(import.meta.url, { n: { type: "count", default: 2000 } });
+const N = values.n;
 const SETUPS = 200;
 const BURSTS = [100, 1000, 5000];
 const THROUGHPUT_MS = 2000;

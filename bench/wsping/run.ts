@@ -7,20 +7,17 @@
  *
  *   deno run -A bench/wsping/run.ts [--rounds 10] [--per-round 300]
  */
-import { parseArgs } from "node:util";
+import { scriptOptions } from "../../tools/_options.ts";
 import { wsPing } from "../../packages/wsping/mod.ts";
 import { machineBytes } from "../../packages/wsping/machine.ts";
 import { plainPing } from "../../packages/wsping/testdata/plain_ping.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    rounds: { type: "string", default: "10" },
-    "per-round": { type: "string", default: "300" },
-  },
+const values = scriptOptions(import.meta.url, {
+  rounds: { type: "count", default: 10 },
+  "per-round": { type: "count", default: 300 },
 });
-const rounds = Number(values.rounds);
-const perRound = Number(values["per-round"]);
+const rounds = values.rounds;
+const perRound = values["per-round"];
 
 const server = new Deno.Command(Deno.execPath(), {
   args: [
