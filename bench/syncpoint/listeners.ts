@@ -23,15 +23,17 @@ const { listener: mode, port } = scriptOptions(import.meta.url, {
   listener: { type: "choice", default: "duet", choices: ["serve", "node", "raw", "duet"] },
   port: { type: "count", default: 0, min: 0, max: 65535 }, // 0: a free port, printed
 });
-const waiting = new Map<string, (body: string) => void>();
+/** The first party of each id: what it sent, and how to answer it. */
+const waiting = new Map<string, { body: string; answer: (other: string) => void }>();
+/** The other party's body: at once for the second, when the second comes for the first. */
 function pair(id: string, body: string): Promise<string> | string {
   const first = waiting.get(id);
   if (first) {
     waiting.delete(id);
-    first(body);
-    return body === "" ? "" : body;
+    first.answer(body);
+    return first.body;
   }
-  return new Promise<string>((resolve) => waiting.set(id, (other) => resolve(other)));
+  return new Promise<string>((answer) => waiting.set(id, { body, answer }));
 }
 const idOf = (path: string) => path.slice("/wait-for-second-party/".length);
 if (mode === "serve") {
