@@ -13,6 +13,8 @@
  * Every operation has a 2 s deadline: a stall is counted, not waited out.
  *
  *   deno run -A bench/ping/run.ts [--n 2000] [--chromium-streams 10000]
+ *
+ * Needs Chromium (Debian's `chromium`, or DUET_CHROMIUM) for the Chromium row; without it, that row is skipped.
  */
 import { hexToBytes } from "@noble/hashes/utils.js";
 import { scriptOptions } from "../../tools/_options.ts";
@@ -295,7 +297,7 @@ try {
   await session.close();
   const floor = await quicFloor();
   await paced(url, trust);
-  if (await findChromium()) {
+  if ((await findChromium()).missing === undefined) {
     await chromiumNewStreams(port, [...trust.serverCertificateHashes[0]!.value]);
   } else rows.push("| Chromium | - | - | - | not found |");
 

@@ -13,6 +13,8 @@
  * Every operation has a 2 s deadline: a stall is reported as such, not waited out.
  *
  *   deno run -A bench/webtransport/run.ts [--n 2000]
+ *
+ * Needs Chromium (Debian's `chromium`, or DUET_CHROMIUM) for the page rows.
  */
 import { scriptOptions } from "../../tools/_options.ts";
 import {
@@ -383,7 +385,7 @@ for (
     ...await measure("duet webtransport", ours),
   ]
 ) console.log(row);
-if (await findChromium()) {
+if ((await findChromium()).missing === undefined) {
   console.log("\nChromium page as the client:\n");
   console.log("| server | measure | n | p50 | p99 | note |");
   console.log("| --- | --- | --- | --- | --- | --- |");
