@@ -34,7 +34,9 @@ export type ScriptOption =
     | { type: "choice"; default: string; choices: readonly string[] }
     /** Comma-separated names, each one of `choices`, e.g. which scenarios to run. */
     | { type: "names"; default: readonly string[]; choices: readonly string[] }
-    /** Free text (a directory, a URL): the script checks what it needs. */
+    /** A directory that exists and holds the file `holding` (e.g. a checkout's `deno.json`). */
+    | { type: "directory"; holding: string }
+    /** Free text (a URL, a name): the script checks what it needs. */
     | { type: "string"; default?: string }
     /** Present or not. */
     | { type: "boolean" }
@@ -121,7 +123,8 @@ export function parseScriptOptions<const O extends Record<string, ScriptOption>>
     const given = values[key];
     if (option.type === "boolean") result[key] = given === true;
     else if (given === undefined) {
-      result[key] = typeof option.default === "object" ? [...option.default] : option.default;
+      const fallback = "default" in option ? option.default : undefined;
+      result[key] = typeof fallback === "object" ? [...fallback] : fallback;
     } else result[key] = checked(key, option, String(given));
   }
   return result as ScriptValues<O>;
@@ -129,6 +132,22 @@ export function parseScriptOptions<const O extends Record<string, ScriptOption>>
 
 function checked(key: string, option: Exclude<ScriptOption, { type: "boolean" }>, text: string) {
   if (option.type === "string") return text;
+  if (option.type === "directory") {
+    const held = `${text.replace(/\/?$/, "/")}${option.holding}`;
+    const isFile = (path: string) => {
+      try {
+        return Deno.statSync(path).isFile;
+      } catch {
+        return false; // missing, or not ours to read: either way not what was asked for
+      }
+    };
+    if (!isFile(held)) {
+      throw new ScriptUsageError(
+        `--${key} ${JSON.stringify(text)}: not a directory holding ${option.holding}`,
+      );
+    }
+    return text;
+  }
   if (option.type === "count") return count(key, text, option.min ?? 1, option.max);
   if (option.type === "choice") {
     if (!option.choices.includes(text)) {
@@ -139,7 +158,18 @@ function checked(key: string, option: Exclude<ScriptOption, { type: "boolean" }>
     return text;
   }
   const items = text.split(",");
-  if (option.type === "counts") return items.map((item) => count(key, item, option.min ?? 1));
+  if (option.type === "counts") {
+    return items.map((item) => {
+      try {
+        return count(key, item, option.min ?? 1);
+      } catch {
+        throw new ScriptUsageError(
+          `--${key} ${JSON.stringify(text)}: each item must be a whole number of ` +
+            `${option.min ?? 1} or more`,
+        );
+      }
+    });
+  }
   if (option.type === "names") {
     const unknown = items.filter((item) => !option.choices.includes(item));
     if (unknown.length) {

@@ -99,8 +99,8 @@ Deno.test("script options: a count is a whole number within its bounds, nothing 
     [["--runs", ""], /whole number/],
     [["--runs", "9007199254740993"], /whole number/],
     [["--port", "65536"], /^--port "65536": must be a whole number from 0 to 65535$/],
-    [["--counts", "10,,20"], /^--counts "": must be a whole number of 1 or more$/],
-    [["--counts", "10,x"], /^--counts "x"/],
+    [["--counts", "10,,20"], /^--counts "10,,20": each item must be a whole number of 1 or more$/],
+    [["--counts", "10,x"], /^--counts "10,x": each item/],
   ];
   for (const [args, message] of refused) assertRefused(args, message);
 });
@@ -116,6 +116,23 @@ Deno.test("script options: lists and names are checked item by item", () => {
     [["--listener", "serv"], /^--listener "serv": must be one of raw, duet$/],
   ];
   for (const [args, message] of refused) assertRefused(args, message);
+});
+
+Deno.test("script options: a directory must exist and hold its file", () => {
+  const declared = { before: { type: "directory", holding: "apps/cli/main.ts" } } as const;
+  const root = new URL("../", import.meta.url).pathname;
+  assert.deepEqual(parseScriptOptions(declared, ["--before", root]), { before: root });
+  assert.deepEqual(parseScriptOptions(declared, []), { before: undefined });
+  for (const wrong of ["/nonexistent", `${root}apps`, `${root}apps/cli/main.ts`, ""]) {
+    assert.throws(
+      () => parseScriptOptions(declared, ["--before", wrong]),
+      (error: unknown) =>
+        error instanceof ScriptUsageError &&
+        error.message ===
+          `--before ${JSON.stringify(wrong)}: not a directory holding apps/cli/main.ts`,
+      wrong,
+    );
+  }
 });
 
 Deno.test("script options: unknown options, missing values and stray arguments are refused", () => {
@@ -169,18 +186,27 @@ async function scripts(): Promise<string[]> {
   return found.filter((path) => !path.startsWith("tools/lint/")).sort();
 }
 
-Deno.test("scripts under bench/ and tools/: every one that reads its command line does it through scriptOptions", async () => {
+/** Files under bench/ and tools/ that are not scripts of ours to run with options, and why. */
+const NOT_SCRIPTS: Record<string, string> = {
+  "bench/cli/empty.ts": "a start-up anchor: importing anything would change what it measures",
+  "bench/cli/commander.ts": "a start-up anchor: it imports commander and nothing else",
+  "bench/cli/dlog_alone.ts": "a start-up anchor: it imports the dlog package and nothing else",
+  "tools/guardrails.ts": "a module: tools/guardrails_test.ts imports it",
+};
+
+Deno.test("scripts under bench/ and tools/: each reads its command line through scriptOptions, none by hand", async () => {
   const all = await scripts();
-  const readers: string[] = [];
+  const byHand: string[] = [];
+  const without: string[] = [];
   for (const script of all) {
     const source = await Deno.readTextFile(new URL(script, root));
-    if (/Deno\.args|parseArgs|process\.argv/.test(source)) readers.push(script);
+    if (/Deno\.args|parseArgs|process\.argv/.test(source)) byHand.push(script);
+    if (!source.includes("scriptOptions(") && !(script in NOT_SCRIPTS)) without.push(script);
   }
-  assert.deepEqual(readers, [], "read their arguments by hand");
-  assert.ok(all.filter(usesScriptOptions).length >= 20, "the scripts were found");
-  function usesScriptOptions(script: string) {
-    return Deno.readTextFileSync(new URL(script, root)).includes("scriptOptions(");
-  }
+  assert.deepEqual(byHand, [], "read their arguments by hand");
+  assert.deepEqual(without, [], "no --help, and a mistake would be ignored");
+  for (const script of Object.keys(NOT_SCRIPTS)) assert.ok(all.includes(script), script);
+  assert.ok(all.length >= 25, `the scripts were found: ${all}`);
 });
 
 Deno.test("scripts under bench/ and tools/: --help prints the script's documentation; a mistake is one line and exit 2, before anything starts", async () => {

@@ -11,7 +11,8 @@
  * at once; the server's one-sender rate over it is what the protocol and the network cost.
  *
  *   deno run -A bench/chat/run.ts [--messages 20000] [--idle 1000] [--history 100000]
- * PostgreSQL comes from TEST_DATABASE_URL (a schema of its own, dropped after).
+ * PostgreSQL comes from TEST_DATABASE_URL (a schema of its own, dropped after); without it
+ * only the PGlite rows are measured.
  */
 import { scriptOptions } from "../../tools/_options.ts";
 import { ChatStore, connectPostgres, openPglite } from "@duet/chat";

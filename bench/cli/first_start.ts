@@ -22,7 +22,7 @@ import { scriptOptions } from "../../tools/_options.ts";
 const values = scriptOptions(import.meta.url, {
   runs: { type: "count", default: 3 },
   "warm-runs": { type: "count", default: 5 },
-  before: { type: "string" },
+  before: { type: "directory", holding: "apps/cli/main.ts" }, // a checkout of duet
 });
 const root = new URL("../../", import.meta.url).pathname;
 const npx = ["npx", "--yes", `deno@${Deno.version.deno}`];

@@ -6,7 +6,8 @@
  * for docs/benchmarks.md.
  *
  * Usage: deno run -A bench/cli/run.ts [--runs 30] [--before DIR]
- *   --before DIR: also time the same commands in another checkout (e.g. `git archive REV`)
+ *   --before DIR: also time the same commands in another checkout of duet, e.g. made by
+ *   `git worktree add DIR REV` or `mkdir DIR && git archive REV | tar -x -C DIR`
  *
  * @module
  */
@@ -14,7 +15,7 @@ import { scriptOptions } from "../../tools/_options.ts";
 
 const values = scriptOptions(import.meta.url, {
   runs: { type: "count", default: 30 },
-  before: { type: "string" },
+  before: { type: "directory", holding: "apps/cli/main.ts" }, // a checkout of duet
 });
 const root = new URL("../../", import.meta.url).pathname;
 const secret = (12345).toString(16).padStart(64, "0");

@@ -6,8 +6,12 @@
  * pair. Not a server to use: the `raw` one parses only what the load generator sends
  * (Content-Length bodies, no chunked, no limits, no timeouts).
  *
- *   deno run -A bench/syncpoint/listeners.ts --listener serve|node|raw|duet --port PORT
+ *   deno run -A bench/syncpoint/listeners.ts [--listener duet] [--port 0]
  *   loadgen pairs -url http://127.0.0.1:PORT/wait-for-second-party -concurrency 100
+ *
+ * --listener is one of serve, node, raw and duet (below); --port 0 takes a free port. Either
+ * way the port is printed, and the server runs until it is killed. loadgen is the Go load
+ * generator in bench/loadgen (`cd bench/loadgen && go build`; bench/syncpoint/run.ts builds it).
  *
  * `serve` is Deno.serve (misses departures after ~460 body bytes), `node` node:http (what
  * syncpoint used from #14 to the listener of its own), `raw` a minimal parser on
