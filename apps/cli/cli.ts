@@ -5,7 +5,7 @@
  * @module
  */
 import { editDistance } from "./suggest.ts";
-import { Command, CommanderError, Help, Option } from "commander";
+import { Command, CommanderError, Help, InvalidArgumentError, Option } from "commander";
 import { explainError } from "@duet/core/explain-error";
 import { type CliIo, ExitStatus, UsageError } from "./io.ts";
 import type { LoggingOptions } from "./logging.ts";
@@ -185,8 +185,37 @@ function conventions(command: Command, io: CliIo): Command {
         .choices(["pretty", "json"]),
     );
   requireAfterParsing(command);
+  refuseOptionsAsValues(command);
   for (const sub of command.commands) conventions(sub, io);
   return command;
+}
+
+/**
+ * Makes an option that takes a value refuse one of its command's own option names as that
+ * value. Commander takes the next word whatever it is, so `duet dlog prove --sid --pid 1`
+ * gave --sid the value "--pid" and then said "too many arguments ... got 1: 1", which points
+ * away from the mistake. `--sid=--pid` is refused too (commander hands the parser the same
+ * value); no value of ours is meant to be one of the command's option names.
+ */
+function refuseOptionsAsValues(command: Command): void {
+  const names = new Set(["-h", "--help"]);
+  for (const option of command.options) {
+    if (option.long) names.add(option.long);
+    if (option.short) names.add(option.short);
+  }
+  for (const option of command.options) {
+    if (!option.required) continue; // only `<value>` options take the next word unseen
+    const parse = option.parseArg;
+    const flag = option.long ?? option.short;
+    option.argParser((value: string, previous: unknown) => {
+      if (names.has(value)) {
+        throw new InvalidArgumentError(
+          `${value} is an option of its own, so ${flag} has no value; give it one first`,
+        );
+      }
+      return parse ? parse.call(option, value, previous) : value;
+    });
+  }
 }
 
 /**

@@ -55,3 +55,32 @@ Deno.test("a port inside an address or URL, and a duration that the protocol rul
     assert.ok(err.includes(option), `${args.join(" ")} names ${option}: ${err}`);
   }
 });
+
+Deno.test("every option that takes a value, followed by another option instead of a value, says so: exit 2, one line naming both", async () => {
+  let checked = 0;
+  for (const [path, command] of await everyCommand()) {
+    const names = command.options.flatMap((o) => [o.long, o.short]).filter((n) => n !== undefined);
+    for (const option of command.options) {
+      if (!option.required || !option.long) continue;
+      // The next option on the list (or --help): what a forgotten value would run into.
+      const next = names.find((name) => name !== option.long && name !== option.short)!;
+      for (const follower of [next, "--help"]) {
+        const { code, out, err } = await inProcess([...path, option.long, follower, "x"]);
+        const where: string = `${["duet", ...path].join(" ")} ${option.long} ${follower}`;
+        assert.equal(code, 2, `${where}: exit status (${err})`);
+        assert.equal(out, "", where);
+        assert.equal(err.trimEnd().split("\n").length, 1, `${where}: one line: ${err}`);
+        assert.ok(
+          err.startsWith(
+            `${["duet", ...path].join(" ")}: option '${option.flags}' argument ` +
+              `'${follower}' is invalid: ${follower} is an option of its own, so ${option.long} ` +
+              `has no value; give it one first (see --help)`,
+          ),
+          `${where}: ${err}`,
+        );
+        checked++;
+      }
+    }
+  }
+  assert.ok(checked > 100, `${checked} options checked`);
+});
