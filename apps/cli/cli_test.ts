@@ -149,6 +149,21 @@ Deno.test("duet dlog rejects malformed input with exit 2 and one line naming the
       whole({ y: 5, proof: JSON.parse(proof) }),
       /Invalid --proof: its "y" must be a string of 66 hex digits, got a number/,
     ],
+    [
+      "whole output without its proof",
+      whole({ y: yHex }),
+      /Invalid --proof: it has "y" but no "proof" \(duet dlog prove prints/,
+    ],
+    [
+      "a file name as --proof",
+      verify({ "--proof": "/tmp/proof.json" }),
+      /Invalid --proof: not JSON; .* \(from a file: --proof - < FILE\)/,
+    ],
+    [
+      "secret with a 0x prefix",
+      prove({ "--secret": `0x${secretHex}` }),
+      /Invalid --secret: expected 64 hex characters \(without a 0x prefix\), got 66/,
+    ],
     ["base too short", verify({ "--base": "02ab" }), /Invalid --base: expected 66 hex/],
     [
       "secret short",

@@ -46,8 +46,10 @@ export function parseHex(value: unknown, chars: number, what: string): Uint8Arra
     throw new TypeError(`Cannot decode ${what}: expected a string, got ${typeName(value)}`);
   }
   if (value.length !== chars) {
+    // "0x" + the digits is the usual way to write a number in hex elsewhere: say so.
+    const prefixed = /^0[xX]/.test(value) ? " (without a 0x prefix)" : "";
     throw new SyntaxError(
-      `Cannot decode ${what}: expected ${chars} hex characters, got ${value.length}`,
+      `Cannot decode ${what}: expected ${chars} hex characters${prefixed}, got ${value.length}`,
     );
   }
   if (!LOWER_HEX.test(value)) {

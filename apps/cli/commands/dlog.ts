@@ -26,7 +26,8 @@ function parseOption<T>(option: string, parse: () => T): T {
     const message = (error as Error).message;
     // JSON.parse's own words ("Unexpected token 'o', ...") say where, not what was expected.
     const detail = /is not valid JSON|Unexpected (token|end of JSON)/.test(message)
-      ? 'not JSON; expected {"t": HEX66, "s": HEX64} or what duet dlog prove printed'
+      ? 'not JSON; expected {"t": HEX66, "s": HEX64} or what duet dlog prove printed ' +
+        "(from a file: --proof - < FILE)"
       : message.replace(/^(Invalid [\w.-]+|Cannot decode [^:]+): /, "");
     throw new UsageError(`Invalid ${option}: ${detail}`);
   }
@@ -46,7 +47,9 @@ function proofDocument(text: string, yOption: string | undefined): { y: string; 
   } catch {
     document = undefined; // DLogProof.fromString says what is wrong with it
   }
-  const whole = typeof document === "object" && document !== null && "proof" in document;
+  // Either field of what `duet dlog prove` prints marks it (a bare proof has "t" and "s").
+  const whole = typeof document === "object" && document !== null &&
+    ("proof" in document || "y" in document);
   const y = whole ? (document as { y?: unknown }).y : undefined;
   if (whole) checkWholeOutput(document as Record<string, unknown>);
   if (whole && typeof y === "string" && yOption !== undefined && y !== yOption) {
@@ -78,6 +81,12 @@ function checkWholeOutput(document: Record<string, unknown>): void {
     throw new UsageError(
       `Invalid --proof: unknown field ${JSON.stringify(unknown)} (duet dlog prove prints ` +
         `{"y": HEX66, "proof": {...}})`,
+    );
+  }
+  if (!("proof" in document)) {
+    throw new UsageError(
+      'Invalid --proof: it has "y" but no "proof" (duet dlog prove prints ' +
+        '{"y": HEX66, "proof": {...}})',
     );
   }
   const y = document["y"];
@@ -139,7 +148,8 @@ export function dlogCommand(io: CliIo): Command {
     .requiredOption("--pid <pid>", "party id, a decimal integer in [0, 2^256)")
     .requiredOption(
       "--secret <hex64>",
-      "the secret x in [1, q-1] as 64 lowercase hex digits, or - to read it from stdin",
+      "the secret x in [1, q-1] as 64 lowercase hex digits (openssl rand -hex 32 makes " +
+        "one), or - to read it from stdin",
     )
     .option("--base <hex66>", "base point B, SEC1 compressed (default: the generator G)")
     .addHelpText("after", statementHelp)
