@@ -185,19 +185,37 @@ function conventions(command: Command, io: CliIo): Command {
         .choices(["pretty", "json"]),
     );
   requireAfterParsing(command);
-  refuseOptionsAsValues(command);
+  checkValues(command);
   for (const sub of command.commands) conventions(sub, io);
   return command;
 }
 
 /**
- * Makes an option that takes a value refuse one of its command's own option names as that
- * value. Commander takes the next word whatever it is, so `duet dlog prove --sid --pid 1`
- * gave --sid the value "--pid" and then said "too many arguments ... got 1: 1", which points
- * away from the mistake. `--sid=--pid` is refused too (commander hands the parser the same
- * value); no value of ours is meant to be one of the command's option names.
+ * What the runtime makes of a command-line word that is not UTF-8: each bad byte becomes
+ * U+FFFD, so different words arrive as one (`--sid $'\xff'` and `--sid $'\xfe'` were the
+ * same session id, and a proof for one verified for the other).
  */
-function refuseOptionsAsValues(command: Command): void {
+const LOSSY_TEXT = "\uFFFD";
+
+/** Why `value` cannot be taken as written, or undefined when it can. */
+function lossyMessage(value: string): string | undefined {
+  return value.includes(LOSSY_TEXT)
+    ? "it is not UTF-8 text (the runtime reads such bytes as U+FFFD, so different values " +
+      "would arrive as one)"
+    : undefined;
+}
+
+/**
+ * Checks every value given to `command`, options and arguments, before its action runs:
+ *
+ * - an option that takes a value refuses one of its command's own option names as that
+ *   value. Commander takes the next word whatever it is, so `duet dlog prove --sid --pid 1`
+ *   gave --sid the value "--pid" and then said "too many arguments ... got 1: 1", which
+ *   points away from the mistake. `--sid=--pid` is refused too (commander hands the parser
+ *   the same value); no value of ours is meant to be one of the command's option names;
+ * - no value may have been decoded lossily ({@link LOSSY_TEXT}).
+ */
+function checkValues(command: Command): void {
   const names = new Set(["-h", "--help"]);
   for (const option of command.options) {
     if (option.long) names.add(option.long);
@@ -213,9 +231,23 @@ function refuseOptionsAsValues(command: Command): void {
           `${value} is an option of its own, so ${flag} has no value; give it one first`,
         );
       }
+      const lossy = lossyMessage(value);
+      if (lossy !== undefined) throw new InvalidArgumentError(lossy);
       return parse ? parse.call(option, value, previous) : value;
     });
   }
+  command.hook("preAction", (_command, action) => {
+    if (action !== command) return;
+    for (const [index, word] of command.args.entries()) {
+      const lossy = lossyMessage(word);
+      if (lossy === undefined) continue;
+      const name = command.registeredArguments[index]?.name() ?? String(index + 1);
+      command.error(`argument '${name}' is invalid: ${lossy}`, {
+        code: "commander.invalidArgument",
+        exitCode: 2,
+      });
+    }
+  });
 }
 
 /**

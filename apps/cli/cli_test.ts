@@ -97,97 +97,122 @@ Deno.test("duet dlog verify prints valid with exit 0 and invalid with exit 1", a
   assert.deepEqual([fromStdin.code, fromStdin.out], [0, "valid\n"]);
 });
 
+const proof = DLogProof.prove("s", 3n, x, y).toString();
+/** `duet dlog verify` of {@link proof}, with `over` in place of its options. */
+const verify = (over: Record<string, string>) => {
+  const options = { "--sid": "s", "--pid": "3", "--y": yHex, "--proof": proof, ...over };
+  return ["dlog", "verify", ...Object.entries(options).flat()];
+};
+/** `duet dlog prove` with `over` in place of its options. */
+const prove = (over: Record<string, string>) => {
+  const options = { "--sid": "s", "--pid": "3", "--secret": secretHex, ...over };
+  return ["dlog", "prove", ...Object.entries(options).flat()];
+};
+/** `duet dlog verify` with `document` as --proof, as duet dlog prove's whole output, no --y. */
+const whole = (
+  document: unknown,
+) => ["dlog", "verify", "--sid", "s", "--pid", "3", "--proof", JSON.stringify(document)];
+
+/** Malformed `duet dlog` command lines: a label, the words, what the one error line says. */
+const MALFORMED_DLOG: [string, string[], RegExp][] = [
+  ["proof not JSON", verify({ "--proof": "{" }), /^duet dlog verify: Invalid --proof: /],
+  [
+    "proof s = q",
+    verify({ "--proof": JSON.stringify({ ...JSON.parse(proof), s: CURVE_ORDER.toString(16) }) }),
+    /--proof: value is not below the group order q/,
+  ],
+  [
+    "proof missing s",
+    verify({ "--proof": JSON.stringify({ t: JSON.parse(proof).t }) }),
+    /missing field "s"/,
+  ],
+  ["y uppercase", verify({ "--y": yHex.toUpperCase() }), /Invalid --y: expected lowercase hex/],
+  ["y off the curve", verify({ "--y": "02" + "5".padStart(64, "0") }), /Invalid --y: x is not/],
+  ["pid negative", verify({ "--pid": "-1" }), /Invalid --pid: "-1" is not a decimal integer/],
+  [
+    "pid 2^256",
+    verify({ "--pid": (1n << 256n).toString() }),
+    /Invalid --pid: must be in \[0, 2\^256\)/,
+  ],
+  ["pid hex", verify({ "--pid": "0x10" }), /Invalid --pid/],
+  ["pid leading zero", verify({ "--pid": "05" }), /Invalid --pid: "05" has a leading zero/],
+  ["pid with a space", verify({ "--pid": " 5" }), /Invalid --pid: " 5" has spaces around it/],
+  [
+    "base uppercase",
+    verify({ "--base": encodePoint(G).toUpperCase() }),
+    /Invalid --base: expected lowercase hex digits \[0-9a-f\]; it has uppercase ones/,
+  ],
+  [
+    "whole output with an extra field",
+    whole({ y: yHex, proof: JSON.parse(proof), extra: 1 }),
+    /Invalid --proof: unknown field "extra"/,
+  ],
+  [
+    "whole output with a y that is a number",
+    whole({ y: 5, proof: JSON.parse(proof) }),
+    /Invalid --proof: its "y" must be a string of 66 hex digits, got a number/,
+  ],
+  [
+    "empty session id",
+    prove({ "--sid": "" }),
+    /option '--sid <sid>' argument '' is invalid: it is empty/,
+  ],
+  [
+    "empty session id, verify",
+    verify({ "--sid": "" }),
+    /'--sid <sid>' argument '' is invalid: it is empty/,
+  ],
+  [
+    "whole output with a y that is not hex",
+    whole({ y: "zz", proof: JSON.parse(proof) }),
+    /Invalid --proof's "y": expected 66 hex characters, got 2/,
+  ],
+  [
+    "whole output without its y",
+    whole({ proof: JSON.parse(proof) }),
+    /Invalid --proof: it has "proof" but no "y"; give --y, or all of what duet dlog prove printed/,
+  ],
+  [
+    "whole output without its proof",
+    whole({ y: yHex }),
+    /Invalid --proof: it has "y" but no "proof" \(duet dlog prove prints/,
+  ],
+  [
+    "a file name as --proof",
+    verify({ "--proof": "/tmp/proof.json" }),
+    /Invalid --proof: not JSON; .* \(from a file: --proof - < FILE\)/,
+  ],
+  [
+    "secret with a 0x prefix",
+    prove({ "--secret": `0x${secretHex}` }),
+    /Invalid --secret: expected 64 hex characters \(without a 0x prefix\), got 66/,
+  ],
+  ["base too short", verify({ "--base": "02ab" }), /Invalid --base: expected 66 hex/],
+  [
+    "secret short",
+    prove({ "--secret": "ff" }),
+    /Invalid --secret: expected 64 hex characters, got 2/,
+  ],
+  ["secret zero", prove({ "--secret": "0".repeat(64) }), /Invalid --secret: .*\[1, q-1\]/],
+  [
+    "secret = q",
+    prove({ "--secret": CURVE_ORDER.toString(16) }),
+    /Invalid --secret: value is not below the group order q/,
+  ],
+  [
+    "secret uppercase",
+    prove({ "--secret": secretHex.toUpperCase().replace("0", "A") }),
+    /Invalid --secret: expected lowercase hex digits \[0-9a-f\]; it has uppercase ones/,
+  ],
+  [
+    "secret not hex",
+    prove({ "--secret": "g".repeat(64) }),
+    /Invalid --secret: expected lowercase hex digits \[0-9a-f\] only/,
+  ],
+];
+
 Deno.test("duet dlog rejects malformed input with exit 2 and one line naming the option", async () => {
-  const proof = DLogProof.prove("s", 3n, x, y).toString();
-  const verify = (over: Record<string, string>) => {
-    const options = { "--sid": "s", "--pid": "3", "--y": yHex, "--proof": proof, ...over };
-    return ["dlog", "verify", ...Object.entries(options).flat()];
-  };
-  const prove = (over: Record<string, string>) => {
-    const options = { "--sid": "s", "--pid": "3", "--secret": secretHex, ...over };
-    return ["dlog", "prove", ...Object.entries(options).flat()];
-  };
-  // --proof as duet dlog prove's whole output, without --y.
-  const whole = (
-    document: unknown,
-  ) => ["dlog", "verify", "--sid", "s", "--pid", "3", "--proof", JSON.stringify(document)];
-  const cases: [string, string[], RegExp][] = [
-    ["proof not JSON", verify({ "--proof": "{" }), /^duet dlog verify: Invalid --proof: /],
-    [
-      "proof s = q",
-      verify({ "--proof": JSON.stringify({ ...JSON.parse(proof), s: CURVE_ORDER.toString(16) }) }),
-      /--proof: value is not below the group order q/,
-    ],
-    [
-      "proof missing s",
-      verify({ "--proof": JSON.stringify({ t: JSON.parse(proof).t }) }),
-      /missing field "s"/,
-    ],
-    ["y uppercase", verify({ "--y": yHex.toUpperCase() }), /Invalid --y: expected lowercase hex/],
-    ["y off the curve", verify({ "--y": "02" + "5".padStart(64, "0") }), /Invalid --y: x is not/],
-    ["pid negative", verify({ "--pid": "-1" }), /Invalid --pid: "-1" is not a decimal integer/],
-    [
-      "pid 2^256",
-      verify({ "--pid": (1n << 256n).toString() }),
-      /Invalid --pid: must be in \[0, 2\^256\)/,
-    ],
-    ["pid hex", verify({ "--pid": "0x10" }), /Invalid --pid/],
-    ["pid leading zero", verify({ "--pid": "05" }), /Invalid --pid: "05" has a leading zero/],
-    ["pid with a space", verify({ "--pid": " 5" }), /Invalid --pid: " 5" has spaces around it/],
-    [
-      "base uppercase",
-      verify({ "--base": encodePoint(G).toUpperCase() }),
-      /Invalid --base: expected lowercase hex digits \[0-9a-f\]; it has uppercase ones/,
-    ],
-    [
-      "whole output with an extra field",
-      whole({ y: yHex, proof: JSON.parse(proof), extra: 1 }),
-      /Invalid --proof: unknown field "extra"/,
-    ],
-    [
-      "whole output with a y that is a number",
-      whole({ y: 5, proof: JSON.parse(proof) }),
-      /Invalid --proof: its "y" must be a string of 66 hex digits, got a number/,
-    ],
-    [
-      "whole output without its proof",
-      whole({ y: yHex }),
-      /Invalid --proof: it has "y" but no "proof" \(duet dlog prove prints/,
-    ],
-    [
-      "a file name as --proof",
-      verify({ "--proof": "/tmp/proof.json" }),
-      /Invalid --proof: not JSON; .* \(from a file: --proof - < FILE\)/,
-    ],
-    [
-      "secret with a 0x prefix",
-      prove({ "--secret": `0x${secretHex}` }),
-      /Invalid --secret: expected 64 hex characters \(without a 0x prefix\), got 66/,
-    ],
-    ["base too short", verify({ "--base": "02ab" }), /Invalid --base: expected 66 hex/],
-    [
-      "secret short",
-      prove({ "--secret": "ff" }),
-      /Invalid --secret: expected 64 hex characters, got 2/,
-    ],
-    ["secret zero", prove({ "--secret": "0".repeat(64) }), /Invalid --secret: .*\[1, q-1\]/],
-    [
-      "secret = q",
-      prove({ "--secret": CURVE_ORDER.toString(16) }),
-      /Invalid --secret: value is not below the group order q/,
-    ],
-    [
-      "secret uppercase",
-      prove({ "--secret": secretHex.toUpperCase().replace("0", "A") }),
-      /Invalid --secret: expected lowercase hex digits \[0-9a-f\]; it has uppercase ones/,
-    ],
-    [
-      "secret not hex",
-      prove({ "--secret": "g".repeat(64) }),
-      /Invalid --secret: expected lowercase hex digits \[0-9a-f\] only/,
-    ],
-  ];
-  for (const [label, args, message] of cases) {
+  for (const [label, args, message] of MALFORMED_DLOG) {
     const { code, out, err } = await duet(args);
     assert.equal(code, 2, label);
     assert.equal(out, "", label);

@@ -84,3 +84,33 @@ Deno.test("every option that takes a value, followed by another option instead o
   }
   assert.ok(checked > 100, `${checked} options checked`);
 });
+
+Deno.test("every option and argument of every command refuses text the runtime decoded lossily (U+FFFD): exit 2, one line naming it", async () => {
+  let checked = 0;
+  for (const [path, command] of await everyCommand()) {
+    const prefix = ["duet", ...path].join(" ");
+    for (const option of command.options) {
+      if (!option.required || !option.long) continue;
+      const { code, out, err } = await inProcess([...path, option.long, "a\uFFFDb"]);
+      const where: string = `${prefix} ${option.long}`;
+      assert.deepEqual([code, out], [2, ""], `${where}: ${err}`);
+      assert.match(
+        err,
+        new RegExp(
+          `^${prefix}: option '${option.flags}' argument '.*' is invalid: it is not ` +
+            `UTF-8 text \\(the runtime reads such bytes as U\\+FFFD.*\\(see --help\\)\\n$`,
+        ),
+        where,
+      );
+      checked++;
+    }
+    // Arguments: a word in each place the command takes one (after its required options).
+    if (command.registeredArguments.length === 0) continue;
+    const words = command.registeredArguments.map((_, i) => i === 0 ? "a\uFFFDb" : "x");
+    const { code, err } = await inProcess([...path, ...words]);
+    assert.equal(code, 2, `${prefix} ${words}: ${err}`);
+    assert.match(err, /argument '\w+' is invalid: it is not UTF-8 text/, `${prefix}: ${err}`);
+    checked++;
+  }
+  assert.ok(checked > 50, `${checked} values checked`);
+});

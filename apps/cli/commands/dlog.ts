@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { Command } from "commander";
+import { Command, InvalidArgumentError } from "commander";
 import {
   decodePoint,
   decodeScalar,
@@ -40,7 +40,10 @@ function parseOption<T>(option: string, parse: () => T): T {
  *
  * @throws {UsageError} when there is no Y, or two different ones.
  */
-function proofDocument(text: string, yOption: string | undefined): { y: string; proof: string } {
+function proofDocument(
+  text: string,
+  yOption: string | undefined,
+): { y: string; yFrom: string; proof: string } {
   let document: unknown;
   try {
     document = JSON.parse(text);
@@ -59,6 +62,12 @@ function proofDocument(text: string, yOption: string | undefined): { y: string; 
   if (chosen === undefined) {
     // What is wrong with the proof itself is the news, before the missing Y.
     if (!whole) parseOption("--proof", () => DLogProof.fromString(text));
+    if (whole) {
+      throw new UsageError(
+        'Invalid --proof: it has "proof" but no "y"; give --y, or all of what duet dlog ' +
+          "prove printed",
+      );
+    }
     throw new UsageError(
       "required option '--y <hex66>' not specified (or give duet dlog prove's whole output " +
         "as --proof)",
@@ -66,6 +75,8 @@ function proofDocument(text: string, yOption: string | undefined): { y: string; 
   }
   return {
     y: chosen,
+    // Where a bad Y came from, for its message: the option, or the field inside --proof.
+    yFrom: yOption === undefined ? '--proof\'s "y"' : "--y",
     proof: whole ? JSON.stringify((document as { proof: unknown }).proof) : text,
   };
 }
@@ -117,6 +128,19 @@ function parseSecret(text: string): bigint {
   return x;
 }
 
+/**
+ * A session id: any text but none. An empty one is almost always a shell variable that was
+ * not set, and would bind the proof to nothing in particular.
+ */
+function parseSid(text: string): string {
+  if (text === "") {
+    throw new InvalidArgumentError(
+      "it is empty; a proof is bound to its session id, so give one (an unset variable?)",
+    );
+  }
+  return text;
+}
+
 function parseBase(text: string | undefined): Point {
   return text === undefined ? G : parseOption("--base", () => decodePoint(text, "--base"));
 }
@@ -144,7 +168,7 @@ export function dlogCommand(io: CliIo): Command {
   dlog
     .command("prove")
     .description('prove knowledge of the secret x; prints {"y": HEX66, "proof": {...}}')
-    .requiredOption("--sid <sid>", "session id the proof is bound to")
+    .requiredOption("--sid <sid>", "session id the proof is bound to", parseSid)
     .requiredOption("--pid <pid>", "party id, a decimal integer in [0, 2^256)")
     .requiredOption(
       "--secret <hex64>",
@@ -170,7 +194,7 @@ export function dlogCommand(io: CliIo): Command {
   dlog
     .command("verify")
     .description("verify a proof: prints valid (exit 0) or invalid (exit 1); bad input exits 2")
-    .requiredOption("--sid <sid>", "session id the proof must be bound to")
+    .requiredOption("--sid <sid>", "session id the proof must be bound to", parseSid)
     .requiredOption("--pid <pid>", "party id, a decimal integer in [0, 2^256)")
     .option(
       "--y <hex66>",
@@ -189,7 +213,7 @@ export function dlogCommand(io: CliIo): Command {
         const pid = parseOption("--pid", () => parsePid(options.pid));
         const base = parseBase(options.base);
         const given = proofDocument(await valueOrStdin("--proof", options.proof, io), options.y);
-        const y = parseOption("--y", () => decodePoint(given.y, "--y"));
+        const y = parseOption(given.yFrom, () => decodePoint(given.y, given.yFrom));
         const proof = parseOption("--proof", () => DLogProof.fromString(given.proof));
         oneShot();
         const valid = proof.verify(options.sid, pid, y, base);
