@@ -479,6 +479,35 @@ Deno.test("duet whose reader went away (| head) ends quietly with 141, as on SIG
   assert.equal(stderr, "", "no Broken pipe line");
 });
 
+Deno.test("duet dlog reading - from stdin takes up to 64 KiB, and says so of more or of a directory: exit 2", async () => {
+  const root = new URL("../../", import.meta.url).pathname;
+  const prove = `${Deno.execPath()} run -P apps/cli/main.ts dlog prove --sid s --pid 1 --secret -`;
+  const padded = (bytes: number) => `${secretHex}\n`.padEnd(bytes, " ");
+  const cases: [string, string, number, RegExp][] = [
+    ["64 KiB", `printf '%s' '${padded(65536)}' | ${prove}`, 0, /^$/],
+    [
+      "64 KiB and a byte",
+      `printf '%s' '${padded(65537)}' | ${prove}`,
+      2,
+      /^duet dlog prove: Invalid --secret: - reads it from standard input, which holds more than 64 KiB \(see --help\)\n$/,
+    ],
+    [
+      "a directory",
+      `${prove} < /`,
+      2,
+      /^duet dlog prove: Invalid --secret: - reads it from standard input, which is a directory \(see --help\)\n$/,
+    ],
+  ];
+  for (const [label, command, status, stderr] of cases) {
+    const result = await run("bash", ["-c", `${command} 2>&1 >/dev/null; echo "status $?"`], {
+      cwd: root,
+    });
+    const said = result.stdout.replace(/status \d+\n$/, "").replace(/^Warning .*\n/m, "");
+    assert.equal(result.stdout.match(/status (\d+)\n$/)?.[1], String(status), `${label}: ${said}`);
+    assert.match(said, stderr, label);
+  }
+});
+
 /** read(2)'s system call number, as /proc/PID/task/TID/syscall shows it (Linux). */
 const READ_SYSCALL = { x86_64: 0, aarch64: 63 }[Deno.build.arch];
 

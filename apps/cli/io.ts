@@ -4,7 +4,13 @@ export interface CliIo {
   out(text: string): void;
   /** Writes to standard error. */
   err(text: string): void;
-  /** Reads all of standard input as text. */
+  /**
+   * Reads all of standard input as text (UTF-8), at most {@link STDIN_LIMIT} bytes.
+   *
+   * @throws {UsageError} "which holds more than 64 KiB" or "which is a directory": the end
+   *   of a sentence about standard input, for the caller to begin.
+   * @throws {ExitStatus} 130 when a stop signal comes first.
+   */
   readStdin(): Promise<string>;
   /** Resolves when the user asks the process to stop (SIGINT/SIGTERM). */
   shutdownSignal: AbortSignal;
@@ -58,6 +64,32 @@ export function stopSignalAction(
 export const EXIT_BROKEN_PIPE = 141;
 
 /**
+ * The most of standard input a command reads, in bytes. What it reads there is one value
+ * (a secret, a proof: under 1 KiB); far more is the wrong file or a device, not input, and
+ * reading it all failed late ("string too long" after 600 MB).
+ */
+export const STDIN_LIMIT = 64 * 1024;
+
+/** Standard input as text, refusing more than {@link STDIN_LIMIT} bytes or a directory. */
+async function readStdinText(): Promise<string> {
+  const chunks: Uint8Array<ArrayBuffer>[] = [];
+  let size = 0;
+  try {
+    for await (const chunk of Deno.stdin.readable) {
+      size += chunk.length;
+      if (size > STDIN_LIMIT) {
+        throw new UsageError(`which holds more than ${STDIN_LIMIT / 1024} KiB`);
+      }
+      chunks.push(chunk);
+    }
+  } catch (error) {
+    if (error instanceof Deno.errors.IsADirectory) throw new UsageError("which is a directory");
+    throw error;
+  }
+  return await new Blob(chunks).text(); // UTF-8; a Web API, so main.ts's graph stays as it is
+}
+
+/**
  * All of standard input, unless a stop signal comes first: then {@link ExitStatus} 130, and
  * nothing read is used. Deno ends a pending stdin read as if at end of input when a signal
  * it listens for arrives, so "what was read when the read ended" is not the input: Ctrl-C
@@ -69,7 +101,9 @@ async function readStdinUnlessStopped(signal: AbortSignal): Promise<string> {
     if (signal.aborted) stop();
     else signal.addEventListener("abort", stop, { once: true });
   });
-  const text = await Promise.race([new Response(Deno.stdin.readable).text(), stopped]);
+  const reading = readStdinText();
+  reading.catch(() => {}); // after a stop signal, what reading says is no longer wanted
+  const text = await Promise.race([reading, stopped]);
   if (signal.aborted) throw new ExitStatus(130);
   return text;
 }

@@ -114,7 +114,11 @@ function checkWholeOutput(document: Record<string, unknown>): void {
  */
 async function valueOrStdin(option: string, value: string, io: CliIo): Promise<string> {
   if (value !== "-") return value;
-  const text = (await io.readStdin()).trim();
+  const text = (await io.readStdin().catch((error) => {
+    // readStdin ends a sentence about standard input ("which is a directory").
+    if (!(error instanceof UsageError)) throw error;
+    throw new UsageError(`Invalid ${option}: - reads it from standard input, ${error.message}`);
+  })).trim();
   if (text === "") {
     throw new UsageError(`Invalid ${option}: - reads it from standard input, which was empty`);
   }
