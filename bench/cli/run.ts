@@ -20,8 +20,11 @@ const values = scriptOptions(import.meta.url, {
 const root = new URL("../../", import.meta.url).pathname;
 const secret = (12345).toString(16).padStart(64, "0");
 const flags = "--allow-net --allow-read --allow-write --allow-env --allow-sys --allow-run";
-const duet = (dir: string, args: string) =>
-  `bash -c 'cd ${dir} && exec ${Deno.execPath()} run ${flags} apps/cli/main.ts ${args}'`;
+// The checkouts reach bash through the environment, never through the command's text: a
+// directory named with a space or a `$(...)` is only a directory.
+const dirs = { ROOT: root, BEFORE: values.before ?? "" };
+const duet = (dir: keyof typeof dirs, args: string) =>
+  `bash -c 'cd "$DUET_BENCH_${dir}" && exec ${Deno.execPath()} run ${flags} apps/cli/main.ts ${args}'`;
 const prove = `dlog prove --sid s --pid 5 --secret ${secret}`;
 const anchor = (file: string) => `${Deno.execPath()} run -A ${root}bench/cli/${file}`;
 
@@ -29,22 +32,28 @@ const commands: [name: string, command: string][] = [
   ["empty deno run", anchor("empty.ts")],
   ["commander alone", anchor("commander.ts")],
   ["dlog package alone (import, y = x*G, prove)", anchor("dlog_alone.ts")],
-  ["duet --help", duet(root, "--help")],
-  ["duet dlog prove", duet(root, prove)],
+  ["duet --help", duet("ROOT", "--help")],
+  ["duet dlog prove", duet("ROOT", prove)],
 ];
 if (values.before) {
-  commands.push(["duet --help (before)", duet(values.before, "--help")]);
-  commands.push(["duet dlog prove (before)", duet(values.before, prove)]);
+  commands.push(["duet --help (before)", duet("BEFORE", "--help")]);
+  commands.push(["duet dlog prove (before)", duet("BEFORE", prove)]);
 }
 const out = await Deno.makeTempFile({ suffix: ".json" });
 const args = ["-N", "-w", "3", "-r", String(values.runs), "--export-json", out];
 for (const [name, command] of commands) args.push("-n", name, command);
-const { success } = await new Deno.Command("hyperfine", { args, stdout: "null" }).spawn().status;
-if (!success) Deno.exit(1);
-const results: { command: string; median: number }[] = JSON.parse(
-  await Deno.readTextFile(out),
-).results;
-await Deno.remove(out);
+let results: { command: string; median: number }[] | undefined;
+try {
+  const env = { DUET_BENCH_ROOT: dirs.ROOT, DUET_BENCH_BEFORE: dirs.BEFORE };
+  const hyperfine = new Deno.Command("hyperfine", { args, env, stdout: "null" }).spawn();
+  if ((await hyperfine.status).success) results = JSON.parse(await Deno.readTextFile(out)).results;
+} finally {
+  await Deno.remove(out).catch(() => {});
+}
+if (results === undefined) {
+  console.error("bench/cli/run.ts: hyperfine stopped: one of the commands failed (above)");
+  Deno.exit(1);
+}
 const median = (name: string) => results.find((r) => r.command === name)!.median * 1000;
 console.log("| command | median | / empty deno run | / commander alone | / dlog alone |");
 console.log("| --- | --- | --- | --- | --- |");

@@ -27,57 +27,70 @@ const server = new Deno.Command(Deno.execPath(), {
   ],
   stdout: "piped",
 }).spawn();
-const reader = server.stdout.pipeThrough(new TextDecoderStream()).getReader();
-const { ws } = JSON.parse((await reader.read()).value!);
-reader.releaseLock();
-const endpoint = `${ws}/echo`;
-
 const quantile = (sorted: number[], q: number) =>
   sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
 const variants: [string, (url: string, message: string) => Promise<string>][] = [
   ["plain TypeScript", plainPing],
   ["wsPing (WebAssembly)", wsPing],
 ];
-const samples = new Map<string, number[]>(variants.map(([name]) => [name, []]));
 
-for (const [, ping] of variants) for (let i = 0; i < 300; i++) await ping(endpoint, "warm-up");
-for (let round = 0; round < rounds; round++) {
-  const order = round % 2 ? [...variants].reverse() : variants;
-  for (const [name, ping] of order) {
-    for (let i = 0; i < perRound; i++) {
-      const t0 = performance.now();
-      const reply = await ping(endpoint, "ping");
-      samples.get(name)!.push(performance.now() - t0);
-      if (reply !== "ping") throw new Error(`${name}: wrong reply ${reply}`);
+/** The two pings' samples and the module's instantiation times, against the echo server. */
+async function measure() {
+  const reader = server.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const { ws } = JSON.parse((await reader.read()).value!);
+  reader.releaseLock();
+  const endpoint = `${ws}/echo`;
+
+  const samples = new Map<string, number[]>(variants.map(([name]) => [name, []]));
+
+  for (const [, ping] of variants) for (let i = 0; i < 300; i++) await ping(endpoint, "warm-up");
+  for (let round = 0; round < rounds; round++) {
+    const order = round % 2 ? [...variants].reverse() : variants;
+    for (const [name, ping] of order) {
+      for (let i = 0; i < perRound; i++) {
+        const t0 = performance.now();
+        const reply = await ping(endpoint, "ping");
+        samples.get(name)!.push(performance.now() - t0);
+        if (reply !== "ping") throw new Error(`${name}: wrong reply ${reply}`);
+      }
     }
   }
+
+  const bytes = machineBytes();
+  const warm: number[] = [];
+  for (let i = 0; i < 300; i++) {
+    const t0 = performance.now();
+    await WebAssembly.instantiate(await WebAssembly.compile(bytes as BufferSource), {});
+    warm.push(performance.now() - t0);
+  }
+  warm.sort((a, b) => a - b);
+  const cold: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const { stdout } = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "eval",
+        `import { loadMachine } from "${
+          new URL("../../packages/wsping/machine.ts", import.meta.url).href
+        }";
+        const t0 = performance.now(); await loadMachine(); console.log(performance.now() - t0);`,
+      ],
+      stdout: "piped",
+    }).output();
+    cold.push(Number(new TextDecoder().decode(stdout)));
+  }
+  cold.sort((a, b) => a - b);
+  return { samples, warm, cold, bytes };
 }
 
-const bytes = machineBytes();
-const warm: number[] = [];
-for (let i = 0; i < 300; i++) {
-  const t0 = performance.now();
-  await WebAssembly.instantiate(await WebAssembly.compile(bytes as BufferSource), {});
-  warm.push(performance.now() - t0);
+// The echo server goes with this script, whether measuring ends well or not.
+let measured: Awaited<ReturnType<typeof measure>>;
+try {
+  measured = await measure();
+} finally {
+  server.kill();
+  await server.status;
 }
-warm.sort((a, b) => a - b);
-const cold: number[] = [];
-for (let i = 0; i < 5; i++) {
-  const { stdout } = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "eval",
-      `import { loadMachine } from "${
-        new URL("../../packages/wsping/machine.ts", import.meta.url).href
-      }";
-      const t0 = performance.now(); await loadMachine(); console.log(performance.now() - t0);`,
-    ],
-    stdout: "piped",
-  }).output();
-  cold.push(Number(new TextDecoder().decode(stdout)));
-}
-cold.sort((a, b) => a - b);
-server.kill();
-await server.status;
+const { samples, warm, cold, bytes } = measured;
 
 const cpu = (await Deno.readTextFile("/proc/cpuinfo")).match(/model name\s*:\s*(.*)/)?.[1];
 console.log(`# wsPing vs plain TypeScript ping, ${new Date().toISOString()}`);
