@@ -15,6 +15,7 @@
  *
  * @module
  */
+import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 
 /**
@@ -28,14 +29,20 @@ export type ScriptOption =
     | { type: "count"; default: number; min?: number; max?: number }
     /** Comma-separated whole numbers, each at or above `min` (1 if not given). */
     | { type: "counts"; default: readonly number[]; min?: number }
-    /** Comma-separated finite numbers in [`min`, `max`], e.g. loss rates in percent. */
-    | { type: "numbers"; default: readonly number[]; min: number; max: number }
+    /**
+     * Comma-separated decimal numbers in [`min`, `max`] with at most `decimals` digits after
+     * the point, e.g. loss rates in percent to a hundredth.
+     */
+    | { type: "numbers"; default: readonly number[]; min: number; max: number; decimals: number }
     /** One name of `choices`, e.g. which listener to start. */
     | { type: "choice"; default: string; choices: readonly string[] }
     /** Comma-separated names, each one of `choices`, e.g. which scenarios to run. */
     | { type: "names"; default: readonly string[]; choices: readonly string[] }
-    /** A directory that exists and holds the file `holding` (e.g. a checkout's `deno.json`). */
-    | { type: "directory"; holding: string }
+    /**
+     * A directory that exists and holds the file `holding` (e.g. a checkout's `deno.json`);
+     * its value is the absolute path, a relative one taken from the current directory.
+     */
+    | { type: "directory"; holding: string; default?: string }
     /** Free text (a URL, a name): the script checks what it needs. */
     | { type: "string"; default?: string }
     /** Present or not. */
@@ -49,7 +56,7 @@ export type ScriptValues<O extends Record<string, ScriptOption>> = {
     : O[K] extends { type: "names" } ? string[]
     : O[K] extends { type: "choice" } ? string
     : O[K] extends { type: "boolean" } ? boolean
-    : O[K] extends { type: "string"; default: string } ? string
+    : O[K] extends { type: "string" | "directory"; default: string } ? string
     : string | undefined;
 };
 
@@ -101,9 +108,9 @@ export function parseScriptOptions<const O extends Record<string, ScriptOption>>
   args: readonly string[],
 ): ScriptValues<O> | "help" {
   if (args.some((arg) => arg === "--help" || arg === "-h")) return "help";
-  let values: Record<string, string | boolean | undefined>;
+  let parsed: ReturnType<typeof parseArgs>;
   try {
-    values = parseArgs({
+    parsed = parseArgs({
       args: [...args],
       options: Object.fromEntries(
         Object.entries(options).map((
@@ -111,13 +118,19 @@ export function parseScriptOptions<const O extends Record<string, ScriptOption>>
         ) => [key, { type: option.type === "boolean" ? "boolean" : "string" } as const]),
       ),
       strict: true,
-    }).values as Record<string, string | boolean | undefined>;
+      tokens: true,
+    });
   } catch (error) {
     // parseArgs' own messages name the option ("Unknown option '--foo'", "Option '--n
     // <value>' argument missing"); some run over several lines, printed here as one.
     const message = error instanceof Error ? error.message : String(error);
     throw new ScriptUsageError(message.replace(/\s*\n\s*/g, " "));
   }
+  // parseArgs keeps the last of a repeated option: `--runs=abc --runs=4` ran 4, silently.
+  const given = parsed.tokens!.filter((token) => token.kind === "option").map((t) => t.name);
+  const repeated = given.find((name, i) => given.indexOf(name) !== i);
+  if (repeated !== undefined) throw new ScriptUsageError(`--${repeated} is given more than once`);
+  const values = parsed.values as Record<string, string | boolean | undefined>;
   const result: Record<string, unknown> = {};
   for (const [key, option] of Object.entries(options)) {
     const given = values[key];
@@ -131,6 +144,10 @@ export function parseScriptOptions<const O extends Record<string, ScriptOption>>
 }
 
 function checked(key: string, option: Exclude<ScriptOption, { type: "boolean" }>, text: string) {
+  if (text === "") {
+    // An unset shell variable, most likely: `--database-url=` fell back to PGlite silently.
+    throw new ScriptUsageError(`--${key} is empty; leave it out for its default`);
+  }
   if (option.type === "string") return text;
   if (option.type === "directory") {
     const held = `${text.replace(/\/?$/, "/")}${option.holding}`;
@@ -146,7 +163,7 @@ function checked(key: string, option: Exclude<ScriptOption, { type: "boolean" }>
         `--${key} ${JSON.stringify(text)}: not a directory holding ${option.holding}`,
       );
     }
-    return text;
+    return resolve(text);
   }
   if (option.type === "count") return count(key, text, option.min ?? 1, option.max);
   if (option.type === "choice") {
@@ -180,12 +197,16 @@ function checked(key: string, option: Exclude<ScriptOption, { type: "boolean" }>
     }
     return items;
   }
+  // Decimal notation only: Number() also reads "0x10", "1e1" and " 5".
+  const decimal = new RegExp(
+    `^\\d+${option.decimals > 0 ? `(\\.\\d{1,${option.decimals}})?` : ""}$`,
+  );
   return items.map((item) => {
-    const value = item.trim() === "" ? NaN : Number(item);
+    const value = decimal.test(item) ? Number(item) : NaN;
     if (!Number.isFinite(value) || value < option.min || value > option.max) {
       throw new ScriptUsageError(
         `--${key} ${JSON.stringify(text)}: each item must be a number from ${option.min} ` +
-          `to ${option.max}`,
+          `to ${option.max}, with at most ${option.decimals} decimals`,
       );
     }
     return value;

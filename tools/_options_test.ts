@@ -6,7 +6,7 @@ const options = {
   idle: { type: "count", default: 1000, min: 0 },
   port: { type: "count", default: 0, min: 0, max: 65535 },
   counts: { type: "counts", default: [2000, 10000] },
-  loss: { type: "numbers", default: [0, 1, 5], min: 0, max: 100 },
+  loss: { type: "numbers", default: [0, 1, 5], min: 0, max: 100, decimals: 2 },
   only: { type: "names", default: ["a", "b"], choices: ["a", "b", "c"] },
   listener: { type: "choice", default: "duet", choices: ["raw", "duet"] },
   before: { type: "string" },
@@ -96,7 +96,7 @@ Deno.test("script options: a count is a whole number within its bounds, nothing 
       /^Option '--runs' argument is ambiguous\. Did you forget [^\n]*'--runs=-XYZ'\.$/,
     ],
     [["--runs=-3"], /^--runs "-3": must be a whole number/],
-    [["--runs", ""], /whole number/],
+    [["--runs", ""], /^--runs is empty; leave it out for its default$/],
     [["--runs", "9007199254740993"], /whole number/],
     [["--port", "65536"], /^--port "65536": must be a whole number from 0 to 65535$/],
     [["--counts", "10,,20"], /^--counts "10,,20": each item must be a whole number of 1 or more$/],
@@ -107,9 +107,18 @@ Deno.test("script options: a count is a whole number within its bounds, nothing 
 
 Deno.test("script options: lists and names are checked item by item", () => {
   const refused: [string[], RegExp][] = [
-    [["--loss", "0,101"], /^--loss "0,101": each item must be a number from 0 to 100$/],
+    [
+      ["--loss", "0,101"],
+      /^--loss "0,101": each item must be a number from 0 to 100, with at most 2 decimals$/,
+    ],
+    [["--loss", "0.001"], /each item must be a number/],
+    [["--loss", "0x10"], /each item must be a number/],
+    [["--loss", "1e1"], /each item must be a number/],
+    [["--loss", " 5"], /each item must be a number/],
+    [["--loss", "5 ,1"], /each item must be a number/],
+    [["--loss", "1."], /each item must be a number/],
     [["--loss", "1,"], /each item must be a number/],
-    [["--loss=-1"], /^--loss "-1": each item must be a number from 0 to 100$/],
+    [["--loss=-1"], /^--loss "-1": each item must be a number from 0 to 100/],
     [["--loss", "NaN"], /each item/],
     [["--loss", "Infinity"], /each item/],
     [["--only", "a,d,e"], /^--only: "d", "e" is not one of a, b, c$/],
@@ -121,9 +130,21 @@ Deno.test("script options: lists and names are checked item by item", () => {
 Deno.test("script options: a directory must exist and hold its file", () => {
   const declared = { before: { type: "directory", holding: "apps/cli/main.ts" } } as const;
   const root = new URL("../", import.meta.url).pathname;
-  assert.deepEqual(parseScriptOptions(declared, ["--before", root]), { before: root });
+  // The absolute path, a relative one from the current directory.
+  assert.deepEqual(parseScriptOptions(declared, ["--before", root]), {
+    before: root.replace(/\/$/, ""),
+  });
+  const here = Deno.cwd();
+  try {
+    Deno.chdir(`${root}apps`);
+    assert.deepEqual(parseScriptOptions(declared, ["--before", ".."]), {
+      before: root.replace(/\/$/, ""),
+    });
+  } finally {
+    Deno.chdir(here);
+  }
   assert.deepEqual(parseScriptOptions(declared, []), { before: undefined });
-  for (const wrong of ["/nonexistent", `${root}apps`, `${root}apps/cli/main.ts`, ""]) {
+  for (const wrong of ["/nonexistent", `${root}apps`, `${root}apps/cli/main.ts`]) {
     assert.throws(
       () => parseScriptOptions(declared, ["--before", wrong]),
       (error: unknown) =>
@@ -142,6 +163,11 @@ Deno.test("script options: unknown options, missing values and stray arguments a
       [["--runs"], /--runs.*argument missing/],
       [["200"], /Unexpected argument '200'/],
       [["--pin=yes"], /--pin.*does not take an argument/],
+      [["--runs=abc", "--runs=4"], /^--runs is given more than once$/],
+      [["--runs", "3", "--runs", "7"], /^--runs is given more than once$/],
+      [["--pin", "--pin"], /^--pin is given more than once$/],
+      [["--before="], /^--before is empty; leave it out for its default$/],
+      [["--repo", ""], /^--repo is empty/],
     ] as [string[], RegExp][]
   ) assertRefused(args, message);
 });

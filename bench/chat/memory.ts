@@ -17,7 +17,12 @@ import { scriptOptions } from "../../tools/_options.ts";
 import { testSchema, waitFor } from "@duet/testkit";
 
 const values = scriptOptions(import.meta.url, {
-  repo: { type: "string", default: new URL("../../", import.meta.url).pathname },
+  // A checkout of duet (this one by default), so that an older commit is measured alike.
+  repo: {
+    type: "directory",
+    holding: "apps/cli/main.ts",
+    default: new URL("../../", import.meta.url).pathname,
+  },
   idle: { type: "count", default: 1000 },
 });
 const REPO = values.repo.replace(/\/?$/, "/");

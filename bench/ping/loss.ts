@@ -21,7 +21,7 @@ import { startPingServer } from "@duet/ping";
 const values = scriptOptions(import.meta.url, {
   n: { type: "count", default: 2000 },
   // Loss rates in percent; nftables takes them in hundredths (0.01% steps).
-  loss: { type: "numbers", default: [0, 1, 5], min: 0, max: 100 },
+  loss: { type: "numbers", default: [0, 1, 5], min: 0, max: 100, decimals: 2 },
   inner: { type: "boolean", internal: true }, // this script, run again in a namespace
 });
 const N = values.n;
