@@ -59,7 +59,14 @@ async function main(): Promise<void> {
   const { check } = scriptOptions(import.meta.url, { check: { type: "boolean" } });
   const fresh = await bundle();
   if (check) {
-    const committed = await Deno.readTextFile(output).catch(() => "");
+    const committed = await Deno.readTextFile(output).catch(() => undefined);
+    if (committed === undefined) {
+      console.error(
+        "build:ping-page --check: apps/ping/page/client.js is missing; run deno task " +
+          "build:ping-page",
+      );
+      Deno.exit(1);
+    }
     if (committed !== fresh) {
       const have = committed.split("\n");
       const want = fresh.split("\n");
