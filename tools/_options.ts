@@ -100,8 +100,8 @@ export function scriptOptions<const O extends Record<string, ScriptOption>>(
 /**
  * `args` parsed by `options`, or "help" when `--help` or `-h` is among them.
  *
- * @throws {ScriptUsageError} on an unknown option, a missing value, a stray argument, or a
- *   value outside its option's type
+ * @throws {ScriptUsageError} on an unknown option, a missing or empty value, an option given
+ *   twice, a stray argument, or a value outside its option's type
  */
 export function parseScriptOptions<const O extends Record<string, ScriptOption>>(
   options: O,
