@@ -1,13 +1,17 @@
 // Every server command, through the real `duet`: on port 0 it prints the ports it got on
-// stdout, quiet or not, and they are the ports it serves; on SIGTERM it says it stopped and
-// exits 0.
+// stdout, quiet or not, and they are the ports it serves; it logs that each service listens,
+// and on SIGTERM that it stopped, and exits 0.
 import assert from "node:assert/strict";
 import { waitFor } from "@duet/testkit";
 import { spawnDuet } from "./testdata/spawn.ts";
 
-/** A server command, the services it stops, and the line on stdout that ends its start. */
+/**
+ * A server command, what it logs when its services listen and when they stop, and the line on
+ * stdout that ends its start.
+ */
 interface ServerCase {
   args: (dir: string) => string[];
+  started: RegExp[];
   stopped: RegExp[];
   lastLine: RegExp;
 }
@@ -15,16 +19,19 @@ interface ServerCase {
 const CASES: Record<string, ServerCase> = {
   syncpoint: {
     args: () => ["syncpoint", "--port", "0"],
+    started: [/Syncpoint listening on/],
     stopped: [/Syncpoint stopped/],
     lastLine: /^syncpoint /,
   },
   "ping serve": {
     args: () => ["ping", "serve", "--port", "0"],
+    started: [/Ping server listening on "https:\/\/127\.0\.0\.1:\d+\/ping" \(page /],
     stopped: [/Ping server stopped/],
     lastLine: /^certificate sha-256 \(next\)/,
   },
   "chat-server": {
     args: (dir) => ["chat-server", "--port", "0", "--data-dir", dir],
+    started: [/Chat server listening on/],
     stopped: [/Chat server stopped/],
     lastLine: /^chat /,
   },
@@ -40,6 +47,7 @@ const CASES: Record<string, ServerCase> = {
       "--chat-data-dir",
       dir,
     ],
+    started: [/Syncpoint listening on/, /Ping server listening on/, /Chat server listening on/],
     stopped: [/Syncpoint stopped/, /Ping server stopped/, /Chat server stopped/],
     lastLine: /^duet is running; Ctrl-C stops it\.$/,
   },
@@ -88,8 +96,8 @@ for (const [name, server] of Object.entries(CASES)) {
     const quiet = await startAndStop(name, server, true);
     assert.deepEqual(quiet.stderr, [], `${name} -q: nothing on stderr`);
     const loud = await startAndStop(name, server, false);
-    for (const stopped of server.stopped) {
-      assert.ok(loud.stderr.some((line) => stopped.test(line)), `${name}: ${stopped}`);
+    for (const said of [...server.started, ...server.stopped]) {
+      assert.ok(loud.stderr.some((line) => said.test(line)), `${name}: ${said}`);
     }
     // An address is one value in a log line, never a quoted host and a port apart.
     assert.doesNotMatch(loud.stderr.join("\n"), /"[^"\s]+":\d+/, `${name}: addresses`);

@@ -181,8 +181,6 @@ export async function startPingServer(
   port = bound;
   certificates.presentTo(transport);
 
-  const scheme = config.cert ? "https" : "http";
-  const shownHost = config.hostname.includes(":") ? `[${config.hostname}]` : config.hostname;
   let shutdown: Promise<void> | undefined;
   const stop = (graceMs = 2000) => {
     // Checked before the shutdown starts: a bad call leaves the server running.
@@ -212,12 +210,13 @@ export async function startPingServer(
     },
   );
   finished.catch(() => {}); // handled by whoever awaits it; never an unhandled rejection
+  const { url, httpUrl } = listening(config, port);
   return {
     addr: transport.addr,
     finished,
     port,
-    url: new URL(`https://${shownHost}:${port}${PING_PATH}`),
-    httpUrl: new URL(`${scheme}://${shownHost}:${port}/`),
+    url,
+    httpUrl,
     certificateHashes: () => certificates.hashes(),
     certificateAddresses: () => [...certificates.addresses],
     get sessions() {
@@ -231,6 +230,19 @@ export async function startPingServer(
     },
     shutdown: stop,
   };
+}
+
+/**
+ * The server's two URLs on `port` (WebTransport, and the page over HTTP or HTTPS), logged as
+ * listening: here, as syncpoint and chat log theirs, so that `duet serve` says it too.
+ */
+function listening(config: PingServerConfig, port: number): { url: URL; httpUrl: URL } {
+  const scheme = config.cert ? "https" : "http";
+  const shownHost = config.hostname.includes(":") ? `[${config.hostname}]` : config.hostname;
+  const url = new URL(`https://${shownHost}:${port}${PING_PATH}`);
+  const httpUrl = new URL(`${scheme}://${shownHost}:${port}/`);
+  log.info("Ping server listening on {url} (page {page})", { url: url.href, page: httpUrl.href });
+  return { url, httpUrl };
 }
 
 /**

@@ -558,7 +558,6 @@ async function runServer(options: ServeCliOptions, io: CliIo): Promise<void> {
   for (const [i, hash] of hashes.entries()) {
     io.out(`certificate sha-256 (${i === 0 ? "current" : "next"}): ${hash}\n`);
   }
-  log.info("Listening on {url}", { url: server.url.href, port: server.port });
   await untilAborted(io.shutdownSignal);
   await announcer?.stop();
   await server.shutdown();
