@@ -127,8 +127,8 @@ export function parseScriptOptions<const O extends Record<string, ScriptOption>>
     throw new ScriptUsageError(message.replace(/\s*\n\s*/g, " "));
   }
   // parseArgs keeps the last of a repeated option: `--runs=abc --runs=4` ran 4, silently.
-  const given = parsed.tokens!.filter((token) => token.kind === "option").map((t) => t.name);
-  const repeated = given.find((name, i) => given.indexOf(name) !== i);
+  const named = parsed.tokens!.filter((token) => token.kind === "option").map((t) => t.name);
+  const repeated = named.find((name, i) => named.indexOf(name) !== i);
   if (repeated !== undefined) throw new ScriptUsageError(`--${repeated} is given more than once`);
   const values = parsed.values as Record<string, string | boolean | undefined>;
   const result: Record<string, unknown> = {};
@@ -165,7 +165,17 @@ function checked(key: string, option: Exclude<ScriptOption, { type: "boolean" }>
     }
     return resolve(text);
   }
-  if (option.type === "count") return count(key, text, option.min ?? 1, option.max);
+  if (option.type === "count") {
+    const min = option.min ?? 1;
+    const value = wholeNumber(text, min, option.max);
+    if (value === undefined) {
+      const range = option.max === undefined ? `of ${min} or more` : `from ${min} to ${option.max}`;
+      throw new ScriptUsageError(
+        `--${key} ${JSON.stringify(text)}: must be a whole number ${range}`,
+      );
+    }
+    return value;
+  }
   if (option.type === "choice") {
     if (!option.choices.includes(text)) {
       throw new ScriptUsageError(
@@ -176,16 +186,14 @@ function checked(key: string, option: Exclude<ScriptOption, { type: "boolean" }>
   }
   const items = text.split(",");
   if (option.type === "counts") {
-    return items.map((item) => {
-      try {
-        return count(key, item, option.min ?? 1);
-      } catch {
-        throw new ScriptUsageError(
-          `--${key} ${JSON.stringify(text)}: each item must be a whole number of ` +
-            `${option.min ?? 1} or more`,
-        );
-      }
-    });
+    const values = items.map((item) => wholeNumber(item, option.min ?? 1));
+    if (values.includes(undefined)) {
+      throw new ScriptUsageError(
+        `--${key} ${JSON.stringify(text)}: each item must be a whole number of ` +
+          `${option.min ?? 1} or more`,
+      );
+    }
+    return values;
   }
   if (option.type === "names") {
     const unknown = items.filter((item) => !option.choices.includes(item));
@@ -213,13 +221,10 @@ function checked(key: string, option: Exclude<ScriptOption, { type: "boolean" }>
   });
 }
 
-function count(key: string, text: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
+/** `text` as a whole number (decimal digits only) in [`min`, `max`], or undefined. */
+function wholeNumber(text: string, min: number, max = Number.MAX_SAFE_INTEGER): number | undefined {
   const value = /^\d+$/.test(text) ? Number(text) : NaN;
-  if (!Number.isSafeInteger(value) || value < min || value > max) {
-    const range = max === Number.MAX_SAFE_INTEGER ? `of ${min} or more` : `from ${min} to ${max}`;
-    throw new ScriptUsageError(`--${key} ${JSON.stringify(text)}: must be a whole number ${range}`);
-  }
-  return value;
+  return Number.isSafeInteger(value) && value >= min && value <= max ? value : undefined;
 }
 
 /**

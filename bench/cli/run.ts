@@ -44,7 +44,9 @@ const args = ["-N", "-w", "3", "-r", String(values.runs), "--export-json", out];
 for (const [name, command] of commands) args.push("-n", name, command);
 let results: { command: string; median: number }[] | undefined;
 try {
-  const env = { DUET_BENCH_ROOT: dirs.ROOT, DUET_BENCH_BEFORE: dirs.BEFORE };
+  const env = Object.fromEntries(
+    Object.entries(dirs).map(([name, dir]) => [`DUET_BENCH_${name}`, dir]),
+  );
   const hyperfine = new Deno.Command("hyperfine", { args, env, stdout: "null" }).spawn();
   if ((await hyperfine.status).success) results = JSON.parse(await Deno.readTextFile(out)).results;
 } finally {
